@@ -1,0 +1,327 @@
+//! The gateway client: one WebSocket connection at a time, reconnected with jittered exponential backoff
+//! (100 ms doubling to 30 s, reset once a gateway welcomes the agent).
+//!
+//! Per connection: `Authorization: Bearer <agent token>` and `Edict-Protocol: 1` on the upgrade; `Hello`
+//! with the holdings from the snapshot; after `Welcome`, every report of the outbox is sent (again on
+//! each new connection, the gateway recognises a report id it has seen) and dropped on its `ReportAck`.
+//! A `RuleSet` is committed to the snapshot, the files are reconciled, then `Applied` is sent. Buffers
+//! are small (4 KiB read, no write buffering): an agent holds one idle connection most of the time.
+
+use crate::daemon::Command;
+use crate::ruleset::RuleSetDoc;
+use crate::snapshot::{Snapshot, StoredRuleSet, keys};
+use anyhow::{Context, anyhow, bail};
+use edict_api::protocol::{
+    AgentMessage, GatewayMessage, Holding, PROTOCOL_HEADER, PROTOCOL_VERSION,
+};
+use futures::{SinkExt, StreamExt};
+use rand::Rng;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+use tokio::sync::{Notify, oneshot, watch};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// Where and how to connect.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// The server URL as given at login (`http(s)://host[:port]` or a full `ws(s)://…/ws`).
+    pub url: String,
+    /// The agent token.
+    pub token: String,
+    /// The first reconnect delay.
+    pub backoff_min: Duration,
+    /// The largest reconnect delay.
+    pub backoff_max: Duration,
+    /// How often a ping is sent on an idle connection.
+    pub ping_interval: Duration,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("url", &self.url)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+impl ClientConfig {
+    /// The defaults for `url` and `token`.
+    pub fn new(url: String, token: String) -> Self {
+        ClientConfig {
+            url,
+            token,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(20),
+        }
+    }
+}
+
+/// The WebSocket URL of a server URL: `http` → `ws`, `https` → `wss`, and `/ws` when no path is given.
+///
+/// # Errors
+/// When the URL has no scheme this understands.
+pub fn ws_url(server: &str) -> anyhow::Result<String> {
+    let (scheme, rest) = server
+        .split_once("://")
+        .ok_or_else(|| anyhow!("server URL {server:?} has no scheme"))?;
+    let scheme = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => "ws",
+        "https" | "wss" => "wss",
+        other => bail!("unsupported server URL scheme {other:?}"),
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() {
+        bail!("server URL {server:?} has no host");
+    }
+    let url = if rest.contains('/') {
+        format!("{scheme}://{rest}")
+    } else {
+        format!("{scheme}://{rest}/ws")
+    };
+    Ok(url)
+}
+
+/// A delay drawn uniformly from `[base / 2, base]`.
+fn jitter(base: Duration) -> Duration {
+    let half = base / 2;
+    let spread = u64::try_from((base - half).as_millis()).unwrap_or(u64::MAX);
+    half + Duration::from_millis(rand::thread_rng().gen_range(0..=spread))
+}
+
+/// Connects, serves, reconnects, until `stop` turns true.
+pub async fn run(
+    config: ClientConfig,
+    snapshot: Arc<Snapshot>,
+    engine: Sender<Command>,
+    outbox: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = config.backoff_min;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        match session(&config, &snapshot, &engine, &outbox, &mut stop).await {
+            Ok(welcomed) => {
+                if welcomed {
+                    backoff = config.backoff_min;
+                }
+            }
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "gateway connection"),
+        }
+        set_connected(&snapshot, false).await;
+        if *stop.borrow() {
+            break;
+        }
+        let delay = jitter(backoff);
+        tracing::debug!(?delay, "reconnecting");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => break,
+        }
+        backoff = (backoff * 2).min(config.backoff_max);
+    }
+}
+
+async fn set_connected(snapshot: &Arc<Snapshot>, connected: bool) {
+    let snapshot = snapshot.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = snapshot.set_identity(keys::CONNECTED, if connected { "true" } else { "false" });
+        let _ = snapshot.set_identity(keys::CONNECTED_SINCE, &chrono::Utc::now().to_rfc3339());
+    })
+    .await;
+}
+
+async fn blocking<T: Send + 'static>(
+    snapshot: &Arc<Snapshot>,
+    f: impl FnOnce(&Snapshot) -> Result<T, crate::snapshot::SnapshotError> + Send + 'static,
+) -> anyhow::Result<T> {
+    let snapshot = snapshot.clone();
+    Ok(tokio::task::spawn_blocking(move || f(&snapshot)).await??)
+}
+
+async fn resync(engine: &Sender<Command>) -> anyhow::Result<()> {
+    let (tx, rx) = oneshot::channel();
+    engine
+        .send(Command::Sync(tx))
+        .map_err(|_| anyhow!("the engine stopped"))?;
+    rx.await
+        .map_err(|_| anyhow!("the engine stopped"))?
+        .map_err(|e| anyhow!(e))
+}
+
+/// One connection; `Ok(true)` when the gateway welcomed the agent before it ended.
+async fn session(
+    config: &ClientConfig,
+    snapshot: &Arc<Snapshot>,
+    engine: &Sender<Command>,
+    outbox: &Notify,
+    stop: &mut watch::Receiver<bool>,
+) -> anyhow::Result<bool> {
+    let url = ws_url(&config.url)?;
+    let mut request = url.as_str().into_client_request()?;
+    let headers = request.headers_mut();
+    headers.insert(
+        "Authorization",
+        HeaderValue::from_str(&format!("Bearer {}", config.token))
+            .context("the agent token is not a valid header value")?,
+    );
+    headers.insert(PROTOCOL_HEADER, HeaderValue::from(PROTOCOL_VERSION));
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let connect = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
+    let (ws, _) = tokio::select! {
+        r = tokio::time::timeout(Duration::from_secs(15), connect) => r.context("connect timed out")??,
+        _ = stop.changed() => return Ok(false),
+    };
+    tracing::info!(url, "connected");
+    let (mut sink, mut stream) = ws.split();
+    let holdings = blocking(snapshot, Snapshot::holdings).await?;
+    send(
+        &mut sink,
+        &AgentMessage::Hello {
+            protocol: PROTOCOL_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            holdings,
+        },
+    )
+    .await?;
+    let mut welcomed = false;
+    let mut sent: HashSet<String> = HashSet::new();
+    let mut ping = tokio::time::interval(config.ping_interval);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => {
+                let _ = sink.send(Message::Close(None)).await;
+                return Ok(welcomed);
+            }
+            () = outbox.notified(), if welcomed => {
+                flush(snapshot, &mut sink, &mut sent).await?;
+            }
+            _ = ping.tick() => {
+                sink.send(Message::Ping(Default::default())).await?;
+            }
+            message = stream.next() => {
+                let text = match message {
+                    None => bail!("the gateway closed the connection"),
+                    Some(Err(e)) => return Err(e.into()),
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Close(frame))) => {
+                        tracing::info!(?frame, "the gateway closed the connection");
+                        return Ok(welcomed);
+                    }
+                    Some(Ok(_)) => continue,
+                };
+                let message: GatewayMessage = serde_json::from_str(text.as_str())
+                    .context("a malformed gateway message")?;
+                match message {
+                    GatewayMessage::Welcome { agent_id, teams, .. } => {
+                        tracing::info!(agent_id, ?teams, "welcomed");
+                        welcomed = true;
+                        blocking(snapshot, move |s| s.set_identity(keys::AGENT_ID, &agent_id)).await?;
+                        set_connected(snapshot, true).await;
+                        flush(snapshot, &mut sink, &mut sent).await?;
+                    }
+                    GatewayMessage::Current(holding) => {
+                        tracing::debug!(team = holding.team, revision = holding.revision, "current");
+                    }
+                    GatewayMessage::RuleSet { team, revision, hash, ruleset } => {
+                        let doc: RuleSetDoc = match serde_json::from_value(ruleset) {
+                            Ok(doc) => doc,
+                            Err(e) => {
+                                // Not applied: the agent keeps enforcing the revision it holds, and
+                                // the server sees it has not converged.
+                                tracing::error!(team, revision, error = %e, "unreadable rule set; not applied");
+                                continue;
+                            }
+                        };
+                        let stored = StoredRuleSet { team: team.clone(), revision, hash: hash.clone(), doc };
+                        // Durable first: `applied` promises the rule set survives a crash.
+                        blocking(snapshot, move |s| s.put_ruleset(&stored)).await?;
+                        if let Err(e) = resync(engine).await {
+                            tracing::warn!(error = %e, team, "rule set stored; some files not written yet");
+                        }
+                        tracing::info!(team, revision, "rule set applied");
+                        send(&mut sink, &AgentMessage::Applied(Holding { team, revision, hash })).await?;
+                    }
+                    GatewayMessage::Removed { team } => {
+                        let t = team.clone();
+                        blocking(snapshot, move |s| s.remove_ruleset(&t)).await?;
+                        if let Err(e) = resync(engine).await {
+                            tracing::warn!(error = %e, team, "removing the sections of a team");
+                        }
+                        tracing::info!(team, "team removed");
+                    }
+                    GatewayMessage::ReportAck { report_id, change_request } => {
+                        let _ = engine.send(Command::Ack { report_id, change_request });
+                    }
+                    GatewayMessage::Decision { change_request, file, action, until } => {
+                        let _ = engine.send(Command::Decision { change_request, file, action, until });
+                    }
+                    GatewayMessage::Error { code, message } => {
+                        tracing::warn!(code, message, "the gateway reported an error");
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn send<S>(sink: &mut S, message: &AgentMessage) -> anyhow::Result<()>
+where
+    S: futures::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    sink.send(Message::text(serde_json::to_string(message)?))
+        .await?;
+    Ok(())
+}
+
+async fn flush<S>(
+    snapshot: &Arc<Snapshot>,
+    sink: &mut S,
+    sent: &mut HashSet<String>,
+) -> anyhow::Result<()>
+where
+    S: futures::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    let reports = blocking(snapshot, Snapshot::outbox).await?;
+    for report in reports {
+        if sent.insert(report.report_id.clone()) {
+            tracing::info!(report_id = report.report_id, kind = ?report.kind, "sending report");
+            send(sink, &AgentMessage::Report(report)).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls_become_websocket_urls() -> anyhow::Result<()> {
+        assert_eq!(ws_url("http://localhost:8080")?, "ws://localhost:8080/ws");
+        assert_eq!(ws_url("https://edict.example/")?, "wss://edict.example/ws");
+        assert_eq!(ws_url("ws://gw:1/custom/ws")?, "ws://gw:1/custom/ws");
+        assert!(ws_url("ftp://x").is_err());
+        assert!(ws_url("localhost").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn jitter_stays_within_half_and_full_delay() {
+        for _ in 0..100 {
+            let d = jitter(Duration::from_millis(400));
+            assert!(d >= Duration::from_millis(200) && d <= Duration::from_millis(400));
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The file watcher: a notify watcher on the directories of the managed files (never recursive: only the
+//! managed paths themselves matter), forwarding an event about a managed file to the engine. An editor's
+//! rename-save and a deletion show up as events on the directory, so they are seen too. The engine
+//! debounces; the periodic audit backs the watcher up.
+
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Watches the managed files' directories and calls back with the path of a managed file that changed.
+pub struct ManagedWatcher {
+    watcher: RecommendedWatcher,
+    dirs: HashSet<PathBuf>,
+    files: Arc<Mutex<HashSet<PathBuf>>>,
+}
+
+impl std::fmt::Debug for ManagedWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagedWatcher")
+            .field("dirs", &self.dirs)
+            .finish()
+    }
+}
+
+impl ManagedWatcher {
+    /// A watcher calling `on_change` (from the watcher's thread) with each managed path an event names.
+    ///
+    /// # Errors
+    /// When the platform watcher cannot be created.
+    pub fn new(on_change: impl Fn(PathBuf) + Send + 'static) -> notify::Result<Self> {
+        let files: Arc<Mutex<HashSet<PathBuf>>> = Arc::default();
+        let managed = files.clone();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else {
+                return;
+            };
+            let managed = managed.lock().unwrap_or_else(PoisonError::into_inner);
+            for path in event.paths {
+                if managed.contains(&path) {
+                    on_change(path);
+                }
+            }
+        })?;
+        Ok(ManagedWatcher {
+            watcher,
+            dirs: HashSet::new(),
+            files,
+        })
+    }
+
+    /// Watches exactly the directories of `files` that exist (a missing one is picked up by a later
+    /// call, after the agent creates it).
+    pub fn update(&mut self, files: &[PathBuf]) {
+        let wanted: HashSet<PathBuf> = files
+            .iter()
+            .filter_map(|f| f.parent().map(Path::to_path_buf))
+            .filter(|d| d.is_dir())
+            .collect();
+        *self.files.lock().unwrap_or_else(PoisonError::into_inner) =
+            files.iter().cloned().collect();
+        for gone in self.dirs.difference(&wanted).cloned().collect::<Vec<_>>() {
+            // A directory that vanished is no longer watched anyway.
+            let _ = self.watcher.unwatch(&gone);
+            self.dirs.remove(&gone);
+        }
+        for dir in wanted {
+            if !self.dirs.contains(&dir) {
+                match self.watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                    Ok(()) => {
+                        self.dirs.insert(dir);
+                    }
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch; the audit covers it");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[test]
+    fn writes_renames_and_deletions_of_a_managed_file_are_seen_and_others_are_not()
+    -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let managed = dir.path().join("CLAUDE.md");
+        let (tx, rx) = mpsc::channel();
+        let mut watcher = ManagedWatcher::new(move |p| {
+            let _ = tx.send(p);
+        })?;
+        watcher.update(std::slice::from_ref(&managed));
+        std::fs::write(dir.path().join("other.md"), "x")?;
+        std::fs::write(&managed, "one")?;
+        assert_eq!(rx.recv_timeout(Duration::from_secs(2))?, managed);
+        while rx.recv_timeout(Duration::from_millis(100)).is_ok() {}
+        let tmp = dir.path().join(".CLAUDE.md.swp");
+        std::fs::write(&tmp, "two")?;
+        std::fs::rename(&tmp, &managed)?;
+        assert_eq!(rx.recv_timeout(Duration::from_secs(2))?, managed);
+        while rx.recv_timeout(Duration::from_millis(100)).is_ok() {}
+        std::fs::remove_file(&managed)?;
+        assert_eq!(rx.recv_timeout(Duration::from_secs(2))?, managed);
+        Ok(())
+    }
+}

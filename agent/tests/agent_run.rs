@@ -1,0 +1,452 @@
+//! Runs the real `edict-agent run` process against a tiny fake gateway written here (a tokio-tungstenite
+//! server on port 0 speaking protocol 1), with a temp home, organization file and data dir.
+
+use edict_api::protocol::{
+    AgentMessage, GatewayMessage, Holding, PROTOCOL_VERSION, Report, ReportKind,
+};
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+
+const TEAM: &str = "0190a0b0-0000-7000-8000-000000000001";
+const TOKEN: &str = "agent-token-for-tests";
+const RULE_TEXT: &str = "Never commit secrets.";
+const PROJECT_TEXT: &str = "Use `?` for errors.";
+
+/// What the fake gateway saw.
+#[derive(Debug, Default)]
+struct Seen {
+    upgrades: Vec<(Option<String>, Option<String>)>,
+    hellos: Vec<Vec<Holding>>,
+    applied: Vec<Holding>,
+    reports: Vec<Report>,
+}
+
+fn ruleset_doc() -> serde_json::Value {
+    let text = format!("## Security\n\n### No secrets\n\n{RULE_TEXT}\n");
+    json!({
+        "team_id": TEAM, "team_name": "Platform", "archived": false, "revision": 1, "hash": "hash-1",
+        "updated_at": "2026-11-21T00:00:00Z", "position": 7,
+        "layers": {
+            "organization": {"rules": [], "text": ""},
+            "team": {"rules": [{
+                "rule_id": "0190a0b0-0000-7000-8000-0000000000aa", "revision": 1, "name": "No secrets",
+                "category": "Security", "priority": 0, "mode": "block", "temporary_timeout_secs": null,
+                "triggers": [], "content": RULE_TEXT
+            }], "text": text},
+            "project": {"rules": [{
+                "rule_id": "0190a0b0-0000-7000-8000-0000000000bb", "revision": 1, "name": "Rust style",
+                "category": null, "priority": 0, "mode": "warning", "temporary_timeout_secs": null,
+                "triggers": ["**/*.rs"], "content": PROJECT_TEXT
+            }], "text": "(rendered by the agent)"}
+        }
+    })
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    seen: Arc<Mutex<Seen>>,
+) -> anyhow::Result<()> {
+    let seen_upgrade = seen.clone();
+    // The callback's signature (and its large error type) is tungstenite's.
+    #[allow(clippy::result_large_err)]
+    let callback = move |req: &Request, resp: Response| {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        if let Ok(mut s) = seen_upgrade.lock() {
+            s.upgrades
+                .push((header("authorization"), header("edict-protocol")));
+        }
+        Ok(resp)
+    };
+    let mut ws = tokio_tungstenite::accept_hdr_async(stream, callback).await?;
+    while let Some(message) = ws.next().await {
+        let Message::Text(text) = message? else {
+            continue;
+        };
+        let replies = match serde_json::from_str::<AgentMessage>(text.as_str())? {
+            AgentMessage::Hello { holdings, .. } => {
+                let current = holdings
+                    .iter()
+                    .any(|h| h.team == TEAM && h.revision == 1 && h.hash == "hash-1");
+                if let Ok(mut s) = seen.lock() {
+                    s.hellos.push(holdings);
+                }
+                let welcome = GatewayMessage::Welcome {
+                    protocol: PROTOCOL_VERSION,
+                    agent_id: "agent-1".into(),
+                    teams: vec![TEAM.into()],
+                };
+                let state = if current {
+                    GatewayMessage::Current(Holding {
+                        team: TEAM.into(),
+                        revision: 1,
+                        hash: "hash-1".into(),
+                    })
+                } else {
+                    GatewayMessage::RuleSet {
+                        team: TEAM.into(),
+                        revision: 1,
+                        hash: "hash-1".into(),
+                        ruleset: ruleset_doc(),
+                    }
+                };
+                vec![welcome, state]
+            }
+            AgentMessage::Applied(holding) => {
+                if let Ok(mut s) = seen.lock() {
+                    s.applied.push(holding);
+                }
+                vec![]
+            }
+            AgentMessage::Report(report) => {
+                let ack = GatewayMessage::ReportAck {
+                    report_id: report.report_id.clone(),
+                    change_request: None,
+                };
+                if let Ok(mut s) = seen.lock() {
+                    s.reports.push(report);
+                }
+                vec![ack]
+            }
+        };
+        for reply in replies {
+            ws.send(Message::text(serde_json::to_string(&reply)?))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// A fake gateway; dropping it (or [`FakeGateway::kill`]) closes the listener and every connection.
+struct FakeGateway {
+    task: tokio::task::JoinHandle<()>,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl FakeGateway {
+    async fn start(port: u16) -> anyhow::Result<(Self, u16)> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        let port = listener.local_addr()?.port();
+        let seen: Arc<Mutex<Seen>> = Arc::default();
+        let shared = seen.clone();
+        let task = tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                connections.spawn(serve_connection(stream, shared.clone()));
+            }
+        });
+        Ok((FakeGateway { task, seen }, port))
+    }
+
+    fn kill(self) {
+        self.task.abort();
+    }
+
+    fn reports(&self) -> Vec<Report> {
+        self.seen
+            .lock()
+            .map(|s| s.reports.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Kills the agent if the test ends early.
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    home: PathBuf,
+    org_file: PathBuf,
+    data_dir: PathBuf,
+}
+
+impl Env {
+    fn new() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(&home)?;
+        Ok(Env {
+            org_file: dir.path().join("etc/claude-code/CLAUDE.md"),
+            data_dir: dir.path().join("data"),
+            home,
+            _dir: dir,
+        })
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_edict-agent"));
+        c.env("EDICT_AGENT_HOME", &self.home)
+            .env("EDICT_AGENT_ORG_FILE", &self.org_file)
+            .env("EDICT_AGENT_DATA_DIR", &self.data_dir)
+            .env("EDICT_AGENT_LOG", "edict_agent=info");
+        c
+    }
+
+    fn team_file(&self) -> PathBuf {
+        self.home.join(".claude/CLAUDE.md")
+    }
+
+    fn pending_reports(&self) -> anyhow::Result<u64> {
+        let out = self
+            .command()
+            .args(["status", "--output", "json"])
+            .output()?;
+        anyhow::ensure!(out.status.success(), "status failed: {out:?}");
+        let value: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        value["pending_reports"]
+            .as_u64()
+            .ok_or_else(|| anyhow::anyhow!("no pending_reports in {value}"))
+    }
+}
+
+/// Polls `condition` every 25 ms until it holds or `timeout` passes.
+async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Edits the rule's text in place (truncate and write, as `echo >` does).
+fn edit_section(path: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    anyhow::ensure!(text.contains(RULE_TEXT), "the section is not there: {text}");
+    std::fs::write(path, text.replace(RULE_TEXT, "Secrets are fine in tests."))?;
+    Ok(())
+}
+
+/// Edits the rule's text as many editors save: a new file renamed over the old one.
+fn edit_section_by_rename(path: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    anyhow::ensure!(text.contains(RULE_TEXT), "the section is not there: {text}");
+    let tmp = path.with_extension("md~");
+    std::fs::write(&tmp, text.replace(RULE_TEXT, "Secrets are fine offline."))?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_enforces_a_block_rule_online_and_offline_and_delivers_reports_once()
+-> anyhow::Result<()> {
+    let env = Env::new()?;
+    let (gateway, port) = FakeGateway::start(0).await?;
+    let login = env
+        .command()
+        .args(["login", "--server", &format!("http://127.0.0.1:{port}")])
+        .args(["--enrollment-token", TOKEN])
+        .output()?;
+    assert!(login.status.success(), "login failed: {login:?}");
+
+    let team_file = env.team_file();
+    std::fs::create_dir_all(team_file.parent().unwrap_or(Path::new(".")))?;
+    std::fs::write(&team_file, "# My own notes\n\nKeep this.\n")?;
+
+    let mut agent = Agent(
+        env.command()
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?,
+    );
+
+    // The rule set arrives and the team file carries the managed section, user text first.
+    assert!(
+        eventually(Duration::from_secs(2), || read(&team_file)
+            .contains(RULE_TEXT))
+        .await,
+        "no managed section: {:?}",
+        read(&team_file)
+    );
+    let enforced = read(&team_file);
+    assert!(
+        enforced.starts_with("# My own notes\n\nKeep this.\n\n<!-- edict:begin layer=team -->\n")
+    );
+    assert!(enforced.ends_with("<!-- edict:end -->\n"));
+    assert!(
+        eventually(Duration::from_secs(2), || {
+            gateway
+                .seen
+                .lock()
+                .map(|s| s.applied.len() == 1)
+                .unwrap_or(false)
+        })
+        .await,
+        "no applied"
+    );
+    {
+        let seen = gateway
+            .seen
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+        assert_eq!(
+            seen.upgrades[0],
+            (Some(format!("Bearer {TOKEN}")), Some("1".to_owned()))
+        );
+        assert_eq!(seen.hellos[0], Vec::<Holding>::new());
+        assert_eq!(seen.applied[0].revision, 1);
+    }
+
+    // An edit of the section is reverted (user text kept) and reported.
+    edit_section(&team_file)?;
+    assert!(
+        eventually(Duration::from_secs(2), || read(&team_file) == enforced).await,
+        "not restored: {:?}",
+        read(&team_file)
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || gateway.reports().len() == 1).await,
+        "no report"
+    );
+    let first = gateway.reports().remove(0);
+    assert_eq!(first.kind, ReportKind::BlockReverted);
+    assert_eq!(first.team, TEAM);
+    assert_eq!(first.layer, "team");
+    assert!(first.diff.contains("+Secrets are fine in tests."));
+    assert!(
+        eventually(Duration::from_secs(2), || env.pending_reports().ok()
+            == Some(0))
+        .await,
+        "the acknowledged report stays in the outbox"
+    );
+
+    // Offline: the gateway is gone; the snapshot still enforces and the report waits in the outbox.
+    gateway.kill();
+    edit_section_by_rename(&team_file)?;
+    assert!(
+        eventually(Duration::from_secs(2), || read(&team_file) == enforced).await,
+        "not restored offline: {:?}",
+        read(&team_file)
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || env.pending_reports().ok()
+            == Some(1))
+        .await,
+        "the offline report is not in the outbox"
+    );
+
+    // The gateway is back: the report is delivered, once, and acknowledged.
+    let (gateway, _) = FakeGateway::start(port).await?;
+    assert!(
+        eventually(Duration::from_secs(20), || !gateway.reports().is_empty()).await,
+        "the queued report never arrived"
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || env.pending_reports().ok()
+            == Some(0))
+        .await,
+        "the delivered report stays in the outbox"
+    );
+    let reports = gateway.reports();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].kind, ReportKind::BlockReverted);
+    assert_ne!(reports[0].report_id, first.report_id);
+    {
+        let seen = gateway
+            .seen
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+        assert_eq!(
+            seen.hellos[0],
+            vec![Holding {
+                team: TEAM.into(),
+                revision: 1,
+                hash: "hash-1".into()
+            }]
+        );
+        assert!(seen.applied.is_empty(), "a current agent applied again");
+    }
+
+    // A project watched from the CLI while the agent runs gets its section (its rule's trigger matches).
+    let project = env.home.join("project");
+    std::fs::create_dir_all(project.join("src"))?;
+    std::fs::write(project.join("src/lib.rs"), "")?;
+    let watch = env.command().arg("watch").arg(&project).output()?;
+    assert!(watch.status.success(), "watch failed: {watch:?}");
+    let project_file = project.join("CLAUDE.md");
+    assert!(
+        eventually(Duration::from_secs(5), || read(&project_file)
+            .contains(PROJECT_TEXT))
+        .await,
+        "the project file has no section: {:?}",
+        read(&project_file)
+    );
+    assert!(read(&project_file).contains("Applies to: `**/*.rs`"));
+
+    stop(&mut agent).await?;
+
+    // Offline start: no gateway, an edit made while the agent was down is restored from the snapshot.
+    gateway.kill();
+    edit_section(&team_file)?;
+    let mut agent = Agent(
+        env.command()
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?,
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || read(&team_file) == enforced).await,
+        "not restored on an offline start: {:?}",
+        read(&team_file)
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || env.pending_reports().ok()
+            == Some(1))
+        .await,
+        "the report of the offline start is not in the outbox"
+    );
+    stop(&mut agent).await?;
+    Ok(())
+}
+
+/// Sends SIGTERM and waits (bounded) for a clean exit.
+async fn stop(agent: &mut Agent) -> anyhow::Result<()> {
+    let pid = agent.0.id().to_string();
+    anyhow::ensure!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()?
+            .success()
+    );
+    let mut exited = None;
+    let done = eventually(Duration::from_secs(5), || {
+        exited = agent.0.try_wait().ok().flatten();
+        exited.is_some()
+    })
+    .await;
+    anyhow::ensure!(done, "the agent did not stop on SIGTERM");
+    anyhow::ensure!(
+        exited.map(|s| s.success()) == Some(true),
+        "exit status {exited:?}"
+    );
+    Ok(())
+}

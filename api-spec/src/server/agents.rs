@@ -1,0 +1,211 @@
+//! Agents: `/api/v1/agents`, the machines that enforce rules.
+
+use super::common::{self, invalid};
+use super::problem::ApiResult;
+use super::queries::{self as q, PageDto};
+use super::security::BearerAuth;
+use chrono::{DateTime, Utc};
+use edict_application::Edict;
+use edict_domain::agent::{Agent, MachineId, MachineName};
+use edict_domain::value::Reason;
+use edict_domain::{AgentId, UserId};
+use poem::Request;
+use poem::web::Data;
+use poem_openapi::param::Path;
+use poem_openapi::param::Query;
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi, Tags};
+
+use std::sync::Arc;
+
+#[derive(Tags)]
+enum AgentTags {
+    /// Enrolled machines.
+    Agents,
+}
+
+/// A machine to enroll.
+#[derive(Debug, Clone, Object)]
+pub struct EnrollDto {
+    /// A stable id of the machine (1 to 200 characters).
+    pub machine_id: String,
+    /// A name people recognize.
+    #[oai(default)]
+    pub machine_name: String,
+    /// The user the machine belongs to (default: you; someone else: org_admin only).
+    pub user_id: Option<String>,
+}
+
+/// An enrolled agent and its token.
+#[derive(Debug, Clone, Object)]
+pub struct EnrolledDto {
+    /// The agent's id.
+    pub id: String,
+    /// Its version.
+    pub version: u64,
+    /// The global log position of the enrollment.
+    #[oai(skip_serializing_if_is_none)]
+    pub position: Option<i64>,
+    /// The agent token: shown once, give it to `edict-agent`.
+    pub token: String,
+}
+
+/// A revocation.
+#[derive(Debug, Clone, Object)]
+pub struct RevokeDto {
+    /// Why (optional).
+    pub reason: Option<String>,
+}
+
+/// An enrolled agent.
+#[derive(Debug, Clone, Object)]
+pub struct AgentDto {
+    /// Its id.
+    pub id: String,
+    /// The number of events so far.
+    pub version: u64,
+    /// The user it belongs to.
+    pub user_id: String,
+    /// The machine's id.
+    pub machine_id: String,
+    /// The machine's name.
+    pub machine_name: String,
+    /// When it was enrolled.
+    pub enrolled_at: DateTime<Utc>,
+    /// Whether it was revoked.
+    pub revoked: bool,
+}
+
+impl AgentDto {
+    fn from_agent(agent: &Agent) -> Option<Self> {
+        use edict_domain::Versioned;
+        Some(AgentDto {
+            id: agent.id()?.to_string(),
+            version: agent.version(),
+            user_id: agent.user()?.to_string(),
+            machine_id: agent.machine_id()?.as_str().to_owned(),
+            machine_name: agent.machine_name()?.as_str().to_owned(),
+            enrolled_at: agent.enrolled_at()?,
+            revoked: agent.revoked(),
+        })
+    }
+}
+
+fn agent_id(raw: &str) -> Result<AgentId, super::problem::ErrorResponse> {
+    common::id::<AgentId>(raw, "agent")
+}
+
+/// Agents.
+pub struct AgentsApi;
+
+#[OpenApi(tag = "AgentTags::Agents")]
+impl AgentsApi {
+    /// Enrolls a machine and answers its agent token (shown once). Any user for their own machine; an
+    /// org_admin for anyone's.
+    #[oai(path = "/api/v1/agents", method = "post")]
+    async fn enroll(
+        &self,
+        edict: Data<&Arc<Edict>>,
+        auth: BearerAuth,
+        request: &Request,
+        body: Json<EnrollDto>,
+    ) -> ApiResult<Json<EnrolledDto>> {
+        let machine_id = MachineId::parse(&body.machine_id).map_err(invalid)?;
+        let machine_name = MachineName::parse(&body.machine_name).map_err(invalid)?;
+        let user = body
+            .user_id
+            .as_deref()
+            .map(|raw| common::body_id::<UserId>(raw, "user_id"))
+            .transpose()?;
+        let ctx = common::context(request)?;
+        let enrollment = edict
+            .enroll_agent(&auth.0, user, machine_id, machine_name, &ctx)
+            .await?;
+        Ok(Json(EnrolledDto {
+            id: enrollment.outcome.id,
+            version: enrollment.outcome.version,
+            position: enrollment.outcome.position,
+            token: enrollment.token,
+        }))
+    }
+
+    /// An agent. Its owner, an auditor or an org_admin.
+    #[oai(path = "/api/v1/agents/:id", method = "get")]
+    async fn get(
+        &self,
+        edict: Data<&Arc<Edict>>,
+        auth: BearerAuth,
+        id: Path<String>,
+    ) -> ApiResult<Json<AgentDto>> {
+        let agent = edict.agent(&auth.0, agent_id(&id)?).await?;
+        AgentDto::from_agent(&agent)
+            .map(Json)
+            .ok_or_else(|| edict_application::error::AppError::NotFound("agent".into()).into())
+    }
+
+    /// Revokes an agent: its token is refused at once. Its owner or an org_admin.
+    #[oai(path = "/api/v1/agents/:id/revoke", method = "post")]
+    async fn revoke(
+        &self,
+        edict: Data<&Arc<Edict>>,
+        auth: BearerAuth,
+        request: &Request,
+        id: Path<String>,
+        body: Json<RevokeDto>,
+    ) -> ApiResult<Json<common::CommandAccepted>> {
+        let id = agent_id(&id)?;
+        let reason = body
+            .reason
+            .as_deref()
+            .map(Reason::parse)
+            .transpose()
+            .map_err(invalid)?;
+        let ctx = common::context(request)?;
+        Ok(Json(
+            edict.revoke_agent(&auth.0, id, reason, &ctx).await?.into(),
+        ))
+    }
+
+    /// Enrolled agents; filter `status` (`enrolled`, `revoked`). org_admins and auditors see all, others
+    /// their own.
+    #[oai(path = "/api/v1/agents", method = "get")]
+    async fn list(
+        &self,
+        edict: Data<&Arc<Edict>>,
+        auth: BearerAuth,
+        status: Query<Option<String>>,
+        after: Query<Option<String>>,
+        limit: Query<Option<u32>>,
+        min_position: Query<Option<i64>>,
+    ) -> ApiResult<Json<PageDto>> {
+        let page = q::page(after.0, limit.0, min_position.0);
+        Ok(Json(
+            edict.list_agents(&auth.0, status.0, &page).await?.into(),
+        ))
+    }
+
+    /// The rule sets this agent enforces: per team, the revision it applied and since when. Its owner,
+    /// auditors and org_admins.
+    #[oai(path = "/api/v1/agents/:id/enforced", method = "get")]
+    async fn enforced(
+        &self,
+        edict: Data<&Arc<Edict>>,
+        auth: BearerAuth,
+        id: Path<String>,
+    ) -> ApiResult<Json<Vec<super::teams::EnforcedDto>>> {
+        let enforced = edict.agent_enforced(&auth.0, agent_id(&id)?).await?;
+        Ok(Json(
+            enforced
+                .into_iter()
+                .map(|(e, current)| super::teams::EnforcedDto {
+                    agent_id: e.agent_id,
+                    team_id: e.team_id,
+                    revision: e.revision,
+                    hash: e.hash,
+                    applied_at: e.applied_at,
+                    current,
+                })
+                .collect(),
+        ))
+    }
+}

@@ -1,0 +1,117 @@
+//! What every resource module shares: the request context from headers, the command answer, parsing
+//! ids and values with errors that name the field.
+
+use super::middleware::RequestId;
+use super::problem::ErrorResponse;
+use edict_application::error::AppError;
+use edict_application::{Outcome, RequestContext};
+use edict_domain::value::ValueError;
+use poem::Request;
+use poem_openapi::Object;
+
+/// The answer to a command.
+#[derive(Debug, Clone, Object)]
+pub struct CommandAccepted {
+    /// The id of the resource the command addressed (new for a create).
+    pub id: String,
+    /// The resource's version after the command; send it as `If-Match` to change only this version.
+    pub version: u64,
+    /// The global log position of the command's last event (absent when the command changed nothing).
+    #[oai(skip_serializing_if_is_none)]
+    pub position: Option<i64>,
+}
+
+impl From<Outcome> for CommandAccepted {
+    fn from(outcome: Outcome) -> Self {
+        CommandAccepted {
+            id: outcome.id,
+            version: outcome.version,
+            position: outcome.position,
+        }
+    }
+}
+
+/// The request context of a command: request id, correlation id and `If-Match`.
+///
+/// # Errors
+/// 400 when `If-Match` is not a version number.
+pub fn context(request: &Request) -> Result<RequestContext, ErrorResponse> {
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|id| id.0.clone())
+        .unwrap_or_default();
+    let correlation_id = request
+        .headers()
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned);
+    let expected_version = match request.headers().get("if-match") {
+        None => None,
+        Some(value) => parse_if_match(value.to_str().unwrap_or_default()).ok_or_else(|| {
+            ErrorResponse::BadRequest(poem_openapi::payload::Json(super::problem::Problem::new(
+                poem::http::StatusCode::BAD_REQUEST,
+                "malformed-request",
+                "If-Match must carry a version number, e.g. If-Match: \"3\"",
+            )))
+        })?,
+    };
+    Ok(RequestContext {
+        request_id,
+        correlation_id,
+        expected_version,
+    })
+}
+
+/// `3`, `"3"` or `W/"3"` → `Some(Some(3))`; `*` (any version) → `Some(None)`; anything else → `None`.
+fn parse_if_match(value: &str) -> Option<Option<u64>> {
+    let value = value.trim();
+    if value == "*" {
+        return Some(None);
+    }
+    let value = value.strip_prefix("W/").unwrap_or(value);
+    value.trim_matches('"').parse().ok().map(Some)
+}
+
+/// Parses an id from a path, as a 404 when it is not a UUID (no such resource can exist).
+pub fn id<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T, ErrorResponse> {
+    raw.parse()
+        .map_err(|_| ErrorResponse::from(AppError::NotFound(what.to_owned())))
+}
+
+/// Parses an id given in a request body, as a 422 naming `field` when it is not a UUID.
+pub fn body_id<T: std::str::FromStr>(raw: &str, field: &'static str) -> Result<T, ErrorResponse> {
+    raw.parse().map_err(|_| {
+        invalid(ValueError::Malformed {
+            field,
+            reason: "must be a UUID".into(),
+        })
+    })
+}
+
+/// A value that failed to parse, as a 422 naming the field.
+pub fn invalid(error: ValueError) -> ErrorResponse {
+    ErrorResponse::from(AppError::from(error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_if_match;
+
+    #[test]
+    fn if_match_accepts_bare_quoted_and_weak_versions() {
+        assert_eq!(parse_if_match("3"), Some(Some(3)));
+        assert_eq!(parse_if_match("\"3\""), Some(Some(3)));
+        assert_eq!(parse_if_match("W/\"12\""), Some(Some(12)));
+        assert_eq!(parse_if_match("*"), Some(None));
+        assert_eq!(parse_if_match("abc"), None);
+    }
+}
+
+/// An acknowledgement without a resource.
+#[derive(Debug, Clone, Object)]
+pub struct Done {
+    /// Always true.
+    pub done: bool,
+}

@@ -1,0 +1,273 @@
+//! Cross-cutting HTTP behaviour: request ids and tracing spans, problem+json for every error, and
+//! `Idempotency-Key` replays.
+
+use super::problem::{ErrorResponse, Problem};
+use edict_application::Edict;
+use edict_application::auth::IdempotencyClaim;
+use poem::http::{HeaderValue, Method, StatusCode, header};
+use poem::{Body, Endpoint, IntoResponse, Request, Response};
+use poem_openapi::payload::Json;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tracing::Instrument;
+use uuid::Uuid;
+
+/// The header carrying the request id, in and out.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The request id of the current request (from `X-Request-Id`, or generated).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Gives every request an id, a tracing span that carries it on every log line, and the id in the
+/// response; logs each request's outcome.
+pub async fn trace_request<E: Endpoint>(next: E, mut request: Request) -> poem::Result<Response> {
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
+    async move {
+        let started = std::time::Instant::now();
+        let result = next.call(request).await;
+        let mut response = match result {
+            Ok(response) => response.into_response(),
+            Err(error) => problem_response(error),
+        };
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            response.headers_mut().insert(REQUEST_ID, value);
+        }
+        if response.status() == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        let status = response.status().as_u16();
+        let millis = started.elapsed().as_secs_f64() * 1000.0;
+        if status >= 500 {
+            tracing::error!(status, millis, "request failed");
+        } else {
+            tracing::info!(status, millis, "request");
+        }
+        Ok(response)
+    }
+    .instrument(span)
+    .await
+}
+
+/// Any error that is not already problem+json becomes one, keeping its status.
+pub fn problem_response(error: poem::Error) -> Response {
+    let status = error.status();
+    let message = error.to_string();
+    let response = error.into_response();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/problem+json"));
+    if is_problem {
+        return response;
+    }
+    let (slug, detail) = match status {
+        StatusCode::NOT_FOUND => ("not-found", "no such route".to_owned()),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method-not-allowed",
+            "method not allowed on this route".to_owned(),
+        ),
+        StatusCode::UNAUTHORIZED => (
+            "unauthenticated",
+            "a valid bearer token is required".to_owned(),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload-too-large", message),
+        s if s.is_server_error() => (
+            "internal",
+            "an internal error occurred; it has been logged".to_owned(),
+        ),
+        _ => ("malformed-request", message),
+    };
+    if status.is_server_error() {
+        tracing::error!(%status, "unhandled error");
+    }
+    problem_with_status(status, slug, detail)
+}
+
+fn problem_with_status(status: StatusCode, slug: &str, detail: String) -> Response {
+    let body = serde_json::to_string(&Problem::new(status, slug, detail)).unwrap_or_default();
+    Response::builder()
+        .status(status)
+        .content_type("application/problem+json")
+        .body(body)
+}
+
+/// Refuses request bodies larger than [`super::MAX_BODY_BYTES`] with a 413, whether announced by
+/// `Content-Length` or streamed in chunks (poem's `SizeLimit` would also refuse bodiless GETs that send
+/// no `Content-Length`).
+pub async fn limit_body<E: Endpoint>(next: E, request: Request) -> poem::Result<Response> {
+    let too_large = || {
+        problem_with_status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            format!(
+                "request bodies are limited to {} bytes",
+                super::MAX_BODY_BYTES
+            ),
+        )
+    };
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    match announced {
+        Some(length) if length > super::MAX_BODY_BYTES => Ok(too_large()),
+        Some(_) => next.call(request).await.map(IntoResponse::into_response),
+        None if request.headers().contains_key(header::TRANSFER_ENCODING) => {
+            let (parts, body) = request.into_parts();
+            match body.into_bytes_limit(super::MAX_BODY_BYTES).await {
+                Ok(bytes) => next
+                    .call(Request::from_parts(parts, Body::from(bytes)))
+                    .await
+                    .map(IntoResponse::into_response),
+                Err(_) => Ok(too_large()),
+            }
+        }
+        None => next.call(request).await.map(IntoResponse::into_response),
+    }
+}
+
+/// The largest body an idempotent POST may carry (bodies are hashed and replayed).
+const MAX_IDEMPOTENT_BODY: usize = 1024 * 1024;
+
+/// Replays the first successful response of a POST retried with the same `Idempotency-Key` and body.
+///
+/// The key belongs to the authenticated user (a request without valid credentials is not looked up;
+/// it goes on to fail with 401). A key reused with another body is a 422; a key whose first request is
+/// still running is a 409.
+pub async fn idempotency<E: Endpoint>(next: E, request: Request) -> poem::Result<Response> {
+    let key = request
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let path = request.uri().path();
+    // Responses that carry secrets (tokens) are never stored: such requests run without replay.
+    let carries_secret = path.starts_with("/api/v1/auth/") || path == "/api/v1/agents";
+    let (Some(key), true, false) = (key, request.method() == Method::POST, carries_secret) else {
+        return next.call(request).await.map(IntoResponse::into_response);
+    };
+    let Some(edict) = request.data::<Arc<Edict>>().cloned() else {
+        return next.call(request).await.map(IntoResponse::into_response);
+    };
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let principal = match token {
+        Some(token) => edict.authenticate(&token).await.ok(),
+        None => None,
+    };
+    let Some(principal) = principal else {
+        return next.call(request).await.map(IntoResponse::into_response);
+    };
+    if key.is_empty() || key.len() > 255 {
+        return Ok(
+            ErrorResponse::from(edict_application::error::AppError::invalid(
+                "Idempotency-Key",
+                "must be 1 to 255 characters",
+            ))
+            .into_response(),
+        );
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = body
+        .into_bytes_limit(MAX_IDEMPOTENT_BODY)
+        .await
+        .map_err(|e| poem::Error::from_string(e.to_string(), StatusCode::PAYLOAD_TOO_LARGE))?;
+    let mut hasher = Sha256::new();
+    hasher.update(parts.method.as_str().as_bytes());
+    hasher.update(b" ");
+    hasher.update(parts.uri.path().as_bytes());
+    hasher.update(b"\n");
+    hasher.update(&bytes);
+    let request_hash = hex::encode(hasher.finalize());
+    let owner = principal.actor();
+    let claim = edict
+        .idempotency()
+        .claim(&owner, &key, &request_hash)
+        .await
+        .map_err(|e| {
+            poem::Error::from_response(
+                ErrorResponse::from(edict_application::error::AppError::Unavailable(e))
+                    .into_response(),
+            )
+        })?;
+    match claim {
+        IdempotencyClaim::Replay { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            Ok(Response::builder()
+                .status(status)
+                .content_type("application/json; charset=utf-8")
+                .header("idempotent-replayed", "true")
+                .body(body))
+        }
+        IdempotencyClaim::Mismatch => {
+            let mut problem = Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "this Idempotency-Key was used for a different request",
+            );
+            problem.rule = Some("idempotency_key_reused".into());
+            Ok(ErrorResponse::Unprocessable(Json(problem)).into_response())
+        }
+        IdempotencyClaim::InProgress => Ok(ErrorResponse::Conflict(Json(Problem::new(
+            StatusCode::CONFLICT,
+            "idempotency-key-in-progress",
+            "a request with this Idempotency-Key is still running; retry shortly",
+        )))
+        .into_response()),
+        IdempotencyClaim::Fresh => {
+            let request = Request::from_parts(parts, Body::from(bytes));
+            let response = match next.call(request).await {
+                Ok(response) => response.into_response(),
+                Err(error) => problem_response(error),
+            };
+            if response.status().is_success() {
+                let (parts, body) = response.into_parts();
+                let bytes = match body.into_vec().await {
+                    Ok(bytes) => bytes,
+                    Err(error) => {
+                        let _ = edict.idempotency().release(&owner, &key).await;
+                        return Err(poem::Error::from_string(
+                            format!("cannot read the response: {error}"),
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                        ));
+                    }
+                };
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                if let Err(e) = edict
+                    .idempotency()
+                    .complete(&owner, &key, parts.status.as_u16(), &text)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not remember an idempotent response");
+                }
+                Ok(Response::from_parts(parts, Body::from(bytes)))
+            } else {
+                if let Err(e) = edict.idempotency().release(&owner, &key).await {
+                    tracing::warn!(error = %e, "could not release an idempotency key");
+                }
+                Ok(response)
+            }
+        }
+    }
+}

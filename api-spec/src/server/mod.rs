@@ -1,0 +1,94 @@
+//! The HTTP API (poem-openapi): one module per resource, errors as problem+json, bearer authentication,
+//! request ids, idempotent retries. [`app`] assembles the endpoint `edict serve` runs; [`spec_yaml`] is the
+//! spec committed as `api-spec/openapi.yaml`.
+
+// Endpoints answer `Result<_, ErrorResponse>`, whose problem body is a few hundred bytes; the error path is
+// cold and poem-openapi needs the response type by value to document it.
+#![allow(clippy::result_large_err)]
+// poem-openapi takes every query parameter of an operation as an argument of its handler.
+#![allow(clippy::too_many_arguments)]
+
+mod admin;
+mod agents;
+mod auth;
+mod change_requests;
+mod common;
+mod health;
+pub mod middleware;
+pub mod problem;
+mod queries;
+mod rules;
+pub mod security;
+mod teams;
+mod users;
+
+use edict_application::Edict;
+use poem::{Endpoint, EndpointExt, Route};
+use poem_openapi::OpenApiService;
+use std::sync::Arc;
+
+type Apis = (
+    health::HealthApi,
+    auth::AuthApi,
+    rules::RulesApi,
+    teams::TeamsApi,
+    change_requests::ChangeRequestsApi,
+    users::UsersApi,
+    agents::AgentsApi,
+    admin::AdminApi,
+);
+
+const DESCRIPTION: &str = "Edict distributes the managed section of `CLAUDE.md` files (organization, team and \
+project layers) to every developer machine and enforces it there. Every change is a domain event.\n\n\
+Authenticate with `POST /api/v1/auth/login`, then send `Authorization: Bearer <access_token>`. Errors are \
+`application/problem+json` (RFC 9457): 400 malformed, 401, 403, 404, 409 version conflict (with \
+`current_version`; send `If-Match: <version>` to change only what you saw), 422 a domain rule broken (`rule` \
+names it). A POST with an `Idempotency-Key` header can be retried safely: the first successful response is \
+replayed.";
+
+/// The largest request body accepted (a rule's content is at most 64 KiB, a change's diff 256 KiB).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The OpenAPI service: every operation of the API.
+pub fn api_service() -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (
+            health::HealthApi,
+            auth::AuthApi,
+            rules::RulesApi,
+            teams::TeamsApi,
+            change_requests::ChangeRequestsApi,
+            users::UsersApi,
+            agents::AgentsApi,
+            admin::AdminApi,
+        ),
+        "Edict",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(DESCRIPTION)
+}
+
+/// The spec as YAML (the committed form).
+pub fn spec_yaml() -> String {
+    api_service().spec_yaml()
+}
+
+/// The spec as JSON (served at `/openapi.json`).
+pub fn spec_json() -> String {
+    api_service().spec()
+}
+
+/// The whole HTTP application: the API, Swagger UI at `/docs`, the spec at `/openapi.json`.
+pub fn app(edict: Arc<Edict>) -> impl Endpoint {
+    let api = api_service();
+    let docs = api.swagger_ui();
+    let spec = api.spec_endpoint();
+    Route::new()
+        .nest("/docs", docs)
+        .at("/openapi.json", spec)
+        .nest("/", api)
+        .around(middleware::limit_body)
+        .around(middleware::idempotency)
+        .around(middleware::trace_request)
+        .data(edict)
+}

@@ -1,0 +1,141 @@
+//! Use cases of agents: a user enrolls a machine (an org_admin may enroll one for anyone) and gets its
+//! agent token once; the owner or an org_admin revokes it, which refuses the token at once.
+
+use crate::error::AppError;
+use crate::principal::Principal;
+use crate::service::{Edict, Outcome, RequestContext};
+use edict_domain::agent::{Agent, AgentCommand, MachineId, MachineName};
+use edict_domain::value::Reason;
+use edict_domain::{AgentId, UserId};
+
+/// An enrolled agent and the token it authenticates with (shown once).
+#[derive(Debug, Clone)]
+pub struct Enrollment {
+    /// The command's outcome (the agent's id and version).
+    pub outcome: Outcome,
+    /// The agent token.
+    pub token: String,
+}
+
+impl Edict {
+    /// Enrolls a machine for `user` (the caller by default).
+    ///
+    /// # Errors
+    /// 403 for agents, auditors, and users enrolling for someone else without being org_admin; 404 when
+    /// the user does not exist.
+    pub async fn enroll_agent(
+        &self,
+        principal: &Principal,
+        user: Option<UserId>,
+        machine_id: MachineId,
+        machine_name: MachineName,
+        request: &RequestContext,
+    ) -> Result<Enrollment, AppError> {
+        if !principal.is_user() {
+            return Err(AppError::Forbidden("agents cannot enroll agents".into()));
+        }
+        let user = user.unwrap_or(principal.user());
+        let allowed = principal.is_org_admin()
+            || (user == principal.user()
+                && !principal.has_role(edict_domain::user::GlobalRole::Auditor));
+        if !allowed {
+            return Err(AppError::Forbidden(
+                "users enroll their own machines; only an org_admin enrolls one for someone else"
+                    .into(),
+            ));
+        }
+        let owner = self.users.load(&user.to_string()).await?;
+        if !owner.exists() {
+            return Err(AppError::NotFound("user".into()));
+        }
+        let agent_id = AgentId::new();
+        let command = AgentCommand::EnrollAgent {
+            agent_id,
+            user,
+            machine_id,
+            machine_name,
+            at: self.clock.now(),
+        };
+        let metadata = Self::metadata(principal, request);
+        let outcome = self
+            .run(
+                self.agents.as_ref(),
+                agent_id.to_string(),
+                command,
+                None,
+                &metadata,
+            )
+            .await?;
+        let token = self.auth.issue_agent_token(agent_id, user).await?;
+        Ok(Enrollment { outcome, token })
+    }
+
+    /// Loads an agent and checks that `principal` owns it or is an org_admin (or, to read, an auditor).
+    async fn authorized_agent(
+        &self,
+        principal: &Principal,
+        id: AgentId,
+        read: bool,
+    ) -> Result<Agent, AppError> {
+        if !principal.is_user() {
+            return Err(AppError::Forbidden("agents cannot manage agents".into()));
+        }
+        let agent = Self::existing(
+            self.agents.as_ref(),
+            &id.to_string(),
+            "agent",
+            Agent::exists,
+        )
+        .await?;
+        let owner = agent.user() == Some(principal.user())
+            && !principal.has_role(edict_domain::user::GlobalRole::Auditor);
+        if principal.is_org_admin()
+            || owner
+            || (read && principal.can_read_all())
+            || (read && agent.user() == Some(principal.user()))
+        {
+            Ok(agent)
+        } else {
+            Err(AppError::Forbidden("not your agent".into()))
+        }
+    }
+
+    /// Revokes an agent: its token is refused from now on.
+    ///
+    /// # Errors
+    /// 403 unless its owner or an org_admin; 404; 422 (`revoked`).
+    pub async fn revoke_agent(
+        &self,
+        principal: &Principal,
+        id: AgentId,
+        reason: Option<Reason>,
+        request: &RequestContext,
+    ) -> Result<Outcome, AppError> {
+        self.authorized_agent(principal, id, false).await?;
+        let command = AgentCommand::RevokeAgent {
+            by: principal.user(),
+            reason,
+            at: self.clock.now(),
+        };
+        let metadata = Self::metadata(principal, request);
+        let outcome = self
+            .run(
+                self.agents.as_ref(),
+                id.to_string(),
+                command,
+                request.expected_version,
+                &metadata,
+            )
+            .await?;
+        self.auth.revoke_agent_tokens(id).await?;
+        Ok(outcome)
+    }
+
+    /// An agent, rebuilt from its events.
+    ///
+    /// # Errors
+    /// 403 unless its owner, an auditor or an org_admin; 404.
+    pub async fn agent(&self, principal: &Principal, id: AgentId) -> Result<Agent, AppError> {
+        self.authorized_agent(principal, id, true).await
+    }
+}

@@ -1,0 +1,31 @@
+//! Edict's application layer: the use cases over cqrs-es and the ports they need.
+//!
+//! - [`service`]: [`Edict`], the use cases, split by aggregate into [`rules`], [`teams`],
+//!   [`change_requests`], [`users`], [`agents`] and [`sessions`] (login, tokens, authentication).
+//! - [`principal`]: who is calling and what they may do.
+//! - [`command`]: the command executor (load, check expected version, decide, commit) that replaces
+//!   `CqrsFramework`, so a caller learns the new version of what it changed.
+//! - [`event_log`]: the commit-ordered global log every store must offer (`read_all`).
+//! - [`auth`]: the authentication and idempotency ports.
+//! - [`gateway`]: what the agent gateway asks of Edict (recording enforcement reports, an agent's teams).
+//! - [`metadata`], [`clock`], [`error`].
+
+pub mod agents;
+pub mod auth;
+pub mod change_requests;
+pub mod clock;
+pub mod command;
+pub mod error;
+pub mod event_log;
+pub mod gateway;
+pub mod metadata;
+pub mod principal;
+pub mod queries;
+pub mod read_models;
+pub mod rules;
+pub mod service;
+pub mod sessions;
+pub mod teams;
+pub mod users;
+
+pub use service::{CommitHook, Edict, NoHook, Outcome, Ports, RequestContext};

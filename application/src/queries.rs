@@ -1,0 +1,557 @@
+//! Query use cases: lists and views read from the projections, each answer saying how fresh it is, and
+//! able to wait (bounded) until it covers a write the caller made (`min_position`).
+
+use crate::error::AppError;
+use crate::principal::Principal;
+use crate::read_models::{DocFilter, ProjectionStatus, RebuildSummary};
+use crate::service::Edict;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::time::Duration;
+
+/// Projection names, as the projections crate defines them.
+pub mod names {
+    /// Rules and their revisions.
+    pub const RULE_CATALOG: &str = "rule_catalog";
+    /// Each team's effective rule set.
+    pub const TEAM_RULESETS: &str = "team_rulesets";
+    /// Change requests by team and status.
+    pub const CHANGE_INBOX: &str = "change_inbox";
+    /// Users and teams.
+    pub const DIRECTORY: &str = "directory";
+    /// Enrolled agents.
+    pub const AGENT_FLEET: &str = "agent_fleet";
+}
+
+/// The longest a read waits for its read model to reach `min_position`.
+const MAX_CONSISTENCY_WAIT: Duration = Duration::from_secs(5);
+/// The largest page.
+pub const MAX_PAGE: usize = 200;
+/// The page size when none is asked for.
+pub const DEFAULT_PAGE: usize = 50;
+
+/// Which page of a list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageRequest {
+    /// The cursor returned with the previous page.
+    pub after: Option<String>,
+    /// How many items (1 to 200, default 50).
+    pub limit: Option<usize>,
+    /// Wait until the read model has applied this global position (a command's `position`).
+    pub min_position: Option<i64>,
+}
+
+/// How fresh an answer is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Freshness {
+    /// The projection that answered.
+    pub projection: String,
+    /// The global position of the last event it applied.
+    pub position: i64,
+    /// Events committed after it that it has not applied yet.
+    pub lag: i64,
+    /// When it last moved.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<ProjectionStatus> for Freshness {
+    fn from(status: ProjectionStatus) -> Self {
+        Freshness {
+            projection: status.name,
+            position: status.checkpoint.position,
+            lag: status.lag,
+            updated_at: status.updated_at,
+        }
+    }
+}
+
+/// A page of a list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    /// The items.
+    pub items: Vec<Value>,
+    /// The cursor of the next page, if there is one.
+    pub next: Option<String>,
+    /// How fresh the list is.
+    pub freshness: Freshness,
+}
+
+/// One item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fetched {
+    /// The item.
+    pub item: Value,
+    /// How fresh it is.
+    pub freshness: Freshness,
+}
+
+/// Filters of the rule catalog.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleQuery {
+    /// `draft`, `pending`, `approved`, `rejected` or `archived`.
+    pub status: Option<String>,
+    /// `organization`, `team` or `project`.
+    pub layer: Option<String>,
+    /// A tag the rule carries.
+    pub tag: Option<String>,
+    /// Case-insensitive text in name, description, content or tags.
+    pub text: Option<String>,
+}
+
+impl RuleQuery {
+    /// Whether a rule-catalog document matches the filters other than status.
+    pub fn matches(&self, doc: &Value) -> bool {
+        if let Some(layer) = &self.layer
+            && doc["layer"].as_str() != Some(layer.as_str())
+        {
+            return false;
+        }
+        let tags: Vec<&str> = doc["tags"]
+            .as_array()
+            .map(|tags| tags.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if let Some(tag) = &self.tag
+            && !tags.contains(&tag.as_str())
+        {
+            return false;
+        }
+        if let Some(text) = &self.text {
+            let needle = text.to_lowercase();
+            let found = ["name", "description", "content"]
+                .iter()
+                .filter_map(|field| doc[*field].as_str())
+                .chain(tags.iter().copied())
+                .any(|haystack| haystack.to_lowercase().contains(&needle));
+            if !found {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+fn require_user(principal: &Principal) -> Result<(), AppError> {
+    if principal.is_user() {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden("agents cannot read this".into()))
+    }
+}
+
+fn require_reader(principal: &Principal, what: &str) -> Result<(), AppError> {
+    if principal.can_read_all() {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(format!(
+            "only org_admins and auditors may list {what}"
+        )))
+    }
+}
+
+impl Edict {
+    /// Waits (bounded) until `projection` covers `min_position`, then answers its freshness.
+    async fn fresh(
+        &self,
+        projection: &str,
+        min_position: Option<i64>,
+    ) -> Result<Freshness, AppError> {
+        if let Some(position) = min_position {
+            let deadline = tokio::time::Instant::now() + MAX_CONSISTENCY_WAIT;
+            while !self.read_models.covers(projection, position).await? {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(AppError::NotYetConsistent {
+                        projection: projection.to_owned(),
+                        position,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        Ok(self.read_models.status(projection).await?.into())
+    }
+
+    /// A page of `kind` documents of `projection` matching `filter` and `keep`.
+    async fn page(
+        &self,
+        projection: &str,
+        kind: &str,
+        filter: &DocFilter,
+        page: &PageRequest,
+        keep: impl Fn(&Value) -> bool,
+    ) -> Result<Listed, AppError> {
+        let freshness = self.fresh(projection, page.min_position).await?;
+        let limit = page.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+        let mut items = Vec::new();
+        let mut cursor = page.after.clone();
+        let mut next = None;
+        'pages: loop {
+            let batch = self
+                .read_models
+                .list(projection, kind, filter, cursor.as_deref(), limit.max(100))
+                .await?;
+            for listed in batch.docs {
+                if keep(&listed.doc) {
+                    items.push(listed.doc);
+                    if items.len() == limit {
+                        next = Some(listed.sort_key);
+                        break 'pages;
+                    }
+                }
+                cursor = Some(listed.sort_key);
+            }
+            if batch.next.is_none() {
+                break;
+            }
+        }
+        Ok(Listed {
+            items,
+            next,
+            freshness,
+        })
+    }
+
+    /// One document.
+    async fn one(
+        &self,
+        projection: &str,
+        kind: &str,
+        key: &str,
+        what: &str,
+        min_position: Option<i64>,
+    ) -> Result<Fetched, AppError> {
+        let freshness = self.fresh(projection, min_position).await?;
+        match self.read_models.get(projection, kind, key).await? {
+            Some(item) => Ok(Fetched { item, freshness }),
+            None => Err(AppError::NotFound(what.to_owned())),
+        }
+    }
+
+    /// The rule catalog, filtered. Any signed-in user.
+    ///
+    /// # Errors
+    /// 403 for agents; 503 when the read model is unavailable or has not caught up.
+    pub async fn list_rules(
+        &self,
+        principal: &Principal,
+        query: &RuleQuery,
+        page: &PageRequest,
+    ) -> Result<Listed, AppError> {
+        require_user(principal)?;
+        let filter = DocFilter {
+            team: None,
+            status: query.status.clone(),
+        };
+        self.page(names::RULE_CATALOG, "rule", &filter, page, |doc| {
+            query.matches(doc)
+        })
+        .await
+    }
+
+    /// A rule's catalog entry with its revision history. Any signed-in user.
+    ///
+    /// # Errors
+    /// 403 for agents; 404.
+    pub async fn rule_entry(
+        &self,
+        principal: &Principal,
+        id: &str,
+        min_position: Option<i64>,
+    ) -> Result<Fetched, AppError> {
+        require_user(principal)?;
+        self.one(names::RULE_CATALOG, "rule", id, "rule", min_position)
+            .await
+    }
+
+    /// Teams: every team for org_admins and auditors, one's own teams for others.
+    ///
+    /// # Errors
+    /// 403 for agents.
+    pub async fn list_teams(
+        &self,
+        principal: &Principal,
+        status: Option<String>,
+        page: &PageRequest,
+    ) -> Result<Listed, AppError> {
+        require_user(principal)?;
+        let filter = DocFilter { team: None, status };
+        let everyone = principal.can_read_all();
+        let me = principal.user().to_string();
+        self.page(names::DIRECTORY, "team", &filter, page, |doc| {
+            everyone || doc["members"].get(&me).is_some()
+        })
+        .await
+    }
+
+    /// Checks that `principal` may read team `team`'s rule set: org_admin, auditor, a member, or an
+    /// agent of a member.
+    async fn may_read_team(&self, principal: &Principal, team: &str) -> Result<(), AppError> {
+        if principal.can_read_all() {
+            return Ok(());
+        }
+        let doc = self.read_models.get(names::DIRECTORY, "team", team).await?;
+        let member = doc
+            .as_ref()
+            .is_some_and(|doc| doc["members"].get(principal.user().to_string()).is_some());
+        if member {
+            Ok(())
+        } else if doc.is_none() {
+            Err(AppError::NotFound("team".into()))
+        } else {
+            Err(AppError::Forbidden(
+                "only the team's members, auditors and org_admins may read it".into(),
+            ))
+        }
+    }
+
+    /// A team's effective rule set (revision, hash, rules per layer, rendered text).
+    ///
+    /// # Errors
+    /// 403 unless a member (or their agent), an auditor or an org_admin; 404.
+    pub async fn team_ruleset(
+        &self,
+        principal: &Principal,
+        team: &str,
+        min_position: Option<i64>,
+    ) -> Result<Fetched, AppError> {
+        self.may_read_team(principal, team).await?;
+        self.one(
+            names::TEAM_RULESETS,
+            "ruleset",
+            team,
+            "rule set",
+            min_position,
+        )
+        .await
+    }
+
+    /// Change requests: org_admins and auditors see all; team admins those of their team (`team`
+    /// required); developers their own.
+    ///
+    /// # Errors
+    /// 403 for agents or a team the caller does not administer.
+    pub async fn list_change_requests(
+        &self,
+        principal: &Principal,
+        team: Option<String>,
+        status: Option<String>,
+        page: &PageRequest,
+    ) -> Result<Listed, AppError> {
+        require_user(principal)?;
+        let mut own_only = false;
+        if !principal.can_read_all() {
+            match &team {
+                Some(team) => {
+                    let doc = self.read_models.get(names::DIRECTORY, "team", team).await?;
+                    let role = doc
+                        .as_ref()
+                        .and_then(|doc| doc["members"].get(principal.user().to_string()).cloned());
+                    own_only = role.as_ref().and_then(Value::as_str) != Some("team_admin");
+                }
+                None => own_only = true,
+            }
+        }
+        let filter = DocFilter { team, status };
+        let me = principal.user().to_string();
+        self.page(
+            names::CHANGE_INBOX,
+            "change_request",
+            &filter,
+            page,
+            |doc| !own_only || doc["user"].as_str() == Some(me.as_str()),
+        )
+        .await
+    }
+
+    /// Users. org_admins and auditors.
+    ///
+    /// # Errors
+    /// 403 for others.
+    pub async fn list_users(
+        &self,
+        principal: &Principal,
+        status: Option<String>,
+        page: &PageRequest,
+    ) -> Result<Listed, AppError> {
+        require_reader(principal, "users")?;
+        let filter = DocFilter { team: None, status };
+        self.page(names::DIRECTORY, "user", &filter, page, |_| true)
+            .await
+    }
+
+    /// Agents: all for org_admins and auditors, one's own for others.
+    ///
+    /// # Errors
+    /// 403 for agents.
+    pub async fn list_agents(
+        &self,
+        principal: &Principal,
+        status: Option<String>,
+        page: &PageRequest,
+    ) -> Result<Listed, AppError> {
+        require_user(principal)?;
+        let everyone = principal.can_read_all();
+        let me = principal.user().to_string();
+        let filter = DocFilter { team: None, status };
+        self.page(names::AGENT_FLEET, "agent", &filter, page, |doc| {
+            everyone || doc["user"].as_str() == Some(me.as_str())
+        })
+        .await
+    }
+
+    /// Which revision of the team's rule set each agent enforces, beside the latest revision. The team's
+    /// members, auditors and org_admins.
+    ///
+    /// # Errors
+    /// 403, 404.
+    pub async fn team_convergence(
+        &self,
+        principal: &Principal,
+        team: &str,
+    ) -> Result<(Option<Value>, Vec<crate::read_models::Enforcement>), AppError> {
+        self.may_read_team(principal, team).await?;
+        let latest = self
+            .read_models
+            .get(names::TEAM_RULESETS, "ruleset", team)
+            .await?;
+        Ok((latest, self.convergence.by_team(team).await?))
+    }
+
+    /// Which rule sets an agent enforces, each with whether it is the team's latest. Its owner, auditors
+    /// and org_admins.
+    ///
+    /// # Errors
+    /// 403, 404.
+    pub async fn agent_enforced(
+        &self,
+        principal: &Principal,
+        agent: edict_domain::AgentId,
+    ) -> Result<Vec<(crate::read_models::Enforcement, bool)>, AppError> {
+        self.agent(principal, agent).await?;
+        let mut enforced = Vec::new();
+        for e in self.convergence.by_agent(&agent.to_string()).await? {
+            let latest = self
+                .read_models
+                .get(names::TEAM_RULESETS, "ruleset", &e.team_id)
+                .await?;
+            let current = latest.is_some_and(|doc| {
+                doc["revision"].as_u64() == Some(e.revision)
+                    && doc["hash"].as_str() == Some(e.hash.as_str())
+            });
+            enforced.push((e, current));
+        }
+        Ok(enforced)
+    }
+
+    /// Every projection's status. org_admins and auditors.
+    ///
+    /// # Errors
+    /// 403 for others.
+    pub async fn projection_statuses(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<ProjectionStatus>, AppError> {
+        require_reader(principal, "projections")?;
+        let mut statuses = Vec::new();
+        for name in self.projections.names() {
+            statuses.push(self.read_models.status(&name).await?);
+        }
+        Ok(statuses)
+    }
+
+    /// The content hash of the read model a projection serves now. org_admins and auditors.
+    ///
+    /// # Errors
+    /// 403; 404 for an unknown projection.
+    pub async fn projection_hash(
+        &self,
+        principal: &Principal,
+        name: &str,
+    ) -> Result<String, AppError> {
+        require_reader(principal, "projections")?;
+        if !self.projections.names().iter().any(|n| n == name) {
+            return Err(AppError::NotFound(format!("projection {name}")));
+        }
+        Ok(self.projections.content_hash(name).await?)
+    }
+
+    /// Rebuilds a projection from the store and swaps it in. org_admin.
+    ///
+    /// # Errors
+    /// 403; 404 for an unknown projection; 503 when it fails.
+    pub async fn rebuild_projection(
+        &self,
+        principal: &Principal,
+        name: &str,
+    ) -> Result<RebuildSummary, AppError> {
+        if !principal.is_org_admin() {
+            return Err(AppError::Forbidden(
+                "only an org_admin may rebuild projections".into(),
+            ));
+        }
+        if !self.projections.names().iter().any(|n| n == name) {
+            return Err(AppError::NotFound(format!("projection {name}")));
+        }
+        Ok(self.projections.rebuild(name).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RuleQuery;
+    use serde_json::json;
+
+    #[test]
+    fn rule_query_filters_by_layer_tag_and_text() {
+        let doc = json!({"layer": "team", "tags": ["security"], "name": "No Secrets", "description": "", "content": "never paste keys"});
+        assert!(RuleQuery::default().matches(&doc));
+        assert!(
+            RuleQuery {
+                layer: Some("team".into()),
+                ..Default::default()
+            }
+            .matches(&doc)
+        );
+        assert!(
+            !RuleQuery {
+                layer: Some("project".into()),
+                ..Default::default()
+            }
+            .matches(&doc)
+        );
+        assert!(
+            RuleQuery {
+                tag: Some("security".into()),
+                ..Default::default()
+            }
+            .matches(&doc)
+        );
+        assert!(
+            !RuleQuery {
+                tag: Some("testing".into()),
+                ..Default::default()
+            }
+            .matches(&doc)
+        );
+        assert!(
+            RuleQuery {
+                text: Some("secrets".into()),
+                ..Default::default()
+            }
+            .matches(&doc)
+        );
+        assert!(
+            RuleQuery {
+                text: Some("PASTE".into()),
+                ..Default::default()
+            }
+            .matches(&doc)
+        );
+        assert!(
+            !RuleQuery {
+                text: Some("tests".into()),
+                ..Default::default()
+            }
+            .matches(&doc)
+        );
+    }
+}

@@ -1,0 +1,214 @@
+//! The Agent aggregate (supporting): one enrolled machine of one user, until it is revoked.
+//!
+//! Layout: `command.rs`, `event.rs` (with golden JSON tests), `error.rs`, `value.rs` (machine id and
+//! name), `tests.rs`. This file holds the state, `decide` and `apply`.
+
+mod command;
+mod error;
+mod event;
+mod value;
+
+#[cfg(test)]
+mod tests;
+
+pub use command::AgentCommand;
+pub use error::AgentError;
+pub use event::AgentEvent;
+pub use value::{EnforcementKind, MachineId, MachineName};
+
+use crate::change_request::ReportId;
+use crate::{AgentId, UserId, Versioned};
+use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate;
+use cqrs_es::event_sink::EventSink;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// An enrolled agent. `Default` is an agent that does not exist yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agent {
+    id: Option<AgentId>,
+    user: Option<UserId>,
+    machine_id: Option<MachineId>,
+    machine_name: Option<MachineName>,
+    enrolled_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+    /// The ids of the last enforcement reports recorded, oldest first (at most
+    /// [`Agent::REMEMBERED_REPORTS`]), so a report delivered again records nothing.
+    #[serde(default)]
+    reported: VecDeque<ReportId>,
+    version: u64,
+}
+
+impl Agent {
+    /// The agent's id; `None` while it does not exist.
+    pub fn id(&self) -> Option<AgentId> {
+        self.id
+    }
+
+    /// Whether the agent exists (revoked agents exist).
+    pub fn exists(&self) -> bool {
+        self.id.is_some()
+    }
+
+    /// The user it acts for.
+    pub fn user(&self) -> Option<UserId> {
+        self.user
+    }
+
+    /// The machine's stable id.
+    pub fn machine_id(&self) -> Option<&MachineId> {
+        self.machine_id.as_ref()
+    }
+
+    /// The machine's name.
+    pub fn machine_name(&self) -> Option<&MachineName> {
+        self.machine_name.as_ref()
+    }
+
+    /// When it was enrolled.
+    pub fn enrolled_at(&self) -> Option<DateTime<Utc>> {
+        self.enrolled_at
+    }
+
+    /// Whether it is revoked.
+    pub fn revoked(&self) -> bool {
+        self.revoked_at.is_some()
+    }
+
+    /// When it was revoked.
+    pub fn revoked_at(&self) -> Option<DateTime<Utc>> {
+        self.revoked_at
+    }
+
+    /// How many enforcement report ids the agent remembers: a report redelivered after that many newer
+    /// ones would be recorded again (agents redeliver within minutes, not after thousands of reports).
+    pub const REMEMBERED_REPORTS: usize = 10_000;
+
+    /// Whether the enforcement report `report_id` was recorded (among the last remembered ones).
+    pub fn has_recorded(&self, report_id: &ReportId) -> bool {
+        self.reported.contains(report_id)
+    }
+
+    /// Decides which event `command` produces (none for a report recorded already), without changing
+    /// anything.
+    fn decide(&self, command: AgentCommand) -> Result<Option<AgentEvent>, AgentError> {
+        match command {
+            AgentCommand::RecordEnforcement {
+                report_id,
+                kind,
+                team,
+                rule,
+                file,
+                layer,
+                original_hash,
+                new_hash,
+                at,
+            } => {
+                let agent_id = self.id.ok_or(AgentError::NotFound)?;
+                if self.revoked() {
+                    return Err(AgentError::Revoked);
+                }
+                if self.has_recorded(&report_id) {
+                    return Ok(None);
+                }
+                Ok(Some(AgentEvent::EnforcementReported {
+                    agent_id,
+                    report_id,
+                    kind,
+                    team,
+                    rule,
+                    file,
+                    layer,
+                    original_hash,
+                    new_hash,
+                    at,
+                }))
+            }
+            AgentCommand::EnrollAgent {
+                agent_id,
+                user,
+                machine_id,
+                machine_name,
+                at,
+            } => {
+                if self.exists() {
+                    return Err(AgentError::AlreadyExists);
+                }
+                Ok(Some(AgentEvent::AgentEnrolled {
+                    agent_id,
+                    user,
+                    machine_id,
+                    machine_name,
+                    at,
+                }))
+            }
+            AgentCommand::RevokeAgent { by, reason, at } => {
+                let agent_id = self.id.ok_or(AgentError::NotFound)?;
+                if self.revoked() {
+                    return Err(AgentError::Revoked);
+                }
+                Ok(Some(AgentEvent::AgentRevoked {
+                    agent_id,
+                    by,
+                    reason,
+                    at,
+                }))
+            }
+        }
+    }
+}
+
+impl Aggregate for Agent {
+    const TYPE: &'static str = "Agent";
+    type Command = AgentCommand;
+    type Event = AgentEvent;
+    type Error = AgentError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        if let Some(event) = self.decide(command)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        self.version += 1;
+        match event {
+            AgentEvent::AgentEnrolled {
+                agent_id,
+                user,
+                machine_id,
+                machine_name,
+                at,
+            } => {
+                self.id = Some(agent_id);
+                self.user = Some(user);
+                self.machine_id = Some(machine_id);
+                self.machine_name = Some(machine_name);
+                self.enrolled_at = Some(at);
+            }
+            AgentEvent::AgentRevoked { at, .. } => {
+                self.revoked_at = Some(at);
+            }
+            AgentEvent::EnforcementReported { report_id, .. } => {
+                if self.reported.len() >= Self::REMEMBERED_REPORTS {
+                    self.reported.pop_front();
+                }
+                self.reported.push_back(report_id);
+            }
+        }
+    }
+}
+
+impl Versioned for Agent {
+    fn version(&self) -> u64 {
+        self.version
+    }
+}

@@ -1,0 +1,391 @@
+//! The tables behind authentication: `credentials`, `sessions`, `agent_tokens` and `settings`.
+//!
+//! The SQL is written once in the dialect PostgreSQL and SQLite share (`$n` parameters, `TEXT` and
+//! `BIGINT` columns, `ON CONFLICT`, `RETURNING`) and run on whichever pool the store holds.
+
+use crate::store::Database;
+use rand::RngCore;
+
+/// Runs the same query-building expression on whichever pool `$db` holds.
+macro_rules! on_pool {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            Database::Postgres($pool) => $body,
+            Database::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// Why an authentication table could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthStoreError {
+    /// Another user already has this email.
+    #[error("email is already taken")]
+    EmailTaken,
+    /// The database failed.
+    #[error("auth store unavailable: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// An open or closed login session.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Session {
+    /// The session id (named by access tokens).
+    pub id: String,
+    /// The user it belongs to.
+    pub user_id: String,
+    /// When its refresh token stops working (seconds since the epoch).
+    pub expires_at: i64,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<i64>,
+}
+
+/// What an agent token stands for.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AgentTokenRecord {
+    /// The enrolled agent.
+    pub agent_id: String,
+    /// The user the agent was enrolled for.
+    pub user_id: String,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<i64>,
+}
+
+/// Reads and writes the authentication tables.
+#[derive(Debug, Clone)]
+pub struct AuthStore {
+    db: Database,
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.is_unique_violation())
+}
+
+impl AuthStore {
+    /// A store over `db` (migrated).
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// The secret that signs access tokens: generated and stored on first use, so every process of one
+    /// deployment shares it and restarts keep sessions valid.
+    ///
+    /// # Errors
+    /// [`AuthStoreError::Database`] when the settings table cannot be read or written.
+    pub async fn signing_secret(&self) -> Result<Vec<u8>, AuthStoreError> {
+        let mut fresh = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut fresh);
+        let fresh = hex::encode(fresh);
+        on_pool!(&self.db, |pool| {
+            sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ('jwt_secret', $1) ON CONFLICT (key) DO NOTHING"
+        )
+        .bind(&fresh)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected())
+        })?;
+        let stored: String = on_pool!(&self.db, |pool| sqlx::query_scalar(
+            "SELECT value FROM settings WHERE key = 'jwt_secret'"
+        )
+        .fetch_one(pool)
+        .await)?;
+        Ok(stored.into_bytes())
+    }
+
+    /// Whether any credentials exist (false on a brand-new deployment).
+    ///
+    /// # Errors
+    /// [`AuthStoreError::Database`].
+    pub async fn has_credentials(&self) -> Result<bool, AuthStoreError> {
+        let count: i64 = on_pool!(&self.db, |pool| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM credentials"
+        )
+        .fetch_one(pool)
+        .await)?;
+        Ok(count > 0)
+    }
+
+    /// Reserves `email` for `user_id` with a password hash.
+    ///
+    /// # Errors
+    /// [`AuthStoreError::EmailTaken`] when another user has the email.
+    pub async fn put_credentials(
+        &self,
+        user_id: &str,
+        email: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<(), AuthStoreError> {
+        let result = on_pool!(&self.db, |pool| {
+            sqlx::query(
+            "INSERT INTO credentials (user_id, email, password_hash, updated_at) VALUES ($1, $2, $3, $4)"
+        )
+        .bind(user_id)
+        .bind(email)
+        .bind(password_hash)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected())
+        });
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(AuthStoreError::EmailTaken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes the credentials of `user_id` (undoing a reservation whose user was not created).
+    ///
+    /// # Errors
+    /// [`AuthStoreError::Database`].
+    pub async fn delete_credentials(&self, user_id: &str) -> Result<(), AuthStoreError> {
+        on_pool!(&self.db, |pool| sqlx::query(
+            "DELETE FROM credentials WHERE user_id = $1"
+        )
+        .bind(user_id)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(())
+    }
+
+    /// The user id and password hash registered for `email`.
+    ///
+    /// # Errors
+    /// [`AuthStoreError::Database`].
+    pub async fn credentials_by_email(
+        &self,
+        email: &str,
+    ) -> Result<Option<(String, String)>, AuthStoreError> {
+        Ok(on_pool!(&self.db, |pool| sqlx::query_as::<
+            _,
+            (String, String),
+        >(
+            "SELECT user_id, password_hash FROM credentials WHERE email = $1"
+        )
+        .bind(email)
+        .fetch_optional(pool)
+        .await)?)
+    }
+
+    /// The user id registered for `email`.
+    ///
+    /// # Errors
+    /// [`AuthStoreError::Database`].
+    pub async fn owner_of(&self, email: &str) -> Result<Option<String>, AuthStoreError> {
+        Ok(on_pool!(&self.db, |pool| sqlx::query_scalar::<_, String>(
+            "SELECT user_id FROM credentials WHERE email = $1"
+        )
+        .bind(email)
+        .fetch_optional(pool)
+        .await)?)
+    }
+
+    /// The password hash of `user_id`.
+    ///
+    /// # Errors
+    /// [`AuthStoreError::Database`].
+    pub async fn password_hash(&self, user_id: &str) -> Result<Option<String>, AuthStoreError> {
+        Ok(on_pool!(&self.db, |pool| sqlx::query_scalar::<_, String>(
+            "SELECT password_hash FROM credentials WHERE user_id = $1"
+        )
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await)?)
+    }
+
+    /// Replaces the password hash of `user_id`.
+    ///
+    /// # Errors
+    /// [`AuthStoreError::Database`].
+    pub async fn set_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<(), AuthStoreError> {
+        on_pool!(&self.db, |pool| sqlx::query(
+            "UPDATE credentials SET password_hash = $2, updated_at = $3 WHERE user_id = $1"
+        )
+        .bind(user_id)
+        .bind(password_hash)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Opens a session whose refresh token has the digest `refresh_digest`.
+    ///
+    /// # Errors
+    /// [`AuthStoreError::Database`].
+    pub async fn open_session(
+        &self,
+        session_id: &str,
+        user_id: &str,
+        refresh_digest: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), AuthStoreError> {
+        on_pool!(&self.db, |pool| {
+            sqlx::query(
+            "INSERT INTO sessions (id, user_id, refresh_digest, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)"
+        )
+        .bind(session_id)
+        .bind(user_id)
+        .bind(refresh_digest)
+        .bind(now)
+        .bind(expires_at)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// The session `id`, open or not.
+    ///
+    /// # Errors
+    /// [`AuthStoreError::Database`].
+    pub async fn session(&self, id: &str) -> Result<Option<Session>, AuthStoreError> {
+        Ok(on_pool!(&self.db, |pool| sqlx::query_as::<_, Session>(
+            "SELECT id, user_id, expires_at, revoked_at FROM sessions WHERE id = $1"
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await)?)
+    }
+
+    /// Swaps the refresh token of an open, unexpired session: the old token stops working.
+    /// Returns the session, or `None` when the old token is unknown, revoked or expired.
+    ///
+    /// # Errors
+    /// [`AuthStoreError::Database`].
+    pub async fn rotate_refresh(
+        &self,
+        old_digest: &str,
+        new_digest: &str,
+        now: i64,
+    ) -> Result<Option<Session>, AuthStoreError> {
+        Ok(on_pool!(&self.db, |pool| sqlx::query_as::<_, Session>(
+            "UPDATE sessions SET refresh_digest = $2 \
+             WHERE refresh_digest = $1 AND revoked_at IS NULL AND expires_at > $3 \
+             RETURNING id, user_id, expires_at, revoked_at"
+        )
+        .bind(old_digest)
+        .bind(new_digest)
+        .bind(now)
+        .fetch_optional(pool)
+        .await)?)
+    }
+
+    /// Revokes one session.
+    ///
+    /// # Errors
+    /// [`AuthStoreError::Database`].
+    pub async fn revoke_session(&self, id: &str, now: i64) -> Result<(), AuthStoreError> {
+        on_pool!(&self.db, |pool| sqlx::query(
+            "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL"
+        )
+        .bind(id)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Revokes every session of `user_id` except `keep` (deactivation, a password change).
+    ///
+    /// # Errors
+    /// [`AuthStoreError::Database`].
+    pub async fn revoke_user_sessions(
+        &self,
+        user_id: &str,
+        keep: Option<&str>,
+        now: i64,
+    ) -> Result<(), AuthStoreError> {
+        on_pool!(&self.db, |pool| {
+            sqlx::query(
+            "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL AND id <> $3"
+        )
+        .bind(user_id)
+        .bind(now)
+        .bind(keep.unwrap_or(""))
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// Stores an agent token's digest.
+    ///
+    /// # Errors
+    /// [`AuthStoreError::Database`].
+    pub async fn put_agent_token(
+        &self,
+        digest: &str,
+        agent_id: &str,
+        user_id: &str,
+        now: i64,
+    ) -> Result<(), AuthStoreError> {
+        on_pool!(&self.db, |pool| {
+            sqlx::query(
+            "INSERT INTO agent_tokens (token_digest, agent_id, user_id, created_at) VALUES ($1, $2, $3, $4)"
+        )
+        .bind(digest)
+        .bind(agent_id)
+        .bind(user_id)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// What the agent token with `digest` stands for.
+    ///
+    /// # Errors
+    /// [`AuthStoreError::Database`].
+    pub async fn agent_token(
+        &self,
+        digest: &str,
+    ) -> Result<Option<AgentTokenRecord>, AuthStoreError> {
+        Ok(on_pool!(&self.db, |pool| sqlx::query_as::<
+            _,
+            AgentTokenRecord,
+        >(
+            "SELECT agent_id, user_id, revoked_at FROM agent_tokens WHERE token_digest = $1"
+        )
+        .bind(digest)
+        .fetch_optional(pool)
+        .await)?)
+    }
+
+    /// Revokes every token of `agent_id`.
+    ///
+    /// # Errors
+    /// [`AuthStoreError::Database`].
+    pub async fn revoke_agent_tokens(
+        &self,
+        agent_id: &str,
+        now: i64,
+    ) -> Result<(), AuthStoreError> {
+        on_pool!(&self.db, |pool| sqlx::query(
+            "UPDATE agent_tokens SET revoked_at = $2 WHERE agent_id = $1 AND revoked_at IS NULL"
+        )
+        .bind(agent_id)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(())
+    }
+}

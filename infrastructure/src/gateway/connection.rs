@@ -1,0 +1,474 @@
+//! One agent's connection, from the upgrade request to the close.
+//!
+//! Two tasks per connection: this one (reads frames, follows rule sets, runs the timers, decides) and
+//! a writer (`writer`) fed by a bounded queue. A push that finds the queue full closes the
+//! connection with `too_slow` (the agent resyncs with a new `hello`), so no revision is ever dropped
+//! silently; replies (`welcome`, acks) wait for room, up to the write timeout.
+//!
+//! Revocation: the gateway tails the log for `AgentRevoked` / `UserDeactivated` and tells every
+//! connection (see `watch_admissions`), which closes at once; a connection re-checks its token once
+//! right after subscribing (closing the window between the upgrade's authentication and the
+//! subscription), whenever it missed some of those notices, and every `revocation_check` as a safety
+//! net.
+//!
+//! Timers: a WebSocket ping every `ping_interval`, a close after `idle_timeout` without any frame from
+//! the agent, the token re-check, and a refresh every `refresh_interval` that re-reads the agent's
+//! teams from the directory (membership changes do not produce rule set revisions, so they are
+//! polled) and re-checks the latest revision of each team (a safety net under the feed); the agent's
+//! change requests are polled every `decision_interval` for decisions (see `decisions`).
+//!
+//! The handling of `applied` and `report` is in `inbound`, the decisions poll in `decisions`.
+
+use super::Shared;
+use super::feed::Payload;
+use super::handshake::{Agent, admit, peek_request};
+use super::writer::write_loop;
+use edict_api::protocol::{AgentMessage, GatewayMessage, Holding, PROTOCOL_VERSION};
+use edict_application::error::AppError;
+use edict_application::gateway::AdmissionChange;
+use edict_application::principal::Principal;
+use futures::future::{Fuse, FusedFuture};
+use futures::stream::SplitStream;
+use futures::{FutureExt, StreamExt};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tracing::Instrument;
+
+type Source = SplitStream<WebSocketStream<TcpStream>>;
+
+/// Serves one TCP connection until it closes or the gateway shuts down.
+pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: watch::Receiver<bool>) {
+    let settings = &shared.settings;
+    let Some(request) = peek_request(&stream, settings.handshake_timeout).await else {
+        return;
+    };
+    let verdict = admit(&shared, &request).await;
+    let agent = verdict.as_ref().ok().cloned();
+    // The callback's signature, large error type included, is tungstenite's `Callback`.
+    #[allow(clippy::result_large_err)]
+    let callback = move |_: &Request, response: Response| verdict.map(|_| response);
+    let upgrade = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        callback,
+        Some(settings.websocket_config()),
+    );
+    let ws = match tokio::time::timeout(settings.handshake_timeout, upgrade).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "upgrade refused or failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let Some(agent) = agent else {
+        return;
+    };
+    let span = tracing::info_span!("agent", agent = %agent.id);
+    run(shared, agent, ws, shutdown).instrument(span).await;
+}
+
+/// What the main loop does next.
+pub(super) enum Flow {
+    Continue,
+    /// Close, sending this error first when there is one.
+    Close(Option<GatewayMessage>),
+}
+
+/// The close of a revoked agent (or deactivated user).
+fn revoked() -> Flow {
+    tracing::info!("agent revoked; closing");
+    Flow::Close(Some(error("revoked", "the agent token is no longer valid")))
+}
+
+/// A protocol error message.
+pub(super) fn error(code: &str, message: &str) -> GatewayMessage {
+    GatewayMessage::Error {
+        code: code.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+/// A protocol message as a text frame.
+pub(super) fn text(message: &GatewayMessage) -> Message {
+    // Invariant: the protocol types serialize without failing (plain strings, numbers, JSON values).
+    Message::Text(Utf8Bytes::from(
+        serde_json::to_string(message).unwrap_or_default(),
+    ))
+}
+
+/// One connected agent's state.
+pub(super) struct Session {
+    pub(super) shared: Arc<Shared>,
+    pub(super) agent: Agent,
+    out: mpsc::Sender<Message>,
+    pub(super) teams: BTreeSet<String>,
+    /// The revision each team's agent holds or was sent.
+    sent: HashMap<String, u64>,
+    /// The last decision sent per change request.
+    pub(super) decided: HashMap<String, GatewayMessage>,
+    last_seen: Instant,
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    agent: Agent,
+    ws: WebSocketStream<TcpStream>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let settings = shared.settings.clone();
+    let (sink, mut source) = ws.split();
+    let (out, queue) = mpsc::channel(settings.queue_capacity);
+    let (last, last_rx) = oneshot::channel();
+    let writer = tokio::spawn(write_loop(sink, queue, last_rx, settings.write_timeout));
+    let abort_writer = writer.abort_handle();
+    // Fused: the loops below may see it finish, and a finished `JoinHandle` must not be polled again.
+    let mut writer = writer.fuse();
+    let mut updates = shared.rulesets.subscribe();
+    let mut admissions = shared.admissions.subscribe();
+    let mut session = Session {
+        shared,
+        agent,
+        out,
+        teams: BTreeSet::new(),
+        sent: HashMap::new(),
+        decided: HashMap::new(),
+        last_seen: Instant::now(),
+    };
+    let flow = if let Flow::Close(reason) = session.recheck().await {
+        Flow::Close(reason)
+    } else {
+        tokio::select! {
+        flow = session.greet(&mut source) => flow,
+        _ = shutdown.changed() => Flow::Close(None),
+        _ = &mut writer => Flow::Close(None),
+        }
+    };
+    let flow = match flow {
+        Flow::Continue => {
+            session
+                .follow(
+                    &mut source,
+                    &mut updates,
+                    &mut admissions,
+                    &mut shutdown,
+                    &mut writer,
+                )
+                .await
+        }
+        close => close,
+    };
+    let Session { out, .. } = session;
+    if let Flow::Close(Some(message)) = flow {
+        let _ = last.send(text(&message));
+    }
+    drop(out);
+    if !writer.is_terminated()
+        && tokio::time::timeout(settings.write_timeout, &mut writer)
+            .await
+            .is_err()
+    {
+        abort_writer.abort();
+    }
+    tracing::debug!("agent disconnected");
+}
+
+impl Session {
+    /// Waits for `hello`, answers `welcome` and the state of each team.
+    async fn greet(&mut self, source: &mut Source) -> Flow {
+        let idle = self.shared.settings.idle_timeout;
+        let first = loop {
+            match tokio::time::timeout(idle, source.next()).await {
+                Err(_) | Ok(None) | Ok(Some(Err(_))) => return Flow::Close(None),
+                Ok(Some(Ok(Message::Text(text)))) => break text,
+                Ok(Some(Ok(Message::Close(_)))) => return Flow::Close(None),
+                Ok(Some(Ok(Message::Binary(_)))) => {
+                    return Flow::Close(Some(error("malformed", "text frames only")));
+                }
+                Ok(Some(Ok(_))) => {}
+            }
+        };
+        self.last_seen = Instant::now();
+        let holdings = match serde_json::from_str::<AgentMessage>(&first) {
+            Ok(AgentMessage::Hello {
+                protocol, holdings, ..
+            }) => {
+                if protocol != PROTOCOL_VERSION {
+                    return Flow::Close(Some(error(
+                        "unsupported_protocol",
+                        &format!("this gateway speaks protocol {PROTOCOL_VERSION}"),
+                    )));
+                }
+                holdings
+            }
+            Ok(_) => return Flow::Close(Some(error("malformed", "the first message is hello"))),
+            Err(e) => return Flow::Close(Some(error("malformed", &e.to_string()))),
+        };
+        let teams = match self.shared.edict.teams_of(self.agent.user).await {
+            Ok(teams) => teams
+                .iter()
+                .map(ToString::to_string)
+                .collect::<BTreeSet<_>>(),
+            Err(e) => return self.unavailable(&e),
+        };
+        let welcome = GatewayMessage::Welcome {
+            protocol: PROTOCOL_VERSION,
+            agent_id: self.agent.id.to_string(),
+            teams: teams.iter().cloned().collect(),
+        };
+        if let Flow::Close(reason) = self.reply(text(&welcome)).await {
+            return Flow::Close(reason);
+        }
+        self.teams = teams;
+        let held: HashMap<&str, &Holding> = holdings.iter().map(|h| (h.team.as_str(), h)).collect();
+        for team in self.teams.clone() {
+            if let Flow::Close(reason) = self.answer(&team, held.get(team.as_str()).copied()).await
+            {
+                return Flow::Close(reason);
+            }
+        }
+        for holding in &holdings {
+            if !self.teams.contains(&holding.team) {
+                let removed = GatewayMessage::Removed {
+                    team: holding.team.clone(),
+                };
+                if let Flow::Close(reason) = self.reply(text(&removed)).await {
+                    return Flow::Close(reason);
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Tells the agent the state of `team`: `current` when it holds the latest, else the rule set.
+    async fn answer(&mut self, team: &str, held: Option<&Holding>) -> Flow {
+        let latest = match self.shared.rulesets.latest(&self.shared.edict, team).await {
+            Ok(latest) => latest,
+            Err(e) => return self.unavailable(&e),
+        };
+        let Some(latest) = latest else {
+            // No rule set of this team exists yet; its first revision will be pushed.
+            return Flow::Continue;
+        };
+        let current =
+            held.is_some_and(|h| h.revision == latest.revision && *h.hash == *latest.hash);
+        let message = if current {
+            text(&GatewayMessage::Current(Holding {
+                team: team.to_owned(),
+                revision: latest.revision,
+                hash: latest.hash.to_string(),
+            }))
+        } else {
+            Message::Text(latest.text.clone())
+        };
+        self.sent.insert(team.to_owned(), latest.revision);
+        self.reply(message).await
+    }
+
+    /// After the greeting: frames, pushes and timers until the connection ends.
+    async fn follow(
+        &mut self,
+        source: &mut Source,
+        updates: &mut broadcast::Receiver<Arc<Payload>>,
+        admissions: &mut broadcast::Receiver<AdmissionChange>,
+        shutdown: &mut watch::Receiver<bool>,
+        writer: &mut Fuse<tokio::task::JoinHandle<()>>,
+    ) -> Flow {
+        let settings = self.shared.settings.clone();
+        let mut ping = tokio::time::interval_at(
+            Instant::now() + settings.ping_interval,
+            settings.ping_interval,
+        );
+        let mut recheck = tokio::time::interval_at(
+            Instant::now() + settings.revocation_check,
+            settings.revocation_check,
+        );
+        let mut refresh = tokio::time::interval_at(
+            Instant::now() + settings.refresh_interval,
+            settings.refresh_interval,
+        );
+        // The first poll at once: decisions taken while the agent was offline.
+        let mut decisions = tokio::time::interval(settings.decision_interval);
+        for timer in [&mut ping, &mut recheck, &mut refresh, &mut decisions] {
+            timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        }
+        loop {
+            let flow = tokio::select! {
+                _ = shutdown.changed() => Flow::Close(None),
+                _ = &mut *writer => Flow::Close(None),
+                frame = source.next() => self.on_frame(frame).await,
+                update = updates.recv() => match update {
+                    Ok(payload) => self.on_update(&payload),
+                    Err(broadcast::error::RecvError::Lagged(_)) => Flow::Close(Some(error(
+                        "too_slow",
+                        "rule sets came faster than this connection took them; send hello again",
+                    ))),
+                    Err(broadcast::error::RecvError::Closed) => Flow::Close(None),
+                },
+                _ = ping.tick() => {
+                    if self.last_seen.elapsed() > settings.idle_timeout {
+                        tracing::debug!("idle timeout");
+                        Flow::Close(None)
+                    } else {
+                        self.push(Message::Ping(Default::default()))
+                    }
+                }
+                change = admissions.recv() => match change {
+                    // The event is authoritative (and may be read before the token is revoked).
+                    Ok(AdmissionChange::AgentRevoked(agent)) if agent == self.agent.id => revoked(),
+                    Ok(AdmissionChange::UserDeactivated(user)) if user == self.agent.user => revoked(),
+                    Ok(_) => Flow::Continue,
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.recheck().await,
+                    Err(broadcast::error::RecvError::Closed) => Flow::Close(None),
+                },
+                _ = recheck.tick() => self.recheck().await,
+                _ = refresh.tick() => self.refresh().await,
+                _ = decisions.tick() => self.poll_decisions().await,
+            };
+            if let Flow::Close(reason) = flow {
+                return Flow::Close(reason);
+            }
+        }
+    }
+
+    async fn on_frame(
+        &mut self,
+        frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    ) -> Flow {
+        let frame = match frame {
+            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Flow::Close(None),
+            Some(Ok(frame)) => frame,
+        };
+        self.last_seen = Instant::now();
+        let body = match frame {
+            Message::Text(body) => body,
+            Message::Binary(_) => {
+                return Flow::Close(Some(error("malformed", "text frames only")));
+            }
+            _ => return Flow::Continue,
+        };
+        match serde_json::from_str::<AgentMessage>(&body) {
+            Ok(AgentMessage::Applied(holding)) => self.on_applied(holding).await,
+            Ok(AgentMessage::Report(report)) => self.on_report(report).await,
+            Ok(AgentMessage::Hello { .. }) => Flow::Close(Some(error(
+                "malformed",
+                "hello is only the first message; reconnect to resync",
+            ))),
+            Err(e) => Flow::Close(Some(error("malformed", &e.to_string()))),
+        }
+    }
+
+    fn on_update(&mut self, payload: &Payload) -> Flow {
+        if !self.teams.contains(&*payload.team) {
+            return Flow::Continue;
+        }
+        if self
+            .sent
+            .get(&*payload.team)
+            .is_some_and(|sent| *sent >= payload.revision)
+        {
+            return Flow::Continue;
+        }
+        self.sent.insert(payload.team.to_string(), payload.revision);
+        self.push(Message::Text(payload.text.clone()))
+    }
+
+    /// Re-checks the agent token: a revoked agent or deactivated user is closed.
+    async fn recheck(&mut self) -> Flow {
+        let principal = Principal::Agent {
+            id: self.agent.id,
+            user: self.agent.user,
+        };
+        match self
+            .shared
+            .edict
+            .agent_still_admitted(&principal, &self.agent.bearer)
+            .await
+        {
+            Ok(true) => Flow::Continue,
+            Ok(false) => revoked(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot re-check the agent token; keeping the connection");
+                Flow::Continue
+            }
+        }
+    }
+
+    /// Re-reads the agent's teams and the latest revision of each.
+    async fn refresh(&mut self) -> Flow {
+        let teams = match self.shared.edict.teams_of(self.agent.user).await {
+            Ok(teams) => teams
+                .iter()
+                .map(ToString::to_string)
+                .collect::<BTreeSet<_>>(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot re-read the agent's teams");
+                return Flow::Continue;
+            }
+        };
+        let gone: Vec<String> = self.teams.difference(&teams).cloned().collect();
+        for team in gone {
+            self.sent.remove(&team);
+            let removed = GatewayMessage::Removed { team };
+            if let Flow::Close(reason) = self.push(text(&removed)) {
+                return Flow::Close(reason);
+            }
+        }
+        self.teams = teams;
+        for team in self.teams.clone() {
+            let latest = match self.shared.rulesets.latest(&self.shared.edict, &team).await {
+                Ok(Some(latest)) => latest,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!(%error, team, "cannot read the latest rule set");
+                    continue;
+                }
+            };
+            if let Flow::Close(reason) = self.on_update(&latest) {
+                return Flow::Close(reason);
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Queues a push; a full queue closes the connection (`too_slow`).
+    fn push(&mut self, message: Message) -> Flow {
+        match self.out.try_send(message) {
+            Ok(()) => Flow::Continue,
+            Err(mpsc::error::TrySendError::Full(_)) => Flow::Close(Some(error(
+                "too_slow",
+                "this connection does not take messages fast enough; send hello again",
+            ))),
+            Err(mpsc::error::TrySendError::Closed(_)) => Flow::Close(None),
+        }
+    }
+
+    /// Queues a reply, waiting for room up to the write timeout.
+    pub(super) async fn reply(&mut self, message: Message) -> Flow {
+        match self
+            .out
+            .send_timeout(message, self.shared.settings.write_timeout)
+            .await
+        {
+            Ok(()) => Flow::Continue,
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Flow::Close(Some(error(
+                "too_slow",
+                "this connection does not take messages fast enough",
+            ))),
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Flow::Close(None),
+        }
+    }
+
+    pub(super) fn unavailable(&self, cause: &AppError) -> Flow {
+        tracing::warn!(error = %cause, "closing: the store is unavailable");
+        Flow::Close(Some(error(
+            "unavailable",
+            "the gateway cannot reach its store; reconnect later",
+        )))
+    }
+}

@@ -1,0 +1,189 @@
+//! The `agent_convergence` table: which revision of each team's rule set each agent enforces, and since
+//! when. The gateway writes a row when an agent reports `applied`; the admin API reads it per team
+//! ([`ConvergenceStore::convergence`]) or per agent ([`ConvergenceStore::agent_enforced`]).
+//!
+//! Operational state, not an event: the next `applied` of each agent rewrites it. The SQL is the
+//! dialect PostgreSQL and SQLite share, run on whichever pool the store holds.
+
+use crate::store::Database;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// Runs the same query-building expression on whichever pool `$db` holds.
+macro_rules! on_pool {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            Database::Postgres($pool) => $body,
+            Database::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// The convergence table could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[error("convergence store unavailable: {0}")]
+pub struct ConvergenceError(#[from] sqlx::Error);
+
+/// One agent's enforced revision of one team's rule set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Enforced {
+    /// The agent.
+    pub agent_id: String,
+    /// The team.
+    pub team_id: String,
+    /// The revision it enforces.
+    pub revision: u64,
+    /// That revision's hash.
+    pub hash: String,
+    /// When it applied it (the first `applied` of this revision and hash).
+    pub applied_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    agent_id: String,
+    team_id: String,
+    revision: i64,
+    hash: String,
+    applied_at: i64,
+}
+
+impl From<Row> for Enforced {
+    fn from(row: Row) -> Self {
+        Enforced {
+            agent_id: row.agent_id,
+            team_id: row.team_id,
+            revision: u64::try_from(row.revision).unwrap_or(0),
+            hash: row.hash,
+            applied_at: DateTime::from_timestamp(row.applied_at, 0).unwrap_or_default(),
+        }
+    }
+}
+
+/// Reads and writes `agent_convergence`.
+#[derive(Debug, Clone)]
+pub struct ConvergenceStore {
+    db: Database,
+}
+
+impl ConvergenceStore {
+    /// A store over `db` (migrated).
+    pub fn new(db: Database) -> Self {
+        ConvergenceStore { db }
+    }
+
+    /// Records that `agent` enforces `revision` (with `hash`) of `team`'s rule set. Repeating the same
+    /// revision and hash keeps the first `applied_at`.
+    ///
+    /// # Errors
+    /// [`ConvergenceError`] when the database fails.
+    #[tracing::instrument(skip_all, fields(agent, team, revision), err)]
+    pub async fn record(
+        &self,
+        agent: &str,
+        team: &str,
+        revision: u64,
+        hash: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), ConvergenceError> {
+        let revision = i64::try_from(revision).unwrap_or(i64::MAX);
+        on_pool!(&self.db, |pool| sqlx::query(
+            "INSERT INTO agent_convergence (agent_id, team_id, revision, hash, applied_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (agent_id, team_id) DO UPDATE SET revision = excluded.revision, \
+             hash = excluded.hash, applied_at = excluded.applied_at \
+             WHERE agent_convergence.revision <> excluded.revision \
+             OR agent_convergence.hash <> excluded.hash"
+        )
+        .bind(agent)
+        .bind(team)
+        .bind(revision)
+        .bind(hash)
+        .bind(at.timestamp())
+        .execute(pool)
+        .await
+        .map(drop))?;
+        Ok(())
+    }
+
+    /// What every agent that applied a rule set of `team` enforces, by agent id.
+    ///
+    /// # Errors
+    /// [`ConvergenceError`] when the database fails.
+    pub async fn convergence(&self, team: &str) -> Result<Vec<Enforced>, ConvergenceError> {
+        let rows: Vec<Row> = on_pool!(&self.db, |pool| sqlx::query_as(
+            "SELECT agent_id, team_id, revision, hash, applied_at FROM agent_convergence \
+             WHERE team_id = $1 ORDER BY agent_id"
+        )
+        .bind(team)
+        .fetch_all(pool)
+        .await)?;
+        Ok(rows.into_iter().map(Enforced::from).collect())
+    }
+
+    /// What `agent` enforces, by team id.
+    ///
+    /// # Errors
+    /// [`ConvergenceError`] when the database fails.
+    pub async fn agent_enforced(&self, agent: &str) -> Result<Vec<Enforced>, ConvergenceError> {
+        let rows: Vec<Row> = on_pool!(&self.db, |pool| sqlx::query_as(
+            "SELECT agent_id, team_id, revision, hash, applied_at FROM agent_convergence \
+             WHERE agent_id = $1 ORDER BY team_id"
+        )
+        .bind(agent)
+        .fetch_all(pool)
+        .await)?;
+        Ok(rows.into_iter().map(Enforced::from).collect())
+    }
+}
+
+fn unavailable(error: ConvergenceError) -> edict_application::read_models::ReadModelError {
+    edict_application::read_models::ReadModelError::Unavailable(error.to_string())
+}
+
+impl From<Enforced> for edict_application::read_models::Enforcement {
+    fn from(e: Enforced) -> Self {
+        edict_application::read_models::Enforcement {
+            agent_id: e.agent_id,
+            team_id: e.team_id,
+            revision: e.revision,
+            hash: e.hash,
+            applied_at: e.applied_at,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl edict_application::read_models::ConvergenceReads for ConvergenceStore {
+    async fn by_team(
+        &self,
+        team: &str,
+    ) -> Result<
+        Vec<edict_application::read_models::Enforcement>,
+        edict_application::read_models::ReadModelError,
+    > {
+        Ok(self
+            .convergence(team)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    async fn by_agent(
+        &self,
+        agent: &str,
+    ) -> Result<
+        Vec<edict_application::read_models::Enforcement>,
+        edict_application::read_models::ReadModelError,
+    > {
+        Ok(self
+            .agent_enforced(agent)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+}

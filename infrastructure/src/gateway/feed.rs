@@ -1,0 +1,267 @@
+//! Where a gateway learns of new rule sets, and the payloads it sends.
+//!
+//! - [`RulesetFeed`]: the stream of published rule sets, with two adapters: [`WatchFeed`] (the embedded
+//!   mode's in-process [`WatchPublisher`]) and [`NatsFeed`] (the distributed mode's KV bucket watch).
+//! - [`Rulesets`]: one serialized `rule_set` message per (team, revision), shared by every connection
+//!   (an `Utf8Bytes` is reference-counted), the latest per team kept, each new one broadcast to the
+//!   connections. A team the feed has not mentioned yet is read from the `team_rulesets` read model.
+//!
+//! A feed that fails is opened again after a pause; an open that starts with the current values (the KV
+//! watch does) simply re-announces revisions the connections already sent, which they skip.
+
+use crate::nats::{Nats, watch_rulesets};
+use crate::projection::{RulesetUpdate, WatchPublisher};
+use async_trait::async_trait;
+use edict_api::protocol::GatewayMessage;
+use edict_application::Edict;
+use futures::stream::BoxStream;
+use futures::{StreamExt, stream};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Rule set notifications buffered per connection; a connection that falls further behind is closed
+/// with `too_slow` (it resyncs with a new `hello`), never silently skipped.
+const BROADCAST_CAPACITY: usize = 256;
+
+/// The rule set feed failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    /// The transport failed; the gateway opens the feed again.
+    #[error("rule set feed unavailable: {0}")]
+    Unavailable(String),
+    /// The consumer fell behind and missed updates; the gateway re-reads what it serves.
+    #[error("rule set feed lagged by {0} updates")]
+    Lagged(u64),
+}
+
+/// The published rule sets, as a stream.
+#[async_trait]
+pub trait RulesetFeed: Send + Sync + 'static {
+    /// Opens the stream of rule sets published from now on (an adapter may start with the current
+    /// ones).
+    ///
+    /// # Errors
+    /// [`FeedError::Unavailable`] when the transport cannot be opened; items are errors when it fails
+    /// later ([`FeedError::Lagged`] when updates were missed).
+    async fn open(&self)
+    -> Result<BoxStream<'static, Result<RulesetUpdate, FeedError>>, FeedError>;
+}
+
+/// The embedded mode's feed: the projection runner's in-process [`WatchPublisher`].
+#[derive(Debug, Clone)]
+pub struct WatchFeed(pub WatchPublisher);
+
+#[async_trait]
+impl RulesetFeed for WatchFeed {
+    async fn open(
+        &self,
+    ) -> Result<BoxStream<'static, Result<RulesetUpdate, FeedError>>, FeedError> {
+        let receiver = self.0.subscribe();
+        Ok(stream::unfold(receiver, |mut receiver| async move {
+            match receiver.recv().await {
+                Ok(update) => Some((Ok(update), receiver)),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    Some((Err(FeedError::Lagged(n)), receiver))
+                }
+                Err(broadcast::error::RecvError::Closed) => None,
+            }
+        })
+        .boxed())
+    }
+}
+
+/// The distributed mode's feed: a watch of the `<prefix>rulesets` KV bucket.
+#[derive(Debug, Clone)]
+pub struct NatsFeed(pub Nats);
+
+#[async_trait]
+impl RulesetFeed for NatsFeed {
+    async fn open(
+        &self,
+    ) -> Result<BoxStream<'static, Result<RulesetUpdate, FeedError>>, FeedError> {
+        let watch = watch_rulesets(&self.0)
+            .await
+            .map_err(|e| FeedError::Unavailable(e.to_string()))?;
+        Ok(watch
+            .map(|item| item.map_err(|e| FeedError::Unavailable(e.to_string())))
+            .boxed())
+    }
+}
+
+/// One rule set revision, serialized once as the `rule_set` message every connection sends.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    /// The team.
+    pub team: Arc<str>,
+    /// The revision.
+    pub revision: u64,
+    /// Its hash.
+    pub hash: Arc<str>,
+    /// The `rule_set` message, as JSON text.
+    pub text: Utf8Bytes,
+}
+
+impl Payload {
+    /// The payload of a `team_rulesets` document; `None` when it has no revision or hash.
+    fn of(team: &str, doc: &Value) -> Option<Payload> {
+        let revision = doc["revision"].as_u64()?;
+        let hash = doc["hash"].as_str()?.to_owned();
+        let message = GatewayMessage::RuleSet {
+            team: team.to_owned(),
+            revision,
+            hash: hash.clone(),
+            ruleset: doc.clone(),
+        };
+        let text = serde_json::to_string(&message).ok()?;
+        Some(Payload {
+            team: Arc::from(team),
+            revision,
+            hash: Arc::from(hash),
+            text: Utf8Bytes::from(text),
+        })
+    }
+}
+
+/// The latest payload per team and the broadcast of new ones.
+#[derive(Debug, Clone)]
+pub struct Rulesets {
+    latest: Arc<RwLock<HashMap<String, Arc<Payload>>>>,
+    sender: broadcast::Sender<Arc<Payload>>,
+}
+
+impl Default for Rulesets {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Rulesets {
+    /// Empty.
+    pub fn new() -> Self {
+        let (sender, _) = broadcast::channel(BROADCAST_CAPACITY);
+        Rulesets {
+            latest: Arc::new(RwLock::new(HashMap::new())),
+            sender,
+        }
+    }
+
+    /// Every new revision from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Payload>> {
+        self.sender.subscribe()
+    }
+
+    fn cached(&self, team: &str) -> Option<Arc<Payload>> {
+        // A poisoned lock only means a panic elsewhere while inserting; the map is still usable.
+        let latest = self
+            .latest
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        latest.get(team).cloned()
+    }
+
+    /// Keeps `payload` if it is newer than the cached one; answers whether it was.
+    fn offer(&self, payload: &Arc<Payload>) -> bool {
+        let mut latest = self
+            .latest
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match latest.get(&*payload.team) {
+            Some(held) if held.revision >= payload.revision => false,
+            _ => {
+                latest.insert(payload.team.to_string(), Arc::clone(payload));
+                true
+            }
+        }
+    }
+
+    /// Takes one published rule set: cached and broadcast when it is a new revision.
+    pub fn publish(&self, update: &RulesetUpdate) {
+        let Some(payload) = Payload::of(&update.team, &update.ruleset) else {
+            tracing::warn!(
+                team = update.team,
+                "rule set without revision or hash; skipped"
+            );
+            return;
+        };
+        let payload = Arc::new(payload);
+        if self.offer(&payload) {
+            // No connection listening is not an error: the latest is kept.
+            let _ = self.sender.send(payload);
+        }
+    }
+
+    /// The latest rule set of `team`: the cached one, else the one the read model holds (then cached).
+    ///
+    /// # Errors
+    /// When the read model cannot be read.
+    pub async fn latest(
+        &self,
+        edict: &Edict,
+        team: &str,
+    ) -> Result<Option<Arc<Payload>>, edict_application::error::AppError> {
+        if let Some(payload) = self.cached(team) {
+            return Ok(Some(payload));
+        }
+        let Some(doc) = edict.latest_ruleset(team).await? else {
+            return Ok(None);
+        };
+        let Some(payload) = Payload::of(team, &doc).map(Arc::new) else {
+            return Ok(None);
+        };
+        self.offer(&payload);
+        Ok(self.cached(team).or(Some(payload)))
+    }
+
+    /// Pumps `feed` into the cache and the broadcast until `shutdown`, reopening it after failures.
+    pub async fn follow(
+        &self,
+        feed: Arc<dyn RulesetFeed>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let pause = Duration::from_secs(1);
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let mut updates = match feed.open().await {
+                Ok(updates) => updates,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot open the rule set feed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => continue,
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            };
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    item = updates.next() => match item {
+                        Some(Ok(update)) => self.publish(&update),
+                        Some(Err(FeedError::Lagged(missed))) => {
+                            // Forget the cache: the next reads go to the read model, which is complete.
+                            tracing::warn!(missed, "rule set feed lagged; re-reading from the read model");
+                            self.latest.write().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+                        }
+                        Some(Err(error)) => {
+                            tracing::warn!(%error, "rule set feed failed; reopening");
+                            break;
+                        }
+                        None => {
+                            tracing::warn!("rule set feed ended; reopening");
+                            break;
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! What the agent sends after `hello`: `applied` (recorded as convergence) and `report` (recorded
+//! through the `record_report` use case, then acknowledged).
+
+use super::connection::{Flow, Session, text};
+use edict_api::protocol::{GatewayMessage, Holding, Report, ReportKind};
+use edict_application::RequestContext;
+use edict_application::error::AppError;
+use edict_application::gateway::{AgentReport, ReportKind as AppReportKind};
+use edict_application::principal::Principal;
+
+impl Session {
+    pub(super) async fn on_applied(&mut self, holding: Holding) -> Flow {
+        if !self.teams.contains(&holding.team) {
+            tracing::debug!(
+                team = holding.team,
+                "applied for a team the agent does not receive; ignored"
+            );
+            return Flow::Continue;
+        }
+        let recorded = self
+            .shared
+            .convergence
+            .record(
+                &self.agent.id.to_string(),
+                &holding.team,
+                holding.revision,
+                &holding.hash,
+                chrono::Utc::now(),
+            )
+            .await;
+        if let Err(error) = recorded {
+            // The agent expects no answer; the next `applied` (after the next revision or reconnect)
+            // records it again.
+            tracing::warn!(%error, team = holding.team, "cannot record convergence");
+        }
+        Flow::Continue
+    }
+
+    pub(super) async fn on_report(&mut self, report: Report) -> Flow {
+        let report_id = report.report_id.clone();
+        let principal = Principal::Agent {
+            id: self.agent.id,
+            user: self.agent.user,
+        };
+        let request = RequestContext {
+            request_id: format!("ws-report-{report_id}"),
+            correlation_id: None,
+            expected_version: None,
+        };
+        let recorded = self
+            .shared
+            .edict
+            .record_report(&principal, to_app(report), &request)
+            .await;
+        let change_request = match recorded {
+            Ok(recorded) => recorded.change_request.map(|id| id.to_string()),
+            Err(
+                e @ (AppError::Unavailable(_) | AppError::Internal(_) | AppError::Conflict { .. }),
+            ) => {
+                // Not recorded: no ack, so the agent keeps it and sends it again after reconnecting.
+                return self.unavailable(&e);
+            }
+            Err(e) => {
+                // Refused for good (a malformed field, a team the user left, a rule no longer in
+                // temporary mode): acknowledged so the agent stops resending it; the refusal is logged.
+                tracing::warn!(report_id, error = %e, "agent report refused");
+                None
+            }
+        };
+        let ack = GatewayMessage::ReportAck {
+            report_id,
+            change_request,
+        };
+        self.reply(text(&ack)).await
+    }
+}
+
+/// The protocol's report as the use case takes it.
+fn to_app(report: Report) -> AgentReport {
+    AgentReport {
+        report_id: report.report_id,
+        kind: match report.kind {
+            ReportKind::BlockReverted => AppReportKind::BlockReverted,
+            ReportKind::TemporaryChanged => AppReportKind::TemporaryChanged,
+            ReportKind::WarningKept => AppReportKind::WarningKept,
+            ReportKind::RevertLoop => AppReportKind::RevertLoop,
+        },
+        team: report.team,
+        rule: report.rule,
+        file: report.file,
+        layer: report.layer,
+        original_hash: report.original_hash,
+        new_hash: report.new_hash,
+        diff: report.diff,
+        change_request: report.change_request,
+    }
+}

@@ -1,0 +1,244 @@
+//! The agent gateway: the server side of the agent ↔ gateway WebSocket protocol
+//! (`edict_api::protocol`), on its own listener, route `/ws` only.
+//!
+//! Layout:
+//! - this file: [`Gateway`] (bind, accept loop, shutdown) and [`GatewaySettings`];
+//! - `handshake`: the upgrade request, peeked and authenticated before the WebSocket handshake
+//!   (401 for anything but a valid agent token, 426 for another protocol version, 404 off `/ws`);
+//! - `connection`: one agent's session (hello, pushes, timers, revocation), with `inbound` (the
+//!   agent's `applied` and `report`), `decisions` (decided change requests, polled) and `writer` (the
+//!   writing task and its bounded queue);
+//! - [`feed`]: where new rule sets come from ([`RulesetFeed`]: NATS KV watch or the in-process
+//!   publisher) and the shared, once-serialized payload per (team, revision);
+//! - [`convergence`]: the `agent_convergence` table (which revision each agent enforces).
+//!
+//! Gateways hold no state that matters: any gateway serves any agent, everything is re-derived from
+//! the store and the feed at each `hello`.
+//!
+//! Memory: the WebSocket buffers are set small ([`GatewaySettings::websocket_config`]): tungstenite's
+//! defaults cost about 134 KB per connection, these about 6 KB.
+
+mod connection;
+pub mod convergence;
+mod decisions;
+pub mod feed;
+mod handshake;
+mod inbound;
+mod writer;
+
+pub use convergence::{ConvergenceError, ConvergenceStore, Enforced};
+pub use feed::{FeedError, NatsFeed, Payload, RulesetFeed, Rulesets, WatchFeed};
+
+use edict_application::Edict;
+use edict_application::gateway::AdmissionChange;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// Revocations buffered per connection; one that lags re-checks its token at once.
+const ADMISSION_CAPACITY: usize = 1_024;
+/// Events read from the log per revocation poll.
+const ADMISSION_BATCH: usize = 1_000;
+
+/// How a gateway treats its connections.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// A WebSocket ping this often (20 s).
+    pub ping_interval: Duration,
+    /// A connection with no frame from the agent for this long is closed (60 s).
+    pub idle_timeout: Duration,
+    /// The log is read for revocations (agent revoked, user deactivated) this often, so a revoked
+    /// agent's connection is closed within about this time (250 ms). One read per gateway, whatever
+    /// the number of connections.
+    pub revocation_poll: Duration,
+    /// Each connection also re-checks its agent token this often, a safety net under the log watch
+    /// (30 s).
+    pub revocation_check: Duration,
+    /// The agent's teams (and the latest revision of each) are re-read this often (5 s).
+    pub refresh_interval: Duration,
+    /// The agent's change requests are polled for decisions this often (5 s).
+    pub decision_interval: Duration,
+    /// The upgrade request and handshake must complete within this (10 s).
+    pub handshake_timeout: Duration,
+    /// A write that takes longer closes the connection (10 s).
+    pub write_timeout: Duration,
+    /// Messages queued per connection before a push closes it with `too_slow` (64).
+    pub queue_capacity: usize,
+    /// The largest message sent or received (8 MiB): a rule set must fit.
+    pub max_message_size: usize,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            revocation_poll: Duration::from_millis(250),
+            revocation_check: Duration::from_secs(30),
+            refresh_interval: Duration::from_secs(5),
+            decision_interval: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            queue_capacity: 64,
+            max_message_size: 8 << 20,
+        }
+    }
+}
+
+impl GatewaySettings {
+    /// The WebSocket buffers: a 4 KiB read buffer, no write buffering (each frame goes out at once).
+    ///
+    /// tungstenite refuses to buffer a frame larger than `max_write_buffer_size`, so it is the largest
+    /// message (a whole rule set), not the 64 KiB a small-message server would use; the buffer only
+    /// grows while a large frame is being written.
+    pub fn websocket_config(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0)
+            .max_write_buffer_size(self.max_message_size.max(64 << 10) + 1024)
+            .max_message_size(Some(self.max_message_size))
+            .max_frame_size(Some(self.max_message_size))
+    }
+}
+
+/// What every connection shares.
+pub(crate) struct Shared {
+    pub(crate) edict: Arc<Edict>,
+    /// Revocations read from the log, to every connection (each filters its own agent and user).
+    pub(crate) admissions: broadcast::Sender<AdmissionChange>,
+    pub(crate) rulesets: Rulesets,
+    pub(crate) convergence: ConvergenceStore,
+    pub(crate) settings: GatewaySettings,
+}
+
+/// A bound gateway, not yet serving.
+pub struct Gateway {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    feed: Arc<dyn RulesetFeed>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Binds `addr` (port 0 picks one) for a gateway over `edict`, following `feed`, recording
+    /// convergence in `convergence`. Answers the gateway and the address it listens on.
+    ///
+    /// # Errors
+    /// When the address cannot be bound.
+    pub async fn bind(
+        addr: SocketAddr,
+        edict: Arc<Edict>,
+        feed: Arc<dyn RulesetFeed>,
+        convergence: ConvergenceStore,
+        settings: GatewaySettings,
+    ) -> std::io::Result<(Gateway, SocketAddr)> {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let (admissions, _) = broadcast::channel(ADMISSION_CAPACITY);
+        let shared = Arc::new(Shared {
+            edict,
+            admissions,
+            rulesets: Rulesets::new(),
+            convergence,
+            settings,
+        });
+        Ok((
+            Gateway {
+                listener,
+                shared,
+                feed,
+            },
+            local,
+        ))
+    }
+
+    /// Serves agents until `shutdown` completes; then closes every connection (going away) and waits
+    /// for them, at most the write timeout.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        let Gateway {
+            listener,
+            shared,
+            feed,
+        } = self;
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn({
+            let rulesets = shared.rulesets.clone();
+            let stopped = stopped.clone();
+            async move { rulesets.follow(feed, stopped).await }
+        });
+        tasks.spawn(watch_admissions(shared.clone(), stopped.clone()));
+        tracing::info!(listen = ?listener.local_addr().ok(), "gateway serving /ws");
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        tasks.spawn(connection::serve(shared.clone(), stream, stopped.clone()));
+                    }
+                    Err(error) => {
+                        // Out of file descriptors and the like: pause instead of spinning.
+                        tracing::warn!(%error, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        drop(listener);
+        let _ = stop.send(true);
+        let grace = shared.settings.write_timeout;
+        if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+            .await
+            .is_err()
+        {
+            tracing::warn!("gateway connections did not close in time");
+            tasks.abort_all();
+        }
+        tracing::info!("gateway stopped");
+    }
+}
+
+/// Tails the log for revocations and deactivations and tells every connection.
+async fn watch_admissions(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+    let mut after = shared.edict.admission_watch_start().await;
+    let poll = shared.settings.revocation_poll;
+    loop {
+        let pause = match shared.edict.admission_changes(after, ADMISSION_BATCH).await {
+            Ok((changes, next, read)) => {
+                after = next;
+                for change in changes {
+                    // No connection listening is not an error.
+                    let _ = shared.admissions.send(change);
+                }
+                if read == ADMISSION_BATCH {
+                    Duration::ZERO
+                } else {
+                    poll
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the log for revocations; retrying");
+                poll.max(Duration::from_secs(1))
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}

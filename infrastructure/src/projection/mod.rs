@@ -1,0 +1,78 @@
+//! The projection runner and the read-model store: projections of the global log kept in the `read_docs`
+//! table, PostgreSQL or SQLite, with the same code.
+//!
+//! # Generations, checkpoints and compare-and-set
+//!
+//! Every projection has one row in `projection_state`: the generation being served, the checkpoint of the
+//! last event applied to it, and an error when it stopped. Its documents live in `read_docs` under
+//! `(projection, generation)`. Every change to the served generation happens in one transaction that
+//! first moves the checkpoint with a compare-and-set (`UPDATE … WHERE name, generation, checkpoint = the
+//! ones this batch was computed from AND error IS NULL`), then loads the documents it misses inside the
+//! same transaction, applies the events and writes the dirty documents back. The first statement takes the
+//! row lock, so concurrent runners (redelivery, several instances) queue behind it; when it matches no row
+//! someone else moved the projection (another instance applied the batch, a rebuild swapped generations
+//! or the projection stopped): the transaction is rolled back and the runner reloads and re-evaluates.
+//! An event is thus applied exactly once per generation, whatever the transport does.
+//!
+//! A rebuild claims a fresh generation number (`last_generation + 1`), replays the log into memory,
+//! writes the documents in short transactions (the generation is invisible until swapped), catches up to
+//! the head and swaps in one transaction that holds the state row, applies the last few events and sets
+//! the generation and checkpoint with a compare-and-set on the generation it started from. Readers join
+//! `read_docs` with `projection_state` in one statement, so a read sees one whole generation.
+//!
+//! # Layout
+//!
+//! - [`runner`]: [`ProjectionRunner`]: the live path ([`ProjectionRunner::handle`]), catch-up, the batch
+//!   transaction, status, content hash;
+//! - [`rebuild`]: [`ProjectionRunner::rebuild`] and its progress and report;
+//! - [`read_models`]: [`SqlReadModels`], the `ReadModels` port over the served generations;
+//! - [`publisher`]: publishing rule sets, and [`WatchPublisher`], the in-process rule set channel of the
+//!   embedded mode;
+//! - `polling`: [`ProjectionRunner::run_polling`], the embedded transport;
+//! - [`bench`](mod@bench): bulk event seeding for rebuild benchmarks;
+//! - `sql`: the statements, written once for both databases.
+
+pub mod bench;
+mod polling;
+pub mod publisher;
+pub mod read_models;
+pub mod rebuild;
+pub mod runner;
+mod sql;
+
+pub use publisher::{RulesetUpdate, WatchPublisher};
+pub use read_models::SqlReadModels;
+pub use rebuild::{RebuildPhase, RebuildProgress, RebuildReport};
+pub use runner::{Handled, ProjectionRunner};
+
+/// Why a runner could not make progress.
+///
+/// A concurrent change of the checkpoint (another instance, a rebuild's swap) is not an error: the runner
+/// reloads its state and re-evaluates by itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunnerError {
+    /// The projection cannot apply the event at `position` and stopped before it. It stays stopped (it
+    /// never skips an event) until it is rebuilt.
+    #[error("projection stopped at position {position}: {reason}")]
+    Stopped {
+        /// The global position of the event that could not be applied.
+        position: i64,
+        /// Why.
+        reason: String,
+    },
+    /// The database or the event log failed, or an event is not readable yet; transient: retry later.
+    #[error("projection store unavailable: {0}")]
+    Store(String),
+}
+
+impl From<sqlx::Error> for RunnerError {
+    fn from(error: sqlx::Error) -> Self {
+        RunnerError::Store(error.to_string())
+    }
+}
+
+impl From<edict_application::event_log::EventLogError> for RunnerError {
+    fn from(error: edict_application::event_log::EventLogError) -> Self {
+        RunnerError::Store(error.to_string())
+    }
+}

@@ -1,0 +1,96 @@
+//! Configuration as values: `main` fills them from flags and the environment, tests build them directly
+//! (never through `std::env::set_var`).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A value that must not appear in logs: `Debug` prints `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    /// Wraps a secret.
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The first org_admin, created on a start that finds no user at all.
+#[derive(Debug, Clone)]
+pub struct BootstrapAdmin {
+    /// Its email (`EDICT_ADMIN_EMAIL`).
+    pub email: String,
+    /// Its password (`EDICT_ADMIN_PASSWORD`).
+    pub password: Secret<String>,
+}
+
+/// Approvals a rule revision needs, per layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuorumSettings {
+    /// Organization-layer rules (default 2).
+    pub organization: u32,
+    /// Team-layer rules (default 1).
+    pub team: u32,
+    /// Project-layer rules (default 1).
+    pub project: u32,
+}
+
+impl Default for QuorumSettings {
+    fn default() -> Self {
+        Self {
+            organization: 2,
+            team: 1,
+            project: 1,
+        }
+    }
+}
+
+/// Everything `edict serve` needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where to listen for HTTP.
+    pub listen: SocketAddr,
+    /// `postgres://…` or `sqlite://…`.
+    pub database_url: String,
+    /// The data directory of the embedded default.
+    pub data_dir: PathBuf,
+    /// The first admin, if configured.
+    pub admin: Option<BootstrapAdmin>,
+    /// Overrides the stored token-signing secret (all API processes must share it).
+    pub jwt_secret: Option<Secret<String>>,
+    /// Lifetime of access tokens, seconds.
+    pub access_ttl_secs: u64,
+    /// Lifetime of a session's refresh token, seconds.
+    pub refresh_ttl_secs: u64,
+    /// Approval quorums.
+    pub quorum: QuorumSettings,
+}
+
+impl Settings {
+    /// The embedded default: SQLite under `data_dir`, listening on `listen`.
+    pub fn embedded(data_dir: PathBuf, listen: SocketAddr) -> Self {
+        let database_url = format!("sqlite://{}", data_dir.join("edict.db").display());
+        Self {
+            listen,
+            database_url,
+            data_dir,
+            admin: None,
+            jwt_secret: None,
+            access_ttl_secs: 15 * 60,
+            refresh_ttl_secs: 30 * 24 * 3600,
+            quorum: QuorumSettings::default(),
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The distributed mode's rule set feed: rule sets put into the NATS KV bucket reach the gateway's
+//! payload cache and broadcast, once per revision. Needs the NATS server of the other NATS tests
+//! (`EDICT_TEST_NATS_URL`, else the default); each test has its own prefix and deletes its streams.
+
+// Tests state their expectations with unwrap/expect: a failure is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use edict_api::protocol::GatewayMessage;
+use edict_infrastructure::gateway::{NatsFeed, Rulesets};
+use edict_infrastructure::nats::{self, KvRulesetPublisher, NatsSettings};
+use edict_projections::RulesetPublisher;
+use serde_json::json;
+
+fn nats_url() -> String {
+    std::env::var("EDICT_TEST_NATS_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+        .unwrap_or_else(|| nats::DEFAULT_NATS_URL.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_sets_put_in_the_bucket_reach_the_gateway_once_per_revision() {
+    let prefix = format!("t{}_", uuid::Uuid::new_v4().simple());
+    let nats = nats::connect(NatsSettings::new(nats_url(), &prefix).unwrap())
+        .await
+        .expect("connect to nats");
+    nats.ensure_streams().await.unwrap();
+    let publisher = KvRulesetPublisher::open(&nats).await.unwrap();
+    // Published before the gateway starts: the watch starts with the current values.
+    publisher
+        .publish(
+            "team-1",
+            &json!({"team_id": "team-1", "revision": 1, "hash": "h1"}),
+        )
+        .await
+        .unwrap();
+
+    let rulesets = Rulesets::new();
+    let mut received = rulesets.subscribe();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn({
+        let rulesets = rulesets.clone();
+        let feed = Arc::new(NatsFeed(nats.clone()));
+        async move { rulesets.follow(feed, stopped).await }
+    });
+    let outcome = tokio::spawn(async move {
+        let wait = Duration::from_secs(10);
+        let first = tokio::time::timeout(wait, received.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (&*first.team, first.revision, &*first.hash),
+            ("team-1", 1, "h1")
+        );
+
+        publisher
+            .publish(
+                "team-1",
+                &json!({"team_id": "team-1", "revision": 2, "hash": "h2"}),
+            )
+            .await
+            .unwrap();
+        let second = tokio::time::timeout(wait, received.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        match serde_json::from_str::<GatewayMessage>(&second.text).unwrap() {
+            GatewayMessage::RuleSet {
+                team,
+                revision,
+                hash,
+                ruleset,
+            } => {
+                assert_eq!(
+                    (team.as_str(), revision, hash.as_str()),
+                    ("team-1", 2, "h2")
+                );
+                assert_eq!(ruleset["revision"], 2);
+            }
+            other => panic!("expected a rule set, got {other:?}"),
+        }
+
+        // The same revision again (a republish after a restart) is not broadcast again.
+        publisher
+            .publish(
+                "team-1",
+                &json!({"team_id": "team-1", "revision": 2, "hash": "h2"}),
+            )
+            .await
+            .unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), received.recv())
+                .await
+                .is_err()
+        );
+    })
+    .await;
+    let _ = stop.send(true);
+    let _ = follower.await;
+    let js = nats.jetstream();
+    let _ = js.delete_stream(nats.prefix().events_stream()).await;
+    let _ = js
+        .delete_stream(format!("KV_{}", nats.prefix().rulesets_bucket()))
+        .await;
+    if let Err(error) = outcome {
+        match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(error) => panic!("test task failed: {error}"),
+        }
+    }
+}

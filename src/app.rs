@@ -1,0 +1,239 @@
+//! The composition root: connects the store (and NATS when configured), runs migrations, builds the
+//! adapters and hands them to the use cases. `serve`, `projections` and the benches all start Edict
+//! through [`build`].
+
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+use cqrs_es::persist::PersistedEventStore;
+use edict_application::clock::SystemClock;
+use edict_application::command::CommandService;
+use edict_application::read_models::{ProjectionControl, ReadModelError, RebuildSummary};
+use edict_application::service::Ports;
+use edict_application::{CommitHook, Edict, NoHook};
+use edict_domain::rule::ApprovalQuorum;
+use edict_infrastructure::auth::{AuthStore, LocalAuthenticator, TokenKeys};
+use edict_infrastructure::idempotency::IdempotencyStore;
+use edict_infrastructure::nats::{KvRulesetPublisher, Nats};
+use edict_infrastructure::projection::{ProjectionRunner, SqlReadModels, WatchPublisher};
+use edict_infrastructure::settings::Settings;
+use edict_infrastructure::store::{Database, EventRepository};
+use edict_projections::RulesetPublisher;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// A started Edict: the use cases, the store they run on, and what the projector role needs.
+pub struct Built {
+    /// The use cases.
+    pub edict: Arc<Edict>,
+    /// The store (`postgres` or `sqlite`).
+    pub store_kind: &'static str,
+    /// The store itself.
+    pub database: Database,
+    /// The projections.
+    pub projections: Arc<Projections>,
+    /// One wake-up per projection, fired after each commit of this process (the in-process bus).
+    pub notifies: Vec<Arc<Notify>>,
+    /// The in-process rule set channel (embedded mode), for gateways in this process.
+    pub watch: Option<WatchPublisher>,
+}
+
+/// The cqrs-es store of one aggregate type, in event-store mode (its snapshot and aggregate stores apply
+/// events twice in cqrs-es 0.5.0).
+fn event_store<A: cqrs_es::Aggregate>(
+    database: &Database,
+) -> PersistedEventStore<EventRepository, A> {
+    PersistedEventStore::new_event_store(database.event_repository())
+}
+
+/// Every projection over one store, with the publisher their rule sets go to.
+pub struct Projections {
+    database: Database,
+    publisher: Arc<dyn RulesetPublisher>,
+}
+
+impl Projections {
+    /// A runner of each projection.
+    pub fn runners(&self) -> Vec<ProjectionRunner> {
+        edict_projections::all()
+            .into_iter()
+            .map(|projection| {
+                ProjectionRunner::new(
+                    self.database.clone(),
+                    projection,
+                    Some(self.publisher.clone()),
+                )
+            })
+            .collect()
+    }
+
+    /// The runner of the projection `name`.
+    pub fn runner(&self, name: &str) -> Option<ProjectionRunner> {
+        edict_projections::by_name(name).map(|projection| {
+            ProjectionRunner::new(
+                self.database.clone(),
+                projection,
+                Some(self.publisher.clone()),
+            )
+        })
+    }
+}
+
+#[async_trait]
+impl ProjectionControl for Projections {
+    fn names(&self) -> Vec<String> {
+        edict_projections::all()
+            .iter()
+            .map(|p| p.name().to_owned())
+            .collect()
+    }
+
+    async fn rebuild(&self, name: &str) -> Result<RebuildSummary, ReadModelError> {
+        let runner = self
+            .runner(name)
+            .ok_or_else(|| ReadModelError::UnknownProjection(name.to_owned()))?;
+        let report = runner
+            .rebuild(&|_| {})
+            .await
+            .map_err(|e| ReadModelError::Unavailable(e.to_string()))?;
+        Ok(RebuildSummary {
+            name: name.to_owned(),
+            generation: report.generation,
+            events: report.events,
+            docs: report.docs,
+            seconds: report.elapsed.as_secs_f64(),
+            events_per_sec: report.events_per_sec,
+            content_hash: report.content_hash,
+        })
+    }
+
+    async fn content_hash(&self, name: &str) -> Result<String, ReadModelError> {
+        let runner = self
+            .runner(name)
+            .ok_or_else(|| ReadModelError::UnknownProjection(name.to_owned()))?;
+        runner
+            .content_hash(None)
+            .await
+            .map_err(|e| ReadModelError::Unavailable(e.to_string()))
+    }
+}
+
+/// Wakes every projection of this process after a commit (`notify_one` keeps a permit, so a commit
+/// during a catch-up is never missed).
+struct WakeProjections(Vec<Arc<Notify>>);
+
+impl CommitHook for WakeProjections {
+    fn committed(&self) {
+        for notify in &self.0 {
+            notify.notify_one();
+        }
+    }
+}
+
+/// Connects, migrates and wires Edict for `settings`; with `nats`, rule sets go to its KV bucket and
+/// commits need no in-process wake-up (the relay carries them). Creates the first admin when configured
+/// and no user exists yet.
+///
+/// # Errors
+/// When the store cannot be reached or migrated, or the first admin cannot be created.
+pub async fn build(settings: &Settings, nats: Option<&Nats>) -> Result<Built> {
+    let database = Database::connect(&settings.database_url)
+        .await
+        .context("cannot open the event store")?;
+    database
+        .migrate()
+        .await
+        .context("cannot migrate the event store")?;
+    let auth_store = AuthStore::new(database.clone());
+    let secret = match &settings.jwt_secret {
+        Some(secret) => secret.expose().clone().into_bytes(),
+        None => auth_store
+            .signing_secret()
+            .await
+            .context("cannot read the token-signing secret")?,
+    };
+    let authenticator = LocalAuthenticator::new(
+        auth_store,
+        TokenKeys::from_secret(&secret),
+        settings.access_ttl_secs,
+        settings.refresh_ttl_secs,
+    );
+    let quorum = ApprovalQuorum::parse(
+        settings.quorum.organization,
+        settings.quorum.team,
+        settings.quorum.project,
+    )
+    .context("invalid approval quorum")?;
+    let (publisher, watch): (Arc<dyn RulesetPublisher>, Option<WatchPublisher>) = match nats {
+        Some(nats) => (
+            Arc::new(
+                KvRulesetPublisher::open(nats)
+                    .await
+                    .context("cannot open the rulesets KV bucket")?,
+            ),
+            None,
+        ),
+        None => {
+            let watch = WatchPublisher::new();
+            (Arc::new(watch.clone()), Some(watch))
+        }
+    };
+    let projections = Arc::new(Projections {
+        database: database.clone(),
+        publisher,
+    });
+    for runner in projections.runners() {
+        runner
+            .ensure()
+            .await
+            .with_context(|| format!("cannot prepare the {} projection", runner.name()))?;
+    }
+    let notifies: Vec<Arc<Notify>> = edict_projections::all()
+        .iter()
+        .map(|_| Arc::new(Notify::new()))
+        .collect();
+    let on_commit: Arc<dyn CommitHook> = if nats.is_some() {
+        Arc::new(NoHook)
+    } else {
+        Arc::new(WakeProjections(notifies.clone()))
+    };
+    let ports = Ports {
+        rules: Arc::new(CommandService::new(event_store(&database), ())),
+        teams: Arc::new(CommandService::new(event_store(&database), ())),
+        change_requests: Arc::new(CommandService::new(event_store(&database), ())),
+        users: Arc::new(CommandService::new(event_store(&database), ())),
+        agents: Arc::new(CommandService::new(event_store(&database), ())),
+        auth: Arc::new(authenticator),
+        idempotency: Arc::new(IdempotencyStore::new(database.clone())),
+        log: Arc::new(database.clone()),
+        clock: Arc::new(SystemClock),
+        quorum,
+        read_models: Arc::new(SqlReadModels::new(database.clone())),
+        projections: projections.clone(),
+        on_commit,
+        convergence: Arc::new(edict_infrastructure::gateway::ConvergenceStore::new(
+            database.clone(),
+        )),
+    };
+    let edict = Arc::new(Edict::new(ports));
+    if let Some(admin) = &settings.admin {
+        let created = edict
+            .bootstrap_admin(&admin.email, admin.password.expose())
+            .await
+            .context("cannot create the first org_admin")?;
+        if created {
+            tracing::info!(email = %admin.email, "created the first org_admin");
+        }
+    } else if !edict.has_users().await.context("cannot read users")? {
+        tracing::warn!(
+            "no user exists yet: set EDICT_ADMIN_EMAIL and EDICT_ADMIN_PASSWORD to create the first org_admin"
+        );
+    }
+    Ok(Built {
+        edict,
+        store_kind: database.kind(),
+        database,
+        projections,
+        notifies,
+        watch,
+    })
+}

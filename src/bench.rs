@@ -1,0 +1,495 @@
+//! `edict bench`: measurements that print figures (the speed targets are met here, not in timed tests).
+//!
+//! `edict bench commands` starts Edict in this process on each store (a scratch PostgreSQL database and a
+//! temporary SQLite file), drives its HTTP API with concurrent clients, measures raw appends at the
+//! store, and runs pgbench with the same transaction shape as the ceiling.
+
+use crate::app;
+use crate::output::{self, OutputFormat};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use edict_infrastructure::settings::{BootstrapAdmin, Secret, Settings};
+use edict_infrastructure::store::{bench as store_bench, testing};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+#[path = "bench_projections.rs"]
+mod bench_projections;
+
+/// What to measure.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Command throughput and latency through the HTTP API, raw appends at the store, and the pgbench
+    /// ceiling, on PostgreSQL and on SQLite.
+    Commands(CommandsArgs),
+    /// Live catch-up and rebuild rates of the team_rulesets projection over a generated history, and
+    /// whether both produce the same read model.
+    ///
+    /// Seeds --events events made by the real Rule and Team aggregates (about 2,000 rules, 200 teams,
+    /// then review cycles, enforcement changes, attach/detach) into a scratch store, times a fresh
+    /// runner's catch_up() from the start and then rebuild(), and compares their content hashes.
+    Rebuild(bench_projections::RebuildArgs),
+    /// Lag from a command's response to its event being applied by each read model, under a fixed
+    /// offered load, with the API, the relay and the five projectors on PostgreSQL and NATS.
+    ///
+    /// A sampler reads projection_state every 2 ms; each command's lag in a projection is the first
+    /// sample whose checkpoint covers the command's event, minus the instant its response arrived.
+    Lag(bench_projections::LagArgs),
+}
+
+/// Options of `edict bench commands`.
+#[derive(Debug, Args)]
+pub struct CommandsArgs {
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Offered load of the latency measurement, commands per second.
+    #[arg(long, default_value_t = 500)]
+    rate: u64,
+    /// Server of the scratch databases (one is created and dropped per run).
+    #[arg(
+        long,
+        env = "EDICT_TEST_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    postgres_url: String,
+    /// Which stores to measure.
+    #[arg(long, value_delimiter = ',', default_value = "postgres,sqlite")]
+    stores: Vec<String>,
+    /// Skip pgbench.
+    #[arg(long)]
+    no_pgbench: bool,
+    /// `text` or `json`.
+    #[arg(long, default_value = "text")]
+    output: OutputFormat,
+}
+
+/// Latency figures in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+struct Latency {
+    count: u64,
+    errors: u64,
+    per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+/// One store's figures.
+#[derive(Debug, Clone, Serialize)]
+struct StoreReport {
+    store: String,
+    /// As many commands as 32 clients can push (closed loop).
+    api_saturated: Latency,
+    /// Commands offered at a fixed rate (open loop): the latency a user sees at that load.
+    api_at_rate: Latency,
+    offered_rate: u64,
+    appends_per_sec: f64,
+    append_p50_ms: f64,
+    append_p99_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Report {
+    clients: usize,
+    seconds: u64,
+    stores: Vec<StoreReport>,
+    pgbench_inserts_per_sec: Option<f64>,
+}
+
+/// Runs a bench command.
+pub async fn run(command: BenchCommand) -> Result<()> {
+    match command {
+        BenchCommand::Commands(args) => commands(args).await,
+        BenchCommand::Rebuild(args) => bench_projections::rebuild(args).await,
+        BenchCommand::Lag(args) => bench_projections::lag(args).await,
+    }
+}
+
+async fn commands(args: CommandsArgs) -> Result<()> {
+    let mut stores = Vec::new();
+    for store in &args.stores {
+        let report = match store.as_str() {
+            "postgres" => {
+                let (database, url) =
+                    testing::create_isolated_postgres(&args.postgres_url, "edict_bench")
+                        .await
+                        .context("cannot create a scratch PostgreSQL database")?;
+                database.close().await;
+                let report = bench_store("postgres", url.clone(), &args).await;
+                if let Err(error) = testing::drop_isolated_postgres(&args.postgres_url, &url).await
+                {
+                    tracing::warn!(%error, "cannot drop the scratch database");
+                }
+                report?
+            }
+            "sqlite" => {
+                let dir = std::env::temp_dir()
+                    .join(format!("edict-bench-{}", uuid::Uuid::new_v4().simple()));
+                let url = format!("sqlite://{}", dir.join("edict.db").display());
+                let report = bench_store("sqlite", url, &args).await;
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+                report?
+            }
+            other => bail!("unknown store {other:?} (expected postgres or sqlite)"),
+        };
+        if args.output == OutputFormat::Text {
+            print_store(&report);
+        }
+        stores.push(report);
+    }
+    let pgbench = if args.no_pgbench {
+        None
+    } else {
+        let tps = store_bench::pgbench_ceiling(&args.postgres_url, args.clients, args.seconds)
+            .await
+            .context("cannot run pgbench")?;
+        Some(tps)
+    };
+    let report = Report {
+        clients: args.clients,
+        seconds: args.seconds,
+        stores,
+        pgbench_inserts_per_sec: pgbench,
+    };
+    match args.output {
+        OutputFormat::Json => output::json(&report)?,
+        OutputFormat::Text => {
+            if let Some(tps) = report.pgbench_inserts_per_sec {
+                output::line(&format!(
+                    "pgbench ceiling: {tps:.0} single-row insert transactions/s with {} clients",
+                    report.clients
+                ));
+                for store in &report.stores {
+                    if store.store == "postgres" {
+                        output::line(&format!(
+                            "  postgres appends/s as a share of the ceiling: {:.0} %",
+                            100.0 * store.appends_per_sec / tps
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_store(report: &StoreReport) {
+    let l = |name: &str, l: &Latency| {
+        format!(
+            "  {name}: {:.0} commands/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} ok, {} errors)",
+            l.per_sec, l.p50_ms, l.p99_ms, l.max_ms, l.count, l.errors
+        )
+    };
+    output::line(&format!("store {}", report.store));
+    output::line(&l("HTTP API, saturated", &report.api_saturated));
+    output::line(&l(
+        &format!("HTTP API at {} commands/s offered", report.offered_rate),
+        &report.api_at_rate,
+    ));
+    output::line(&format!(
+        "  raw appends: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
+        report.appends_per_sec, report.append_p50_ms, report.append_p99_ms
+    ));
+}
+
+async fn bench_store(kind: &str, url: String, args: &CommandsArgs) -> Result<StoreReport> {
+    let listen: SocketAddr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        probe.local_addr()?
+    };
+    let mut settings = Settings::embedded(std::env::temp_dir(), listen);
+    settings.database_url = url.clone();
+    settings.admin = Some(BootstrapAdmin {
+        email: "bench-admin@example.com".into(),
+        password: Secret::new("bench-password-1".into()),
+    });
+    let built = app::build(&settings, None).await?;
+    let endpoint = edict_api::server::app(built.edict.clone());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        poem::Server::new(poem::listener::TcpListener::bind(listen))
+            .run_with_graceful_shutdown(
+                endpoint,
+                async {
+                    let _ = stopped.await;
+                },
+                Some(Duration::from_secs(5)),
+            )
+            .await
+    });
+    let base = format!("http://{listen}");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients * 2)
+        .build()?;
+    wait_live(&client, &base).await?;
+    let fleet = Fleet::enroll(&client, &base).await?;
+    let duration = Duration::from_secs(args.seconds);
+    tracing::info!(store = kind, "measuring the HTTP API, saturated");
+    let saturated = drive(&fleet, args.clients, duration, None).await?;
+    tracing::info!(
+        store = kind,
+        rate = args.rate,
+        "measuring the HTTP API at a fixed rate"
+    );
+    let at_rate = drive(&fleet, args.clients, duration, Some(args.rate)).await?;
+    let _ = stop.send(());
+    let _ = server.await;
+    built.database.close().await;
+
+    tracing::info!(store = kind, "measuring raw appends");
+    let database = edict_infrastructure::store::Database::connect(&url).await?;
+    let appends = store_bench::bench_appends(&database, args.clients, duration).await;
+    database.close().await;
+    Ok(StoreReport {
+        store: kind.to_owned(),
+        api_saturated: saturated,
+        api_at_rate: at_rate,
+        offered_rate: args.rate,
+        appends_per_sec: appends.per_sec,
+        append_p50_ms: appends.p50.as_secs_f64() * 1000.0,
+        append_p99_ms: appends.p99.as_secs_f64() * 1000.0,
+    })
+}
+
+async fn wait_live(client: &reqwest::Client, base: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(response) = client.get(format!("{base}/health/ready")).send().await
+            && response.status().is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("the server did not become ready within 30 s")
+}
+
+/// Two signed-in org_admins: rules drafted by one are approved by the other (nobody approves their own).
+struct Fleet {
+    client: reqwest::Client,
+    base: String,
+    author: String,
+    approver: String,
+}
+
+impl Fleet {
+    async fn enroll(client: &reqwest::Client, base: &str) -> Result<Self> {
+        let author = login(client, base, "bench-admin@example.com", "bench-password-1").await?;
+        let response = client
+            .post(format!("{base}/api/v1/users"))
+            .bearer_auth(&author)
+            .json(&json!({
+                "email": "bench-approver@example.com",
+                "name": "Bench Approver",
+                "password": "bench-password-2",
+                "roles": ["org_admin"],
+            }))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("cannot create the approver: {}", response.text().await?);
+        }
+        let approver = login(
+            client,
+            base,
+            "bench-approver@example.com",
+            "bench-password-2",
+        )
+        .await?;
+        Ok(Fleet {
+            client: client.clone(),
+            base: base.to_owned(),
+            author,
+            approver,
+        })
+    }
+
+    /// One command; returns whether it succeeded.
+    async fn post(&self, token: &str, path: &str, body: &Value) -> Result<Value> {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{path}: {status} {body}");
+        }
+        Ok(body)
+    }
+}
+
+async fn login(
+    client: &reqwest::Client,
+    base: &str,
+    email: &str,
+    password: &str,
+) -> Result<String> {
+    let response = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!("cannot log in as {email}: {}", response.text().await?);
+    }
+    let body: Value = response.json().await?;
+    body["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .context("login answered without an access token")
+}
+
+/// The next step of one client's rule lifecycle: draft, edit, submit, approve, then a new rule.
+enum Step {
+    Draft,
+    Edit(String),
+    Submit(String),
+    Approve(String),
+}
+
+async fn step(fleet: &Fleet, client: usize, n: u64, current: Step) -> (Result<Value>, Step) {
+    let spec = |n: u64| {
+        json!({
+            "name": format!("bench rule {client}-{n}"),
+            "description": "written by edict bench commands",
+            "layer": "team",
+            "content": format!("- Always run the tests before pushing ({n}).\n"),
+            "category": "testing",
+            "priority": 1,
+            "tags": ["bench"],
+            "triggers": [],
+        })
+    };
+    match current {
+        Step::Draft => {
+            let result = fleet.post(&fleet.author, "/api/v1/rules", &spec(n)).await;
+            let next = match result.as_ref().ok().and_then(|v| v["id"].as_str()) {
+                Some(id) => Step::Edit(id.to_owned()),
+                None => Step::Draft,
+            };
+            (result, next)
+        }
+        Step::Edit(id) => {
+            let response = fleet
+                .client
+                .put(format!("{}/api/v1/rules/{id}", fleet.base))
+                .bearer_auth(&fleet.author)
+                .json(&spec(n))
+                .send()
+                .await;
+            let result = match response {
+                Ok(r) if r.status().is_success() => r.json().await.map_err(Into::into),
+                Ok(r) => Err(anyhow::anyhow!("edit: {}", r.status())),
+                Err(e) => Err(e.into()),
+            };
+            (result, Step::Submit(id))
+        }
+        Step::Submit(id) => {
+            let result = fleet
+                .post(
+                    &fleet.author,
+                    &format!("/api/v1/rules/{id}/submit"),
+                    &json!({}),
+                )
+                .await;
+            (result, Step::Approve(id))
+        }
+        Step::Approve(id) => {
+            let result = fleet
+                .post(
+                    &fleet.approver,
+                    &format!("/api/v1/rules/{id}/approve"),
+                    &json!({}),
+                )
+                .await;
+            (result, Step::Draft)
+        }
+    }
+}
+
+/// Drives `clients` concurrent clients for `duration`: as fast as they can (`rate` None) or together
+/// at `rate` commands per second, each command timed from its scheduled start (so queueing counts).
+async fn drive(
+    fleet: &Fleet,
+    clients: usize,
+    duration: Duration,
+    rate: Option<u64>,
+) -> Result<Latency> {
+    let histogram = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("cannot build a histogram")?,
+    ));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let interval = rate.map(|r| Duration::from_secs_f64(clients as f64 / r.max(1) as f64));
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let histogram = histogram.clone();
+        let errors = errors.clone();
+        let fleet = Fleet {
+            client: fleet.client.clone(),
+            base: fleet.base.clone(),
+            author: fleet.author.clone(),
+            approver: fleet.approver.clone(),
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut current = Step::Draft;
+            let mut n = 0u64;
+            // Spread the clients' schedules evenly over one interval.
+            let offset = interval.map_or(Duration::ZERO, |i| {
+                i.mul_f64(client as f64 / clients as f64)
+            });
+            let mut scheduled = started + offset;
+            while started.elapsed() < duration {
+                if interval.is_some() {
+                    tokio::time::sleep_until(scheduled.into()).await;
+                } else {
+                    scheduled = Instant::now();
+                }
+                n += 1;
+                let (result, next) = step(&fleet, client, n, current).await;
+                current = next;
+                let micros = u64::try_from(scheduled.elapsed().as_micros()).unwrap_or(u64::MAX);
+                match result {
+                    Ok(_) => {
+                        let _ = histogram.lock().await.record(micros.max(1));
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "bench command failed");
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if let Some(interval) = interval {
+                    scheduled += interval;
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let histogram = histogram.lock().await;
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    Ok(Latency {
+        count: histogram.len(),
+        errors: errors.load(Ordering::Relaxed),
+        per_sec: histogram.len() as f64 / elapsed,
+        p50_ms: ms(0.5),
+        p99_ms: ms(0.99),
+        max_ms: histogram.max() as f64 / 1000.0,
+    })
+}

@@ -1,0 +1,55 @@
+//! Everything the CLI prints to stdout or stderr goes through here (the lints forbid printing elsewhere).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use serde::Serialize;
+
+/// The format of `edict openapi`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SpecFormat {
+    /// YAML, as committed in `api-spec/openapi.yaml`.
+    Yaml,
+    /// JSON, as served at `/openapi.json`.
+    Json,
+}
+
+/// How a command prints its result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// For people.
+    #[default]
+    Text,
+    /// One JSON document, for scripts.
+    Json,
+}
+
+/// Prints the API spec.
+pub fn print_spec(format: SpecFormat) -> anyhow::Result<()> {
+    let spec = match format {
+        SpecFormat::Yaml => edict_api::server::spec_yaml(),
+        SpecFormat::Json => edict_api::server::spec_json(),
+    };
+    print!("{spec}");
+    if !spec.ends_with('\n') {
+        println!();
+    }
+    Ok(())
+}
+
+/// Prints a line of human-readable output.
+pub fn line(text: &str) {
+    println!("{text}");
+}
+
+/// Prints a value as pretty JSON.
+pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Prints a command's failure, with its causes, for a person.
+pub fn print_error(error: &anyhow::Error) {
+    eprintln!("error: {error}");
+    for cause in error.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+}

@@ -1,0 +1,294 @@
+//! `edict serve`: runs the roles of Edict in this process — the HTTP API, the relay to NATS, the
+//! projectors (and their timeout scheduler), the agents' WebSocket gateway — on the embedded default or on PostgreSQL (+ NATS), with
+//! graceful shutdown.
+
+use crate::app;
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use edict_infrastructure::gateway::{
+    ConvergenceStore, Gateway, GatewaySettings, NatsFeed, RulesetFeed, WatchFeed,
+};
+use edict_infrastructure::nats::{self, NatsRelay, NatsSettings, RelaySettings};
+use edict_infrastructure::settings::{BootstrapAdmin, QuorumSettings, Secret, Settings};
+use poem::Server;
+use poem::listener::TcpListener;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// A role `edict serve` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The HTTP API.
+    Api,
+    /// Publishes the event log to NATS JetStream (needs PostgreSQL and NATS; one active at a time).
+    Relay,
+    /// Keeps the read models up to date and reverts timed-out change requests.
+    Projector,
+    /// The WebSocket gateway agents connect to (`/ws` on `--gateway-listen`).
+    Gateway,
+}
+
+/// How `edict serve` is configured (flags or environment; secrets only from the environment).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "EDICT_LISTEN", default_value = crate::DEFAULT_LISTEN, value_parser = crate::parse_listen)]
+    listen: SocketAddr,
+    /// Directory of the embedded store.
+    #[arg(long, env = "EDICT_DATA_DIR", default_value_os_t = crate::default_data_dir())]
+    data_dir: PathBuf,
+    /// `postgres://…` to use PostgreSQL instead of the embedded SQLite store.
+    #[arg(long, env = "EDICT_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Address of the agents' WebSocket gateway (`ws://ADDR/ws`).
+    #[arg(long, env = "EDICT_GATEWAY_LISTEN", default_value = "127.0.0.1:8081", value_parser = crate::parse_listen)]
+    gateway_listen: SocketAddr,
+    /// `nats://…` to carry events through NATS JetStream (otherwise an in-process bus).
+    #[arg(long, env = "EDICT_NATS_URL")]
+    nats_url: Option<String>,
+    /// Prefix of every NATS stream, subject, consumer and bucket name of this deployment.
+    #[arg(long, env = "EDICT_NATS_PREFIX", default_value = "")]
+    nats_prefix: String,
+    /// Roles to run (default: every role that applies: the relay only with NATS).
+    #[arg(long, value_delimiter = ',', env = "EDICT_ROLES")]
+    roles: Vec<Role>,
+    /// Email of the first org_admin, created on a start that finds no user (its password comes from
+    /// `EDICT_ADMIN_PASSWORD`).
+    #[arg(long, env = "EDICT_ADMIN_EMAIL")]
+    admin_email: Option<String>,
+    /// Lifetime of access tokens, in seconds.
+    #[arg(long, env = "EDICT_ACCESS_TTL_SECS", default_value_t = 900)]
+    access_ttl_secs: u64,
+    /// Approvals an organization-layer rule revision needs.
+    #[arg(long, env = "EDICT_QUORUM_ORGANIZATION", default_value_t = 2)]
+    quorum_organization: u32,
+    /// Approvals a team-layer rule revision needs.
+    #[arg(long, env = "EDICT_QUORUM_TEAM", default_value_t = 1)]
+    quorum_team: u32,
+    /// Approvals a project-layer rule revision needs.
+    #[arg(long, env = "EDICT_QUORUM_PROJECT", default_value_t = 1)]
+    quorum_project: u32,
+    /// How often the scheduler looks for change requests past their timeout, in milliseconds.
+    #[arg(long, env = "EDICT_SCHEDULER_INTERVAL_MS", default_value_t = 5000)]
+    scheduler_interval_ms: u64,
+    /// Seconds to let in-flight requests finish after SIGTERM.
+    #[arg(long, default_value_t = 10)]
+    shutdown_grace_secs: u64,
+}
+
+/// A secret from the environment only (flags would show in `ps`).
+fn secret_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.is_empty())
+}
+
+impl ServeArgs {
+    fn settings(&self) -> Result<Settings> {
+        let mut settings = Settings::embedded(self.data_dir.clone(), self.listen);
+        if let Some(url) = &self.database_url {
+            settings.database_url.clone_from(url);
+        }
+        settings.admin = match (self.admin_email.clone(), secret_env("EDICT_ADMIN_PASSWORD")) {
+            (Some(email), Some(password)) => Some(BootstrapAdmin {
+                email,
+                password: Secret::new(password),
+            }),
+            (None, None) => None,
+            _ => bail!("set both EDICT_ADMIN_EMAIL and EDICT_ADMIN_PASSWORD, or neither"),
+        };
+        settings.jwt_secret = match secret_env("EDICT_JWT_SECRET") {
+            Some(secret) if secret.len() < 32 => {
+                bail!("EDICT_JWT_SECRET must be at least 32 bytes long")
+            }
+            other => other.map(Secret::new),
+        };
+        settings.access_ttl_secs = self.access_ttl_secs;
+        settings.quorum = QuorumSettings {
+            organization: self.quorum_organization,
+            team: self.quorum_team,
+            project: self.quorum_project,
+        };
+        Ok(settings)
+    }
+
+    fn roles(&self) -> Vec<Role> {
+        if self.roles.is_empty() {
+            let mut roles = vec![Role::Api, Role::Projector, Role::Gateway];
+            if self.nats_url.is_some() {
+                roles.push(Role::Relay);
+            }
+            roles
+        } else {
+            self.roles.clone()
+        }
+    }
+}
+
+/// Runs the roles until SIGTERM or Ctrl-C, then lets in-flight work finish.
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let grace = Duration::from_secs(args.shutdown_grace_secs);
+    let settings = args.settings()?;
+    let roles = args.roles();
+    let nats = match &args.nats_url {
+        Some(url) => {
+            let nats_settings = NatsSettings::new(url.clone(), &args.nats_prefix)
+                .context("invalid NATS settings")?;
+            let nats = nats::connect(nats_settings)
+                .await
+                .context("cannot connect to NATS")?;
+            nats.ensure_streams()
+                .await
+                .context("cannot create the NATS streams")?;
+            Some(nats)
+        }
+        None => None,
+    };
+    let built = app::build(&settings, nats.as_ref()).await?;
+    if roles.contains(&Role::Gateway) && nats.is_none() && !roles.contains(&Role::Projector) {
+        bail!(
+            "without NATS the gateway role runs beside the projector role (rule sets travel in-process)"
+        );
+    }
+    if roles.contains(&Role::Relay) && (nats.is_none() || built.store_kind != "postgres") {
+        bail!("the relay role needs PostgreSQL (EDICT_DATABASE_URL) and NATS (EDICT_NATS_URL)");
+    }
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    if roles.contains(&Role::Relay)
+        && let Some(nats) = nats.clone()
+    {
+        let relay = NatsRelay::new(built.database.clone(), nats, RelaySettings::default())
+            .context("cannot start the relay")?;
+        let mut stopped = stopped.clone();
+        tasks.spawn(async move {
+            relay
+                .run(async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                })
+                .await;
+        });
+    }
+    if roles.contains(&Role::Projector) {
+        for (runner, notify) in built
+            .projections
+            .runners()
+            .into_iter()
+            .zip(built.notifies.iter().cloned())
+        {
+            let stopped = stopped.clone();
+            match nats.clone() {
+                Some(nats) => {
+                    let name = runner.name();
+                    let mut stopped = stopped;
+                    tasks.spawn(async move {
+                        let shutdown = async move {
+                            let _ = stopped.wait_for(|stop| *stop).await;
+                        };
+                        if let Err(error) = nats::run_projector(
+                            nats,
+                            std::sync::Arc::new(runner),
+                            nats::ProjectorSettings::default(),
+                            shutdown,
+                        )
+                        .await
+                        {
+                            tracing::error!(projection = name, %error, "projector stopped");
+                        }
+                    });
+                }
+                None => {
+                    tasks.spawn(runner.run_polling(notify, stopped, Duration::from_millis(250)));
+                }
+            }
+        }
+        let edict = built.edict.clone();
+        let interval = Duration::from_millis(args.scheduler_interval_ms.max(50));
+        let mut stopped = stopped.clone();
+        tasks.spawn(async move {
+            loop {
+                if let Err(error) = edict.auto_revert_due().await {
+                    tracing::warn!(%error, "the timeout scheduler failed; retrying");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    _ = stopped.wait_for(|stop| *stop) => break,
+                }
+            }
+        });
+    }
+    if roles.contains(&Role::Gateway) {
+        let feed: std::sync::Arc<dyn RulesetFeed> = match (&nats, &built.watch) {
+            (Some(nats), _) => std::sync::Arc::new(NatsFeed(nats.clone())),
+            (None, Some(watch)) => std::sync::Arc::new(WatchFeed(watch.clone())),
+            (None, None) => bail!("no rule set feed for the gateway"),
+        };
+        let (gateway, address) = Gateway::bind(
+            args.gateway_listen,
+            built.edict.clone(),
+            feed,
+            ConvergenceStore::new(built.database.clone()),
+            GatewaySettings::default(),
+        )
+        .await
+        .with_context(|| format!("cannot listen for agents on {}", args.gateway_listen))?;
+        tracing::info!(%address, "edict gateway for agents on ws://{address}/ws");
+        let mut stopped = stopped.clone();
+        tasks.spawn(gateway.run(async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }));
+    }
+    tracing::info!(
+        roles = ?roles,
+        store = built.store_kind,
+        nats = nats.is_some(),
+        "edict started"
+    );
+    if roles.contains(&Role::Api) {
+        let endpoint = edict_api::server::app(built.edict.clone());
+        let listener = TcpListener::bind(settings.listen);
+        tracing::info!(listen = %settings.listen, "edict API on http://{} (docs at /docs)", settings.listen);
+        Server::new(listener)
+            .run_with_graceful_shutdown(endpoint, shutdown_signal(), Some(grace))
+            .await
+            .with_context(|| format!("cannot serve on {}", settings.listen))?;
+    } else {
+        shutdown_signal().await;
+    }
+    let _ = stop.send(true);
+    let drained =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!("background roles did not stop in time");
+        tasks.abort_all();
+    }
+    built.database.close().await;
+    tracing::info!("edict stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight work");
+}

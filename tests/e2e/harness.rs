@@ -1,0 +1,395 @@
+//! Starting and stopping `edict serve` for a test, and talking to it.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::future::Future;
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+/// The first admin every test server starts with.
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+/// Its password.
+pub const ADMIN_PASSWORD: &str = "admin-password-123";
+
+/// Which store a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// A fresh PostgreSQL database on the shared server.
+    Postgres,
+    /// An SQLite file in a temporary directory (the embedded default).
+    Sqlite,
+}
+
+/// The PostgreSQL server tests create their databases on.
+pub fn admin_database_url() -> String {
+    std::env::var("EDICT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Polls `probe` until it answers `Some`, or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The NATS server tests share (each test uses its own prefix).
+pub fn shared_nats_url() -> String {
+    std::env::var("EDICT_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+/// How a test deployment is laid out.
+#[derive(Debug, Clone, Default)]
+pub struct Layout {
+    /// `EDICT_NATS_URL` (None: the in-process bus).
+    pub nats_url: Option<String>,
+    /// `EDICT_NATS_PREFIX`.
+    pub nats_prefix: Option<String>,
+    /// `--roles` of the main process (None: all).
+    pub roles: Option<String>,
+}
+
+impl Layout {
+    /// PostgreSQL + NATS with a fresh prefix, all roles in the main process.
+    pub fn distributed() -> Self {
+        Layout {
+            nats_url: Some(shared_nats_url()),
+            nats_prefix: Some(format!(
+                "t{}_",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            )),
+            roles: None,
+        }
+    }
+}
+
+/// A running `edict serve`.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// `http://127.0.0.1:<port>` of the agents' gateway (its WebSocket is `/ws` there).
+    pub gateway: String,
+    /// An HTTP client.
+    pub client: reqwest::Client,
+    /// The store URL the server runs on (to restart on the same data).
+    pub database_url: String,
+    /// The deployment layout.
+    pub layout: Layout,
+    child: Option<Child>,
+    extra: Vec<Child>,
+    data_dir: tempfile::TempDir,
+    postgres_database: Option<String>,
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+fn unique_name() -> String {
+    format!("edict_e2e_{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn psql(url: &str, sql: &str) {
+    let status = Command::new("psql")
+        .arg(url)
+        .args(["-v", "ON_ERROR_STOP=1", "-qAtc", sql])
+        .stdout(Stdio::null())
+        .status()
+        .await
+        .expect("run psql");
+    assert!(status.success(), "psql failed: {sql}");
+}
+
+impl TestApp {
+    /// Starts a server on a fresh store, with the in-process bus.
+    pub async fn spawn(store: Store) -> TestApp {
+        Self::spawn_with(store, Layout::default()).await
+    }
+
+    /// Starts a server on a fresh store with `layout`.
+    pub async fn spawn_with(store: Store, layout: Layout) -> TestApp {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let (database_url, postgres_database) = match store {
+            Store::Postgres => {
+                let admin = admin_database_url();
+                let name = unique_name();
+                psql(&admin, &format!("CREATE DATABASE {name}")).await;
+                let (prefix, _) = admin.rsplit_once('/').expect("database url has a path");
+                (format!("{prefix}/{name}"), Some(name))
+            }
+            Store::Sqlite => (
+                format!("sqlite://{}", data_dir.path().join("edict.db").display()),
+                None,
+            ),
+        };
+        let mut app = TestApp {
+            base: String::new(),
+            gateway: String::new(),
+            client: reqwest::Client::new(),
+            database_url,
+            layout,
+            child: None,
+            extra: Vec::new(),
+            data_dir,
+            postgres_database,
+        };
+        app.start().await;
+        app
+    }
+
+    /// Starts (or restarts) the server process on this app's store.
+    pub async fn start(&mut self) {
+        let port = free_port();
+        self.base = format!("http://127.0.0.1:{port}");
+        // The gateway keeps its address across restarts: agents reconnect to where they enrolled.
+        if self.gateway.is_empty() {
+            self.gateway = format!("http://127.0.0.1:{}", free_port());
+        }
+        let roles = self.layout.roles.clone();
+        let child = self
+            .command(roles.as_deref(), port)
+            .spawn()
+            .expect("spawn edict serve");
+        self.child = Some(child);
+        let client = self.client.clone();
+        let url = format!("{}/health/ready", self.base);
+        let ready = eventually(Duration::from_secs(30), || {
+            let client = client.clone();
+            let url = url.clone();
+            async move {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => Some(()),
+                    _ => None,
+                }
+            }
+        })
+        .await;
+        assert!(
+            ready.is_some(),
+            "edict serve did not become ready on {}",
+            self.base
+        );
+    }
+
+    /// The `edict serve` command of this deployment with `roles`, listening on `port`.
+    pub fn command(&self, roles: Option<&str>, port: u16) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_edict"));
+        command
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env(
+                "EDICT_GATEWAY_LISTEN",
+                self.gateway.trim_start_matches("http://"),
+            )
+            .env("EDICT_DATABASE_URL", &self.database_url)
+            .env("EDICT_DATA_DIR", self.data_dir.path())
+            .env("EDICT_ADMIN_EMAIL", ADMIN_EMAIL)
+            .env("EDICT_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("EDICT_SCHEDULER_INTERVAL_MS", "200")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if let Some(roles) = roles {
+            command.args(["--roles", roles]);
+        }
+        if let Some(url) = &self.layout.nats_url {
+            command.env("EDICT_NATS_URL", url);
+        }
+        if let Some(prefix) = &self.layout.nats_prefix {
+            command.env("EDICT_NATS_PREFIX", prefix);
+        }
+        command
+    }
+
+    /// Starts one more process of this deployment with `roles` (no HTTP API unless `api` is a role);
+    /// answers its index for [`TestApp::kill_extra`].
+    pub fn spawn_extra(&mut self, roles: &str) -> usize {
+        let child = self
+            .command(Some(roles), free_port())
+            .spawn()
+            .expect("spawn edict serve");
+        self.extra.push(child);
+        self.extra.len() - 1
+    }
+
+    /// kill -9 of an extra process.
+    pub async fn kill_extra(&mut self, index: usize) {
+        let child = &mut self.extra[index];
+        child.start_kill().expect("kill -9");
+        child.wait().await.expect("wait for the killed process");
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; answers the exit status.
+    pub async fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        let pid = child.id().expect("pid");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        tokio::time::timeout(Duration::from_secs(15), child.wait())
+            .await
+            .expect("server exits within 15 s of SIGTERM")
+            .expect("wait for server")
+    }
+
+    /// Signs in; answers the access token.
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(json!({"email": email, "password": password})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "login as {email}: {body}");
+        body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
+    /// The first admin's access token.
+    pub async fn admin(&self) -> String {
+        self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await
+    }
+
+    /// Creates a user with `roles` and signs them in; answers (user id, access token).
+    pub async fn user(&self, admin: &str, name: &str, roles: &[&str]) -> (String, String) {
+        let email = format!(
+            "{name}-{}@example.com",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let password = format!("{name}-password-123");
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/api/v1/users",
+                Some(admin),
+                Some(json!({"email": email, "name": name, "password": password, "roles": roles})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "create user {name}: {body}");
+        let id = body["id"].as_str().expect("user id").to_owned();
+        (id, self.login(&email, &password).await)
+    }
+
+    /// One request; answers status and JSON body (Null when empty or not JSON).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let response = self.send(method, path, token, body, &[]).await;
+        let status = response.status();
+        let text = response.text().await.expect("response body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// One request with extra headers; answers the raw response.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("send request")
+    }
+
+    /// POST helper asserting success; answers the body.
+    pub async fn ok(&self, path: &str, token: &str, body: Value) -> Value {
+        let (status, response) = self.call(Method::POST, path, Some(token), Some(body)).await;
+        assert!(status.is_success(), "POST {path}: {status} {response}");
+        response
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        for child in &mut self.extra {
+            let _ = child.start_kill();
+        }
+        if let Some(name) = &self.postgres_database {
+            // Best effort: a leftover database does not fail a test.
+            let _ = std::process::Command::new("psql")
+                .arg(admin_database_url())
+                .args([
+                    "-qAtc",
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Generates one `#[tokio::test]` per store for a test function taking a [`Store`].
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::harness::Store::Postgres).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::harness::Store::Sqlite).await;
+                }
+            )*
+        }
+    };
+}
+
+/// A valid rule spec.
+pub fn rule_spec(name: &str, layer: &str) -> Value {
+    json!({
+        "name": name,
+        "description": "a rule written by a test",
+        "layer": layer,
+        "content": format!("- {name}: always run the tests.\n"),
+        "category": "testing",
+        "priority": 1,
+        "tags": ["test"],
+        "triggers": [],
+    })
+}

@@ -1,0 +1,14 @@
+//! End-to-end tests of the real `edict` binary: each test starts `edict serve` as a process on its own
+//! store (a fresh PostgreSQL database, or an SQLite file in a temporary directory) and talks HTTP to it.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod harness;
+
+mod agents;
+mod api_errors;
+mod auth;
+mod metadata;
+mod openapi;
+mod projections;
+mod roles;
+mod workflows;

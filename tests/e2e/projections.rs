@@ -1,0 +1,862 @@
+//! From events to read models, end to end: live read models equal a rebuild from the log, whatever
+//! happens to the processes and the transport; queries read them with freshness and read-your-writes.
+
+use crate::harness::{Layout, Store, TestApp, eventually, rule_spec};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// The five projections.
+pub const PROJECTIONS: [&str; 5] = [
+    "rule_catalog",
+    "team_rulesets",
+    "change_inbox",
+    "directory",
+    "agent_fleet",
+];
+
+/// Waits until every projection has applied everything committed (lag 0, no error).
+pub async fn caught_up(app: &TestApp, admin: &str) {
+    let done = eventually(Duration::from_secs(60), || async {
+        let (status, body) = app
+            .call(Method::GET, "/api/v1/admin/projections", Some(admin), None)
+            .await;
+        if status != StatusCode::OK {
+            return None;
+        }
+        let all = body.as_array()?;
+        for p in all {
+            assert!(p["error"].is_null(), "projection stopped: {p}");
+        }
+        (all.len() == PROJECTIONS.len() && all.iter().all(|p| p["lag"] == 0)).then_some(())
+    })
+    .await;
+    assert!(done.is_some(), "projections did not catch up within 60 s");
+}
+
+/// For every projection, the served read model's content hash equals a rebuild's from the log.
+pub async fn live_equals_rebuild(app: &TestApp, admin: &str) {
+    caught_up(app, admin).await;
+    for name in PROJECTIONS {
+        let (status, live) = app
+            .call(
+                Method::GET,
+                &format!("/api/v1/admin/projections/{name}/hash"),
+                Some(admin),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{live}");
+        let (status, rebuilt) = app
+            .call(
+                Method::POST,
+                &format!("/api/v1/admin/projections/{name}/rebuild"),
+                Some(admin),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{rebuilt}");
+        assert_eq!(
+            live["content_hash"], rebuilt["content_hash"],
+            "projection {name}: the live read model differs from a rebuild ({} events)",
+            rebuilt["events"]
+        );
+        assert!(rebuilt["events"].as_u64().unwrap() > 0);
+    }
+}
+
+/// One random command.
+#[derive(Debug, Clone)]
+enum Op {
+    DraftRule(u8),
+    Submit(u8),
+    Approve(u8),
+    Reject(u8),
+    Revise(u8),
+    Archive(u8),
+    OrgEnforcement(u8, u8),
+    CreateTeam,
+    AddMember(u8, u8, bool),
+    RemoveMember(u8, u8),
+    Attach(u8, u8, u8),
+    ChangeEnforcement(u8, u8, u8),
+    Detach(u8, u8),
+    ArchiveTeam(u8),
+    CreateUser,
+    Deactivate(u8),
+    Reactivate(u8),
+    Enroll(u8),
+    Revoke(u8),
+    Report(u8, u8, u8),
+    Decide(u8, bool),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let i = || 0u8..6;
+    prop_oneof![
+        3 => (0u8..3).prop_map(Op::DraftRule),
+        2 => i().prop_map(Op::Submit),
+        3 => i().prop_map(Op::Approve),
+        1 => i().prop_map(Op::Reject),
+        1 => i().prop_map(Op::Revise),
+        1 => i().prop_map(Op::Archive),
+        1 => (i(), 0u8..3).prop_map(|(a, b)| Op::OrgEnforcement(a, b)),
+        2 => Just(Op::CreateTeam),
+        3 => (i(), i(), any::<bool>()).prop_map(|(a, b, c)| Op::AddMember(a, b, c)),
+        1 => (i(), i()).prop_map(|(a, b)| Op::RemoveMember(a, b)),
+        3 => (i(), i(), 0u8..3).prop_map(|(a, b, c)| Op::Attach(a, b, c)),
+        1 => (i(), i(), 0u8..3).prop_map(|(a, b, c)| Op::ChangeEnforcement(a, b, c)),
+        1 => (i(), i()).prop_map(|(a, b)| Op::Detach(a, b)),
+        1 => i().prop_map(Op::ArchiveTeam),
+        2 => Just(Op::CreateUser),
+        1 => i().prop_map(Op::Deactivate),
+        1 => i().prop_map(Op::Reactivate),
+        2 => i().prop_map(Op::Enroll),
+        1 => i().prop_map(Op::Revoke),
+        3 => (i(), i(), i()).prop_map(|(a, b, c)| Op::Report(a, b, c)),
+        2 => (i(), any::<bool>()).prop_map(|(a, b)| Op::Decide(a, b)),
+    ]
+}
+
+/// What the workload has created so far.
+#[derive(Default)]
+pub struct World {
+    admin: String,
+    second: String,
+    third: String,
+    rules: Vec<String>,
+    teams: Vec<String>,
+    users: Vec<String>,
+    agents: Vec<(String, String)>,
+    changes: Vec<String>,
+    reports: u64,
+}
+
+fn pick<T: Clone>(items: &[T], i: u8) -> Option<T> {
+    (!items.is_empty()).then(|| items[usize::from(i) % items.len()].clone())
+}
+
+fn enforcement(mode: u8) -> Value {
+    match mode % 3 {
+        0 => json!({"mode": "block"}),
+        1 => json!({"mode": "temporary", "temporary_timeout_secs": 3600}),
+        _ => json!({"mode": "warning"}),
+    }
+}
+
+impl World {
+    /// Two more org_admins (approvals need someone other than the author).
+    pub async fn new(app: &TestApp) -> World {
+        let admin = app.admin().await;
+        let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+        let (_, third) = app.user(&admin, "third", &["org_admin"]).await;
+        World {
+            admin,
+            second,
+            third,
+            ..World::default()
+        }
+    }
+
+    async fn post(&self, app: &TestApp, token: &str, path: &str, body: Value) -> Option<Value> {
+        let (status, body) = app.call(Method::POST, path, Some(token), Some(body)).await;
+        assert!(!status.is_server_error(), "POST {path}: {status} {body}");
+        status.is_success().then_some(body)
+    }
+
+    /// Runs one command (many random ones are refused with a 4xx, which is fine: they change nothing).
+    async fn run(&mut self, app: &TestApp, op: &Op) {
+        let admin = self.admin.clone();
+        match op.clone() {
+            Op::DraftRule(layer) => {
+                let layer = ["organization", "team", "project"][usize::from(layer) % 3];
+                let name = format!("rule {}", self.rules.len());
+                if let Some(body) = self
+                    .post(app, &admin, "/api/v1/rules", rule_spec(&name, layer))
+                    .await
+                {
+                    self.rules.push(body["id"].as_str().unwrap().to_owned());
+                }
+            }
+            Op::Submit(i) => {
+                if let Some(r) = pick(&self.rules, i) {
+                    self.post(app, &admin, &format!("/api/v1/rules/{r}/submit"), json!({}))
+                        .await;
+                }
+            }
+            Op::Approve(i) => {
+                if let Some(r) = pick(&self.rules, i) {
+                    self.post(
+                        app,
+                        &self.second,
+                        &format!("/api/v1/rules/{r}/approve"),
+                        json!({}),
+                    )
+                    .await;
+                    self.post(
+                        app,
+                        &self.third,
+                        &format!("/api/v1/rules/{r}/approve"),
+                        json!({}),
+                    )
+                    .await;
+                }
+            }
+            Op::Reject(i) => {
+                if let Some(r) = pick(&self.rules, i) {
+                    self.post(
+                        app,
+                        &self.second,
+                        &format!("/api/v1/rules/{r}/reject"),
+                        json!({"reason": "no"}),
+                    )
+                    .await;
+                }
+            }
+            Op::Revise(i) => {
+                if let Some(r) = pick(&self.rules, i) {
+                    let (_, rule) = app
+                        .call(
+                            Method::GET,
+                            &format!("/api/v1/rules/{r}"),
+                            Some(&admin),
+                            None,
+                        )
+                        .await;
+                    if let Some(layer) = rule["layer"].as_str() {
+                        let spec = rule_spec(&format!("revised {r}"), layer);
+                        self.post(app, &admin, &format!("/api/v1/rules/{r}/revisions"), spec)
+                            .await;
+                    }
+                }
+            }
+            Op::Archive(i) => {
+                if let Some(r) = pick(&self.rules, i) {
+                    self.post(
+                        app,
+                        &admin,
+                        &format!("/api/v1/rules/{r}/archive"),
+                        json!({}),
+                    )
+                    .await;
+                }
+            }
+            Op::OrgEnforcement(i, mode) => {
+                if let Some(r) = pick(&self.rules, i) {
+                    app.call(
+                        Method::PUT,
+                        &format!("/api/v1/rules/{r}/enforcement"),
+                        Some(&admin),
+                        Some(enforcement(mode)),
+                    )
+                    .await;
+                }
+            }
+            Op::CreateTeam => {
+                let name = format!("team {}", self.teams.len());
+                if let Some(body) = self
+                    .post(app, &admin, "/api/v1/teams", json!({"name": name}))
+                    .await
+                {
+                    self.teams.push(body["id"].as_str().unwrap().to_owned());
+                }
+            }
+            Op::AddMember(t, u, lead) => {
+                if let (Some(t), Some(u)) = (pick(&self.teams, t), pick(&self.users, u)) {
+                    let role = if lead { "team_admin" } else { "member" };
+                    self.post(
+                        app,
+                        &admin,
+                        &format!("/api/v1/teams/{t}/members"),
+                        json!({"user_id": u, "role": role}),
+                    )
+                    .await;
+                }
+            }
+            Op::RemoveMember(t, u) => {
+                if let (Some(t), Some(u)) = (pick(&self.teams, t), pick(&self.users, u)) {
+                    app.call(
+                        Method::DELETE,
+                        &format!("/api/v1/teams/{t}/members/{u}"),
+                        Some(&admin),
+                        None,
+                    )
+                    .await;
+                }
+            }
+            Op::Attach(t, r, mode) => {
+                if let (Some(t), Some(r)) = (pick(&self.teams, t), pick(&self.rules, r)) {
+                    let body = json!({"rule_id": r, "enforcement": enforcement(mode)});
+                    self.post(app, &admin, &format!("/api/v1/teams/{t}/rules"), body)
+                        .await;
+                }
+            }
+            Op::ChangeEnforcement(t, r, mode) => {
+                if let (Some(t), Some(r)) = (pick(&self.teams, t), pick(&self.rules, r)) {
+                    app.call(
+                        Method::PATCH,
+                        &format!("/api/v1/teams/{t}/rules/{r}"),
+                        Some(&admin),
+                        Some(enforcement(mode)),
+                    )
+                    .await;
+                }
+            }
+            Op::Detach(t, r) => {
+                if let (Some(t), Some(r)) = (pick(&self.teams, t), pick(&self.rules, r)) {
+                    app.call(
+                        Method::DELETE,
+                        &format!("/api/v1/teams/{t}/rules/{r}"),
+                        Some(&admin),
+                        None,
+                    )
+                    .await;
+                }
+            }
+            Op::ArchiveTeam(t) => {
+                if let Some(t) = pick(&self.teams, t) {
+                    self.post(
+                        app,
+                        &admin,
+                        &format!("/api/v1/teams/{t}/archive"),
+                        json!({}),
+                    )
+                    .await;
+                }
+            }
+            Op::CreateUser => {
+                let n = self.users.len();
+                let body = json!({
+                    "email": format!("user{n}-{}@example.com", &uuid::Uuid::new_v4().simple().to_string()[..6]),
+                    "name": format!("User {n}"), "password": "user-password-123", "roles": ["member"],
+                });
+                if let Some(body) = self.post(app, &admin, "/api/v1/users", body).await {
+                    self.users.push(body["id"].as_str().unwrap().to_owned());
+                }
+            }
+            Op::Deactivate(u) => {
+                if let Some(u) = pick(&self.users, u) {
+                    self.post(
+                        app,
+                        &admin,
+                        &format!("/api/v1/users/{u}/deactivate"),
+                        json!({}),
+                    )
+                    .await;
+                }
+            }
+            Op::Reactivate(u) => {
+                if let Some(u) = pick(&self.users, u) {
+                    self.post(
+                        app,
+                        &admin,
+                        &format!("/api/v1/users/{u}/reactivate"),
+                        json!({}),
+                    )
+                    .await;
+                }
+            }
+            Op::Enroll(u) => {
+                if let Some(u) = pick(&self.users, u) {
+                    let n = self.agents.len();
+                    let body =
+                        json!({"machine_id": format!("m-{n}"), "machine_name": "M", "user_id": u});
+                    if let Some(body) = self.post(app, &admin, "/api/v1/agents", body).await {
+                        self.agents.push((
+                            body["id"].as_str().unwrap().to_owned(),
+                            body["token"].as_str().unwrap().to_owned(),
+                        ));
+                    }
+                }
+            }
+            Op::Revoke(a) => {
+                if let Some((a, _)) = pick(&self.agents, a) {
+                    self.post(
+                        app,
+                        &admin,
+                        &format!("/api/v1/agents/{a}/revoke"),
+                        json!({}),
+                    )
+                    .await;
+                }
+            }
+            Op::Report(a, t, r) => {
+                if let (Some((_, token)), Some(t), Some(r)) = (
+                    pick(&self.agents, a),
+                    pick(&self.teams, t),
+                    pick(&self.rules, r),
+                ) {
+                    self.reports += 1;
+                    let body = json!({
+                        "team_id": t, "rule_id": r, "file": "/home/u/.claude/CLAUDE.md", "layer": "team",
+                        "original_hash": "a".repeat(64), "new_hash": "b".repeat(64), "diff": "-a\n+b\n",
+                        "report_id": format!("report-{}", self.reports),
+                    });
+                    if let Some(body) = self
+                        .post(app, &token, "/api/v1/change-requests", body)
+                        .await
+                    {
+                        self.changes.push(body["id"].as_str().unwrap().to_owned());
+                    }
+                }
+            }
+            Op::Decide(c, approve) => {
+                if let Some(c) = pick(&self.changes, c) {
+                    if approve {
+                        self.post(
+                            app,
+                            &admin,
+                            &format!("/api/v1/change-requests/{c}/approve"),
+                            json!({}),
+                        )
+                        .await;
+                    } else {
+                        self.post(
+                            app,
+                            &admin,
+                            &format!("/api/v1/change-requests/{c}/reject"),
+                            json!({"reason": "no"}),
+                        )
+                        .await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A deterministic mix that touches every projection: used where randomness is not the point.
+    pub async fn steady(&mut self, app: &TestApp, round: usize) {
+        let ops = [
+            Op::CreateUser,
+            Op::CreateTeam,
+            Op::DraftRule((round % 3) as u8),
+            Op::Submit(round as u8),
+            Op::Approve(round as u8),
+            Op::AddMember(round as u8, round as u8, round.is_multiple_of(2)),
+            Op::Attach(round as u8, round as u8, (round % 3) as u8),
+            Op::Enroll(round as u8),
+            Op::Report(round as u8, round as u8, round as u8),
+            Op::Decide(round as u8, round.is_multiple_of(2)),
+        ];
+        for op in &ops {
+            self.run(app, op).await;
+        }
+    }
+}
+
+fn random_sequences_keep_live_equal_to_rebuild(store: Store, layout: Layout) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let app = runtime.block_on(TestApp::spawn_with(store, layout));
+    let world = std::cell::RefCell::new(runtime.block_on(World::new(&app)));
+    let mut runner = TestRunner::new(Config {
+        cases: 6,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&proptest::collection::vec(op(), 20..60), |ops| {
+            let mut world = world.borrow_mut();
+            runtime.block_on(async {
+                for op in &ops {
+                    world.run(&app, op).await;
+                }
+                let admin = world.admin.clone();
+                live_equals_rebuild(&app, &admin).await;
+            });
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn random_commands_live_read_models_equal_a_rebuild_postgres_nats() {
+    random_sequences_keep_live_equal_to_rebuild(Store::Postgres, Layout::distributed());
+}
+
+#[test]
+fn random_commands_live_read_models_equal_a_rebuild_embedded() {
+    random_sequences_keep_live_equal_to_rebuild(Store::Sqlite, Layout::default());
+}
+
+#[tokio::test]
+async fn killing_the_projector_loses_and_duplicates_nothing() {
+    let mut layout = Layout::distributed();
+    layout.roles = Some("api,relay".into());
+    let mut app = TestApp::spawn_with(Store::Postgres, layout).await;
+    let projector = app.spawn_extra("projector");
+    let mut world = World::new(&app).await;
+    for round in 0..4 {
+        world.steady(&app, round).await;
+    }
+    app.kill_extra(projector).await;
+    for round in 4..8 {
+        world.steady(&app, round).await;
+    }
+    app.spawn_extra("projector");
+    for round in 8..10 {
+        world.steady(&app, round).await;
+    }
+    let admin = world.admin.clone();
+    live_equals_rebuild(&app, &admin).await;
+    let (_, rules) = app
+        .call(Method::GET, "/api/v1/rules?limit=200", Some(&admin), None)
+        .await;
+    assert_eq!(
+        rules["items"].as_array().unwrap().len(),
+        world.rules.len(),
+        "every rule is in the catalog once"
+    );
+}
+
+#[tokio::test]
+async fn killing_the_relay_hands_over_to_the_standby() {
+    let mut layout = Layout::distributed();
+    layout.roles = Some("api,projector".into());
+    let mut app = TestApp::spawn_with(Store::Postgres, layout).await;
+    let leader = app.spawn_extra("relay");
+    let mut world = World::new(&app).await;
+    world.steady(&app, 0).await;
+    caught_up(&app, &world.admin.clone()).await;
+    let _standby = app.spawn_extra("relay");
+    for round in 1..4 {
+        world.steady(&app, round).await;
+    }
+    app.kill_extra(leader).await;
+    for round in 4..8 {
+        world.steady(&app, round).await;
+    }
+    let admin = world.admin.clone();
+    live_equals_rebuild(&app, &admin).await;
+    let (_, users) = app
+        .call(Method::GET, "/api/v1/users?limit=200", Some(&admin), None)
+        .await;
+    assert_eq!(
+        users["items"].as_array().unwrap().len(),
+        world.users.len() + 3
+    );
+}
+
+/// A NATS server of this test's own (the shared one is never restarted).
+struct PrivateNats {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<tokio::process::Child>,
+}
+
+impl PrivateNats {
+    async fn start() -> PrivateNats {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut nats = PrivateNats {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        nats.restart().await;
+        nats
+    }
+
+    async fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.start_kill().unwrap();
+            child.wait().await.unwrap();
+        }
+        let child = tokio::process::Command::new("/usr/sbin/nats-server")
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let port = self.port;
+        let up = eventually(Duration::from_secs(10), || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        assert!(up.is_some(), "private nats-server did not start");
+    }
+}
+
+#[tokio::test]
+async fn restarting_nats_mid_stream_converges() {
+    let mut nats = PrivateNats::start().await;
+    let mut layout = Layout::distributed();
+    layout.nats_url = Some(format!("nats://127.0.0.1:{}", nats.port));
+    let app = TestApp::spawn_with(Store::Postgres, layout).await;
+    let mut world = World::new(&app).await;
+    for round in 0..3 {
+        world.steady(&app, round).await;
+    }
+    nats.restart().await;
+    for round in 3..6 {
+        world.steady(&app, round).await;
+    }
+    let admin = world.admin.clone();
+    live_equals_rebuild(&app, &admin).await;
+}
+
+#[tokio::test]
+async fn queries_filter_page_and_read_their_own_writes() {
+    let app = TestApp::spawn_with(Store::Postgres, Layout::distributed()).await;
+    let admin = app.admin().await;
+    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let mut ids = Vec::new();
+    for (i, layer) in ["team", "project", "team", "organization", "team"]
+        .iter()
+        .enumerate()
+    {
+        let mut spec = rule_spec(&format!("rule {i}"), layer);
+        if i == 2 {
+            spec["tags"] = json!(["security"]);
+            spec["content"] = json!("Never paste credentials.");
+        }
+        let created = app.ok("/api/v1/rules", &admin, spec).await;
+        ids.push((
+            created["id"].as_str().unwrap().to_owned(),
+            created["position"].as_i64().unwrap(),
+        ));
+    }
+    // Read your own write: wait for the last command's position.
+    let position = ids.last().unwrap().1;
+    let (status, page) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/rules?limit=2&min_position={position}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page["freshness"]["position"].as_i64().unwrap() >= position);
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let mut seen: Vec<String> = Vec::new();
+    let mut next = page["next"].as_str().map(str::to_owned);
+    seen.extend(
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned()),
+    );
+    while let Some(cursor) = next {
+        let (_, page) = app
+            .call(
+                Method::GET,
+                &format!("/api/v1/rules?limit=2&after={cursor}"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].as_str().unwrap().to_owned()),
+        );
+        next = page["next"].as_str().map(str::to_owned);
+    }
+    let expected: Vec<String> = ids.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(
+        seen, expected,
+        "pages cover every rule once, in creation order"
+    );
+
+    let (_, teams) = app
+        .call(Method::GET, "/api/v1/rules?layer=team", Some(&admin), None)
+        .await;
+    assert_eq!(teams["items"].as_array().unwrap().len(), 3);
+    let (_, tagged) = app
+        .call(
+            Method::GET,
+            "/api/v1/rules?tag=security",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(tagged["items"].as_array().unwrap().len(), 1);
+    let (_, text) = app
+        .call(
+            Method::GET,
+            "/api/v1/rules?q=CREDENTIALS",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(text["items"].as_array().unwrap().len(), 1);
+
+    // A team with an attached rule and the organization rule: the rule set and its rendered text.
+    let (team_rule, _) = ids[0].clone();
+    let (org_rule, _) = ids[3].clone();
+    for rule in [&team_rule, &org_rule] {
+        app.ok(&format!("/api/v1/rules/{rule}/submit"), &admin, json!({}))
+            .await;
+        app.ok(&format!("/api/v1/rules/{rule}/approve"), &second, json!({}))
+            .await;
+    }
+    let (_, third) = app.user(&admin, "third", &["org_admin"]).await;
+    app.ok(
+        &format!("/api/v1/rules/{org_rule}/approve"),
+        &third,
+        json!({}),
+    )
+    .await;
+    let team = app
+        .ok("/api/v1/teams", &admin, json!({"name": "Core"}))
+        .await;
+    let team = team["id"].as_str().unwrap().to_owned();
+    let attached = app
+        .ok(
+            &format!("/api/v1/teams/{team}/rules"),
+            &admin,
+            json!({"rule_id": team_rule, "enforcement": {"mode": "warning"}}),
+        )
+        .await;
+    let position = attached["position"].as_i64().unwrap();
+    let (status, ruleset) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/teams/{team}/ruleset?min_position={position}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ruleset}");
+    assert!(ruleset["revision"].as_u64().unwrap() >= 1);
+    assert_eq!(ruleset["hash"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        ruleset["layers"]["organization"]["rules"][0]["mode"], "block",
+        "{ruleset}"
+    );
+    assert_eq!(
+        ruleset["layers"]["team"]["rules"][0]["mode"], "warning",
+        "{ruleset}"
+    );
+    let response = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/teams/{team}/ruleset/rendered?layer=team"),
+            Some(&admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/markdown")
+    );
+    assert_eq!(
+        response.headers()["x-edict-ruleset-revision"]
+            .to_str()
+            .unwrap(),
+        ruleset["revision"].to_string()
+    );
+    assert!(response.text().await.unwrap().contains("rule 0"));
+
+    // A position nobody reached yet: a bounded wait, then a clear 503.
+    let (status, problem) = app
+        .call(
+            Method::GET,
+            "/api/v1/rules?min_position=999999999",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+}
+
+#[tokio::test]
+async fn temporary_changes_past_their_timeout_are_auto_reverted() {
+    let app = TestApp::spawn(Store::Sqlite).await;
+    let admin = app.admin().await;
+    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (dev_id, dev) = app.user(&admin, "dev", &["member"]).await;
+    let team = app.ok("/api/v1/teams", &admin, json!({"name": "T"})).await;
+    let team = team["id"].as_str().unwrap().to_owned();
+    app.ok(
+        &format!("/api/v1/teams/{team}/members"),
+        &admin,
+        json!({"user_id": dev_id, "role": "member"}),
+    )
+    .await;
+    let rule = app
+        .ok("/api/v1/rules", &admin, rule_spec("short fuse", "team"))
+        .await;
+    let rule = rule["id"].as_str().unwrap().to_owned();
+    app.ok(&format!("/api/v1/rules/{rule}/submit"), &admin, json!({}))
+        .await;
+    app.ok(&format!("/api/v1/rules/{rule}/approve"), &second, json!({}))
+        .await;
+    app.ok(
+        &format!("/api/v1/teams/{team}/rules"),
+        &admin,
+        json!({"rule_id": rule, "enforcement": {"mode": "temporary", "temporary_timeout_secs": 1}}),
+    )
+    .await;
+    let agent = app
+        .ok(
+            "/api/v1/agents",
+            &dev,
+            json!({"machine_id": "m", "machine_name": "M"}),
+        )
+        .await;
+    let token = agent["token"].as_str().unwrap().to_owned();
+    let cr = app
+        .ok(
+            "/api/v1/change-requests",
+            &token,
+            json!({"team_id": team, "rule_id": rule, "file": "/f", "layer": "team", "original_hash": "a".repeat(64),
+                   "new_hash": "b".repeat(64), "diff": "", "report_id": "r-1"}),
+        )
+        .await;
+    let cr = cr["id"].as_str().unwrap().to_owned();
+    let reverted = eventually(Duration::from_secs(15), || async {
+        let (_, view) = app
+            .call(
+                Method::GET,
+                &format!("/api/v1/change-requests/{cr}"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        (view["status"] == "auto_reverted").then_some(view)
+    })
+    .await;
+    assert!(
+        reverted.is_some(),
+        "the scheduler reverts a change past its timeout"
+    );
+    eventually(Duration::from_secs(5), || async {
+        let (_, inbox) = app
+            .call(
+                Method::GET,
+                &format!("/api/v1/change-requests?team={team}&status=auto_reverted"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        (inbox["items"].as_array().map(Vec::len) == Some(1)).then_some(())
+    })
+    .await
+    .expect("the inbox lists the reverted change");
+}
