@@ -7,7 +7,10 @@ use async_trait::async_trait;
 use cqrs_es::persist::PersistedEventStore;
 use edict_application::clock::SystemClock;
 use edict_application::command::CommandService;
-use edict_application::read_models::{ProjectionControl, ReadModelError, RebuildSummary};
+use edict_application::event_log::LogBound;
+use edict_application::read_models::{
+    PastDocument, ProjectionControl, ReadModelError, RebuildSummary,
+};
 use edict_application::service::Ports;
 use edict_application::{CommitHook, Edict, NoHook};
 use edict_domain::rule::ApprovalQuorum;
@@ -103,6 +106,31 @@ impl ProjectionControl for Projections {
             seconds: report.elapsed.as_secs_f64(),
             events_per_sec: report.events_per_sec,
             content_hash: report.content_hash,
+        })
+    }
+
+    async fn document_as_of(
+        &self,
+        name: &str,
+        kind: &str,
+        key: &str,
+        bound: LogBound,
+    ) -> Result<PastDocument, ReadModelError> {
+        let projection = edict_projections::by_name(name)
+            .ok_or_else(|| ReadModelError::UnknownProjection(name.to_owned()))?;
+        let past = edict_projections::as_of::document_as_of(
+            &self.database,
+            projection.as_ref(),
+            kind,
+            key,
+            bound,
+        )
+        .await
+        .map_err(|e| ReadModelError::Unavailable(e.to_string()))?;
+        Ok(PastDocument {
+            doc: past.doc,
+            through: past.through,
+            events: past.events,
         })
     }
 
@@ -214,7 +242,9 @@ pub async fn build(settings: &Settings, nats: Option<&Nats>) -> Result<Built> {
             database.clone(),
         )),
     };
-    let edict = Arc::new(Edict::new(ports));
+    let edict = Arc::new(Edict::new(ports).with_audit_trail(Arc::new(
+        edict_infrastructure::audit::AuditStore::new(database.clone()),
+    )));
     if let Some(admin) = &settings.admin {
         let created = edict
             .bootstrap_admin(&admin.email, admin.password.expose())

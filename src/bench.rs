@@ -19,6 +19,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
+#[path = "bench_agents.rs"]
+mod bench_agents;
+#[path = "bench_audit.rs"]
+mod bench_audit;
 #[path = "bench_projections.rs"]
 mod bench_projections;
 
@@ -41,6 +45,15 @@ pub enum BenchCommand {
     /// A sampler reads projection_state every 2 ms; each command's lag in a projection is the first
     /// sample whose checkpoint covers the command's event, minus the instant its response arrived.
     Lag(bench_projections::LagArgs),
+    /// How fast the tamper-evidence chain is written, verified (goal: 1,000,000 events in at most
+    /// 10 s) and exported, over --events seeded events.
+    Verify(bench_audit::VerifyArgs),
+    /// Propagation latency from a command to N simulated agents' `applied`, gateway memory per idle
+    /// connection, and a reconnect storm (kill and restart the gateway), with the server as child
+    /// processes on PostgreSQL and NATS (see docs/benchmarks.md).
+    Agents(bench_agents::AgentsArgs),
+    /// The real edict-agent: detect → revert latency of a block-mode section, idle RSS and CPU.
+    AgentRevert(bench_agents::bench_agent_revert::AgentRevertArgs),
 }
 
 /// Options of `edict bench commands`.
@@ -112,6 +125,11 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Commands(args) => commands(args).await,
         BenchCommand::Rebuild(args) => bench_projections::rebuild(args).await,
         BenchCommand::Lag(args) => bench_projections::lag(args).await,
+        BenchCommand::Verify(args) => bench_audit::verify(args).await,
+        BenchCommand::Agents(args) => bench_agents::agents(args).await,
+        BenchCommand::AgentRevert(args) => {
+            bench_agents::bench_agent_revert::agent_revert(args).await
+        }
     }
 }
 
@@ -214,7 +232,10 @@ async fn bench_store(kind: &str, url: String, args: &CommandsArgs) -> Result<Sto
         password: Secret::new("bench-password-1".into()),
     });
     let built = app::build(&settings, None).await?;
-    let endpoint = edict_api::server::app(built.edict.clone());
+    let endpoint = edict_api::server::app(
+        built.edict.clone(),
+        edict_api::server::GatewayUrls::default(),
+    );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         poem::Server::new(poem::listener::TcpListener::bind(listen))

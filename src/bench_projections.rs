@@ -1387,7 +1387,10 @@ impl Roles {
                 }
             }
         });
-        let endpoint = edict_api::server::app(built.edict.clone());
+        let endpoint = edict_api::server::app(
+            built.edict.clone(),
+            edict_api::server::GatewayUrls::default(),
+        );
         let server_stopped = shutdown(stopped);
         tasks.spawn(async move {
             if let Err(error) = poem::Server::new(poem::listener::TcpListener::bind(listen))

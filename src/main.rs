@@ -5,7 +5,11 @@
 //! rebuilds the read models; `openapi` prints the API's spec; `bench` measures.
 
 mod app;
+mod audit_cli;
 mod bench;
+mod events_cli;
+mod events_export;
+mod events_tail;
 mod output;
 mod projections_cli;
 mod serve;
@@ -33,6 +37,12 @@ enum Command {
     /// List, inspect and rebuild the read models.
     #[command(subcommand)]
     Projections(projections_cli::ProjectionsCommand),
+    /// Follow and export the global log of events.
+    #[command(subcommand)]
+    Events(events_cli::EventsCommand),
+    /// Verify the history's hash chain and signed checkpoints.
+    #[command(subcommand)]
+    Audit(audit_cli::AuditCommand),
     /// Print the OpenAPI spec of the HTTP API.
     Openapi {
         /// `yaml` (default, the committed form) or `json`.
@@ -70,6 +80,8 @@ async fn main() -> std::process::ExitCode {
     let result: Result<()> = match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Projections(command) => projections_cli::run(command).await,
+        Command::Events(command) => events_cli::run(command).await,
+        Command::Audit(command) => audit_cli::run(command).await,
         Command::Openapi { format } => output::print_spec(format),
         Command::Bench(command) => bench::run(command).await,
     };

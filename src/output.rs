@@ -40,10 +40,36 @@ pub fn line(text: &str) {
     println!("{text}");
 }
 
+/// Prints a line of a stream that may outlive its reader (`edict events tail | head`): answers
+/// `Ok(false)` once stdout is closed, so the command can end quietly instead of failing.
+///
+/// # Errors
+/// Any other write failure.
+pub fn stream_line(text: &str) -> std::io::Result<bool> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
 /// Prints a value as pretty JSON.
 pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+/// Standard output as a byte sink, for bulk data a command streams (`edict events export` without
+/// `--output`); wrap it in a `BufWriter`.
+pub fn raw_stdout() -> std::io::Stdout {
+    std::io::stdout()
+}
+
+/// Prints a line for a person on stderr (a summary beside data streamed to stdout).
+pub fn note(text: &str) {
+    eprintln!("{text}");
 }
 
 /// Prints a command's failure, with its causes, for a person.

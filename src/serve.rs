@@ -1,15 +1,18 @@
 //! `edict serve`: runs the roles of Edict in this process — the HTTP API, the relay to NATS, the
-//! projectors (and their timeout scheduler), the agents' WebSocket gateway — on the embedded default or on PostgreSQL (+ NATS), with
-//! graceful shutdown.
+//! projectors (and their timeout scheduler), the agents' WebSocket gateway, the audit chain writer — on
+//! the embedded default or on PostgreSQL (+ NATS), with graceful shutdown.
 
 use crate::app;
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use edict_infrastructure::audit::{self, ChainWriter, ChainWriterSettings};
 use edict_infrastructure::gateway::{
     ConvergenceStore, Gateway, GatewaySettings, NatsFeed, RulesetFeed, WatchFeed,
 };
 use edict_infrastructure::nats::{self, NatsRelay, NatsSettings, RelaySettings};
-use edict_infrastructure::settings::{BootstrapAdmin, QuorumSettings, Secret, Settings};
+use edict_infrastructure::settings::{
+    AuditSettings, BootstrapAdmin, QuorumSettings, Secret, Settings,
+};
 use poem::Server;
 use poem::listener::TcpListener;
 use std::net::SocketAddr;
@@ -29,6 +32,9 @@ pub enum Role {
     Projector,
     /// The WebSocket gateway agents connect to (`/ws` on `--gateway-listen`).
     Gateway,
+    /// Chains every event into the tamper-evident hash chain and signs checkpoints (one active at a
+    /// time per database).
+    Audit,
 }
 
 /// How `edict serve` is configured (flags or environment; secrets only from the environment).
@@ -46,6 +52,10 @@ pub struct ServeArgs {
     /// Address of the agents' WebSocket gateway (`ws://ADDR/ws`).
     #[arg(long, env = "EDICT_GATEWAY_LISTEN", default_value = "127.0.0.1:8081", value_parser = crate::parse_listen)]
     gateway_listen: SocketAddr,
+    /// The gateway URLs agents are told to connect to at enrollment, in order (comma-separated
+    /// `ws(s)://host:port/ws`; default: this process's gateway when it runs one).
+    #[arg(long, value_delimiter = ',', env = "EDICT_GATEWAY_PUBLIC_URLS")]
+    gateway_public_urls: Vec<String>,
     /// `nats://…` to carry events through NATS JetStream (otherwise an in-process bus).
     #[arg(long, env = "EDICT_NATS_URL")]
     nats_url: Option<String>,
@@ -74,6 +84,12 @@ pub struct ServeArgs {
     /// How often the scheduler looks for change requests past their timeout, in milliseconds.
     #[arg(long, env = "EDICT_SCHEDULER_INTERVAL_MS", default_value_t = 5000)]
     scheduler_interval_ms: u64,
+    /// Sign an audit checkpoint every this many chained events.
+    #[arg(long, env = "EDICT_AUDIT_CHECKPOINT_EVERY", default_value_t = 1000)]
+    audit_checkpoint_every: u64,
+    /// Sign an audit checkpoint at least this often (seconds) while the chain moves.
+    #[arg(long, env = "EDICT_AUDIT_CHECKPOINT_SECS", default_value_t = 60)]
+    audit_checkpoint_secs: u64,
     /// Seconds to let in-flight requests finish after SIGTERM.
     #[arg(long, default_value_t = 10)]
     shutdown_grace_secs: u64,
@@ -104,6 +120,15 @@ impl ServeArgs {
             }
             other => other.map(Secret::new),
         };
+        let signing_key = secret_env("EDICT_AUDIT_SIGNING_KEY");
+        if let Some(key) = &signing_key {
+            edict_infrastructure::audit::parse_seed(key)?;
+        }
+        settings.audit = AuditSettings {
+            signing_key: signing_key.map(Secret::new),
+            checkpoint_every: self.audit_checkpoint_every.max(1),
+            checkpoint_secs: self.audit_checkpoint_secs.max(1),
+        };
         settings.access_ttl_secs = self.access_ttl_secs;
         settings.quorum = QuorumSettings {
             organization: self.quorum_organization,
@@ -115,7 +140,7 @@ impl ServeArgs {
 
     fn roles(&self) -> Vec<Role> {
         if self.roles.is_empty() {
-            let mut roles = vec![Role::Api, Role::Projector, Role::Gateway];
+            let mut roles = vec![Role::Api, Role::Projector, Role::Gateway, Role::Audit];
             if self.nats_url.is_some() {
                 roles.push(Role::Relay);
             }
@@ -170,6 +195,17 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 .await;
         });
     }
+    if roles.contains(&Role::Audit) {
+        let writer = audit_writer(&settings, &built.database).await?;
+        let mut stopped = stopped.clone();
+        tasks.spawn(async move {
+            writer
+                .run(async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                })
+                .await;
+        });
+    }
     if roles.contains(&Role::Projector) {
         for (runner, notify) in built
             .projections
@@ -218,6 +254,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             }
         });
     }
+    let mut gateway_urls = args.gateway_public_urls.clone();
     if roles.contains(&Role::Gateway) {
         let feed: std::sync::Arc<dyn RulesetFeed> = match (&nats, &built.watch) {
             (Some(nats), _) => std::sync::Arc::new(NatsFeed(nats.clone())),
@@ -234,6 +271,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen for agents on {}", args.gateway_listen))?;
         tracing::info!(%address, "edict gateway for agents on ws://{address}/ws");
+        if gateway_urls.is_empty() {
+            gateway_urls.push(format!("ws://{address}/ws"));
+        }
         let mut stopped = stopped.clone();
         tasks.spawn(gateway.run(async move {
             let _ = stopped.wait_for(|stop| *stop).await;
@@ -246,7 +286,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         "edict started"
     );
     if roles.contains(&Role::Api) {
-        let endpoint = edict_api::server::app(built.edict.clone());
+        let endpoint = edict_api::server::app(
+            built.edict.clone(),
+            edict_api::server::GatewayUrls(gateway_urls),
+        );
         let listener = TcpListener::bind(settings.listen);
         tracing::info!(listen = %settings.listen, "edict API on http://{} (docs at /docs)", settings.listen);
         Server::new(listener)
@@ -266,6 +309,36 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     built.database.close().await;
     tracing::info!("edict stopped");
     Ok(())
+}
+
+/// The chain writer of the `audit` role, with its signing key (configured, or kept in the store).
+async fn audit_writer(
+    settings: &Settings,
+    database: &edict_infrastructure::store::Database,
+) -> Result<ChainWriter> {
+    let (key, origin) = audit::signing_key(database, settings.audit.signing_key.as_ref())
+        .await
+        .context("cannot load the audit signing key")?;
+    let public_key = hex::encode(key.verifying_key().to_bytes());
+    match origin {
+        audit::KeyOrigin::Configured => {
+            tracing::info!(%public_key, "audit checkpoints signed with EDICT_AUDIT_SIGNING_KEY");
+        }
+        audit::KeyOrigin::Stored => tracing::warn!(
+            %public_key,
+            "EDICT_AUDIT_SIGNING_KEY is not set: audit checkpoints are signed with a key kept in the \
+             database, which anyone who can rewrite the database can use too; set it for real tamper evidence"
+        ),
+    }
+    Ok(ChainWriter::new(
+        database.clone(),
+        key,
+        ChainWriterSettings {
+            checkpoint_every: settings.audit.checkpoint_every,
+            checkpoint_interval: Duration::from_secs(settings.audit.checkpoint_secs),
+            ..ChainWriterSettings::default()
+        },
+    ))
 }
 
 async fn shutdown_signal() {

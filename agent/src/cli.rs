@@ -5,6 +5,7 @@
 use crate::daemon::{self, DaemonConfig};
 use crate::enforce::EnforceConfig;
 use crate::files::Paths;
+use crate::login;
 use crate::output;
 use crate::snapshot::{Snapshot, keys};
 use anyhow::{Context, bail};
@@ -49,17 +50,37 @@ pub enum Format {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Stores the server URL and this machine's agent token.
+    /// Enrolls this machine and stores its agent token.
     ///
-    /// For now the token is the agent token an administrator obtains from `POST /api/v1/agents`
-    /// (an enrollment by device code, with your explicit consent, comes in a later version).
+    /// Without `--enrollment-token`: prints a code and a page where you (signed in) approve this
+    /// machine, then waits for the approval. With one (from an admin, for unattended installs): enrolls
+    /// at once.
     Login {
-        /// The Edict server (gateway) URL, e.g. https://edict.example.com.
+        /// The Edict API URL, e.g. https://edict.example.com.
         #[arg(long)]
         server: String,
-        /// The agent token (see above).
+        /// An enrollment token (`ede_…`) created by an org_admin (`POST /api/v1/enrollment-tokens`).
         #[arg(long, env = "EDICT_AGENT_ENROLLMENT_TOKEN", hide_env_values = true)]
-        enrollment_token: String,
+        enrollment_token: Option<String>,
+        /// An agent token (`eda_…`) already issued for this machine (`POST /api/v1/agents`): stored
+        /// as it is, with no call to the server; needs `--gateway`.
+        #[arg(
+            long,
+            env = "EDICT_AGENT_TOKEN",
+            hide_env_values = true,
+            conflicts_with = "enrollment_token",
+            requires = "gateways"
+        )]
+        agent_token: Option<String>,
+        /// Gateway URLs to use instead of those the server names (repeat for several).
+        #[arg(long = "gateway")]
+        gateways: Vec<String>,
+        /// This machine's name as the server shows it (default: the host name).
+        #[arg(long)]
+        machine_name: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        output: Format,
     },
     /// Runs the agent in the foreground until SIGTERM or Ctrl-C.
     Run {
@@ -87,6 +108,28 @@ pub enum Command {
     List,
     /// Lists the changes the agent reported and keeps, with their change requests.
     Changes,
+    /// Asks the running agent to reconnect and reconcile every managed file now, and waits until it
+    /// is connected again.
+    Sync {
+        /// Seconds to wait for the agent to be connected again.
+        #[arg(long, default_value_t = 15)]
+        timeout_secs: u64,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// Asks for an exception to a rejected or reverted change made on this machine, so it may stand
+    /// (needs the server).
+    Appeal {
+        /// The change request (its id, from `edict-agent changes` or the server).
+        change: String,
+        /// Why the change should stand.
+        #[arg(long)]
+        reason: String,
+        /// Until when (RFC 3339); without it the exception asked for is permanent.
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    },
 }
 
 impl Cli {
@@ -131,15 +174,21 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Login {
             server,
             enrollment_token,
+            agent_token,
+            gateways,
+            machine_name,
+            output: format,
         } => {
-            crate::client::ws_url(server)?;
-            let snapshot = Snapshot::open(&data_dir)?;
-            snapshot.set_identity(keys::SERVER, server)?;
-            snapshot.set_identity(keys::TOKEN, enrollment_token)?;
-            output::line(&format!(
-                "logged in to {server}; start the agent with `edict-agent run`"
-            ));
-            Ok(())
+            login(
+                &data_dir,
+                server,
+                enrollment_token.as_deref(),
+                agent_token.as_deref(),
+                gateways,
+                machine_name.as_deref(),
+                *format,
+            )
+            .await
         }
         Command::Status { output: format } => status(&Snapshot::open(&data_dir)?, *format),
         Command::Watch { dir } => {
@@ -173,6 +222,15 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Sync {
+            timeout_secs,
+            output: format,
+        } => sync(&data_dir, Duration::from_secs(*timeout_secs), *format).await,
+        Command::Appeal {
+            change,
+            reason,
+            until,
+        } => appeal(&data_dir, change, reason, *until).await,
         Command::Changes => {
             let snapshot = Snapshot::open(&data_dir)?;
             let changes = snapshot.changes()?;
@@ -195,6 +253,165 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+async fn login(
+    data_dir: &Path,
+    server: &str,
+    enrollment_token: Option<&str>,
+    agent_token: Option<&str>,
+    gateways: &[String],
+    machine_name: Option<&str>,
+    format: Format,
+) -> anyhow::Result<()> {
+    if !(server.starts_with("http://") || server.starts_with("https://")) {
+        bail!("--server must be the API's http(s):// URL, e.g. https://edict.example.com");
+    }
+    for url in gateways {
+        crate::client::ws_url(url)?;
+    }
+    let (machine_id, host_name) = login::machine();
+    let machine_name = machine_name.unwrap_or(&host_name);
+    let credentials = match (enrollment_token, agent_token) {
+        (_, Some(token)) => login::Credentials {
+            agent_id: String::new(),
+            token: token.to_owned(),
+            gateway_urls: Vec::new(),
+        },
+        (Some(token), None) => {
+            login::with_enrollment_token(server, token, &machine_id, machine_name).await?
+        }
+        (None, None) => {
+            let code = login::start_device_flow(server, &machine_id, machine_name).await?;
+            if format == Format::Json {
+                output::json(&json!({
+                    "user_code": code.user_code,
+                    "verification_uri": code.verification_uri,
+                    "expires_in": code.expires_in,
+                }));
+            } else {
+                output::line(&format!(
+                    "To enroll this machine ({machine_name}), open {} , sign in and enter the code\n\n    {}\n\nWaiting for approval (the code expires in {} minutes)…",
+                    code.verification_uri,
+                    code.user_code,
+                    code.expires_in / 60
+                ));
+            }
+            login::finish_device_flow(server, &code).await?
+        }
+    };
+    let gateways = if gateways.is_empty() {
+        credentials.gateway_urls.clone()
+    } else {
+        gateways.to_vec()
+    };
+    if gateways.is_empty() {
+        bail!("the server named no gateway to connect to: pass --gateway ws://HOST:PORT/ws");
+    }
+    let snapshot = Snapshot::open(data_dir)?;
+    snapshot.set_identity(keys::API, server)?;
+    snapshot.set_identity(keys::SERVER, &gateways.join("\n"))?;
+    snapshot.set_identity(keys::TOKEN, &credentials.token)?;
+    if !credentials.agent_id.is_empty() {
+        snapshot.set_identity(keys::AGENT_ID, &credentials.agent_id)?;
+    }
+    snapshot.set_identity(keys::MACHINE_ID, &machine_id)?;
+    if format == Format::Json {
+        output::json(&json!({
+            "agent_id": credentials.agent_id,
+            "gateway_urls": gateways,
+        }));
+    } else {
+        output::line(&if credentials.agent_id.is_empty() {
+            "agent token stored; start the agent with `edict-agent run`".to_owned()
+        } else {
+            format!(
+                "enrolled as agent {}; start it with `edict-agent run`",
+                credentials.agent_id
+            )
+        });
+    }
+    Ok(())
+}
+
+/// Signals the running daemon (SIGHUP), then waits for it to be connected again.
+async fn sync(data_dir: &Path, timeout: Duration, format: Format) -> anyhow::Result<()> {
+    let snapshot = Snapshot::open(data_dir)?;
+    let pid = snapshot
+        .identity(keys::DAEMON_PID)?
+        .filter(|pid| !pid.is_empty())
+        .context("the agent is not running: start it with `edict-agent run`")?;
+    let before = snapshot.identity(keys::CONNECTED_SINCE)?;
+    drop(snapshot);
+    let signalled = tokio::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .context("running kill")?;
+    if !signalled.success() {
+        bail!("the agent (pid {pid}) is not running: start it with `edict-agent run`");
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let snapshot = Snapshot::open(data_dir)?;
+        let connected = snapshot.identity(keys::CONNECTED)?.as_deref() == Some("true");
+        let since = snapshot.identity(keys::CONNECTED_SINCE)?;
+        if connected && since != before {
+            return status(&snapshot, format);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "the agent reconciled its files but is not connected after {} s (see `edict-agent status`)",
+                timeout.as_secs()
+            );
+        }
+    }
+}
+
+/// Requests an exception through the API, with this machine's agent token.
+async fn appeal(
+    data_dir: &Path,
+    change: &str,
+    reason: &str,
+    until: Option<chrono::DateTime<chrono::Utc>>,
+) -> anyhow::Result<()> {
+    let snapshot = Snapshot::open(data_dir)?;
+    let (Some(api), Some(token)) = (
+        snapshot.identity(keys::API)?,
+        snapshot.identity(keys::TOKEN)?,
+    ) else {
+        bail!("not logged in: run `edict-agent login` first");
+    };
+    drop(snapshot);
+    let body = match until {
+        Some(until) => json!({"justification": reason, "kind": "time_limited", "until": until}),
+        None => json!({"justification": reason, "kind": "permanent"}),
+    };
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/change-requests/{change}/exception",
+            api.trim_end_matches('/')
+        ))
+        .bearer_auth(token)
+        .json(&body)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {api}: appeal again when online"))?;
+    let status = response.status();
+    let answer: serde_json::Value = response.json().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!(
+            "the appeal was refused ({status}): {}",
+            answer["detail"].as_str().unwrap_or("no detail")
+        );
+    }
+    output::line(&format!(
+        "exception requested on change request {change}; a team admin decides it (the agent applies the decision)"
+    ));
+    Ok(())
+}
+
 fn project_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     let dir = std::fs::canonicalize(dir).with_context(|| format!("{}", dir.display()))?;
     if !dir.is_dir() {
@@ -207,12 +424,14 @@ fn status(snapshot: &Snapshot, format: Format) -> anyhow::Result<()> {
     let connected = snapshot.identity(keys::CONNECTED)?.as_deref() == Some("true");
     let since = snapshot.identity(keys::CONNECTED_SINCE)?;
     let server = snapshot.identity(keys::SERVER)?;
+    let api = snapshot.identity(keys::API)?;
     let agent_id = snapshot.identity(keys::AGENT_ID)?;
     let rulesets = snapshot.rulesets()?;
     let outbox = snapshot.outbox()?;
     let actions = snapshot.actions()?;
     let value = json!({
-        "server": server,
+        "server": api,
+        "gateways": server.as_deref().map(|s| s.lines().collect::<Vec<_>>()).unwrap_or_default(),
         "agent_id": agent_id,
         "logged_in": snapshot.identity(keys::TOKEN)?.is_some(),
         "connected": connected,
@@ -230,8 +449,14 @@ fn status(snapshot: &Snapshot, format: Format) -> anyhow::Result<()> {
     }
     output::line(&format!(
         "server:     {}",
-        server.as_deref().unwrap_or("(not logged in)")
+        api.as_deref().unwrap_or("(not logged in)")
     ));
+    if let Some(server) = &server {
+        output::line(&format!(
+            "gateways:   {}",
+            server.lines().collect::<Vec<_>>().join(", ")
+        ));
+    }
     output::line(&format!(
         "connected:  {}{}",
         if connected { "yes" } else { "no" },

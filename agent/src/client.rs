@@ -29,8 +29,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 /// Where and how to connect.
 #[derive(Clone)]
 pub struct ClientConfig {
-    /// The server URL as given at login (`http(s)://host[:port]` or a full `ws(s)://…/ws`).
-    pub url: String,
+    /// The gateway URLs (`http(s)://host[:port]` or full `ws(s)://…/ws`), tried in turn: a failed
+    /// connection moves on to the next one.
+    pub urls: Vec<String>,
     /// The agent token.
     pub token: String,
     /// The first reconnect delay.
@@ -39,26 +40,29 @@ pub struct ClientConfig {
     pub backoff_max: Duration,
     /// How often a ping is sent on an idle connection.
     pub ping_interval: Duration,
+    /// Notified to drop the connection and reconnect at once (`edict-agent sync`).
+    pub reconnect: Arc<Notify>,
 }
 
 impl std::fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientConfig")
-            .field("url", &self.url)
+            .field("urls", &self.urls)
             .field("token", &"<redacted>")
             .finish()
     }
 }
 
 impl ClientConfig {
-    /// The defaults for `url` and `token`.
-    pub fn new(url: String, token: String) -> Self {
+    /// The defaults for `urls` and `token`.
+    pub fn new(urls: Vec<String>, token: String) -> Self {
         ClientConfig {
-            url,
+            urls,
             token,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(30),
             ping_interval: Duration::from_secs(20),
+            reconnect: Arc::new(Notify::new()),
         }
     }
 }
@@ -104,17 +108,27 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = config.backoff_min;
+    // Agents start on different gateways of the list, so one gateway does not take them all.
+    let mut next = if config.urls.is_empty() {
+        0
+    } else {
+        rand::thread_rng().gen_range(0..config.urls.len())
+    };
     loop {
         if *stop.borrow() {
             break;
         }
-        match session(&config, &snapshot, &engine, &outbox, &mut stop).await {
-            Ok(welcomed) => {
-                if welcomed {
-                    backoff = config.backoff_min;
-                }
+        let Some(url) = config.urls.get(next % config.urls.len().max(1)) else {
+            tracing::warn!("no gateway URL: log in again (`edict-agent login`)");
+            break;
+        };
+        match session(url, &config, &snapshot, &engine, &outbox, &mut stop).await {
+            Ok(true) => backoff = config.backoff_min,
+            Ok(false) => next += 1,
+            Err(e) => {
+                tracing::warn!(url, error = format!("{e:#}"), "gateway connection");
+                next += 1;
             }
-            Err(e) => tracing::warn!(error = format!("{e:#}"), "gateway connection"),
         }
         set_connected(&snapshot, false).await;
         if *stop.borrow() {
@@ -159,13 +173,14 @@ async fn resync(engine: &Sender<Command>) -> anyhow::Result<()> {
 
 /// One connection; `Ok(true)` when the gateway welcomed the agent before it ended.
 async fn session(
+    url: &str,
     config: &ClientConfig,
     snapshot: &Arc<Snapshot>,
     engine: &Sender<Command>,
     outbox: &Notify,
     stop: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<bool> {
-    let url = ws_url(&config.url)?;
+    let url = ws_url(url)?;
     let mut request = url.as_str().into_client_request()?;
     let headers = request.headers_mut();
     headers.insert(
@@ -203,6 +218,11 @@ async fn session(
             _ = stop.changed() => {
                 let _ = sink.send(Message::Close(None)).await;
                 return Ok(welcomed);
+            }
+            () = config.reconnect.notified() => {
+                tracing::info!("reconnecting on request");
+                let _ = sink.send(Message::Close(None)).await;
+                return Ok(true);
             }
             () = outbox.notified(), if welcomed => {
                 flush(snapshot, &mut sink, &mut sent).await?;

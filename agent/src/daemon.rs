@@ -97,9 +97,21 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> an
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let token = snapshot.identity(keys::TOKEN)?;
     let server = snapshot.identity(keys::SERVER)?;
-    let client = match (token, server) {
-        (Some(token), Some(url)) => Some(tokio::spawn(client::run(
-            ClientConfig::new(url, token),
+    snapshot.set_identity(keys::DAEMON_PID, &std::process::id().to_string())?;
+    let client_config = match (token, server) {
+        (Some(token), Some(urls)) => Some(ClientConfig::new(
+            urls.lines().map(str::to_owned).collect(),
+            token,
+        )),
+        _ => None,
+    };
+    let hangups = tokio::spawn(on_hangup(
+        tx.clone(),
+        client_config.as_ref().map(|c| c.reconnect.clone()),
+    ));
+    let client = match client_config {
+        Some(config) => Some(tokio::spawn(client::run(
+            config,
             snapshot.clone(),
             tx.clone(),
             outbox,
@@ -112,6 +124,8 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> an
     };
     shutdown.await;
     tracing::info!("shutting down");
+    hangups.abort();
+    snapshot.set_identity(keys::DAEMON_PID, "")?;
     let _ = stop_tx.send(true);
     if let Some(client) = client {
         let _ = client.await;
@@ -120,6 +134,30 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> an
     let _ = tokio::task::spawn_blocking(move || engine.join()).await;
     snapshot.set_identity(keys::CONNECTED, "false")?;
     Ok(())
+}
+
+/// SIGHUP (`edict-agent sync`): reconcile every managed file and reconnect to the gateway now.
+async fn on_hangup(engine: std::sync::mpsc::Sender<Command>, reconnect: Option<Arc<Notify>>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: `edict-agent sync` will not work");
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            tracing::info!("sync requested");
+            let (reply, _) = oneshot::channel();
+            let _ = engine.send(Command::Sync(reply));
+            if let Some(reconnect) = &reconnect {
+                reconnect.notify_one();
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (engine, reconnect);
+    }
 }
 
 fn resync(enforcer: &mut Enforcer, watcher: &mut Option<ManagedWatcher>) -> Result<(), String> {

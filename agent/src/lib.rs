@@ -5,13 +5,14 @@
 //! Layout: [`section`] (markers and merge), [`ruleset`] (the rule set document and renderer),
 //! [`snapshot`] (redb state), [`files`] (paths, rendering per layer, atomic writes), [`enforce`] (the
 //! decisions on a changed file), [`watch`] (notify watcher), [`client`] (the gateway connection),
-//! [`daemon`] (`run`), [`cli`] and [`output`].
+//! [`daemon`] (`run`), [`login`] (enrollment), [`cli`] and [`output`].
 
 pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod enforce;
 pub mod files;
+pub mod login;
 pub mod output;
 pub mod ruleset;
 pub mod section;

@@ -38,8 +38,14 @@ pub const MAX_ACTIONS: usize = 50;
 pub mod keys {
     /// The agent token (bearer of the WebSocket upgrade).
     pub const TOKEN: &str = "agent_token";
-    /// The server (gateway) URL.
+    /// The gateway URLs to connect to, one per line, in order.
     pub const SERVER: &str = "server_url";
+    /// The API URL the agent logged in with.
+    pub const API: &str = "api_url";
+    /// This machine's id as the agent sent it at login.
+    pub const MACHINE_ID: &str = "machine_id";
+    /// The process id of the running daemon (`sync` signals it).
+    pub const DAEMON_PID: &str = "daemon_pid";
     /// The agent id the gateway announced.
     pub const AGENT_ID: &str = "agent_id";
     /// `true` while `run` is connected to a gateway.

@@ -3,7 +3,8 @@
 //! rename-save and a deletion show up as events on the directory, so they are seen too. The engine
 //! debounces; the periodic audit backs the watcher up.
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,6 +36,17 @@ impl ManagedWatcher {
             let Ok(event) = event else {
                 return;
             };
+            // Opening or reading a file is not a change. inotify reports opens (notify watches
+            // IN_OPEN), and the agent opens a managed file to check it: without this, each check
+            // announced the next, a check every debounce interval forever.
+            if matches!(
+                event.kind,
+                EventKind::Access(
+                    AccessKind::Open(_) | AccessKind::Read | AccessKind::Close(AccessMode::Read)
+                )
+            ) {
+                return;
+            }
             let managed = managed.lock().unwrap_or_else(PoisonError::into_inner);
             for path in event.paths {
                 if managed.contains(&path) {

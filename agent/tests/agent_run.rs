@@ -262,7 +262,8 @@ async fn the_agent_enforces_a_block_rule_online_and_offline_and_delivers_reports
     let login = env
         .command()
         .args(["login", "--server", &format!("http://127.0.0.1:{port}")])
-        .args(["--enrollment-token", TOKEN])
+        .args(["--agent-token", TOKEN])
+        .args(["--gateway", &format!("ws://127.0.0.1:{port}/ws")])
         .output()?;
     assert!(login.status.success(), "login failed: {login:?}");
 

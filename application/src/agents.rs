@@ -44,9 +44,34 @@ impl Edict {
                     .into(),
             ));
         }
+        let metadata = Self::metadata(principal, request);
+        let outcome = self
+            .enroll(user, machine_id, machine_name, &metadata)
+            .await?;
+        let agent = outcome
+            .id
+            .parse()
+            .map_err(|_| AppError::Internal("enrolled agent id".into()))?;
+        let token = self.auth.issue_agent_token(agent, user).await?;
+        Ok(Enrollment { outcome, token })
+    }
+
+    /// Enrolls a machine for `user`, who must exist and be active (no token yet).
+    pub(crate) async fn enroll(
+        &self,
+        user: UserId,
+        machine_id: MachineId,
+        machine_name: MachineName,
+        metadata: &crate::metadata::Metadata,
+    ) -> Result<Outcome, AppError> {
         let owner = self.users.load(&user.to_string()).await?;
         if !owner.exists() {
             return Err(AppError::NotFound("user".into()));
+        }
+        if !owner.active() {
+            return Err(AppError::Forbidden(
+                "the machine's user is deactivated".into(),
+            ));
         }
         let agent_id = AgentId::new();
         let command = AgentCommand::EnrollAgent {
@@ -56,18 +81,14 @@ impl Edict {
             machine_name,
             at: self.clock.now(),
         };
-        let metadata = Self::metadata(principal, request);
-        let outcome = self
-            .run(
-                self.agents.as_ref(),
-                agent_id.to_string(),
-                command,
-                None,
-                &metadata,
-            )
-            .await?;
-        let token = self.auth.issue_agent_token(agent_id, user).await?;
-        Ok(Enrollment { outcome, token })
+        self.run(
+            self.agents.as_ref(),
+            agent_id.to_string(),
+            command,
+            None,
+            metadata,
+        )
+        .await
     }
 
     /// Loads an agent and checks that `principal` owns it or is an org_admin (or, to read, an auditor).

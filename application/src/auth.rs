@@ -9,6 +9,98 @@ use serde::Serialize;
 
 /// Agent tokens carry this prefix; any other bearer token is an access token.
 pub const AGENT_TOKEN_PREFIX: &str = "eda_";
+/// Enrollment tokens (for unattended installs) carry this prefix.
+pub const ENROLLMENT_TOKEN_PREFIX: &str = "ede_";
+
+/// An enrollment token as listed; its secret is shown once, when it is created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentTokenInfo {
+    /// Its id.
+    pub id: String,
+    /// The user the machines it enrolls belong to.
+    pub user: UserId,
+    /// The org_admin who created it.
+    pub created_by: UserId,
+    /// What it is for.
+    pub note: String,
+    /// How many machines it may enroll in all.
+    pub uses_total: u32,
+    /// How many more.
+    pub uses_left: u32,
+    /// When it was created (seconds since the epoch).
+    pub created_at: i64,
+    /// When it stops working (seconds since the epoch).
+    pub expires_at: i64,
+    /// Whether it was revoked.
+    pub revoked: bool,
+}
+
+/// A new device authorization: the agent keeps `device_code` secret and polls with it; the person shows
+/// `user_code` to a signed-in user, who approves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceGrant {
+    /// The secret the agent polls with.
+    pub device_code: String,
+    /// The short code a person types (`XXXX-XXXX`).
+    pub user_code: String,
+    /// When both stop working (seconds since the epoch).
+    pub expires_at: i64,
+}
+
+/// Where a device authorization stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceStatus {
+    /// Waiting for a signed-in user.
+    Pending,
+    /// Approved: the agent is enrolled; its token waits for the agent's next poll.
+    Approved,
+    /// Denied by the user.
+    Denied,
+    /// Approved, and the agent collected its token.
+    Completed,
+    /// Nobody decided in time.
+    Expired,
+}
+
+/// A device authorization as the approving user sees it (the consent step).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRequest {
+    /// The short code.
+    pub user_code: String,
+    /// The machine's id, as the agent stated it.
+    pub machine_id: String,
+    /// The machine's name, as the agent stated it.
+    pub machine_name: String,
+    /// Where it stands.
+    pub status: DeviceStatus,
+    /// When the agent asked (seconds since the epoch).
+    pub created_at: i64,
+    /// When it stops working (seconds since the epoch).
+    pub expires_at: i64,
+}
+
+/// What an agent's poll with its device code learns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DevicePoll {
+    /// Nobody decided yet.
+    Pending,
+    /// The agent polls faster than it was told to.
+    SlowDown,
+    /// The user denied it.
+    Denied,
+    /// It expired (or its token was already collected).
+    Expired,
+    /// No such device code.
+    Unknown,
+    /// Approved: the agent and its user (the token is issued now, once).
+    Approved {
+        /// The enrolled agent.
+        agent: AgentId,
+        /// Its user (the approver).
+        user: UserId,
+    },
+}
 
 /// The tokens a login or refresh hands out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -139,6 +231,93 @@ pub trait Authenticator: Send + Sync {
     /// # Errors
     /// [`AuthError::Backend`].
     async fn revoke_agent_tokens(&self, agent: AgentId) -> Result<(), AuthError>;
+
+    /// Creates an enrollment token for `user`, good for `uses` machines until `expires_at`; answers it
+    /// with its secret (shown once, stored only as a digest).
+    ///
+    /// # Errors
+    /// [`AuthError::Backend`].
+    async fn create_enrollment_token(
+        &self,
+        user: UserId,
+        created_by: UserId,
+        note: &str,
+        uses: u32,
+        expires_at: i64,
+    ) -> Result<(EnrollmentTokenInfo, String), AuthError>;
+
+    /// Every enrollment token, newest first.
+    ///
+    /// # Errors
+    /// [`AuthError::Backend`].
+    async fn enrollment_tokens(&self) -> Result<Vec<EnrollmentTokenInfo>, AuthError>;
+
+    /// Revokes an enrollment token; false when there is no such token.
+    ///
+    /// # Errors
+    /// [`AuthError::Backend`].
+    async fn revoke_enrollment_token(&self, id: &str) -> Result<bool, AuthError>;
+
+    /// Uses one enrollment of `token` (atomically): the token's id and the user the machine belongs
+    /// to, or None when the token is unknown, revoked, expired or used up.
+    ///
+    /// # Errors
+    /// [`AuthError::Backend`].
+    async fn use_enrollment_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<(String, UserId)>, AuthError>;
+
+    /// Starts a device authorization for a machine, valid for `ttl_secs`.
+    ///
+    /// # Errors
+    /// [`AuthError::Backend`].
+    async fn start_device_authorization(
+        &self,
+        machine_id: &str,
+        machine_name: &str,
+        ttl_secs: i64,
+    ) -> Result<DeviceGrant, AuthError>;
+
+    /// The device authorization behind a user code (any case, dash optional).
+    ///
+    /// # Errors
+    /// [`AuthError::Backend`].
+    async fn device_request(&self, user_code: &str) -> Result<Option<DeviceRequest>, AuthError>;
+
+    /// Decides a pending, unexpired device authorization: true when this call decided it. An approval
+    /// is completed by [`Authenticator::complete_device_approval`] once the agent is enrolled.
+    ///
+    /// # Errors
+    /// [`AuthError::Backend`].
+    async fn decide_device_request(
+        &self,
+        user_code: &str,
+        by: UserId,
+        approve: bool,
+    ) -> Result<bool, AuthError>;
+
+    /// Records the agent an approval enrolled, so the agent's next poll collects its token.
+    ///
+    /// # Errors
+    /// [`AuthError::Backend`].
+    async fn complete_device_approval(
+        &self,
+        user_code: &str,
+        agent: AgentId,
+        user: UserId,
+    ) -> Result<(), AuthError>;
+
+    /// An agent's poll: where its authorization stands. An approved one answers
+    /// [`DevicePoll::Approved`] once; later polls answer [`DevicePoll::Expired`].
+    ///
+    /// # Errors
+    /// [`AuthError::Backend`].
+    async fn poll_device_authorization(
+        &self,
+        device_code: &str,
+        min_interval_secs: i64,
+    ) -> Result<DevicePoll, AuthError>;
 }
 
 /// The idempotency port: remembered responses for `Idempotency-Key` retries.

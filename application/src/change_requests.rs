@@ -247,7 +247,14 @@ impl Edict {
             ChangeRequest::exists,
         )
         .await?;
-        if principal.is_user() && change.user() == Some(principal.user()) {
+        // The developer, signed in, or through the agent of the machine the change was made on.
+        let allowed = match principal {
+            Principal::User { id, .. } => change.user() == Some(*id),
+            Principal::Agent { id, user } => {
+                change.user() == Some(*user) && change.agent() == Some(*id)
+            }
+        };
+        if allowed {
             Ok(())
         } else {
             Err(AppError::Forbidden(

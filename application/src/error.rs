@@ -38,6 +38,15 @@ pub enum AppError {
         /// What is wrong with it.
         message: String,
     },
+    /// A request parameter is malformed (400), e.g. an `as_of` that is neither a time nor a position
+    /// of the log.
+    #[error("invalid parameter {parameter}: {message}")]
+    BadParameter {
+        /// The parameter.
+        parameter: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A read asked to see a write (`min_position`) its read model has not applied yet (503, retry).
     #[error("the {projection} read model has not reached position {position} yet")]
     NotYetConsistent {

@@ -117,6 +117,150 @@ pub trait EventLog: Send + Sync {
         aggregate_id: &str,
         sequence: i64,
     ) -> Result<Option<i64>, EventLogError>;
+
+    /// Up to `limit` events committed after `after` that match `filter`, in commit order.
+    ///
+    /// The same guarantee as [`EventLog::read_all`]: the answer is the matching part of a prefix of the
+    /// log, so a reader resuming from the checkpoint of the last event it got never skips a matching
+    /// event. The default scans [`EventLog::read_all`]; stores override it with a query.
+    ///
+    /// # Errors
+    /// As [`EventLog::read_all`].
+    async fn read_filtered(
+        &self,
+        after: Checkpoint,
+        filter: &LogFilter,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, EventLogError> {
+        let mut found = Vec::new();
+        let mut cursor = after;
+        while found.len() < limit {
+            let page = self.read_all(cursor, SCAN_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            cursor = last.checkpoint();
+            found.extend(page.into_iter().filter(|e| filter.matches(e)));
+        }
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    /// Every committed event of one aggregate, in sequence order (empty when the aggregate does not
+    /// exist). Unlike the global log this reads the aggregate's own stream, as loading it for a command
+    /// does: the newest committed event is always there.
+    ///
+    /// # Errors
+    /// As [`EventLog::read_all`].
+    async fn read_aggregate(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Vec<RecordedEvent>, EventLogError> {
+        let filter = LogFilter {
+            aggregate_types: vec![aggregate_type.to_owned()],
+            aggregate_id: Some(aggregate_id.to_owned()),
+            ..LogFilter::default()
+        };
+        let mut events = Vec::new();
+        loop {
+            let after = events
+                .last()
+                .map_or(Checkpoint::START, RecordedEvent::checkpoint);
+            let page = self.read_filtered(after, &filter, SCAN_PAGE).await?;
+            if page.is_empty() {
+                break;
+            }
+            events.extend(page);
+        }
+        events.sort_by_key(|e| e.sequence);
+        Ok(events)
+    }
+
+    /// The global position of the event committed last (the largest position), if any: where "from now
+    /// on" starts. The default scans the readable log.
+    ///
+    /// # Errors
+    /// As [`EventLog::read_all`].
+    async fn last_position(&self) -> Result<Option<i64>, EventLogError> {
+        let mut after = Checkpoint::START;
+        let mut last = None;
+        loop {
+            let page = self.read_all(after, SCAN_PAGE).await?;
+            let Some(end) = page.last() else {
+                return Ok(last);
+            };
+            after = end.checkpoint();
+            last = page.iter().map(|e| e.global_position).max().max(last);
+        }
+    }
+
+    /// The committed event at global position `position`, if there is one.
+    ///
+    /// # Errors
+    /// As [`EventLog::read_all`].
+    async fn event_at(&self, position: i64) -> Result<Option<RecordedEvent>, EventLogError>;
+}
+
+/// How many events the default scans of [`EventLog`] read per page.
+const SCAN_PAGE: usize = 1000;
+
+/// Which events of the log to read: every field that is set must match (an empty list matches all).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    /// Only events of these aggregate types (`Rule`, `Team`, …).
+    pub aggregate_types: Vec<String>,
+    /// Only events of the aggregate with this id.
+    pub aggregate_id: Option<String>,
+    /// Only events whose metadata names this actor (`user:<id>`, `agent:<id>`, `system:<reason>`).
+    pub actor: Option<String>,
+    /// Only events of these types (`RuleSubmitted`, …).
+    pub event_types: Vec<String>,
+    /// Only events recorded at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only events recorded at or before this time.
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl LogFilter {
+    /// Whether `event` matches (the definition the stores' queries implement).
+    pub fn matches(&self, event: &RecordedEvent) -> bool {
+        (self.aggregate_types.is_empty() || self.aggregate_types.contains(&event.aggregate_type))
+            && self
+                .aggregate_id
+                .as_ref()
+                .is_none_or(|id| *id == event.aggregate_id)
+            && self
+                .actor
+                .as_ref()
+                .is_none_or(|actor| event.metadata["actor"].as_str() == Some(actor.as_str()))
+            && (self.event_types.is_empty() || self.event_types.contains(&event.event_type))
+            && self.since.is_none_or(|since| event.recorded_at >= since)
+            && self.until.is_none_or(|until| event.recorded_at <= until)
+    }
+
+    /// Whether the filter lets every event through.
+    pub fn is_empty(&self) -> bool {
+        *self == LogFilter::default()
+    }
+}
+
+/// A point in the log's history, for reading the past "as of" it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogBound {
+    /// Every event up to and including the one at this checkpoint, in commit order.
+    Through(Checkpoint),
+    /// Every event of the longest prefix of the log (in commit order) recorded at or before this time.
+    RecordedBy(DateTime<Utc>),
+}
+
+impl LogBound {
+    /// Whether `event`, read in commit order, is past the bound (it and everything after it are left
+    /// out).
+    pub fn excludes(&self, event: &RecordedEvent) -> bool {
+        match self {
+            LogBound::Through(checkpoint) => event.checkpoint() > *checkpoint,
+            LogBound::RecordedBy(time) => event.recorded_at > *time,
+        }
+    }
 }
 
 /// An event as the relay publishes it: the event and the checkpoint of the event before it in the log.
@@ -131,4 +275,81 @@ pub struct RelayedEvent {
     pub previous: Checkpoint,
     /// The event.
     pub event: RecordedEvent,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(position: i64, aggregate_type: &str, event_type: &str, actor: &str) -> RecordedEvent {
+        RecordedEvent {
+            global_position: position,
+            transaction_id: 0,
+            aggregate_type: aggregate_type.into(),
+            aggregate_id: format!("id-{position}"),
+            sequence: 1,
+            event_type: event_type.into(),
+            event_version: "1.0".into(),
+            payload: serde_json::json!({}),
+            metadata: serde_json::json!({"actor": actor}),
+            recorded_at: DateTime::from_timestamp(1_800_000_000 + position, 0).unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn a_filter_matches_only_when_every_set_field_matches() {
+        let e = event(5, "Rule", "RuleSubmitted", "user:a");
+        assert!(LogFilter::default().matches(&e));
+        let only = |f: LogFilter| f.matches(&e);
+        assert!(only(LogFilter {
+            aggregate_types: vec!["Team".into(), "Rule".into()],
+            ..LogFilter::default()
+        }));
+        assert!(!only(LogFilter {
+            aggregate_types: vec!["Team".into()],
+            ..LogFilter::default()
+        }));
+        assert!(only(LogFilter {
+            aggregate_id: Some("id-5".into()),
+            actor: Some("user:a".into()),
+            ..LogFilter::default()
+        }));
+        assert!(!only(LogFilter {
+            actor: Some("user:b".into()),
+            ..LogFilter::default()
+        }));
+        assert!(!only(LogFilter {
+            event_types: vec!["RuleDrafted".into()],
+            ..LogFilter::default()
+        }));
+        let at = e.recorded_at;
+        assert!(only(LogFilter {
+            since: Some(at),
+            until: Some(at),
+            ..LogFilter::default()
+        }));
+        assert!(!only(LogFilter {
+            since: Some(at + chrono::Duration::milliseconds(1)),
+            ..LogFilter::default()
+        }));
+        assert!(!only(LogFilter {
+            until: Some(at - chrono::Duration::milliseconds(1)),
+            ..LogFilter::default()
+        }));
+    }
+
+    #[test]
+    fn a_bound_excludes_what_comes_after_it() {
+        let e = event(5, "Rule", "RuleSubmitted", "user:a");
+        assert!(!LogBound::Through(e.checkpoint()).excludes(&e));
+        assert!(
+            LogBound::Through(Checkpoint {
+                transaction_id: 0,
+                position: 4
+            })
+            .excludes(&e)
+        );
+        assert!(!LogBound::RecordedBy(e.recorded_at).excludes(&e));
+        assert!(LogBound::RecordedBy(e.recorded_at - chrono::Duration::seconds(1)).excludes(&e));
+    }
 }

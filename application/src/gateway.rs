@@ -236,32 +236,46 @@ impl Edict {
         let agent = agent.to_string();
         let mut found = Vec::new();
         for team in teams {
-            let filter = crate::read_models::DocFilter {
-                team: Some(team.to_string()),
-                status: None,
-            };
-            let mut after: Option<String> = None;
-            loop {
-                let page = self
-                    .read_models
-                    .list(
-                        names::CHANGE_INBOX,
-                        "change_request",
-                        &filter,
-                        after.as_deref(),
-                        crate::queries::MAX_PAGE,
-                    )
-                    .await?;
-                found.extend(
-                    page.docs
-                        .into_iter()
-                        .map(|listed| listed.doc)
-                        .filter(|doc| doc["agent"].as_str() == Some(agent.as_str())),
-                );
-                match page.next {
-                    Some(next) => after = Some(next),
-                    None => break,
-                }
+            found.extend(
+                self.team_change_requests(*team)
+                    .await?
+                    .into_iter()
+                    .filter(|doc| doc["agent"].as_str() == Some(agent.as_str())),
+            );
+        }
+        Ok(found)
+    }
+
+    /// Every change request of `team`, as the change inbox shows them, in opening order (a gateway
+    /// reads them once per team for all of its connections).
+    ///
+    /// # Errors
+    /// 503 when the read model cannot be read.
+    pub async fn team_change_requests(
+        &self,
+        team: TeamId,
+    ) -> Result<Vec<serde_json::Value>, AppError> {
+        let filter = crate::read_models::DocFilter {
+            team: Some(team.to_string()),
+            status: None,
+        };
+        let mut found = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .read_models
+                .list(
+                    names::CHANGE_INBOX,
+                    "change_request",
+                    &filter,
+                    after.as_deref(),
+                    crate::queries::MAX_PAGE,
+                )
+                .await?;
+            found.extend(page.docs.into_iter().map(|listed| listed.doc));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
             }
         }
         Ok(found)

@@ -7,17 +7,22 @@
 //!   `CqrsFramework`, so a caller learns the new version of what it changed.
 //! - [`event_log`]: the commit-ordered global log every store must offer (`read_all`).
 //! - [`auth`]: the authentication and idempotency ports.
+//! - [`history`]: replay for auditors (the filtered log, aggregate histories, time travel).
 //! - [`gateway`]: what the agent gateway asks of Edict (recording enforcement reports, an agent's teams).
+//! - [`audit`]: the hash chain over the log, signed checkpoints, the export with hashes.
 //! - [`metadata`], [`clock`], [`error`].
 
 pub mod agents;
+pub mod audit;
 pub mod auth;
 pub mod change_requests;
 pub mod clock;
 pub mod command;
+pub mod enrollment;
 pub mod error;
 pub mod event_log;
 pub mod gateway;
+pub mod history;
 pub mod metadata;
 pub mod principal;
 pub mod queries;

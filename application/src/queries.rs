@@ -284,7 +284,11 @@ impl Edict {
 
     /// Checks that `principal` may read team `team`'s rule set: org_admin, auditor, a member, or an
     /// agent of a member.
-    async fn may_read_team(&self, principal: &Principal, team: &str) -> Result<(), AppError> {
+    pub(crate) async fn may_read_team(
+        &self,
+        principal: &Principal,
+        team: &str,
+    ) -> Result<(), AppError> {
         if principal.can_read_all() {
             return Ok(());
         }

@@ -1,7 +1,7 @@
 //! The read-model port: documents the projections wrote, as the query use cases read them, and each
 //! projection's progress (so a read can say how fresh it is, or wait until it covers a write).
 
-use crate::event_log::Checkpoint;
+use crate::event_log::{Checkpoint, LogBound};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -141,6 +141,34 @@ pub trait ProjectionControl: Send + Sync {
     /// # Errors
     /// [`ReadModelError`].
     async fn content_hash(&self, name: &str) -> Result<String, ReadModelError>;
+
+    /// The document `(kind, key)` of projection `name` as it was after the log up to `bound`, replayed
+    /// in memory through the projection's code (not read from the live read model). The default knows
+    /// no projection.
+    ///
+    /// # Errors
+    /// [`ReadModelError::UnknownProjection`], or [`ReadModelError::Unavailable`] when the log cannot be
+    /// read or an event does not apply.
+    async fn document_as_of(
+        &self,
+        name: &str,
+        _kind: &str,
+        _key: &str,
+        _bound: LogBound,
+    ) -> Result<PastDocument, ReadModelError> {
+        Err(ReadModelError::UnknownProjection(name.to_owned()))
+    }
+}
+
+/// A read-model document as it was at a past point of the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PastDocument {
+    /// The document (`None`: it did not exist then).
+    pub doc: Option<Value>,
+    /// The checkpoint of the last event replayed (`None`: none was).
+    pub through: Option<Checkpoint>,
+    /// How many events were replayed.
+    pub events: u64,
 }
 
 /// Which revision of a team's rule set an agent enforces, and since when (recorded from the agents'
@@ -173,4 +201,15 @@ pub trait ConvergenceReads: Send + Sync {
     /// # Errors
     /// [`ReadModelError::Unavailable`].
     async fn by_agent(&self, agent: &str) -> Result<Vec<Enforcement>, ReadModelError>;
+
+    /// Every rule set `agent` enforced at `at`: per team, the last revision it had applied by then
+    /// (from the append-only history of its acknowledgements).
+    ///
+    /// # Errors
+    /// [`ReadModelError::Unavailable`].
+    async fn by_agent_as_of(
+        &self,
+        agent: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Enforcement>, ReadModelError>;
 }

@@ -84,6 +84,8 @@ pub struct Edict {
     pub(crate) projections: Arc<dyn ProjectionControl>,
     pub(crate) on_commit: Arc<dyn CommitHook>,
     pub(crate) convergence: Arc<dyn ConvergenceReads>,
+    /// The hash chain and its checkpoints (attached with [`Edict::with_audit_trail`]).
+    pub(crate) audit: Option<Arc<dyn crate::audit::AuditTrail>>,
 }
 
 impl std::fmt::Debug for Edict {
@@ -132,6 +134,7 @@ impl Edict {
             projections: ports.projections,
             on_commit: ports.on_commit,
             convergence: ports.convergence,
+            audit: None,
         }
     }
 

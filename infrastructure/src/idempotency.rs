@@ -15,15 +15,6 @@ pub const KEY_LIFETIME_SECS: i64 = 24 * 3600;
 /// How long a claim may stay in progress before another request may take it over (the first one died).
 const STALE_CLAIM_SECS: i64 = 120;
 
-macro_rules! on_pool {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db {
-            Database::Postgres($pool) => $body,
-            Database::Sqlite($pool) => $body,
-        }
-    };
-}
-
 /// The `idempotency_keys` table.
 #[derive(Debug, Clone)]
 pub struct IdempotencyStore {

@@ -57,6 +57,29 @@ impl Default for QuorumSettings {
     }
 }
 
+/// The tamper-evidence chain's checkpoints (role `audit`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// The ed25519 seed that signs checkpoints, 32 bytes in hex or base64 (`EDICT_AUDIT_SIGNING_KEY`,
+    /// environment only). Without it a key is generated and kept in the store's settings table.
+    pub signing_key: Option<Secret<String>>,
+    /// A checkpoint every this many chained events (`EDICT_AUDIT_CHECKPOINT_EVERY`, default 1000).
+    pub checkpoint_every: u64,
+    /// A checkpoint at least this often while the chain moves, seconds (`EDICT_AUDIT_CHECKPOINT_SECS`,
+    /// default 60).
+    pub checkpoint_secs: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            signing_key: None,
+            checkpoint_every: 1000,
+            checkpoint_secs: 60,
+        }
+    }
+}
+
 /// Everything `edict serve` needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -76,6 +99,8 @@ pub struct Settings {
     pub refresh_ttl_secs: u64,
     /// Approval quorums.
     pub quorum: QuorumSettings,
+    /// Checkpoints of the hash chain.
+    pub audit: AuditSettings,
 }
 
 impl Settings {
@@ -91,6 +116,7 @@ impl Settings {
             access_ttl_secs: 15 * 60,
             refresh_ttl_secs: 30 * 24 * 3600,
             quorum: QuorumSettings::default(),
+            audit: AuditSettings::default(),
         }
     }
 }

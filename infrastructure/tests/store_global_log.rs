@@ -428,3 +428,109 @@ async fn transaction_ids_are_ordered_as_numbers_across_a_power_of_ten() {
     })
     .await;
 }
+
+/// Proof 3: a filtered read keeps the guarantee. An event matching the filter that commits late is
+/// neither passed by a later matching one nor lost, and time filters bound the recorded time exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_read_never_passes_a_matching_event_that_commits_late() {
+    use edict_application::event_log::LogFilter;
+
+    with_postgres(|db, pool| async move {
+        let cqrs = cqrs(&db);
+        cqrs.execute("unmatched-1", 1).await.unwrap();
+        let insert = |id: &'static str| {
+            sqlx::query(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                 event_version, payload, metadata) VALUES ('Tally', $1, 1, 'TallyCounted', '1.0', \
+                 $2, $3)",
+            )
+            .bind(id)
+            .bind(serde_json::to_value(TallyEvent::Counted { n: 1 }).unwrap())
+            .bind(json!({ "actor": "slow" }))
+        };
+        let filter = LogFilter {
+            actor: Some("slow".to_owned()),
+            ..LogFilter::default()
+        };
+        let mut held = pool.begin().await.unwrap();
+        insert("held").execute(&mut *held).await.unwrap();
+        // A later matching event commits while the held one is open.
+        insert("later").execute(&pool).await.unwrap();
+        cqrs.execute("unmatched-2", 1).await.unwrap();
+        for _ in 0..5 {
+            let page = db
+                .read_filtered(Checkpoint::START, &filter, 10)
+                .await
+                .unwrap();
+            assert!(
+                page.is_empty(),
+                "nothing past the held transaction: {page:#?}"
+            );
+        }
+        held.commit().await.unwrap();
+        let mut read = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while read.len() < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{:?}",
+                horizon_holders(&db).await
+            );
+            let after = read
+                .last()
+                .map_or(Checkpoint::START, RecordedEvent::checkpoint);
+            read.extend(db.read_filtered(after, &filter, 1).await.unwrap());
+        }
+        assert_eq!(
+            keys(&read),
+            vec![("held".to_owned(), 1), ("later".to_owned(), 1)]
+        );
+        let after = read[1].checkpoint();
+        assert!(
+            db.read_filtered(after, &filter, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        // Filters by aggregate, type and recorded time agree with filtering the whole log.
+        let whole = resume_until(&db, Checkpoint::START, 4).await;
+        let later_at = whole
+            .iter()
+            .find(|e| e.aggregate_id == "later")
+            .unwrap()
+            .recorded_at;
+        for filter in [
+            LogFilter {
+                aggregate_types: vec!["Tally".to_owned()],
+                aggregate_id: Some("unmatched-2".to_owned()),
+                ..LogFilter::default()
+            },
+            LogFilter {
+                event_types: vec!["TallyCounted".to_owned(), "Other".to_owned()],
+                since: Some(later_at),
+                ..LogFilter::default()
+            },
+            LogFilter {
+                until: Some(later_at),
+                ..LogFilter::default()
+            },
+            LogFilter {
+                aggregate_types: vec!["Rule".to_owned()],
+                ..LogFilter::default()
+            },
+        ] {
+            let expected: Vec<_> = whole
+                .iter()
+                .filter(|e| filter.matches(e))
+                .cloned()
+                .collect();
+            let got = db
+                .read_filtered(Checkpoint::START, &filter, 100)
+                .await
+                .unwrap();
+            assert_eq!(keys(&got), keys(&expected), "{filter:?}");
+        }
+    })
+    .await;
+}

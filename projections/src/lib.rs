@@ -14,10 +14,12 @@
 //! - one module per projection (see [`all`]): [`rule_catalog`], [`team_rulesets`], [`change_inbox`],
 //!   [`directory`], [`agent_fleet`];
 //! - [`ruleset`]: the team rule set documents published to gateways, and the managed-section renderer;
+//! - [`as_of`]: one document as it was at a past point of the log, replayed in memory (time travel);
 //! - this file: the [`Projection`] trait, [`all`] and [`by_name`], [`content_hash`] (compares a live
 //!   read model with a rebuild) and [`replay`] (an in-memory fold for tests and benchmarks).
 
 pub mod agent_fleet;
+pub mod as_of;
 mod canonical;
 pub mod change_inbox;
 pub mod decode;
@@ -73,6 +75,12 @@ pub enum ProjectionError {
 pub trait Projection: Send + Sync {
     /// The projection's stable name (`rule_catalog`, `team_rulesets`, …).
     fn name(&self) -> &'static str;
+
+    /// The aggregate types whose events can change this projection (empty: any). A reader that replays
+    /// only these events (see [`as_of`]) computes the same documents as one that replays the whole log.
+    fn follows(&self) -> &'static [&'static str] {
+        &[]
+    }
 
     /// Applies one event. Events of aggregates the projection does not follow are ignored (`Ok`).
     ///

@@ -1,7 +1,7 @@
 //! Rules reach machines: the real `edict serve` (with its gateway) and the real `edict-agent run`
 //! processes, with a temporary HOME and organization file.
 
-use crate::harness::{Store, TestApp, eventually, rule_spec};
+use crate::harness::{Layout, Store, TestApp, eventually, free_port, rule_spec};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -52,29 +52,101 @@ impl Machine {
         command
     }
 
-    /// Enrolls with `token` against the gateway `server` and starts `edict-agent run`.
-    async fn start(server: &str, token: &str) -> Machine {
+    /// A machine with its directories, not enrolled yet.
+    fn new() -> Machine {
         let machine = Machine {
             dir: tempfile::tempdir().unwrap(),
             daemon: None,
         };
         std::fs::create_dir_all(machine.home().join(".claude")).unwrap();
-        let status = machine
+        machine
+    }
+
+    /// `edict-agent login --enrollment-token` against the API at `api`; answers the agent id.
+    async fn enroll_with_token(&self, api: &str, token: &str) -> String {
+        let output = self
             .command()
-            .args(["login", "--server", server, "--enrollment-token", token])
-            .status()
+            .args(["login", "--server", api, "--output", "json"])
+            .args(["--enrollment-token", token])
+            .stdout(Stdio::piped())
+            .output()
             .await
             .unwrap();
-        assert!(status.success(), "edict-agent login");
-        let mut machine = machine;
-        machine.run();
-        machine
+        assert!(output.status.success(), "edict-agent login");
+        let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+        answer["agent_id"].as_str().unwrap().to_owned()
+    }
+
+    /// `edict-agent login` by device code: reads the code it prints, lets `approver` check what asks
+    /// and approve it with explicit consent; answers the agent id once the login finished.
+    async fn enroll_by_device(&self, app: &TestApp, approver: &str) -> String {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let mut login = self
+            .command()
+            .args(["login", "--server", &app.base, "--output", "json"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(login.stdout.take().unwrap()).lines();
+        // The first JSON document is the code; the second, after approval, the enrollment.
+        let mut document = String::new();
+        let mut documents = Vec::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            document.push_str(&line);
+            if line == "}" {
+                documents.push(serde_json::from_str::<Value>(&document).unwrap());
+                document.clear();
+                if documents.len() == 1 {
+                    let code = documents[0]["user_code"].as_str().unwrap().to_owned();
+                    assert!(
+                        documents[0]["verification_uri"]
+                            .as_str()
+                            .unwrap()
+                            .ends_with("/device")
+                    );
+                    let (status, request) = app
+                        .call(
+                            Method::GET,
+                            &format!("/api/v1/device/requests/{code}"),
+                            Some(approver),
+                            None,
+                        )
+                        .await;
+                    assert_eq!(status, StatusCode::OK, "{request}");
+                    assert_eq!(request["status"], "pending");
+                    assert!(!request["machine_id"].as_str().unwrap().is_empty());
+                    app.ok(
+                        &format!("/api/v1/device/requests/{code}/approve"),
+                        approver,
+                        json!({"consent": true}),
+                    )
+                    .await;
+                }
+            }
+        }
+        assert!(login.wait().await.unwrap().success(), "edict-agent login");
+        assert_eq!(documents.len(), 2, "{documents:?}");
+        documents[1]["agent_id"].as_str().unwrap().to_owned()
     }
 
     fn run(&mut self) {
         self.daemon = Some(self.command().arg("run").spawn().unwrap());
     }
 
+    /// `edict-agent status --output json`.
+    async fn status(&self) -> Value {
+        let output = self
+            .command()
+            .args(["status", "--output", "json"])
+            .stdout(Stdio::piped())
+            .output()
+            .await
+            .unwrap();
+        assert!(output.status.success(), "edict-agent status");
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    /// kill -9 of the daemon.
     async fn stop(&mut self) {
         if let Some(mut daemon) = self.daemon.take() {
             daemon.start_kill().unwrap();
@@ -97,6 +169,19 @@ async fn wait_for_file(
         pred(&text).then_some(text)
     })
     .await
+}
+
+/// An approved team-layer rule whose content is `Always {name}.`; answers its id.
+async fn approved_rule(app: &TestApp, admin: &str, second: &str, name: &str) -> String {
+    let mut spec = rule_spec(name, "team");
+    spec["content"] = json!(format!("Always {name}."));
+    let rule = app.ok("/api/v1/rules", admin, spec).await;
+    let rule = rule["id"].as_str().unwrap().to_owned();
+    app.ok(&format!("/api/v1/rules/{rule}/submit"), admin, json!({}))
+        .await;
+    app.ok(&format!("/api/v1/rules/{rule}/approve"), second, json!({}))
+        .await;
+    rule
 }
 
 /// An approved team rule attached to a new team whose member is `dev`; answers (team, rule).
@@ -122,14 +207,7 @@ async fn team_with_rule(
         json!({"user_id": dev_id, "role": "member"}),
     )
     .await;
-    let mut spec = rule_spec(name, "team");
-    spec["content"] = json!(format!("Always {name}."));
-    let rule = app.ok("/api/v1/rules", admin, spec).await;
-    let rule = rule["id"].as_str().unwrap().to_owned();
-    app.ok(&format!("/api/v1/rules/{rule}/submit"), admin, json!({}))
-        .await;
-    app.ok(&format!("/api/v1/rules/{rule}/approve"), second, json!({}))
-        .await;
+    let rule = approved_rule(app, admin, second, name).await;
     app.ok(
         &format!("/api/v1/teams/{team}/rules"),
         admin,
@@ -154,18 +232,12 @@ async fn block_rules_reach_the_machine_and_edits_are_reverted_even_offline() {
     let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
     let (dev_id, dev) = app.user(&admin, "dev", &["member"]).await;
     let (_, _other_dev) = app.user(&admin, "other", &["member"]).await;
-    let enrolled = app
-        .ok(
-            "/api/v1/agents",
-            &dev,
-            json!({"machine_id": "laptop", "machine_name": "Laptop"}),
-        )
-        .await;
-    let agent_id = enrolled["id"].as_str().unwrap().to_owned();
-    let token = enrolled["token"].as_str().unwrap().to_owned();
+    // The developer enrolls the machine by device code, approving it themselves.
+    let mut machine = Machine::new();
+    let agent_id = machine.enroll_by_device(&app, &dev).await;
+    machine.run();
 
     // The user's own text is there before Edict writes anything.
-    let mut machine = Machine::start(&app.gateway, &token).await;
     std::fs::write(machine.team_file(), "# My notes\nkeep me\n").unwrap();
 
     // 1. A block rule attached to the developer's team reaches the file within 2 s (plus propagation).
@@ -202,7 +274,7 @@ async fn block_rules_reach_the_machine_and_edits_are_reverted_even_offline() {
     )
     .await;
 
-    let written = wait_for_file(&machine.team_file(), Duration::from_secs(10), |t| {
+    let written = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
         t.contains("Always run the tests.")
     })
     .await;
@@ -215,6 +287,17 @@ async fn block_rules_reach_the_machine_and_edits_are_reverted_even_offline() {
         !written.contains("Team B only"),
         "another team's rules never arrive"
     );
+    // `sync` makes the running agent reconnect and reconcile, and waits until it is connected again.
+    let sync = machine
+        .command()
+        .args(["sync", "--output", "json"])
+        .stdout(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    assert!(sync.status.success(), "edict-agent sync");
+    let synced: Value = serde_json::from_slice(&sync.stdout).unwrap();
+    assert_eq!(synced["connected"], true, "{synced}");
 
     // Convergence: the server knows which revision this machine enforces.
     let converged = eventually(Duration::from_secs(10), || async {
@@ -326,16 +409,20 @@ async fn warning_edits_are_kept_and_temporary_ones_are_decided() {
     let app = TestApp::spawn(Store::Postgres).await;
     let admin = app.admin().await;
     let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
-    let (dev_id, dev) = app.user(&admin, "dev", &["member"]).await;
-    let enrolled = app
+    let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
+    // An unattended install: an org_admin's enrollment token for the developer.
+    let enrollment = app
         .ok(
-            "/api/v1/agents",
-            &dev,
-            json!({"machine_id": "laptop", "machine_name": "Laptop"}),
+            "/api/v1/enrollment-tokens",
+            &admin,
+            json!({"user_id": dev_id, "note": "laptop image"}),
         )
         .await;
-    let token = enrolled["token"].as_str().unwrap().to_owned();
-    let mut machine = Machine::start(&app.gateway, &token).await;
+    let mut machine = Machine::new();
+    machine
+        .enroll_with_token(&app.base, enrollment["token"].as_str().unwrap())
+        .await;
+    machine.run();
 
     // 4. Warning: the edit is kept (and reported).
     let (_, _) = team_with_rule(
@@ -347,7 +434,7 @@ async fn warning_edits_are_kept_and_temporary_ones_are_decided() {
         json!({"mode": "warning"}),
     )
     .await;
-    let written = wait_for_file(&machine.team_file(), Duration::from_secs(10), |t| {
+    let written = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
         t.contains("Always write docs.")
     })
     .await;
@@ -371,7 +458,7 @@ async fn warning_edits_are_kept_and_temporary_ones_are_decided() {
         json!({"mode": "temporary", "temporary_timeout_secs": 3600}),
     )
     .await;
-    let written = wait_for_file(&machine.team_file(), Duration::from_secs(10), |t| {
+    let written = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
         t.contains("Always review diffs.")
     })
     .await;
@@ -420,6 +507,23 @@ async fn warning_edits_are_kept_and_temporary_ones_are_decided() {
         "a rejected change is reverted: {}",
         read(&machine.team_file())
     );
+    // The developer appeals from the machine: an exception is requested on that change request.
+    let appeal = machine
+        .command()
+        .args(["appeal", &cr, "--reason", "we review in pairs instead"])
+        .output()
+        .await
+        .unwrap();
+    assert!(appeal.status.success(), "edict-agent appeal");
+    let (_, change) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/change-requests/{cr}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(change["status"], "exception_requested", "{change}");
 
     let edited = tamper(&read(&machine.team_file()), "review diffs after lunch");
     std::fs::write(machine.team_file(), &edited).unwrap();
@@ -436,4 +540,183 @@ async fn warning_edits_are_kept_and_temporary_ones_are_decided() {
         "an approved change is kept"
     );
     machine.stop().await;
+}
+
+/// The team's latest rule-set revision, and whether every one of `agents` enforces it.
+async fn converged(app: &TestApp, admin: &str, team: &str, agents: &[String]) -> Option<u64> {
+    let (_, convergence) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/teams/{team}/convergence"),
+            Some(admin),
+            None,
+        )
+        .await;
+    let latest = convergence["latest_revision"].as_u64()?;
+    let rows = convergence["agents"].as_array()?;
+    agents
+        .iter()
+        .all(|agent| {
+            rows.iter().any(|row| {
+                row["agent_id"] == agent.as_str()
+                    && row["revision"].as_u64() == Some(latest)
+                    && row["hash"] == convergence["latest_hash"]
+            })
+        })
+        .then_some(latest)
+}
+
+/// Tests 7 and 8: two gateways, agents fail over when either dies; an agent killed (-9) while rule
+/// sets arrive restarts on an intact snapshot and converges. Real PostgreSQL, NATS and processes.
+#[tokio::test]
+async fn agents_fail_over_between_gateways_and_survive_kill_9() {
+    let gateways = [
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    ];
+    let urls = gateways
+        .iter()
+        .map(|g| format!("ws://{g}/ws"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let layout = Layout {
+        roles: Some("api,relay,projector".into()),
+        ..Layout::distributed()
+    };
+    let mut app = TestApp::spawn_with_env(
+        Store::Postgres,
+        layout,
+        vec![("EDICT_GATEWAY_PUBLIC_URLS".into(), urls)],
+    )
+    .await;
+    let mut gateway = [
+        app.spawn_extra_with("gateway", &[("EDICT_GATEWAY_LISTEN", &gateways[0])]),
+        app.spawn_extra_with("gateway", &[("EDICT_GATEWAY_LISTEN", &gateways[1])]),
+    ];
+    let admin = app.admin().await;
+    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
+    let enrollment = app
+        .ok(
+            "/api/v1/enrollment-tokens",
+            &admin,
+            json!({"user_id": dev_id, "uses": 3}),
+        )
+        .await;
+    let mut machines = Vec::new();
+    let mut agents = Vec::new();
+    for _ in 0..3 {
+        let mut machine = Machine::new();
+        agents.push(
+            machine
+                .enroll_with_token(&app.base, enrollment["token"].as_str().unwrap())
+                .await,
+        );
+        machine.run();
+        machines.push(machine);
+    }
+    let (team, first_rule) = team_with_rule(
+        &app,
+        &admin,
+        &second,
+        &dev_id,
+        "pin dependencies",
+        json!({"mode": "block"}),
+    )
+    .await;
+    let first = eventually(Duration::from_secs(30), || {
+        converged(&app, &admin, &team, &agents)
+    })
+    .await;
+    assert!(first.is_some(), "every agent enforces the first revision");
+    let mut latest = first;
+
+    // Kill each gateway in turn (restarting the other first): every agent loses its gateway at least
+    // once, reconnects to the other, and receives the revisions made meanwhile.
+    let mut expected = Vec::new();
+    for (round, dead) in [0, 1].into_iter().enumerate() {
+        app.kill_extra(gateway[dead]).await;
+        let rule = format!("round {round} rule");
+        let rule_id = approved_rule(&app, &admin, &second, &rule).await;
+        expected.push(rule);
+        app.ok(
+            &format!("/api/v1/teams/{team}/rules"),
+            &admin,
+            json!({"rule_id": rule_id, "enforcement": {"mode": "block"}}),
+        )
+        .await;
+        let before = latest;
+        latest = eventually(Duration::from_secs(30), || async {
+            converged(&app, &admin, &team, &agents)
+                .await
+                .filter(|revision| Some(*revision) > before)
+        })
+        .await;
+        assert!(
+            latest.is_some(),
+            "round {round}: every agent converged on the surviving gateway"
+        );
+        for machine in &machines {
+            let text = read(&machine.team_file());
+            for rule in &expected {
+                assert!(text.contains(&format!("Always {rule}.")), "{text}");
+            }
+        }
+        gateway[dead] =
+            app.spawn_extra_with("gateway", &[("EDICT_GATEWAY_LISTEN", &gateways[dead])]);
+    }
+
+    // kill -9 one agent at varied moments while new revisions arrive: each restart opens an intact
+    // snapshot and the agent ends on the latest revision.
+    for (round, delay_ms) in [0_u64, 30, 90, 200].into_iter().enumerate() {
+        let mode = if round % 2 == 0 { "warning" } else { "block" };
+        let (status, body) = app
+            .call(
+                Method::PATCH,
+                &format!("/api/v1/teams/{team}/rules/{first_rule}"),
+                Some(&admin),
+                Some(json!({"mode": mode})),
+            )
+            .await;
+        assert!(status.is_success(), "{status} {body}");
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        machines[0].stop().await;
+        let status = machines[0].status().await;
+        assert!(
+            status["rulesets"].as_array().is_some_and(|r| !r.is_empty()),
+            "round {round}: the snapshot opens and holds the rule set: {status}"
+        );
+        machines[0].run();
+    }
+    // Four enforcement changes: four revisions past the last one seen.
+    let target = latest.map(|revision| revision + 4);
+    let latest = eventually(Duration::from_secs(30), || async {
+        converged(&app, &admin, &team, &agents)
+            .await
+            .filter(|revision| Some(*revision) >= target)
+    })
+    .await;
+    let status = machines[0].status().await;
+    if latest.is_none() {
+        let (_, convergence) = app
+            .call(
+                Method::GET,
+                &format!("/api/v1/teams/{team}/convergence"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        panic!("not every agent ends on revision {target:?}: {convergence}\nagent 0: {status}");
+    }
+    let held = status["rulesets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["team"] == team.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(held["revision"].as_u64(), latest, "{status}");
+    for machine in &mut machines {
+        machine.stop().await;
+    }
 }

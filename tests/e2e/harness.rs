@@ -88,13 +88,16 @@ pub struct TestApp {
     pub database_url: String,
     /// The deployment layout.
     pub layout: Layout,
+    /// More environment for every process of this deployment.
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     extra: Vec<Child>,
     data_dir: tempfile::TempDir,
     postgres_database: Option<String>,
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local addr").port()
 }
@@ -122,6 +125,15 @@ impl TestApp {
 
     /// Starts a server on a fresh store with `layout`.
     pub async fn spawn_with(store: Store, layout: Layout) -> TestApp {
+        Self::spawn_with_env(store, layout, Vec::new()).await
+    }
+
+    /// Starts a server on a fresh store with `layout` and more environment (for every process).
+    pub async fn spawn_with_env(
+        store: Store,
+        layout: Layout,
+        env: Vec<(String, String)>,
+    ) -> TestApp {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let (database_url, postgres_database) = match store {
             Store::Postgres => {
@@ -142,6 +154,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             database_url,
             layout,
+            env,
             child: None,
             extra: Vec::new(),
             data_dir,
@@ -206,6 +219,9 @@ impl TestApp {
         if let Some(roles) = roles {
             command.args(["--roles", roles]);
         }
+        for (name, value) in &self.env {
+            command.env(name, value);
+        }
         if let Some(url) = &self.layout.nats_url {
             command.env("EDICT_NATS_URL", url);
         }
@@ -223,6 +239,16 @@ impl TestApp {
             .spawn()
             .expect("spawn edict serve");
         self.extra.push(child);
+        self.extra.len() - 1
+    }
+
+    /// Starts one more process with `roles` and more environment; answers its index.
+    pub fn spawn_extra_with(&mut self, roles: &str, env: &[(&str, &str)]) -> usize {
+        let mut command = self.command(Some(roles), free_port());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        self.extra.push(command.spawn().expect("spawn edict serve"));
         self.extra.len() - 1
     }
 

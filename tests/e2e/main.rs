@@ -6,7 +6,10 @@ mod harness;
 
 mod agents;
 mod api_errors;
+mod audit;
 mod auth;
+mod enrollment;
+mod history;
 mod metadata;
 mod openapi;
 mod projections;

@@ -244,6 +244,22 @@ async fn every_endpoint_checks_roles() {
         agent,
     };
     let spec = rule_spec("edited", "team");
+    let as_of = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    // Device authorizations to look up, approve and deny, and an enrollment token to revoke.
+    let mut user_codes = Vec::new();
+    for machine in ["device-1", "device-2"] {
+        let (_, grant) = app
+            .call(
+                Method::POST,
+                "/api/v1/device/code",
+                None,
+                Some(json!({"machine_id": machine})),
+            )
+            .await;
+        user_codes.push(grant["user_code"].as_str().unwrap().to_owned());
+    }
+    let enrollment_token = app.ok("/api/v1/enrollment-tokens", &admin, json!({})).await;
+    let enrollment_token = enrollment_token["id"].as_str().unwrap().to_owned();
     let rows = vec![
         row(
             Method::POST,
@@ -557,6 +573,63 @@ async fn every_endpoint_checks_roles() {
             "auditor",
             "org_admin",
         ),
+        // The history: auditors and org_admins; time travel as the live view.
+        row(
+            Method::GET,
+            "/api/v1/events?aggregate_type=Rule".into(),
+            None,
+            "member",
+            "auditor",
+        ),
+        row(
+            Method::GET,
+            format!("/api/v1/rules/{attached}/history"),
+            None,
+            "team_admin",
+            "auditor",
+        ),
+        row(
+            Method::GET,
+            format!("/api/v1/teams/{team}/history"),
+            None,
+            "member",
+            "org_admin",
+        ),
+        row(
+            Method::GET,
+            format!("/api/v1/change-requests/{cr}/history"),
+            None,
+            "member",
+            "auditor",
+        ),
+        row(
+            Method::GET,
+            format!("/api/v1/users/{member_id}/history"),
+            None,
+            "outsider",
+            "auditor",
+        ),
+        row(
+            Method::GET,
+            format!("/api/v1/agents/{agent_id}/history"),
+            None,
+            "member",
+            "auditor",
+        ),
+        row(
+            Method::GET,
+            format!("/api/v1/teams/{team}/ruleset?as_of={as_of}"),
+            None,
+            "outsider",
+            "member",
+        ),
+        row(
+            Method::GET,
+            format!("/api/v1/agents/{agent_id}/enforced?as_of={as_of}"),
+            None,
+            "outsider",
+            "auditor",
+        ),
         row(
             Method::POST,
             "/api/v1/agents".into(),
@@ -579,11 +652,67 @@ async fn every_endpoint_checks_roles() {
             "member",
         ),
         row(
+            Method::GET,
+            "/api/v1/audit/checkpoints".into(),
+            None,
+            "member",
+            "auditor",
+        ),
+        row(
+            Method::GET,
+            "/api/v1/events/export".into(),
+            None,
+            "team_admin",
+            "auditor",
+        ),
+        row(
             Method::POST,
             "/api/v1/auth/logout".into(),
             None,
             "agent",
             "auditor",
+        ),
+        row(
+            Method::GET,
+            format!("/api/v1/device/requests/{}", user_codes[0]),
+            None,
+            "agent",
+            "member",
+        ),
+        row(
+            Method::POST,
+            format!("/api/v1/device/requests/{}/approve", user_codes[0]),
+            Some(json!({"consent": true})),
+            "auditor",
+            "member",
+        ),
+        row(
+            Method::POST,
+            format!("/api/v1/device/requests/{}/deny", user_codes[1]),
+            None,
+            "agent",
+            "member",
+        ),
+        row(
+            Method::POST,
+            "/api/v1/enrollment-tokens".into(),
+            Some(json!({"note": "table"})),
+            "team_admin",
+            "org_admin",
+        ),
+        row(
+            Method::GET,
+            "/api/v1/enrollment-tokens".into(),
+            None,
+            "auditor",
+            "org_admin",
+        ),
+        row(
+            Method::POST,
+            format!("/api/v1/enrollment-tokens/{enrollment_token}/revoke"),
+            None,
+            "member",
+            "org_admin",
         ),
         // Last: an admin's reset closes every session of its user.
         row(

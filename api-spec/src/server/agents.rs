@@ -185,14 +185,19 @@ impl AgentsApi {
     }
 
     /// The rule sets this agent enforces: per team, the revision it applied and since when. Its owner,
-    /// auditors and org_admins.
+    /// auditors and org_admins. With `as_of` (an RFC 3339 time or a global position): what it had
+    /// applied then.
     #[oai(path = "/api/v1/agents/:id/enforced", method = "get")]
     async fn enforced(
         &self,
         edict: Data<&Arc<Edict>>,
         auth: BearerAuth,
         id: Path<String>,
+        as_of: Query<Option<String>>,
     ) -> ApiResult<Json<Vec<super::teams::EnforcedDto>>> {
+        if let Some(as_of) = as_of.0 {
+            return super::events::enforced_as_of(&edict, &auth.0, agent_id(&id)?, &as_of).await;
+        }
         let enforced = edict.agent_enforced(&auth.0, agent_id(&id)?).await?;
         Ok(Json(
             enforced

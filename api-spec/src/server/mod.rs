@@ -10,10 +10,14 @@
 
 mod admin;
 mod agents;
+mod audit;
 mod auth;
 mod change_requests;
 mod common;
+mod enrollment;
+mod events;
 mod health;
+pub use enrollment::GatewayUrls;
 pub mod middleware;
 pub mod problem;
 mod queries;
@@ -35,6 +39,9 @@ type Apis = (
     change_requests::ChangeRequestsApi,
     users::UsersApi,
     agents::AgentsApi,
+    events::EventsApi,
+    audit::AuditApi,
+    enrollment::EnrollmentApi,
     admin::AdminApi,
 );
 
@@ -60,6 +67,9 @@ pub fn api_service() -> OpenApiService<Apis, ()> {
             change_requests::ChangeRequestsApi,
             users::UsersApi,
             agents::AgentsApi,
+            events::EventsApi,
+            audit::AuditApi,
+            enrollment::EnrollmentApi,
             admin::AdminApi,
         ),
         "Edict",
@@ -79,16 +89,25 @@ pub fn spec_json() -> String {
 }
 
 /// The whole HTTP application: the API, Swagger UI at `/docs`, the spec at `/openapi.json`.
-pub fn app(edict: Arc<Edict>) -> impl Endpoint {
+pub fn app(edict: Arc<Edict>, gateways: GatewayUrls) -> impl Endpoint {
     let api = api_service();
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
     Route::new()
         .nest("/docs", docs)
         .at("/openapi.json", spec)
+        .at(
+            "/device",
+            poem::endpoint::make_sync(|_| DEVICE_PAGE).map_to_response(),
+        )
         .nest("/", api)
         .around(middleware::limit_body)
         .around(middleware::idempotency)
         .around(middleware::trace_request)
         .data(edict)
+        .data(gateways)
 }
+
+/// The page a person opens to approve a device (`edict-agent login`): sign in, enter the code, read
+/// what asks, consent explicitly. It only calls the API; nothing is approved by opening a link.
+const DEVICE_PAGE: poem::web::Html<&str> = poem::web::Html(include_str!("device.html"));

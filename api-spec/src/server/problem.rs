@@ -24,7 +24,7 @@ pub struct Problem {
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
-    /// For 422 on an input value: the field.
+    /// For 422 on an input value, or 400 on a malformed query parameter: the field or parameter.
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
@@ -145,6 +145,15 @@ impl From<AppError> for ErrorResponse {
                 problem.rule = Some("invalid_value".into());
                 problem.field = Some(field);
                 ErrorResponse::Unprocessable(Json(problem))
+            }
+            AppError::BadParameter { parameter, message } => {
+                let mut problem = Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed-request",
+                    format!("invalid {parameter}: {message}"),
+                );
+                problem.field = Some(parameter);
+                ErrorResponse::BadRequest(Json(problem))
             }
             AppError::NotYetConsistent {
                 projection,

@@ -422,6 +422,9 @@ impl TeamsApi {
     /// The team's effective rule set: organization rules plus its attached rules, per layer, with each
     /// rule's enforcement, the rendered managed-section text, a monotonic `revision` and a content `hash`.
     /// The team's members, auditors and org_admins.
+    ///
+    /// With `as_of` (an RFC 3339 time or a global position), the rule set that was in force then,
+    /// replayed from the event log (with `as_of` instead of `freshness`).
     #[oai(path = "/api/v1/teams/:id/ruleset", method = "get")]
     async fn ruleset(
         &self,
@@ -429,7 +432,11 @@ impl TeamsApi {
         auth: BearerAuth,
         id: Path<String>,
         min_position: Query<Option<i64>>,
+        as_of: Query<Option<String>>,
     ) -> ApiResult<Json<Value>> {
+        if let Some(as_of) = as_of.0 {
+            return super::events::ruleset_as_of(&edict, &auth.0, &id, &as_of).await;
+        }
         let fetched = edict.team_ruleset(&auth.0, &id, min_position.0).await?;
         Ok(Json(q::with_freshness(fetched)))
     }

@@ -4,9 +4,14 @@ use super::{
     AuthStore, AuthStoreError, TokenKeys, hash_password, new_opaque_token, token_digest,
     verify_password,
 };
+use super::{DeviceRow, EnrollmentTokenRow};
 use async_trait::async_trait;
-use edict_application::auth::{AccessGrant, AuthError, Authenticator, Tokens};
+use edict_application::auth::{
+    AccessGrant, AuthError, Authenticator, DeviceGrant, DevicePoll, DeviceRequest, DeviceStatus,
+    ENROLLMENT_TOKEN_PREFIX, EnrollmentTokenInfo, Tokens,
+};
 use edict_domain::{AgentId, UserId};
+use rand::Rng;
 use uuid::Uuid;
 
 /// Prefix of refresh tokens.
@@ -37,6 +42,62 @@ fn backend(error: impl std::fmt::Display) -> AuthError {
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+/// The letters of user codes: no vowels (no words), no look-alikes (0/O, 1/I).
+const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
+
+/// A fresh user code, `XXXX-XXXX` (20^8 ≈ 2.6 × 10^10 codes).
+fn new_user_code() -> String {
+    let mut rng = rand::thread_rng();
+    let mut code = String::with_capacity(9);
+    for i in 0..8 {
+        if i == 4 {
+            code.push('-');
+        }
+        code.push(char::from(
+            USER_CODE_ALPHABET[rng.gen_range(0..USER_CODE_ALPHABET.len())],
+        ));
+    }
+    code
+}
+
+/// A user code as typed (any case, with or without its dash, spaces) in its stored form.
+fn normalize_user_code(typed: &str) -> String {
+    let letters: String = typed
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    if letters.len() == 8 {
+        format!("{}-{}", &letters[..4], &letters[4..])
+    } else {
+        letters
+    }
+}
+
+fn device_status(row: &DeviceRow, now: i64) -> DeviceStatus {
+    match row.status.as_str() {
+        "completed" => DeviceStatus::Completed,
+        "denied" => DeviceStatus::Denied,
+        _ if row.expires_at <= now => DeviceStatus::Expired,
+        "approved" => DeviceStatus::Approved,
+        _ => DeviceStatus::Pending,
+    }
+}
+
+fn enrollment_info(row: EnrollmentTokenRow) -> Result<EnrollmentTokenInfo, AuthError> {
+    Ok(EnrollmentTokenInfo {
+        user: parse_user(&row.user_id)?,
+        created_by: parse_user(&row.created_by)?,
+        id: row.id,
+        note: row.note,
+        uses_total: u32::try_from(row.uses_total).unwrap_or_default(),
+        uses_left: u32::try_from(row.uses_left).unwrap_or_default(),
+        created_at: row.created_at,
+        expires_at: row.expires_at,
+        revoked: row.revoked_at.is_some(),
+    })
 }
 
 fn parse_user(id: &str) -> Result<UserId, AuthError> {
@@ -229,5 +290,222 @@ impl Authenticator for LocalAuthenticator {
             .store
             .revoke_agent_tokens(&agent.to_string(), now())
             .await?)
+    }
+
+    async fn create_enrollment_token(
+        &self,
+        user: UserId,
+        created_by: UserId,
+        note: &str,
+        uses: u32,
+        expires_at: i64,
+    ) -> Result<(EnrollmentTokenInfo, String), AuthError> {
+        let token = new_opaque_token(ENROLLMENT_TOKEN_PREFIX);
+        let row = EnrollmentTokenRow {
+            id: Uuid::new_v4().to_string(),
+            user_id: user.to_string(),
+            created_by: created_by.to_string(),
+            note: note.to_owned(),
+            uses_total: i64::from(uses),
+            uses_left: i64::from(uses),
+            created_at: now(),
+            expires_at,
+            revoked_at: None,
+        };
+        self.store
+            .put_enrollment_token(&row, &token_digest(&token))
+            .await?;
+        Ok((enrollment_info(row)?, token))
+    }
+
+    async fn enrollment_tokens(&self) -> Result<Vec<EnrollmentTokenInfo>, AuthError> {
+        self.store
+            .enrollment_tokens()
+            .await?
+            .into_iter()
+            .map(enrollment_info)
+            .collect()
+    }
+
+    async fn revoke_enrollment_token(&self, id: &str) -> Result<bool, AuthError> {
+        Ok(self.store.revoke_enrollment_token(id, now()).await?)
+    }
+
+    async fn use_enrollment_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<(String, UserId)>, AuthError> {
+        if !token.starts_with(ENROLLMENT_TOKEN_PREFIX) {
+            return Ok(None);
+        }
+        self.store
+            .use_enrollment_token(&token_digest(token), now())
+            .await?
+            .map(|(id, user)| Ok((id, parse_user(&user)?)))
+            .transpose()
+    }
+
+    async fn start_device_authorization(
+        &self,
+        machine_id: &str,
+        machine_name: &str,
+        ttl_secs: i64,
+    ) -> Result<DeviceGrant, AuthError> {
+        let device_code = new_opaque_token("edd_");
+        let created_at = now();
+        // A user code is unique among stored authorizations; draw again on the rare collision.
+        for _ in 0..5 {
+            let row = DeviceRow {
+                user_code: new_user_code(),
+                machine_id: machine_id.to_owned(),
+                machine_name: machine_name.to_owned(),
+                status: "pending".into(),
+                created_at,
+                expires_at: created_at + ttl_secs,
+                last_poll_at: 0,
+                agent_id: None,
+                user_id: None,
+            };
+            match self
+                .store
+                .put_device_authorization(&token_digest(&device_code), &row)
+                .await
+            {
+                Ok(()) => {
+                    return Ok(DeviceGrant {
+                        device_code,
+                        user_code: row.user_code,
+                        expires_at: row.expires_at,
+                    });
+                }
+                Err(AuthStoreError::Database(e))
+                    if e.as_database_error()
+                        .is_some_and(|d| d.is_unique_violation()) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(backend("no free user code after 5 draws"))
+    }
+
+    async fn device_request(&self, user_code: &str) -> Result<Option<DeviceRequest>, AuthError> {
+        let now = now();
+        Ok(self
+            .store
+            .device_by_user_code(&normalize_user_code(user_code))
+            .await?
+            .map(|row| DeviceRequest {
+                status: device_status(&row, now),
+                user_code: row.user_code,
+                machine_id: row.machine_id,
+                machine_name: row.machine_name,
+                created_at: row.created_at,
+                expires_at: row.expires_at,
+            }))
+    }
+
+    async fn decide_device_request(
+        &self,
+        user_code: &str,
+        by: UserId,
+        approve: bool,
+    ) -> Result<bool, AuthError> {
+        let to = if approve { "approving" } else { "denied" };
+        Ok(self
+            .store
+            .move_device_authorization(
+                &normalize_user_code(user_code),
+                "pending",
+                to,
+                Some(&by.to_string()),
+                None,
+                now(),
+            )
+            .await?)
+    }
+
+    async fn complete_device_approval(
+        &self,
+        user_code: &str,
+        agent: AgentId,
+        user: UserId,
+    ) -> Result<(), AuthError> {
+        // No expiry here: the approval was decided in time; the agent may collect it until then.
+        self.store
+            .move_device_authorization(
+                &normalize_user_code(user_code),
+                "approving",
+                "approved",
+                None,
+                Some((&agent.to_string(), &user.to_string())),
+                i64::MIN,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn poll_device_authorization(
+        &self,
+        device_code: &str,
+        min_interval_secs: i64,
+    ) -> Result<DevicePoll, AuthError> {
+        let now = now();
+        let digest = token_digest(device_code);
+        let Some(row) = self.store.poll_device(&digest, now).await? else {
+            return Ok(DevicePoll::Unknown);
+        };
+        match row.status.as_str() {
+            "denied" => return Ok(DevicePoll::Denied),
+            "completed" => return Ok(DevicePoll::Expired),
+            "approved" => {
+                if !self.store.collect_device_token(&digest).await? {
+                    return Ok(DevicePoll::Expired);
+                }
+                let (Some(agent), Some(user)) = (row.agent_id, row.user_id) else {
+                    return Err(backend("an approved device authorization has no agent"));
+                };
+                let agent = agent
+                    .parse()
+                    .map_err(|_| backend(format!("stored agent id {agent:?} is not a uuid")))?;
+                return Ok(DevicePoll::Approved {
+                    agent,
+                    user: parse_user(&user)?,
+                });
+            }
+            _ => {}
+        }
+        if row.expires_at <= now {
+            return Ok(DevicePoll::Expired);
+        }
+        if now - row.last_poll_at < min_interval_secs {
+            return Ok(DevicePoll::SlowDown);
+        }
+        Ok(DevicePoll::Pending)
+    }
+}
+
+#[cfg(test)]
+mod user_code_tests {
+    use super::{USER_CODE_ALPHABET, new_user_code, normalize_user_code};
+
+    #[test]
+    fn user_codes_use_the_unambiguous_alphabet_in_two_groups() {
+        for _ in 0..100 {
+            let code = new_user_code();
+            assert_eq!(code.len(), 9);
+            assert_eq!(&code[4..5], "-");
+            assert!(
+                code.bytes()
+                    .filter(|b| *b != b'-')
+                    .all(|b| USER_CODE_ALPHABET.contains(&b))
+            );
+        }
+    }
+
+    #[test]
+    fn typed_codes_are_normalized_whatever_their_case_and_dashes() {
+        assert_eq!(normalize_user_code("bcdf-ghjk"), "BCDF-GHJK");
+        assert_eq!(normalize_user_code(" BCDFGHJK "), "BCDF-GHJK");
+        assert_eq!(normalize_user_code("bc df gh jk"), "BCDF-GHJK");
+        assert_eq!(normalize_user_code("short"), "SHORT");
     }
 }

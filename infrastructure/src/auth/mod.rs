@@ -7,11 +7,13 @@
 //! Agents authenticate with opaque agent tokens, also stored as hashes.
 
 mod authenticator;
+mod enrollment;
 mod password;
 mod sql;
 mod token;
 
 pub use authenticator::{AGENT_TOKEN_PREFIX, LocalAuthenticator};
+pub use enrollment::{DeviceRow, EnrollmentTokenRow};
 pub use password::{PasswordError, hash_password, verify_password};
 pub use sql::{AgentTokenRecord, AuthStore, AuthStoreError, Session};
 pub use token::{AccessClaims, TokenError, TokenKeys, new_opaque_token, token_digest};

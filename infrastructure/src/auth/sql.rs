@@ -6,16 +6,6 @@
 use crate::store::Database;
 use rand::RngCore;
 
-/// Runs the same query-building expression on whichever pool `$db` holds.
-macro_rules! on_pool {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db {
-            Database::Postgres($pool) => $body,
-            Database::Sqlite($pool) => $body,
-        }
-    };
-}
-
 /// Why an authentication table could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthStoreError {
@@ -67,6 +57,11 @@ impl AuthStore {
     /// A store over `db` (migrated).
     pub fn new(db: Database) -> Self {
         Self { db }
+    }
+
+    /// The database the tables live in.
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
     }
 
     /// The secret that signs access tokens: generated and stored on first use, so every process of one

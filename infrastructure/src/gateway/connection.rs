@@ -17,11 +17,14 @@
 //! polled) and re-checks the latest revision of each team (a safety net under the feed); the agent's
 //! change requests are polled every `decision_interval` for decisions (see `decisions`).
 //!
-//! The handling of `applied` and `report` is in `inbound`, the decisions poll in `decisions`.
+//! The timers' reads (re-check, refresh, decisions) run beside the loop, one at a time (`polls`): a
+//! push is never held back by a slow read. The handling of `applied` and `report` is in `inbound`, the
+//! decisions in `decisions`.
 
 use super::Shared;
 use super::feed::Payload;
 use super::handshake::{Agent, admit, peek_request};
+use super::polls::Poll;
 use super::writer::write_loop;
 use edict_api::protocol::{AgentMessage, GatewayMessage, Holding, PROTOCOL_VERSION};
 use edict_application::error::AppError;
@@ -48,7 +51,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: watc
     let Some(request) = peek_request(&stream, settings.handshake_timeout).await else {
         return;
     };
-    let verdict = admit(&shared, &request).await;
+    // Boxed (here and below): what runs rarely and deep (authentication, the handshake, the greeting,
+    // reports, the timers' reads) lives on the heap while it runs, instead of widening the state every
+    // idle connection keeps.
+    let verdict = Box::pin(admit(&shared, &request)).await;
     let agent = verdict.as_ref().ok().cloned();
     // The callback's signature, large error type included, is tungstenite's `Callback`.
     #[allow(clippy::result_large_err)]
@@ -58,7 +64,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: watc
         callback,
         Some(settings.websocket_config()),
     );
-    let ws = match tokio::time::timeout(settings.handshake_timeout, upgrade).await {
+    let ws = match tokio::time::timeout(settings.handshake_timeout, Box::pin(upgrade)).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(error)) => {
             tracing::debug!(%error, "upgrade refused or failed");
@@ -81,7 +87,7 @@ pub(super) enum Flow {
 }
 
 /// The close of a revoked agent (or deactivated user).
-fn revoked() -> Flow {
+pub(super) fn revoked() -> Flow {
     tracing::info!("agent revoked; closing");
     Flow::Close(Some(error("revoked", "the agent token is no longer valid")))
 }
@@ -140,11 +146,11 @@ async fn run(
         decided: HashMap::new(),
         last_seen: Instant::now(),
     };
-    let flow = if let Flow::Close(reason) = session.recheck().await {
+    let flow = if let Flow::Close(reason) = Box::pin(session.recheck()).await {
         Flow::Close(reason)
     } else {
         tokio::select! {
-        flow = session.greet(&mut source) => flow,
+        flow = Box::pin(session.greet(&mut source)) => flow,
         _ = shutdown.changed() => Flow::Close(None),
         _ = &mut writer => Flow::Close(None),
         }
@@ -257,6 +263,18 @@ impl Session {
         };
         let current =
             held.is_some_and(|h| h.revision == latest.revision && *h.hash == *latest.hash);
+        if current {
+            // The agent holds the latest durably (it says so at each hello), but its `applied` may
+            // have been lost (killed after the commit, before the ack): record it now. Unchanged
+            // records stay as they are, so the time is the first the gateway learned of it.
+            self.shared.recorder.record(super::recorder::Applied {
+                agent: self.agent.id.to_string(),
+                team: team.to_owned(),
+                revision: latest.revision,
+                hash: latest.hash.to_string(),
+                at: chrono::Utc::now(),
+            });
+        }
         let message = if current {
             text(&GatewayMessage::Current(Holding {
                 team: team.to_owned(),
@@ -297,11 +315,14 @@ impl Session {
         for timer in [&mut ping, &mut recheck, &mut refresh, &mut decisions] {
             timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
         }
+        // The read in flight, if any; a timer due meanwhile waits for it to finish.
+        let mut polling: Option<Poll> = None;
         loop {
+            let idle = polling.is_none();
             let flow = tokio::select! {
                 _ = shutdown.changed() => Flow::Close(None),
                 _ = &mut *writer => Flow::Close(None),
-                frame = source.next() => self.on_frame(frame).await,
+                frame = source.next() => Box::pin(self.on_frame(frame)).await,
                 update = updates.recv() => match update {
                     Ok(payload) => self.on_update(&payload),
                     Err(broadcast::error::RecvError::Lagged(_)) => Flow::Close(Some(error(
@@ -323,12 +344,30 @@ impl Session {
                     Ok(AdmissionChange::AgentRevoked(agent)) if agent == self.agent.id => revoked(),
                     Ok(AdmissionChange::UserDeactivated(user)) if user == self.agent.user => revoked(),
                     Ok(_) => Flow::Continue,
-                    Err(broadcast::error::RecvError::Lagged(_)) => self.recheck().await,
+                    Err(broadcast::error::RecvError::Lagged(_)) => Box::pin(self.recheck()).await,
                     Err(broadcast::error::RecvError::Closed) => Flow::Close(None),
                 },
-                _ = recheck.tick() => self.recheck().await,
-                _ = refresh.tick() => self.refresh().await,
-                _ = decisions.tick() => self.poll_decisions().await,
+                polled = async {
+                    match polling.as_mut() {
+                        Some(poll) => poll.await,
+                        None => std::future::pending().await,
+                    }
+                }, if !idle => {
+                    polling = None;
+                    Box::pin(self.on_polled(polled)).await
+                }
+                _ = recheck.tick(), if idle => {
+                    polling = Some(self.start_recheck());
+                    Flow::Continue
+                }
+                _ = refresh.tick(), if idle => {
+                    polling = Some(self.start_refresh());
+                    Flow::Continue
+                }
+                _ = decisions.tick(), if idle => {
+                    polling = Some(self.start_decisions());
+                    Flow::Continue
+                }
             };
             if let Flow::Close(reason) = flow {
                 return Flow::Close(reason);
@@ -399,18 +438,9 @@ impl Session {
         }
     }
 
-    /// Re-reads the agent's teams and the latest revision of each.
-    async fn refresh(&mut self) -> Flow {
-        let teams = match self.shared.edict.teams_of(self.agent.user).await {
-            Ok(teams) => teams
-                .iter()
-                .map(ToString::to_string)
-                .collect::<BTreeSet<_>>(),
-            Err(error) => {
-                tracing::warn!(%error, "cannot re-read the agent's teams");
-                return Flow::Continue;
-            }
-        };
+    /// Takes the agent's teams as re-read (`teams`, with the latest rule set of each): `removed` for
+    /// a team it left, the rule set of a revision it was not sent yet.
+    pub(super) fn apply_teams(&mut self, teams: BTreeSet<String>, latest: &[Arc<Payload>]) -> Flow {
         let gone: Vec<String> = self.teams.difference(&teams).cloned().collect();
         for team in gone {
             self.sent.remove(&team);
@@ -420,16 +450,8 @@ impl Session {
             }
         }
         self.teams = teams;
-        for team in self.teams.clone() {
-            let latest = match self.shared.rulesets.latest(&self.shared.edict, &team).await {
-                Ok(Some(latest)) => latest,
-                Ok(None) => continue,
-                Err(error) => {
-                    tracing::warn!(%error, team, "cannot read the latest rule set");
-                    continue;
-                }
-            };
-            if let Flow::Close(reason) = self.on_update(&latest) {
+        for payload in latest {
+            if let Flow::Close(reason) = self.on_update(payload) {
                 return Flow::Close(reason);
             }
         }

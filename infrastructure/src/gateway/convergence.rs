@@ -9,16 +9,6 @@ use crate::store::Database;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-/// Runs the same query-building expression on whichever pool `$db` holds.
-macro_rules! on_pool {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db {
-            Database::Postgres($pool) => $body,
-            Database::Sqlite($pool) => $body,
-        }
-    };
-}
-
 /// The convergence table could not be read or written.
 #[derive(Debug, thiserror::Error)]
 #[error("convergence store unavailable: {0}")]
@@ -103,6 +93,7 @@ impl ConvergenceStore {
         .execute(pool)
         .await
         .map(drop))?;
+        super::convergence_history::append(&self.db, agent, team, revision, hash, at).await?;
         Ok(())
     }
 
@@ -182,6 +173,22 @@ impl edict_application::read_models::ConvergenceReads for ConvergenceStore {
             .agent_enforced(agent)
             .await
             .map_err(unavailable)?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    async fn by_agent_as_of(
+        &self,
+        agent: &str,
+        at: DateTime<Utc>,
+    ) -> Result<
+        Vec<edict_application::read_models::Enforcement>,
+        edict_application::read_models::ReadModelError,
+    > {
+        Ok(super::convergence_history::agent_as_of(&self.db, agent, at)
+            .await
+            .map_err(|e| unavailable(e.into()))?
             .into_iter()
             .map(Into::into)
             .collect())

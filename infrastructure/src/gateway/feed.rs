@@ -8,6 +8,12 @@
 //!
 //! A feed that fails is opened again after a pause; an open that starts with the current values (the KV
 //! watch does) simply re-announces revisions the connections already sent, which they skip.
+//!
+//! One payload per (team, revision): a revision already cached is not serialized again, and a team
+//! missing from the cache is read and serialized by one connection while the others wait for it (after
+//! a gateway restart thousands of agents ask for the same few teams at once). Each build is logged
+//! (`rule set payload built`, target `edict_infrastructure::gateway::feed`, level info) and counted in
+//! [`Rulesets::built`], so a benchmark can check it.
 
 use crate::nats::{Nats, watch_rulesets};
 use crate::projection::{RulesetUpdate, WatchPublisher};
@@ -18,6 +24,7 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, stream};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -110,6 +117,7 @@ impl Payload {
     fn of(team: &str, doc: &Value) -> Option<Payload> {
         let revision = doc["revision"].as_u64()?;
         let hash = doc["hash"].as_str()?.to_owned();
+        tracing::info!(team, revision, "rule set payload built");
         let message = GatewayMessage::RuleSet {
             team: team.to_owned(),
             revision,
@@ -131,6 +139,11 @@ impl Payload {
 pub struct Rulesets {
     latest: Arc<RwLock<HashMap<String, Arc<Payload>>>>,
     sender: broadcast::Sender<Arc<Payload>>,
+    /// Held while a team missing from the cache is read from the read model (one at a time: misses
+    /// are rare, and the connections that wait find the payload cached when they get the lock).
+    loading: Arc<tokio::sync::Mutex<()>>,
+    /// Payloads serialized so far.
+    built: Arc<AtomicU64>,
 }
 
 impl Default for Rulesets {
@@ -146,7 +159,22 @@ impl Rulesets {
         Rulesets {
             latest: Arc::new(RwLock::new(HashMap::new())),
             sender,
+            loading: Arc::new(tokio::sync::Mutex::new(())),
+            built: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// How many payloads this gateway serialized (one per team and revision, unless the feed lagged
+    /// and the cache was dropped).
+    pub fn built(&self) -> u64 {
+        self.built.load(Ordering::Relaxed)
+    }
+
+    /// [`Payload::of`], counted.
+    fn build(&self, team: &str, doc: &Value) -> Option<Arc<Payload>> {
+        let payload = Payload::of(team, doc)?;
+        self.built.fetch_add(1, Ordering::Relaxed);
+        Some(Arc::new(payload))
     }
 
     /// Every new revision from now on.
@@ -178,16 +206,23 @@ impl Rulesets {
         }
     }
 
-    /// Takes one published rule set: cached and broadcast when it is a new revision.
+    /// Takes one published rule set: cached and broadcast when it is a new revision (a revision
+    /// already cached, re-announced by a reopened feed, is not serialized again).
     pub fn publish(&self, update: &RulesetUpdate) {
-        let Some(payload) = Payload::of(&update.team, &update.ruleset) else {
+        if let (Some(revision), Some(held)) = (
+            update.ruleset["revision"].as_u64(),
+            self.cached(&update.team),
+        ) && held.revision >= revision
+        {
+            return;
+        }
+        let Some(payload) = self.build(&update.team, &update.ruleset) else {
             tracing::warn!(
                 team = update.team,
                 "rule set without revision or hash; skipped"
             );
             return;
         };
-        let payload = Arc::new(payload);
         if self.offer(&payload) {
             // No connection listening is not an error: the latest is kept.
             let _ = self.sender.send(payload);
@@ -206,10 +241,14 @@ impl Rulesets {
         if let Some(payload) = self.cached(team) {
             return Ok(Some(payload));
         }
+        let _loading = self.loading.lock().await;
+        if let Some(payload) = self.cached(team) {
+            return Ok(Some(payload));
+        }
         let Some(doc) = edict.latest_ruleset(team).await? else {
             return Ok(None);
         };
-        let Some(payload) = Payload::of(team, &doc).map(Arc::new) else {
+        let Some(payload) = self.build(team, &doc) else {
             return Ok(None);
         };
         self.offer(&payload);

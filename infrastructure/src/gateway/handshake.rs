@@ -14,6 +14,8 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 
 /// The longest request head accepted.
 const MAX_HEAD: usize = 8 * 1024;
+/// The first peek: an agent's upgrade request fits (the buffer grows to [`MAX_HEAD`] when not).
+const FIRST_PEEK: usize = 1024;
 
 /// What the gateway needs from the upgrade request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -30,7 +32,7 @@ pub(crate) struct UpgradeRequest {
 /// head is not complete in time, too long, or not HTTP.
 pub(crate) async fn peek_request(stream: &TcpStream, timeout: Duration) -> Option<UpgradeRequest> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut buffer = vec![0u8; MAX_HEAD];
+    let mut buffer = vec![0u8; FIRST_PEEK];
     let mut seen = 0;
     loop {
         let read = tokio::time::timeout_at(deadline, stream.peek(&mut buffer))
@@ -43,8 +45,12 @@ pub(crate) async fn peek_request(stream: &TcpStream, timeout: Duration) -> Optio
         if let Some(end) = find_head_end(&buffer[..read]) {
             return parse(&buffer[..end]);
         }
-        if read == MAX_HEAD {
-            return None;
+        if read == buffer.len() {
+            if buffer.len() == MAX_HEAD {
+                return None;
+            }
+            buffer.resize(MAX_HEAD, 0);
+            continue;
         }
         if read == seen {
             // Peeking again returns the same bytes at once: wait for more to arrive.

@@ -2,6 +2,7 @@
 //! through the `record_report` use case, then acknowledged).
 
 use super::connection::{Flow, Session, text};
+use super::recorder::Applied;
 use edict_api::protocol::{GatewayMessage, Holding, Report, ReportKind};
 use edict_application::RequestContext;
 use edict_application::error::AppError;
@@ -17,22 +18,15 @@ impl Session {
             );
             return Flow::Continue;
         }
-        let recorded = self
-            .shared
-            .convergence
-            .record(
-                &self.agent.id.to_string(),
-                &holding.team,
-                holding.revision,
-                &holding.hash,
-                chrono::Utc::now(),
-            )
-            .await;
-        if let Err(error) = recorded {
-            // The agent expects no answer; the next `applied` (after the next revision or reconnect)
-            // records it again.
-            tracing::warn!(%error, team = holding.team, "cannot record convergence");
-        }
+        // Recorded by the gateway's recorder task, in batches, so that this connection is free for
+        // the next push at once (see `recorder`).
+        self.shared.recorder.record(Applied {
+            agent: self.agent.id.to_string(),
+            team: holding.team,
+            revision: holding.revision,
+            hash: holding.hash,
+            at: chrono::Utc::now(),
+        });
         Flow::Continue
     }
 

@@ -6,24 +6,32 @@
 //! - `handshake`: the upgrade request, peeked and authenticated before the WebSocket handshake
 //!   (401 for anything but a valid agent token, 426 for another protocol version, 404 off `/ws`);
 //! - `connection`: one agent's session (hello, pushes, timers, revocation), with `inbound` (the
-//!   agent's `applied` and `report`), `decisions` (decided change requests, polled) and `writer` (the
-//!   writing task and its bounded queue);
+//!   agent's `applied` and `report`), `decisions` (decided change requests, polled), `polls` (the
+//!   periodic reads, run beside the connection's loop) and `writer` (the writing task and its bounded
+//!   queue);
 //! - [`feed`]: where new rule sets come from ([`RulesetFeed`]: NATS KV watch or the in-process
 //!   publisher) and the shared, once-serialized payload per (team, revision);
-//! - [`convergence`]: the `agent_convergence` table (which revision each agent enforces).
+//! - [`convergence`]: the `agent_convergence` table (which revision each agent enforces), written by
+//!   `recorder` (one task per gateway, in batches, off the connections' path).
 //!
 //! Gateways hold no state that matters: any gateway serves any agent, everything is re-derived from
 //! the store and the feed at each `hello`.
 //!
-//! Memory: the WebSocket buffers are set small ([`GatewaySettings::websocket_config`]): tungstenite's
-//! defaults cost about 134 KB per connection, these about 6 KB.
+//! Memory per idle connection (measured by `edict bench agents`, see `docs/benchmarks.md`): the
+//! WebSocket buffers are set small ([`GatewaySettings::websocket_config`]; tungstenite's defaults cost
+//! about 134 KB per connection), and the connection task's future stays small because its rare, deep
+//! calls (authentication, the greeting, reports, the timers' reads) are boxed while they run rather
+//! than inlined into every idle connection's state.
 
 mod connection;
 pub mod convergence;
+pub mod convergence_history;
 mod decisions;
 pub mod feed;
 mod handshake;
 mod inbound;
+mod polls;
+mod recorder;
 mod writer;
 
 pub use convergence::{ConvergenceError, ConvergenceStore, Enforced};
@@ -91,14 +99,15 @@ impl Default for GatewaySettings {
 }
 
 impl GatewaySettings {
-    /// The WebSocket buffers: a 4 KiB read buffer, no write buffering (each frame goes out at once).
+    /// The WebSocket buffers: a 1 KiB read buffer (what an agent sends is small: `applied`, reports;
+    /// a larger frame grows it while it is read), no write buffering (each frame goes out at once).
     ///
     /// tungstenite refuses to buffer a frame larger than `max_write_buffer_size`, so it is the largest
     /// message (a whole rule set), not the 64 KiB a small-message server would use; the buffer only
     /// grows while a large frame is being written.
     pub fn websocket_config(&self) -> WebSocketConfig {
         WebSocketConfig::default()
-            .read_buffer_size(4096)
+            .read_buffer_size(1024)
             .write_buffer_size(0)
             .max_write_buffer_size(self.max_message_size.max(64 << 10) + 1024)
             .max_message_size(Some(self.max_message_size))
@@ -113,6 +122,10 @@ pub(crate) struct Shared {
     pub(crate) admissions: broadcast::Sender<AdmissionChange>,
     pub(crate) rulesets: Rulesets,
     pub(crate) convergence: ConvergenceStore,
+    /// Where connections hand their agents' `applied`.
+    pub(crate) recorder: recorder::Recorder,
+    /// The change requests of each team, shared by the connections' decision polls.
+    pub(crate) team_requests: decisions::TeamRequests,
     pub(crate) settings: GatewaySettings,
 }
 
@@ -147,11 +160,14 @@ impl Gateway {
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         let (admissions, _) = broadcast::channel(ADMISSION_CAPACITY);
+        let recorder = recorder::Recorder::new();
         let shared = Arc::new(Shared {
             edict,
             admissions,
             rulesets: Rulesets::new(),
             convergence,
+            recorder,
+            team_requests: decisions::TeamRequests::new(settings.decision_interval / 2),
             settings,
         });
         Ok((
@@ -180,6 +196,11 @@ impl Gateway {
             async move { rulesets.follow(feed, stopped).await }
         });
         tasks.spawn(watch_admissions(shared.clone(), stopped.clone()));
+        tasks.spawn(recorder::run(
+            shared.recorder.clone(),
+            shared.convergence.clone(),
+            stopped.clone(),
+        ));
         tracing::info!(listen = ?listener.local_addr().ok(), "gateway serving /ws");
         tokio::pin!(shutdown);
         loop {

@@ -36,7 +36,7 @@ pub mod projector;
 pub mod relay;
 pub mod rulesets;
 
-mod backoff;
+pub(crate) mod backoff;
 
 pub use projector::{ProjectorError, ProjectorSettings, run_projector};
 pub use relay::{NatsRelay, RelaySettings, RelayState, RelayStatus, relay_checkpoint};

@@ -11,7 +11,7 @@ use edict_application::read_models::{
 };
 use serde_json::Value;
 
-use super::sql::{self, on_pool};
+use super::sql;
 use crate::store::Database;
 
 const SERVED_DOC: &str = "

@@ -30,8 +30,8 @@
 //! transaction id is always 0.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use edict_application::event_log::{Checkpoint, EventLog, EventLogError, RecordedEvent};
+use chrono::{DateTime, Timelike, Utc};
+use edict_application::event_log::{Checkpoint, EventLog, EventLogError, LogFilter, RecordedEvent};
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{PgPool, Row, SqlitePool};
@@ -69,6 +69,63 @@ SELECT rowid AS global_position, aggregate_type, aggregate_id, sequence, event_t
 const SQLITE_POSITION_OF: &str = "
 SELECT rowid FROM events WHERE aggregate_type = ? AND aggregate_id = ? AND sequence = ?";
 
+/// The columns every PostgreSQL read returns (see [`POSTGRES_READ_ALL`] for the xid's text column).
+const POSTGRES_COLUMNS: &str = "
+SELECT events.global_position, events.transaction_id::text AS transaction_id_text,
+       events.aggregate_type, events.aggregate_id, events.sequence, events.event_type,
+       events.event_version, events.payload, events.metadata, events.recorded_at
+  FROM events";
+
+/// [`POSTGRES_READ_ALL`] with the filters of a [`LogFilter`]: a NULL or empty parameter lets every
+/// event through. The horizon and the order are the same, so a filtered page is the matching part of a
+/// prefix of the log and a reader resuming after its last event skips nothing.
+const POSTGRES_READ_FILTERED: &str = "
+ WHERE (events.transaction_id, events.global_position) > ($1::text::xid8, $2)
+   AND events.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+   AND (cardinality($4::text[]) = 0 OR events.aggregate_type = ANY($4::text[]))
+   AND ($5::text IS NULL OR events.aggregate_id = $5::text)
+   AND ($6::text IS NULL OR events.metadata->>'actor' = $6::text)
+   AND (cardinality($7::text[]) = 0 OR events.event_type = ANY($7::text[]))
+   AND ($8::timestamptz IS NULL OR events.recorded_at >= $8::timestamptz)
+   AND ($9::timestamptz IS NULL OR events.recorded_at <= $9::timestamptz)
+ ORDER BY events.transaction_id, events.global_position
+ LIMIT $3";
+
+/// One aggregate's stream, as loading it does: by sequence, without the horizon (every committed event
+/// of one aggregate is final; its sequence orders it).
+const POSTGRES_READ_AGGREGATE: &str = "
+ WHERE events.aggregate_type = $1 AND events.aggregate_id = $2
+ ORDER BY events.sequence";
+
+const POSTGRES_EVENT_AT: &str = "
+ WHERE events.global_position = $1";
+
+/// The columns every SQLite read returns.
+const SQLITE_COLUMNS: &str = "
+SELECT rowid AS global_position, aggregate_type, aggregate_id, sequence, event_type, event_version,
+       payload, metadata, recorded_at
+  FROM events";
+
+/// [`SQLITE_READ_ALL`] with the filters of a [`LogFilter`]; lists travel as JSON arrays (NULL: any).
+/// `recorded_at` is ISO-8601 text with milliseconds, so text comparison is time comparison.
+const SQLITE_READ_FILTERED: &str = "
+ WHERE rowid > ?1
+   AND (?3 IS NULL OR aggregate_type IN (SELECT value FROM json_each(?3)))
+   AND (?4 IS NULL OR aggregate_id = ?4)
+   AND (?5 IS NULL OR json_extract(metadata, '$.actor') = ?5)
+   AND (?6 IS NULL OR event_type IN (SELECT value FROM json_each(?6)))
+   AND (?7 IS NULL OR recorded_at >= ?7)
+   AND (?8 IS NULL OR recorded_at <= ?8)
+ ORDER BY rowid
+ LIMIT ?2";
+
+const SQLITE_READ_AGGREGATE: &str = "
+ WHERE aggregate_type = ? AND aggregate_id = ?
+ ORDER BY sequence";
+
+const SQLITE_EVENT_AT: &str = "
+ WHERE rowid = ?";
+
 #[async_trait]
 impl EventLog for Database {
     #[tracing::instrument(
@@ -98,6 +155,92 @@ impl EventLog for Database {
         Ok(events)
     }
 
+    #[tracing::instrument(skip_all, fields(kind = self.kind(), limit, returned), err)]
+    async fn read_filtered(
+        &self,
+        after: Checkpoint,
+        filter: &LogFilter,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, EventLogError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let events = match self {
+            Database::Postgres(pool) => postgres_read_filtered(pool, after, filter, limit).await?,
+            Database::Sqlite(pool) => sqlite_read_filtered(pool, after, filter, limit).await?,
+        };
+        tracing::Span::current().record("returned", events.len());
+        Ok(events)
+    }
+
+    #[tracing::instrument(skip_all, fields(kind = self.kind(), aggregate_type, aggregate_id), err)]
+    async fn read_aggregate(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Vec<RecordedEvent>, EventLogError> {
+        match self {
+            Database::Postgres(pool) => {
+                let rows = sqlx::query(&format!("{POSTGRES_COLUMNS}{POSTGRES_READ_AGGREGATE}"))
+                    .bind(aggregate_type)
+                    .bind(aggregate_id)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(unavailable)?;
+                rows.iter().map(postgres_event).collect()
+            }
+            Database::Sqlite(pool) => {
+                let rows = sqlx::query(&format!("{SQLITE_COLUMNS}{SQLITE_READ_AGGREGATE}"))
+                    .bind(aggregate_type)
+                    .bind(aggregate_id)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(unavailable)?;
+                rows.iter().map(sqlite_event).collect()
+            }
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(kind = self.kind()), err)]
+    async fn last_position(&self) -> Result<Option<i64>, EventLogError> {
+        match self {
+            Database::Postgres(pool) => {
+                sqlx::query_scalar("SELECT max(global_position) FROM events")
+                    .fetch_one(pool)
+                    .await
+            }
+            Database::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT max(rowid) FROM events")
+                    .fetch_one(pool)
+                    .await
+            }
+        }
+        .map_err(unavailable)
+    }
+
+    #[tracing::instrument(skip_all, fields(kind = self.kind(), position), err)]
+    async fn event_at(&self, position: i64) -> Result<Option<RecordedEvent>, EventLogError> {
+        match self {
+            Database::Postgres(pool) => {
+                let row = sqlx::query(&format!("{POSTGRES_COLUMNS}{POSTGRES_EVENT_AT}"))
+                    .bind(position)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(unavailable)?;
+                row.as_ref().map(postgres_event).transpose()
+            }
+            Database::Sqlite(pool) => {
+                let row = sqlx::query(&format!("{SQLITE_COLUMNS}{SQLITE_EVENT_AT}"))
+                    .bind(position)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(unavailable)?;
+                row.as_ref().map(sqlite_event).transpose()
+            }
+        }
+    }
+
     #[tracing::instrument(skip_all, fields(kind = self.kind(), aggregate_type, aggregate_id, sequence), err)]
     async fn position_of(
         &self,
@@ -122,6 +265,74 @@ impl EventLog for Database {
                 .map_err(unavailable),
         }
     }
+}
+
+async fn postgres_read_filtered(
+    pool: &PgPool,
+    after: Checkpoint,
+    filter: &LogFilter,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, EventLogError> {
+    let sql = format!("{POSTGRES_COLUMNS}{POSTGRES_READ_FILTERED}");
+    let rows = sqlx::query(&sql)
+        .bind(after.transaction_id.to_string())
+        .bind(after.position)
+        .bind(limit)
+        .bind(&filter.aggregate_types)
+        .bind(filter.aggregate_id.as_deref())
+        .bind(filter.actor.as_deref())
+        .bind(&filter.event_types)
+        .bind(filter.since)
+        .bind(filter.until)
+        .fetch_all(pool)
+        .await
+        .map_err(unavailable)?;
+    rows.iter().map(postgres_event).collect()
+}
+
+async fn sqlite_read_filtered(
+    pool: &SqlitePool,
+    after: Checkpoint,
+    filter: &LogFilter,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, EventLogError> {
+    let list = |values: &[String]| {
+        (!values.is_empty()).then(|| serde_json::Value::from(values.to_vec()).to_string())
+    };
+    let sql = format!("{SQLITE_COLUMNS}{SQLITE_READ_FILTERED}");
+    let rows = sqlx::query(&sql)
+        .bind(after.position)
+        .bind(limit)
+        .bind(list(&filter.aggregate_types))
+        .bind(filter.aggregate_id.as_deref())
+        .bind(filter.actor.as_deref())
+        .bind(list(&filter.event_types))
+        .bind(filter.since.map(|t| sqlite_time(t, Round::Up)))
+        .bind(filter.until.map(|t| sqlite_time(t, Round::Down)))
+        .fetch_all(pool)
+        .await
+        .map_err(unavailable)?;
+    rows.iter().map(sqlite_event).collect()
+}
+
+/// Which way a time is rounded to the milliseconds SQLite records.
+#[derive(Clone, Copy)]
+enum Round {
+    Up,
+    Down,
+}
+
+/// `time` as SQLite's `recorded_at` text (`2026-11-21T09:30:00.123Z`), rounded to a millisecond so that
+/// `recorded_at >= since` and `recorded_at <= until` compare as the times do.
+fn sqlite_time(time: DateTime<Utc>, round: Round) -> String {
+    let truncated = time
+        .with_nanosecond(time.nanosecond() / 1_000_000 * 1_000_000)
+        .unwrap_or(time);
+    let rounded = match round {
+        Round::Up if truncated < time => truncated + chrono::Duration::milliseconds(1),
+        _ => truncated,
+    };
+    rounded.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
 async fn postgres_read_all(
@@ -223,4 +434,26 @@ where
 
 fn unavailable(error: sqlx::Error) -> EventLogError {
     EventLogError::Unavailable(error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_times_round_to_the_milliseconds_sqlite_records() {
+        let time = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let exact = time("2026-11-22T10:00:00.123Z");
+        assert_eq!(sqlite_time(exact, Round::Up), "2026-11-22T10:00:00.123Z");
+        assert_eq!(sqlite_time(exact, Round::Down), "2026-11-22T10:00:00.123Z");
+        // An event recorded at .123 is before .1234 (not at or after it) and before .1239.
+        let between = time("2026-11-22T10:00:00.1234+00:00");
+        assert_eq!(sqlite_time(between, Round::Up), "2026-11-22T10:00:00.124Z");
+        assert_eq!(
+            sqlite_time(between, Round::Down),
+            "2026-11-22T10:00:00.123Z"
+        );
+        let carry = time("2026-11-22T10:00:59.9999Z");
+        assert_eq!(sqlite_time(carry, Round::Up), "2026-11-22T10:01:00.000Z");
+    }
 }

@@ -104,11 +104,12 @@ impl Database {
             tracing::Span::current().record("kind", "postgres");
             // No ping before each checkout: it would add a round trip to every append (a dead connection
             // fails its statement instead, is dropped by the pool, and the caller's retry gets a new one).
+            let options = postgres_options(url)?;
             let pool = PgPoolOptions::new()
                 .max_connections(POSTGRES_MAX_CONNECTIONS)
                 .test_before_acquire(false)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect(url)
+                .connect_with(options)
                 .await
                 .map_err(StoreError::Connect)?;
             Ok(Database::Postgres(pool))
@@ -255,6 +256,48 @@ mod tests {
         assert!(
             matches!(result, Err(StoreError::InvalidUrl(_))),
             "{result:?}"
+        );
+    }
+}
+
+/// The connect options of a `postgres://` URL. A URL that names no `sslmode` and points at this machine
+/// (loopback address or Unix socket) connects without TLS: encryption buys nothing on loopback and costs
+/// about a sixth of the CPU of a busy deployment (`docs/benchmarks.md`). Any other URL keeps libpq's
+/// default (`prefer`), and an explicit `sslmode` is always obeyed.
+fn postgres_options(url: &str) -> Result<sqlx::postgres::PgConnectOptions, StoreError> {
+    use std::str::FromStr;
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)
+        .map_err(|_| StoreError::InvalidUrl(redact(url)))?;
+    let local = matches!(
+        options.get_host(),
+        "127.0.0.1" | "localhost" | "::1" | "[::1]"
+    ) || options.get_host().starts_with('/');
+    if local && !url.contains("sslmode=") {
+        Ok(options.ssl_mode(sqlx::postgres::PgSslMode::Disable))
+    } else {
+        Ok(options)
+    }
+}
+
+#[cfg(test)]
+mod connect_tests {
+    use super::postgres_options;
+    use sqlx::postgres::PgSslMode;
+
+    fn mode(url: &str) -> String {
+        format!("{:?}", postgres_options(url).map(|o| o.get_ssl_mode()).ok())
+    }
+
+    #[test]
+    fn loopback_urls_without_sslmode_skip_tls_and_others_keep_the_default() {
+        let disabled = format!("{:?}", Some(PgSslMode::Disable));
+        let preferred = format!("{:?}", Some(PgSslMode::Prefer));
+        assert_eq!(mode("postgres://u@127.0.0.1:5432/db"), disabled);
+        assert_eq!(mode("postgres://u@localhost/db"), disabled);
+        assert_eq!(mode("postgres://u@db.example.com/db"), preferred);
+        assert_eq!(
+            mode("postgres://u@127.0.0.1/db?sslmode=require"),
+            format!("{:?}", Some(PgSslMode::Require))
         );
     }
 }

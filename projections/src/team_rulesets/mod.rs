@@ -75,6 +75,10 @@ impl Projection for TeamRulesets {
         "team_rulesets"
     }
 
+    fn follows(&self) -> &'static [&'static str] {
+        &["Rule", "Team"]
+    }
+
     async fn apply(
         &self,
         event: &RecordedEvent,

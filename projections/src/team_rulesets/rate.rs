@@ -416,3 +416,75 @@ impl DocLoader for Borrowed<'_> {
         Ok(self.0.get(&(kind.to_owned(), key.to_owned())).cloned())
     }
 }
+
+/// The generated history as a log (for [`crate::as_of::document_as_of`]).
+struct MemoryLog(Vec<RecordedEvent>);
+
+#[async_trait::async_trait]
+impl edict_application::event_log::EventLog for MemoryLog {
+    async fn read_all(
+        &self,
+        after: edict_application::event_log::Checkpoint,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, edict_application::event_log::EventLogError> {
+        let start = self.0.partition_point(|e| e.checkpoint() <= after);
+        Ok(self.0[start..].iter().take(limit).cloned().collect())
+    }
+
+    async fn position_of(
+        &self,
+        _: &str,
+        _: &str,
+        _: i64,
+    ) -> Result<Option<i64>, edict_application::event_log::EventLogError> {
+        Ok(None)
+    }
+
+    async fn event_at(
+        &self,
+        position: i64,
+    ) -> Result<Option<RecordedEvent>, edict_application::event_log::EventLogError> {
+        Ok(self
+            .0
+            .iter()
+            .find(|e| e.global_position == position)
+            .cloned())
+    }
+}
+
+/// Time travel: one team's rule set as of the middle and the end of the generated history, replayed
+/// through the log port (the in-memory log's default filtered reader), as `?as_of=` computes it.
+#[tokio::test]
+#[ignore = "benchmark: run with --ignored --nocapture (and --release)"]
+async fn time_travel_rate() {
+    use edict_application::event_log::LogBound;
+    let events = History::events(events_from_env());
+    let team = events
+        .iter()
+        .find(|e| e.aggregate_type == "Team")
+        .map(|e| e.aggregate_id.clone())
+        .unwrap();
+    let log = MemoryLog(events);
+    for share in [2, 1] {
+        let through = log.0[log.0.len() / share - 1].checkpoint();
+        let started = Instant::now();
+        let past = crate::as_of::document_as_of(
+            &log,
+            &super::TeamRulesets,
+            crate::RULESET_KIND,
+            &team,
+            LogBound::Through(through),
+        )
+        .await
+        .unwrap();
+        let elapsed = started.elapsed();
+        assert!(past.doc.is_some());
+        println!(
+            "team rule set as of position {}: {} events replayed in {:.3} s = {:.0} events/s",
+            through.position,
+            past.events,
+            elapsed.as_secs_f64(),
+            past.events as f64 / elapsed.as_secs_f64()
+        );
+    }
+}

@@ -15,18 +15,6 @@ use sqlx::{Postgres, Sqlite, Transaction};
 
 use crate::store::Database;
 
-/// Runs the same expression on whichever pool `$db` holds.
-macro_rules! on_pool {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db {
-            Database::Postgres($pool) => $body,
-            Database::Sqlite($pool) => $body,
-        }
-    };
-}
-
-pub(crate) use on_pool;
-
 /// Runs the same expression on whichever transaction `$tx` is.
 macro_rules! on_tx {
     ($tx:expr, |$conn:ident| $body:expr) => {

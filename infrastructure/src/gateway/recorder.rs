@@ -1,0 +1,100 @@
+//! Convergence recording off the connections' path.
+//!
+//! A connection hands each `applied` to the gateway's one [`Recorder`] and goes on at once: the
+//! recorder keeps the latest `applied` per (agent, team) not yet written, and its task takes them all
+//! whenever there are some and writes them through [`ConvergenceStore::record`] a few at a time. So a
+//! push to 10,000 agents never parks 10,000 connection tasks on the database pool (where the next
+//! push, the handshakes and the timers of every connection would wait behind them), and a database
+//! that falls behind delays the *recording* only, never the next push.
+//!
+//! What is pending is bounded by the (agent, team) pairs (one entry each, overwritten by a newer
+//! `applied`): when the writes fall behind, an agent that applied two revisions meanwhile is recorded
+//! at the second only (the table keeps the latest anyway). A failed write is logged; the agent's next
+//! `applied` (next revision or next connection) records it again.
+
+use super::convergence::ConvergenceStore;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::{Notify, watch};
+
+/// Writes in flight at once (the pool has 32 connections, shared with everything else).
+const WRITERS: usize = 8;
+
+/// One agent's `applied`.
+#[derive(Debug)]
+pub(crate) struct Applied {
+    pub(crate) agent: String,
+    pub(crate) team: String,
+    pub(crate) revision: u64,
+    pub(crate) hash: String,
+    pub(crate) at: DateTime<Utc>,
+}
+
+type Pending = HashMap<(String, String), Applied>;
+
+/// The latest unwritten `applied` per (agent, team), shared by every connection and the task.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Recorder {
+    pending: Arc<Mutex<Pending>>,
+    wake: Arc<Notify>,
+}
+
+impl Recorder {
+    /// An empty recorder; [`run`] writes what it gathers.
+    pub(crate) fn new() -> Recorder {
+        Recorder::default()
+    }
+
+    /// Keeps `applied` (replacing an unwritten older one of the same agent and team); never waits.
+    pub(crate) fn record(&self, applied: Applied) {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((applied.agent.clone(), applied.team.clone()), applied);
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Pending {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Writes what `recorder` gathers until `stopped`, then what is left.
+pub(crate) async fn run(
+    recorder: Recorder,
+    convergence: ConvergenceStore,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let stopping = tokio::select! {
+            () = recorder.wake.notified() => false,
+            _ = stopped.changed() => true,
+        };
+        write(&convergence, recorder.take()).await;
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// Writes `pending`, [`WRITERS`] at a time.
+async fn write(convergence: &ConvergenceStore, pending: Pending) {
+    futures::stream::iter(pending.into_values())
+        .for_each_concurrent(WRITERS, |applied| async move {
+            let recorded = convergence
+                .record(
+                    &applied.agent,
+                    &applied.team,
+                    applied.revision,
+                    &applied.hash,
+                    applied.at,
+                )
+                .await;
+            if let Err(error) = recorded {
+                tracing::warn!(%error, team = applied.team, "cannot record convergence");
+            }
+        })
+        .await;
+}

@@ -1,0 +1,362 @@
+//! Tamper evidence end to end: an `audit` process chains the log and signs checkpoints; `edict audit
+//! verify` (the real binary) proves a clean history, and names the event or checkpoint someone edited,
+//! deleted or forged directly in the database; an export verifies offline and its edits are named.
+
+use crate::harness::{Layout, Store, TestApp, eventually, rule_spec};
+use crate::on_both_stores;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+/// The seed the audit process signs with (tests pin its public key when verifying).
+const SEED: &str = "0707070707070707070707070707070707070707070707070707070707070707";
+
+/// A deployment whose chain writer runs in its own process with small checkpoint intervals.
+struct Audited {
+    app: TestApp,
+    writer: Child,
+    admin: String,
+}
+
+impl Audited {
+    async fn start(store: Store) -> Audited {
+        let app = TestApp::spawn_with(
+            store,
+            Layout {
+                roles: Some("api,projector,gateway".into()),
+                ..Layout::default()
+            },
+        )
+        .await;
+        let writer = app
+            .command(Some("audit"), 0)
+            .env("EDICT_AUDIT_SIGNING_KEY", SEED)
+            .env("EDICT_AUDIT_CHECKPOINT_EVERY", "4")
+            .env("EDICT_AUDIT_CHECKPOINT_SECS", "1")
+            .spawn()
+            .expect("spawn the audit role");
+        let admin = app.admin().await;
+        Audited { app, writer, admin }
+    }
+
+    /// Makes some history: teams and a rule.
+    async fn history(&self) {
+        for name in ["Platform", "Mobile", "Data"] {
+            self.app
+                .ok("/api/v1/teams", &self.admin, json!({"name": name}))
+                .await;
+        }
+        let rule = self
+            .app
+            .ok("/api/v1/rules", &self.admin, rule_spec("chained", "team"))
+            .await;
+        let id = rule["id"].as_str().unwrap();
+        self.app
+            .ok(
+                &format!("/api/v1/rules/{id}/submit"),
+                &self.admin,
+                json!({}),
+            )
+            .await;
+    }
+
+    /// The exported log, one JSON value per event.
+    async fn export(&self) -> Vec<Value> {
+        let response = self
+            .app
+            .send(
+                Method::GET,
+                "/api/v1/events/export",
+                Some(&self.admin),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["content-type"].to_str().unwrap(),
+            "application/x-ndjson"
+        );
+        let text = response.text().await.unwrap();
+        text.lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    /// Waits until every event is chained and covered by a checkpoint, then stops the writer so the
+    /// chain stays as it is. Answers the export.
+    async fn settled(&mut self) -> Vec<Value> {
+        let settled = eventually(Duration::from_secs(30), || async {
+            let export = self.export().await;
+            // The last event the test wrote is in the log: everything before it is too (commit order),
+            // whatever transaction elsewhere on the shared server held the read horizon back.
+            let complete = export.iter().any(|e| e["event_type"] == "RuleSubmitted");
+            let all_hashed = complete && export.iter().all(|e| e["hash"].is_string());
+            let (_, page) = self
+                .app
+                .call(
+                    Method::GET,
+                    "/api/v1/audit/checkpoints?limit=500",
+                    Some(&self.admin),
+                    None,
+                )
+                .await;
+            let last = page["items"].as_array()?.last()?["chain_index"].as_i64()?;
+            (all_hashed && last == export.len() as i64).then_some(export)
+        })
+        .await
+        .expect("the chain and a checkpoint cover every event");
+        self.writer.start_kill().unwrap();
+        self.writer.wait().await.unwrap();
+        settled
+    }
+
+    /// `edict audit verify ARGS --output json` on this deployment's store: (success, report, stderr).
+    async fn verify(&self, args: &[&str]) -> (bool, Value, String) {
+        let output = Command::new(env!("CARGO_BIN_EXE_edict"))
+            .args(["audit", "verify", "--output", "json"])
+            .args(args)
+            .env("EDICT_DATABASE_URL", &self.app.database_url)
+            .env("EDICT_AUDIT_SIGNING_KEY", SEED)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run edict audit verify");
+        let report = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+        (
+            output.status.success(),
+            report,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    async fn sql(&self, statement: &str) {
+        let pool = sqlx::PgPool::connect(&self.app.database_url).await.unwrap();
+        let done = sqlx::query(statement).execute(&pool).await.unwrap();
+        assert!(done.rows_affected() >= 1, "{statement} changed nothing");
+        pool.close().await;
+    }
+}
+
+/// The position of the first event of `event_type` in an export.
+fn position_of(export: &[Value], event_type: &str) -> i64 {
+    export
+        .iter()
+        .find(|e| e["event_type"] == event_type)
+        .and_then(|e| e["global_position"].as_i64())
+        .expect("an event of that type")
+}
+
+async fn a_clean_history_verifies(store: Store) {
+    let mut audited = Audited::start(store).await;
+    audited.history().await;
+    let export = audited.settled().await;
+
+    let (ok, report, stderr) = audited.verify(&[]).await;
+    assert!(ok, "{report} {stderr}");
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["events_verified"], export.len() as u64);
+    assert!(
+        report["checkpoints_verified"].as_u64().unwrap() >= 2,
+        "{report}"
+    );
+    assert_eq!(report["unsigned_events"], 0);
+    assert_eq!(report["trusted_key_source"], "EDICT_AUDIT_SIGNING_KEY");
+    assert_eq!(report["last_hash"], export.last().unwrap()["hash"]);
+
+    // Starting part-way recomputes only the rest.
+    let (ok, report, _) = audited.verify(&["--from", "3"]).await;
+    assert!(ok, "{report}");
+    assert_eq!(report["events_verified"], export.len() as u64 - 2);
+
+    // Checkpoints signed by another key than the one pinned are refused.
+    let other = "1".repeat(64);
+    let (ok, report, stderr) = audited.verify(&["--public-key", &other]).await;
+    assert!(!ok);
+    assert_eq!(report["broken"]["kind"], "invalid_signature", "{report}");
+    assert!(stderr.contains("not by the trusted key"), "{stderr}");
+}
+
+on_both_stores!(a_clean_history_verifies);
+
+#[tokio::test]
+async fn an_edited_payload_is_named() {
+    let mut audited = Audited::start(Store::Postgres).await;
+    audited.history().await;
+    let export = audited.settled().await;
+    let position = position_of(&export, "TeamCreated");
+    audited
+        .sql(&format!(
+            "UPDATE events SET payload = replace(payload::text, 'Platform', 'Forged')::json \
+             WHERE global_position = {position}"
+        ))
+        .await;
+
+    let (ok, report, stderr) = audited.verify(&[]).await;
+    assert!(!ok, "{report}");
+    assert_eq!(report["broken"]["kind"], "content_changed", "{report}");
+    assert_eq!(report["broken"]["global_position"], position);
+    assert!(
+        stderr.contains(&format!("event at position {position} (Team "))
+            && stderr.contains("its content changed since it was chained"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_event_is_named() {
+    let mut audited = Audited::start(Store::Postgres).await;
+    audited.history().await;
+    let export = audited.settled().await;
+    let position = position_of(&export, "RuleSubmitted");
+    audited
+        .sql(&format!(
+            "DELETE FROM events WHERE global_position = {position}"
+        ))
+        .await;
+
+    let (ok, report, stderr) = audited.verify(&[]).await;
+    assert!(!ok, "{report}");
+    assert_eq!(report["broken"]["kind"], "missing_event", "{report}");
+    assert!(
+        stderr.contains(&format!(
+            "event at position {position} is missing: the chain recorded it"
+        )),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_tampered_checkpoint_signature_is_named() {
+    let mut audited = Audited::start(Store::Postgres).await;
+    audited.history().await;
+    audited.settled().await;
+    audited
+        .sql(
+            "UPDATE audit_checkpoints \
+             SET signature = translate(signature, '0123456789abcdef', '123456789abcdef0') \
+             WHERE number = 2",
+        )
+        .await;
+
+    let (ok, report, stderr) = audited.verify(&[]).await;
+    assert!(!ok, "{report}");
+    assert_eq!(report["broken"]["kind"], "invalid_signature", "{report}");
+    assert_eq!(report["broken"]["checkpoint"], 2);
+    assert!(
+        stderr.contains("checkpoint 2 has an invalid signature"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_truncated_tail_is_caught_by_its_checkpoint() {
+    let mut audited = Audited::start(Store::Postgres).await;
+    audited.history().await;
+    let export = audited.settled().await;
+    let last = export.last().unwrap();
+    // Remove the last event and its chain row together: the chain is consistent, the checkpoint is not.
+    audited
+        .sql(&format!(
+            "DELETE FROM events WHERE global_position = {}",
+            last["global_position"]
+        ))
+        .await;
+    audited
+        .sql(&format!(
+            "DELETE FROM audit_chain WHERE chain_index = {}",
+            last["chain_index"]
+        ))
+        .await;
+
+    let (ok, report, stderr) = audited.verify(&[]).await;
+    assert!(!ok, "{report}");
+    assert_eq!(report["broken"]["kind"], "truncated_chain", "{report}");
+    assert!(stderr.contains("its tail was removed"), "{stderr}");
+}
+
+#[tokio::test]
+async fn an_export_verifies_offline_and_names_an_edited_line() {
+    let mut audited = Audited::start(Store::Postgres).await;
+    audited.history().await;
+    audited.settled().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("export.ndjson");
+    let exported = Command::new(env!("CARGO_BIN_EXE_edict"))
+        .args(["events", "export", "--output"])
+        .arg(&file)
+        .env("EDICT_DATABASE_URL", &audited.app.database_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let base = audited.app.base.clone();
+    let admin = audited.admin.clone();
+    let offline = |path: std::path::PathBuf| {
+        let (base, admin) = (base.clone(), admin.clone());
+        async move {
+            let output = Command::new(env!("CARGO_BIN_EXE_edict"))
+                .args(["audit", "verify", "--output", "json", "--file"])
+                .arg(path)
+                .args(["--server", &base, "--token", &admin])
+                .args(["--public-key", &public_key()])
+                .output()
+                .await
+                .unwrap();
+            (
+                output.status.success(),
+                serde_json::from_slice::<Value>(&output.stdout).unwrap_or(Value::Null),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        }
+    };
+    let (ok, report, stderr) = offline(file.clone()).await;
+    assert!(ok, "{report} {stderr}");
+    assert!(
+        report["checkpoints_matched"].as_u64().unwrap() >= 2,
+        "{report}"
+    );
+    assert_eq!(report["unanchored_lines"], 0);
+
+    let text = std::fs::read_to_string(&file).unwrap();
+    let edited: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(n, line)| {
+            if n == 2 {
+                line.replacen("\"TeamCreated\"", "\"TeamCreatd\"", 1)
+                    .replacen("\"name\":\"", "\"name\":\"X", 1)
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    assert_ne!(edited.join("\n"), text.trim_end());
+    let forged = dir.path().join("forged.ndjson");
+    std::fs::write(&forged, edited.join("\n")).unwrap();
+    let (ok, report, stderr) = offline(forged).await;
+    assert!(!ok, "{report}");
+    assert!(
+        stderr.contains("line 3 (event at position") && stderr.contains("does not match its hash"),
+        "{stderr}"
+    );
+}
+
+/// The public key of [`SEED`].
+fn public_key() -> String {
+    let mut seed = [0_u8; 32];
+    hex::decode_to_slice(SEED, &mut seed).unwrap();
+    hex::encode(
+        ed25519_dalek::SigningKey::from_bytes(&seed)
+            .verifying_key()
+            .to_bytes(),
+    )
+}
