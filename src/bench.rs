@@ -56,6 +56,18 @@ pub enum BenchCommand {
     AgentRevert(bench_agents::bench_agent_revert::AgentRevertArgs),
 }
 
+/// The PostgreSQL server a bench creates (and drops) its scratch databases on.
+#[derive(Debug, Args)]
+pub struct ScratchPostgres {
+    /// Server of the scratch databases (one is created and dropped per run).
+    #[arg(
+        long,
+        env = "EDICT_TEST_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub postgres_url: String,
+}
+
 /// Options of `edict bench commands`.
 #[derive(Debug, Args)]
 pub struct CommandsArgs {
@@ -68,13 +80,9 @@ pub struct CommandsArgs {
     /// Offered load of the latency measurement, commands per second.
     #[arg(long, default_value_t = 500)]
     rate: u64,
-    /// Server of the scratch databases (one is created and dropped per run).
-    #[arg(
-        long,
-        env = "EDICT_TEST_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    postgres_url: String,
+    /// Where the scratch databases go.
+    #[command(flatten)]
+    scratch: ScratchPostgres,
     /// Which stores to measure.
     #[arg(long, value_delimiter = ',', default_value = "postgres,sqlite")]
     stores: Vec<String>,
@@ -139,12 +147,13 @@ async fn commands(args: CommandsArgs) -> Result<()> {
         let report = match store.as_str() {
             "postgres" => {
                 let (database, url) =
-                    testing::create_isolated_postgres(&args.postgres_url, "edict_bench")
+                    testing::create_isolated_postgres(&args.scratch.postgres_url, "edict_bench")
                         .await
                         .context("cannot create a scratch PostgreSQL database")?;
                 database.close().await;
                 let report = bench_store("postgres", url.clone(), &args).await;
-                if let Err(error) = testing::drop_isolated_postgres(&args.postgres_url, &url).await
+                if let Err(error) =
+                    testing::drop_isolated_postgres(&args.scratch.postgres_url, &url).await
                 {
                     tracing::warn!(%error, "cannot drop the scratch database");
                 }
@@ -168,9 +177,10 @@ async fn commands(args: CommandsArgs) -> Result<()> {
     let pgbench = if args.no_pgbench {
         None
     } else {
-        let tps = store_bench::pgbench_ceiling(&args.postgres_url, args.clients, args.seconds)
-            .await
-            .context("cannot run pgbench")?;
+        let tps =
+            store_bench::pgbench_ceiling(&args.scratch.postgres_url, args.clients, args.seconds)
+                .await
+                .context("cannot run pgbench")?;
         Some(tps)
     };
     let report = Report {

@@ -14,7 +14,7 @@ pub(super) mod bench_agent_revert;
 #[path = "bench_agents_sim.rs"]
 mod bench_agents_sim;
 
-use super::{login, wait_live};
+use super::{ScratchPostgres, login, wait_live};
 use crate::output::{self, OutputFormat};
 use anyhow::{Context, Result, bail};
 use bench_agents_sim::{Sims, SimsConfig};
@@ -75,13 +75,9 @@ pub struct AgentsArgs {
     /// The NATS server (a fresh prefix `benchag<8 hex>_` is used and deleted).
     #[arg(long, default_value = nats::DEFAULT_NATS_URL)]
     nats_url: String,
-    /// Server of the scratch database (one is created and dropped per run).
-    #[arg(
-        long,
-        env = "EDICT_TEST_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    postgres_url: String,
+    /// Where the scratch databases go.
+    #[command(flatten)]
+    scratch: ScratchPostgres,
     /// `text` or `json`.
     #[arg(long, default_value = "text")]
     output: OutputFormat,
@@ -194,9 +190,10 @@ pub async fn agents(args: AgentsArgs) -> Result<()> {
         bail!("--count must be at least 1 and at least --teams (≥ 1)");
     }
     raise_fd_limit(args.count);
-    let (database, url) = testing::create_isolated_postgres(&args.postgres_url, "edict_bench_ag")
-        .await
-        .context("cannot create a scratch PostgreSQL database")?;
+    let (database, url) =
+        testing::create_isolated_postgres(&args.scratch.postgres_url, "edict_bench_ag")
+            .await
+            .context("cannot create a scratch PostgreSQL database")?;
     database.close().await;
     let id: String = Uuid::new_v4()
         .simple()
@@ -215,7 +212,7 @@ pub async fn agents(args: AgentsArgs) -> Result<()> {
     }
     .await;
     cleanup_nats(&args.nats_url, &prefix).await;
-    if let Err(error) = testing::drop_isolated_postgres(&args.postgres_url, &url).await {
+    if let Err(error) = testing::drop_isolated_postgres(&args.scratch.postgres_url, &url).await {
         tracing::warn!(%error, "cannot drop the scratch database");
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -5,6 +5,7 @@
 //! 1,000 events), then times `edict audit verify`'s check over the whole chain (goal: 1,000,000 events
 //! in at most 10 s) and an NDJSON export of the whole log to a sink (events/s).
 
+use crate::bench::ScratchPostgres;
 use crate::events_export::{ExportFormat, export_to};
 use crate::output::{self, OutputFormat};
 use anyhow::{Context, Result, bail};
@@ -33,13 +34,9 @@ pub struct VerifyArgs {
     /// Which stores to measure (`postgres`, `sqlite`).
     #[arg(long, value_delimiter = ',', default_value = "postgres")]
     stores: Vec<String>,
-    /// Server of the scratch database (one is created and dropped per run).
-    #[arg(
-        long,
-        env = "EDICT_TEST_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    postgres_url: String,
+    /// Where the scratch databases go.
+    #[command(flatten)]
+    scratch: ScratchPostgres,
     /// `text` or `json`.
     #[arg(long, default_value = "text")]
     output: OutputFormat,
@@ -112,16 +109,18 @@ pub async fn verify(args: VerifyArgs) -> Result<()> {
     for store in &args.stores {
         let report = match store.as_str() {
             "postgres" => {
-                let (database, url) =
-                    testing::create_isolated_postgres(&args.postgres_url, "edict_bench_audit")
-                        .await
-                        .context("cannot create a scratch PostgreSQL database")?;
+                let (database, url) = testing::create_isolated_postgres(
+                    &args.scratch.postgres_url,
+                    "edict_bench_audit",
+                )
+                .await
+                .context("cannot create a scratch PostgreSQL database")?;
                 let report = measure("postgres", &database, args.events).await;
                 database.close().await;
                 if args.keep {
                     tracing::info!(%url, "kept the scratch database");
                 } else if let Err(error) =
-                    testing::drop_isolated_postgres(&args.postgres_url, &url).await
+                    testing::drop_isolated_postgres(&args.scratch.postgres_url, &url).await
                 {
                     tracing::warn!(%error, "cannot drop the scratch database");
                 }

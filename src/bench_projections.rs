@@ -7,7 +7,7 @@
 //!   `edict serve` runs it on PostgreSQL and NATS (API, relay, the five projectors) under a fixed offered
 //!   load.
 
-use super::{Fleet, Step, step, wait_live};
+use super::{Fleet, ScratchPostgres, Step, step, wait_live};
 use crate::app;
 use crate::output::{self, OutputFormat};
 use anyhow::{Context, Result, bail};
@@ -72,13 +72,9 @@ pub struct RebuildArgs {
     /// The store to seed and rebuild on.
     #[arg(long, value_enum, default_value = "postgres")]
     store: StoreKind,
-    /// Server of the scratch database (one is created and dropped per run).
-    #[arg(
-        long,
-        env = "EDICT_TEST_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    postgres_url: String,
+    /// Where the scratch databases go.
+    #[command(flatten)]
+    scratch: ScratchPostgres,
     /// `text` or `json`.
     #[arg(long, default_value = "text")]
     output: OutputFormat,
@@ -150,7 +146,7 @@ struct RebuildReport {
 ///
 /// The scratch store is removed at the end, also on failure (best effort).
 pub async fn rebuild(args: RebuildArgs) -> Result<()> {
-    let (database, scratch) = Scratch::create(args.store, &args.postgres_url).await?;
+    let (database, scratch) = Scratch::create(args.store, &args.scratch.postgres_url).await?;
     let result = measure_rebuild(&database, &args).await;
     database.close().await;
     scratch.remove().await;
@@ -1215,13 +1211,9 @@ pub struct LagArgs {
     /// The NATS server (a fresh prefix `bench<8 hex>_` is used and deleted).
     #[arg(long, default_value = nats::DEFAULT_NATS_URL)]
     nats_url: String,
-    /// Server of the scratch database (one is created and dropped per run).
-    #[arg(
-        long,
-        env = "EDICT_TEST_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    postgres_url: String,
+    /// Where the scratch databases go.
+    #[command(flatten)]
+    scratch: ScratchPostgres,
     /// `text` or `json`.
     #[arg(long, default_value = "text")]
     output: OutputFormat,
@@ -1283,9 +1275,10 @@ struct LagReport {
 /// 6. Prints p50 / p99 / max per projection; stops the roles, drops the database and deletes the
 ///    prefix's NATS streams (best effort).
 pub async fn lag(args: LagArgs) -> Result<()> {
-    let (database, url) = testing::create_isolated_postgres(&args.postgres_url, "edict_bench_lag")
-        .await
-        .context("cannot create a scratch PostgreSQL database")?;
+    let (database, url) =
+        testing::create_isolated_postgres(&args.scratch.postgres_url, "edict_bench_lag")
+            .await
+            .context("cannot create a scratch PostgreSQL database")?;
     database.close().await;
     let id: String = Uuid::new_v4()
         .simple()
@@ -1311,7 +1304,7 @@ pub async fn lag(args: LagArgs) -> Result<()> {
         result
     }
     .await;
-    if let Err(error) = testing::drop_isolated_postgres(&args.postgres_url, &url).await {
+    if let Err(error) = testing::drop_isolated_postgres(&args.scratch.postgres_url, &url).await {
         tracing::warn!(%error, "cannot drop the scratch database");
     }
     let report = result?;
