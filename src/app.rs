@@ -205,8 +205,12 @@ pub async fn build(settings: &Settings, nats: Option<&Nats>) -> Result<Built> {
             (Arc::new(watch.clone()), Some(watch))
         }
     };
+    let read_models = database
+        .for_read_models(&settings.database_url)
+        .await
+        .context("cannot open the read-model store")?;
     let projections = Arc::new(Projections {
-        database: database.clone(),
+        database: read_models,
         publisher,
     });
     for runner in projections.runners() {

@@ -313,6 +313,11 @@ pub enum AdmissionChange {
     AgentRevoked(edict_domain::AgentId),
     /// The user was deactivated (all their agents are refused).
     UserDeactivated(edict_domain::UserId),
+    /// The user joined or left a team: their agents' teams are read again. Sent once the directory
+    /// read model shows it (or after a bounded wait).
+    MembershipChanged(edict_domain::UserId),
+    /// The team was archived: the agents of its members read their teams again.
+    TeamArchived(TeamId),
 }
 
 impl Edict {
@@ -329,8 +334,16 @@ impl Edict {
         }
     }
 
-    /// The revocations and deactivations among the next `limit` events of the log after `after`, the
-    /// checkpoint to resume from, and how many events were read.
+    /// Whether the directory read model (the agents' teams) has applied the event at `position`.
+    ///
+    /// # Errors
+    /// 503 when the read model cannot be read.
+    pub async fn directory_covers(&self, position: i64) -> Result<bool, AppError> {
+        Ok(self.read_models.covers(names::DIRECTORY, position).await?)
+    }
+
+    /// The revocations, deactivations and membership changes among the next `limit` events of the log
+    /// after `after`, the checkpoint to resume from, and how many events were read.
     ///
     /// # Errors
     /// 503 when the log cannot be read.
@@ -355,6 +368,17 @@ impl Edict {
                         .parse()
                         .ok()
                         .map(AdmissionChange::UserDeactivated),
+                    ("Team", "MemberAdded" | "MemberRemoved") => event
+                        .payload
+                        .get(&event.event_type)
+                        .and_then(|member| member.get("user"))
+                        .and_then(|user| serde_json::from_value(user.clone()).ok())
+                        .map(AdmissionChange::MembershipChanged),
+                    ("Team", "TeamArchived") => event
+                        .aggregate_id
+                        .parse()
+                        .ok()
+                        .map(AdmissionChange::TeamArchived),
                     _ => None,
                 },
             )

@@ -566,6 +566,47 @@ async fn a_new_revision_is_pushed(fixture: Fixture) {
     }
 }
 
+/// Joining and leaving a team reach a connected agent within seconds, though the periodic refresh here
+/// is a minute away: the gateway reads membership changes from the log.
+async fn membership_changes_reach_the_agent_at_once(fixture: Fixture) {
+    let team_b = fixture.team_b.to_string();
+    let mut ws = fixture.hello(vec![]).await;
+    assert!(matches!(
+        next(&mut ws).await,
+        GatewayMessage::Welcome { .. }
+    ));
+    assert!(matches!(
+        next(&mut ws).await,
+        GatewayMessage::RuleSet { .. }
+    ));
+    fixture
+        .edict
+        .add_member(
+            &fixture.admin,
+            fixture.team_b,
+            fixture.dev,
+            TeamRole::Member,
+            &ctx(),
+        )
+        .await
+        .unwrap();
+    fixture.catch_up().await;
+    match next_within(&mut ws, Duration::from_secs(10)).await {
+        Some(GatewayMessage::RuleSet { team, .. }) => assert_eq!(team, team_b),
+        other => panic!("expected team B's rule set after joining it, got {other:?}"),
+    }
+    fixture
+        .edict
+        .remove_member(&fixture.admin, fixture.team_b, fixture.dev, &ctx())
+        .await
+        .unwrap();
+    fixture.catch_up().await;
+    match next_within(&mut ws, Duration::from_secs(10)).await {
+        Some(GatewayMessage::Removed { team }) => assert_eq!(team, team_b),
+        other => panic!("expected team B removed after leaving it, got {other:?}"),
+    }
+}
+
 /// An agent of team A never gets team B's rules, even when its hello names team B.
 async fn an_agent_never_gets_another_teams_rules(fixture: Fixture) {
     let team_b = fixture.team_b.to_string();
@@ -893,6 +934,7 @@ both!(
     hello_gets_welcome_then_rule_sets_or_current,
     a_new_revision_is_pushed,
     an_agent_never_gets_another_teams_rules,
+    membership_changes_reach_the_agent_at_once,
     applied_and_reports_are_recorded_once,
     revoking_the_agent_closes_its_connection,
     deactivating_the_user_closes_its_agents_connection,

@@ -47,6 +47,10 @@ impl Projection for AgentFleet {
         "agent_fleet"
     }
 
+    fn follows(&self) -> &'static [&'static str] {
+        &["Agent"]
+    }
+
     async fn apply(
         &self,
         event: &RecordedEvent,

@@ -69,6 +69,10 @@ impl Projection for ChangeInbox {
         "change_inbox"
     }
 
+    fn follows(&self) -> &'static [&'static str] {
+        &["ChangeRequest"]
+    }
+
     async fn apply(
         &self,
         event: &RecordedEvent,

@@ -94,6 +94,10 @@ impl Projection for Directory {
         "directory"
     }
 
+    fn follows(&self) -> &'static [&'static str] {
+        &["User", "Team"]
+    }
+
     async fn apply(
         &self,
         event: &RecordedEvent,

@@ -1,9 +1,10 @@
 //! One agent's connection, from the upgrade request to the close.
 //!
-//! Two tasks per connection: this one (reads frames, follows rule sets, runs the timers, decides) and
-//! a writer (`writer`) fed by a bounded queue. A push that finds the queue full closes the
-//! connection with `too_slow` (the agent resyncs with a new `hello`), so no revision is ever dropped
-//! silently; replies (`welcome`, acks) wait for room, up to the write timeout.
+//! One task per connection: it reads frames, follows rule sets, runs the timers, decides, and drains
+//! its bounded [`Outbox`] whenever something is queued. A push that finds the outbox full, or finds it
+//! stalled for longer than the write timeout, closes the connection with `too_slow` (the agent resyncs
+//! with a new `hello`), so no revision is ever dropped silently; replies (`welcome`, acks) are written
+//! at once, waiting up to the write timeout.
 //!
 //! Revocation: the gateway tails the log for `AgentRevoked` / `UserDeactivated` and tells every
 //! connection (see `watch_admissions`), which closes at once; a connection re-checks its token once
@@ -11,11 +12,15 @@
 //! subscription), whenever it missed some of those notices, and every `revocation_check` as a safety
 //! net.
 //!
+//! Membership: the same watch tells of `MemberAdded` / `MemberRemoved` (once the directory read model
+//! shows them) and `TeamArchived`; the connections concerned re-read the agent's teams at once (the
+//! refresh below, started now), since membership changes produce no rule set revision.
+//!
 //! Timers: a WebSocket ping every `ping_interval`, a close after `idle_timeout` without any frame from
 //! the agent, the token re-check, and a refresh every `refresh_interval` that re-reads the agent's
-//! teams from the directory (membership changes do not produce rule set revisions, so they are
-//! polled) and re-checks the latest revision of each team (a safety net under the feed); the agent's
-//! change requests are polled every `decision_interval` for decisions (see `decisions`).
+//! teams from the directory and the latest revision of each team (a safety net under the watch and
+//! the feed); the agent's change requests are polled every `decision_interval` for decisions (see
+//! `decisions`).
 //!
 //! The timers' reads (re-check, refresh, decisions) run beside the loop, one at a time (`polls`): a
 //! push is never held back by a slow read. The handling of `applied` and `report` is in `inbound`, the
@@ -25,18 +30,17 @@ use super::Shared;
 use super::feed::Payload;
 use super::handshake::{Agent, admit, peek_request};
 use super::polls::Poll;
-use super::writer::write_loop;
+use super::writer::Outbox;
 use edict_api::protocol::{AgentMessage, GatewayMessage, Holding, PROTOCOL_VERSION};
 use edict_application::error::AppError;
 use edict_application::gateway::AdmissionChange;
 use edict_application::principal::Principal;
-use futures::future::{Fuse, FusedFuture};
+use futures::StreamExt;
 use futures::stream::SplitStream;
-use futures::{FutureExt, StreamExt};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use tokio::net::TcpStream;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
@@ -92,6 +96,14 @@ pub(super) fn revoked() -> Flow {
     Flow::Close(Some(error("revoked", "the agent token is no longer valid")))
 }
 
+/// The error of a connection that does not take messages fast enough.
+fn too_slow() -> GatewayMessage {
+    error(
+        "too_slow",
+        "this connection does not take messages fast enough",
+    )
+}
+
 /// A protocol error message.
 pub(super) fn error(code: &str, message: &str) -> GatewayMessage {
     GatewayMessage::Error {
@@ -112,7 +124,7 @@ pub(super) fn text(message: &GatewayMessage) -> Message {
 pub(super) struct Session {
     pub(super) shared: Arc<Shared>,
     pub(super) agent: Agent,
-    out: mpsc::Sender<Message>,
+    outbox: Outbox,
     pub(super) teams: BTreeSet<String>,
     /// The revision each team's agent holds or was sent.
     sent: HashMap<String, u64>,
@@ -129,18 +141,12 @@ async fn run(
 ) {
     let settings = shared.settings.clone();
     let (sink, mut source) = ws.split();
-    let (out, queue) = mpsc::channel(settings.queue_capacity);
-    let (last, last_rx) = oneshot::channel();
-    let writer = tokio::spawn(write_loop(sink, queue, last_rx, settings.write_timeout));
-    let abort_writer = writer.abort_handle();
-    // Fused: the loops below may see it finish, and a finished `JoinHandle` must not be polled again.
-    let mut writer = writer.fuse();
     let mut updates = shared.rulesets.subscribe();
     let mut admissions = shared.admissions.subscribe();
     let mut session = Session {
         shared,
         agent,
-        out,
+        outbox: Outbox::new(sink, settings.queue_capacity),
         teams: BTreeSet::new(),
         sent: HashMap::new(),
         decided: HashMap::new(),
@@ -152,35 +158,22 @@ async fn run(
         tokio::select! {
         flow = Box::pin(session.greet(&mut source)) => flow,
         _ = shutdown.changed() => Flow::Close(None),
-        _ = &mut writer => Flow::Close(None),
         }
     };
     let flow = match flow {
         Flow::Continue => {
             session
-                .follow(
-                    &mut source,
-                    &mut updates,
-                    &mut admissions,
-                    &mut shutdown,
-                    &mut writer,
-                )
+                .follow(&mut source, &mut updates, &mut admissions, &mut shutdown)
                 .await
         }
         close => close,
     };
-    let Session { out, .. } = session;
-    if let Flow::Close(Some(message)) = flow {
-        let _ = last.send(text(&message));
-    }
-    drop(out);
-    if !writer.is_terminated()
-        && tokio::time::timeout(settings.write_timeout, &mut writer)
-            .await
-            .is_err()
-    {
-        abort_writer.abort();
-    }
+    let last = match flow {
+        Flow::Close(Some(message)) => Some(text(&message)),
+        _ => None,
+    };
+    let Session { outbox, .. } = session;
+    Box::pin(outbox.close(last, settings.write_timeout)).await;
     tracing::debug!("agent disconnected");
 }
 
@@ -295,7 +288,6 @@ impl Session {
         updates: &mut broadcast::Receiver<Arc<Payload>>,
         admissions: &mut broadcast::Receiver<AdmissionChange>,
         shutdown: &mut watch::Receiver<bool>,
-        writer: &mut Fuse<tokio::task::JoinHandle<()>>,
     ) -> Flow {
         let settings = self.shared.settings.clone();
         let mut ping = tokio::time::interval_at(
@@ -319,9 +311,16 @@ impl Session {
         let mut polling: Option<Poll> = None;
         loop {
             let idle = polling.is_none();
+            let writing = self.outbox.is_pending();
             let flow = tokio::select! {
                 _ = shutdown.changed() => Flow::Close(None),
-                _ = &mut *writer => Flow::Close(None),
+                written = self.outbox.drain(), if writing => match written {
+                    Ok(()) => Flow::Continue,
+                    Err(error) => {
+                        tracing::debug!(%error, "write failed");
+                        Flow::Close(None)
+                    }
+                },
                 frame = source.next() => Box::pin(self.on_frame(frame)).await,
                 update = updates.recv() => match update {
                     Ok(payload) => self.on_update(&payload),
@@ -335,6 +334,8 @@ impl Session {
                     if self.last_seen.elapsed() > settings.idle_timeout {
                         tracing::debug!("idle timeout");
                         Flow::Close(None)
+                    } else if self.stalled() {
+                        Flow::Close(None)
                     } else {
                         self.push(Message::Ping(Default::default()))
                     }
@@ -343,8 +344,20 @@ impl Session {
                     // The event is authoritative (and may be read before the token is revoked).
                     Ok(AdmissionChange::AgentRevoked(agent)) if agent == self.agent.id => revoked(),
                     Ok(AdmissionChange::UserDeactivated(user)) if user == self.agent.user => revoked(),
+                    Ok(AdmissionChange::MembershipChanged(user)) if user == self.agent.user => {
+                        refresh.reset_immediately();
+                        Flow::Continue
+                    }
+                    Ok(AdmissionChange::TeamArchived(team)) if self.teams.contains(&team.to_string()) => {
+                        refresh.reset_immediately();
+                        Flow::Continue
+                    }
                     Ok(_) => Flow::Continue,
-                    Err(broadcast::error::RecvError::Lagged(_)) => Box::pin(self.recheck()).await,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Some notices were missed: membership ones too.
+                        refresh.reset_immediately();
+                        Box::pin(self.recheck()).await
+                    }
                     Err(broadcast::error::RecvError::Closed) => Flow::Close(None),
                 },
                 polled = async {
@@ -458,31 +471,43 @@ impl Session {
         Flow::Continue
     }
 
-    /// Queues a push; a full queue closes the connection (`too_slow`).
-    fn push(&mut self, message: Message) -> Flow {
-        match self.out.try_send(message) {
-            Ok(()) => Flow::Continue,
-            Err(mpsc::error::TrySendError::Full(_)) => Flow::Close(Some(error(
-                "too_slow",
-                "this connection does not take messages fast enough; send hello again",
-            ))),
-            Err(mpsc::error::TrySendError::Closed(_)) => Flow::Close(None),
-        }
+    /// Whether the outbox has not drained for longer than the write timeout (the agent reads nothing).
+    fn stalled(&self) -> bool {
+        self.outbox
+            .stalled_for()
+            .is_some_and(|stalled| stalled > self.shared.settings.write_timeout)
     }
 
-    /// Queues a reply, waiting for room up to the write timeout.
-    pub(super) async fn reply(&mut self, message: Message) -> Flow {
-        match self
-            .out
-            .send_timeout(message, self.shared.settings.write_timeout)
-            .await
-        {
-            Ok(()) => Flow::Continue,
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Flow::Close(Some(error(
+    /// Queues a push (the loop writes it); a full or stalled outbox closes the connection
+    /// (`too_slow`).
+    fn push(&mut self, message: Message) -> Flow {
+        if self.stalled() || self.outbox.push(message).is_err() {
+            return Flow::Close(Some(error(
                 "too_slow",
-                "this connection does not take messages fast enough",
-            ))),
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => Flow::Close(None),
+                "this connection does not take messages fast enough; send hello again",
+            )));
+        }
+        Flow::Continue
+    }
+
+    /// Writes a reply now (with whatever is queued before it), waiting up to the write timeout.
+    pub(super) async fn reply(&mut self, message: Message) -> Flow {
+        let timeout = self.shared.settings.write_timeout;
+        if let Err(message) = self.outbox.push(message) {
+            // Full: write what is queued first, then queue the reply.
+            match tokio::time::timeout(timeout, self.outbox.drain()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Flow::Close(None),
+                Err(_) => return Flow::Close(Some(too_slow())),
+            }
+            if self.outbox.push(message).is_err() {
+                return Flow::Close(Some(too_slow()));
+            }
+        }
+        match tokio::time::timeout(timeout, self.outbox.drain()).await {
+            Ok(Ok(())) => Flow::Continue,
+            Ok(Err(_)) => Flow::Close(None),
+            Err(_) => Flow::Close(Some(too_slow())),
         }
     }
 

@@ -7,8 +7,8 @@
 //!   (401 for anything but a valid agent token, 426 for another protocol version, 404 off `/ws`);
 //! - `connection`: one agent's session (hello, pushes, timers, revocation), with `inbound` (the
 //!   agent's `applied` and `report`), `decisions` (decided change requests, polled), `polls` (the
-//!   periodic reads, run beside the connection's loop) and `writer` (the writing task and its bounded
-//!   queue);
+//!   periodic reads, run beside the connection's loop) and `writer` (the bounded outbox the
+//!   connection's task drains);
 //! - [`feed`]: where new rule sets come from ([`RulesetFeed`]: NATS KV watch or the in-process
 //!   publisher) and the shared, once-serialized payload per (team, revision);
 //! - [`convergence`]: the `agent_convergence` table (which revision each agent enforces), written by
@@ -52,6 +52,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 const ADMISSION_CAPACITY: usize = 1_024;
 /// Events read from the log per revocation poll.
 const ADMISSION_BATCH: usize = 1_000;
+/// How long the membership watch waits for the directory to show a change before it tells the
+/// connections anyway (their periodic refresh corrects a read that came too early).
+const MEMBERSHIP_WAIT: Duration = Duration::from_secs(5);
 
 /// How a gateway treats its connections.
 #[derive(Debug, Clone)]
@@ -65,9 +68,11 @@ pub struct GatewaySettings {
     /// the number of connections.
     pub revocation_poll: Duration,
     /// Each connection also re-checks its agent token this often, a safety net under the log watch
-    /// (30 s).
+    /// (5 min).
     pub revocation_check: Duration,
-    /// The agent's teams (and the latest revision of each) are re-read this often (5 s).
+    /// The agent's teams (and the latest revision of each) are re-read this often (2 min), a safety
+    /// net: membership changes and team archivals are read from the log (the same watch as
+    /// revocations) and each concerned connection re-reads its teams at once.
     pub refresh_interval: Duration,
     /// The agent's change requests are polled for decisions this often (5 s).
     pub decision_interval: Duration,
@@ -87,8 +92,8 @@ impl Default for GatewaySettings {
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
             revocation_poll: Duration::from_millis(250),
-            revocation_check: Duration::from_secs(30),
-            refresh_interval: Duration::from_secs(5),
+            revocation_check: Duration::from_secs(300),
+            refresh_interval: Duration::from_secs(120),
             decision_interval: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
@@ -234,7 +239,27 @@ impl Gateway {
     }
 }
 
-/// Tails the log for revocations and deactivations and tells every connection.
+/// Waits (up to [`MEMBERSHIP_WAIT`]) until the directory read model has applied the event at `position`.
+async fn directory_caught_up(shared: &Shared, position: i64) {
+    let deadline = tokio::time::Instant::now() + MEMBERSHIP_WAIT;
+    loop {
+        match shared.edict.directory_covers(position).await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(error) => tracing::debug!(%error, "cannot read the directory's checkpoint"),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                position,
+                "the directory is behind a membership change; telling the connections anyway"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Tails the log for revocations, deactivations and membership changes and tells every connection.
 async fn watch_admissions(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
     let mut after = shared.edict.admission_watch_start().await;
     let poll = shared.settings.revocation_poll;
@@ -242,9 +267,23 @@ async fn watch_admissions(shared: Arc<Shared>, mut stopped: watch::Receiver<bool
         let pause = match shared.edict.admission_changes(after, ADMISSION_BATCH).await {
             Ok((changes, next, read)) => {
                 after = next;
-                for change in changes {
-                    // No connection listening is not an error.
+                let (revocations, memberships): (Vec<_>, Vec<_>) =
+                    changes.into_iter().partition(|change| {
+                        matches!(
+                            change,
+                            AdmissionChange::AgentRevoked(_) | AdmissionChange::UserDeactivated(_)
+                        )
+                    });
+                // No connection listening is not an error.
+                for change in revocations {
                     let _ = shared.admissions.send(change);
+                }
+                if !memberships.is_empty() {
+                    // The connections re-read their teams from the directory: once it shows these.
+                    directory_caught_up(&shared, next.position).await;
+                    for change in memberships {
+                        let _ = shared.admissions.send(change);
+                    }
                 }
                 if read == ADMISSION_BATCH {
                     Duration::ZERO

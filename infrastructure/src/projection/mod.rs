@@ -5,14 +5,21 @@
 //!
 //! Every projection has one row in `projection_state`: the generation being served, the checkpoint of the
 //! last event applied to it, and an error when it stopped. Its documents live in `read_docs` under
-//! `(projection, generation)`. Every change to the served generation happens in one transaction that
-//! first moves the checkpoint with a compare-and-set (`UPDATE … WHERE name, generation, checkpoint = the
-//! ones this batch was computed from AND error IS NULL`), then loads the documents it misses inside the
-//! same transaction, applies the events and writes the dirty documents back. The first statement takes the
-//! row lock, so concurrent runners (redelivery, several instances) queue behind it; when it matches no row
-//! someone else moved the projection (another instance applied the batch, a rebuild swapped generations
-//! or the projection stopped): the transaction is rolled back and the runner reloads and re-evaluates.
-//! An event is thus applied exactly once per generation, whatever the transport does.
+//! `(projection, generation)`. Every change to the served generation is a batch: the runner applies the
+//! events to documents it loads outside any transaction (most come from its cache of what it committed
+//! last), then commits in one transaction that first moves the checkpoint with a compare-and-set
+//! (`UPDATE … WHERE name, generation, checkpoint = the ones this batch was computed from AND error IS
+//! NULL`) and then writes the dirty documents. Only such a commit writes the served generation, so when
+//! the compare-and-set matches, nothing the batch loaded changed since its checkpoint. When it matches no
+//! row someone else moved the projection (another instance applied the batch, a rebuild swapped
+//! generations or the projection stopped): the transaction is rolled back and the runner reloads and
+//! re-evaluates. An event is thus applied exactly once per generation, whatever the transport does. A
+//! batch without an event of the aggregate types the projection follows only moves the checkpoint (one
+//! statement).
+//!
+//! On PostgreSQL the runners write through a pool of their own whose commits do not wait for the WAL
+//! flush ([`crate::store::Database::for_read_models`], ADR 0009): a crash may lose the last few
+//! commits of a projection, documents and checkpoint together, and it applies those events again.
 //!
 //! A rebuild claims a fresh generation number (`last_generation + 1`), replays the log into memory,
 //! writes the documents in short transactions (the generation is invisible until swapped), catches up to

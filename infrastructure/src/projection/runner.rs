@@ -6,14 +6,15 @@
 //! catches up from the store whenever a commit is announced. Both end in the same batch transaction
 //! (see the [module docs](super)): compare-and-set the checkpoint, load misses, apply, write back.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use edict_application::event_log::{Checkpoint, EventLog, RecordedEvent, RelayedEvent};
 use edict_application::read_models::ProjectionStatus;
 use edict_projections::{
-    DocLoader, Docs, Projection, ProjectionError, RulesetPublisher, StoredDoc,
+    DocKey, DocLoader, Docs, Projection, ProjectionError, RulesetPublisher, StoredDoc,
 };
 
 use super::RunnerError;
@@ -26,6 +27,8 @@ pub const CATCH_UP_BATCH: usize = 500;
 /// Documents a runner writes before it first refreshes the planner's statistics; each refresh multiplies
 /// the next threshold by ten (see [`sql::analyze_docs`]).
 const FIRST_ANALYZE_AFTER: u64 = 1_000;
+/// The most documents a runner keeps between batches ([`DocCache`]); past it the cache starts over.
+const CACHED_DOCS: usize = 20_000;
 
 /// What [`ProjectionRunner::handle`] did with a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,16 +57,26 @@ pub struct ProjectionRunner {
     written: AtomicU64,
     /// How many written documents trigger the next statistics refresh.
     next_analyze: AtomicU64,
+    /// The documents of the last batch this runner committed, for the next one.
+    cache: Mutex<Option<DocCache>>,
 }
 
-impl std::fmt::Debug for ProjectionRunner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProjectionRunner")
-            .field("projection", &self.projection.name())
-            .field("database", &self.db.kind())
-            .field("publisher", &self.publisher.is_some())
-            .finish()
-    }
+/// What this runner committed last: the state it left (with no error) and the documents (and known
+/// absences) of its generation as they stand there.
+///
+/// Only a transaction that moves the checkpoint writes the served generation's documents (a rebuild
+/// writes a new generation and swaps it in, which changes the generation). So when a batch moves the
+/// checkpoint from exactly this state, nobody wrote in between and every entry is still what the store
+/// holds: the batch loads only what the cache lacks. A batch that starts anywhere else drops the cache.
+/// On the live path this saves the single-row loads of the documents every event touches again (a rule
+/// set, its team, its rules).
+///
+/// The state also spares the live path a read of the state row per message: a batch starts from it,
+/// and when someone else moved the projection meanwhile (another runner, a rebuild, a stop) the
+/// compare-and-set fails and the batch reads the row again.
+struct DocCache {
+    state: State,
+    docs: HashMap<DocKey, Option<StoredDoc>>,
 }
 
 /// The outcome of one batch transaction.
@@ -79,24 +92,29 @@ enum Batch {
     },
 }
 
-/// Loads documents of the generation being updated inside the batch's transaction.
-struct TxLoader<'t> {
-    tx: &'t mut Tx,
+/// Loads documents of the generation being updated: from the runner's cache, else from the store (and
+/// then remembers them in the cache).
+struct CachedLoader<'t> {
+    db: &'t Database,
     projection: &'static str,
     generation: i64,
+    cache: &'t mut HashMap<DocKey, Option<StoredDoc>>,
     /// The database error a load hit (transient, unlike a projection's own failure).
     failure: Option<String>,
 }
 
 #[async_trait]
-impl DocLoader for TxLoader<'_> {
+impl DocLoader for CachedLoader<'_> {
     async fn load(&mut self, kind: &str, key: &str) -> Result<Option<StoredDoc>, ProjectionError> {
-        match self
-            .tx
-            .load_doc(self.projection, self.generation, kind, key)
-            .await
-        {
-            Ok(doc) => Ok(doc),
+        let id = (kind.to_owned(), key.to_owned());
+        if let Some(doc) = self.cache.get(&id) {
+            return Ok(doc.clone());
+        }
+        match sql::load_doc(self.db, self.projection, self.generation, kind, key).await {
+            Ok(doc) => {
+                self.cache.insert(id, doc.clone());
+                Ok(doc)
+            }
             Err(sqlx::Error::Decode(error)) => Err(ProjectionError::Store(format!(
                 "stored document {kind}/{key} does not decode: {error}"
             ))),
@@ -123,6 +141,61 @@ impl ProjectionRunner {
             publisher,
             written: AtomicU64::new(0),
             next_analyze: AtomicU64::new(FIRST_ANALYZE_AFTER),
+            cache: Mutex::new(None),
+        }
+    }
+
+    /// The cached documents when they are valid for a batch that starts at `state` (else empty); the
+    /// cache is taken out meanwhile, so a concurrent batch of this runner starts without one.
+    fn take_cache(&self, state: &State) -> HashMap<DocKey, Option<StoredDoc>> {
+        let cache = self.cache.lock().map(|mut c| c.take()).unwrap_or(None);
+        match cache {
+            Some(cache)
+                if cache.state.generation == state.generation
+                    && cache.state.checkpoint == state.checkpoint =>
+            {
+                cache.docs
+            }
+            _ => HashMap::new(),
+        }
+    }
+
+    /// Keeps `docs` (updated with what the batch wrote) for the next batch, which starts where this
+    /// one, which started at `from` and applied `events`, left the projection.
+    fn keep_cache(
+        &self,
+        from: &State,
+        events: &[RecordedEvent],
+        mut docs: HashMap<DocKey, Option<StoredDoc>>,
+        written: &[(DocKey, Option<StoredDoc>)],
+    ) {
+        let Some(last) = events.last() else {
+            return;
+        };
+        if docs.len() + written.len() > CACHED_DOCS {
+            docs.clear();
+        }
+        for (id, doc) in written {
+            docs.insert(id.clone(), doc.clone());
+        }
+        let mut state = from.clone();
+        state.checkpoint = last.checkpoint();
+        state.events_applied += events.len() as i64;
+        if let Ok(mut cache) = self.cache.lock() {
+            *cache = Some(DocCache { state, docs });
+        }
+    }
+
+    /// Where this runner left the projection, if it knows; else the state row as read.
+    async fn known_state(&self) -> Result<State, RunnerError> {
+        let known = self
+            .cache
+            .lock()
+            .ok()
+            .and_then(|cache| cache.as_ref().map(|c| c.state.clone()));
+        match known {
+            Some(state) => Ok(state),
+            None => self.running_state().await,
         }
     }
 
@@ -178,8 +251,9 @@ impl ProjectionRunner {
     )]
     pub async fn handle(&self, relayed: &RelayedEvent) -> Result<Handled, RunnerError> {
         let target = relayed.event.checkpoint();
+        // Where this runner left it first (no read); the row itself once a batch found it moved.
+        let mut state = self.known_state().await?;
         loop {
-            let state = self.running_state().await?;
             if target <= state.checkpoint {
                 return Ok(Handled::Duplicate);
             }
@@ -194,6 +268,7 @@ impl ProjectionRunner {
             {
                 return Ok(Handled::Applied);
             }
+            state = self.running_state().await?;
         }
     }
 
@@ -213,8 +288,8 @@ impl ProjectionRunner {
     /// Catches up until `target` is applied (or, without one, until the log has no more events).
     async fn catch_up_to(&self, target: Option<Checkpoint>) -> Result<u64, RunnerError> {
         let mut total = 0;
+        let mut state = self.known_state().await?;
         loop {
-            let state = self.running_state().await?;
             if target.is_some_and(|target| target <= state.checkpoint) {
                 return Ok(total);
             }
@@ -228,8 +303,12 @@ impl ProjectionRunner {
                     ))),
                 };
             }
-            if let Some(applied) = self.apply_or_stop(&state, &events).await? {
-                total += applied;
+            match self.apply_or_stop(&state, &events).await? {
+                Some(applied) => {
+                    total += applied;
+                    state = self.known_state().await?;
+                }
+                None => state = self.running_state().await?,
             }
         }
     }
@@ -277,20 +356,37 @@ impl ProjectionRunner {
             return Ok(Batch::Applied);
         };
         let name = self.name();
-        let mut tx = Tx::begin(&self.db).await?;
-        // First, so that this transaction holds the state row while it works: a concurrent runner
-        // queues behind it and then finds the checkpoint moved.
-        if !tx
-            .move_checkpoint(name, state, last.checkpoint(), events.len() as i64)
-            .await?
+        let follows = self.projection.follows();
+        if !follows.is_empty()
+            && !events
+                .iter()
+                .any(|event| follows.contains(&event.aggregate_type.as_str()))
         {
-            tx.rollback().await?;
-            return Ok(Batch::Moved);
+            // Nothing here for this projection: move the checkpoint alone, one statement.
+            let moved = sql::move_checkpoint(
+                &self.db,
+                name,
+                state,
+                last.checkpoint(),
+                events.len() as i64,
+            )
+            .await?;
+            if !moved {
+                return Ok(Batch::Moved);
+            }
+            // The documents did not change: the cache is valid at the new checkpoint too.
+            let cached = self.take_cache(state);
+            self.keep_cache(state, events, cached, &[]);
+            return Ok(Batch::Applied);
         }
-        let mut loader = TxLoader {
-            tx: &mut tx,
+        // Apply first, loading outside any transaction; the commit's compare-and-set then proves that
+        // nobody moved the projection since `state`, so nothing loaded changed meanwhile.
+        let mut cached = self.take_cache(state);
+        let mut loader = CachedLoader {
+            db: &self.db,
             projection: name,
             generation: state.generation,
+            cache: &mut cached,
             failure: None,
         };
         let mut docs = Docs::new(&mut loader);
@@ -315,23 +411,33 @@ impl ProjectionRunner {
         };
         drop(docs);
         if let Some(reason) = loader.failure.take() {
-            tx.rollback().await?;
             return Err(RunnerError::Store(reason));
         }
         if let Some((index, error)) = failed {
-            tx.rollback().await?;
             return Ok(Batch::Failed { index, error });
         }
-        tx.write_docs(name, state.generation, &dirty).await?;
-        tx.commit().await?;
+        let moved = sql::commit_batch(
+            &self.db,
+            name,
+            state,
+            last.checkpoint(),
+            events.len() as i64,
+            &dirty,
+        )
+        .await?;
+        if !moved {
+            return Ok(Batch::Moved);
+        }
+        self.keep_cache(state, events, cached, &dirty);
         self.publish(&dirty).await;
-        self.wrote(dirty.len() as u64).await;
+        self.wrote(dirty.len() as u64);
         Ok(Batch::Applied)
     }
 
     /// Counts written documents and refreshes the planner's statistics at 1,000, 10,000, 100,000, …
-    /// (a cold catch-up fills `read_docs` long before autovacuum looks at it).
-    pub(super) async fn wrote(&self, docs: u64) {
+    /// (a cold catch-up fills `read_docs` long before autovacuum looks at it), in the background: an
+    /// `ANALYZE` takes tens of milliseconds, which the live path does not wait for.
+    pub(super) fn wrote(&self, docs: u64) {
         let written = self.written.fetch_add(docs, Ordering::Relaxed) + docs;
         let threshold = self.next_analyze.load(Ordering::Relaxed);
         if written < threshold
@@ -347,9 +453,12 @@ impl ProjectionRunner {
         {
             return;
         }
-        if let Err(error) = sql::analyze_docs(&self.db).await {
-            tracing::debug!(%error, "cannot refresh the statistics of read_docs");
-        }
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            if let Err(error) = sql::analyze_docs(&db).await {
+                tracing::debug!(%error, "cannot refresh the statistics of read_docs");
+            }
+        });
     }
 
     /// Records that the projection cannot apply `event` (if nobody moved it meanwhile).

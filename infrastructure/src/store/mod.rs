@@ -40,6 +40,9 @@ static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// Connections to PostgreSQL: one per concurrent appender (the append benchmark drives 32 clients).
 const POSTGRES_MAX_CONNECTIONS: u32 = 32;
+/// Connections of the read-model pool ([`Database::for_read_models`]): one per projection and a few
+/// for rebuilds.
+const READ_MODEL_MAX_CONNECTIONS: u32 = 10;
 /// Connections to SQLite: it has one writer anyway; a few more let readers run beside it (WAL).
 const SQLITE_MAX_CONNECTIONS: u32 = 8;
 /// How long an SQLite writer waits for the write lock before failing with `SQLITE_BUSY`.
@@ -118,6 +121,33 @@ impl Database {
             Self::connect_sqlite(url).await
         } else {
             Err(StoreError::InvalidUrl(redact(url)))
+        }
+    }
+
+    /// The store projections write their read models through: on PostgreSQL a pool of its own whose
+    /// sessions commit without waiting for the WAL flush (`synchronous_commit = off`, set in the
+    /// startup packet: no extra round trip); on SQLite this store itself.
+    ///
+    /// Read models are derived: a crash may lose a projection's last commits (at most a few hundred
+    /// milliseconds of them), but each commit holds its documents and its checkpoint together, so the
+    /// projection simply applies those events again. Events themselves are never written here.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidUrl`] or [`StoreError::Connect`] as [`Database::connect`].
+    pub async fn for_read_models(&self, url: &str) -> Result<Database, StoreError> {
+        match self {
+            Database::Sqlite(_) => Ok(self.clone()),
+            Database::Postgres(_) => {
+                let options = postgres_options(url)?.options([("synchronous_commit", "off")]);
+                let pool = PgPoolOptions::new()
+                    .max_connections(READ_MODEL_MAX_CONNECTIONS)
+                    .test_before_acquire(false)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options)
+                    .await
+                    .map_err(StoreError::Connect)?;
+                Ok(Database::Postgres(pool))
+            }
         }
     }
 

@@ -33,6 +33,10 @@ impl Projection for RuleCatalog {
         "rule_catalog"
     }
 
+    fn follows(&self) -> &'static [&'static str] {
+        &["Rule"]
+    }
+
     async fn apply(
         &self,
         event: &RecordedEvent,

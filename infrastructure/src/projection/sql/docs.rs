@@ -4,7 +4,9 @@
 use edict_projections::{DocKey, DocMeta, StoredDoc};
 use sqlx::{Postgres, QueryBuilder, Sqlite, Transaction};
 
-use super::Tx;
+use edict_application::event_log::Checkpoint;
+
+use super::{State, Tx};
 use crate::store::Database;
 
 /// Rows per multi-row `VALUES` statement on SQLite (8 parameters each, well below its 32,766).
@@ -76,36 +78,75 @@ fn decode_doc(text: &str) -> Result<serde_json::Value, sqlx::Error> {
 fn encode_doc(doc: &serde_json::Value) -> Result<String, sqlx::Error> {
     serde_json::to_string(doc).map_err(|error| sqlx::Error::Encode(Box::new(error)))
 }
-impl Tx {
-    /// One document of a generation.
-    pub async fn load_doc(
-        &mut self,
-        projection: &str,
-        generation: i64,
-        kind: &str,
-        key: &str,
-    ) -> Result<Option<StoredDoc>, sqlx::Error> {
-        let row: Option<(Option<String>, Option<String>, String, String)> =
-            on_tx!(self, |tx| sqlx::query_as(DOC_LOAD)
-                .bind(projection)
-                .bind(generation)
-                .bind(kind)
-                .bind(key)
-                .fetch_optional(&mut **tx)
-                .await?);
-        row.map(|(team, status, sort_key, doc)| {
-            Ok(StoredDoc {
-                meta: DocMeta {
-                    team,
-                    status,
-                    sort_key,
-                },
-                doc: decode_doc(&doc)?,
-            })
+/// One document of a generation, read outside any transaction: a batch loads before it commits, and
+/// its compare-and-set of the checkpoint proves that nothing it read changed meanwhile (see
+/// `ProjectionRunner`).
+pub(crate) async fn load_doc(
+    db: &Database,
+    projection: &str,
+    generation: i64,
+    kind: &str,
+    key: &str,
+) -> Result<Option<StoredDoc>, sqlx::Error> {
+    let row: Option<(Option<String>, Option<String>, String, String)> =
+        on_pool!(db, |pool| sqlx::query_as(DOC_LOAD)
+            .bind(projection)
+            .bind(generation)
+            .bind(kind)
+            .bind(key)
+            .fetch_optional(pool)
+            .await?);
+    row.map(|(team, status, sort_key, doc)| {
+        Ok(StoredDoc {
+            meta: DocMeta {
+                team,
+                status,
+                sort_key,
+            },
+            doc: decode_doc(&doc)?,
         })
-        .transpose()
-    }
+    })
+    .transpose()
+}
 
+/// Moves the checkpoint from `expected` to `to` (adding `applied` events) and writes `docs`, atomically,
+/// if nobody else moved the projection and it is not stopped. Returns whether it did.
+pub(crate) async fn commit_batch(
+    db: &Database,
+    projection: &str,
+    expected: &State,
+    to: Checkpoint,
+    applied: i64,
+    docs: &[(DocKey, Option<StoredDoc>)],
+) -> Result<bool, sqlx::Error> {
+    let mut tx = Tx::begin(db).await?;
+    if !tx
+        .move_checkpoint(projection, expected, to, applied)
+        .await?
+    {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    tx.write_docs(projection, expected.generation, docs).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+type Delete<'a> = (&'a str, &'a str);
+
+fn split_docs(docs: &[(DocKey, Option<StoredDoc>)]) -> (Vec<Put<'_>>, Vec<Delete<'_>>) {
+    let mut puts = Vec::new();
+    let mut deletes = Vec::new();
+    for ((kind, key), doc) in docs {
+        match doc {
+            Some(doc) => puts.push((kind.as_str(), key.as_str(), doc)),
+            None => deletes.push((kind.as_str(), key.as_str())),
+        }
+    }
+    (puts, deletes)
+}
+
+impl Tx {
     /// Writes documents of a generation: upserts the present ones, deletes the absent ones.
     pub async fn write_docs(
         &mut self,
@@ -113,14 +154,7 @@ impl Tx {
         generation: i64,
         docs: &[(DocKey, Option<StoredDoc>)],
     ) -> Result<(), sqlx::Error> {
-        let mut puts = Vec::new();
-        let mut deletes = Vec::new();
-        for ((kind, key), doc) in docs {
-            match doc {
-                Some(doc) => puts.push((kind.as_str(), key.as_str(), doc)),
-                None => deletes.push((kind.as_str(), key.as_str())),
-            }
-        }
+        let (puts, deletes) = split_docs(docs);
         match self {
             Tx::Postgres(tx) => {
                 for chunk in puts.chunks(POSTGRES_ROWS_PER_STATEMENT) {
@@ -167,35 +201,54 @@ impl Tx {
 
 type Put<'a> = (&'a str, &'a str, &'a StoredDoc);
 
+/// The columns of an `UNNEST` upsert.
+struct PutColumns<'a> {
+    kinds: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    teams: Vec<Option<&'a str>>,
+    statuses: Vec<Option<&'a str>>,
+    sort_keys: Vec<&'a str>,
+    docs: Vec<String>,
+}
+
+impl<'a> PutColumns<'a> {
+    fn new(rows: &[Put<'a>]) -> Result<PutColumns<'a>, sqlx::Error> {
+        let mut columns = PutColumns {
+            kinds: Vec::with_capacity(rows.len()),
+            keys: Vec::with_capacity(rows.len()),
+            teams: Vec::with_capacity(rows.len()),
+            statuses: Vec::with_capacity(rows.len()),
+            sort_keys: Vec::with_capacity(rows.len()),
+            docs: Vec::with_capacity(rows.len()),
+        };
+        for (kind, key, doc) in rows {
+            columns.kinds.push(*kind);
+            columns.keys.push(*key);
+            columns.teams.push(doc.meta.team.as_deref());
+            columns.statuses.push(doc.meta.status.as_deref());
+            columns.sort_keys.push(doc.meta.sort_key.as_str());
+            columns.docs.push(encode_doc(&doc.doc)?);
+        }
+        Ok(columns)
+    }
+}
+
 async fn postgres_upsert(
     tx: &mut Transaction<'static, Postgres>,
     projection: &str,
     generation: i64,
     rows: &[Put<'_>],
 ) -> Result<(), sqlx::Error> {
-    let mut kinds = Vec::with_capacity(rows.len());
-    let mut keys = Vec::with_capacity(rows.len());
-    let mut teams = Vec::with_capacity(rows.len());
-    let mut statuses = Vec::with_capacity(rows.len());
-    let mut sort_keys = Vec::with_capacity(rows.len());
-    let mut docs = Vec::with_capacity(rows.len());
-    for (kind, key, doc) in rows {
-        kinds.push(*kind);
-        keys.push(*key);
-        teams.push(doc.meta.team.as_deref());
-        statuses.push(doc.meta.status.as_deref());
-        sort_keys.push(doc.meta.sort_key.as_str());
-        docs.push(encode_doc(&doc.doc)?);
-    }
+    let columns = PutColumns::new(rows)?;
     sqlx::query(DOC_UPSERT_POSTGRES)
         .bind(projection)
         .bind(generation)
-        .bind(kinds)
-        .bind(keys)
-        .bind(teams)
-        .bind(statuses)
-        .bind(sort_keys)
-        .bind(docs)
+        .bind(columns.kinds)
+        .bind(columns.keys)
+        .bind(columns.teams)
+        .bind(columns.statuses)
+        .bind(columns.sort_keys)
+        .bind(columns.docs)
         .execute(&mut **tx)
         .await?;
     Ok(())

@@ -30,7 +30,8 @@ mod docs;
 mod log;
 
 pub(crate) use docs::{
-    DELETE_CHUNK, analyze_docs, delete_generation_chunk, generation_docs, served_docs_of_kind,
+    DELETE_CHUNK, analyze_docs, commit_batch, delete_generation_chunk, generation_docs, load_doc,
+    served_docs_of_kind,
 };
 pub(crate) use log::{event_checkpoint, lag, last_position};
 
@@ -167,18 +168,9 @@ impl Tx {
         to: Checkpoint,
         applied: i64,
     ) -> Result<bool, sqlx::Error> {
-        let from_xid = stored_xid(expected.checkpoint.transaction_id)?;
-        let to_xid = stored_xid(to.transaction_id)?;
-        let now = now_millis();
-        let done = on_tx!(self, |tx| sqlx::query(STATE_MOVE)
-            .bind(name)
-            .bind(expected.generation)
-            .bind(from_xid)
-            .bind(expected.checkpoint.position)
-            .bind(to_xid)
-            .bind(to.position)
-            .bind(applied)
-            .bind(now)
+        let binds = MoveBinds::new(expected, to)?;
+        let done = on_tx!(self, |tx| binds
+            .bind(sqlx::query(STATE_MOVE), name, applied)
             .execute(&mut **tx)
             .await?
             .rows_affected());
@@ -242,6 +234,68 @@ pub(crate) async fn load_state(db: &Database, name: &str) -> Result<Option<State
         .fetch_optional(pool)
         .await?);
     row.map(state_from_row).transpose()
+}
+
+/// [`Tx::move_checkpoint`] in a statement of its own: for a batch that writes no document.
+pub(crate) async fn move_checkpoint(
+    db: &Database,
+    name: &str,
+    expected: &State,
+    to: Checkpoint,
+    applied: i64,
+) -> Result<bool, sqlx::Error> {
+    let binds = MoveBinds::new(expected, to)?;
+    let done = on_pool!(db, |pool| binds
+        .bind(sqlx::query(STATE_MOVE), name, applied)
+        .execute(pool)
+        .await?
+        .rows_affected());
+    Ok(done == 1)
+}
+
+/// The parameters of [`STATE_MOVE`] besides the name and the count.
+struct MoveBinds {
+    generation: i64,
+    from_xid: i64,
+    from_position: i64,
+    to_xid: i64,
+    to_position: i64,
+    now: i64,
+}
+
+impl MoveBinds {
+    fn new(expected: &State, to: Checkpoint) -> Result<MoveBinds, sqlx::Error> {
+        Ok(MoveBinds {
+            generation: expected.generation,
+            from_xid: stored_xid(expected.checkpoint.transaction_id)?,
+            from_position: expected.checkpoint.position,
+            to_xid: stored_xid(to.transaction_id)?,
+            to_position: to.position,
+            now: now_millis(),
+        })
+    }
+
+    fn bind<'q, DB>(
+        &self,
+        query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+        name: &'q str,
+        applied: i64,
+    ) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+    where
+        DB: sqlx::Database,
+        i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    {
+        query
+            .bind(name)
+            .bind(self.generation)
+            .bind(self.from_xid)
+            .bind(self.from_position)
+            .bind(self.to_xid)
+            .bind(self.to_position)
+            .bind(applied)
+            .bind(self.now)
+    }
 }
 
 /// Creates the state row of `name` (generation 1 at the start of the log) unless it exists.
