@@ -56,6 +56,21 @@ pub struct ConvergenceStore {
     db: Database,
 }
 
+/// One `applied` for [`ConvergenceStore::record_many`].
+#[derive(Debug, Clone, Copy)]
+pub struct AppliedRow<'a> {
+    /// The agent.
+    pub agent: &'a str,
+    /// The team.
+    pub team: &'a str,
+    /// The revision it applied.
+    pub revision: u64,
+    /// Its hash.
+    pub hash: &'a str,
+    /// When the gateway learned of it.
+    pub at: DateTime<Utc>,
+}
+
 impl ConvergenceStore {
     /// A store over `db` (migrated).
     pub fn new(db: Database) -> Self {
@@ -94,6 +109,65 @@ impl ConvergenceStore {
         .await
         .map(drop))?;
         super::convergence_history::append(&self.db, agent, team, revision, hash, at).await?;
+        Ok(())
+    }
+
+    /// [`ConvergenceStore::record`] for many (agent, team) pairs at once (each pair at most once): on
+    /// PostgreSQL one statement whatever their number, on SQLite one [`record`](Self::record) each.
+    ///
+    /// # Errors
+    /// [`ConvergenceError`] when the database fails.
+    #[tracing::instrument(skip_all, fields(count = applied.len()), err)]
+    pub async fn record_many(&self, applied: &[AppliedRow<'_>]) -> Result<(), ConvergenceError> {
+        let Database::Postgres(pool) = &self.db else {
+            for row in applied {
+                self.record(row.agent, row.team, row.revision, row.hash, row.at)
+                    .await?;
+            }
+            return Ok(());
+        };
+        let mut agents = Vec::with_capacity(applied.len());
+        let mut teams = Vec::with_capacity(applied.len());
+        let mut revisions = Vec::with_capacity(applied.len());
+        let mut hashes = Vec::with_capacity(applied.len());
+        let mut seconds = Vec::with_capacity(applied.len());
+        let mut millis = Vec::with_capacity(applied.len());
+        for row in applied {
+            agents.push(row.agent);
+            teams.push(row.team);
+            revisions.push(i64::try_from(row.revision).unwrap_or(i64::MAX));
+            hashes.push(row.hash);
+            seconds.push(row.at.timestamp());
+            millis.push(row.at.timestamp_millis());
+        }
+        // The history gets a row exactly where the upsert changed one (inserted, or a new revision or
+        // hash): what `convergence_history::append` checks row by row, in the same statement.
+        sqlx::query(
+            "WITH u AS ( \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], \
+                                      $5::bigint[], $6::bigint[]) \
+                     AS u(agent_id, team_id, revision, hash, at_s, at_ms) \
+             ), changed AS ( \
+                 INSERT INTO agent_convergence (agent_id, team_id, revision, hash, applied_at) \
+                 SELECT agent_id, team_id, revision, hash, at_s FROM u \
+                 ON CONFLICT (agent_id, team_id) DO UPDATE SET revision = excluded.revision, \
+                 hash = excluded.hash, applied_at = excluded.applied_at \
+                 WHERE agent_convergence.revision <> excluded.revision \
+                 OR agent_convergence.hash <> excluded.hash \
+                 RETURNING agent_id, team_id \
+             ) \
+             INSERT INTO agent_convergence_history (agent_id, team_id, revision, hash, applied_at_ms) \
+             SELECT u.agent_id, u.team_id, u.revision, u.hash, u.at_ms \
+               FROM u JOIN changed ON changed.agent_id = u.agent_id AND changed.team_id = u.team_id",
+        )
+        .bind(&agents)
+        .bind(&teams)
+        .bind(&revisions)
+        .bind(&hashes)
+        .bind(&seconds)
+        .bind(&millis)
+        .execute(pool)
+        .await?;
         Ok(())
     }
 

@@ -2,7 +2,8 @@
 //!
 //! A connection hands each `applied` to the gateway's one [`Recorder`] and goes on at once: the
 //! recorder keeps the latest `applied` per (agent, team) not yet written, and its task takes them all
-//! whenever there are some and writes them through [`ConvergenceStore::record`] a few at a time. So a
+//! whenever there are some and writes them through [`ConvergenceStore::record_many`], a thousand per
+//! write (one statement on PostgreSQL). So a
 //! push to 10,000 agents never parks 10,000 connection tasks on the database pool (where the next
 //! push, the handshakes and the timers of every connection would wait behind them), and a database
 //! that falls behind delays the *recording* only, never the next push.
@@ -12,7 +13,7 @@
 //! at the second only (the table keeps the latest anyway). A failed write is logged; the agent's next
 //! `applied` (next revision or next connection) records it again.
 
-use super::convergence::ConvergenceStore;
+use super::convergence::{AppliedRow, ConvergenceStore};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -20,7 +21,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{Notify, watch};
 
 /// Writes in flight at once (the pool has 32 connections, shared with everything else).
-const WRITERS: usize = 8;
+const WRITERS: usize = 4;
+/// `applied` per write: on PostgreSQL one multi-row statement each.
+const ROWS_PER_WRITE: usize = 1_000;
 
 /// One agent's `applied`.
 #[derive(Debug)]
@@ -79,21 +82,23 @@ pub(crate) async fn run(
     }
 }
 
-/// Writes `pending`, [`WRITERS`] at a time.
+/// Writes `pending`, [`ROWS_PER_WRITE`] per write, [`WRITERS`] writes at a time.
 async fn write(convergence: &ConvergenceStore, pending: Pending) {
-    futures::stream::iter(pending.into_values())
-        .for_each_concurrent(WRITERS, |applied| async move {
-            let recorded = convergence
-                .record(
-                    &applied.agent,
-                    &applied.team,
-                    applied.revision,
-                    &applied.hash,
-                    applied.at,
-                )
-                .await;
-            if let Err(error) = recorded {
-                tracing::warn!(%error, team = applied.team, "cannot record convergence");
+    let applied: Vec<Applied> = pending.into_values().collect();
+    futures::stream::iter(applied.chunks(ROWS_PER_WRITE))
+        .for_each_concurrent(WRITERS, |chunk| async move {
+            let rows: Vec<AppliedRow<'_>> = chunk
+                .iter()
+                .map(|applied| AppliedRow {
+                    agent: &applied.agent,
+                    team: &applied.team,
+                    revision: applied.revision,
+                    hash: &applied.hash,
+                    at: applied.at,
+                })
+                .collect();
+            if let Err(error) = convergence.record_many(&rows).await {
+                tracing::warn!(%error, rows = rows.len(), "cannot record convergence");
             }
         })
         .await;
