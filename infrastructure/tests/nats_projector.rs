@@ -18,19 +18,16 @@ use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
 use async_trait::async_trait;
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::PersistedEventStore;
-use cqrs_es::{Aggregate, CqrsFramework, DomainEvent};
 use edict_application::event_log::{Checkpoint, EventLog, RecordedEvent, RelayedEvent};
 use edict_infrastructure::nats::{
     self, Nats, NatsRelay, NatsSettings, ProjectorError, ProjectorSettings, RelaySettings,
     message_id, run_projector,
 };
 use edict_infrastructure::projection::ProjectionRunner;
+use edict_infrastructure::store::Database;
 use edict_infrastructure::store::testing::{
     create_isolated_postgres, drop_isolated_postgres, eventually, test_database_url,
 };
-use edict_infrastructure::store::{Database, EventRepository};
 use edict_projections::{DocMeta, Docs, Projection, ProjectionError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -41,74 +38,13 @@ const WAIT: Duration = Duration::from_secs(60);
 // ---------------------------------------------------------------------------------------------------
 // A small aggregate appended through the real write path.
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Tally {
-    count: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum TallyEvent {
-    Counted { n: u64 },
-}
-
-impl DomainEvent for TallyEvent {
-    fn event_type(&self) -> String {
-        "TallyCounted".to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1.0".to_owned()
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("never fails")]
-struct TallyError;
-
-impl Aggregate for Tally {
-    const TYPE: &'static str = "Tally";
-    /// How many events to append in this command's transaction.
-    type Command = u64;
-    type Event = TallyEvent;
-    type Error = TallyError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        events: u64,
-        _service: &(),
-        sink: &EventSink<Self>,
-    ) -> Result<(), TallyError> {
-        for _ in 0..events {
-            let n = self.count + 1;
-            sink.write(TallyEvent::Counted { n }, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: TallyEvent) {
-        let TallyEvent::Counted { n } = event;
-        self.count = n;
-    }
-}
+#[path = "support/tally.rs"]
+mod tally;
 
 /// Appends `commands` commands of 1 to 3 events each, round robin over 5 aggregates named `<tag>-<i>`.
 /// Returns the number of events.
 async fn append(db: &Database, tag: &str, commands: u64) -> u64 {
-    let cqrs: CqrsFramework<Tally, PersistedEventStore<EventRepository, Tally>> =
-        CqrsFramework::new(
-            PersistedEventStore::new_event_store(db.event_repository()),
-            vec![],
-            (),
-        );
-    let mut events = 0;
-    for i in 0..commands {
-        cqrs.execute(&format!("{tag}-{}", i % 5), i % 3 + 1)
-            .await
-            .unwrap();
-        events += i % 3 + 1;
-    }
-    events
+    tally::append_over(db, tag, commands, 5).await
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -515,12 +451,7 @@ async fn a_stopped_projection_ends_its_consumer_and_leaves_the_message_unacked()
         let projector = start_projector(&fixture);
         wait_consuming(&fixture).await;
         let fine = append(&fixture.db, "fine", 3).await;
-        let cqrs: CqrsFramework<Tally, PersistedEventStore<EventRepository, Tally>> =
-            CqrsFramework::new(
-                PersistedEventStore::new_event_store(fixture.db.event_repository()),
-                vec![],
-                (),
-            );
+        let cqrs = tally::cqrs(&fixture.db);
         cqrs.execute("poison", 1).await.unwrap();
         let log = log_of(&fixture.db, fine + 1).await;
         let poison = log
@@ -738,12 +669,7 @@ async fn event_to_read_model_lag() {
         for writer in 0..LAG_WRITERS {
             let db = fixture.db.clone();
             writers.push(tokio::spawn(async move {
-                let cqrs: CqrsFramework<Tally, PersistedEventStore<EventRepository, Tally>> =
-                    CqrsFramework::new(
-                        PersistedEventStore::new_event_store(db.event_repository()),
-                        vec![],
-                        (),
-                    );
+                let cqrs = tally::cqrs(&db);
                 let mut tick = tokio::time::interval(Duration::from_micros(
                     1_000_000 * LAG_WRITERS / LAG_RATE,
                 ));

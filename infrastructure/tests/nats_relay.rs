@@ -17,22 +17,18 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_nats::jetstream::stream::Stream as JsStream;
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::PersistedEventStore;
-use cqrs_es::{Aggregate, CqrsFramework, DomainEvent};
 use edict_application::event_log::{Checkpoint, EventLog, RecordedEvent, RelayedEvent};
 use edict_infrastructure::nats::{
     self, KvRulesetPublisher, Nats, NatsError, NatsRelay, NatsSettings, RelaySettings, RelayStatus,
     message_id, relay_checkpoint, watch_rulesets,
 };
 use edict_infrastructure::projection::RulesetUpdate;
+use edict_infrastructure::store::Database;
 use edict_infrastructure::store::testing::{
     create_isolated_postgres, drop_isolated_postgres, eventually, test_database_url,
 };
-use edict_infrastructure::store::{Database, EventRepository};
 use edict_projections::RulesetPublisher;
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -40,80 +36,13 @@ use tokio::task::JoinHandle;
 // ---------------------------------------------------------------------------------------------------
 // A small aggregate appended through the real write path (cqrs-es event-store mode).
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Tally {
-    count: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum TallyEvent {
-    Counted { n: u64 },
-}
-
-impl DomainEvent for TallyEvent {
-    fn event_type(&self) -> String {
-        "TallyCounted".to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1.0".to_owned()
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("never fails")]
-struct TallyError;
-
-impl Aggregate for Tally {
-    const TYPE: &'static str = "Tally";
-    /// How many events to append in this command's transaction.
-    type Command = u64;
-    type Event = TallyEvent;
-    type Error = TallyError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        events: u64,
-        _service: &(),
-        sink: &EventSink<Self>,
-    ) -> Result<(), TallyError> {
-        for _ in 0..events {
-            let n = self.count + 1;
-            sink.write(TallyEvent::Counted { n }, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: TallyEvent) {
-        let TallyEvent::Counted { n } = event;
-        self.count = n;
-    }
-}
-
-type Cqrs = CqrsFramework<Tally, PersistedEventStore<EventRepository, Tally>>;
-
-fn cqrs(db: &Database) -> Cqrs {
-    CqrsFramework::new(
-        PersistedEventStore::new_event_store(db.event_repository()),
-        vec![],
-        (),
-    )
-}
+#[path = "support/tally.rs"]
+mod tally;
 
 /// Appends `commands` commands of 1 to 3 events each, round robin over 7 aggregates. Returns the number
 /// of events.
 async fn append(db: &Database, tag: &str, commands: u64) -> u64 {
-    let cqrs = cqrs(db);
-    let mut events = 0;
-    for i in 0..commands {
-        let count = i % 3 + 1;
-        cqrs.execute(&format!("{tag}-{}", i % 7), count)
-            .await
-            .unwrap();
-        events += count;
-    }
-    events
+    tally::append_over(db, tag, commands, 7).await
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -14,78 +14,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::PersistedEventStore;
-use cqrs_es::{Aggregate, CqrsFramework, DomainEvent};
 use edict_application::event_log::{Checkpoint, EventLog, RecordedEvent};
+use edict_infrastructure::store::Database;
 use edict_infrastructure::store::testing::{
     create_isolated_postgres, drop_isolated_postgres, test_database_url,
 };
-use edict_infrastructure::store::{Database, EventRepository};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::PgPool;
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Tally {
-    count: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum TallyEvent {
-    Counted { n: u64 },
-}
-
-impl DomainEvent for TallyEvent {
-    fn event_type(&self) -> String {
-        "TallyCounted".to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1.0".to_owned()
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("never fails")]
-struct TallyError;
-
-impl Aggregate for Tally {
-    const TYPE: &'static str = "Tally";
-    /// How many events to append in this command's transaction.
-    type Command = u64;
-    type Event = TallyEvent;
-    type Error = TallyError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        events: u64,
-        _service: &(),
-        sink: &EventSink<Self>,
-    ) -> Result<(), TallyError> {
-        for _ in 0..events {
-            let n = self.count + 1;
-            sink.write(TallyEvent::Counted { n }, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: TallyEvent) {
-        let TallyEvent::Counted { n } = event;
-        self.count = n;
-    }
-}
-
-type Cqrs = CqrsFramework<Tally, PersistedEventStore<EventRepository, Tally>>;
-
-fn cqrs(db: &Database) -> Cqrs {
-    CqrsFramework::new(
-        PersistedEventStore::new_event_store(db.event_repository()),
-        vec![],
-        (),
-    )
-}
+#[path = "support/tally.rs"]
+mod tally;
+use tally::{TallyEvent, cqrs};
 
 fn key(event: &RecordedEvent) -> (String, i64) {
     (event.aggregate_id.clone(), event.sequence)
