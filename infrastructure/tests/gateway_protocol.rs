@@ -567,7 +567,8 @@ async fn a_new_revision_is_pushed(fixture: Fixture) {
 }
 
 /// Joining and leaving a team reach a connected agent within seconds, though the periodic refresh here
-/// is a minute away: the gateway reads membership changes from the log.
+/// is a minute away: the gateway reads membership changes from the log. Meanwhile, in two teams, the
+/// agent gets the new revisions of both.
 async fn membership_changes_reach_the_agent_at_once(fixture: Fixture) {
     let team_b = fixture.team_b.to_string();
     let mut ws = fixture.hello(vec![]).await;
@@ -591,9 +592,33 @@ async fn membership_changes_reach_the_agent_at_once(fixture: Fixture) {
         .await
         .unwrap();
     fixture.catch_up().await;
-    match next_within(&mut ws, Duration::from_secs(10)).await {
-        Some(GatewayMessage::RuleSet { team, .. }) => assert_eq!(team, team_b),
+    let joined = match next_within(&mut ws, Duration::from_secs(10)).await {
+        Some(GatewayMessage::RuleSet { team, revision, .. }) => {
+            assert_eq!(team, team_b);
+            revision
+        }
         other => panic!("expected team B's rule set after joining it, got {other:?}"),
+    };
+    // In two teams now: a new revision of either is pushed.
+    for (name, team) in [
+        ("bravo-later", fixture.team_b),
+        ("alpha-later", fixture.team_a),
+    ] {
+        fixture.attach(name, team, EnforcementMode::Warning).await;
+        fixture.catch_up().await;
+        match next_within(&mut ws, Duration::from_secs(10)).await {
+            Some(GatewayMessage::RuleSet {
+                team: pushed,
+                revision,
+                ..
+            }) => {
+                assert_eq!(pushed, team.to_string());
+                if team == fixture.team_b {
+                    assert_eq!(revision, joined + 1);
+                }
+            }
+            other => panic!("expected the new revision of {name}'s team, got {other:?}"),
+        }
     }
     fixture
         .edict

@@ -27,7 +27,7 @@
 //! decisions in `decisions`.
 
 use super::Shared;
-use super::feed::Payload;
+use super::feed::{Payload, Rulesets};
 use super::handshake::{Agent, admit, peek_request};
 use super::polls::Poll;
 use super::writer::Outbox;
@@ -36,7 +36,7 @@ use edict_application::error::AppError;
 use edict_application::gateway::AdmissionChange;
 use edict_application::principal::Principal;
 use futures::StreamExt;
-use futures::stream::SplitStream;
+use futures::stream::{BoxStream, SelectAll, SplitStream};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use tokio::net::TcpStream;
@@ -126,6 +126,8 @@ pub(super) struct Session {
     pub(super) agent: Agent,
     outbox: Outbox,
     pub(super) teams: BTreeSet<String>,
+    /// The broadcasts of those teams' new revisions.
+    updates: TeamUpdates,
     /// The revision each team's agent holds or was sent.
     sent: HashMap<String, u64>,
     /// The last decision sent per change request.
@@ -141,13 +143,13 @@ async fn run(
 ) {
     let settings = shared.settings.clone();
     let (sink, mut source) = ws.split();
-    let mut updates = shared.rulesets.subscribe();
     let mut admissions = shared.admissions.subscribe();
     let mut session = Session {
         shared,
         agent,
         outbox: Outbox::new(sink, settings.queue_capacity),
         teams: BTreeSet::new(),
+        updates: TeamUpdates::None,
         sent: HashMap::new(),
         decided: HashMap::new(),
         last_seen: Instant::now(),
@@ -163,7 +165,7 @@ async fn run(
     let flow = match flow {
         Flow::Continue => {
             session
-                .follow(&mut source, &mut updates, &mut admissions, &mut shutdown)
+                .follow(&mut source, &mut admissions, &mut shutdown)
                 .await
         }
         close => close,
@@ -175,6 +177,49 @@ async fn run(
     let Session { outbox, .. } = session;
     Box::pin(outbox.close(last, settings.write_timeout)).await;
     tracing::debug!("agent disconnected");
+}
+
+/// The broadcasts of a connection's teams (see [`Rulesets::subscribe_team`]): a new revision wakes
+/// only the connections of its team. Most agents are in one team: that case holds one receiver and
+/// nothing else.
+enum TeamUpdates {
+    None,
+    One(broadcast::Receiver<Arc<Payload>>),
+    Many(SelectAll<BoxStream<'static, Result<Arc<Payload>, broadcast::error::RecvError>>>),
+}
+
+impl TeamUpdates {
+    fn of(rulesets: &Rulesets, teams: &BTreeSet<String>) -> TeamUpdates {
+        let mut receivers = teams.iter().map(|team| rulesets.subscribe_team(team));
+        match (receivers.next(), receivers.next()) {
+            (None, _) => TeamUpdates::None,
+            (Some(one), None) => TeamUpdates::One(one),
+            (Some(first), Some(second)) => TeamUpdates::Many(
+                [first, second]
+                    .into_iter()
+                    .chain(receivers)
+                    .map(|receiver| {
+                        futures::stream::unfold(receiver, |mut receiver| async move {
+                            Some((receiver.recv().await, receiver))
+                        })
+                        .boxed()
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The next revision of one of the teams (pending forever without teams).
+    async fn recv(&mut self) -> Result<Arc<Payload>, broadcast::error::RecvError> {
+        match self {
+            TeamUpdates::None => std::future::pending().await,
+            TeamUpdates::One(receiver) => receiver.recv().await,
+            TeamUpdates::Many(streams) => streams
+                .next()
+                .await
+                .unwrap_or(Err(broadcast::error::RecvError::Closed)),
+        }
+    }
 }
 
 impl Session {
@@ -223,6 +268,8 @@ impl Session {
         if let Flow::Close(reason) = self.reply(text(&welcome)).await {
             return Flow::Close(reason);
         }
+        // Subscribed before each team's latest is read below: no revision falls in between.
+        self.updates = TeamUpdates::of(&self.shared.rulesets, &teams);
         self.teams = teams;
         let held: HashMap<&str, &Holding> = holdings.iter().map(|h| (h.team.as_str(), h)).collect();
         for team in self.teams.clone() {
@@ -285,7 +332,6 @@ impl Session {
     async fn follow(
         &mut self,
         source: &mut Source,
-        updates: &mut broadcast::Receiver<Arc<Payload>>,
         admissions: &mut broadcast::Receiver<AdmissionChange>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Flow {
@@ -322,7 +368,7 @@ impl Session {
                     }
                 },
                 frame = source.next() => Box::pin(self.on_frame(frame)).await,
-                update = updates.recv() => match update {
+                update = self.updates.recv() => match update {
                     Ok(payload) => self.on_update(&payload),
                     Err(broadcast::error::RecvError::Lagged(_)) => Flow::Close(Some(error(
                         "too_slow",
@@ -462,7 +508,20 @@ impl Session {
                 return Flow::Close(reason);
             }
         }
-        self.teams = teams;
+        if self.teams != teams {
+            self.updates = TeamUpdates::of(&self.shared.rulesets, &teams);
+            // What the teams' broadcasts sent before this subscription is cached: taken here.
+            let cached: Vec<Arc<Payload>> = teams
+                .iter()
+                .filter_map(|team| self.shared.rulesets.cached(team))
+                .collect();
+            self.teams = teams;
+            for payload in &cached {
+                if let Flow::Close(reason) = self.on_update(payload) {
+                    return Flow::Close(reason);
+                }
+            }
+        }
         for payload in latest {
             if let Flow::Close(reason) = self.on_update(payload) {
                 return Flow::Close(reason);

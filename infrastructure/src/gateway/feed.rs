@@ -33,6 +33,9 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 /// Rule set notifications buffered per connection; a connection that falls further behind is closed
 /// with `too_slow` (it resyncs with a new `hello`), never silently skipped.
 const BROADCAST_CAPACITY: usize = 256;
+/// Revisions a team's broadcast holds for a connection that has not taken them yet (a connection
+/// that falls this far behind is closed with `too_slow` and resyncs).
+const TEAM_CAPACITY: usize = 16;
 
 /// The rule set feed failed.
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +142,9 @@ impl Payload {
 pub struct Rulesets {
     latest: Arc<RwLock<HashMap<String, Arc<Payload>>>>,
     sender: broadcast::Sender<Arc<Payload>>,
+    /// One broadcast per team, created when a connection first follows the team: a new revision
+    /// wakes the connections of its team only.
+    teams: Arc<std::sync::Mutex<HashMap<String, broadcast::Sender<Arc<Payload>>>>>,
     /// Held while a team missing from the cache is read from the read model (one at a time: misses
     /// are rare, and the connections that wait find the payload cached when they get the lock).
     loading: Arc<tokio::sync::Mutex<()>>,
@@ -159,6 +165,7 @@ impl Rulesets {
         Rulesets {
             latest: Arc::new(RwLock::new(HashMap::new())),
             sender,
+            teams: Arc::new(std::sync::Mutex::new(HashMap::new())),
             loading: Arc::new(tokio::sync::Mutex::new(())),
             built: Arc::new(AtomicU64::new(0)),
         }
@@ -182,7 +189,24 @@ impl Rulesets {
         self.sender.subscribe()
     }
 
-    fn cached(&self, team: &str) -> Option<Arc<Payload>> {
+    /// Every new revision of `team` from now on.
+    pub fn subscribe_team(&self, team: &str) -> broadcast::Receiver<Arc<Payload>> {
+        let mut teams = self
+            .teams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match teams.get(team) {
+            Some(sender) => sender.subscribe(),
+            None => {
+                let (sender, receiver) = broadcast::channel(TEAM_CAPACITY);
+                teams.insert(team.to_owned(), sender);
+                receiver
+            }
+        }
+    }
+
+    /// The cached latest rule set of `team`, if any.
+    pub(crate) fn cached(&self, team: &str) -> Option<Arc<Payload>> {
         // A poisoned lock only means a panic elsewhere while inserting; the map is still usable.
         let latest = self
             .latest
@@ -223,8 +247,25 @@ impl Rulesets {
             );
             return;
         };
+        self.announce(payload);
+    }
+
+    /// Caches `payload` and sends it to the connections when it is newer than the cached one (from
+    /// the feed, or read from the read model before the feed brought it: then the feed's copy is not
+    /// sent again, so this one must be).
+    fn announce(&self, payload: Arc<Payload>) {
         if self.offer(&payload) {
-            // No connection listening is not an error: the latest is kept.
+            // No connection listening is not an error: the latest is kept (cached before it is sent,
+            // so a connection that subscribes meanwhile finds it in one place or the other).
+            let team = self
+                .teams
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&*payload.team)
+                .cloned();
+            if let Some(team) = team {
+                let _ = team.send(Arc::clone(&payload));
+            }
             let _ = self.sender.send(payload);
         }
     }
@@ -251,7 +292,7 @@ impl Rulesets {
         let Some(payload) = self.build(team, &doc) else {
             return Ok(None);
         };
-        self.offer(&payload);
+        self.announce(Arc::clone(&payload));
         Ok(self.cached(team).or(Some(payload)))
     }
 
