@@ -105,17 +105,7 @@ impl Database {
     pub async fn connect(url: &str) -> Result<Database, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             tracing::Span::current().record("kind", "postgres");
-            // No ping before each checkout: it would add a round trip to every append (a dead connection
-            // fails its statement instead, is dropped by the pool, and the caller's retry gets a new one).
-            let options = postgres_options(url)?;
-            let pool = PgPoolOptions::new()
-                .max_connections(POSTGRES_MAX_CONNECTIONS)
-                .test_before_acquire(false)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(options)
-                .await
-                .map_err(StoreError::Connect)?;
-            Ok(Database::Postgres(pool))
+            postgres_pool(postgres_options(url)?, POSTGRES_MAX_CONNECTIONS).await
         } else if url.starts_with("sqlite:") {
             tracing::Span::current().record("kind", "sqlite");
             Self::connect_sqlite(url).await
@@ -139,14 +129,7 @@ impl Database {
             Database::Sqlite(_) => Ok(self.clone()),
             Database::Postgres(_) => {
                 let options = postgres_options(url)?.options([("synchronous_commit", "off")]);
-                let pool = PgPoolOptions::new()
-                    .max_connections(READ_MODEL_MAX_CONNECTIONS)
-                    .test_before_acquire(false)
-                    .acquire_timeout(ACQUIRE_TIMEOUT)
-                    .connect_with(options)
-                    .await
-                    .map_err(StoreError::Connect)?;
-                Ok(Database::Postgres(pool))
+                postgres_pool(options, READ_MODEL_MAX_CONNECTIONS).await
             }
         }
     }
@@ -294,6 +277,23 @@ mod tests {
 /// (loopback address or Unix socket) connects without TLS: encryption buys nothing on loopback and costs
 /// about a sixth of the CPU of a busy deployment (`docs/benchmarks.md`). Any other URL keeps libpq's
 /// default (`prefer`), and an explicit `sslmode` is always obeyed.
+/// A PostgreSQL pool of at most `max_connections`. No ping before each checkout: it would add a round
+/// trip to every append (a dead connection fails its statement instead, is dropped by the pool, and the
+/// caller's retry gets a new one).
+async fn postgres_pool(
+    options: sqlx::postgres::PgConnectOptions,
+    max_connections: u32,
+) -> Result<Database, StoreError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .test_before_acquire(false)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(StoreError::Connect)?;
+    Ok(Database::Postgres(pool))
+}
+
 fn postgres_options(url: &str) -> Result<sqlx::postgres::PgConnectOptions, StoreError> {
     use std::str::FromStr;
     let options = sqlx::postgres::PgConnectOptions::from_str(url)
