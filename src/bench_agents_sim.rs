@@ -274,21 +274,24 @@ async fn session(
         Ok(Ok((ws, _))) => ws,
         _ => return false,
     };
-    let (mut sink, mut stream) = ws.split();
+    // One stream, read and written in turn (no split: nothing to lock at every frame).
+    let mut ws = ws;
     let hello = AgentMessage::Hello {
         protocol: PROTOCOL_VERSION,
         agent_version: "bench".into(),
         holdings: holding.iter().cloned().collect(),
     };
-    if send(&mut sink, &hello).await.is_err() {
+    if send(&mut ws, &hello).await.is_err() {
         return false;
     }
     let mut welcomed = false;
+    // Created once, registered with the watch once.
+    let mut stopping = std::pin::pin!(stop.changed());
     loop {
         let frame = tokio::select! {
-            frame = stream.next() => frame,
-            _ = stop.changed() => {
-                let _ = sink.close().await;
+            frame = ws.next() => frame,
+            _ = &mut stopping => {
+                let _ = ws.close(None).await;
                 break;
             }
         };
@@ -332,7 +335,7 @@ async fn session(
                     revision,
                     hash,
                 };
-                if send(&mut sink, &AgentMessage::Applied(applied.clone()))
+                if send(&mut ws, &AgentMessage::Applied(applied.clone()))
                     .await
                     .is_err()
                 {

@@ -68,7 +68,7 @@ async fn rule_sets_put_in_the_bucket_reach_the_gateway_once_per_revision() {
             .await
             .unwrap()
             .unwrap();
-        match serde_json::from_str::<GatewayMessage>(&second.text).unwrap() {
+        match serde_json::from_slice::<GatewayMessage>(second.message()).unwrap() {
             GatewayMessage::RuleSet {
                 team,
                 revision,

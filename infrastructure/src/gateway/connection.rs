@@ -1,10 +1,11 @@
 //! One agent's connection, from the upgrade request to the close.
 //!
 //! One task per connection: it reads frames, follows rule sets, runs the timers, decides, and drains
-//! its bounded [`Outbox`] whenever something is queued. A push that finds the outbox full, or finds it
-//! stalled for longer than the write timeout, closes the connection with `too_slow` (the agent resyncs
-//! with a new `hello`), so no revision is ever dropped silently; replies (`welcome`, acks) are written
-//! at once, waiting up to the write timeout.
+//! the bounded queue of its [`Wire`] whenever something is queued (every message goes out as a frame
+//! encoded once: a rule set's is shared by every connection of its team). A push that finds the queue
+//! full, or finds it stalled for longer than the write timeout, closes the connection with `too_slow`
+//! (the agent resyncs with a new `hello`), so no revision is ever dropped silently; replies
+//! (`welcome`, acks) are written at once, waiting up to the write timeout.
 //!
 //! Revocation: the gateway tails the log for `AgentRevoked` / `UserDeactivated` and tells every
 //! connection (see `watch_admissions`), which closes at once; a connection re-checks its token once
@@ -30,24 +31,29 @@ use super::Shared;
 use super::feed::{Payload, Rulesets};
 use super::handshake::{Agent, admit, peek_request};
 use super::polls::Poll;
-use super::writer::Outbox;
+use super::wire::{self, Wire};
 use edict_api::protocol::{AgentMessage, GatewayMessage, Holding, PROTOCOL_VERSION};
 use edict_application::error::AppError;
 use edict_application::gateway::AdmissionChange;
 use edict_application::principal::Principal;
 use futures::StreamExt;
-use futures::stream::{BoxStream, SelectAll, SplitStream};
+use futures::stream::{BoxStream, SelectAll};
 use std::collections::{BTreeSet, HashMap};
+use std::future::poll_fn;
 use std::sync::Arc;
+use std::task::{Context, Poll as TaskPoll};
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
 use tracing::Instrument;
 
-type Source = SplitStream<WebSocketStream<TcpStream>>;
+type Socket = WebSocketStream<Wire>;
 
 /// Serves one TCP connection until it closes or the gateway shuts down.
 pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: watch::Receiver<bool>) {
@@ -64,7 +70,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: watc
     #[allow(clippy::result_large_err)]
     let callback = move |_: &Request, response: Response| verdict.map(|_| response);
     let upgrade = tokio_tungstenite::accept_hdr_async_with_config(
-        stream,
+        Wire::new(stream, settings.queue_capacity),
         callback,
         Some(settings.websocket_config()),
     );
@@ -112,19 +118,64 @@ pub(super) fn error(code: &str, message: &str) -> GatewayMessage {
     }
 }
 
-/// A protocol message as a text frame.
-pub(super) fn text(message: &GatewayMessage) -> Message {
+/// A protocol message as an encoded text frame.
+pub(super) fn encoded(message: &GatewayMessage) -> Bytes {
     // Invariant: the protocol types serialize without failing (plain strings, numbers, JSON values).
-    Message::Text(Utf8Bytes::from(
-        serde_json::to_string(message).unwrap_or_default(),
-    ))
+    wire::frame(serde_json::to_vec(message).unwrap_or_default())
+}
+
+/// What the connection's socket did: a frame came (or the stream ended), or a write failed.
+enum Io {
+    Frame(Option<Result<Message, WsError>>),
+    WriteFailed(std::io::Error),
+}
+
+/// Writes what is queued on `ws` (as far as the socket takes it) and reads the next frame.
+fn poll_io(ws: &mut Socket, cx: &mut Context<'_>) -> TaskPoll<Io> {
+    if ws.get_ref().is_pending()
+        && let TaskPoll::Ready(Err(error)) = ws.get_mut().poll_drain(cx)
+    {
+        return TaskPoll::Ready(Io::WriteFailed(error));
+    }
+    ws.poll_next_unpin(cx).map(Io::Frame)
+}
+
+/// Writes everything queued on `ws`.
+async fn drain(ws: &mut Socket) -> std::io::Result<()> {
+    poll_fn(|cx| ws.get_mut().poll_drain(cx)).await
+}
+
+/// Ends the connection within `timeout`: `last` (an error) ahead of whatever is still queued (after
+/// a frame partly written, if one is), the rest of the queue otherwise, and a close frame (`Policy`
+/// after an error, else `Normal`).
+async fn close(mut ws: Socket, last: Option<Bytes>, timeout: Duration) {
+    let ending = async {
+        let code = match last {
+            Some(message) => {
+                let wire = ws.get_mut();
+                wire.discard_unstarted();
+                if wire.push(message).is_err() {
+                    return;
+                }
+                CloseCode::Policy
+            }
+            None => CloseCode::Normal,
+        };
+        let reason = Utf8Bytes::from_static(if code == CloseCode::Policy {
+            "error"
+        } else {
+            ""
+        });
+        let _ = ws.close(Some(CloseFrame { code, reason })).await;
+    };
+    let _ = tokio::time::timeout(timeout, ending).await;
 }
 
 /// One connected agent's state.
 pub(super) struct Session {
     pub(super) shared: Arc<Shared>,
     pub(super) agent: Agent,
-    outbox: Outbox,
+    ws: Socket,
     pub(super) teams: BTreeSet<String>,
     /// The broadcasts of those teams' new revisions.
     updates: TeamUpdates,
@@ -135,19 +186,13 @@ pub(super) struct Session {
     last_seen: Instant,
 }
 
-async fn run(
-    shared: Arc<Shared>,
-    agent: Agent,
-    ws: WebSocketStream<TcpStream>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn run(shared: Arc<Shared>, agent: Agent, ws: Socket, mut shutdown: watch::Receiver<bool>) {
     let settings = shared.settings.clone();
-    let (sink, mut source) = ws.split();
-    let mut admissions = shared.admissions.subscribe();
+    let mut admissions = received(shared.admissions.subscribe());
     let mut session = Session {
         shared,
         agent,
-        outbox: Outbox::new(sink, settings.queue_capacity),
+        ws,
         teams: BTreeSet::new(),
         updates: TeamUpdates::None,
         sent: HashMap::new(),
@@ -158,83 +203,88 @@ async fn run(
         Flow::Close(reason)
     } else {
         tokio::select! {
-        flow = Box::pin(session.greet(&mut source)) => flow,
+        flow = Box::pin(session.greet()) => flow,
         _ = shutdown.changed() => Flow::Close(None),
         }
     };
     let flow = match flow {
-        Flow::Continue => {
-            session
-                .follow(&mut source, &mut admissions, &mut shutdown)
-                .await
-        }
+        Flow::Continue => session.follow(&mut admissions, &mut shutdown).await,
         close => close,
     };
     let last = match flow {
-        Flow::Close(Some(message)) => Some(text(&message)),
+        Flow::Close(Some(message)) => Some(encoded(&message)),
         _ => None,
     };
-    let Session { outbox, .. } = session;
-    Box::pin(outbox.close(last, settings.write_timeout)).await;
+    let Session { ws, .. } = session;
+    Box::pin(close(ws, last, settings.write_timeout)).await;
     tracing::debug!("agent disconnected");
 }
 
+/// What a broadcast receiver yields.
+type Received<T> = Result<T, broadcast::error::RecvError>;
+
+/// `receiver` as a stream whose pending `recv` lives across polls: an idle connection stays
+/// registered with the broadcast once, instead of registering and leaving again at every turn of its
+/// loop (10,000 connections of a team share the broadcast's lock).
+fn received<T: Clone + Send + 'static>(
+    receiver: broadcast::Receiver<T>,
+) -> BoxStream<'static, Received<T>> {
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        Some((receiver.recv().await, receiver))
+    })
+    .boxed()
+}
+
 /// The broadcasts of a connection's teams (see [`Rulesets::subscribe_team`]): a new revision wakes
-/// only the connections of its team. Most agents are in one team: that case holds one receiver and
+/// only the connections of its team. Most agents are in one team: that case holds one stream and
 /// nothing else.
 enum TeamUpdates {
     None,
-    One(broadcast::Receiver<Arc<Payload>>),
-    Many(SelectAll<BoxStream<'static, Result<Arc<Payload>, broadcast::error::RecvError>>>),
+    One(BoxStream<'static, Received<Arc<Payload>>>),
+    Many(SelectAll<BoxStream<'static, Received<Arc<Payload>>>>),
 }
 
 impl TeamUpdates {
     fn of(rulesets: &Rulesets, teams: &BTreeSet<String>) -> TeamUpdates {
-        let mut receivers = teams.iter().map(|team| rulesets.subscribe_team(team));
-        match (receivers.next(), receivers.next()) {
+        let mut streams = teams
+            .iter()
+            .map(|team| received(rulesets.subscribe_team(team)));
+        match (streams.next(), streams.next()) {
             (None, _) => TeamUpdates::None,
             (Some(one), None) => TeamUpdates::One(one),
-            (Some(first), Some(second)) => TeamUpdates::Many(
-                [first, second]
-                    .into_iter()
-                    .chain(receivers)
-                    .map(|receiver| {
-                        futures::stream::unfold(receiver, |mut receiver| async move {
-                            Some((receiver.recv().await, receiver))
-                        })
-                        .boxed()
-                    })
-                    .collect(),
-            ),
+            (Some(first), Some(second)) => {
+                TeamUpdates::Many([first, second].into_iter().chain(streams).collect())
+            }
         }
     }
 
     /// The next revision of one of the teams (pending forever without teams).
-    async fn recv(&mut self) -> Result<Arc<Payload>, broadcast::error::RecvError> {
-        match self {
+    async fn recv(&mut self) -> Received<Arc<Payload>> {
+        let next = match self {
             TeamUpdates::None => std::future::pending().await,
-            TeamUpdates::One(receiver) => receiver.recv().await,
-            TeamUpdates::Many(streams) => streams
-                .next()
-                .await
-                .unwrap_or(Err(broadcast::error::RecvError::Closed)),
-        }
+            TeamUpdates::One(stream) => stream.next().await,
+            TeamUpdates::Many(streams) => streams.next().await,
+        };
+        next.unwrap_or(Err(broadcast::error::RecvError::Closed))
     }
 }
 
 impl Session {
     /// Waits for `hello`, answers `welcome` and the state of each team.
-    async fn greet(&mut self, source: &mut Source) -> Flow {
+    async fn greet(&mut self) -> Flow {
         let idle = self.shared.settings.idle_timeout;
         let first = loop {
-            match tokio::time::timeout(idle, source.next()).await {
-                Err(_) | Ok(None) | Ok(Some(Err(_))) => return Flow::Close(None),
-                Ok(Some(Ok(Message::Text(text)))) => break text,
-                Ok(Some(Ok(Message::Close(_)))) => return Flow::Close(None),
-                Ok(Some(Ok(Message::Binary(_)))) => {
+            let io = tokio::time::timeout(idle, poll_fn(|cx| poll_io(&mut self.ws, cx))).await;
+            match io {
+                Err(_) | Ok(Io::WriteFailed(_) | Io::Frame(None | Some(Err(_)))) => {
+                    return Flow::Close(None);
+                }
+                Ok(Io::Frame(Some(Ok(Message::Text(text))))) => break text,
+                Ok(Io::Frame(Some(Ok(Message::Close(_))))) => return Flow::Close(None),
+                Ok(Io::Frame(Some(Ok(Message::Binary(_))))) => {
                     return Flow::Close(Some(error("malformed", "text frames only")));
                 }
-                Ok(Some(Ok(_))) => {}
+                Ok(Io::Frame(Some(Ok(_)))) => {}
             }
         };
         self.last_seen = Instant::now();
@@ -265,7 +315,7 @@ impl Session {
             agent_id: self.agent.id.to_string(),
             teams: teams.iter().cloned().collect(),
         };
-        if let Flow::Close(reason) = self.reply(text(&welcome)).await {
+        if let Flow::Close(reason) = self.reply(encoded(&welcome)).await {
             return Flow::Close(reason);
         }
         // Subscribed before each team's latest is read below: no revision falls in between.
@@ -283,7 +333,7 @@ impl Session {
                 let removed = GatewayMessage::Removed {
                     team: holding.team.clone(),
                 };
-                if let Flow::Close(reason) = self.reply(text(&removed)).await {
+                if let Flow::Close(reason) = self.reply(encoded(&removed)).await {
                     return Flow::Close(reason);
                 }
             }
@@ -316,13 +366,13 @@ impl Session {
             });
         }
         let message = if current {
-            text(&GatewayMessage::Current(Holding {
+            encoded(&GatewayMessage::Current(Holding {
                 team: team.to_owned(),
                 revision: latest.revision,
                 hash: latest.hash.to_string(),
             }))
         } else {
-            Message::Text(latest.text.clone())
+            latest.frame.clone()
         };
         self.sent.insert(team.to_owned(), latest.revision);
         self.reply(message).await
@@ -331,10 +381,11 @@ impl Session {
     /// After the greeting: frames, pushes and timers until the connection ends.
     async fn follow(
         &mut self,
-        source: &mut Source,
-        admissions: &mut broadcast::Receiver<AdmissionChange>,
+        admissions: &mut BoxStream<'static, Received<AdmissionChange>>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Flow {
+        // Created once: polled at every turn, registered with the watch once.
+        let mut stopping = std::pin::pin!(shutdown.changed());
         let settings = self.shared.settings.clone();
         let mut ping = tokio::time::interval_at(
             Instant::now() + settings.ping_interval,
@@ -357,17 +408,15 @@ impl Session {
         let mut polling: Option<Poll> = None;
         loop {
             let idle = polling.is_none();
-            let writing = self.outbox.is_pending();
             let flow = tokio::select! {
-                _ = shutdown.changed() => Flow::Close(None),
-                written = self.outbox.drain(), if writing => match written {
-                    Ok(()) => Flow::Continue,
-                    Err(error) => {
+                _ = &mut stopping => Flow::Close(None),
+                io = poll_fn(|cx| poll_io(&mut self.ws, cx)) => match io {
+                    Io::Frame(frame) => Box::pin(self.on_frame(frame)).await,
+                    Io::WriteFailed(error) => {
                         tracing::debug!(%error, "write failed");
                         Flow::Close(None)
                     }
                 },
-                frame = source.next() => Box::pin(self.on_frame(frame)).await,
                 update = self.updates.recv() => match update {
                     Ok(payload) => self.on_update(&payload),
                     Err(broadcast::error::RecvError::Lagged(_)) => Flow::Close(Some(error(
@@ -383,10 +432,10 @@ impl Session {
                     } else if self.stalled() {
                         Flow::Close(None)
                     } else {
-                        self.push(Message::Ping(Default::default()))
+                        self.push(wire::ping())
                     }
                 }
-                change = admissions.recv() => match change {
+                change = admissions.next() => match change.unwrap_or(Err(broadcast::error::RecvError::Closed)) {
                     // The event is authoritative (and may be read before the token is revoked).
                     Ok(AdmissionChange::AgentRevoked(agent)) if agent == self.agent.id => revoked(),
                     Ok(AdmissionChange::UserDeactivated(user)) if user == self.agent.user => revoked(),
@@ -472,8 +521,13 @@ impl Session {
         {
             return Flow::Continue;
         }
-        self.sent.insert(payload.team.to_string(), payload.revision);
-        self.push(Message::Text(payload.text.clone()))
+        match self.sent.get_mut(&*payload.team) {
+            Some(sent) => *sent = payload.revision,
+            None => {
+                self.sent.insert(payload.team.to_string(), payload.revision);
+            }
+        }
+        self.push(payload.frame.clone())
     }
 
     /// Re-checks the agent token: a revoked agent or deactivated user is closed.
@@ -504,7 +558,7 @@ impl Session {
         for team in gone {
             self.sent.remove(&team);
             let removed = GatewayMessage::Removed { team };
-            if let Flow::Close(reason) = self.push(text(&removed)) {
+            if let Flow::Close(reason) = self.push(encoded(&removed)) {
                 return Flow::Close(reason);
             }
         }
@@ -530,17 +584,18 @@ impl Session {
         Flow::Continue
     }
 
-    /// Whether the outbox has not drained for longer than the write timeout (the agent reads nothing).
+    /// Whether the queue has not drained for longer than the write timeout (the agent reads nothing).
     fn stalled(&self) -> bool {
-        self.outbox
+        self.ws
+            .get_ref()
             .stalled_for()
             .is_some_and(|stalled| stalled > self.shared.settings.write_timeout)
     }
 
-    /// Queues a push (the loop writes it); a full or stalled outbox closes the connection
+    /// Queues a push (the loop writes it); a full or stalled queue closes the connection
     /// (`too_slow`).
-    fn push(&mut self, message: Message) -> Flow {
-        if self.stalled() || self.outbox.push(message).is_err() {
+    fn push(&mut self, message: Bytes) -> Flow {
+        if self.stalled() || self.ws.get_mut().push(message).is_err() {
             return Flow::Close(Some(error(
                 "too_slow",
                 "this connection does not take messages fast enough; send hello again",
@@ -550,20 +605,20 @@ impl Session {
     }
 
     /// Writes a reply now (with whatever is queued before it), waiting up to the write timeout.
-    pub(super) async fn reply(&mut self, message: Message) -> Flow {
+    pub(super) async fn reply(&mut self, message: Bytes) -> Flow {
         let timeout = self.shared.settings.write_timeout;
-        if let Err(message) = self.outbox.push(message) {
+        if let Err(message) = self.ws.get_mut().push(message) {
             // Full: write what is queued first, then queue the reply.
-            match tokio::time::timeout(timeout, self.outbox.drain()).await {
+            match tokio::time::timeout(timeout, drain(&mut self.ws)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Flow::Close(None),
                 Err(_) => return Flow::Close(Some(too_slow())),
             }
-            if self.outbox.push(message).is_err() {
+            if self.ws.get_mut().push(message).is_err() {
                 return Flow::Close(Some(too_slow()));
             }
         }
-        match tokio::time::timeout(timeout, self.outbox.drain()).await {
+        match tokio::time::timeout(timeout, drain(&mut self.ws)).await {
             Ok(Ok(())) => Flow::Continue,
             Ok(Err(_)) => Flow::Close(None),
             Err(_) => Flow::Close(Some(too_slow())),

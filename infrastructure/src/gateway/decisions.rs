@@ -14,7 +14,7 @@
 //!   `exception_denied`, `withdrawn` → revert;
 //! - `pending` → nothing yet.
 
-use super::connection::{Flow, Session, text};
+use super::connection::{Flow, Session, encoded};
 use edict_api::protocol::{DecisionAction, GatewayMessage};
 use edict_application::Edict;
 use edict_application::error::AppError;
@@ -95,7 +95,7 @@ impl Session {
             self.decided
                 .insert(change_request.clone(), decision.clone());
             // A reply, not a push: a reconnect may bring many decisions at once.
-            if let Flow::Close(reason) = self.reply(text(&decision)).await {
+            if let Flow::Close(reason) = self.reply(encoded(&decision)).await {
                 return Flow::Close(reason);
             }
         }

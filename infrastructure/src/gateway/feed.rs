@@ -2,9 +2,9 @@
 //!
 //! - [`RulesetFeed`]: the stream of published rule sets, with two adapters: [`WatchFeed`] (the embedded
 //!   mode's in-process [`WatchPublisher`]) and [`NatsFeed`] (the distributed mode's KV bucket watch).
-//! - [`Rulesets`]: one serialized `rule_set` message per (team, revision), shared by every connection
-//!   (an `Utf8Bytes` is reference-counted), the latest per team kept, each new one broadcast to the
-//!   connections. A team the feed has not mentioned yet is read from the `team_rulesets` read model.
+//! - [`Rulesets`]: one serialized `rule_set` message per (team, revision), encoded once as the
+//!   WebSocket frame every connection of the team writes as it is (reference-counted `Bytes`), the
+//!   latest per team kept, each new one broadcast to the connections. A team the feed has not mentioned yet is read from the `team_rulesets` read model.
 //!
 //! A feed that fails is opened again after a pause; an open that starts with the current values (the KV
 //! watch does) simply re-announces revisions the connections already sent, which they skip.
@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::broadcast;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::Bytes;
 
 /// Rule set notifications buffered per connection; a connection that falls further behind is closed
 /// with `too_slow` (it resyncs with a new `hello`), never silently skipped.
@@ -111,11 +111,18 @@ pub struct Payload {
     pub revision: u64,
     /// Its hash.
     pub hash: Arc<str>,
-    /// The `rule_set` message, as JSON text.
-    pub text: Utf8Bytes,
+    /// The `rule_set` message (JSON) as one encoded WebSocket text frame, header included.
+    pub frame: Bytes,
+    /// Where the message starts in `frame` (after the header).
+    message_start: usize,
 }
 
 impl Payload {
+    /// The `rule_set` message (JSON) the frame carries.
+    pub fn message(&self) -> &[u8] {
+        &self.frame[self.message_start..]
+    }
+
     /// The payload of a `team_rulesets` document; `None` when it has no revision or hash.
     fn of(team: &str, doc: &Value) -> Option<Payload> {
         let revision = doc["revision"].as_u64()?;
@@ -127,12 +134,13 @@ impl Payload {
             hash: hash.clone(),
             ruleset: doc.clone(),
         };
-        let text = serde_json::to_string(&message).ok()?;
+        let text = serde_json::to_vec(&message).ok()?;
         Some(Payload {
+            message_start: super::wire::header_len(text.len()),
             team: Arc::from(team),
             revision,
             hash: Arc::from(hash),
-            text: Utf8Bytes::from(text),
+            frame: super::wire::frame(text),
         })
     }
 }

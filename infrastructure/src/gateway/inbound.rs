@@ -1,7 +1,7 @@
 //! What the agent sends after `hello`: `applied` (recorded as convergence) and `report` (recorded
 //! through the `record_report` use case, then acknowledged).
 
-use super::connection::{Flow, Session, text};
+use super::connection::{Flow, Session, encoded};
 use super::recorder::Applied;
 use edict_api::protocol::{GatewayMessage, Holding, Report, ReportKind};
 use edict_application::RequestContext;
@@ -65,7 +65,7 @@ impl Session {
             report_id,
             change_request,
         };
-        self.reply(text(&ack)).await
+        self.reply(encoded(&ack)).await
     }
 }
 

@@ -7,8 +7,8 @@
 //!   (401 for anything but a valid agent token, 426 for another protocol version, 404 off `/ws`);
 //! - `connection`: one agent's session (hello, pushes, timers, revocation), with `inbound` (the
 //!   agent's `applied` and `report`), `decisions` (decided change requests, polled), `polls` (the
-//!   periodic reads, run beside the connection's loop) and `writer` (the bounded outbox the
-//!   connection's task drains);
+//!   periodic reads, run beside the connection's loop) and `wire` (the connection's socket and its
+//!   bounded queue of frames encoded once, which the connection's task drains);
 //! - [`feed`]: where new rule sets come from ([`RulesetFeed`]: NATS KV watch or the in-process
 //!   publisher) and the shared, once-serialized payload per (team, revision);
 //! - [`convergence`]: the `agent_convergence` table (which revision each agent enforces), written by
@@ -32,7 +32,7 @@ mod handshake;
 mod inbound;
 mod polls;
 mod recorder;
-mod writer;
+mod wire;
 
 pub use convergence::{ConvergenceError, ConvergenceStore, Enforced};
 pub use feed::{FeedError, NatsFeed, Payload, RulesetFeed, Rulesets, WatchFeed};
