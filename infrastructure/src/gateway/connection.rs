@@ -358,7 +358,7 @@ impl Session {
             // have been lost (killed after the commit, before the ack): record it now. Unchanged
             // records stay as they are, so the time is the first the gateway learned of it.
             self.shared.recorder.record(super::recorder::Applied {
-                agent: self.agent.id.to_string(),
+                agent: self.agent.id,
                 team: team.to_owned(),
                 revision: latest.revision,
                 hash: latest.hash.to_string(),

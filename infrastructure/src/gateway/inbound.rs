@@ -21,7 +21,7 @@ impl Session {
         // Recorded by the gateway's recorder task, in batches, so that this connection is free for
         // the next push at once (see `recorder`).
         self.shared.recorder.record(Applied {
-            agent: self.agent.id.to_string(),
+            agent: self.agent.id,
             team: holding.team,
             revision: holding.revision,
             hash: holding.hash,

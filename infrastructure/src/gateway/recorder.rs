@@ -21,6 +21,7 @@
 
 use super::convergence::{AppliedRow, ConvergenceStore};
 use chrono::{DateTime, Utc};
+use edict_domain::AgentId;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,14 +42,22 @@ const MAX_DELAY: Duration = Duration::from_secs(1);
 /// One agent's `applied`.
 #[derive(Debug)]
 pub(crate) struct Applied {
-    pub(crate) agent: String,
+    pub(crate) agent: AgentId,
     pub(crate) team: String,
     pub(crate) revision: u64,
     pub(crate) hash: String,
     pub(crate) at: DateTime<Utc>,
 }
 
-type Pending = HashMap<(String, String), Applied>;
+/// What an (agent, team) applied last: revision, hash, when.
+#[derive(Debug)]
+struct Latest {
+    revision: u64,
+    hash: String,
+    at: DateTime<Utc>,
+}
+
+type Pending = HashMap<(AgentId, String), Latest>;
 
 /// The latest unwritten `applied` per (agent, team), shared by every connection and the task.
 #[derive(Debug, Clone, Default)]
@@ -67,16 +76,25 @@ impl Recorder {
 
     /// Keeps `applied` (replacing an unwritten older one of the same agent and team); never waits.
     pub(crate) fn record(&self, applied: Applied) {
+        let latest = Latest {
+            revision: applied.revision,
+            hash: applied.hash,
+            at: applied.at,
+        };
         self.pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert((applied.agent.clone(), applied.team.clone()), applied);
+            .insert((applied.agent, applied.team), latest);
         self.kept.fetch_add(1, Ordering::Relaxed);
         self.wake.notify_one();
     }
 
+    /// What is pending, leaving an empty map as large as the one taken (the next burst is likely
+    /// the same size: no rehashing while the acks come in).
     fn take(&self) -> Pending {
-        std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner))
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let capacity = pending.len();
+        std::mem::replace(&mut *pending, HashMap::with_capacity(capacity))
     }
 }
 
@@ -122,17 +140,20 @@ async fn settle(recorder: &Recorder, stopped: &mut watch::Receiver<bool>) -> boo
 
 /// Writes `pending`, [`ROWS_PER_WRITE`] per write, [`WRITERS`] writes at a time.
 async fn write(convergence: &ConvergenceStore, pending: Pending) {
-    let applied: Vec<Applied> = pending.into_values().collect();
+    let applied: Vec<(String, String, Latest)> = pending
+        .into_iter()
+        .map(|((agent, team), latest)| (agent.to_string(), team, latest))
+        .collect();
     futures::stream::iter(applied.chunks(ROWS_PER_WRITE))
         .for_each_concurrent(WRITERS, |chunk| async move {
             let rows: Vec<AppliedRow<'_>> = chunk
                 .iter()
-                .map(|applied| AppliedRow {
-                    agent: &applied.agent,
-                    team: &applied.team,
-                    revision: applied.revision,
-                    hash: &applied.hash,
-                    at: applied.at,
+                .map(|(agent, team, latest)| AppliedRow {
+                    agent,
+                    team,
+                    revision: latest.revision,
+                    hash: &latest.hash,
+                    at: latest.at,
                 })
                 .collect();
             if let Err(error) = convergence.record_many(&rows).await {
