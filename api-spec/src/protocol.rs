@@ -17,7 +17,8 @@
 //!    order, never skipping one silently: an agent too slow to take them is disconnected and resyncs with a
 //!    new `Hello`.
 //! 4. agent → [`AgentMessage::Applied`] after the rule set is durably committed to its snapshot. The server
-//!    records which revision each agent enforces, and since when (convergence).
+//!    records which revision each agent enforces, and since when (convergence; written in batches, once a
+//!    burst of acks is over: visible through the API within about a second).
 //! 5. agent → [`AgentMessage::Report`] for every enforcement action, with an id the agent generated; the
 //!    gateway turns it into a command, idempotently, and answers [`GatewayMessage::ReportAck`]; only then
 //!    does the agent drop the report from its outbox.
