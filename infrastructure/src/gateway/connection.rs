@@ -45,7 +45,7 @@ use std::task::{Context, Poll as TaskPoll};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, watch};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -220,6 +220,81 @@ async fn run(shared: Arc<Shared>, agent: Agent, ws: Socket, mut shutdown: watch:
     tracing::debug!("agent disconnected");
 }
 
+/// The connection's four timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// A WebSocket ping (and the idle and stall checks), every `ping_interval`.
+    Ping,
+    /// The token re-check, every `revocation_check`.
+    Recheck,
+    /// The teams refresh, every `refresh_interval` (or at once after a membership notice).
+    Refresh,
+    /// The decisions poll, every `decision_interval` (the first at once).
+    Decisions,
+}
+
+/// When each timer is due next. A timer that fires is due again one period later (a late one does not
+/// fire twice); the three reads wait while one of them is in flight.
+#[derive(Debug)]
+struct Due {
+    ping: Instant,
+    recheck: Instant,
+    refresh: Instant,
+    decisions: Instant,
+}
+
+impl Due {
+    fn new(settings: &super::GatewaySettings) -> Due {
+        let now = Instant::now();
+        Due {
+            ping: now + settings.ping_interval,
+            recheck: now + settings.revocation_check,
+            refresh: now + settings.refresh_interval,
+            decisions: now,
+        }
+    }
+
+    /// The earliest deadline (of the ping alone while a read is in flight).
+    fn next(&self, idle: bool) -> Instant {
+        if idle {
+            self.ping
+                .min(self.recheck)
+                .min(self.refresh)
+                .min(self.decisions)
+        } else {
+            self.ping
+        }
+    }
+
+    /// The timer due at `now`, if one is (the ping first), rescheduled one period after `now`.
+    fn take(
+        &mut self,
+        now: Instant,
+        idle: bool,
+        settings: &super::GatewaySettings,
+    ) -> Option<Timer> {
+        let (deadline, period, timer) = if self.ping <= now {
+            (&mut self.ping, settings.ping_interval, Timer::Ping)
+        } else if !idle {
+            return None;
+        } else if self.recheck <= now {
+            (&mut self.recheck, settings.revocation_check, Timer::Recheck)
+        } else if self.refresh <= now {
+            (&mut self.refresh, settings.refresh_interval, Timer::Refresh)
+        } else if self.decisions <= now {
+            (
+                &mut self.decisions,
+                settings.decision_interval,
+                Timer::Decisions,
+            )
+        } else {
+            return None;
+        };
+        *deadline = now + period;
+        Some(timer)
+    }
+}
+
 /// What a broadcast receiver yields.
 type Received<T> = Result<T, broadcast::error::RecvError>;
 
@@ -387,27 +462,19 @@ impl Session {
         // Created once: polled at every turn, registered with the watch once.
         let mut stopping = std::pin::pin!(shutdown.changed());
         let settings = self.shared.settings.clone();
-        let mut ping = tokio::time::interval_at(
-            Instant::now() + settings.ping_interval,
-            settings.ping_interval,
-        );
-        let mut recheck = tokio::time::interval_at(
-            Instant::now() + settings.revocation_check,
-            settings.revocation_check,
-        );
-        let mut refresh = tokio::time::interval_at(
-            Instant::now() + settings.refresh_interval,
-            settings.refresh_interval,
-        );
-        // The first poll at once: decisions taken while the agent was offline.
-        let mut decisions = tokio::time::interval(settings.decision_interval);
-        for timer in [&mut ping, &mut recheck, &mut refresh, &mut decisions] {
-            timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        }
-        // The read in flight, if any; a timer due meanwhile waits for it to finish.
+        let mut due = Due::new(&settings);
+        // One timer for the four (whichever is due first): an idle connection polls one `Sleep` per
+        // turn of its loop and keeps one, not four.
+        let timer = tokio::time::sleep_until(due.next(true));
+        tokio::pin!(timer);
+        // The read in flight, if any; a read due meanwhile waits for it to finish.
         let mut polling: Option<Poll> = None;
         loop {
             let idle = polling.is_none();
+            let deadline = due.next(idle);
+            if timer.deadline() != deadline || timer.is_elapsed() {
+                timer.as_mut().reset(deadline);
+            }
             let flow = tokio::select! {
                 _ = &mut stopping => Flow::Close(None),
                 io = poll_fn(|cx| poll_io(&mut self.ws, cx)) => match io {
@@ -425,32 +492,22 @@ impl Session {
                     ))),
                     Err(broadcast::error::RecvError::Closed) => Flow::Close(None),
                 },
-                _ = ping.tick() => {
-                    if self.last_seen.elapsed() > settings.idle_timeout {
-                        tracing::debug!("idle timeout");
-                        Flow::Close(None)
-                    } else if self.stalled() {
-                        Flow::Close(None)
-                    } else {
-                        self.push(wire::ping())
-                    }
-                }
                 change = admissions.next() => match change.unwrap_or(Err(broadcast::error::RecvError::Closed)) {
                     // The event is authoritative (and may be read before the token is revoked).
                     Ok(AdmissionChange::AgentRevoked(agent)) if agent == self.agent.id => revoked(),
                     Ok(AdmissionChange::UserDeactivated(user)) if user == self.agent.user => revoked(),
                     Ok(AdmissionChange::MembershipChanged(user)) if user == self.agent.user => {
-                        refresh.reset_immediately();
+                        due.refresh = Instant::now();
                         Flow::Continue
                     }
                     Ok(AdmissionChange::TeamArchived(team)) if self.teams.contains(&team.to_string()) => {
-                        refresh.reset_immediately();
+                        due.refresh = Instant::now();
                         Flow::Continue
                     }
                     Ok(_) => Flow::Continue,
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         // Some notices were missed: membership ones too.
-                        refresh.reset_immediately();
+                        due.refresh = Instant::now();
                         Box::pin(self.recheck()).await
                     }
                     Err(broadcast::error::RecvError::Closed) => Flow::Close(None),
@@ -464,22 +521,42 @@ impl Session {
                     polling = None;
                     Box::pin(self.on_polled(polled)).await
                 }
-                _ = recheck.tick(), if idle => {
-                    polling = Some(self.start_recheck());
-                    Flow::Continue
-                }
-                _ = refresh.tick(), if idle => {
-                    polling = Some(self.start_refresh());
-                    Flow::Continue
-                }
-                _ = decisions.tick(), if idle => {
-                    polling = Some(self.start_decisions());
-                    Flow::Continue
+                () = &mut timer => {
+                    let now = Instant::now();
+                    match due.take(now, idle, &settings) {
+                        Some(Timer::Ping) => self.on_ping(settings.idle_timeout),
+                        Some(Timer::Recheck) => {
+                            polling = Some(self.start_recheck());
+                            Flow::Continue
+                        }
+                        Some(Timer::Refresh) => {
+                            polling = Some(self.start_refresh());
+                            Flow::Continue
+                        }
+                        Some(Timer::Decisions) => {
+                            polling = Some(self.start_decisions());
+                            Flow::Continue
+                        }
+                        None => Flow::Continue,
+                    }
                 }
             };
             if let Flow::Close(reason) = flow {
                 return Flow::Close(reason);
             }
+        }
+    }
+
+    /// The ping timer: close an agent silent for longer than `idle_timeout` or one whose queue is
+    /// stalled, else queue a ping.
+    fn on_ping(&mut self, idle_timeout: Duration) -> Flow {
+        if self.last_seen.elapsed() > idle_timeout {
+            tracing::debug!("idle timeout");
+            Flow::Close(None)
+        } else if self.stalled() {
+            Flow::Close(None)
+        } else {
+            self.push(wire::ping())
         }
     }
 
@@ -631,5 +708,54 @@ impl Session {
             "unavailable",
             "the gateway cannot reach its store; reconnect later",
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Due, Timer};
+    use crate::gateway::GatewaySettings;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    fn settings() -> GatewaySettings {
+        GatewaySettings {
+            ping_interval: Duration::from_secs(20),
+            revocation_check: Duration::from_secs(300),
+            refresh_interval: Duration::from_secs(120),
+            decision_interval: Duration::from_secs(5),
+            ..GatewaySettings::default()
+        }
+    }
+
+    #[test]
+    fn the_decisions_come_first_then_each_timer_one_period_after_it_fired() {
+        let settings = settings();
+        let mut due = Due::new(&settings);
+        let start = Instant::now();
+        assert!(due.next(true) <= start);
+        assert_eq!(due.take(start, true, &settings), Some(Timer::Decisions));
+        assert_eq!(due.take(start, true, &settings), None);
+        assert_eq!(due.next(true), start + Duration::from_secs(5));
+        // Late by 30 s: the ping fires once, then the decisions, each rescheduled from now.
+        let late = start + Duration::from_secs(30);
+        assert_eq!(due.take(late, true, &settings), Some(Timer::Ping));
+        assert_eq!(due.take(late, true, &settings), Some(Timer::Decisions));
+        assert_eq!(due.take(late, true, &settings), None);
+        assert_eq!(due.next(true), late + Duration::from_secs(5));
+        assert_eq!(due.ping, late + Duration::from_secs(20));
+    }
+
+    #[test]
+    fn while_a_read_is_in_flight_only_the_ping_is_due() {
+        let settings = settings();
+        let mut due = Due::new(&settings);
+        let start = Instant::now();
+        due.refresh = start;
+        assert_eq!(due.next(false), due.ping);
+        assert_eq!(due.take(start, false, &settings), None);
+        // The refresh waited; it fires once the read is over.
+        assert_eq!(due.take(start, true, &settings), Some(Timer::Refresh));
+        assert_eq!(due.refresh, start + Duration::from_secs(120));
     }
 }
