@@ -162,3 +162,82 @@ async fn write(convergence: &ConvergenceStore, pending: Pending) {
         })
         .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Applied, MAX_DELAY, Recorder, SETTLE, settle};
+    use edict_domain::AgentId;
+    use std::time::Duration;
+    use tokio::sync::watch;
+    use tokio::time::Instant;
+
+    fn applied(n: u128) -> Applied {
+        Applied {
+            agent: AgentId(uuid::Uuid::from_u128(n)),
+            team: "team".into(),
+            revision: 1,
+            hash: "h".into(),
+            at: chrono::Utc::now(),
+        }
+    }
+
+    /// Records one `applied` every `every`, `count` times, from now.
+    fn feed(recorder: &Recorder, count: u128, every: Duration) {
+        let recorder = recorder.clone();
+        tokio::spawn(async move {
+            for n in 0..count {
+                recorder.record(applied(n));
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_is_written_once_no_ack_came_for_the_settling_time() {
+        let recorder = Recorder::new();
+        let (_stop, mut stopped) = watch::channel(false);
+        let start = Instant::now();
+        // 20 acks, 10 ms apart: the last at 190 ms.
+        feed(&recorder, 20, Duration::from_millis(10));
+        tokio::task::yield_now().await;
+        assert!(!settle(&recorder, &mut stopped).await);
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(190) + SETTLE && waited < MAX_DELAY,
+            "{waited:?}"
+        );
+        assert_eq!(recorder.take().len(), 20);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acks_that_never_stop_are_written_after_the_longest_delay() {
+        let recorder = Recorder::new();
+        let (_stop, mut stopped) = watch::channel(false);
+        let start = Instant::now();
+        feed(&recorder, 10_000, Duration::from_millis(5));
+        tokio::task::yield_now().await;
+        assert!(!settle(&recorder, &mut stopped).await);
+        let waited = start.elapsed();
+        assert!(
+            waited >= MAX_DELAY && waited < MAX_DELAY + SETTLE,
+            "{waited:?}"
+        );
+        // The next burst finds a map as large as the last one: no rehashing while it comes in.
+        let taken = recorder.take();
+        assert!(taken.len() >= 150, "{}", taken.len());
+        assert!(recorder.pending.lock().unwrap().capacity() >= taken.len());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopping_gateway_ends_the_wait_at_once() {
+        let recorder = Recorder::new();
+        let (stop, mut stopped) = watch::channel(false);
+        feed(&recorder, 10_000, Duration::from_millis(5));
+        let start = Instant::now();
+        let stopping = tokio::spawn(async move { settle(&recorder, &mut stopped).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.send(true).unwrap();
+        assert!(stopping.await.unwrap());
+        assert!(start.elapsed() < Duration::from_millis(100));
+    }
+}
