@@ -192,16 +192,21 @@ mod tests {
         });
     }
 
+    /// Feeds `count` acks `every` apart and settles: how long the settling took.
+    async fn settled(recorder: &Recorder, count: u128, every: Duration) -> Duration {
+        let (_stop, mut stopped) = watch::channel(false);
+        let start = Instant::now();
+        feed(recorder, count, every);
+        tokio::task::yield_now().await;
+        assert!(!settle(recorder, &mut stopped).await);
+        start.elapsed()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_burst_is_written_once_no_ack_came_for_the_settling_time() {
         let recorder = Recorder::new();
-        let (_stop, mut stopped) = watch::channel(false);
-        let start = Instant::now();
         // 20 acks, 10 ms apart: the last at 190 ms.
-        feed(&recorder, 20, Duration::from_millis(10));
-        tokio::task::yield_now().await;
-        assert!(!settle(&recorder, &mut stopped).await);
-        let waited = start.elapsed();
+        let waited = settled(&recorder, 20, Duration::from_millis(10)).await;
         assert!(
             waited >= Duration::from_millis(190) + SETTLE && waited < MAX_DELAY,
             "{waited:?}"
@@ -212,12 +217,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn acks_that_never_stop_are_written_after_the_longest_delay() {
         let recorder = Recorder::new();
-        let (_stop, mut stopped) = watch::channel(false);
-        let start = Instant::now();
-        feed(&recorder, 10_000, Duration::from_millis(5));
-        tokio::task::yield_now().await;
-        assert!(!settle(&recorder, &mut stopped).await);
-        let waited = start.elapsed();
+        let waited = settled(&recorder, 10_000, Duration::from_millis(5)).await;
         assert!(
             waited >= MAX_DELAY && waited < MAX_DELAY + SETTLE,
             "{waited:?}"
