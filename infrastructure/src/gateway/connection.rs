@@ -17,11 +17,11 @@
 //! shows them) and `TeamArchived`; the connections concerned re-read the agent's teams at once (the
 //! refresh below, started now), since membership changes produce no rule set revision.
 //!
-//! Timers: a WebSocket ping every `ping_interval`, a close after `idle_timeout` without any frame from
-//! the agent, the token re-check, and a refresh every `refresh_interval` that re-reads the agent's
-//! teams from the directory and the latest revision of each team (a safety net under the watch and
-//! the feed); the agent's change requests are polled every `decision_interval` for decisions (see
-//! `decisions`).
+//! Timers (one `Sleep`, set to whichever is due first: `Due`): a WebSocket ping every
+//! `ping_interval`, a close after `idle_timeout` without any frame from the agent, the token re-check,
+//! and a refresh every `refresh_interval` that re-reads the agent's teams from the directory and the
+//! latest revision of each team (a safety net under the watch and the feed); the agent's change
+//! requests are polled every `decision_interval` for decisions (see `decisions`).
 //!
 //! The timers' reads (re-check, refresh, decisions) run beside the loop, one at a time (`polls`): a
 //! push is never held back by a slow read. The handling of `applied` and `report` is in `inbound`, the
@@ -145,9 +145,9 @@ async fn drain(ws: &mut Socket) -> std::io::Result<()> {
     poll_fn(|cx| ws.get_mut().poll_drain(cx)).await
 }
 
-/// Ends the connection within `timeout`: `last` (an error) ahead of whatever is still queued (after
-/// a frame partly written, if one is), the rest of the queue otherwise, and a close frame (`Policy`
-/// after an error, else `Normal`).
+/// Ends the connection within `timeout`: with an error (`last`), the error in place of what is still
+/// queued (after a frame partly written, if one is: the stream must not break inside it); without,
+/// the rest of the queue; then a close frame (`Policy` after an error, else `Normal`).
 async fn close(mut ws: Socket, last: Option<Bytes>, timeout: Duration) {
     let ending = async {
         let code = match last {
