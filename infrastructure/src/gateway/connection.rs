@@ -661,7 +661,8 @@ impl Session {
         Flow::Continue
     }
 
-    /// Whether the queue has not drained for longer than the write timeout (the agent reads nothing).
+    /// Whether the socket took nothing of what is queued for longer than the write timeout (the agent
+    /// reads nothing; one that reads a large frame slowly is not stalled).
     fn stalled(&self) -> bool {
         self.ws
             .get_ref()

@@ -64,7 +64,8 @@ pub(super) struct Wire {
     written: usize,
     /// Frames the connection may queue; tungstenite's own writes may take as many again.
     capacity: usize,
-    /// Since when the queue has not been empty (cleared when it drains).
+    /// While something is queued: since when the socket took nothing (the queue's first frame, or the
+    /// last write that made progress). `None` when the queue is empty.
     since: Option<Instant>,
 }
 
@@ -109,7 +110,8 @@ impl Wire {
         !self.queue.is_empty()
     }
 
-    /// How long the queue has been waiting without draining, if it is.
+    /// How long the socket has taken nothing while something is queued, if something is (a slow
+    /// agent that keeps reading a large frame is not stalled).
     pub(super) fn stalled_for(&self) -> Option<Duration> {
         self.since.map(|since| since.elapsed())
     }
@@ -120,10 +122,11 @@ impl Wire {
     /// # Errors
     /// The socket's error when a write fails (the connection is gone).
     pub(super) fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut progressed = false;
         while !self.queue.is_empty() {
-            let wrote = if self.queue.len() == 1 {
+            let polled = if self.queue.len() == 1 {
                 let front = &self.queue[0][self.written..];
-                ready!(Pin::new(&mut self.stream).poll_write(cx, front))?
+                Pin::new(&mut self.stream).poll_write(cx, front)
             } else {
                 let mut slices = [IoSlice::new(&[]); SLICES];
                 for (slice, (i, frame)) in slices.iter_mut().zip(self.queue.iter().enumerate()) {
@@ -131,12 +134,22 @@ impl Wire {
                     *slice = IoSlice::new(&frame[skip..]);
                 }
                 let used = self.queue.len().min(SLICES);
-                ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..used]))?
+                Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..used])
+            };
+            let wrote = match polled {
+                Poll::Ready(wrote) => wrote?,
+                Poll::Pending => {
+                    if progressed {
+                        self.since = Some(Instant::now());
+                    }
+                    return Poll::Pending;
+                }
             };
             if wrote == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.advance(wrote);
+            progressed = true;
         }
         self.since = None;
         Poll::Ready(Ok(()))
@@ -199,6 +212,8 @@ mod tests {
     use futures::{SinkExt, StreamExt};
     use std::future::poll_fn;
     use std::io::Cursor;
+    use std::task::Poll;
+    use std::time::Duration;
     use tokio::io::AsyncReadExt;
     use tokio::net::{TcpListener, TcpStream};
     use tokio_tungstenite::tungstenite::protocol::Role;
@@ -276,6 +291,28 @@ mod tests {
         let mut ws = WebSocketStream::from_raw_socket(Cursor::new(bytes), Role::Client, None).await;
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
         assert!(matches!(ws.next().await.unwrap().unwrap(), Message::Ping(p) if p.is_empty()));
+    }
+
+    #[tokio::test]
+    async fn a_socket_that_takes_bytes_slowly_is_not_stalled() {
+        let (mut client, server) = pair().await;
+        let mut wire = Wire::new(server, 4);
+        wire.push(frame("z".repeat(8 << 20))).unwrap();
+        let polled = poll_fn(|cx| Poll::Ready(wire.poll_drain(cx))).await;
+        assert!(polled.is_pending());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Nothing read: stalled since the push.
+        assert!(wire.stalled_for().unwrap() >= Duration::from_millis(200));
+        let mut read = vec![0u8; 1 << 20];
+        client.read_exact(&mut read).await.unwrap();
+        // The socket takes more (the rest does not fit): the stall counts from that write.
+        let draining = poll_fn(|cx| wire.poll_drain(cx));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), draining)
+                .await
+                .is_err()
+        );
+        assert!(wire.stalled_for().unwrap() < Duration::from_millis(200));
     }
 
     #[test]
