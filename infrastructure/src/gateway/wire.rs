@@ -122,11 +122,10 @@ impl Wire {
     /// # Errors
     /// The socket's error when a write fails (the connection is gone).
     pub(super) fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut progressed = false;
         while !self.queue.is_empty() {
-            let polled = if self.queue.len() == 1 {
+            let wrote = if self.queue.len() == 1 {
                 let front = &self.queue[0][self.written..];
-                Pin::new(&mut self.stream).poll_write(cx, front)
+                ready!(Pin::new(&mut self.stream).poll_write(cx, front))?
             } else {
                 let mut slices = [IoSlice::new(&[]); SLICES];
                 for (slice, (i, frame)) in slices.iter_mut().zip(self.queue.iter().enumerate()) {
@@ -134,22 +133,16 @@ impl Wire {
                     *slice = IoSlice::new(&frame[skip..]);
                 }
                 let used = self.queue.len().min(SLICES);
-                Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..used])
-            };
-            let wrote = match polled {
-                Poll::Ready(wrote) => wrote?,
-                Poll::Pending => {
-                    if progressed {
-                        self.since = Some(Instant::now());
-                    }
-                    return Poll::Pending;
-                }
+                ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..used]))?
             };
             if wrote == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.advance(wrote);
-            progressed = true;
+            if !self.queue.is_empty() {
+                // Progress, with more to write: a stall counts from here.
+                self.since = Some(Instant::now());
+            }
         }
         self.since = None;
         Poll::Ready(Ok(()))
