@@ -270,12 +270,11 @@ async fn session(
         .read_buffer_size(4096)
         .write_buffer_size(0);
     let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
-    let ws = match tokio::time::timeout(Duration::from_secs(15), connect).await {
+    // One stream, read and written in turn (no split: nothing to lock at every frame).
+    let mut ws = match tokio::time::timeout(Duration::from_secs(15), connect).await {
         Ok(Ok((ws, _))) => ws,
         _ => return false,
     };
-    // One stream, read and written in turn (no split: nothing to lock at every frame).
-    let mut ws = ws;
     let hello = AgentMessage::Hello {
         protocol: PROTOCOL_VERSION,
         agent_version: "bench".into(),

@@ -4,7 +4,8 @@
 //!   mode's in-process [`WatchPublisher`]) and [`NatsFeed`] (the distributed mode's KV bucket watch).
 //! - [`Rulesets`]: one serialized `rule_set` message per (team, revision), encoded once as the
 //!   WebSocket frame every connection of the team writes as it is (reference-counted `Bytes`), the
-//!   latest per team kept, each new one broadcast to the connections. A team the feed has not mentioned yet is read from the `team_rulesets` read model.
+//!   latest per team kept, each new one broadcast to the connections. A team the feed has not
+//!   mentioned yet is read from the `team_rulesets` read model.
 //!
 //! A feed that fails is opened again after a pause; an open that starts with the current values (the KV
 //! watch does) simply re-announces revisions the connections already sent, which they skip.
@@ -113,14 +114,12 @@ pub struct Payload {
     pub hash: Arc<str>,
     /// The `rule_set` message (JSON) as one encoded WebSocket text frame, header included.
     pub frame: Bytes,
-    /// Where the message starts in `frame` (after the header).
-    message_start: usize,
 }
 
 impl Payload {
     /// The `rule_set` message (JSON) the frame carries.
     pub fn message(&self) -> &[u8] {
-        &self.frame[self.message_start..]
+        super::wire::payload_of(&self.frame)
     }
 
     /// The payload of a `team_rulesets` document; `None` when it has no revision or hash.
@@ -136,7 +135,6 @@ impl Payload {
         };
         let text = serde_json::to_vec(&message).ok()?;
         Some(Payload {
-            message_start: super::wire::header_len(text.len()),
             team: Arc::from(team),
             revision,
             hash: Arc::from(hash),

@@ -34,14 +34,15 @@ pub(crate) fn frame(payload: impl Into<Bytes>) -> Bytes {
     encode(Frame::message(payload, OpCode::Data(Data::Text), true))
 }
 
-/// The length of the header [`frame`] puts before a payload of `len` bytes (unmasked: 2 bytes, plus
-/// the extended length of 2 or 8 bytes from 126 bytes on).
-pub(crate) fn header_len(len: usize) -> usize {
-    match len {
-        0..=125 => 2,
-        126..=65_535 => 4,
-        _ => 10,
-    }
+/// The payload of a frame [`frame`] encoded (unmasked): after 2 header bytes, plus an extended
+/// length of 2 or 8 bytes when the length byte says 126 or 127.
+pub(crate) fn payload_of(frame: &[u8]) -> &[u8] {
+    let header = match frame.get(1).map(|length| length & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        _ => 2,
+    };
+    frame.get(header..).unwrap_or_default()
 }
 
 /// An empty ping frame.
@@ -309,11 +310,12 @@ mod tests {
     }
 
     #[test]
-    fn the_header_length_matches_the_encoding() {
+    fn the_payload_is_found_after_each_length_of_header() {
         for len in [0, 125, 126, 65_535, 65_536, 200_000] {
+            let payload = vec![b'a'; len];
             assert_eq!(
-                frame(vec![b'a'; len]).len(),
-                len + super::header_len(len),
+                super::payload_of(&frame(payload.clone())),
+                &payload[..],
                 "{len}"
             );
         }
