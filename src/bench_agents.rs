@@ -128,6 +128,29 @@ struct Propagation {
     /// From the command's response to the last agent's `applied`, per command.
     to_last_agent: Spread,
     command: Spread,
+    /// CPU time per command over the whole phase (the pauses included): where the work goes.
+    cpu_per_command: CpuPerCommand,
+}
+
+/// CPU time per command of each part, milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+struct CpuPerCommand {
+    gateway_ms: f64,
+    /// The bench process: the simulated agents, almost all of it.
+    agents_ms: f64,
+    core_ms: f64,
+    /// Every `postgres` process of the machine (the convergence writes, mostly).
+    postgres_ms: f64,
+}
+
+/// CPU time so far of the gateway, the bench process, the core and PostgreSQL.
+fn cpu_times(deployment: &Deployment) -> Result<[Duration; 4]> {
+    Ok([
+        cpu_time(deployment.gateway.pid)?,
+        cpu_time(std::process::id())?,
+        cpu_time(deployment.core.pid)?,
+        postgres_cpu_time(),
+    ])
 }
 
 /// The reconnect storm.
@@ -788,7 +811,7 @@ async fn measure(deployment: &mut Deployment, args: &AgentsArgs) -> Result<Agent
     let core_idle_cpu_percent = core_cpu.as_secs_f64() * 100.0 / idle.as_secs_f64();
     let postgres_idle_cpu_percent = pg_cpu.as_secs_f64() * 100.0 / idle.as_secs_f64();
 
-    let propagation = propagate(&mut setup, &sims, args).await?;
+    let propagation = propagate(&mut setup, &sims, args, deployment).await?;
 
     let storm = if args.no_storm {
         None
@@ -819,7 +842,13 @@ async fn measure(deployment: &mut Deployment, args: &AgentsArgs) -> Result<Agent
 }
 
 /// `--commands` enforcement changes, one at a time, each waited for at every agent of its team.
-async fn propagate(setup: &mut Setup, sims: &Sims, args: &AgentsArgs) -> Result<Propagation> {
+async fn propagate(
+    setup: &mut Setup,
+    sims: &Sims,
+    args: &AgentsArgs,
+    deployment: &Deployment,
+) -> Result<Propagation> {
+    let cpu_before = cpu_times(deployment)?;
     let histogram = || Histogram::<u64>::new_with_bounds(1, 600_000_000, 3);
     let mut per_agent = histogram()?;
     let mut to_last = histogram()?;
@@ -850,6 +879,11 @@ async fn propagate(setup: &mut Setup, sims: &Sims, args: &AgentsArgs) -> Result<
         }
         tokio::time::sleep(Duration::from_millis(args.pause_ms)).await;
     }
+    let cpu_after = cpu_times(deployment)?;
+    let per_command = |i: usize| {
+        cpu_after[i].saturating_sub(cpu_before[i]).as_secs_f64() * 1000.0
+            / args.commands.max(1) as f64
+    };
     Ok(Propagation {
         commands: args.commands,
         expected,
@@ -857,6 +891,12 @@ async fn propagate(setup: &mut Setup, sims: &Sims, args: &AgentsArgs) -> Result<
         per_agent: Spread::of(&per_agent),
         to_last_agent: Spread::of(&to_last),
         command: Spread::of(&command),
+        cpu_per_command: CpuPerCommand {
+            gateway_ms: per_command(0),
+            agents_ms: per_command(1),
+            core_ms: per_command(2),
+            postgres_ms: per_command(3),
+        },
     })
 }
 
@@ -978,6 +1018,11 @@ fn print(report: &AgentsReport) {
     line(format!(
         "    response → last agent's applied, per command: p50 {:.1} ms, max {:.1} ms; command p50 {:.1} ms",
         p.to_last_agent.p50_ms, p.to_last_agent.max_ms, p.command.p50_ms
+    ));
+    let c = &p.cpu_per_command;
+    line(format!(
+        "    CPU per command (pauses included): gateway {:.0} ms, simulated agents {:.0} ms, core {:.0} ms, postgres {:.0} ms",
+        c.gateway_ms, c.agents_ms, c.core_ms, c.postgres_ms
     ));
     if let Some(s) = &report.storm {
         let fmt = |v: Option<f64>| {
