@@ -143,14 +143,36 @@ struct CpuPerCommand {
     postgres_ms: f64,
 }
 
-/// CPU time so far of the gateway, the bench process, the core and PostgreSQL.
-fn cpu_times(deployment: &Deployment) -> Result<[Duration; 4]> {
-    Ok([
-        cpu_time(deployment.gateway.pid)?,
-        cpu_time(std::process::id())?,
-        cpu_time(deployment.core.pid)?,
-        postgres_cpu_time(),
-    ])
+/// CPU time of the gateway, the bench process, the core and PostgreSQL: so far, or over a window.
+#[derive(Debug, Clone, Copy)]
+struct CpuTimes {
+    gateway: Duration,
+    bench: Duration,
+    core: Duration,
+    postgres: Duration,
+}
+
+impl CpuTimes {
+    /// So far.
+    fn now(deployment: &Deployment) -> Result<CpuTimes> {
+        Ok(CpuTimes {
+            gateway: cpu_time(deployment.gateway.pid)?,
+            bench: cpu_time(std::process::id())?,
+            core: cpu_time(deployment.core.pid)?,
+            postgres: postgres_cpu_time(),
+        })
+    }
+
+    /// From `earlier` to now.
+    fn since(deployment: &Deployment, earlier: CpuTimes) -> Result<CpuTimes> {
+        let now = CpuTimes::now(deployment)?;
+        Ok(CpuTimes {
+            gateway: now.gateway.saturating_sub(earlier.gateway),
+            bench: now.bench.saturating_sub(earlier.bench),
+            core: now.core.saturating_sub(earlier.core),
+            postgres: now.postgres.saturating_sub(earlier.postgres),
+        })
+    }
 }
 
 /// The reconnect storm.
@@ -787,16 +809,10 @@ async fn measure(deployment: &mut Deployment, args: &AgentsArgs) -> Result<Agent
 
     // Idle: memory and CPU of both children over the window.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (gw_cpu0, core_cpu0, pg_cpu0) = (
-        cpu_time(deployment.gateway.pid)?,
-        cpu_time(deployment.core.pid)?,
-        postgres_cpu_time(),
-    );
+    let idle_start = CpuTimes::now(deployment)?;
     let idle = Duration::from_secs(args.idle_seconds.max(1));
     tokio::time::sleep(idle).await;
-    let gw_cpu = cpu_time(deployment.gateway.pid)?.saturating_sub(gw_cpu0);
-    let core_cpu = cpu_time(deployment.core.pid)?.saturating_sub(core_cpu0);
-    let pg_cpu = postgres_cpu_time().saturating_sub(pg_cpu0);
+    let idle_cpu = CpuTimes::since(deployment, idle_start)?;
     let rss_after = rss_kib(deployment.gateway.pid)?;
     let connections = sims.connected();
     let gateway = Footprint {
@@ -805,11 +821,11 @@ async fn measure(deployment: &mut Deployment, args: &AgentsArgs) -> Result<Agent
         connections,
         bytes_per_connection: rss_after.saturating_sub(rss_before) as f64 * 1024.0
             / connections.max(1) as f64,
-        idle_cpu_percent: gw_cpu.as_secs_f64() * 100.0 / idle.as_secs_f64(),
+        idle_cpu_percent: idle_cpu.gateway.as_secs_f64() * 100.0 / idle.as_secs_f64(),
         idle_seconds: idle.as_secs(),
     };
-    let core_idle_cpu_percent = core_cpu.as_secs_f64() * 100.0 / idle.as_secs_f64();
-    let postgres_idle_cpu_percent = pg_cpu.as_secs_f64() * 100.0 / idle.as_secs_f64();
+    let core_idle_cpu_percent = idle_cpu.core.as_secs_f64() * 100.0 / idle.as_secs_f64();
+    let postgres_idle_cpu_percent = idle_cpu.postgres.as_secs_f64() * 100.0 / idle.as_secs_f64();
 
     let propagation = propagate(&mut setup, &sims, args, deployment).await?;
 
@@ -848,7 +864,7 @@ async fn propagate(
     args: &AgentsArgs,
     deployment: &Deployment,
 ) -> Result<Propagation> {
-    let cpu_before = cpu_times(deployment)?;
+    let start = CpuTimes::now(deployment)?;
     let histogram = || Histogram::<u64>::new_with_bounds(1, 600_000_000, 3);
     let mut per_agent = histogram()?;
     let mut to_last = histogram()?;
@@ -879,11 +895,8 @@ async fn propagate(
         }
         tokio::time::sleep(Duration::from_millis(args.pause_ms)).await;
     }
-    let cpu_after = cpu_times(deployment)?;
-    let per_command = |i: usize| {
-        cpu_after[i].saturating_sub(cpu_before[i]).as_secs_f64() * 1000.0
-            / args.commands.max(1) as f64
-    };
+    let used = CpuTimes::since(deployment, start)?;
+    let per_command = |cpu: Duration| cpu.as_secs_f64() * 1000.0 / args.commands.max(1) as f64;
     Ok(Propagation {
         commands: args.commands,
         expected,
@@ -892,10 +905,10 @@ async fn propagate(
         to_last_agent: Spread::of(&to_last),
         command: Spread::of(&command),
         cpu_per_command: CpuPerCommand {
-            gateway_ms: per_command(0),
-            agents_ms: per_command(1),
-            core_ms: per_command(2),
-            postgres_ms: per_command(3),
+            gateway_ms: per_command(used.gateway),
+            agents_ms: per_command(used.bench),
+            core_ms: per_command(used.core),
+            postgres_ms: per_command(used.postgres),
         },
     })
 }
