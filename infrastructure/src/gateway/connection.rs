@@ -1,11 +1,13 @@
 //! One agent's connection, from the upgrade request to the close.
 //!
-//! One task per connection: it reads frames, follows rule sets, runs the timers, decides, and drains
-//! the bounded queue of its [`Wire`] whenever something is queued (every message goes out as a frame
-//! encoded once: a rule set's is shared by every connection of its team). A push that finds the queue
-//! full, or finds it stalled for longer than the write timeout, closes the connection with `too_slow`
-//! (the agent resyncs with a new `hello`), so no revision is ever dropped silently; replies
-//! (`welcome`, acks) are written at once, waiting up to the write timeout.
+//! One task per connection: it reads frames, runs the timers, decides, and drains the bounded queue
+//! of its [`Port`] whenever something is queued (every message goes out as a frame encoded once: a
+//! rule set's is shared by every connection of its team). Once greeted, the connection's port joins
+//! its teams in the gateway's fan-out, which writes each new revision straight into the socket when
+//! nothing is queued before it (the task is not woken for it), else queues it and wakes the task. A
+//! push that finds the queue full, or finds it stalled for longer than the write timeout, closes the
+//! connection with `too_slow` (the agent resyncs with a new `hello`), so no revision is ever dropped
+//! silently; replies (`welcome`, acks) are written at once, waiting up to the write timeout.
 //!
 //! Revocation: the gateway tails the log for `AgentRevoked` / `UserDeactivated` and tells every
 //! connection (see `watch_admissions`), which closes at once; a connection re-checks its token once
@@ -28,16 +30,16 @@
 //! decisions in `decisions`.
 
 use super::Shared;
-use super::feed::{Payload, Rulesets};
+use super::feed::{Gate, Payload};
 use super::handshake::{Agent, admit, peek_request};
 use super::polls::Poll;
-use super::wire::{self, Wire};
+use super::wire::{self, Offered, Port, Wire};
 use edict_api::protocol::{AgentMessage, GatewayMessage, Holding, PROTOCOL_VERSION};
 use edict_application::error::AppError;
 use edict_application::gateway::AdmissionChange;
 use edict_application::principal::Principal;
 use futures::StreamExt;
-use futures::stream::{BoxStream, SelectAll};
+use futures::stream::BoxStream;
 use std::collections::{BTreeSet, HashMap};
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -110,6 +112,14 @@ fn too_slow() -> GatewayMessage {
     )
 }
 
+/// The error of a connection whose queue a push found full or stalled.
+fn too_slow_push() -> GatewayMessage {
+    error(
+        "too_slow",
+        "this connection does not take messages fast enough; send hello again",
+    )
+}
+
 /// A protocol error message.
 pub(super) fn error(code: &str, message: &str) -> GatewayMessage {
     GatewayMessage::Error {
@@ -124,37 +134,71 @@ pub(super) fn encoded(message: &GatewayMessage) -> Bytes {
     wire::frame(serde_json::to_vec(message).unwrap_or_default())
 }
 
-/// What the connection's socket did: a frame came (or the stream ended), or a write failed.
+/// The fields of an `applied` message, read directly (any other message, or one this reading does
+/// not take, goes through the full parse of [`AgentMessage`]).
+#[derive(serde::Deserialize)]
+struct AppliedFields<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    team: Option<String>,
+    revision: Option<u64>,
+    hash: Option<String>,
+}
+
+/// `body` as the holding of an `applied` message, if that is what it is.
+fn applied(body: &str) -> Option<Holding> {
+    let fields = serde_json::from_str::<AppliedFields<'_>>(body).ok()?;
+    if fields.kind != "applied" {
+        return None;
+    }
+    Some(Holding {
+        team: fields.team?,
+        revision: fields.revision?,
+        hash: fields.hash?,
+    })
+}
+
+/// What the connection's socket did: a frame came (or the stream ended), a write failed, or the
+/// fan-out found the queue full or stalled.
 enum Io {
     Frame(Option<Result<Message, WsError>>),
     WriteFailed(std::io::Error),
+    Overflowed,
 }
 
-/// Writes what is queued on `ws` (as far as the socket takes it) and reads the next frame.
-fn poll_io(ws: &mut Socket, cx: &mut Context<'_>) -> TaskPoll<Io> {
-    if ws.get_ref().is_pending()
-        && let TaskPoll::Ready(Err(error)) = ws.get_mut().poll_drain(cx)
-    {
+/// Writes what is queued on `ws` (as far as the socket takes it) and reads the next frame, unless a
+/// fan-out runs (`gate`: delivery first, the agents' messages are read after it); the task is woken
+/// when the fan-out queues a frame for it.
+fn poll_io(ws: &mut Socket, gate: &Gate, cx: &mut Context<'_>) -> TaskPoll<Io> {
+    let port = ws.get_ref().port();
+    if port.watch(cx.waker()) {
+        return TaskPoll::Ready(Io::Overflowed);
+    }
+    if let TaskPoll::Ready(Err(error)) = port.poll_drain(cx) {
         return TaskPoll::Ready(Io::WriteFailed(error));
+    }
+    if !gate.admit(cx.waker()) {
+        return TaskPoll::Pending;
     }
     ws.poll_next_unpin(cx).map(Io::Frame)
 }
 
-/// Writes everything queued on `ws`.
-async fn drain(ws: &mut Socket) -> std::io::Result<()> {
-    poll_fn(|cx| ws.get_mut().poll_drain(cx)).await
+/// Writes everything queued on `port`.
+async fn drain(port: &Port) -> std::io::Result<()> {
+    poll_fn(|cx| port.poll_drain(cx)).await
 }
 
 /// Ends the connection within `timeout`: with an error (`last`), the error in place of what is still
 /// queued (after a frame partly written, if one is: the stream must not break inside it); without,
 /// the rest of the queue; then a close frame (`Policy` after an error, else `Normal`).
 async fn close(mut ws: Socket, last: Option<Bytes>, timeout: Duration) {
+    let port = Arc::clone(ws.get_ref().port());
+    port.close();
     let ending = async {
         let code = match last {
             Some(message) => {
-                let wire = ws.get_mut();
-                wire.discard_unstarted();
-                if wire.push(message).is_err() {
+                port.discard_unstarted();
+                if port.push(message).is_err() {
                     return;
                 }
                 CloseCode::Policy
@@ -177,10 +221,9 @@ pub(super) struct Session {
     pub(super) agent: Agent,
     ws: Socket,
     pub(super) teams: BTreeSet<String>,
-    /// The broadcasts of those teams' new revisions.
-    updates: TeamUpdates,
-    /// The revision each team's agent holds or was sent.
-    sent: HashMap<String, u64>,
+    /// The teams whose fan-out writes into this connection's port (the revision sent per team is
+    /// kept in the port).
+    membership: Membership,
     /// The last decision sent per change request.
     pub(super) decided: HashMap<String, GatewayMessage>,
     last_seen: Instant,
@@ -189,13 +232,17 @@ pub(super) struct Session {
 async fn run(shared: Arc<Shared>, agent: Agent, ws: Socket, mut shutdown: watch::Receiver<bool>) {
     let settings = shared.settings.clone();
     let mut admissions = received(shared.admissions.subscribe());
+    let membership = Membership {
+        shared: shared.clone(),
+        port: Arc::clone(ws.get_ref().port()),
+        joined: Vec::new(),
+    };
     let mut session = Session {
         shared,
         agent,
         ws,
         teams: BTreeSet::new(),
-        updates: TeamUpdates::None,
-        sent: HashMap::new(),
+        membership,
         decided: HashMap::new(),
         last_seen: Instant::now(),
     };
@@ -215,7 +262,9 @@ async fn run(shared: Arc<Shared>, agent: Agent, ws: Socket, mut shutdown: watch:
         Flow::Close(Some(message)) => Some(encoded(&message)),
         _ => None,
     };
-    let Session { ws, .. } = session;
+    let Session { ws, membership, .. } = session;
+    // Out of the fan-out before the close frame: nothing may follow it.
+    drop(membership);
     Box::pin(close(ws, last, settings.write_timeout)).await;
     tracing::debug!("agent disconnected");
 }
@@ -310,37 +359,36 @@ fn received<T: Clone + Send + 'static>(
     .boxed()
 }
 
-/// The broadcasts of a connection's teams (see [`Rulesets::subscribe_team`]): a new revision wakes
-/// only the connections of its team. Most agents are in one team: that case holds one stream and
-/// nothing else.
-enum TeamUpdates {
-    None,
-    One(BoxStream<'static, Received<Arc<Payload>>>),
-    Many(SelectAll<BoxStream<'static, Received<Arc<Payload>>>>),
+/// The teams whose fan-out reaches a connection's port: joined once the agent is greeted (so no
+/// push comes before `welcome` and the answers of `hello`), left when it leaves a team or the
+/// connection ends (dropped).
+pub(super) struct Membership {
+    shared: Arc<Shared>,
+    port: Arc<Port>,
+    joined: Vec<Arc<str>>,
 }
 
-impl TeamUpdates {
-    fn of(rulesets: &Rulesets, teams: &BTreeSet<String>) -> TeamUpdates {
-        let mut streams = teams
-            .iter()
-            .map(|team| received(rulesets.subscribe_team(team)));
-        match (streams.next(), streams.next()) {
-            (None, _) => TeamUpdates::None,
-            (Some(one), None) => TeamUpdates::One(one),
-            (Some(first), Some(second)) => {
-                TeamUpdates::Many([first, second].into_iter().chain(streams).collect())
-            }
+impl Membership {
+    fn join(&mut self, team: &str) {
+        if !self.joined.iter().any(|held| **held == *team) {
+            self.shared.rulesets.join(team, &self.port);
+            self.joined.push(Arc::from(team));
         }
     }
 
-    /// The next revision of one of the teams (pending forever without teams).
-    async fn recv(&mut self) -> Received<Arc<Payload>> {
-        let next = match self {
-            TeamUpdates::None => std::future::pending().await,
-            TeamUpdates::One(stream) => stream.next().await,
-            TeamUpdates::Many(streams) => streams.next().await,
-        };
-        next.unwrap_or(Err(broadcast::error::RecvError::Closed))
+    fn leave(&mut self, team: &str) {
+        if let Some(i) = self.joined.iter().position(|held| **held == *team) {
+            let team = self.joined.swap_remove(i);
+            self.shared.rulesets.leave(&team, &self.port);
+        }
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        for team in self.joined.drain(..) {
+            self.shared.rulesets.leave(&team, &self.port);
+        }
     }
 }
 
@@ -349,11 +397,17 @@ impl Session {
     async fn greet(&mut self) -> Flow {
         let idle = self.shared.settings.idle_timeout;
         let first = loop {
-            let io = tokio::time::timeout(idle, poll_fn(|cx| poll_io(&mut self.ws, cx))).await;
+            let io = tokio::time::timeout(
+                idle,
+                poll_fn(|cx| poll_io(&mut self.ws, self.shared.rulesets.gate(), cx)),
+            )
+            .await;
             match io {
                 Err(_) | Ok(Io::WriteFailed(_) | Io::Frame(None | Some(Err(_)))) => {
                     return Flow::Close(None);
                 }
+                // Not a member of any fan-out yet: only its own replies are queued.
+                Ok(Io::Overflowed) => return Flow::Close(Some(too_slow())),
                 Ok(Io::Frame(Some(Ok(Message::Text(text))))) => break text,
                 Ok(Io::Frame(Some(Ok(Message::Close(_))))) => return Flow::Close(None),
                 Ok(Io::Frame(Some(Ok(Message::Binary(_))))) => {
@@ -393,8 +447,6 @@ impl Session {
         if let Flow::Close(reason) = self.reply(encoded(&welcome)).await {
             return Flow::Close(reason);
         }
-        // Subscribed before each team's latest is read below: no revision falls in between.
-        self.updates = TeamUpdates::of(&self.shared.rulesets, &teams);
         self.teams = teams;
         let held: HashMap<&str, &Holding> = holdings.iter().map(|h| (h.team.as_str(), h)).collect();
         for team in self.teams.clone() {
@@ -411,6 +463,26 @@ impl Session {
                 if let Flow::Close(reason) = self.reply(encoded(&removed)).await {
                     return Flow::Close(reason);
                 }
+            }
+        }
+        self.join_teams()
+    }
+
+    /// Joins the fan-out of each of the agent's teams, then offers each team's cached latest: a
+    /// revision cached before the port joined is taken here, one cached after reaches the port
+    /// through the fan-out (cached before it is fanned out), and the port sends each revision once.
+    fn join_teams(&mut self) -> Flow {
+        for team in &self.teams {
+            self.membership.join(team);
+        }
+        let cached: Vec<Arc<Payload>> = self
+            .teams
+            .iter()
+            .filter_map(|team| self.shared.rulesets.cached(team))
+            .collect();
+        for payload in &cached {
+            if let Flow::Close(reason) = self.on_update(payload) {
+                return Flow::Close(reason);
             }
         }
         Flow::Continue
@@ -449,7 +521,9 @@ impl Session {
         } else {
             latest.frame.clone()
         };
-        self.sent.insert(team.to_owned(), latest.revision);
+        self.membership
+            .port
+            .mark_sent(&latest.team, latest.revision);
         self.reply(message).await
     }
 
@@ -477,20 +551,13 @@ impl Session {
             }
             let flow = tokio::select! {
                 _ = &mut stopping => Flow::Close(None),
-                io = poll_fn(|cx| poll_io(&mut self.ws, cx)) => match io {
+                io = poll_fn(|cx| poll_io(&mut self.ws, self.shared.rulesets.gate(), cx)) => match io {
                     Io::Frame(frame) => Box::pin(self.on_frame(frame)).await,
                     Io::WriteFailed(error) => {
                         tracing::debug!(%error, "write failed");
                         Flow::Close(None)
                     }
-                },
-                update = self.updates.recv() => match update {
-                    Ok(payload) => self.on_update(&payload),
-                    Err(broadcast::error::RecvError::Lagged(_)) => Flow::Close(Some(error(
-                        "too_slow",
-                        "rule sets came faster than this connection took them; send hello again",
-                    ))),
-                    Err(broadcast::error::RecvError::Closed) => Flow::Close(None),
+                    Io::Overflowed => Flow::Close(Some(too_slow_push())),
                 },
                 change = admissions.next() => match change.unwrap_or(Err(broadcast::error::RecvError::Closed)) {
                     // The event is authoritative (and may be read before the token is revoked).
@@ -576,6 +643,12 @@ impl Session {
             }
             _ => return Flow::Continue,
         };
+        // The common message first, without the generic parse of a tagged enum (which buffers
+        // every field before it knows the variant): 10,000 of them follow every push to a team of
+        // 10,000 agents.
+        if let Some(holding) = applied(&body) {
+            return self.on_applied(holding).await;
+        }
         match serde_json::from_str::<AgentMessage>(&body) {
             Ok(AgentMessage::Applied(holding)) => self.on_applied(holding).await,
             Ok(AgentMessage::Report(report)) => self.on_report(report).await,
@@ -587,24 +660,22 @@ impl Session {
         }
     }
 
+    /// Offers a team's revision to the port (written now, or queued for this loop; skipped when it
+    /// was sent already).
     fn on_update(&mut self, payload: &Payload) -> Flow {
         if !self.teams.contains(&*payload.team) {
             return Flow::Continue;
         }
-        if self
-            .sent
-            .get(&*payload.team)
-            .is_some_and(|sent| *sent >= payload.revision)
-        {
-            return Flow::Continue;
+        let offered = self.membership.port.offer(
+            &payload.team,
+            payload.revision,
+            &payload.frame,
+            self.shared.settings.write_timeout,
+        );
+        match offered {
+            Offered::Overflowed => Flow::Close(Some(too_slow_push())),
+            Offered::Stale | Offered::Written | Offered::Queued | Offered::Closed => Flow::Continue,
         }
-        match self.sent.get_mut(&*payload.team) {
-            Some(sent) => *sent = payload.revision,
-            None => {
-                self.sent.insert(payload.team.to_string(), payload.revision);
-            }
-        }
-        self.push(payload.frame.clone())
     }
 
     /// Re-checks the agent token: a revoked agent or deactivated user is closed.
@@ -633,24 +704,17 @@ impl Session {
     pub(super) fn apply_teams(&mut self, teams: BTreeSet<String>, latest: &[Arc<Payload>]) -> Flow {
         let gone: Vec<String> = self.teams.difference(&teams).cloned().collect();
         for team in gone {
-            self.sent.remove(&team);
+            self.membership.leave(&team);
+            self.membership.port.forget(&team);
             let removed = GatewayMessage::Removed { team };
             if let Flow::Close(reason) = self.push(encoded(&removed)) {
                 return Flow::Close(reason);
             }
         }
         if self.teams != teams {
-            self.updates = TeamUpdates::of(&self.shared.rulesets, &teams);
-            // What the teams' broadcasts sent before this subscription is cached: taken here.
-            let cached: Vec<Arc<Payload>> = teams
-                .iter()
-                .filter_map(|team| self.shared.rulesets.cached(team))
-                .collect();
             self.teams = teams;
-            for payload in &cached {
-                if let Flow::Close(reason) = self.on_update(payload) {
-                    return Flow::Close(reason);
-                }
+            if let Flow::Close(reason) = self.join_teams() {
+                return Flow::Close(reason);
             }
         }
         for payload in latest {
@@ -664,8 +728,8 @@ impl Session {
     /// Whether the socket took nothing of what is queued for longer than the write timeout (the agent
     /// reads nothing; one that reads a large frame slowly is not stalled).
     fn stalled(&self) -> bool {
-        self.ws
-            .get_ref()
+        self.membership
+            .port
             .stalled_for()
             .is_some_and(|stalled| stalled > self.shared.settings.write_timeout)
     }
@@ -673,11 +737,8 @@ impl Session {
     /// Queues a push (the loop writes it); a full or stalled queue closes the connection
     /// (`too_slow`).
     fn push(&mut self, message: Bytes) -> Flow {
-        if self.stalled() || self.ws.get_mut().push(message).is_err() {
-            return Flow::Close(Some(error(
-                "too_slow",
-                "this connection does not take messages fast enough; send hello again",
-            )));
+        if self.stalled() || self.membership.port.push(message).is_err() {
+            return Flow::Close(Some(too_slow_push()));
         }
         Flow::Continue
     }
@@ -685,18 +746,19 @@ impl Session {
     /// Writes a reply now (with whatever is queued before it), waiting up to the write timeout.
     pub(super) async fn reply(&mut self, message: Bytes) -> Flow {
         let timeout = self.shared.settings.write_timeout;
-        if let Err(message) = self.ws.get_mut().push(message) {
+        let port = &self.membership.port;
+        if let Err(message) = port.push(message) {
             // Full: write what is queued first, then queue the reply.
-            match tokio::time::timeout(timeout, drain(&mut self.ws)).await {
+            match tokio::time::timeout(timeout, drain(port)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Flow::Close(None),
                 Err(_) => return Flow::Close(Some(too_slow())),
             }
-            if self.ws.get_mut().push(message).is_err() {
+            if port.push(message).is_err() {
                 return Flow::Close(Some(too_slow()));
             }
         }
-        match tokio::time::timeout(timeout, drain(&mut self.ws)).await {
+        match tokio::time::timeout(timeout, drain(port)).await {
             Ok(Ok(())) => Flow::Continue,
             Ok(Err(_)) => Flow::Close(None),
             Err(_) => Flow::Close(Some(too_slow())),
@@ -727,6 +789,36 @@ mod tests {
             decision_interval: Duration::from_secs(5),
             ..GatewaySettings::default()
         }
+    }
+
+    #[test]
+    fn applied_is_read_directly_as_the_full_parse_reads_it() {
+        use edict_api::protocol::{AgentMessage, Holding};
+        let holding = Holding {
+            team: "t\u{e9}am".into(),
+            revision: 7,
+            hash: "h".into(),
+        };
+        let text = serde_json::to_string(&AgentMessage::Applied(holding.clone())).unwrap();
+        assert_eq!(super::applied(&text), Some(holding));
+        // An escaped type, another message, a missing field: left to the full parse.
+        assert_eq!(
+            super::applied(r#"{"type":"appl\u0069ed","team":"t","revision":1,"hash":"h"}"#),
+            None
+        );
+        assert_eq!(
+            super::applied(r#"{"type":"applied","team":"t","revision":1}"#),
+            None
+        );
+        let hello = AgentMessage::Hello {
+            protocol: 1,
+            agent_version: "x".into(),
+            holdings: vec![],
+        };
+        assert_eq!(
+            super::applied(&serde_json::to_string(&hello).unwrap()),
+            None
+        );
     }
 
     #[test]

@@ -4,8 +4,22 @@
 //!   mode's in-process [`WatchPublisher`]) and [`NatsFeed`] (the distributed mode's KV bucket watch).
 //! - [`Rulesets`]: one serialized `rule_set` message per (team, revision), encoded once as the
 //!   WebSocket frame every connection of the team writes as it is (reference-counted `Bytes`), the
-//!   latest per team kept, each new one broadcast to the connections. A team the feed has not
-//!   mentioned yet is read from the `team_rulesets` read model.
+//!   latest per team kept, each new one fanned out to the ports of the team's connections by the
+//!   gateway's fan-out thread (see below). A team the feed has not mentioned yet is read from the
+//!   `team_rulesets` read model.
+//!
+//! The fan-out: one thread per gateway takes each new revision and offers it to every port of its
+//! team ([`Port::offer`]): written into the socket at once when nothing waits before it (one
+//! `write`, no task woken: a push to 10,000 idle agents is 10,000 writes in a row, not 10,000 task
+//! wake-ups on the runtime that also reads their `applied`), queued for the connection's task
+//! otherwise. A thread rather than a task: the loop runs for tens of milliseconds at 10,000
+//! connections and would hold one of the runtime's workers that long.
+//!
+//! Delivery first: while a fan-out runs, the connections read nothing (the [`Gate`]); the `applied`
+//! that come back meanwhile wait in their sockets and are read once the last port was offered the
+//! revision. Reading 10,000 acks costs the gateway as much CPU as writing the 10,000 frames; done
+//! during the fan-out it would take that CPU from the writes (and, on a shared machine, from the
+//! agents), so the last agent would get its rule set later.
 //!
 //! A feed that fails is opened again after a pause; an open that starts with the current values (the KV
 //! watch does) simply re-announces revisions the connections already sent, which they skip.
@@ -16,6 +30,7 @@
 //! (`rule set payload built`, target `edict_infrastructure::gateway::feed`, level info) and counted in
 //! [`Rulesets::built`], so a benchmark can check it.
 
+use super::wire::{Offered, Port};
 use crate::nats::{Nats, watch_rulesets};
 use crate::projection::{RulesetUpdate, WatchPublisher};
 use async_trait::async_trait;
@@ -25,18 +40,19 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, stream};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, mpsc};
+use std::task::Waker;
+use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Bytes;
 
 /// Rule set notifications buffered per connection; a connection that falls further behind is closed
 /// with `too_slow` (it resyncs with a new `hello`), never silently skipped.
 const BROADCAST_CAPACITY: usize = 256;
-/// Revisions a team's broadcast holds for a connection that has not taken them yet (a connection
-/// that falls this far behind is closed with `too_slow` and resyncs).
-const TEAM_CAPACITY: usize = 16;
+/// How long a port's queue may take nothing before a push closes it with `too_slow`, unless the
+/// gateway sets it ([`Rulesets::with_stall_limit`]).
+const STALL_LIMIT: Duration = Duration::from_secs(10);
 
 /// The rule set feed failed.
 #[derive(Debug, thiserror::Error)]
@@ -143,14 +159,62 @@ impl Payload {
     }
 }
 
-/// The latest payload per team and the broadcast of new ones.
+/// Closed while a fan-out runs: the connections' reads wait for it to open (see the module's
+/// documentation).
+#[derive(Debug, Default)]
+pub(super) struct Gate {
+    closed: AtomicUsize,
+    waiting: Mutex<Vec<Waker>>,
+}
+
+impl Gate {
+    fn close(&self) {
+        self.closed.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn open(&self) {
+        if self.closed.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let waiting =
+                std::mem::take(&mut *self.waiting.lock().unwrap_or_else(PoisonError::into_inner));
+            for waker in waiting {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Whether a connection may read now; when not, `waker` is woken once the gate opens.
+    pub(super) fn admit(&self, waker: &Waker) -> bool {
+        if self.closed.load(Ordering::Acquire) == 0 {
+            return true;
+        }
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        // Opened meanwhile: `open` takes the list under this lock after clearing the count.
+        if self.closed.load(Ordering::SeqCst) == 0 {
+            return true;
+        }
+        if !waiting.last().is_some_and(|last| last.will_wake(waker)) {
+            waiting.push(waker.clone());
+        }
+        false
+    }
+}
+
+/// The ports of each team's connections, by address.
+type Members = Arc<Mutex<HashMap<Arc<str>, HashMap<usize, Arc<Port>>>>>;
+
+/// The latest payload per team, the broadcast of new ones, and their fan-out to the ports.
 #[derive(Debug, Clone)]
 pub struct Rulesets {
     latest: Arc<RwLock<HashMap<String, Arc<Payload>>>>,
     sender: broadcast::Sender<Arc<Payload>>,
-    /// One broadcast per team, created when a connection first follows the team: a new revision
-    /// wakes the connections of its team only.
-    teams: Arc<std::sync::Mutex<HashMap<String, broadcast::Sender<Arc<Payload>>>>>,
+    /// The ports each new revision is offered to.
+    members: Members,
+    /// To the fan-out thread (which ends when the last clone of this is dropped); `None` when the
+    /// thread could not be started: then each revision is fanned out by the task that announces it.
+    fanout: Option<mpsc::Sender<Arc<Payload>>>,
+    stall_limit: Duration,
+    /// Closed while a fan-out runs.
+    gate: Arc<Gate>,
     /// Held while a team missing from the cache is read from the read model (one at a time: misses
     /// are rare, and the connections that wait find the payload cached when they get the lock).
     loading: Arc<tokio::sync::Mutex<()>>,
@@ -165,13 +229,41 @@ impl Default for Rulesets {
 }
 
 impl Rulesets {
-    /// Empty.
+    /// Empty, with the default stall limit (10 s).
     pub fn new() -> Self {
+        Self::with_stall_limit(STALL_LIMIT)
+    }
+
+    /// Empty; a port whose queue took nothing for longer than `stall_limit` is closed by the next
+    /// push (`too_slow`).
+    pub fn with_stall_limit(stall_limit: Duration) -> Self {
         let (sender, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let members = Members::default();
+        let (to_fanout, payloads) = mpsc::channel::<Arc<Payload>>();
+        let fanning = Arc::clone(&members);
+        let gate = Arc::new(Gate::default());
+        let gating = Arc::clone(&gate);
+        let started = std::thread::Builder::new()
+            .name("edict-fanout".into())
+            .spawn(move || {
+                while let Ok(payload) = payloads.recv() {
+                    fan_out(&fanning, &gating, &payload, stall_limit);
+                }
+            });
+        let fanout = match started {
+            Ok(_) => Some(to_fanout),
+            Err(error) => {
+                tracing::error!(%error, "cannot start the fan-out thread; fanning out inline");
+                None
+            }
+        };
         Rulesets {
             latest: Arc::new(RwLock::new(HashMap::new())),
             sender,
-            teams: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            members,
+            fanout,
+            stall_limit,
+            gate,
             loading: Arc::new(tokio::sync::Mutex::new(())),
             built: Arc::new(AtomicU64::new(0)),
         }
@@ -195,18 +287,32 @@ impl Rulesets {
         self.sender.subscribe()
     }
 
-    /// Every new revision of `team` from now on.
-    pub fn subscribe_team(&self, team: &str) -> broadcast::Receiver<Arc<Payload>> {
-        let mut teams = self
-            .teams
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match teams.get(team) {
-            Some(sender) => sender.subscribe(),
+    /// Closed while a fan-out runs.
+    pub(super) fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    /// Adds `port` to the ports every new revision of `team` is offered to.
+    pub(super) fn join(&self, team: &str, port: &Arc<Port>) {
+        let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = Arc::as_ptr(port) as usize;
+        match members.get_mut(team) {
+            Some(ports) => {
+                ports.insert(key, Arc::clone(port));
+            }
             None => {
-                let (sender, receiver) = broadcast::channel(TEAM_CAPACITY);
-                teams.insert(team.to_owned(), sender);
-                receiver
+                members.insert(Arc::from(team), HashMap::from([(key, Arc::clone(port))]));
+            }
+        }
+    }
+
+    /// Removes `port` from the ports of `team`.
+    pub(super) fn leave(&self, team: &str, port: &Arc<Port>) {
+        let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(ports) = members.get_mut(team) {
+            ports.remove(&(Arc::as_ptr(port) as usize));
+            if ports.is_empty() {
+                members.remove(team);
             }
         }
     }
@@ -261,17 +367,15 @@ impl Rulesets {
     /// sent again, so this one must be).
     fn announce(&self, payload: Arc<Payload>) {
         if self.offer(&payload) {
-            // No connection listening is not an error: the latest is kept (cached before it is sent,
-            // so a connection that subscribes meanwhile finds it in one place or the other).
-            let team = self
-                .teams
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .get(&*payload.team)
-                .cloned();
-            if let Some(team) = team {
-                let _ = team.send(Arc::clone(&payload));
+            // Cached before it is fanned out, so a port that joins meanwhile finds it in one place or
+            // the other. The fan-out thread lives as long as this: sending cannot fail.
+            match &self.fanout {
+                Some(fanout) => {
+                    let _ = fanout.send(Arc::clone(&payload));
+                }
+                None => fan_out(&self.members, &self.gate, &payload, self.stall_limit),
             }
+            // No subscriber is not an error.
             let _ = self.sender.send(payload);
         }
     }
@@ -350,4 +454,38 @@ impl Rulesets {
             }
         }
     }
+}
+
+/// Offers `payload` to every port of its team (on the fan-out thread), the connections' reads held
+/// meanwhile.
+fn fan_out(members: &Members, gate: &Gate, payload: &Payload, stall_limit: Duration) {
+    let started = Instant::now();
+    gate.close();
+    // A copy of the list (reference counts): ports join and leave meanwhile without waiting.
+    let ports: Vec<Arc<Port>> = members
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&*payload.team)
+        .map(|ports| ports.values().cloned().collect())
+        .unwrap_or_default();
+    let (mut written, mut queued, mut overflowed) = (0usize, 0usize, 0usize);
+    for port in &ports {
+        match port.offer(&payload.team, payload.revision, &payload.frame, stall_limit) {
+            Offered::Written => written += 1,
+            Offered::Queued => queued += 1,
+            Offered::Overflowed => overflowed += 1,
+            Offered::Stale | Offered::Closed => {}
+        }
+    }
+    gate.open();
+    tracing::info!(
+        team = &*payload.team,
+        revision = payload.revision,
+        ports = ports.len(),
+        written,
+        queued,
+        overflowed,
+        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "rule set fanned out"
+    );
 }

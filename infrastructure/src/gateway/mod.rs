@@ -169,7 +169,7 @@ impl Gateway {
         let shared = Arc::new(Shared {
             edict,
             admissions,
-            rulesets: Rulesets::new(),
+            rulesets: Rulesets::with_stall_limit(settings.write_timeout),
             convergence,
             recorder,
             team_requests: decisions::TeamRequests::new(settings.decision_interval / 2),
