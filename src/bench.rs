@@ -23,6 +23,8 @@ use tokio::sync::Mutex;
 mod bench_agents;
 #[path = "bench_audit.rs"]
 mod bench_audit;
+#[path = "bench_loopback.rs"]
+mod bench_loopback;
 #[path = "bench_projections.rs"]
 mod bench_projections;
 
@@ -54,6 +56,9 @@ pub enum BenchCommand {
     Agents(bench_agents::AgentsArgs),
     /// The real edict-agent: detect → revert latency of a block-mode section, idle RSS and CPU.
     AgentRevert(bench_agents::bench_agent_revert::AgentRevertArgs),
+    /// The floor under `bench agents` on this machine: the same push (a frame to each of N loopback
+    /// TCP connections, an answer from each) with nothing of Edict in it.
+    Loopback(bench_loopback::LoopbackArgs),
 }
 
 /// The PostgreSQL server a bench creates (and drops) its scratch databases on.
@@ -138,6 +143,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::AgentRevert(args) => {
             bench_agents::bench_agent_revert::agent_revert(args).await
         }
+        BenchCommand::Loopback(args) => bench_loopback::loopback(args).await,
     }
 }
 

@@ -130,6 +130,54 @@ struct Propagation {
     command: Spread,
     /// CPU time per command over the whole phase (the pauses included): where the work goes.
     cpu_per_command: CpuPerCommand,
+    /// The gateway's fan-out of each revision, from its log.
+    fan_out: FanOut,
+}
+
+/// The gateway's fan-out of the revisions (its `rule set fanned out` log lines).
+#[derive(Debug, Clone, Default, Serialize)]
+struct FanOut {
+    /// Revisions fanned out.
+    revisions: u64,
+    /// Time to offer one revision to every port of its team.
+    duration: Spread,
+    /// Offers written straight into the socket, queued for the connection's task, and refused
+    /// (queue full or stalled: the connection closes with `too_slow`).
+    written: u64,
+    queued: u64,
+    overflowed: u64,
+}
+
+impl FanOut {
+    /// The `rule set fanned out` lines of a gateway's log (JSON lines) from line `from` on.
+    fn read(log: &Path, from: usize) -> Result<FanOut> {
+        let text = std::fs::read_to_string(log)
+            .with_context(|| format!("cannot read {}", log.display()))?;
+        let mut durations = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+        let mut fan_out = FanOut::default();
+        for line in text
+            .lines()
+            .skip(from)
+            .filter(|l| l.contains("rule set fanned out"))
+        {
+            let Ok(entry) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let field = |name: &str| entry["fields"][name].as_u64().unwrap_or(0);
+            fan_out.revisions += 1;
+            let _ = durations.record(field("micros").max(1));
+            fan_out.written += field("written");
+            fan_out.queued += field("queued");
+            fan_out.overflowed += field("overflowed");
+        }
+        fan_out.duration = Spread::of(&durations);
+        Ok(fan_out)
+    }
+}
+
+/// Lines in `log` so far (0 when it cannot be read).
+fn lines_in(log: &Path) -> usize {
+    std::fs::read_to_string(log).map_or(0, |text| text.lines().count())
 }
 
 /// CPU time per command of each part, milliseconds.
@@ -865,6 +913,7 @@ async fn propagate(
     deployment: &Deployment,
 ) -> Result<Propagation> {
     let start = CpuTimes::now(deployment)?;
+    let log_start = lines_in(&deployment.gateway.log);
     let histogram = || Histogram::<u64>::new_with_bounds(1, 600_000_000, 3);
     let mut per_agent = histogram()?;
     let mut to_last = histogram()?;
@@ -910,6 +959,7 @@ async fn propagate(
             core_ms: per_command(used.core),
             postgres_ms: per_command(used.postgres),
         },
+        fan_out: FanOut::read(&deployment.gateway.log, log_start)?,
     })
 }
 
@@ -1036,6 +1086,11 @@ fn print(report: &AgentsReport) {
     line(format!(
         "    CPU per command (pauses included): gateway {:.0} ms, simulated agents {:.0} ms, core {:.0} ms, postgres {:.0} ms",
         c.gateway_ms, c.agents_ms, c.core_ms, c.postgres_ms
+    ));
+    let f = &p.fan_out;
+    line(format!(
+        "    gateway fan-out, {} revisions: p50 {:.1} ms, max {:.1} ms per revision; {} written at once, {} queued for the connection, {} overflowed",
+        f.revisions, f.duration.p50_ms, f.duration.max_ms, f.written, f.queued, f.overflowed
     ));
     if let Some(s) = &report.storm {
         let fmt = |v: Option<f64>| {

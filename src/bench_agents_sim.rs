@@ -1,6 +1,11 @@
 //! The simulated agents of `edict bench agents`: one task and one WebSocket per agent, speaking the
 //! real protocol (`edict_api::protocol`) as `edict-agent`'s client does, minus the files and redb.
 //!
+//! The upgrade is tokio-tungstenite's; after it, a [`Link`] reads and writes the frames itself (a
+//! client's masked, a server's not, RFC 6455): the load generator shares the machine's two cores with
+//! the gateway it measures, so each rule set costs it one read, one parse of the fields it checks and
+//! one write, nothing more.
+//!
 //! Each agent connects with its agent token and `Edict-Protocol: 1`, sends `hello` with what it holds
 //! (nothing at first, then the last rule set it applied: a resume), answers every `rule_set` with
 //! `applied` at once, and reconnects after any close with the real client's jittered exponential
@@ -9,14 +14,15 @@
 //! each agent holds and when it sent the `applied` of that revision.
 
 use edict_api::protocol::{AgentMessage, Holding, PROTOCOL_HEADER, PROTOCOL_VERSION};
-use futures::{SinkExt, StreamExt};
 use rand::Rng;
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -269,10 +275,21 @@ async fn session(
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);
-    let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
-    // One stream, read and written in turn (no split: nothing to lock at every frame).
+    let Some(addr) = request.uri().authority().map(|a| a.as_str().to_owned()) else {
+        return false;
+    };
+    let connect = async move {
+        let mut stream = TcpStream::connect(&addr).await.ok()?;
+        stream.set_nodelay(true).ok()?;
+        // The upgrade through tungstenite, on a borrowed stream kept afterwards: the gateway sends
+        // nothing before `hello`, so tungstenite holds no byte past the handshake.
+        let upgrade =
+            tokio_tungstenite::client_async_with_config(request, &mut stream, Some(config)).await;
+        drop(upgrade.ok()?);
+        Some(Link::new(stream))
+    };
     let mut ws = match tokio::time::timeout(Duration::from_secs(15), connect).await {
-        Ok(Ok((ws, _))) => ws,
+        Ok(Some(link)) => link,
         _ => return false,
     };
     let hello = AgentMessage::Hello {
@@ -290,16 +307,27 @@ async fn session(
         let frame = tokio::select! {
             frame = ws.next() => frame,
             _ = &mut stopping => {
-                let _ = ws.close(None).await;
+                let _ = ws.write(CLOSE, &1000u16.to_be_bytes()).await;
                 break;
             }
         };
         let text = match frame {
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Close(_)) | Err(_)) | None => break,
-            Some(Ok(_)) => continue,
+            Ok(Some((TEXT, range))) => range,
+            Ok(Some((PING, range))) => {
+                let payload = ws.buffer[range].to_vec();
+                if ws.write(PONG, &payload).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            Ok(Some((CLOSE, _))) => {
+                let _ = ws.write(CLOSE, &1000u16.to_be_bytes()).await;
+                break;
+            }
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => break,
         };
-        let Ok(message) = serde_json::from_str::<Incoming>(&text) else {
+        let Ok(message) = serde_json::from_slice::<Incoming>(&ws.buffer[text]) else {
             shared.errors.fetch_add(1, Ordering::Relaxed);
             break;
         };
@@ -377,17 +405,194 @@ struct Incoming {
     code: Option<String>,
 }
 
-async fn send<S>(sink: &mut S, message: &AgentMessage) -> Result<(), ()>
-where
-    S: futures::Sink<Message> + Unpin,
-{
-    let text = serde_json::to_string(message).map_err(drop)?;
-    sink.send(Message::text(text)).await.map_err(drop)
+async fn send(link: &mut Link, message: &AgentMessage) -> Result<(), ()> {
+    let text = serde_json::to_vec(message).map_err(drop)?;
+    link.write(TEXT, &text).await.map_err(drop)
+}
+
+/// Frame opcodes (RFC 6455, 5.2).
+const TEXT: u8 = 0x1;
+const CLOSE: u8 = 0x8;
+const PING: u8 = 0x9;
+const PONG: u8 = 0xA;
+/// The largest frame read (the gateway's limit of a message).
+const MAX_FRAME: usize = 8 << 20;
+
+/// A simulated agent's WebSocket after the upgrade: the TCP stream and what was read of it.
+struct Link {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+    /// Unparsed bytes are `buffer[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+impl Link {
+    fn new(stream: TcpStream) -> Link {
+        Link {
+            stream,
+            buffer: vec![0; 4096],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The next whole frame (only final frames: the gateway sends no fragments): its opcode and
+    /// where its payload is in `buffer`; `None` at the end of the stream.
+    async fn next(&mut self) -> io::Result<Option<(u8, std::ops::Range<usize>)>> {
+        loop {
+            match parse(&self.buffer[self.start..self.end])? {
+                Some((opcode, header, length)) => {
+                    let payload = self.start + header..self.start + header + length;
+                    self.start = payload.end;
+                    return Ok(Some((opcode, payload)));
+                }
+                None => self.make_room()?,
+            }
+            let read = self.stream.read(&mut self.buffer[self.end..]).await?;
+            if read == 0 {
+                return Ok(None);
+            }
+            self.end += read;
+        }
+    }
+
+    /// Moves what is unparsed to the front, or grows the buffer when it is full of one frame.
+    fn make_room(&mut self) -> io::Result<()> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.buffer.len() {
+            if self.start > 0 {
+                self.buffer.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else if self.buffer.len() < MAX_FRAME + 14 {
+                self.buffer.resize(self.buffer.len() * 2, 0);
+            } else {
+                return Err(io::Error::other("frame too large"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one final frame, masked as a client's must be.
+    async fn write(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
+        let mut frame = Vec::with_capacity(payload.len() + 14);
+        frame.push(0x80 | opcode);
+        match payload.len() {
+            n @ 0..=125 => frame.push(0x80 | n as u8),
+            n @ 126..=65_535 => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        let mask: [u8; 4] = rand::random();
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+        self.stream.write_all(&frame).await
+    }
+}
+
+/// A server frame at the start of `bytes`: (opcode, header length, payload length) once it is
+/// whole, `None` until then.
+fn parse(bytes: &[u8]) -> io::Result<Option<(u8, usize, usize)>> {
+    let [first, second, ..] = *bytes else {
+        return Ok(None);
+    };
+    if first & 0x80 == 0 || second & 0x80 != 0 {
+        return Err(io::Error::other(
+            "a fragmented or masked frame from the gateway",
+        ));
+    }
+    let (header, length) = match second & 0x7f {
+        126 => match bytes.get(2..4) {
+            Some(len) => (4, usize::from(u16::from_be_bytes([len[0], len[1]]))),
+            None => return Ok(None),
+        },
+        127 => match bytes
+            .get(2..10)
+            .and_then(|len| <[u8; 8]>::try_from(len).ok())
+        {
+            Some(len) => (
+                10,
+                usize::try_from(u64::from_be_bytes(len)).unwrap_or(usize::MAX),
+            ),
+            None => return Ok(None),
+        },
+        n => (2, usize::from(n)),
+    };
+    if length > MAX_FRAME {
+        return Err(io::Error::other("frame too large"));
+    }
+    Ok((bytes.len() >= header + length).then_some((first & 0x0f, header, length)))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Incoming;
+    use super::{Incoming, parse};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    #[test]
+    fn server_frames_are_read_as_tungstenite_writes_them() {
+        for len in [0usize, 125, 126, 2_075, 65_535, 65_536, 300_000] {
+            let mut bytes = Vec::new();
+            Frame::message(vec![b'a'; len], OpCode::Data(Data::Text), true)
+                .format(&mut bytes)
+                .unwrap();
+            let (opcode, header, length) = parse(&bytes).unwrap().unwrap();
+            assert_eq!((opcode, length, header + length), (0x1, len, bytes.len()));
+            // Not whole yet.
+            assert_eq!(parse(&bytes[..bytes.len() - 1]).unwrap(), None, "{len}");
+        }
+        let mut ping = Vec::new();
+        Frame::ping(vec![1, 2]).format(&mut ping).unwrap();
+        assert_eq!(parse(&ping).unwrap(), Some((0x9, 2, 2)));
+        // A masked (client) frame, or a fragment, is not what the gateway sends.
+        assert!(parse(&[0x81, 0x83, 1, 2, 3, 4, 0, 0, 0]).is_err());
+        assert!(parse(&[0x01, 0x01, b'a']).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_link_speaks_websocket_with_a_tungstenite_server() {
+        use futures::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+            let hello = ws.next().await.unwrap().unwrap();
+            ws.send(Message::text("x".repeat(70_000))).await.unwrap();
+            ws.send(Message::Ping(vec![7u8].into())).await.unwrap();
+            let pong = ws.next().await.unwrap().unwrap();
+            (hello, pong)
+        });
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("ws://{addr}/ws");
+        drop(
+            tokio_tungstenite::client_async(request, &mut stream)
+                .await
+                .unwrap(),
+        );
+        let mut link = super::Link::new(stream);
+        link.write(super::TEXT, b"hello").await.unwrap();
+        let (opcode, text) = link.next().await.unwrap().unwrap();
+        assert_eq!((opcode, text.len()), (super::TEXT, 70_000));
+        assert!(link.buffer[text].iter().all(|b| *b == b'x'));
+        let (opcode, ping) = link.next().await.unwrap().unwrap();
+        assert_eq!(opcode, super::PING);
+        let payload = link.buffer[ping].to_vec();
+        link.write(super::PONG, &payload).await.unwrap();
+        let (hello, pong) = server.await.unwrap();
+        assert_eq!(hello, Message::text("hello"));
+        assert_eq!(pong, Message::Pong(vec![7u8].into()));
+    }
     use edict_api::protocol::{GatewayMessage, Holding};
 
     fn read(message: &GatewayMessage) -> Incoming {
