@@ -18,7 +18,10 @@
 //!    new `Hello`.
 //! 4. agent → [`AgentMessage::Applied`] after the rule set is durably committed to its snapshot. The server
 //!    records which revision each agent enforces, and since when (convergence; written in batches, once a
-//!    burst of acks is over: visible through the API within about a second).
+//!    burst of acks is over: visible through the API within about a second). While a gateway writes a new
+//!    revision to a team's connections it reads none of its connections: what agents send meanwhile
+//!    (`Applied`, reports, pongs) waits in their sockets and is read once the revision is written to
+//!    every connection (tens of milliseconds for 10,000 agents).
 //! 5. agent → [`AgentMessage::Report`] for every enforcement action, with an id the agent generated; the
 //!    gateway turns it into a command, idempotently, and answers [`GatewayMessage::ReportAck`]; only then
 //!    does the agent drop the report from its outbox.

@@ -489,3 +489,38 @@ fn fan_out(members: &Members, gate: &Gate, payload: &Payload, stall_limit: Durat
         "rule set fanned out"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Gate;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Wake, Waker};
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_closed_gate_holds_readers_until_the_last_fan_out_ends() {
+        let gate = Gate::default();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        assert!(gate.admit(&waker), "open: reads go on");
+        gate.close();
+        gate.close();
+        assert!(!gate.admit(&waker));
+        // The same task twice in a row is remembered once.
+        assert!(!gate.admit(&waker));
+        gate.open();
+        assert_eq!(count.0.load(Ordering::SeqCst), 0, "one fan-out still runs");
+        assert!(!gate.admit(&waker));
+        gate.open();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(gate.admit(&waker));
+    }
+}
