@@ -102,6 +102,7 @@ fn measure(args: &LoopbackArgs) -> Result<LoopbackReport> {
         .args(["--rounds", &args.rounds.to_string()])
         .args(["--frame-bytes", &args.frame_bytes.to_string()])
         .args(["--answer-bytes", &args.answer_bytes.to_string()])
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .context("cannot start the agents' process")?;
@@ -118,18 +119,7 @@ fn serve(
     child: &mut std::process::Child,
 ) -> Result<LoopbackReport> {
     let mut lines = BufReader::new(child.stdout.take().context("no pipe from the agents")?).lines();
-    let mut servers = Vec::with_capacity(args.count);
-    for _ in 0..args.count {
-        let (server, _) = listener.accept()?;
-        server.set_nodelay(true)?;
-        server.set_nonblocking(true)?;
-        servers.push(TcpStream::from_std(server));
-    }
-    let mut poll = Poll::new()?;
-    for (i, server) in servers.iter_mut().enumerate() {
-        poll.registry()
-            .register(server, Token(i), Interest::READABLE)?;
-    }
+    let (mut servers, mut poll) = polled(args.count, || Ok(listener.accept()?.0))?;
     let frame = vec![b'x'; args.frame_bytes];
     let mut buffer = vec![0u8; 64 << 10];
     let mut events = Events::with_capacity(1024);
@@ -154,15 +144,7 @@ fn serve(
                 bail!("no answer for 20 s ({answered} of {want} bytes)");
             }
             for event in &events {
-                let server = &mut servers[event.token().0];
-                loop {
-                    match server.read(&mut buffer) {
-                        Ok(0) => bail!("an agent closed its connection"),
-                        Ok(n) => answered += n,
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(e.into()),
-                    }
-                }
+                answered += drain(&mut servers[event.token().0], &mut buffer)?;
             }
         }
         let answers_read = start.elapsed();
@@ -199,18 +181,9 @@ fn serve(
 /// after each round, the time of every answer (nanoseconds since the Unix epoch) as one JSON line on
 /// stdout.
 fn agents(addr: SocketAddr, args: &LoopbackArgs) -> Result<()> {
-    let mut clients = Vec::with_capacity(args.count);
-    for _ in 0..args.count {
-        let client = std::net::TcpStream::connect(addr).context("cannot connect")?;
-        client.set_nodelay(true)?;
-        client.set_nonblocking(true)?;
-        clients.push(TcpStream::from_std(client));
-    }
-    let mut poll = Poll::new()?;
-    for (i, client) in clients.iter_mut().enumerate() {
-        poll.registry()
-            .register(client, Token(i), Interest::READABLE)?;
-    }
+    let (mut clients, mut poll) = polled(args.count, || {
+        std::net::TcpStream::connect(addr).context("cannot connect")
+    })?;
     let reply = vec![b'a'; args.answer_bytes];
     let mut buffer = vec![0u8; 64 << 10];
     let mut received = vec![0usize; clients.len()];
@@ -225,14 +198,7 @@ fn agents(addr: SocketAddr, args: &LoopbackArgs) -> Result<()> {
             for event in &events {
                 let i = event.token().0;
                 let client = &mut clients[i];
-                loop {
-                    match client.read(&mut buffer) {
-                        Ok(0) => bail!("the writer closed a connection"),
-                        Ok(n) => received[i] += n,
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(e.into()),
-                    }
-                }
+                received[i] += drain(client, &mut buffer)?;
                 while received[i] >= args.frame_bytes {
                     received[i] -= args.frame_bytes;
                     client.write_all(&reply)?;
@@ -242,7 +208,43 @@ fn agents(addr: SocketAddr, args: &LoopbackArgs) -> Result<()> {
         }
         output::line(&serde_json::to_string(&times)?);
     }
+    // The connections stay open until the writer is done (it closes our stdin, or is gone): it may
+    // still be reading the last answers.
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
     Ok(())
+}
+
+/// `count` connections from `open`, without Nagle's delay, non-blocking, registered for reading with
+/// a poll (token: the index).
+fn polled(
+    count: usize,
+    mut open: impl FnMut() -> Result<std::net::TcpStream>,
+) -> Result<(Vec<TcpStream>, Poll)> {
+    let poll = Poll::new()?;
+    let mut streams = Vec::with_capacity(count);
+    for i in 0..count {
+        let stream = open()?;
+        stream.set_nodelay(true)?;
+        stream.set_nonblocking(true)?;
+        let mut stream = TcpStream::from_std(stream);
+        poll.registry()
+            .register(&mut stream, Token(i), Interest::READABLE)?;
+        streams.push(stream);
+    }
+    Ok((streams, poll))
+}
+
+/// Reads what `stream` holds (until it would block): how many bytes.
+fn drain(stream: &mut TcpStream, buffer: &mut [u8]) -> Result<usize> {
+    let mut read = 0;
+    loop {
+        match stream.read(buffer) {
+            Ok(0) => bail!("the other side closed a connection"),
+            Ok(n) => read += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(read),
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Now, nanoseconds since the Unix epoch (the two processes share the clock).
@@ -258,7 +260,7 @@ fn ms(d: Duration) -> f64 {
 
 fn print(report: &LoopbackReport) {
     output::line(&format!(
-        "loopback TCP floor: {} connections, a {}-byte frame to each, a {}-byte answer from each, two threads on this machine's cores",
+        "loopback TCP floor: {} connections, a {}-byte frame to each, a {}-byte answer from each, two processes on this machine's cores",
         report.count, report.frame_bytes, report.answer_bytes
     ));
     for (i, round) in report.rounds.iter().enumerate() {
