@@ -365,9 +365,14 @@ pub(super) struct ServeChild {
 }
 
 impl ServeChild {
-    /// Starts `edict serve` (this very binary) with `args` and `env`, logging to `log`.
+    /// Starts `edict serve` with `args` and `env`, logging to `log`: this very binary, or the one
+    /// `EDICT_BENCH_SERVER` names (to measure another build of the server under the same load
+    /// generator).
     pub(super) fn spawn(args: &[String], env: &[(String, String)], log: &Path) -> Result<Self> {
-        let exe = std::env::current_exe().context("cannot find the edict binary")?;
+        let exe = match std::env::var_os("EDICT_BENCH_SERVER") {
+            Some(server) => PathBuf::from(server),
+            None => std::env::current_exe().context("cannot find the edict binary")?,
+        };
         let file = std::fs::File::create(log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         let mut command = Command::new(exe);

@@ -371,8 +371,10 @@ pub(super) struct Membership {
 impl Membership {
     fn join(&mut self, team: &str) {
         if !self.joined.iter().any(|held| **held == *team) {
-            self.shared.rulesets.join(team, &self.port);
-            self.joined.push(Arc::from(team));
+            let team = self.shared.rulesets.join(team, &self.port);
+            // Most agents are in one team: no room for more until a second comes.
+            self.joined.reserve_exact(1);
+            self.joined.push(team);
         }
     }
 

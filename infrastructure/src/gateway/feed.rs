@@ -292,18 +292,20 @@ impl Rulesets {
         &self.gate
     }
 
-    /// Adds `port` to the ports every new revision of `team` is offered to.
-    pub(super) fn join(&self, team: &str, port: &Arc<Port>) {
+    /// Adds `port` to the ports every new revision of `team` is offered to; answers the team's id as
+    /// the member map holds it (one copy per team, shared by its connections).
+    pub(super) fn join(&self, team: &str, port: &Arc<Port>) -> Arc<str> {
         let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
         let key = Arc::as_ptr(port) as usize;
-        match members.get_mut(team) {
-            Some(ports) => {
-                ports.insert(key, Arc::clone(port));
-            }
-            None => {
-                members.insert(Arc::from(team), HashMap::from([(key, Arc::clone(port))]));
-            }
+        if let Some(ports) = members.get_mut(team) {
+            ports.insert(key, Arc::clone(port));
         }
+        if let Some((team, _)) = members.get_key_value(team) {
+            return Arc::clone(team);
+        }
+        let team: Arc<str> = Arc::from(team);
+        members.insert(Arc::clone(&team), HashMap::from([(key, Arc::clone(port))]));
+        team
     }
 
     /// Removes `port` from the ports of `team`.

@@ -143,7 +143,11 @@ impl Out {
             .find(|(held, _)| Arc::ptr_eq(held, team) || **held == **team)
         {
             Some((_, sent)) => *sent = revision,
-            None => self.sent.push((Arc::clone(team), revision)),
+            None => {
+                // Most agents are in one team: no room for more until a second comes.
+                self.sent.reserve_exact(1);
+                self.sent.push((Arc::clone(team), revision));
+            }
         }
     }
 
