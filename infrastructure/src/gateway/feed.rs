@@ -168,8 +168,11 @@ pub(super) struct Gate {
 }
 
 impl Gate {
-    fn close(&self) {
+    /// Closes the gate until the answer is dropped (also when the fan-out panics: the connections'
+    /// reads never stay held).
+    fn close(&self) -> Closed<'_> {
         self.closed.fetch_add(1, Ordering::SeqCst);
+        Closed(self)
     }
 
     fn open(&self) {
@@ -196,6 +199,15 @@ impl Gate {
             waiting.push(waker.clone());
         }
         false
+    }
+}
+
+/// The gate closed by one fan-out, opened when dropped.
+struct Closed<'a>(&'a Gate);
+
+impl Drop for Closed<'_> {
+    fn drop(&mut self) {
+        self.0.open();
     }
 }
 
@@ -370,12 +382,14 @@ impl Rulesets {
     fn announce(&self, payload: Arc<Payload>) {
         if self.offer(&payload) {
             // Cached before it is fanned out, so a port that joins meanwhile finds it in one place or
-            // the other. The fan-out thread lives as long as this: sending cannot fail.
-            match &self.fanout {
-                Some(fanout) => {
-                    let _ = fanout.send(Arc::clone(&payload));
-                }
-                None => fan_out(&self.members, &self.gate, &payload, self.stall_limit),
+            // the other. Without the fan-out thread (not started, or gone after a panic) the
+            // announcing task fans out itself.
+            let unsent = match &self.fanout {
+                Some(fanout) => fanout.send(Arc::clone(&payload)).err().map(|e| e.0),
+                None => Some(Arc::clone(&payload)),
+            };
+            if let Some(unsent) = unsent {
+                fan_out(&self.members, &self.gate, &unsent, self.stall_limit);
             }
             // No subscriber is not an error.
             let _ = self.sender.send(payload);
@@ -462,7 +476,7 @@ impl Rulesets {
 /// meanwhile.
 fn fan_out(members: &Members, gate: &Gate, payload: &Payload, stall_limit: Duration) {
     let started = Instant::now();
-    gate.close();
+    let closed = gate.close();
     // A copy of the list (reference counts): ports join and leave meanwhile without waiting.
     let ports: Vec<Arc<Port>> = members
         .lock()
@@ -479,7 +493,7 @@ fn fan_out(members: &Members, gate: &Gate, payload: &Payload, stall_limit: Durat
             Offered::Stale | Offered::Closed => {}
         }
     }
-    gate.open();
+    drop(closed);
     tracing::info!(
         team = &*payload.team,
         revision = payload.revision,
@@ -513,15 +527,15 @@ mod tests {
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(Arc::clone(&count));
         assert!(gate.admit(&waker), "open: reads go on");
-        gate.close();
-        gate.close();
+        let first = gate.close();
+        let second = gate.close();
         assert!(!gate.admit(&waker));
         // The same task twice in a row is remembered once.
         assert!(!gate.admit(&waker));
-        gate.open();
+        drop(first);
         assert_eq!(count.0.load(Ordering::SeqCst), 0, "one fan-out still runs");
         assert!(!gate.admit(&waker));
-        gate.open();
+        drop(second);
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         assert!(gate.admit(&waker));
     }
