@@ -84,7 +84,8 @@ async fn rule_sets_put_in_the_bucket_reach_the_gateway_once_per_revision() {
             other => panic!("expected a rule set, got {other:?}"),
         }
 
-        // The same revision again (a republish after a restart) is not broadcast again.
+        // The same revision again (a republish after a restart) is not broadcast again: the next
+        // broadcast is revision 3, published after it through the same watch.
         publisher
             .publish(
                 "team-1",
@@ -92,10 +93,21 @@ async fn rule_sets_put_in_the_bucket_reach_the_gateway_once_per_revision() {
             )
             .await
             .unwrap();
-        assert!(
-            tokio::time::timeout(Duration::from_millis(500), received.recv())
-                .await
-                .is_err()
+        publisher
+            .publish(
+                "team-1",
+                &json!({"team_id": "team-1", "revision": 3, "hash": "h3"}),
+            )
+            .await
+            .unwrap();
+        let third = tokio::time::timeout(wait, received.recv())
+            .await
+            .expect("revision 3 is broadcast")
+            .unwrap();
+        assert_eq!(
+            (&*third.team, third.revision, &*third.hash),
+            ("team-1", 3, "h3"),
+            "revision 2 was broadcast twice"
         );
     })
     .await;

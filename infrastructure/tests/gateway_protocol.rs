@@ -661,8 +661,22 @@ async fn an_agent_never_gets_another_teams_rules(fixture: Fixture) {
         .await;
     fixture.catch_up().await;
     assert_ne!(fixture.ruleset_of(fixture.team_b).await.1, hash_b);
-    while let Some(message) = next_within(&mut ws, Duration::from_millis(1500)).await {
+    // Then a new revision of team A, which must be pushed: the gateway fans revisions out in the
+    // order they were published, so a leak of team B's would arrive before it.
+    fixture
+        .attach("alpha-after", fixture.team_a, EnforcementMode::Warning)
+        .await;
+    fixture.catch_up().await;
+    let team_a = fixture.team_a.to_string();
+    loop {
+        let message = next_within(&mut ws, WAIT)
+            .await
+            .expect("team A's new revision is pushed after team B's change");
+        let done = matches!(&message, GatewayMessage::RuleSet { team, .. } if *team == team_a);
         received.push(message);
+        if done {
+            break;
+        }
     }
     for message in &received {
         let text = serde_json::to_string(message).unwrap();

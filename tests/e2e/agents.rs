@@ -367,11 +367,27 @@ async fn block_rules_reach_the_machine_and_edits_are_reverted_even_offline() {
         delivered.is_some(),
         "the queued report is delivered once after reconnecting"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Exactly once: a later report must land right after it. The agent sends its outbox in order,
+    // so a duplicate of the first one would be counted before the second arrives.
+    let drained = eventually(Duration::from_secs(10), || async {
+        (machine.status().await["pending_reports"] == 0).then_some(())
+    })
+    .await;
+    assert!(
+        drained.is_some(),
+        "the agent's outbox drains once acknowledged"
+    );
+    std::fs::write(machine.team_file(), tamper(&written, "online edit")).unwrap();
+    let second = eventually(Duration::from_secs(15), || async {
+        let version = agent_version_from_store(&app, &agent_id).await;
+        (version >= version_offline + 2 && machine.status().await["pending_reports"] == 0)
+            .then_some(version)
+    })
+    .await;
     assert_eq!(
-        agent_version_from_store(&app, &agent_id).await,
-        version_offline + 1,
-        "exactly once"
+        second,
+        Some(version_offline + 2),
+        "exactly once: the queued report, then the later one, and no duplicate"
     );
     machine.stop().await;
 }
@@ -419,7 +435,7 @@ async fn warning_edits_are_kept_and_temporary_ones_are_decided() {
         )
         .await;
     let mut machine = Machine::new();
-    machine
+    let agent_id = machine
         .enroll_with_token(&app.base, enrollment["token"].as_str().unwrap())
         .await;
     machine.run();
@@ -440,8 +456,17 @@ async fn warning_edits_are_kept_and_temporary_ones_are_decided() {
     .await;
     let written = written.expect("warning section written");
     let edited = tamper(&written, "docs are optional");
+    let version_before = agent_version(&app, &admin, &agent_id).await;
     std::fs::write(machine.team_file(), &edited).unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The agent handled the edit once its warning report is recorded as an event of the agent.
+    let reported = eventually(Duration::from_secs(15), || async {
+        (agent_version(&app, &admin, &agent_id).await > version_before).then_some(())
+    })
+    .await;
+    assert!(
+        reported.is_some(),
+        "the warning-mode edit is reported to the server"
+    );
     assert_eq!(
         read(&machine.team_file()),
         edited,
@@ -534,7 +559,16 @@ async fn warning_edits_are_kept_and_temporary_ones_are_decided() {
         json!({}),
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    // The agent applied the approval once it records the keep decision.
+    let kept = eventually(Duration::from_secs(15), || async {
+        let status = machine.status().await;
+        status["recent_actions"]
+            .as_array()
+            .is_some_and(|actions| actions.iter().any(|a| a["what"] == "decision_keep"))
+            .then_some(())
+    })
+    .await;
+    assert!(kept.is_some(), "the agent applies the approval");
     assert!(
         read(&machine.team_file()).contains("after lunch"),
         "an approved change is kept"
