@@ -419,3 +419,80 @@ pub fn rule_spec(name: &str, layer: &str) -> Value {
         "triggers": [],
     })
 }
+
+/// The `edict-agent` binary, built beside `edict` by a workspace build.
+pub fn agent_binary() -> std::path::PathBuf {
+    let edict = std::path::PathBuf::from(env!("CARGO_BIN_EXE_edict"));
+    let agent = edict.with_file_name("edict-agent");
+    assert!(
+        agent.exists(),
+        "{} is missing: build the workspace (`cargo build --workspace`, as scripts/test does)",
+        agent.display()
+    );
+    agent
+}
+
+/// A nats-server with JetStream of one test, on a free port with its own store directory, so the test
+/// can kill and restart it without touching the shared one.
+pub struct PrivateNats {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    store: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl PrivateNats {
+    /// Starts it and waits until it accepts connections.
+    pub async fn start() -> PrivateNats {
+        let mut nats = PrivateNats {
+            port: free_port(),
+            store: tempfile::tempdir().expect("nats store dir"),
+            child: None,
+        };
+        nats.restart().await;
+        nats
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Whether it runs (started and not killed since).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// kill -9.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.start_kill().expect("kill -9 nats-server");
+            child.wait().await.expect("wait for nats-server");
+        }
+    }
+
+    /// Starts it again on the same port and store (after [`PrivateNats::kill`]), and waits until it
+    /// accepts connections.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "nats-server already runs");
+        let child = Command::new("/usr/sbin/nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .arg("-sd")
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn /usr/sbin/nats-server");
+        self.child = Some(child);
+        let port = self.port;
+        let up = eventually(Duration::from_secs(15), || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        assert!(up.is_some(), "nats-server listens on {port}");
+    }
+}
