@@ -14,7 +14,8 @@
 //!
 //! `EDICT_CHAOS_SEED=N` replays a schedule (the seed is printed at start and on failure):
 //! `EDICT_CHAOS_SEED=42 cargo test -p edict --test e2e chaos -- --nocapture`. Process logs go to a
-//! directory kept when the test fails (its path is printed with the seed).
+//! directory kept when the test fails or `EDICT_CHAOS_KEEP_LOGS` is set (its path is printed with the
+//! seed).
 // The seed and the summary are the test's output, for replaying a failure.
 #![allow(clippy::print_stderr)]
 
@@ -74,7 +75,7 @@ struct SeedGuard {
 
 impl Drop for SeedGuard {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("EDICT_CHAOS_KEEP_LOGS").is_some() {
             eprintln!(
                 "chaos: FAILED with EDICT_CHAOS_SEED={} (process logs kept in {})",
                 self.seed,
@@ -201,7 +202,8 @@ fn command_for(dir: &Path) -> Command {
         .arg(dir.join("home"))
         .arg("--org-file")
         .arg(dir.join("etc").join("CLAUDE.md"))
-        .env("EDICT_AGENT_LOG", "warn")
+        // `info` logs each rule set the agent stores: the complete history the downgrade check reads.
+        .env("EDICT_AGENT_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true);
@@ -247,6 +249,61 @@ fn refused(status: &Value) -> Option<u64> {
         Value::Array(items) => Some(items.len() as u64),
         _ => None,
     }
+}
+
+/// `text` without ANSI colour sequences.
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The value of `name=` on a log line, unquoted.
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let start = line.find(&format!(" {name}="))? + name.len() + 2;
+    let value = line[start..].split_whitespace().next()?;
+    Some(value.trim_matches('"'))
+}
+
+/// Every time a machine's log shows it stored a rule set of a team at a lower revision than one it
+/// stored before (the log has every store, the poller only samples).
+fn downgrades_in_log(logs: &Path, machine: usize) -> (usize, Vec<String>) {
+    let text =
+        std::fs::read_to_string(logs.join(format!("agent-{machine}.log"))).unwrap_or_default();
+    let mut highest: HashMap<String, u64> = HashMap::new();
+    let mut stored = 0;
+    let mut downgrades = Vec::new();
+    for line in plain(&text).lines() {
+        if !line.contains("rule set applied") {
+            continue;
+        }
+        let (Some(team), Some(revision)) = (
+            field(line, "team"),
+            field(line, "revision").and_then(|r| r.parse::<u64>().ok()),
+        ) else {
+            continue;
+        };
+        stored += 1;
+        let before = highest.entry(team.to_owned()).or_insert(0);
+        if revision < *before {
+            downgrades.push(format!(
+                "machine {machine} stored revision {revision} of team {team} after {before} (its log)"
+            ));
+        }
+        *before = (*before).max(revision);
+    }
+    (stored, downgrades)
 }
 
 /// What the poller saw while the schedule ran.
@@ -445,6 +502,27 @@ async fn approved_rule(app: &TestApp, admin: &str, second: &str, name: &str) -> 
     )
     .await;
     rule
+}
+
+/// Changes how team `t` enforces rule `r` to another mode; answers what it did.
+async fn change_mode(
+    app: &TestApp,
+    admin: &str,
+    model: &mut Model,
+    rng: &mut Rng,
+    r: usize,
+    t: usize,
+) -> String {
+    let old = model.rules[r].attached[&t];
+    let choices: Vec<&'static str> = MODES.iter().copied().filter(|m| *m != old).collect();
+    let mode = rng.pick(&choices);
+    model.rules[r].attached.insert(t, mode);
+    let path = format!(
+        "/api/v1/teams/{}/rules/{}",
+        model.teams[t], model.rules[r].id
+    );
+    must(app, Method::PATCH, &path, admin, Some(enforcement(mode))).await;
+    format!("rule {r} in team {t}: {old} -> {mode}")
 }
 
 /// Everything that is not as it should be at the end; empty when the loop converged.
@@ -758,9 +836,12 @@ async fn chaos(seed: u64, logs: PathBuf) {
     eprintln!("chaos: set up in {:?}", started.elapsed());
 
     // The schedule.
-    let nats_restarts: BTreeSet<usize> = (0..1 + rng.below(2))
-        .map(|_| 5 + rng.below(OPERATIONS - 15))
-        .collect();
+    // One or two NATS restarts; the last one late, when a lost publication has little chance to be
+    // covered by a later change of the same team.
+    let mut nats_restarts = BTreeSet::from([OPERATIONS - 15 + rng.below(13)]);
+    if rng.below(2) == 0 {
+        nats_restarts.insert(5 + rng.below(OPERATIONS / 2));
+    }
     let mut pending: Vec<(Instant, Down)> = Vec::new();
     let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
     for step in 0..OPERATIONS {
@@ -849,23 +930,7 @@ async fn chaos(seed: u64, logs: PathBuf) {
             }
             "mode" => {
                 let (r, t) = rng.pick(&attached);
-                let old = model.rules[r].attached[&t];
-                let choices: Vec<&'static str> =
-                    MODES.iter().copied().filter(|m| *m != old).collect();
-                let mode = rng.pick(&choices);
-                must(
-                    app,
-                    Method::PATCH,
-                    &format!(
-                        "/api/v1/teams/{}/rules/{}",
-                        model.teams[t], model.rules[r].id
-                    ),
-                    &admin,
-                    Some(enforcement(mode)),
-                )
-                .await;
-                model.rules[r].attached.insert(t, mode);
-                format!("rule {r} in team {t}: {old} -> {mode}")
+                change_mode(app, &admin, &mut model, &mut rng, r, t).await
             }
             "revision" => {
                 let r = if attached.is_empty() {
@@ -935,23 +1000,33 @@ async fn chaos(seed: u64, logs: PathBuf) {
                     .collect();
                 let leaves = joined.is_none() || rng.below(100) < 70;
                 let mut left = None;
+                let mut during = String::new();
                 if leaves && model.user_teams[u].len() > 1 && !others.is_empty() {
                     let from = rng.pick(&others);
-                    must(
-                        app,
-                        Method::DELETE,
-                        &format!(
-                            "/api/v1/teams/{}/members/{}",
-                            model.teams[from], model.users[u]
-                        ),
-                        &admin,
-                        None,
-                    )
-                    .await;
+                    let path = format!(
+                        "/api/v1/teams/{}/members/{}",
+                        model.teams[from], model.users[u]
+                    );
+                    let leave = must(app, Method::DELETE, &path, &admin, None);
+                    // Half the time the team it leaves changes at the same moment: a push racing
+                    // the removal.
+                    let in_team: Vec<usize> = (0..model.rules.len())
+                        .filter(|r| model.rules[*r].attached.contains_key(&from))
+                        .collect();
+                    if !in_team.is_empty() && rng.below(2) == 0 {
+                        let r = rng.pick(&in_team);
+                        let (_, change) = tokio::join!(
+                            leave,
+                            change_mode(app, &admin, &mut model, &mut rng, r, from)
+                        );
+                        during = format!(" while {change}");
+                    } else {
+                        leave.await;
+                    }
                     model.user_teams[u].remove(&from);
                     left = Some(from);
                 }
-                format!("user {u}: joined team {joined:?}, left team {left:?}")
+                format!("user {u}: joined team {joined:?}, left team {left:?}{during}")
             }
             "kill_relay" | "kill_projector" | "kill_gateway" => {
                 let role = match kind {
@@ -976,16 +1051,28 @@ async fn chaos(seed: u64, logs: PathBuf) {
                 format!("kill -9 agent {m} (back in {delay:?})")
             }
             _ => {
+                // Right after changes, so that NATS dies while they are relayed, projected and put.
+                let mut changes = Vec::new();
+                for _ in 0..2 {
+                    if !attached.is_empty() {
+                        let (r, t) = rng.pick(&attached);
+                        changes.push(change_mode(app, &admin, &mut model, &mut rng, r, t).await);
+                    }
+                }
+                tokio::time::sleep(rng.millis(0, 250)).await;
                 let delay = rng.millis(300, 2000);
                 if deployment.nats.is_running() {
                     deployment.nats.kill().await;
                     pending.push((Instant::now() + delay, Down::Nats));
                 }
-                format!("kill -9 nats-server (back in {delay:?})")
+                format!(
+                    "{}, then kill -9 nats-server (back in {delay:?})",
+                    changes.join(", ")
+                )
             }
         };
         eprintln!("chaos: {:>6.1?} op {step:>2}: {what}", started.elapsed());
-        tokio::time::sleep(rng.millis(50, 600)).await;
+        tokio::time::sleep(rng.millis(0, 400)).await;
     }
     // Everything killed runs again.
     pending.sort();
@@ -999,21 +1086,44 @@ async fn chaos(seed: u64, logs: PathBuf) {
     // The end: every agent converged, its files as rendered, the user's bytes intact.
     let app = &deployment.app;
     let deadline = Instant::now() + SETTLE;
+    let mut shown_slow = false;
     let (settled, problems) = loop {
         let problems = end_state_problems(app, &admin, &model, &machines).await;
         if problems.is_empty() || Instant::now() >= deadline {
             break (problems.is_empty().then_some(()), problems);
+        }
+        // What is still missing after a while says what is slow to heal.
+        if !shown_slow && Instant::now() + SETTLE - Duration::from_secs(5) >= deadline {
+            shown_slow = true;
+            eprintln!(
+                "chaos: still settling 5 s after the schedule ({} problems), e.g.:\n{}",
+                problems.len(),
+                problems
+                    .iter()
+                    .take(4)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let _ = stop_poller.send(true);
     let _ = poller.await;
     let watch = watch.lock().unwrap();
+    let mut stored = 0;
+    let mut logged_downgrades = Vec::new();
+    for machine in 0..AGENTS {
+        let (count, found) = downgrades_in_log(&logs, machine);
+        stored += count;
+        logged_downgrades.extend(found);
+    }
     let refused_total: u64 = watch.refused.values().sum();
     eprintln!(
-        "chaos: settled {} in {:?} after the schedule; {} status rounds, {} failed status reads, {} downgrades seen, refused downgrades reported: {} ({})",
+        "chaos: settled {} in {:?} after the schedule; {stored} rule sets stored by agents, {} downgrades in their logs; {} status rounds, {} failed status reads, {} downgrades seen, refused downgrades reported: {} ({})",
         if settled.is_some() { "ok" } else { "NOT" },
         started.elapsed() - schedule_done,
+        logged_downgrades.len(),
         watch.rounds,
         watch.failed_reads.len(),
         watch.downgrades.len(),
@@ -1027,6 +1137,15 @@ async fn chaos(seed: u64, logs: PathBuf) {
     for failed in watch.failed_reads.iter().take(5) {
         eprintln!("chaos: failed status read: {failed}");
     }
+    assert!(
+        stored > 0,
+        "the agents' logs show no rule set stored: the log format changed?"
+    );
+    assert!(
+        logged_downgrades.is_empty(),
+        "agents stored a lower revision than one they held:\n{}",
+        logged_downgrades.join("\n")
+    );
     assert!(
         watch.downgrades.is_empty(),
         "agents stored a lower revision than one they held:\n{}",
