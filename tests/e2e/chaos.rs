@@ -75,7 +75,9 @@ struct SeedGuard {
 
 impl Drop for SeedGuard {
     fn drop(&mut self) {
-        if std::thread::panicking() || std::env::var_os("EDICT_CHAOS_KEEP_LOGS").is_some() {
+        if std::env::var_os("EDICT_CHAOS_KEEP_LOGS").is_some() && !std::thread::panicking() {
+            eprintln!("chaos: process logs kept in {}", self.logs.display());
+        } else if std::thread::panicking() {
             eprintln!(
                 "chaos: FAILED with EDICT_CHAOS_SEED={} (process logs kept in {})",
                 self.seed,
@@ -276,17 +278,68 @@ fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     Some(value.trim_matches('"'))
 }
 
-/// Every time a machine's log shows it stored a rule set of a team at a lower revision than one it
-/// stored before (the log has every store, the poller only samples).
-fn downgrades_in_log(logs: &Path, machine: usize) -> (usize, Vec<String>) {
-    let text =
-        std::fs::read_to_string(logs.join(format!("agent-{machine}.log"))).unwrap_or_default();
+/// Whether `user` was added to `team` again after the removal the agent learnt of at `removed`, and
+/// before `stored`.
+fn rejoined(
+    model: &Model,
+    user: usize,
+    team: usize,
+    removed: chrono::DateTime<chrono::Utc>,
+    stored: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    let Some(removal) = model
+        .memberships
+        .iter()
+        .filter(|(at, u, t, joined)| *u == user && *t == team && !joined && *at <= removed)
+        .map(|(at, ..)| *at)
+        .max()
+    else {
+        // No removal by the schedule before it: not a case this check can judge.
+        return true;
+    };
+    model.memberships.iter().any(|(at, u, t, joined)| {
+        *u == user && *t == team && *joined && *at > removal && *at <= stored
+    })
+}
+
+/// What a machine's log shows (it has every store; the poller only samples): how many rule sets it
+/// stored, every one stored at a lower revision than one it stored before for the same team, and
+/// every one stored for a team it was told it left, without having joined it again.
+fn history_problems(
+    logs: &Path,
+    machine: &Machine,
+    model: &Model,
+) -> (usize, Vec<String>, Vec<String>) {
+    let index = machine.index;
+    let text = std::fs::read_to_string(logs.join(format!("agent-{index}.log"))).unwrap_or_default();
     let mut highest: HashMap<String, u64> = HashMap::new();
+    let mut removed_at: HashMap<String, chrono::DateTime<chrono::Utc>> = HashMap::new();
     let mut stored = 0;
     let mut downgrades = Vec::new();
+    let mut after_removal = Vec::new();
     for line in plain(&text).lines() {
+        let at = line
+            .split_whitespace()
+            .next()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc));
+        if line.contains("team removed") {
+            if let (Some(team), Some(at)) = (field(line, "team"), at) {
+                removed_at.insert(team.to_owned(), at);
+            }
+            continue;
+        }
         if !line.contains("rule set applied") {
             continue;
+        }
+        if let (Some(team), Some(at)) = (field(line, "team"), at)
+            && let Some(removed) = removed_at.remove(team)
+            && let Some(t) = model.teams.iter().position(|id| id == team)
+            && !rejoined(model, machine.user, t, removed, at)
+        {
+            after_removal.push(format!(
+                "machine {index} stored a rule set of team {team} at {at}, after it was told at {removed} that it left the team (not added again)"
+            ));
         }
         let (Some(team), Some(revision)) = (
             field(line, "team"),
@@ -298,12 +351,12 @@ fn downgrades_in_log(logs: &Path, machine: usize) -> (usize, Vec<String>) {
         let before = highest.entry(team.to_owned()).or_insert(0);
         if revision < *before {
             downgrades.push(format!(
-                "machine {machine} stored revision {revision} of team {team} after {before} (its log)"
+                "machine {index} stored revision {revision} of team {team} after {before} (its log)"
             ));
         }
         *before = (*before).max(revision);
     }
-    (stored, downgrades)
+    (stored, downgrades, after_removal)
 }
 
 /// What the poller saw while the schedule ran.
@@ -436,6 +489,9 @@ struct Model {
     users: Vec<String>,
     user_teams: Vec<BTreeSet<usize>>,
     rules: Vec<RuleModel>,
+    /// Every membership change (wall clock just before its request, user, team, joined or left),
+    /// to tell a rule set stored after a removal from one stored after joining again.
+    memberships: Vec<(chrono::DateTime<chrono::Utc>, usize, usize, bool)>,
 }
 
 const MODES: [&str; 3] = ["block", "warning", "temporary"];
@@ -752,6 +808,7 @@ async fn chaos(seed: u64, logs: PathBuf) {
         users: Vec::new(),
         user_teams: Vec::new(),
         rules: Vec::new(),
+        memberships: Vec::new(),
     };
     for t in 0..TEAMS {
         let team = must(
@@ -982,6 +1039,7 @@ async fn chaos(seed: u64, logs: PathBuf) {
                 let mut joined = None;
                 if !outside.is_empty() {
                     let to = rng.pick(&outside);
+                    model.memberships.push((chrono::Utc::now(), u, to, true));
                     must(
                         app,
                         Method::POST,
@@ -1007,6 +1065,7 @@ async fn chaos(seed: u64, logs: PathBuf) {
                         "/api/v1/teams/{}/members/{}",
                         model.teams[from], model.users[u]
                     );
+                    model.memberships.push((chrono::Utc::now(), u, from, false));
                     let leave = must(app, Method::DELETE, &path, &admin, None);
                     // Half the time the team it leaves changes at the same moment: a push racing
                     // the removal.
@@ -1059,8 +1118,15 @@ async fn chaos(seed: u64, logs: PathBuf) {
                         changes.push(change_mode(app, &admin, &mut model, &mut rng, r, t).await);
                     }
                 }
-                tokio::time::sleep(rng.millis(0, 250)).await;
-                let delay = rng.millis(300, 2000);
+                tokio::time::sleep(rng.millis(0, 120)).await;
+                // The late restart is a long outage: longer than a client's publish timeout, so a
+                // put in flight fails instead of waiting for the server to come back.
+                let delay =
+                    if step + 1 == OPERATIONS || nats_restarts.range(step + 1..).next().is_none() {
+                        rng.millis(5000, 8000)
+                    } else {
+                        rng.millis(300, 2000)
+                    };
                 if deployment.nats.is_running() {
                     deployment.nats.kill().await;
                     pending.push((Instant::now() + delay, Down::Nats));
@@ -1110,20 +1176,23 @@ async fn chaos(seed: u64, logs: PathBuf) {
     };
     let _ = stop_poller.send(true);
     let _ = poller.await;
-    let watch = watch.lock().unwrap();
+    let watch = std::mem::take(&mut *watch.lock().unwrap());
     let mut stored = 0;
     let mut logged_downgrades = Vec::new();
-    for machine in 0..AGENTS {
-        let (count, found) = downgrades_in_log(&logs, machine);
+    let mut after_removal = Vec::new();
+    for machine in &machines {
+        let (count, downgrades, removed) = history_problems(&logs, machine, &model);
         stored += count;
-        logged_downgrades.extend(found);
+        logged_downgrades.extend(downgrades);
+        after_removal.extend(removed);
     }
     let refused_total: u64 = watch.refused.values().sum();
     eprintln!(
-        "chaos: settled {} in {:?} after the schedule; {stored} rule sets stored by agents, {} downgrades in their logs; {} status rounds, {} failed status reads, {} downgrades seen, refused downgrades reported: {} ({})",
+        "chaos: settled {} in {:?} after the schedule; {stored} rule sets stored by agents, {} downgrades and {} stores after removal in their logs; {} status rounds, {} failed status reads, {} downgrades seen, refused downgrades reported: {} ({})",
         if settled.is_some() { "ok" } else { "NOT" },
         started.elapsed() - schedule_done,
         logged_downgrades.len(),
+        after_removal.len(),
         watch.rounds,
         watch.failed_reads.len(),
         watch.downgrades.len(),
@@ -1140,6 +1209,11 @@ async fn chaos(seed: u64, logs: PathBuf) {
     assert!(
         stored > 0,
         "the agents' logs show no rule set stored: the log format changed?"
+    );
+    assert!(
+        after_removal.is_empty(),
+        "agents stored rule sets of teams they had left:\n{}",
+        after_removal.join("\n")
     );
     assert!(
         logged_downgrades.is_empty(),
@@ -1163,6 +1237,12 @@ async fn chaos(seed: u64, logs: PathBuf) {
             .join("\n")
     );
     eprintln!("chaos: passed in {:?}", started.elapsed());
+    for machine in &mut machines {
+        machine.kill().await;
+    }
+    for role in deployment.servers.keys().copied().collect::<Vec<_>>() {
+        deployment.kill(role).await;
+    }
 }
 
 /// Starts again what was killed.
@@ -1172,4 +1252,66 @@ async fn revive(deployment: &mut Deployment, machines: &mut [Machine], down: Dow
         Down::Agent(m) => machines[m].run(),
         Down::Nats => deployment.nats.restart().await,
     }
+}
+
+/// The log checks read the agent's real log format (lines copied from a run), and judge a store
+/// after a removal by the schedule's membership changes.
+#[test]
+fn the_history_checks_find_downgrades_and_stores_after_removal() {
+    let logs = tempfile::tempdir().unwrap();
+    let team = "01a241c6-5f87-7593-af20-3a81f6a10bf7";
+    let model = Model {
+        teams: vec![team.to_owned()],
+        users: vec!["user".into()],
+        user_teams: vec![BTreeSet::new()],
+        rules: Vec::new(),
+        memberships: vec![(
+            chrono::DateTime::parse_from_rfc3339("2026-12-04T15:57:53.000000Z")
+                .unwrap()
+                .with_timezone(&chrono::Utc),
+            0,
+            0,
+            false,
+        )],
+    };
+    let machine = Machine::new(0, 0, logs.path());
+    let line = |at: &str, what: &str| {
+        format!(
+            "\u{1b}[2m2026-12-04T{at}Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m \u{1b}[2medict_agent::client\u{1b}[0m\u{1b}[2m:\u{1b}[0m {what}\n"
+        )
+    };
+    let log = [
+        line(
+            "15:57:49.538536",
+            &format!("rule set applied team=\"{team}\" revision=9"),
+        ),
+        line(
+            "15:57:49.644707",
+            &format!("rule set applied team=\"{team}\" revision=8"),
+        ),
+        line("15:57:53.833989", &format!("team removed team=\"{team}\"")),
+        line(
+            "15:57:53.894020",
+            &format!("rule set applied team=\"{team}\" revision=10"),
+        ),
+    ]
+    .concat();
+    std::fs::write(logs.path().join("agent-0.log"), &log).unwrap();
+    let (stored, downgrades, after_removal) = history_problems(logs.path(), &machine, &model);
+    assert_eq!(stored, 3);
+    assert_eq!(downgrades.len(), 1, "{downgrades:?}");
+    assert_eq!(after_removal.len(), 1, "{after_removal:?}");
+
+    // Added again before the store: legitimate.
+    let mut model = model;
+    model.memberships.push((
+        chrono::DateTime::parse_from_rfc3339("2026-12-04T15:57:53.850000Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc),
+        0,
+        0,
+        true,
+    ));
+    let (_, _, after_removal) = history_problems(logs.path(), &machine, &model);
+    assert!(after_removal.is_empty(), "{after_removal:?}");
 }
