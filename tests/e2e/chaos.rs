@@ -1110,15 +1110,17 @@ async fn chaos(seed: u64, logs: PathBuf) {
                 format!("kill -9 agent {m} (back in {delay:?})")
             }
             _ => {
-                // Right after changes, so that NATS dies while they are relayed, projected and put.
+                // Right after a burst of changes of every team, so that NATS dies while the
+                // projector is busy with them: some rule set is between its commit and its put, and
+                // it may be the last change of its team.
                 let mut changes = Vec::new();
-                for _ in 0..2 {
+                for _ in 0..2 + rng.below(5) {
                     if !attached.is_empty() {
                         let (r, t) = rng.pick(&attached);
                         changes.push(change_mode(app, &admin, &mut model, &mut rng, r, t).await);
                     }
                 }
-                tokio::time::sleep(rng.millis(0, 120)).await;
+                tokio::time::sleep(rng.millis(0, 60)).await;
                 // The late restart is a long outage: longer than a client's publish timeout, so a
                 // put in flight fails instead of waiting for the server to come back.
                 let delay =
