@@ -639,6 +639,40 @@ async fn end_state_problems(
             .collect();
         convergence.insert(team.clone(), rows);
     }
+    // The test's own model agrees with the server (else a failure below would be the test's).
+    for (t, team) in model.teams.iter().enumerate() {
+        let (_, view) = app
+            .call(
+                Method::GET,
+                &format!("/api/v1/teams/{team}"),
+                Some(admin),
+                None,
+            )
+            .await;
+        let members: BTreeSet<&str> = view["members"]
+            .as_array()
+            .map(|m| m.iter().filter_map(|m| m["user_id"].as_str()).collect())
+            .unwrap_or_default();
+        let expected: BTreeSet<&str> = (0..model.users.len())
+            .filter(|u| model.user_teams[*u].contains(&t))
+            .map(|u| model.users[u].as_str())
+            .collect();
+        let rules: BTreeSet<&str> = view["rules"]
+            .as_array()
+            .map(|r| r.iter().filter_map(|r| r["rule_id"].as_str()).collect())
+            .unwrap_or_default();
+        let attached: BTreeSet<&str> = model
+            .rules
+            .iter()
+            .filter(|r| r.attached.contains_key(&t))
+            .map(|r| r.id.as_str())
+            .collect();
+        if members != expected || rules != attached {
+            problems.push(format!(
+                "TEST BUG: the model of team {t} differs from the server: members {members:?} vs {expected:?}, rules {rules:?} vs {attached:?}"
+            ));
+        }
+    }
     if !problems.is_empty() {
         return problems;
     }
