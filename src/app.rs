@@ -12,6 +12,7 @@ use edict_application::read_models::{
     PastDocument, ProjectionControl, ReadModelError, RebuildSummary,
 };
 use edict_application::service::Ports;
+use edict_application::supervision::{Probe, RoleRegistry};
 use edict_application::{CommitHook, Edict, NoHook};
 use edict_domain::rule::ApprovalQuorum;
 use edict_infrastructure::auth::{AuthStore, LocalAuthenticator, TokenKeys};
@@ -20,6 +21,7 @@ use edict_infrastructure::nats::{KvRulesetPublisher, Nats};
 use edict_infrastructure::projection::{ProjectionRunner, SqlReadModels, WatchPublisher};
 use edict_infrastructure::settings::Settings;
 use edict_infrastructure::store::{Database, EventRepository};
+use edict_infrastructure::supervisor::NatsProbe;
 use edict_projections::RulesetPublisher;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -38,6 +40,9 @@ pub struct Built {
     pub notifies: Vec<Arc<Notify>>,
     /// The in-process rule set channel (embedded mode), for gateways in this process.
     pub watch: Option<WatchPublisher>,
+    /// The states of this process's roles (written by `serve`'s supervisor, read by readiness and
+    /// the projections' admin view).
+    pub roles: RoleRegistry,
 }
 
 /// The cqrs-es store of one aggregate type, in event-store mode (its snapshot and aggregate stores apply
@@ -246,9 +251,18 @@ pub async fn build(settings: &Settings, nats: Option<&Nats>) -> Result<Built> {
             database.clone(),
         )),
     };
-    let edict = Arc::new(Edict::new(ports).with_audit_trail(Arc::new(
-        edict_infrastructure::audit::AuditStore::new(database.clone()),
-    )));
+    let roles = RoleRegistry::new();
+    let probes: Vec<Arc<dyn Probe>> = match nats {
+        Some(nats) => vec![Arc::new(NatsProbe(nats.clone()))],
+        None => Vec::new(),
+    };
+    let edict = Arc::new(
+        Edict::new(ports)
+            .with_audit_trail(Arc::new(edict_infrastructure::audit::AuditStore::new(
+                database.clone(),
+            )))
+            .with_supervision(roles.clone(), probes),
+    );
     if let Some(admin) = &settings.admin {
         let created = edict
             .bootstrap_admin(&admin.email, admin.password.expose())
@@ -269,5 +283,6 @@ pub async fn build(settings: &Settings, nats: Option<&Nats>) -> Result<Built> {
         projections,
         notifies,
         watch,
+        roles,
     })
 }

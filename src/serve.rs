@@ -13,8 +13,9 @@ use edict_infrastructure::nats::{self, NatsRelay, NatsSettings, RelaySettings};
 use edict_infrastructure::settings::{
     AuditSettings, BootstrapAdmin, QuorumSettings, Secret, Settings,
 };
+use edict_infrastructure::supervisor::{Supervisor, SupervisorSettings};
 use poem::Server;
-use poem::listener::TcpListener;
+use poem::listener::{Listener, TcpListener};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -90,6 +91,14 @@ pub struct ServeArgs {
     /// Sign an audit checkpoint at least this often (seconds) while the chain moves.
     #[arg(long, env = "EDICT_AUDIT_CHECKPOINT_SECS", default_value_t = 60)]
     audit_checkpoint_secs: u64,
+    /// The longest pause, in milliseconds, before a role that ended or failed is started again (the
+    /// pauses grow exponentially up to it).
+    #[arg(
+        long,
+        env = "EDICT_SUPERVISOR_MAX_BACKOFF_MS",
+        default_value_t = 30_000
+    )]
+    supervisor_max_backoff_ms: u64,
     /// Seconds to let in-flight requests finish after SIGTERM.
     #[arg(long, default_value_t = 10)]
     shutdown_grace_secs: u64,
@@ -181,29 +190,57 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    let supervisor = Supervisor::new(
+        built.roles.clone(),
+        SupervisorSettings {
+            max_backoff: Duration::from_millis(args.supervisor_max_backoff_ms.max(10)),
+            ..SupervisorSettings::default()
+        },
+        stopped.clone(),
+    );
     if roles.contains(&Role::Relay)
         && let Some(nats) = nats.clone()
     {
-        let relay = NatsRelay::new(built.database.clone(), nats, RelaySettings::default())
-            .context("cannot start the relay")?;
-        let mut stopped = stopped.clone();
-        tasks.spawn(async move {
-            relay
-                .run(async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                })
-                .await;
+        // Made here, so that a bad setting fails the start instead of a restart loop.
+        let mut first = Some(
+            NatsRelay::new(
+                built.database.clone(),
+                nats.clone(),
+                RelaySettings::default(),
+            )
+            .context("cannot start the relay")?,
+        );
+        let database = built.database.clone();
+        supervisor.spawn(&mut tasks, "relay", move |stopped| {
+            let relay = match first.take() {
+                Some(relay) => Ok(relay),
+                None => NatsRelay::new(database.clone(), nats.clone(), RelaySettings::default()),
+            };
+            async move {
+                relay?.run(stopping(stopped)).await;
+                Ok::<(), nats::NatsError>(())
+            }
         });
     }
     if roles.contains(&Role::Audit) {
-        let writer = audit_writer(&settings, &built.database).await?;
-        let mut stopped = stopped.clone();
-        tasks.spawn(async move {
-            writer
-                .run(async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                })
-                .await;
+        // Made here, so that a bad key fails the start; a restart makes it again.
+        let mut first = Some(audit_writer(&settings, &built.database).await?);
+        let settings = settings.clone();
+        let database = built.database.clone();
+        supervisor.spawn(&mut tasks, "audit", move |stopped| {
+            let made = first.take();
+            let settings = settings.clone();
+            let database = database.clone();
+            async move {
+                let writer = match made {
+                    Some(writer) => writer,
+                    None => audit_writer(&settings, &database)
+                        .await
+                        .map_err(|error| format!("{error:#}"))?,
+                };
+                writer.run(stopping(stopped)).await;
+                Ok::<(), String>(())
+            }
         });
     }
     if roles.contains(&Role::Projector) {
@@ -213,44 +250,66 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             .into_iter()
             .zip(built.notifies.iter().cloned())
         {
-            let stopped = stopped.clone();
+            let projection = runner.name();
+            let name = format!("projector:{projection}");
+            let projections = built.projections.clone();
+            // Each start gets a fresh runner (nothing cached from the run that ended).
+            let mut first = Some(runner);
+            let mut fresh = move || {
+                first
+                    .take()
+                    .or_else(|| projections.runner(projection))
+                    .ok_or_else(|| format!("no projection {projection}"))
+            };
             match nats.clone() {
                 Some(nats) => {
-                    let name = runner.name();
-                    let mut stopped = stopped;
-                    tasks.spawn(async move {
-                        let shutdown = async move {
-                            let _ = stopped.wait_for(|stop| *stop).await;
-                        };
-                        if let Err(error) = nats::run_projector(
-                            nats,
-                            std::sync::Arc::new(runner),
-                            nats::ProjectorSettings::default(),
-                            shutdown,
-                        )
-                        .await
-                        {
-                            tracing::error!(projection = name, %error, "projector stopped");
+                    // A projection that stops at an event it cannot apply ends its projector; started
+                    // again, it ends again (with a growing pause) until the projection is rebuilt,
+                    // then goes on from the rebuilt generation.
+                    supervisor.spawn(&mut tasks, name, move |stopped| {
+                        let runner = fresh();
+                        let nats = nats.clone();
+                        async move {
+                            nats::run_projector(
+                                nats,
+                                std::sync::Arc::new(runner?),
+                                nats::ProjectorSettings::default(),
+                                stopping(stopped),
+                            )
+                            .await
+                            .map_err(|error| error.to_string())
                         }
                     });
                 }
                 None => {
-                    tasks.spawn(runner.run_polling(notify, stopped, Duration::from_millis(250)));
+                    supervisor.spawn(&mut tasks, name, move |stopped| {
+                        let runner = fresh();
+                        let notify = notify.clone();
+                        async move {
+                            runner?
+                                .run_polling(notify, stopped, Duration::from_millis(250))
+                                .await;
+                            Ok::<(), String>(())
+                        }
+                    });
                 }
             }
         }
         let edict = built.edict.clone();
         let interval = Duration::from_millis(args.scheduler_interval_ms.max(50));
-        let mut stopped = stopped.clone();
-        tasks.spawn(async move {
-            loop {
-                if let Err(error) = edict.auto_revert_due().await {
-                    tracing::warn!(%error, "the timeout scheduler failed; retrying");
+        supervisor.spawn(&mut tasks, "scheduler", move |mut stopped| {
+            let edict = edict.clone();
+            async move {
+                loop {
+                    if let Err(error) = edict.auto_revert_due().await {
+                        tracing::warn!(%error, "the timeout scheduler failed; retrying");
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(interval) => {}
+                        _ = stopped.wait_for(|stop| *stop) => break,
+                    }
                 }
-                tokio::select! {
-                    () = tokio::time::sleep(interval) => {}
-                    _ = stopped.wait_for(|stop| *stop) => break,
-                }
+                Ok::<(), String>(())
             }
         });
     }
@@ -264,7 +323,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         let (gateway, address) = Gateway::bind(
             args.gateway_listen,
             built.edict.clone(),
-            feed,
+            feed.clone(),
             ConvergenceStore::new(built.database.clone()),
             GatewaySettings::default(),
         )
@@ -274,10 +333,59 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         if gateway_urls.is_empty() {
             gateway_urls.push(format!("ws://{address}/ws"));
         }
-        let mut stopped = stopped.clone();
-        tasks.spawn(gateway.run(async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        }));
+        let mut first = Some(gateway);
+        let edict = built.edict.clone();
+        let database = built.database.clone();
+        supervisor.spawn(&mut tasks, "gateway", move |stopped| {
+            let bound = first.take();
+            let (edict, database, feed) = (edict.clone(), database.clone(), feed.clone());
+            async move {
+                let gateway = match bound {
+                    Some(gateway) => gateway,
+                    // Started again: on the same address, which agents were told.
+                    None => {
+                        Gateway::bind(
+                            address,
+                            edict,
+                            feed,
+                            ConvergenceStore::new(database),
+                            GatewaySettings::default(),
+                        )
+                        .await?
+                        .0
+                    }
+                };
+                gateway.run(stopping(stopped)).await;
+                Ok::<(), std::io::Error>(())
+            }
+        });
+    }
+    if roles.contains(&Role::Api) {
+        // Bound here, so that an address that cannot be bound fails the start; a restart binds again.
+        let acceptor = TcpListener::bind(settings.listen)
+            .into_acceptor()
+            .await
+            .with_context(|| format!("cannot serve on {}", settings.listen))?;
+        tracing::info!(listen = %settings.listen, "edict API on http://{} (docs at /docs)", settings.listen);
+        let mut first = Some(acceptor);
+        let edict = built.edict.clone();
+        let listen = settings.listen;
+        supervisor.spawn(&mut tasks, "api", move |stopped| {
+            let bound = first.take();
+            let endpoint = edict_api::server::app(
+                edict.clone(),
+                edict_api::server::GatewayUrls(gateway_urls.clone()),
+            );
+            async move {
+                let acceptor = match bound {
+                    Some(acceptor) => acceptor,
+                    None => TcpListener::bind(listen).into_acceptor().await?,
+                };
+                Server::new_with_acceptor(acceptor)
+                    .run_with_graceful_shutdown(endpoint, stopping(stopped), Some(grace))
+                    .await
+            }
+        });
     }
     tracing::info!(
         roles = ?roles,
@@ -285,30 +393,25 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         nats = nats.is_some(),
         "edict started"
     );
-    if roles.contains(&Role::Api) {
-        let endpoint = edict_api::server::app(
-            built.edict.clone(),
-            edict_api::server::GatewayUrls(gateway_urls),
-        );
-        let listener = TcpListener::bind(settings.listen);
-        tracing::info!(listen = %settings.listen, "edict API on http://{} (docs at /docs)", settings.listen);
-        Server::new(listener)
-            .run_with_graceful_shutdown(endpoint, shutdown_signal(), Some(grace))
-            .await
-            .with_context(|| format!("cannot serve on {}", settings.listen))?;
-    } else {
-        shutdown_signal().await;
-    }
+    shutdown_signal().await;
     let _ = stop.send(true);
-    let drained =
-        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    // The API lets in-flight requests finish within the grace; the other roles stop meanwhile.
+    let drained = tokio::time::timeout(grace + grace, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
     if drained.is_err() {
-        tracing::warn!("background roles did not stop in time");
+        tracing::warn!("some roles did not stop in time");
         tasks.abort_all();
     }
     built.database.close().await;
     tracing::info!("edict stopped");
     Ok(())
+}
+
+/// Resolves once `stopped` turns `true` (or its sender is gone).
+async fn stopping(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 /// The chain writer of the `audit` role, with its signing key (configured, or kept in the store).

@@ -10,6 +10,7 @@
 //! - [`history`]: replay for auditors (the filtered log, aggregate histories, time travel).
 //! - [`gateway`]: what the agent gateway asks of Edict (recording enforcement reports, an agent's teams).
 //! - [`audit`]: the hash chain over the log, signed checkpoints, the export with hashes.
+//! - [`supervision`]: the states of this process's roles and the probes readiness runs.
 //! - [`metadata`], [`clock`], [`error`].
 
 pub mod agents;
@@ -30,6 +31,7 @@ pub mod read_models;
 pub mod rules;
 pub mod service;
 pub mod sessions;
+pub mod supervision;
 pub mod teams;
 pub mod users;
 

@@ -13,6 +13,7 @@ use crate::event_log::EventLog;
 use crate::metadata::{Metadata, Source};
 use crate::principal::Principal;
 use crate::read_models::{ConvergenceReads, ProjectionControl, ReadModels};
+use crate::supervision::{Check, Probe, Readiness, RoleRegistry, RoleState};
 use cqrs_es::Aggregate;
 use edict_domain::agent::Agent;
 use edict_domain::change_request::ChangeRequest;
@@ -20,6 +21,10 @@ use edict_domain::rule::{ApprovalQuorum, Rule};
 use edict_domain::team::Team;
 use edict_domain::user::User;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long readiness waits for each dependency to answer.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Told after every commit that appended events: the in-process bus that wakes the projectors of the
 /// embedded deployment (with NATS, the relay carries events instead and this does nothing).
@@ -86,6 +91,10 @@ pub struct Edict {
     pub(crate) convergence: Arc<dyn ConvergenceReads>,
     /// The hash chain and its checkpoints (attached with [`Edict::with_audit_trail`]).
     pub(crate) audit: Option<Arc<dyn crate::audit::AuditTrail>>,
+    /// The states of this process's roles (attached with [`Edict::with_supervision`]).
+    pub(crate) roles: RoleRegistry,
+    /// The dependencies readiness checks besides the store.
+    pub(crate) probes: Vec<Arc<dyn Probe>>,
 }
 
 impl std::fmt::Debug for Edict {
@@ -135,7 +144,23 @@ impl Edict {
             on_commit: ports.on_commit,
             convergence: ports.convergence,
             audit: None,
+            roles: RoleRegistry::new(),
+            probes: Vec::new(),
         }
+    }
+
+    /// Attaches this process's role registry (written by its supervisor) and the probes of its
+    /// dependencies besides the store; readiness checks both.
+    #[must_use]
+    pub fn with_supervision(mut self, roles: RoleRegistry, probes: Vec<Arc<dyn Probe>>) -> Edict {
+        self.roles = roles;
+        self.probes = probes;
+        self
+    }
+
+    /// The states of this process's roles.
+    pub fn roles(&self) -> &RoleRegistry {
+        &self.roles
     }
 
     /// The idempotency port (used by the HTTP layer's `Idempotency-Key` handling).
@@ -143,12 +168,63 @@ impl Edict {
         self.idempotency.as_ref()
     }
 
-    /// Whether the store answers (readiness).
+    /// Whether this process can do its work (readiness): the store answers a real query, each probe
+    /// (NATS when configured) passes, and every role of the process runs. Each dependency gets
+    /// [`PROBE_TIMEOUT`] to answer (a store that does not answer within it is not ready).
+    pub async fn readiness(&self) -> Readiness {
+        let mut checks = Vec::with_capacity(1 + self.probes.len());
+        let store = match tokio::time::timeout(PROBE_TIMEOUT, self.log.ping()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+        };
+        checks.push(Check {
+            name: "store".to_owned(),
+            failure: store,
+        });
+        for probe in &self.probes {
+            let failure = match tokio::time::timeout(PROBE_TIMEOUT, probe.check()).await {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) => Some(error),
+                Err(_) => Some(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+            };
+            checks.push(Check {
+                name: probe.name().to_owned(),
+                failure,
+            });
+        }
+        for role in self.roles.all() {
+            let failure = match &role.state {
+                RoleState::Running => None,
+                RoleState::Restarting { retry_at } => Some(format!(
+                    "restarting (next start at {}): {}",
+                    retry_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    role.last_error.as_deref().unwrap_or("it ended")
+                )),
+                RoleState::Stopped => Some("stopped".to_owned()),
+            };
+            checks.push(Check {
+                name: format!("role:{}", role.name),
+                failure,
+            });
+        }
+        Readiness { checks }
+    }
+
+    /// Whether this process is ready ([`Edict::readiness`]).
     ///
     /// # Errors
-    /// [`AppError::Unavailable`] when it does not.
+    /// [`AppError::Unavailable`] naming every check that failed.
     pub async fn ready(&self) -> Result<(), AppError> {
-        Ok(self.log.ping().await?)
+        let readiness = self.readiness().await;
+        if readiness.is_ready() {
+            return Ok(());
+        }
+        let failed: Vec<String> = readiness
+            .failed()
+            .map(|check| format!("{}: {}", check.name, check.failure.as_deref().unwrap_or("")))
+            .collect();
+        Err(AppError::Unavailable(failed.join("; ")))
     }
 
     /// The metadata of a command from `principal` in `request`.

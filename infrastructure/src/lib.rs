@@ -9,6 +9,7 @@
 //!   convergence back.
 //! - [`idempotency`]: remembered responses for `Idempotency-Key` retries.
 //! - [`settings`]: configuration from the environment, with secrets wrapped.
+//! - [`supervisor`]: restarts the roles of a process with backoff and keeps their states.
 //! - [`telemetry`]: the tracing subscriber.
 
 /// Runs the same query-building expression on whichever pool `$db` (a [`store::Database`]) holds: the
@@ -30,4 +31,5 @@ pub mod nats;
 pub mod projection;
 pub mod settings;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;

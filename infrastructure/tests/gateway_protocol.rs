@@ -978,6 +978,8 @@ both!(
     revoking_the_agent_closes_its_connection,
     deactivating_the_user_closes_its_agents_connection,
     decisions_reach_the_agent,
+    a_hello_holding_a_newer_revision_gets_current,
+    a_removed_team_sends_nothing_after_removed,
 );
 
 // ---------------------------------------------------------------------------------------------------
@@ -1058,4 +1060,109 @@ async fn idle_connection_memory() {
     );
     drop(held);
     fixture.teardown().await;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Issue 14: never a downgrade (the gateway's part), and leaving a team.
+
+/// An agent holding a newer revision of its team than the gateway has (another gateway or a replica
+/// published it first) gets `current`, never the gateway's older rule set.
+async fn a_hello_holding_a_newer_revision_gets_current(fixture: Fixture) {
+    let team_a = fixture.team_a.to_string();
+    let (revision, _) = fixture.ruleset_of(fixture.team_a).await;
+    let newer = Holding {
+        team: team_a.clone(),
+        revision: revision + 5,
+        hash: "a-newer-hash".into(),
+    };
+    let mut ws = fixture.hello(vec![newer.clone()]).await;
+    assert!(matches!(
+        next(&mut ws).await,
+        GatewayMessage::Welcome { .. }
+    ));
+    assert_eq!(next(&mut ws).await, GatewayMessage::Current(newer));
+}
+
+/// A member removed from a team while revisions of that team are being pushed gets `removed`, and no
+/// rule set of the team after it: a revision the fan-out offers after the connection left the team is
+/// refused. Observed up to a later push of the agent's other team (so a dead connection cannot pass).
+async fn a_removed_team_sends_nothing_after_removed(fixture: Fixture) {
+    let team_b = fixture.team_b.to_string();
+    fixture
+        .edict
+        .add_member(
+            &fixture.admin,
+            fixture.team_b,
+            fixture.dev,
+            TeamRole::Member,
+            &ctx(),
+        )
+        .await
+        .unwrap();
+    fixture.catch_up().await;
+    let mut ws = fixture.hello(vec![]).await;
+    assert!(matches!(
+        next(&mut ws).await,
+        GatewayMessage::Welcome { .. }
+    ));
+    // Team B's revisions, projected as fast as they come, while the developer leaves team B.
+    let pushing = {
+        let fixture = fixture.clone();
+        tokio::spawn(async move {
+            for i in 0..6 {
+                fixture
+                    .attach(
+                        &format!("bravo-push-{i}"),
+                        fixture.team_b,
+                        EnforcementMode::Warning,
+                    )
+                    .await;
+                for runner in fixture.runners.iter() {
+                    runner.catch_up().await.unwrap();
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    fixture
+        .edict
+        .remove_member(&fixture.admin, fixture.team_b, fixture.dev, &ctx())
+        .await
+        .unwrap();
+    // Until `removed` (team B's pushes before it are expected); the removal reaches the gateway once
+    // the directory read model shows it, so the projections are caught up meanwhile.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "no removed within {WAIT:?}");
+        match next_within(&mut ws, Duration::from_millis(300)).await {
+            Some(GatewayMessage::Removed { team }) if team == team_b => break,
+            Some(_) => {}
+            None => fixture.catch_up().await,
+        }
+    }
+    pushing.await.unwrap();
+    fixture.catch_up().await;
+    // The marker: a new revision of team A, after every revision of team B.
+    let marker = fixture
+        .attach("alpha-marker", fixture.team_a, EnforcementMode::Warning)
+        .await;
+    fixture.catch_up().await;
+    loop {
+        let message = next(&mut ws).await;
+        match &message {
+            GatewayMessage::RuleSet { team, .. }
+            | GatewayMessage::Current(Holding { team, .. })
+                if *team == team_b =>
+            {
+                panic!("team B's rule set after removed: {message:?}");
+            }
+            GatewayMessage::RuleSet { team, ruleset, .. }
+                if *team == fixture.team_a.to_string()
+                    && ruleset.to_string().contains(&marker.to_string()) =>
+            {
+                break;
+            }
+            _ => {}
+        }
+    }
 }

@@ -10,6 +10,7 @@ mod audit;
 mod auth;
 mod chaos;
 mod enrollment;
+mod health;
 mod history;
 mod metadata;
 mod openapi;

@@ -860,3 +860,111 @@ async fn temporary_changes_past_their_timeout_are_auto_reverted() {
     .await
     .expect("the inbox lists the reverted change");
 }
+
+/// The status of projection `name` as `GET /api/v1/admin/projections` shows it.
+async fn projection_status(app: &TestApp, admin: &str, name: &str) -> Option<Value> {
+    let (status, body) = app
+        .call(Method::GET, "/api/v1/admin/projections", Some(admin), None)
+        .await;
+    if status != StatusCode::OK {
+        return None;
+    }
+    body.as_array()?.iter().find(|p| p["name"] == name).cloned()
+}
+
+/// Issue 14, item 6: in NATS mode a projection stopped at an event it cannot apply ends its projector;
+/// once rebuilt over the API, the projector (started again by the process's supervisor) applies what
+/// comes next: its lag returns to 0. Meanwhile the admin view and readiness show the projector
+/// restarting, with why.
+#[tokio::test]
+async fn a_stopped_projection_comes_back_after_a_rebuild() {
+    let app = TestApp::spawn_with_env(
+        Store::Postgres,
+        Layout::distributed(),
+        vec![("EDICT_SUPERVISOR_MAX_BACKOFF_MS".into(), "500".into())],
+    )
+    .await;
+    let admin = app.admin().await;
+    app.user(&admin, "before", &["member"]).await;
+    caught_up(&app, &admin).await;
+    // Poisoned: the projection is stopped as an event it cannot apply stops it.
+    let status = tokio::process::Command::new("psql")
+        .arg(&app.database_url)
+        .args([
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qAtc",
+            "UPDATE projection_state SET error = 'poisoned by the test', error_position = position \
+             WHERE name = 'directory'",
+        ])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    // The next event meets the stop: the projector ends.
+    app.user(&admin, "during", &["member"]).await;
+    let restarting = eventually(Duration::from_secs(30), || async {
+        let p = projection_status(&app, &admin, "directory").await?;
+        (p["projector"]["state"] == "restarting").then_some(p)
+    })
+    .await
+    .expect("the directory's projector is shown restarting");
+    assert!(
+        restarting["projector"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("poisoned by the test"),
+        "{restarting}"
+    );
+    let (status, ready) = app.call(Method::GET, "/health/ready", None, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    assert!(
+        ready["detail"]
+            .as_str()
+            .unwrap()
+            .contains("role:projector:directory"),
+        "{ready}"
+    );
+    // Rebuilt through the API, then an event: applied by the projector started again.
+    let (status, rebuilt) = app
+        .call(
+            Method::POST,
+            "/api/v1/admin/projections/directory/rebuild",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rebuilt}");
+    let (after, _) = app.user(&admin, "after", &["member"]).await;
+    let back = eventually(Duration::from_secs(30), || async {
+        let p = projection_status(&app, &admin, "directory").await?;
+        (p["lag"] == 0 && p["error"].is_null()).then_some(p)
+    })
+    .await;
+    let last = projection_status(&app, &admin, "directory").await;
+    let back = back.unwrap_or_else(|| panic!("the directory's lag never returned to 0: {last:?}"));
+    assert!(back["generation"].as_i64().unwrap() > 1, "{back}");
+    let (_, users) = app
+        .call(Method::GET, "/api/v1/users?limit=200", Some(&admin), None)
+        .await;
+    assert!(
+        users["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|user| user["id"] == after.as_str()),
+        "the user created after the rebuild is in the directory: {users}"
+    );
+    let running = eventually(Duration::from_secs(10), || async {
+        let p = projection_status(&app, &admin, "directory").await?;
+        (p["projector"]["state"] == "running").then_some(p)
+    })
+    .await
+    .expect("the directory's projector runs again");
+    assert!(
+        running["projector"]["restarts"].as_u64().unwrap() >= 1,
+        "{running}"
+    );
+    let (status, ready) = app.call(Method::GET, "/health/ready", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+}

@@ -3,6 +3,7 @@
 use super::problem::ApiResult;
 use super::security::BearerAuth;
 use edict_application::Edict;
+use edict_application::supervision::{RoleState, RoleStatus};
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
@@ -35,6 +36,43 @@ pub struct ProjectionStatusDto {
     pub error: Option<String>,
     /// When it last moved.
     pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// The projector of this projection in the process that answers (absent when that process runs
+    /// no projector role): running, or restarting after it stopped (with why), or stopped.
+    #[oai(skip_serializing_if_is_none)]
+    pub projector: Option<RoleStatusDto>,
+}
+
+/// A supervised role of the process that answers.
+#[derive(Debug, Clone, Object)]
+pub struct RoleStatusDto {
+    /// `running`, `restarting` (it ended or failed and is started again after a growing pause) or
+    /// `stopped` (the process is shutting down).
+    pub state: String,
+    /// Since when it is in that state.
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// When a restarting role is started next.
+    #[oai(skip_serializing_if_is_none)]
+    pub retry_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// How many times it was started again.
+    pub restarts: u64,
+    /// Why it last ended or failed, if it ever did.
+    #[oai(skip_serializing_if_is_none)]
+    pub last_error: Option<String>,
+}
+
+impl From<RoleStatus> for RoleStatusDto {
+    fn from(status: RoleStatus) -> Self {
+        RoleStatusDto {
+            state: status.state.as_str().to_owned(),
+            since: status.since,
+            retry_at: match status.state {
+                RoleState::Restarting { retry_at } => Some(retry_at),
+                RoleState::Running | RoleState::Stopped => None,
+            },
+            restarts: status.restarts,
+            last_error: status.last_error,
+        }
+    }
 }
 
 /// What a rebuild did.
@@ -70,7 +108,8 @@ pub struct AdminApi;
 
 #[OpenApi(tag = "AdminTags::Admin")]
 impl AdminApi {
-    /// Every projection's checkpoint, lag and error. org_admin or auditor.
+    /// Every projection's checkpoint, lag and error, and the state of its projector in this process.
+    /// org_admin or auditor.
     #[oai(path = "/api/v1/admin/projections", method = "get")]
     async fn projections(
         &self,
@@ -82,6 +121,10 @@ impl AdminApi {
             statuses
                 .into_iter()
                 .map(|s| ProjectionStatusDto {
+                    projector: edict
+                        .roles()
+                        .get(&format!("projector:{}", s.name))
+                        .map(RoleStatusDto::from),
                     name: s.name,
                     generation: s.generation,
                     position: s.checkpoint.position,

@@ -372,6 +372,8 @@ impl Membership {
     fn join(&mut self, team: &str) {
         if !self.joined.iter().any(|held| **held == *team) {
             let team = self.shared.rulesets.join(team, &self.port);
+            // The port takes the team's revisions from now on (refused after it forgets the team).
+            self.port.join(&team);
             // Most agents are in one team: no room for more until a second comes.
             self.joined.reserve_exact(1);
             self.joined.push(team);
@@ -490,7 +492,8 @@ impl Session {
         Flow::Continue
     }
 
-    /// Tells the agent the state of `team`: `current` when it holds the latest, else the rule set.
+    /// Tells the agent the state of `team`: `current` when it holds the latest (or a later revision
+    /// than this gateway has), else the rule set.
     async fn answer(&mut self, team: &str, held: Option<&Holding>) -> Flow {
         let latest = match self.shared.rulesets.latest(&self.shared.edict, team).await {
             Ok(latest) => latest,
@@ -500,6 +503,16 @@ impl Session {
             // No rule set of this team exists yet; its first revision will be pushed.
             return Flow::Continue;
         };
+        if let Some(newer) = held.filter(|h| h.revision > latest.revision) {
+            // The agent holds a later revision than this gateway knows (another gateway, or a
+            // publisher this one has not heard from yet, was first): it is current as far as this
+            // gateway can tell, and its older rule set must never replace the newer one. Revisions up
+            // to the agent's are skipped from now on; a later one is pushed as usual.
+            self.membership.port.mark_sent(&latest.team, newer.revision);
+            return self
+                .reply(encoded(&GatewayMessage::Current(newer.clone())))
+                .await;
+        }
         let current =
             held.is_some_and(|h| h.revision == latest.revision && *h.hash == *latest.hash);
         if current {
@@ -676,7 +689,11 @@ impl Session {
         );
         match offered {
             Offered::Overflowed => Flow::Close(Some(too_slow_push())),
-            Offered::Stale | Offered::Written | Offered::Queued | Offered::Closed => Flow::Continue,
+            Offered::Stale
+            | Offered::NotMember
+            | Offered::Written
+            | Offered::Queued
+            | Offered::Closed => Flow::Continue,
         }
     }
 

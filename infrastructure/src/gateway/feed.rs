@@ -490,7 +490,8 @@ fn fan_out(members: &Members, gate: &Gate, payload: &Payload, stall_limit: Durat
             Offered::Written => written += 1,
             Offered::Queued => queued += 1,
             Offered::Overflowed => overflowed += 1,
-            Offered::Stale | Offered::Closed => {}
+            // A port whose connection left the team after the copy above refuses it (`NotMember`).
+            Offered::Stale | Offered::NotMember | Offered::Closed => {}
         }
     }
     drop(closed);

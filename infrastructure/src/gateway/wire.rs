@@ -19,7 +19,11 @@
 //! write fails and the connection ends.
 //!
 //! The rule set revisions sent per team are kept here too, under the same lock, so that a revision
-//! offered twice (by the fan-out and by the connection's own reads) goes out once, in order.
+//! offered twice (by the fan-out and by the connection's own reads) goes out once, in order. So are
+//! the teams the connection belongs to: the fan-out offers a revision to a copy of the team's ports,
+//! so an offer may come after the connection left the team; it is refused under the lock the leave
+//! takes ([`Port::forget`]), and the `removed` queued after the leave is the last the agent hears of
+//! the team.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read};
@@ -71,6 +75,8 @@ fn encode(frame: Frame) -> Bytes {
 pub(super) enum Offered {
     /// The port was sent this revision of the team (or a later one) already: nothing done.
     Stale,
+    /// The connection does not belong to the team (it left it, or never joined): nothing done.
+    NotMember,
     /// Written to the socket whole, now.
     Written,
     /// Queued (behind other frames, or the socket took part of it or nothing): the connection's task
@@ -107,8 +113,9 @@ struct Out {
     /// While something is queued: since when the socket took nothing (the queue's first frame, or the
     /// last write that made progress). `None` when the queue is empty.
     since: Option<Instant>,
-    /// The latest revision sent (written or queued) per team.
-    sent: Vec<(Arc<str>, u64)>,
+    /// The teams the connection belongs to, each with the latest revision sent (written or queued),
+    /// if any. Only these teams' revisions are taken.
+    teams: Vec<(Arc<str>, Option<u64>)>,
     /// An offer found the queue full or stalled.
     overflowed: bool,
     /// The connection is closing: offers are refused.
@@ -129,26 +136,38 @@ impl Out {
         }
     }
 
-    fn sent(&self, team: &str) -> Option<u64> {
-        self.sent
-            .iter()
+    /// The entry of `team`, when the connection belongs to it.
+    fn team(&mut self, team: &str) -> Option<&mut Option<u64>> {
+        self.teams
+            .iter_mut()
             .find(|(held, _)| std::ptr::eq(held.as_ptr(), team.as_ptr()) || **held == *team)
-            .map(|(_, revision)| *revision)
+            .map(|(_, sent)| sent)
     }
 
-    fn mark_sent(&mut self, team: &Arc<str>, revision: u64) {
-        match self
-            .sent
-            .iter_mut()
-            .find(|(held, _)| Arc::ptr_eq(held, team) || **held == **team)
+    #[cfg(test)]
+    fn sent(&self, team: &str) -> Option<u64> {
+        self.teams
+            .iter()
+            .find(|(held, _)| std::ptr::eq(held.as_ptr(), team.as_ptr()) || **held == *team)
+            .and_then(|(_, revision)| *revision)
+    }
+
+    /// The entry of `team`, added when the connection did not belong to it yet.
+    fn join(&mut self, team: &Arc<str>) -> &mut Option<u64> {
+        let i = match self
+            .teams
+            .iter()
+            .position(|(held, _)| Arc::ptr_eq(held, team) || **held == **team)
         {
-            Some((_, sent)) => *sent = revision,
+            Some(i) => i,
             None => {
                 // Most agents are in one team: no room for more until a second comes.
-                self.sent.reserve_exact(1);
-                self.sent.push((Arc::clone(team), revision));
+                self.teams.reserve_exact(1);
+                self.teams.push((Arc::clone(team), None));
+                self.teams.len() - 1
             }
-        }
+        };
+        &mut self.teams[i].1
     }
 
     /// One write of what is queued (several frames per `writev`), without waiting.
@@ -190,7 +209,7 @@ impl Port {
                 written: 0,
                 capacity,
                 since: None,
-                sent: Vec::new(),
+                teams: Vec::new(),
                 overflowed: false,
                 closed: false,
                 waker: None,
@@ -214,8 +233,9 @@ impl Port {
         Ok(())
     }
 
-    /// Offers revision `revision` of `team`'s rule set (`frame`): skipped when the port was sent it
-    /// (or a later one) already; else written to the socket at once when nothing is queued before it
+    /// Offers revision `revision` of `team`'s rule set (`frame`): refused when the connection does not
+    /// belong to the team ([`Port::join`], [`Port::forget`]), skipped when the port was sent it (or a
+    /// later one) already; else written to the socket at once when nothing is queued before it
     /// and the socket takes it whole, or queued for the connection's task (woken). A queue that is full
     /// or has taken nothing for longer than `stall_limit` overflows instead: the connection's task is
     /// woken to close with `too_slow`.
@@ -230,7 +250,10 @@ impl Port {
         if out.closed {
             return Offered::Closed;
         }
-        if out.sent(team).is_some_and(|sent| sent >= revision) {
+        let Some(sent) = out.team(team) else {
+            return Offered::NotMember;
+        };
+        if sent.is_some_and(|sent| sent >= revision) {
             return Offered::Stale;
         }
         let stalled = out.since.is_some_and(|since| since.elapsed() > stall_limit);
@@ -239,7 +262,7 @@ impl Port {
             out.wake();
             return Offered::Overflowed;
         }
-        out.mark_sent(team, revision);
+        *out.join(team) = Some(revision);
         if out.queue.is_empty() {
             match self.stream.try_write(frame) {
                 Ok(wrote) if wrote == frame.len() => return Offered::Written,
@@ -263,14 +286,27 @@ impl Port {
         self.out().sent(team)
     }
 
-    /// Records that `revision` of `team` was sent (by the connection itself).
-    pub(super) fn mark_sent(&self, team: &Arc<str>, revision: u64) {
-        self.out().mark_sent(team, revision);
+    /// Records that the connection belongs to `team`: its revisions are taken from now on.
+    pub(super) fn join(&self, team: &Arc<str>) {
+        self.out().join(team);
     }
 
-    /// Forgets what was sent of `team` (the agent left it).
+    /// Records that `revision` of `team` was sent (by the connection itself, which belongs to the
+    /// team); a later offer of it, or of an earlier one, is skipped.
+    pub(super) fn mark_sent(&self, team: &Arc<str>, revision: u64) {
+        let mut out = self.out();
+        let sent = out.join(team);
+        if sent.is_none_or(|sent| sent < revision) {
+            *sent = Some(revision);
+        }
+    }
+
+    /// Forgets `team` (the agent left it): what was sent of it, and the membership itself, so that an
+    /// offer the fan-out makes after this (from a copy of the team's ports taken before the leave) is
+    /// refused. Whatever the connection queues after this call (its `removed`) follows every frame of
+    /// the team.
     pub(super) fn forget(&self, team: &str) {
-        self.out().sent.retain(|(held, _)| **held != *team);
+        self.out().teams.retain(|(held, _)| **held != *team);
     }
 
     /// Remembers the task to wake when a frame is queued for it; answers whether an offer
@@ -600,6 +636,7 @@ mod tests {
         let team: Arc<str> = Arc::from("team");
         let rev2 = frame("rev 2");
         let limit = Duration::from_secs(10);
+        port.join(&team);
         assert_eq!(port.offer(&team, 2, &rev2, limit), Offered::Written);
         assert!(!port.is_pending());
         read_frame(&mut client, &rev2).await;
@@ -611,6 +648,12 @@ mod tests {
         assert_eq!(count.0.load(Ordering::SeqCst), 0);
         // Another team is tracked apart.
         let other: Arc<str> = Arc::from("other");
+        assert_eq!(
+            port.offer(&other, 1, &frame("other 1"), limit),
+            Offered::NotMember,
+            "not a member of that team yet"
+        );
+        port.join(&other);
         assert_eq!(
             port.offer(&other, 1, &frame("other 1"), limit),
             Offered::Written
@@ -629,6 +672,7 @@ mod tests {
         port.watch(&waker);
         port.push(frame("reply")).unwrap();
         let team: Arc<str> = Arc::from("team");
+        port.join(&team);
         let rev = frame("rev 1");
         assert_eq!(
             port.offer(&team, 1, &rev, Duration::from_secs(10)),
@@ -649,6 +693,7 @@ mod tests {
         port.push(frame("a")).unwrap();
         port.push(frame("b")).unwrap();
         let team: Arc<str> = Arc::from("team");
+        port.join(&team);
         let limit = Duration::from_secs(10);
         assert_eq!(
             port.offer(&team, 1, &frame("c"), limit),
@@ -658,6 +703,7 @@ mod tests {
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         // Not full, but nothing taken for longer than the limit.
         let (_client, port) = ready_port(8).await;
+        port.join(&team);
         port.push(frame("a")).unwrap();
         tokio::time::sleep(Duration::from_millis(30)).await;
         let short = Duration::from_millis(10);
@@ -666,8 +712,72 @@ mod tests {
             Offered::Overflowed
         );
         let (_client, port) = ready_port(8).await;
+        port.join(&team);
         port.close();
         assert_eq!(port.offer(&team, 1, &frame("c"), limit), Offered::Closed);
         assert_eq!(port.sent("team"), None);
+    }
+
+    /// The fan-out copies a team's ports, then offers to each: a port whose connection left the team
+    /// between the two (it forgot the team and queued `removed`) must take none of the team's later
+    /// revisions, or the agent stores the team again after `removed`.
+    #[tokio::test]
+    async fn an_offer_after_the_team_was_forgotten_is_refused_and_nothing_follows_removed() {
+        let (mut client, port) = ready_port(8).await;
+        read_frame(&mut client, &frame("first")).await;
+        let team: Arc<str> = Arc::from("team");
+        let limit = Duration::from_secs(10);
+        port.join(&team);
+        assert_eq!(
+            port.offer(&team, 1, &frame("rev 1"), limit),
+            Offered::Written
+        );
+        read_frame(&mut client, &frame("rev 1")).await;
+        // A fan-out thread that copied this port keeps offering while the connection leaves.
+        let offering = {
+            let port = Arc::clone(&port);
+            let team = Arc::clone(&team);
+            std::thread::spawn(move || {
+                for revision in 2..2_000u64 {
+                    let _ = port.offer(&team, revision, &frame(format!("rev {revision}")), limit);
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(1));
+        port.forget("team");
+        port.push(frame("removed")).unwrap();
+        offering.join().unwrap();
+        poll_fn(|cx| port.poll_drain(cx)).await.unwrap();
+        port.push(frame("end")).unwrap();
+        poll_fn(|cx| port.poll_drain(cx)).await.unwrap();
+        let mut ws = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        let mut after_removed = Vec::new();
+        let mut removed = false;
+        while let Some(Ok(Message::Text(text))) = ws.next().await {
+            match text.as_str() {
+                "end" => break,
+                "removed" => removed = true,
+                other if removed => after_removed.push(other.to_owned()),
+                _ => {}
+            }
+        }
+        assert!(removed);
+        assert!(
+            after_removed.is_empty(),
+            "pushed after removed: {:?}",
+            &after_removed[..after_removed.len().min(3)]
+        );
+        // Offered afterwards: refused too.
+        assert_eq!(
+            port.offer(&team, 5_000, &frame("late"), limit),
+            Offered::NotMember
+        );
+        assert_eq!(port.sent("team"), None);
+        // Joining again (the agent is added back): its revisions are taken again.
+        port.join(&team);
+        assert_eq!(
+            port.offer(&team, 5_001, &frame("back"), limit),
+            Offered::Written
+        );
     }
 }

@@ -128,6 +128,14 @@ const SQLITE_EVENT_AT: &str = "
 
 #[async_trait]
 impl EventLog for Database {
+    /// A real round trip to the database (the default reads zero events, which returns before it
+    /// touches the database, so a store that is down would look ready).
+    async fn ping(&self) -> Result<(), EventLogError> {
+        Database::ping(self)
+            .await
+            .map_err(|error| EventLogError::Unavailable(error.to_string()))
+    }
+
     #[tracing::instrument(
         skip_all,
         fields(kind = self.kind(), after.transaction_id, after.position, limit, returned),
