@@ -1,6 +1,9 @@
 //! Team rule sets to gateways: the KV bucket `<prefix>rulesets`, key = team id, value = the rule set JSON
 //! the `team_rulesets` projection stored.
 //!
+//! Writes are a compare-and-set on the rule set revision ([`KvRulesetPublisher`]): the bucket never goes
+//! from revision N+1 back to N.
+//!
 //! The bucket keeps one revision per key. Its stream is created by [`Nats::ensure_streams`] (by hand:
 //! `create_key_value` fails on nats-server 2.9); here it is only opened with `get_key_value`.
 
@@ -13,6 +16,11 @@ use futures::{Stream, StreamExt};
 
 use super::{Nats, NatsError};
 use crate::projection::RulesetUpdate;
+use crate::projection::publisher::revision_of;
+
+/// Compare-and-set rounds before a publish gives up (each lost round means another publisher wrote
+/// the key meanwhile; the publication is retried later from the read model anyway).
+const CAS_ATTEMPTS: usize = 20;
 
 /// Publishes rule sets to the KV bucket (the distributed deployment's [`RulesetPublisher`]).
 #[derive(Debug, Clone)]
@@ -34,14 +42,53 @@ impl KvRulesetPublisher {
 
 #[async_trait]
 impl RulesetPublisher for KvRulesetPublisher {
+    /// Writes `ruleset` under `team` unless the bucket holds a higher revision (or this very rule
+    /// set): a compare-and-set on the key's KV revision, read just before, retried when another
+    /// publisher wrote in between. So two publishers (projector replicas, a republish at start racing
+    /// a live commit) can never leave revision N after N+1.
+    ///
+    /// The same revision with other content (a rebuild with a changed renderer keeps the revisions
+    /// and changes the hashes) replaces the held one.
     #[tracing::instrument(skip_all, fields(team = team), err)]
     async fn publish(&self, team: &str, ruleset: &serde_json::Value) -> Result<(), String> {
         let value = serde_json::to_vec(ruleset).map_err(|error| error.to_string())?;
-        self.store
-            .put(team, value.into())
-            .await
-            .map(drop)
-            .map_err(|error| format!("put rule set of team {team}: {error}"))
+        let ours = revision_of(ruleset);
+        for _ in 0..CAS_ATTEMPTS {
+            let entry = self
+                .store
+                .entry(team)
+                .await
+                .map_err(|error| format!("read rule set of team {team}: {error}"))?;
+            // The KV revision (stream sequence) the update expects: 0 = only if the key never was.
+            let expected = entry.as_ref().map_or(0, |entry| entry.revision);
+            if let Some(entry) = entry.filter(|entry| entry.operation == kv::Operation::Put) {
+                let held = serde_json::from_slice::<serde_json::Value>(&entry.value).ok();
+                let held_revision = held.as_ref().and_then(revision_of);
+                if held_revision > ours || held.as_ref() == Some(ruleset) {
+                    tracing::debug!(
+                        ?held_revision,
+                        ?ours,
+                        "the bucket holds this or a newer revision"
+                    );
+                    return Ok(());
+                }
+            }
+            match self
+                .store
+                .update(team, value.clone().into(), expected)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    // Someone wrote the key since it was read: compare again.
+                    continue;
+                }
+                Err(error) => return Err(format!("put rule set of team {team}: {error}")),
+            }
+        }
+        Err(format!(
+            "put rule set of team {team}: still contended after {CAS_ATTEMPTS} compare-and-set attempts"
+        ))
     }
 }
 

@@ -33,6 +33,11 @@ pub struct RulesetUpdate {
     pub ruleset: Arc<Value>,
 }
 
+/// The revision of a rule set document (`None` without one, which orders below any revision).
+pub(crate) fn revision_of(ruleset: &Value) -> Option<u64> {
+    ruleset.get("revision").and_then(Value::as_u64)
+}
+
 /// An in-process [`RulesetPublisher`]: latest value per team plus a broadcast of every update.
 #[derive(Debug, Clone)]
 pub struct WatchPublisher {
@@ -81,8 +86,11 @@ impl RulesetPublisher for WatchPublisher {
                 .latest
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if latest.get(team).is_some_and(|held| **held == *ruleset) {
-                // Republishing the same rule set (a restart, a rebuild) wakes nobody.
+            if let Some(held) = latest.get(team)
+                && (**held == *ruleset || revision_of(held) > revision_of(&ruleset))
+            {
+                // Republishing the same rule set (a restart, a rebuild) wakes nobody, and an older
+                // revision (a late publisher) never replaces a newer one.
                 return Ok(());
             }
             latest.insert(team.to_owned(), Arc::clone(&ruleset));
@@ -182,5 +190,33 @@ mod tests {
         let mut updates = publisher.subscribe();
         publisher.publish("t", &ruleset).await.unwrap_or_default();
         assert!(updates.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_lower_revision_never_replaces_a_higher_one() {
+        let publisher = WatchPublisher::new();
+        publisher
+            .publish("t", &json!({"revision": 2, "hash": "b"}))
+            .await
+            .unwrap_or_default();
+        let mut updates = publisher.subscribe();
+        publisher
+            .publish("t", &json!({"revision": 1, "hash": "a"}))
+            .await
+            .unwrap_or_default();
+        assert_eq!(
+            publisher.current("t").as_deref(),
+            Some(&json!({"revision": 2, "hash": "b"}))
+        );
+        assert!(updates.try_recv().is_err(), "nobody hears of the older one");
+        // The same revision with another hash (a rebuild with a changed renderer) goes through.
+        publisher
+            .publish("t", &json!({"revision": 2, "hash": "c"}))
+            .await
+            .unwrap_or_default();
+        assert_eq!(
+            publisher.current("t").as_deref(),
+            Some(&json!({"revision": 2, "hash": "c"}))
+        );
     }
 }
