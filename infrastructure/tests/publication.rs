@@ -12,10 +12,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use async_trait::async_trait;
+use edict_application::event_log::RecordedEvent;
+use edict_infrastructure::gateway::{NatsFeed, Rulesets};
 use edict_infrastructure::nats::{self, KvRulesetPublisher, Nats, NatsSettings};
-use edict_projections::RulesetPublisher;
+use edict_infrastructure::projection::{ProjectionRunner, WatchPublisher};
+use edict_infrastructure::store::Database;
+use edict_infrastructure::store::testing::{
+    create_isolated_postgres, drop_isolated_postgres, eventually, test_database_url,
+};
+use edict_projections::{
+    DocMeta, Docs, Projection, ProjectionError, RULESET_KIND, RulesetPublisher,
+};
 use serde_json::{Value, json};
+use tokio::sync::oneshot;
 
 fn nats_url() -> String {
     std::env::var("EDICT_TEST_NATS_URL")
@@ -153,4 +166,346 @@ async fn two_publishers_racing_revisions_n_and_n_plus_1_always_leave_n_plus_1() 
         );
     })
     .await;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// At-least-once publication from the read model.
+
+#[path = "support/tally.rs"]
+mod tally;
+
+/// A projection of rule sets over the tally aggregate: aggregate `<team>` is a team whose rule set
+/// revision is its event count.
+struct TeamSets;
+
+#[async_trait]
+impl Projection for TeamSets {
+    fn name(&self) -> &'static str {
+        "team_sets"
+    }
+
+    async fn apply(
+        &self,
+        event: &RecordedEvent,
+        docs: &mut Docs<'_>,
+    ) -> Result<(), ProjectionError> {
+        let team = event.aggregate_id.as_str();
+        let meta = DocMeta {
+            team: Some(team.to_owned()),
+            status: None,
+            sort_key: team.to_owned(),
+        };
+        let revision = u64::try_from(event.sequence).unwrap();
+        docs.put(RULESET_KIND, team, meta, &ruleset(team, revision))
+    }
+}
+
+/// Appends one event to `team` (its rule set's next revision).
+async fn bump(db: &Database, team: &str) {
+    tally::cqrs(db).execute(team, 1).await.unwrap();
+}
+
+/// The revision the served read model holds for `team`.
+async fn projected(db: &Database, team: &str) -> Option<u64> {
+    let models = edict_infrastructure::projection::SqlReadModels::new(db.clone());
+    let doc: Value =
+        edict_application::read_models::ReadModels::get(&models, "team_sets", RULESET_KIND, team)
+            .await
+            .ok()??;
+    doc["revision"].as_u64()
+}
+
+/// Catches `runner` up to the head of the log (on PostgreSQL the read horizon is cluster-wide: other
+/// tests' open transactions can hold a catch-up short, so it repeats until the log is covered).
+async fn catch_up(runner: &ProjectionRunner, events: i64) {
+    let covered = eventually(Duration::from_secs(30), || async {
+        runner.catch_up().await.unwrap();
+        let status = runner.status().await.unwrap();
+        (status.events_applied >= events).then_some(())
+    })
+    .await;
+    assert!(
+        covered.is_some(),
+        "the projection caught up with {events} events"
+    );
+}
+
+/// A publisher that fails while switched off, else hands over to an in-process watch.
+struct Switch {
+    on: AtomicBool,
+    watch: WatchPublisher,
+}
+
+#[async_trait]
+impl RulesetPublisher for Switch {
+    async fn publish(&self, team: &str, ruleset: &Value) -> Result<(), String> {
+        if !self.on.load(Ordering::SeqCst) {
+            return Err("switched off".to_owned());
+        }
+        self.watch.publish(team, ruleset).await
+    }
+}
+
+async fn a_failed_publish_is_retried_from_the_read_model(db: Database) {
+    let switch = Arc::new(Switch {
+        on: AtomicBool::new(true),
+        watch: WatchPublisher::new(),
+    });
+    let runner = ProjectionRunner::new(db.clone(), Arc::new(TeamSets), Some(switch.clone()));
+    runner.ensure().await.unwrap();
+    bump(&db, "team-a").await;
+    catch_up(&runner, 1).await;
+    assert_eq!(
+        switch.watch.current("team-a").as_deref(),
+        Some(&ruleset("team-a", 1))
+    );
+
+    // The put fails after the commit: the read model moves on, the watch does not.
+    switch.on.store(false, Ordering::SeqCst);
+    bump(&db, "team-a").await;
+    bump(&db, "team-b").await;
+    catch_up(&runner, 3).await;
+    assert_eq!(projected(&db, "team-a").await, Some(2));
+    assert_eq!(
+        switch.watch.current("team-a").as_deref(),
+        Some(&ruleset("team-a", 1))
+    );
+    assert_eq!(switch.watch.current("team-b"), None);
+
+    // Allowed again, with nothing else happening: both reach the watch.
+    switch.on.store(true, Ordering::SeqCst);
+    let delivered = eventually(Duration::from_secs(10), || async {
+        (switch.watch.current("team-a").as_deref() == Some(&ruleset("team-a", 2))
+            && switch.watch.current("team-b").as_deref() == Some(&ruleset("team-b", 1)))
+        .then_some(())
+    })
+    .await;
+    assert!(
+        delivered.is_some(),
+        "the rule sets whose publish failed reached the watch within 10 s: team-a {:?}, team-b {:?}",
+        switch.watch.current("team-a"),
+        switch.watch.current("team-b")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_failed_publish_is_retried_from_the_read_model() {
+    let admin_url = test_database_url();
+    let (db, url) = create_isolated_postgres(&admin_url, "edict_test_publication")
+        .await
+        .expect("create an isolated PostgreSQL database");
+    let outcome = tokio::spawn(a_failed_publish_is_retried_from_the_read_model(db.clone())).await;
+    db.close().await;
+    let _ = drop_isolated_postgres(&admin_url, &url).await;
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_failed_publish_is_retried_from_the_read_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::connect(&format!("sqlite://{}/edict.db", dir.path().display()))
+        .await
+        .expect("open SQLite");
+    db.migrate().await.expect("migrate SQLite");
+    a_failed_publish_is_retried_from_the_read_model(db).await;
+}
+
+/// A nats-server of this test's own whose configuration denies the publish to one subject, or not,
+/// changed by a configuration reload (no restart: the clients keep their connections). Connections
+/// without credentials are its one user (`no_auth_user`), so Edict needs none.
+struct GuardedNats {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: tokio::process::Child,
+    reloads: usize,
+    guarded: String,
+}
+
+impl GuardedNats {
+    /// Starts it, allowing everything; `guarded` is the subject [`GuardedNats::deny`] denies.
+    async fn start(guarded: String) -> GuardedNats {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("nats.conf");
+        std::fs::write(&config, Self::config(dir.path(), port, &guarded, false)).unwrap();
+        let child = tokio::process::Command::new("/usr/sbin/nats-server")
+            .arg("-c")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start nats-server");
+        let up = eventually(Duration::from_secs(10), || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(drop)
+        })
+        .await;
+        assert!(up.is_some(), "private nats-server did not start");
+        GuardedNats {
+            dir,
+            port,
+            child,
+            reloads: 0,
+            guarded,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn config(dir: &std::path::Path, port: u16, guarded: &str, deny: bool) -> String {
+        let publish = if deny {
+            format!(r#"{{ allow: [">"], deny: ["{guarded}"] }}"#)
+        } else {
+            r#"{ allow: [">"] }"#.to_owned()
+        };
+        format!(
+            r#"
+listen: "127.0.0.1:{port}"
+jetstream {{ store_dir: "{store}" }}
+log_file: "{log}"
+authorization {{
+  users: [ {{ user: "edict", password: "edict", permissions: {{ publish: {publish}, subscribe: ">" }} }} ]
+}}
+no_auth_user: "edict"
+"#,
+            store = dir.join("js").display(),
+            log = dir.join("nats.log").display(),
+        )
+    }
+
+    /// Denies (or allows again) the publish to the guarded subject; returns once the server logged
+    /// the reload.
+    async fn deny(&mut self, deny: bool) {
+        let config = self.dir.path().join("nats.conf");
+        std::fs::write(
+            &config,
+            Self::config(self.dir.path(), self.port, &self.guarded, deny),
+        )
+        .unwrap();
+        let pid = self.child.id().expect("nats-server runs");
+        let status = tokio::process::Command::new("/usr/sbin/nats-server")
+            .arg("--signal")
+            .arg(format!("reload={pid}"))
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "signal the reload");
+        self.reloads += 1;
+        let log = self.dir.path().join("nats.log");
+        let reloads = self.reloads;
+        let reloaded = eventually(Duration::from_secs(10), || {
+            let log = log.clone();
+            async move {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                (text.matches("Reloaded server configuration").count() >= reloads).then_some(())
+            }
+        })
+        .await;
+        assert!(reloaded.is_some(), "nats-server reloaded its configuration");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_set_whose_kv_put_was_denied_reaches_kv_and_the_gateway_once_allowed_again() {
+    let prefix = fresh_prefix();
+    let mut server = GuardedNats::start(format!("$KV.{prefix}rulesets.>")).await;
+    let nats = connect(&server.url(), &prefix).await;
+    nats.ensure_streams().await.unwrap();
+    let admin_url = test_database_url();
+    let (db, url) = create_isolated_postgres(&admin_url, "edict_test_publication")
+        .await
+        .expect("create an isolated PostgreSQL database");
+    let (deny_tx, mut deny_rx) = tokio::sync::mpsc::channel::<(bool, oneshot::Sender<()>)>(1);
+    let case = {
+        let (db, nats) = (db.clone(), nats.clone());
+        tokio::spawn(async move {
+            let publisher = Arc::new(KvRulesetPublisher::open(&nats).await.unwrap());
+            let runner = ProjectionRunner::new(db.clone(), Arc::new(TeamSets), Some(publisher));
+            runner.ensure().await.unwrap();
+            // A gateway's rule set cache, following the bucket.
+            let rulesets = Rulesets::new();
+            let (_stop, stopped) = tokio::sync::watch::channel(false);
+            tokio::spawn({
+                let (rulesets, feed) = (rulesets.clone(), Arc::new(NatsFeed(nats.clone())));
+                async move { rulesets.follow(feed, stopped).await }
+            });
+            let gateway_has = |revision: u64| {
+                let rulesets = rulesets.clone();
+                async move {
+                    rulesets
+                        .cached("team-a")
+                        .filter(|payload| payload.revision >= revision)
+                        .map(drop)
+                }
+            };
+
+            bump(&db, "team-a").await;
+            catch_up(&runner, 1).await;
+            assert_eq!(held(&nats, "team-a").await, Some(ruleset("team-a", 1)));
+            assert!(
+                eventually(Duration::from_secs(10), || gateway_has(1))
+                    .await
+                    .is_some()
+            );
+
+            // The bucket refuses the put while revision 2 is projected.
+            let (done, denied) = oneshot::channel();
+            deny_tx.send((true, done)).await.unwrap();
+            denied.await.unwrap();
+            bump(&db, "team-a").await;
+            // Returns once the commit is done and its publish has failed (the put times out).
+            catch_up(&runner, 2).await;
+            assert_eq!(projected(&db, "team-a").await, Some(2));
+            assert_eq!(held(&nats, "team-a").await, Some(ruleset("team-a", 1)));
+
+            // Allowed again; nothing restarted, nothing else appended.
+            let (done, allowed) = oneshot::channel();
+            deny_tx.send((false, done)).await.unwrap();
+            allowed.await.unwrap();
+            let started = std::time::Instant::now();
+            let in_kv = eventually(Duration::from_secs(10), || async {
+                (held(&nats, "team-a").await == Some(ruleset("team-a", 2))).then_some(())
+            })
+            .await;
+            assert!(
+                in_kv.is_some(),
+                "revision 2 reached the bucket within 10 s of the publish being allowed again \
+                 (the bucket holds {:?})",
+                held(&nats, "team-a").await
+            );
+            assert!(
+                eventually(Duration::from_secs(10), || gateway_has(2))
+                    .await
+                    .is_some(),
+                "the gateway's cache got revision 2"
+            );
+            eprintln!(
+                "revision 2 in the bucket {:?} after the publish was allowed",
+                started.elapsed()
+            );
+        })
+    };
+    let guard = async {
+        while let Some((deny, done)) = deny_rx.recv().await {
+            server.deny(deny).await;
+            let _ = done.send(());
+        }
+    };
+    let (outcome, ()) = tokio::join!(case, guard);
+    db.close().await;
+    let _ = drop_isolated_postgres(&admin_url, &url).await;
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
 }

@@ -332,7 +332,7 @@ impl Rulesets {
     }
 
     /// The cached latest rule set of `team`, if any.
-    pub(crate) fn cached(&self, team: &str) -> Option<Arc<Payload>> {
+    pub fn cached(&self, team: &str) -> Option<Arc<Payload>> {
         // A poisoned lock only means a panic elsewhere while inserting; the map is still usable.
         let latest = self
             .latest
