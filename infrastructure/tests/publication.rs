@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use edict_application::event_log::RecordedEvent;
-use edict_infrastructure::gateway::{NatsFeed, Rulesets};
+use edict_infrastructure::gateway::{NatsFeed, Rulesets, WatchFeed};
 use edict_infrastructure::nats::{self, KvRulesetPublisher, Nats, NatsSettings};
 use edict_infrastructure::projection::{ProjectionRunner, WatchPublisher};
 use edict_infrastructure::store::Database;
@@ -508,4 +508,89 @@ async fn a_rule_set_whose_kv_put_was_denied_reaches_kv_and_the_gateway_once_allo
     if let Err(error) = outcome {
         std::panic::resume_unwind(error.into_panic());
     }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// A gateway whose feed lagged reconciles its cache.
+
+/// One thread: the burst below is published without the gateway's follower running in between, so
+/// its receiver lags for real.
+#[tokio::test(flavor = "current_thread")]
+async fn a_gateway_whose_feed_lagged_gets_the_revision_it_missed() {
+    let watch = WatchPublisher::new();
+    let rulesets = Rulesets::new();
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn({
+        let (rulesets, feed) = (rulesets.clone(), Arc::new(WatchFeed(watch.clone())));
+        async move { rulesets.follow(feed, stopped).await }
+    });
+    let has = |team: &'static str, revision: u64| {
+        let rulesets = rulesets.clone();
+        async move {
+            rulesets
+                .cached(team)
+                .filter(|payload| payload.revision >= revision)
+                .map(drop)
+        }
+    };
+    // The follower subscribes when it first runs: publish revision 1 (each time another copy, which
+    // the watch does not take for a repeat) until it has seen one.
+    let attempt = std::sync::atomic::AtomicU64::new(0);
+    let followed = eventually(Duration::from_secs(10), || {
+        let watch = watch.clone();
+        let copy = attempt.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut first = ruleset("team-x", 1);
+            first["copy"] = json!(copy);
+            watch.publish("team-x", &first).await.unwrap();
+            has("team-x", 1).await
+        }
+    })
+    .await;
+    assert!(followed.is_some(), "the gateway follows the feed");
+
+    // Revision 2 of team-x, then more updates of other teams than the feed buffers, in one go.
+    watch
+        .publish("team-x", &ruleset("team-x", 2))
+        .await
+        .unwrap();
+    for i in 0..1_500 {
+        let team = format!("other-{i}");
+        watch.publish(&team, &ruleset(&team, 1)).await.unwrap();
+    }
+    let caught_up = eventually(Duration::from_secs(10), || has("team-x", 2)).await;
+    assert!(
+        caught_up.is_some(),
+        "the gateway got team-x's revision 2 after its feed lagged (it holds {:?})",
+        rulesets.cached("team-x").map(|payload| payload.revision)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_reconciles_its_cache_with_the_bucket() {
+    on_shared_nats(|nats| async move {
+        let publisher = KvRulesetPublisher::open(&nats).await.unwrap();
+        let rulesets = Rulesets::new();
+        let feed = NatsFeed(nats.clone());
+        // The gateway holds revision 1 of team-1, and nothing of team-2.
+        rulesets.publish(&edict_infrastructure::projection::RulesetUpdate {
+            team: "team-1".to_owned(),
+            ruleset: Arc::new(ruleset("team-1", 1)),
+        });
+        // Its stream missed revision 2 (the gateway is not following here).
+        publisher
+            .publish("team-1", &ruleset("team-1", 2))
+            .await
+            .unwrap();
+        publisher
+            .publish("team-2", &ruleset("team-2", 1))
+            .await
+            .unwrap();
+        assert_eq!(rulesets.reconcile(&feed).await.unwrap(), 1);
+        assert_eq!(rulesets.cached("team-1").map(|p| p.revision), Some(2));
+        // Only the teams it serves or caches are read.
+        assert!(rulesets.cached("team-2").is_none());
+        assert_eq!(rulesets.reconcile(&feed).await.unwrap(), 0);
+    })
+    .await;
 }

@@ -125,6 +125,37 @@ pub async fn watch_rulesets(
     }))
 }
 
+/// The rule set the bucket holds for each of `teams` (teams without one, or whose value is not JSON,
+/// are left out).
+///
+/// # Errors
+/// [`NatsError::JetStream`] when the bucket cannot be opened or read.
+pub async fn current_rulesets(
+    nats: &Nats,
+    teams: &[String],
+) -> Result<Vec<RulesetUpdate>, NatsError> {
+    // Opened without ensuring the streams: a missing bucket is an error here, not a reason to create it.
+    let bucket = nats.prefix().rulesets_bucket();
+    let store = nats
+        .jetstream()
+        .get_key_value(bucket.as_str())
+        .await
+        .map_err(|error| NatsError::jetstream(format!("open bucket {bucket}"), error))?;
+    let mut current = Vec::with_capacity(teams.len());
+    for team in teams {
+        let value = store.get(team).await.map_err(|error| {
+            NatsError::jetstream(format!("read rule set of team {team}"), error)
+        })?;
+        if let Some(ruleset) = value.and_then(|value| serde_json::from_slice(&value).ok()) {
+            current.push(RulesetUpdate {
+                team: team.clone(),
+                ruleset: Arc::new(ruleset),
+            });
+        }
+    }
+    Ok(current)
+}
+
 async fn open_bucket(nats: &Nats) -> Result<kv::Store, NatsError> {
     nats.ensure_streams().await?;
     let bucket = nats.prefix().rulesets_bucket();
