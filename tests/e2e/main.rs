@@ -8,6 +8,7 @@ mod agents;
 mod api_errors;
 mod audit;
 mod auth;
+mod delivery;
 mod enrollment;
 mod history;
 mod metadata;

@@ -36,7 +36,7 @@ const CHANNEL_CAPACITY: usize = 1_024;
 /// only between a commit and its publish, unless that publish failed or its process died).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 /// The longest pause between passes while publishing fails (a put that times out adds its own 5 s).
-const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// Owed rule sets read per query.
 const OWED_PAGE: i64 = 100;
 
