@@ -594,3 +594,24 @@ async fn a_gateway_reconciles_its_cache_with_the_bucket() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_after_the_bucket_was_deleted_recreates_it() {
+    on_shared_nats(|nats| async move {
+        let publisher = KvRulesetPublisher::open(&nats).await.unwrap();
+        publisher
+            .publish("team-1", &ruleset("team-1", 1))
+            .await
+            .unwrap();
+        nats.jetstream()
+            .delete_stream(format!("KV_{}", nats.prefix().rulesets_bucket()))
+            .await
+            .unwrap();
+        publisher
+            .publish("team-1", &ruleset("team-1", 2))
+            .await
+            .unwrap();
+        assert_eq!(held(&nats, "team-1").await, Some(ruleset("team-1", 2)));
+    })
+    .await;
+}

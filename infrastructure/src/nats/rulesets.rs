@@ -25,6 +25,7 @@ const CAS_ATTEMPTS: usize = 20;
 /// Publishes rule sets to the KV bucket (the distributed deployment's [`RulesetPublisher`]).
 #[derive(Debug, Clone)]
 pub struct KvRulesetPublisher {
+    nats: Nats,
     store: kv::Store,
 }
 
@@ -35,22 +36,13 @@ impl KvRulesetPublisher {
     /// [`NatsError::JetStream`] when the stream cannot be ensured or the bucket opened.
     pub async fn open(nats: &Nats) -> Result<KvRulesetPublisher, NatsError> {
         Ok(KvRulesetPublisher {
+            nats: nats.clone(),
             store: open_bucket(nats).await?,
         })
     }
-}
 
-#[async_trait]
-impl RulesetPublisher for KvRulesetPublisher {
-    /// Writes `ruleset` under `team` unless the bucket holds a higher revision (or this very rule
-    /// set): a compare-and-set on the key's KV revision, read just before, retried when another
-    /// publisher wrote in between. So two publishers (projector replicas, a republish at start racing
-    /// a live commit) can never leave revision N after N+1.
-    ///
-    /// The same revision with other content (a rebuild with a changed renderer keeps the revisions
-    /// and changes the hashes) replaces the held one.
-    #[tracing::instrument(skip_all, fields(team = team), err)]
-    async fn publish(&self, team: &str, ruleset: &serde_json::Value) -> Result<(), String> {
+    /// The compare-and-set rounds of [`RulesetPublisher::publish`].
+    async fn compare_and_set(&self, team: &str, ruleset: &serde_json::Value) -> Result<(), String> {
         let value = serde_json::to_vec(ruleset).map_err(|error| error.to_string())?;
         let ours = revision_of(ruleset);
         for _ in 0..CAS_ATTEMPTS {
@@ -89,6 +81,36 @@ impl RulesetPublisher for KvRulesetPublisher {
         Err(format!(
             "put rule set of team {team}: still contended after {CAS_ATTEMPTS} compare-and-set attempts"
         ))
+    }
+}
+
+#[async_trait]
+impl RulesetPublisher for KvRulesetPublisher {
+    /// Writes `ruleset` under `team` unless the bucket holds a higher revision (or this very rule
+    /// set): a compare-and-set on the key's KV revision, read just before, retried when another
+    /// publisher wrote in between. So two publishers (projector replicas, a republish at start racing
+    /// a live commit) can never leave revision N after N+1.
+    ///
+    /// The same revision with other content (a rebuild with a changed renderer keeps the revisions
+    /// and changes the hashes) replaces the held one. When the publish fails because the bucket's
+    /// stream is gone (deleted), the stream is created again and the publish tried once more.
+    #[tracing::instrument(skip_all, fields(team = team), err)]
+    async fn publish(&self, team: &str, ruleset: &serde_json::Value) -> Result<(), String> {
+        let error = match self.compare_and_set(team, ruleset).await {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        // Only a missing stream is worth another try now; anything else (a denied or timed out
+        // put) is the publication loop's to retry, which keeps its pauses short.
+        let stream = format!("KV_{}", self.nats.prefix().rulesets_bucket());
+        if self.nats.jetstream().get_stream(&stream).await.is_ok() {
+            return Err(error);
+        }
+        if let Err(ensure) = self.nats.ensure_streams().await {
+            return Err(format!("{error}; {ensure}"));
+        }
+        tracing::warn!(%error, "the rule set bucket was missing: created again");
+        self.compare_and_set(team, ruleset).await
     }
 }
 
