@@ -4,7 +4,7 @@
 //!
 //! Publication is at-least-once from the read model (ADR 0014): the batch that commits a rule set
 //! document records its revision as owed in `ruleset_publication`, in the same transaction; a publish
-//! that succeeds marks it published. The runner's publication loop ([`PublicationLoop`]) looks for
+//! that succeeds marks it published. The runner's publication loop (`PublicationLoop`) looks for
 //! revisions still owed (a put that failed after the commit, a process that died in between, another
 //! replica's) and publishes the served document again, with backoff, until it succeeds. Publishers
 //! compare and set on the revision, so a late or repeated publish never replaces a newer revision.
