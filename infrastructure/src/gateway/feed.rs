@@ -88,8 +88,15 @@ pub trait RulesetFeed: Send + Sync + 'static {
     /// what a gateway reconciles its cache with after its stream lagged, and periodically.
     ///
     /// # Errors
-    /// [`FeedError::Unavailable`] when the transport cannot be read.
-    async fn current(&self, teams: &[String]) -> Result<Vec<RulesetUpdate>, FeedError>;
+    /// [`FeedError::Unavailable`] when the transport cannot be read, and from a feed that keeps no
+    /// current values (the default): a gateway then drops its cache after a lag instead, so its next
+    /// reads go to the read model.
+    async fn current(&self, teams: &[String]) -> Result<Vec<RulesetUpdate>, FeedError> {
+        let _ = teams;
+        Err(FeedError::Unavailable(
+            "this feed keeps no current values".to_owned(),
+        ))
+    }
 }
 
 /// The embedded mode's feed: the projection runner's in-process [`WatchPublisher`].
