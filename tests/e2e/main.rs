@@ -9,6 +9,7 @@ mod api_errors;
 mod audit;
 mod auth;
 mod chaos;
+mod delivery;
 mod enrollment;
 mod health;
 mod history;

@@ -22,7 +22,10 @@
 //! agents), so the last agent would get its rule set later.
 //!
 //! A feed that fails is opened again after a pause; an open that starts with the current values (the KV
-//! watch does) simply re-announces revisions the connections already sent, which they skip.
+//! watch does) simply re-announces revisions the connections already sent, which they skip. After the
+//! stream lagged, and every 30 s, the cache is reconciled with the feed's current values
+//! ([`RulesetFeed::current`]: the KV bucket, the in-process publisher's latest): a revision the stream
+//! skipped is announced then (ADR 0014).
 //!
 //! One payload per (team, revision): a revision already cached is not serialized again, and a team
 //! missing from the cache is read and serialized by one connection while the others wait for it (after
@@ -31,6 +34,7 @@
 //! [`Rulesets::built`], so a benchmark can check it.
 
 use super::wire::{Offered, Port};
+use crate::nats::rulesets::current_rulesets;
 use crate::nats::{Nats, watch_rulesets};
 use crate::projection::{RulesetUpdate, WatchPublisher};
 use async_trait::async_trait;
@@ -53,6 +57,9 @@ const BROADCAST_CAPACITY: usize = 256;
 /// How long a port's queue may take nothing before a push closes it with `too_slow`, unless the
 /// gateway sets it ([`Rulesets::with_stall_limit`]).
 const STALL_LIMIT: Duration = Duration::from_secs(10);
+/// How often a gateway reconciles its cache with the feed's current rule sets, a safety net under
+/// the stream (which a lag or a lost watch message would leave behind).
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The rule set feed failed.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +83,20 @@ pub trait RulesetFeed: Send + Sync + 'static {
     /// later ([`FeedError::Lagged`] when updates were missed).
     async fn open(&self)
     -> Result<BoxStream<'static, Result<RulesetUpdate, FeedError>>, FeedError>;
+
+    /// The current rule set of each of `teams` the feed holds (teams it holds none of are left out):
+    /// what a gateway reconciles its cache with after its stream lagged, and periodically.
+    ///
+    /// # Errors
+    /// [`FeedError::Unavailable`] when the transport cannot be read, and from a feed that keeps no
+    /// current values (the default): a gateway then drops its cache after a lag instead, so its next
+    /// reads go to the read model.
+    async fn current(&self, teams: &[String]) -> Result<Vec<RulesetUpdate>, FeedError> {
+        let _ = teams;
+        Err(FeedError::Unavailable(
+            "this feed keeps no current values".to_owned(),
+        ))
+    }
 }
 
 /// The embedded mode's feed: the projection runner's in-process [`WatchPublisher`].
@@ -99,6 +120,18 @@ impl RulesetFeed for WatchFeed {
         })
         .boxed())
     }
+
+    async fn current(&self, teams: &[String]) -> Result<Vec<RulesetUpdate>, FeedError> {
+        Ok(teams
+            .iter()
+            .filter_map(|team| {
+                self.0.current(team).map(|ruleset| RulesetUpdate {
+                    team: team.clone(),
+                    ruleset,
+                })
+            })
+            .collect())
+    }
 }
 
 /// The distributed mode's feed: a watch of the `<prefix>rulesets` KV bucket.
@@ -116,6 +149,12 @@ impl RulesetFeed for NatsFeed {
         Ok(watch
             .map(|item| item.map_err(|e| FeedError::Unavailable(e.to_string())))
             .boxed())
+    }
+
+    async fn current(&self, teams: &[String]) -> Result<Vec<RulesetUpdate>, FeedError> {
+        current_rulesets(&self.0, teams)
+            .await
+            .map_err(|e| FeedError::Unavailable(e.to_string()))
     }
 }
 
@@ -332,7 +371,7 @@ impl Rulesets {
     }
 
     /// The cached latest rule set of `team`, if any.
-    pub(crate) fn cached(&self, team: &str) -> Option<Arc<Payload>> {
+    pub fn cached(&self, team: &str) -> Option<Arc<Payload>> {
         // A poisoned lock only means a panic elsewhere while inserting; the map is still usable.
         let latest = self
             .latest
@@ -422,13 +461,66 @@ impl Rulesets {
         Ok(self.cached(team).or(Some(payload)))
     }
 
+    /// Reads the feed's current rule set of every team this gateway caches or has connections of, and
+    /// announces each that is newer than the cached one (to the cache and the connections). Answers
+    /// how many were newer.
+    ///
+    /// # Errors
+    /// [`FeedError::Unavailable`] when the feed cannot be read.
+    pub async fn reconcile(&self, feed: &dyn RulesetFeed) -> Result<usize, FeedError> {
+        let teams: Vec<String> = {
+            let mut teams: std::collections::BTreeSet<String> = self
+                .members
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .keys()
+                .map(ToString::to_string)
+                .collect();
+            teams.extend(
+                self.latest
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .keys()
+                    .cloned(),
+            );
+            teams.into_iter().collect()
+        };
+        if teams.is_empty() {
+            return Ok(0);
+        }
+        let mut newer = 0;
+        for update in feed.current(&teams).await? {
+            let held = self.cached(&update.team).map(|payload| payload.revision);
+            if held < update.ruleset["revision"].as_u64() {
+                newer += 1;
+                self.publish(&update);
+            }
+        }
+        if newer > 0 {
+            tracing::info!(
+                teams = teams.len(),
+                newer,
+                "rule set cache reconciled with the feed"
+            );
+        }
+        Ok(newer)
+    }
+
     /// Pumps `feed` into the cache and the broadcast until `shutdown`, reopening it after failures.
+    ///
+    /// The cache is reconciled with the feed's current rule sets ([`Rulesets::reconcile`]) after the
+    /// stream lagged and every 30 s: a revision the stream skipped still reaches the connections.
     pub async fn follow(
         &self,
         feed: Arc<dyn RulesetFeed>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
         let pause = Duration::from_secs(1);
+        let mut reconcile = tokio::time::interval_at(
+            tokio::time::Instant::now() + RECONCILE_INTERVAL,
+            RECONCILE_INTERVAL,
+        );
+        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if *shutdown.borrow() {
                 return;
@@ -446,12 +538,21 @@ impl Rulesets {
             loop {
                 tokio::select! {
                     _ = shutdown.changed() => return,
+                    _ = reconcile.tick() => {
+                        if let Err(error) = self.reconcile(feed.as_ref()).await {
+                            tracing::warn!(%error, "cannot reconcile the rule set cache; retrying later");
+                        }
+                    }
                     item = updates.next() => match item {
                         Some(Ok(update)) => self.publish(&update),
                         Some(Err(FeedError::Lagged(missed))) => {
-                            // Forget the cache: the next reads go to the read model, which is complete.
-                            tracing::warn!(missed, "rule set feed lagged; re-reading from the read model");
-                            self.latest.write().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+                            tracing::warn!(missed, "rule set feed lagged; reconciling the cache with the feed");
+                            if let Err(error) = self.reconcile(feed.as_ref()).await {
+                                // Forget the cache then: the next reads go to the read model, which
+                                // is complete.
+                                tracing::warn!(%error, "cannot reconcile; dropping the cache");
+                                self.latest.write().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+                            }
                         }
                         Some(Err(error)) => {
                             tracing::warn!(%error, "rule set feed failed; reopening");

@@ -1,6 +1,9 @@
 //! Team rule sets to gateways: the KV bucket `<prefix>rulesets`, key = team id, value = the rule set JSON
 //! the `team_rulesets` projection stored.
 //!
+//! Writes are a compare-and-set on the rule set revision ([`KvRulesetPublisher`]): the bucket never goes
+//! from revision N+1 back to N.
+//!
 //! The bucket keeps one revision per key. Its stream is created by [`Nats::ensure_streams`] (by hand:
 //! `create_key_value` fails on nats-server 2.9); here it is only opened with `get_key_value`.
 
@@ -13,10 +16,16 @@ use futures::{Stream, StreamExt};
 
 use super::{Nats, NatsError};
 use crate::projection::RulesetUpdate;
+use crate::projection::publisher::revision_of;
+
+/// Compare-and-set rounds before a publish gives up (each lost round means another publisher wrote
+/// the key meanwhile; the publication is retried later from the read model anyway).
+const CAS_ATTEMPTS: usize = 20;
 
 /// Publishes rule sets to the KV bucket (the distributed deployment's [`RulesetPublisher`]).
 #[derive(Debug, Clone)]
 pub struct KvRulesetPublisher {
+    nats: Nats,
     store: kv::Store,
 }
 
@@ -27,21 +36,81 @@ impl KvRulesetPublisher {
     /// [`NatsError::JetStream`] when the stream cannot be ensured or the bucket opened.
     pub async fn open(nats: &Nats) -> Result<KvRulesetPublisher, NatsError> {
         Ok(KvRulesetPublisher {
+            nats: nats.clone(),
             store: open_bucket(nats).await?,
         })
+    }
+
+    /// The compare-and-set rounds of [`RulesetPublisher::publish`].
+    async fn compare_and_set(&self, team: &str, ruleset: &serde_json::Value) -> Result<(), String> {
+        let value = serde_json::to_vec(ruleset).map_err(|error| error.to_string())?;
+        let ours = revision_of(ruleset);
+        for _ in 0..CAS_ATTEMPTS {
+            let entry = self
+                .store
+                .entry(team)
+                .await
+                .map_err(|error| format!("read rule set of team {team}: {error}"))?;
+            // The KV revision (stream sequence) the update expects: 0 = only if the key never was.
+            let expected = entry.as_ref().map_or(0, |entry| entry.revision);
+            if let Some(entry) = entry.filter(|entry| entry.operation == kv::Operation::Put) {
+                let held = serde_json::from_slice::<serde_json::Value>(&entry.value).ok();
+                let held_revision = held.as_ref().and_then(revision_of);
+                if held_revision > ours || held.as_ref() == Some(ruleset) {
+                    tracing::debug!(
+                        ?held_revision,
+                        ?ours,
+                        "the bucket holds this or a newer revision"
+                    );
+                    return Ok(());
+                }
+            }
+            match self
+                .store
+                .update(team, value.clone().into(), expected)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    // Someone wrote the key since it was read: compare again.
+                    continue;
+                }
+                Err(error) => return Err(format!("put rule set of team {team}: {error}")),
+            }
+        }
+        Err(format!(
+            "put rule set of team {team}: still contended after {CAS_ATTEMPTS} compare-and-set attempts"
+        ))
     }
 }
 
 #[async_trait]
 impl RulesetPublisher for KvRulesetPublisher {
+    /// Writes `ruleset` under `team` unless the bucket holds a higher revision (or this very rule
+    /// set): a compare-and-set on the key's KV revision, read just before, retried when another
+    /// publisher wrote in between. So two publishers (projector replicas, a republish at start racing
+    /// a live commit) can never leave revision N after N+1.
+    ///
+    /// The same revision with other content (a rebuild with a changed renderer keeps the revisions
+    /// and changes the hashes) replaces the held one. When the publish fails because the bucket's
+    /// stream is gone (deleted), the stream is created again and the publish tried once more.
     #[tracing::instrument(skip_all, fields(team = team), err)]
     async fn publish(&self, team: &str, ruleset: &serde_json::Value) -> Result<(), String> {
-        let value = serde_json::to_vec(ruleset).map_err(|error| error.to_string())?;
-        self.store
-            .put(team, value.into())
-            .await
-            .map(drop)
-            .map_err(|error| format!("put rule set of team {team}: {error}"))
+        let error = match self.compare_and_set(team, ruleset).await {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        // Only a missing stream is worth another try now; anything else (a denied or timed out
+        // put) is the publication loop's to retry, which keeps its pauses short.
+        let stream = format!("KV_{}", self.nats.prefix().rulesets_bucket());
+        if self.nats.jetstream().get_stream(&stream).await.is_ok() {
+            return Err(error);
+        }
+        if let Err(ensure) = self.nats.ensure_streams().await {
+            return Err(format!("{error}; {ensure}"));
+        }
+        tracing::warn!(%error, "the rule set bucket was missing: created again");
+        self.compare_and_set(team, ruleset).await
     }
 }
 
@@ -76,6 +145,37 @@ pub async fn watch_rulesets(
             },
         }
     }))
+}
+
+/// The rule set the bucket holds for each of `teams` (teams without one, or whose value is not JSON,
+/// are left out).
+///
+/// # Errors
+/// [`NatsError::JetStream`] when the bucket cannot be opened or read.
+pub async fn current_rulesets(
+    nats: &Nats,
+    teams: &[String],
+) -> Result<Vec<RulesetUpdate>, NatsError> {
+    // Opened without ensuring the streams: a missing bucket is an error here, not a reason to create it.
+    let bucket = nats.prefix().rulesets_bucket();
+    let store = nats
+        .jetstream()
+        .get_key_value(bucket.as_str())
+        .await
+        .map_err(|error| NatsError::jetstream(format!("open bucket {bucket}"), error))?;
+    let mut current = Vec::with_capacity(teams.len());
+    for team in teams {
+        let value = store.get(team).await.map_err(|error| {
+            NatsError::jetstream(format!("read rule set of team {team}"), error)
+        })?;
+        if let Some(ruleset) = value.and_then(|value| serde_json::from_slice(&value).ok()) {
+            current.push(RulesetUpdate {
+                team: team.clone(),
+                ruleset: Arc::new(ruleset),
+            });
+        }
+    }
+    Ok(current)
 }
 
 async fn open_bucket(nats: &Nats) -> Result<kv::Store, NatsError> {

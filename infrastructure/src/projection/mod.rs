@@ -33,8 +33,9 @@
 //!   transaction, status, content hash;
 //! - [`rebuild`]: [`ProjectionRunner::rebuild`] and its progress and report;
 //! - [`read_models`]: [`SqlReadModels`], the `ReadModels` port over the served generations;
-//! - [`publisher`]: publishing rule sets, and [`WatchPublisher`], the in-process rule set channel of the
-//!   embedded mode;
+//! - [`publisher`]: publishing rule sets (at least once: the revisions a batch commits are recorded as
+//!   owed in `ruleset_publication` and the runner's publication loop retries them until published, ADR
+//!   0014), and [`WatchPublisher`], the in-process rule set channel of the embedded mode;
 //! - `polling`: [`ProjectionRunner::run_polling`], the embedded transport;
 //! - [`bench`](mod@bench): bulk event seeding for rebuild benchmarks;
 //! - `sql`: the statements, written once for both databases.

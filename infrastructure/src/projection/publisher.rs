@@ -2,6 +2,13 @@
 //! [`RulesetPublisher`], and [`ProjectionRunner::republish_all`] sends them all again (at start, after a
 //! rebuild).
 //!
+//! Publication is at-least-once from the read model (ADR 0014): the batch that commits a rule set
+//! document records its revision as owed in `ruleset_publication`, in the same transaction; a publish
+//! that succeeds marks it published. The runner's publication loop (`PublicationLoop`) looks for
+//! revisions still owed (a put that failed after the commit, a process that died in between, another
+//! replica's) and publishes the served document again, with backoff, until it succeeds. Publishers
+//! compare and set on the revision, so a late or repeated publish never replaces a newer revision.
+//!
 //! [`WatchPublisher`] is the embedded mode's publisher: the team rule sets runner publishes every new
 //! rule set to it; gateways in the same process subscribe and push to their agents.
 //!
@@ -10,7 +17,8 @@
 //! capacity gets `RecvError::Lagged` and should re-read [`WatchPublisher::current`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use edict_projections::{DocKey, RULESET_KIND, RulesetPublisher, StoredDoc};
@@ -20,9 +28,17 @@ use tokio::sync::broadcast;
 use super::RunnerError;
 use super::runner::ProjectionRunner;
 use super::sql;
+use crate::store::Database;
 
 /// Updates buffered per subscriber before it lags.
 const CHANNEL_CAPACITY: usize = 1_024;
+/// How often the publication loop looks for owed rule sets while publishing succeeds (a row is owed
+/// only between a commit and its publish, unless that publish failed or its process died).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+/// The longest pause between passes while publishing fails (a put that times out adds its own 5 s).
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// Owed rule sets read per query.
+const OWED_PAGE: i64 = 100;
 
 /// One published rule set.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +47,11 @@ pub struct RulesetUpdate {
     pub team: String,
     /// The rule set document, as the projection stored it.
     pub ruleset: Arc<Value>,
+}
+
+/// The revision of a rule set document (`None` without one, which orders below any revision).
+pub(crate) fn revision_of(ruleset: &Value) -> Option<u64> {
+    ruleset.get("revision").and_then(Value::as_u64)
 }
 
 /// An in-process [`RulesetPublisher`]: latest value per team plus a broadcast of every update.
@@ -81,8 +102,11 @@ impl RulesetPublisher for WatchPublisher {
                 .latest
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if latest.get(team).is_some_and(|held| **held == *ruleset) {
-                // Republishing the same rule set (a restart, a rebuild) wakes nobody.
+            if let Some(held) = latest.get(team)
+                && (**held == *ruleset || revision_of(held) > revision_of(&ruleset))
+            {
+                // Republishing the same rule set (a restart, a rebuild) wakes nobody, and an older
+                // revision (a late publisher) never replaces a newer one.
                 return Ok(());
             }
             latest.insert(team.to_owned(), Arc::clone(&ruleset));
@@ -97,25 +121,54 @@ impl RulesetPublisher for WatchPublisher {
 }
 
 impl ProjectionRunner {
-    /// Hands the rule set documents among `dirty` to the publisher; failures are logged (a restart
-    /// republishes everything).
+    /// Hands the rule set documents among `dirty` (just committed) to the publisher. A publish that
+    /// fails is logged and left to the publication loop, which retries it from the read model: the
+    /// commit recorded the revision as owed (ADR 0014).
     pub(super) async fn publish(&self, dirty: &[(DocKey, Option<StoredDoc>)]) {
         let Some(publisher) = &self.publisher else {
             return;
         };
+        let mut rulesets = false;
         for ((kind, key), doc) in dirty {
             let Some(doc) = doc.as_ref().filter(|_| kind == RULESET_KIND) else {
                 continue;
             };
+            rulesets = true;
             let team = doc.meta.team.as_deref().unwrap_or(key);
-            if let Err(error) = publisher.publish(team, &doc.doc).await {
-                tracing::warn!(projection = self.name(), team, %error, "cannot publish a rule set");
+            match publisher.publish(team, &doc.doc).await {
+                Ok(()) => self.published(key, team, &doc.doc).await,
+                Err(error) => tracing::warn!(
+                    projection = self.name(),
+                    team,
+                    %error,
+                    "cannot publish a rule set; the publication loop retries it"
+                ),
             }
+        }
+        if rulesets {
+            self.publication.start(&self.db, self.name(), publisher);
+        }
+    }
+
+    /// Records that the rule set `doc` of `key` was published (a failure only means the publication
+    /// loop publishes it once more).
+    async fn published(&self, key: &str, team: &str, doc: &Value) {
+        let Some(revision) = stored_revision(doc) else {
+            return;
+        };
+        let published = sql::Owed {
+            key,
+            team,
+            revision,
+        };
+        if let Err(error) = sql::mark_published(&self.db, self.name(), &published).await {
+            tracing::debug!(projection = self.name(), team, %error, "cannot record a publication");
         }
     }
 
     /// Publishes every rule set document of the served generation (at start, and after a rebuild), so
-    /// a publisher that missed updates converges. Returns how many were published.
+    /// a publisher that missed updates converges. Returns how many were published. Those that could
+    /// not be are recorded as owed: the publication loop retries them.
     ///
     /// # Errors
     /// [`RunnerError::Store`] when the database fails or some rule sets could not be published (all
@@ -126,14 +179,28 @@ impl ProjectionRunner {
             return Ok(0);
         };
         let rulesets = sql::served_docs_of_kind(&self.db, self.name(), RULESET_KIND).await?;
+        if !rulesets.is_empty() {
+            self.publication.start(&self.db, self.name(), publisher);
+        }
         let mut published = 0;
         let mut first_failure = None;
         for (key, team, doc) in &rulesets {
             let team = team.as_deref().unwrap_or(key);
             match publisher.publish(team, doc).await {
-                Ok(()) => published += 1,
+                Ok(()) => {
+                    published += 1;
+                    self.published(key, team, doc).await;
+                }
                 Err(error) => {
                     tracing::warn!(projection = self.name(), team, %error, "cannot publish a rule set");
+                    if let Some(revision) = stored_revision(doc) {
+                        let owed = sql::Owed {
+                            key,
+                            team,
+                            revision,
+                        };
+                        sql::raise_owed(&self.db, self.name(), &owed).await?;
+                    }
                     first_failure.get_or_insert(error);
                 }
             }
@@ -141,12 +208,181 @@ impl ProjectionRunner {
         match first_failure {
             None => Ok(published),
             Some(error) => Err(RunnerError::Store(format!(
-                "{} of {} rule sets not published: {error}",
+                "{} of {} rule sets not published (the publication loop retries them): {error}",
                 rulesets.len() as u64 - published,
                 rulesets.len()
             ))),
         }
     }
+}
+
+/// The rule set revisions a batch's documents owe the gateways (rule set documents with a revision).
+pub(super) fn owed_by(dirty: &[(DocKey, Option<StoredDoc>)]) -> Vec<sql::Owed<'_>> {
+    dirty
+        .iter()
+        .filter_map(|((kind, key), doc)| {
+            let doc = doc.as_ref().filter(|_| kind == RULESET_KIND)?;
+            Some(sql::Owed {
+                key,
+                team: doc.meta.team.as_deref().unwrap_or(key),
+                revision: stored_revision(&doc.doc)?,
+            })
+        })
+        .collect()
+}
+
+/// A rule set's revision as stored (BIGINT).
+fn stored_revision(doc: &Value) -> Option<i64> {
+    revision_of(doc).and_then(|revision| i64::try_from(revision).ok())
+}
+
+/// A runner's publication loop: publishes, from the read model, every rule set revision committed
+/// but not confirmed published (a publish that failed, a process that died between its commit and its
+/// publish, a replica's), with backoff, until it succeeds.
+///
+/// Started by the runner the first time it publishes a rule set (only a projection of rule sets
+/// needs one; a task needs the runtime the publishing code runs on) and aborted when the runner is
+/// dropped, so the loop lives exactly as long as its runner.
+#[derive(Debug, Default)]
+pub(super) struct PublicationLoop(Mutex<Option<tokio::task::JoinHandle<()>>>);
+
+impl PublicationLoop {
+    /// Starts the loop unless it runs.
+    fn start(
+        &self,
+        db: &Database,
+        projection: &'static str,
+        publisher: &Arc<dyn RulesetPublisher>,
+    ) {
+        let mut task = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if task.as_ref().is_some_and(|task| !task.is_finished()) {
+            return;
+        }
+        *task = Some(tokio::spawn(publish_owed(
+            db.clone(),
+            projection,
+            Arc::clone(publisher),
+        )));
+    }
+}
+
+impl Drop for PublicationLoop {
+    fn drop(&mut self) {
+        let task = self.0.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some(task) = task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// What one pass over the owed rule sets did.
+enum Pass {
+    /// Nothing (more) is owed.
+    Settled,
+    /// A page was published; more may be owed.
+    More,
+}
+
+/// The publication loop: a pass every [`SWEEP_INTERVAL`] while nothing fails, at once while pages
+/// fill, after a growing pause (up to [`MAX_RETRY_PAUSE`]) while publishing fails.
+#[tracing::instrument(skip_all, fields(projection))]
+async fn publish_owed(
+    db: Database,
+    projection: &'static str,
+    publisher: Arc<dyn RulesetPublisher>,
+) {
+    let mut after = String::new();
+    let mut failures = 0u32;
+    loop {
+        let pause = match publish_owed_page(&db, projection, publisher.as_ref(), &mut after).await {
+            Ok(Pass::Settled) => {
+                if failures > 0 {
+                    tracing::info!(projection, failures, "every owed rule set is published");
+                }
+                failures = 0;
+                SWEEP_INTERVAL
+            }
+            Ok(Pass::More) => Duration::ZERO,
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                let pause = retry_pause(failures);
+                tracing::warn!(
+                    projection,
+                    %error,
+                    failures,
+                    retry_in = ?pause,
+                    "cannot publish an owed rule set; retrying"
+                );
+                pause
+            }
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Publishes up to [`OWED_PAGE`] owed rule sets, starting after `after` (and wrapping around), and
+/// marks each published. Stops at the first failure, leaving `after` on the rule set that failed, so
+/// the next pass starts with the others: one rule set that cannot be published never holds back the
+/// rest.
+async fn publish_owed_page(
+    db: &Database,
+    projection: &'static str,
+    publisher: &dyn RulesetPublisher,
+    after: &mut String,
+) -> Result<Pass, String> {
+    let store = |error: sqlx::Error| format!("read model: {error}");
+    let mut owed = sql::owed(db, projection, after, OWED_PAGE)
+        .await
+        .map_err(store)?;
+    if owed.is_empty() && !after.is_empty() {
+        after.clear();
+        owed = sql::owed(db, projection, after, OWED_PAGE)
+            .await
+            .map_err(store)?;
+    }
+    let full = owed.len() as i64 == OWED_PAGE;
+    for (key, owed_revision) in owed {
+        after.clone_from(&key);
+        let Some((team, doc)) = sql::served_doc(db, projection, RULESET_KIND, &key)
+            .await
+            .map_err(store)?
+        else {
+            // The document is gone (the team with it): nothing left to publish.
+            sql::forget_owed(db, projection, &key)
+                .await
+                .map_err(store)?;
+            continue;
+        };
+        let team = team.as_deref().unwrap_or(&key);
+        publisher
+            .publish(team, &doc)
+            .await
+            .map_err(|error| format!("team {team}: {error}"))?;
+        // The served document is at least the owed revision (both are written by one commit); a
+        // lower one (a rebuild that numbered revisions anew) leaves nothing else to publish either.
+        let revision = stored_revision(&doc)
+            .unwrap_or(owed_revision)
+            .max(owed_revision);
+        let published = sql::Owed {
+            key: &key,
+            team,
+            revision,
+        };
+        sql::mark_published(db, projection, &published)
+            .await
+            .map_err(store)?;
+        tracing::info!(projection, team, revision, "owed rule set published");
+    }
+    if !full {
+        after.clear();
+    }
+    Ok(if full { Pass::More } else { Pass::Settled })
+}
+
+/// The pause after `failures` failed passes in a row: 250 ms, doubling, at most [`MAX_RETRY_PAUSE`].
+fn retry_pause(failures: u32) -> Duration {
+    let doubled = Duration::from_millis(250).saturating_mul(1 << failures.saturating_sub(1).min(8));
+    doubled.min(MAX_RETRY_PAUSE)
 }
 
 #[cfg(test)]
@@ -182,5 +418,33 @@ mod tests {
         let mut updates = publisher.subscribe();
         publisher.publish("t", &ruleset).await.unwrap_or_default();
         assert!(updates.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_lower_revision_never_replaces_a_higher_one() {
+        let publisher = WatchPublisher::new();
+        publisher
+            .publish("t", &json!({"revision": 2, "hash": "b"}))
+            .await
+            .unwrap_or_default();
+        let mut updates = publisher.subscribe();
+        publisher
+            .publish("t", &json!({"revision": 1, "hash": "a"}))
+            .await
+            .unwrap_or_default();
+        assert_eq!(
+            publisher.current("t").as_deref(),
+            Some(&json!({"revision": 2, "hash": "b"}))
+        );
+        assert!(updates.try_recv().is_err(), "nobody hears of the older one");
+        // The same revision with another hash (a rebuild with a changed renderer) goes through.
+        publisher
+            .publish("t", &json!({"revision": 2, "hash": "c"}))
+            .await
+            .unwrap_or_default();
+        assert_eq!(
+            publisher.current("t").as_deref(),
+            Some(&json!({"revision": 2, "hash": "c"}))
+        );
     }
 }

@@ -18,6 +18,7 @@ use edict_projections::{
 };
 
 use super::RunnerError;
+use super::publisher::{PublicationLoop, owed_by};
 use super::read_models::projection_status;
 use super::sql::{self, State, Tx};
 use crate::store::Database;
@@ -48,7 +49,8 @@ pub enum Handled {
 /// Runs one projection over a [`Database`]: the live path, catch-up, rebuild, status.
 ///
 /// Cheap to share behind an `Arc`; any number of runners (in one process or many) may run the same
-/// projection at once.
+/// projection at once. A runner with a publisher owns the loop that retries the rule sets whose
+/// publication failed (see [`publisher`](super::publisher)); it ends with the runner.
 pub struct ProjectionRunner {
     pub(super) db: Database,
     pub(super) projection: Arc<dyn Projection>,
@@ -59,6 +61,8 @@ pub struct ProjectionRunner {
     next_analyze: AtomicU64,
     /// The documents of the last batch this runner committed, for the next one.
     cache: Mutex<Option<DocCache>>,
+    /// Publishes the rule set revisions still owed to the gateways (started with the first rule set).
+    pub(super) publication: PublicationLoop,
 }
 
 /// What this runner committed last: the state it left (with no error) and the documents (and known
@@ -142,6 +146,7 @@ impl ProjectionRunner {
             written: AtomicU64::new(0),
             next_analyze: AtomicU64::new(FIRST_ANALYZE_AFTER),
             cache: Mutex::new(None),
+            publication: PublicationLoop::default(),
         }
     }
 
@@ -423,6 +428,7 @@ impl ProjectionRunner {
             last.checkpoint(),
             events.len() as i64,
             &dirty,
+            &owed_by(&dirty),
         )
         .await?;
         if !moved {

@@ -109,8 +109,9 @@ pub(crate) async fn load_doc(
     .transpose()
 }
 
-/// Moves the checkpoint from `expected` to `to` (adding `applied` events) and writes `docs`, atomically,
-/// if nobody else moved the projection and it is not stopped. Returns whether it did.
+/// Moves the checkpoint from `expected` to `to` (adding `applied` events), writes `docs` and raises
+/// the rule set revisions it `owes` the gateways, atomically, if nobody else moved the projection and
+/// it is not stopped. Returns whether it did.
 pub(crate) async fn commit_batch(
     db: &Database,
     projection: &str,
@@ -118,6 +119,7 @@ pub(crate) async fn commit_batch(
     to: Checkpoint,
     applied: i64,
     docs: &[(DocKey, Option<StoredDoc>)],
+    owes: &[super::Owed<'_>],
 ) -> Result<bool, sqlx::Error> {
     let mut tx = Tx::begin(db).await?;
     if !tx
@@ -128,6 +130,7 @@ pub(crate) async fn commit_batch(
         return Ok(false);
     }
     tx.write_docs(projection, expected.generation, docs).await?;
+    tx.raise_owed(projection, owes).await?;
     tx.commit().await?;
     Ok(true)
 }

@@ -8,7 +8,8 @@
 //! has to upgrade after another writer committed.
 //!
 //! Layout: this file holds the shared macros, the [`Tx`] type and the `projection_state` statements;
-//! `docs` the `read_docs` statements; `log` the few reads of the `events` table.
+//! `docs` the `read_docs` statements; `log` the few reads of the `events` table; `publication` the
+//! `ruleset_publication` statements (what the read model owes the gateways).
 
 use edict_application::event_log::Checkpoint;
 use sqlx::{Postgres, Sqlite, Transaction};
@@ -28,12 +29,14 @@ macro_rules! on_tx {
 // The submodules come after the macros, which they use.
 mod docs;
 mod log;
+mod publication;
 
 pub(crate) use docs::{
     DELETE_CHUNK, analyze_docs, commit_batch, delete_generation_chunk, generation_docs, load_doc,
     served_docs_of_kind,
 };
 pub(crate) use log::{event_checkpoint, lag, last_position};
+pub(crate) use publication::{Owed, forget_owed, mark_published, owed, raise_owed, served_doc};
 
 /// One projection's row of `projection_state`.
 #[derive(Debug, Clone, PartialEq, Eq)]

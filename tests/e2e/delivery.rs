@@ -1,0 +1,297 @@
+//! Delivery survives a failed publish: the real `edict serve` (PostgreSQL, NATS, every role) and a real
+//! `edict-agent run`, with a nats-server of the test's own whose configuration denies the put into the
+//! rule set bucket while a change is projected, then allows it again (a configuration reload: no
+//! process restarts, NATS included). The agent's file must carry the change within 10 s of the put
+//! being allowed again.
+
+use crate::harness::{Layout, Store, TestApp, eventually, rule_spec};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+/// The `edict-agent` binary, built beside `edict` by a workspace build.
+fn agent_binary() -> PathBuf {
+    let edict = PathBuf::from(env!("CARGO_BIN_EXE_edict"));
+    let agent = edict.with_file_name("edict-agent");
+    assert!(
+        agent.exists(),
+        "{} is missing: build the workspace (`cargo build --workspace`, as scripts/test does)",
+        agent.display()
+    );
+    agent
+}
+
+/// One machine: a temporary HOME, organization file and data directory, and its daemon.
+struct Machine {
+    dir: tempfile::TempDir,
+    daemon: Option<Child>,
+}
+
+impl Machine {
+    fn new() -> Machine {
+        let machine = Machine {
+            dir: tempfile::tempdir().unwrap(),
+            daemon: None,
+        };
+        std::fs::create_dir_all(machine.home().join(".claude")).unwrap();
+        machine
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    fn team_file(&self) -> PathBuf {
+        self.home().join(".claude").join("CLAUDE.md")
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(agent_binary());
+        command
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .arg("--home")
+            .arg(self.home())
+            .arg("--org-file")
+            .arg(self.dir.path().join("etc").join("CLAUDE.md"))
+            .env("EDICT_AGENT_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        command
+    }
+
+    async fn enroll_with_token(&self, api: &str, token: &str) {
+        let output = self
+            .command()
+            .args(["login", "--server", api, "--output", "json"])
+            .args(["--enrollment-token", token])
+            .stdout(Stdio::piped())
+            .output()
+            .await
+            .unwrap();
+        assert!(output.status.success(), "edict-agent login");
+    }
+
+    fn run(&mut self) {
+        self.daemon = Some(self.command().arg("run").spawn().unwrap());
+    }
+}
+
+async fn wait_for_file(path: &Path, timeout: Duration, needle: &str) -> Option<String> {
+    eventually(timeout, || async {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        text.contains(needle).then_some(text)
+    })
+    .await
+}
+
+/// An approved team-layer rule whose content is `Always {name}.`; answers its id.
+async fn approved_rule(app: &TestApp, admin: &str, second: &str, name: &str) -> String {
+    let mut spec = rule_spec(name, "team");
+    spec["content"] = json!(format!("Always {name}."));
+    let rule = app.ok("/api/v1/rules", admin, spec).await;
+    let rule = rule["id"].as_str().unwrap().to_owned();
+    app.ok(&format!("/api/v1/rules/{rule}/submit"), admin, json!({}))
+        .await;
+    app.ok(&format!("/api/v1/rules/{rule}/approve"), second, json!({}))
+        .await;
+    rule
+}
+
+/// A nats-server of this test's own whose configuration denies the publish to one subject, or not,
+/// changed by a configuration reload. Connections without credentials are its one user
+/// (`no_auth_user`), so Edict needs none.
+struct GuardedNats {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+    reloads: usize,
+    guarded: String,
+}
+
+impl GuardedNats {
+    async fn start(guarded: String) -> GuardedNats {
+        let dir = tempfile::tempdir().unwrap();
+        let port = crate::harness::free_port();
+        let config = dir.path().join("nats.conf");
+        std::fs::write(&config, Self::config(dir.path(), port, &guarded, false)).unwrap();
+        let child = Command::new("/usr/sbin/nats-server")
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start nats-server");
+        let up = eventually(Duration::from_secs(10), || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(drop)
+        })
+        .await;
+        assert!(up.is_some(), "private nats-server did not start");
+        GuardedNats {
+            dir,
+            port,
+            child,
+            reloads: 0,
+            guarded,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
+    }
+
+    fn config(dir: &Path, port: u16, guarded: &str, deny: bool) -> String {
+        let publish = if deny {
+            format!(r#"{{ allow: [">"], deny: ["{guarded}"] }}"#)
+        } else {
+            r#"{ allow: [">"] }"#.to_owned()
+        };
+        format!(
+            r#"
+listen: "127.0.0.1:{port}"
+jetstream {{ store_dir: "{store}" }}
+log_file: "{log}"
+authorization {{
+  users: [ {{ user: "edict", password: "edict", permissions: {{ publish: {publish}, subscribe: ">" }} }} ]
+}}
+no_auth_user: "edict"
+"#,
+            store = dir.join("js").display(),
+            log = dir.join("nats.log").display(),
+        )
+    }
+
+    /// Denies (or allows again) the publish to the guarded subject; returns once the server logged
+    /// the reload.
+    async fn deny(&mut self, deny: bool) {
+        std::fs::write(
+            self.dir.path().join("nats.conf"),
+            Self::config(self.dir.path(), self.port, &self.guarded, deny),
+        )
+        .unwrap();
+        let pid = self.child.id().expect("nats-server runs");
+        let status = Command::new("/usr/sbin/nats-server")
+            .arg("--signal")
+            .arg(format!("reload={pid}"))
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "signal the reload");
+        self.reloads += 1;
+        let reloads = self.reloads;
+        let log = self.dir.path().join("nats.log");
+        let reloaded = eventually(Duration::from_secs(10), || {
+            let log = log.clone();
+            async move {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                (text.matches("Reloaded server configuration").count() >= reloads).then_some(())
+            }
+        })
+        .await;
+        assert!(reloaded.is_some(), "nats-server reloaded its configuration");
+    }
+}
+
+#[tokio::test]
+async fn a_rule_whose_kv_put_was_denied_reaches_the_agent_once_allowed_without_restarts() {
+    let prefix = format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let mut nats = GuardedNats::start(format!("$KV.{prefix}rulesets.>")).await;
+    let layout = Layout {
+        nats_url: Some(nats.url()),
+        nats_prefix: Some(prefix.clone()),
+        roles: None,
+    };
+    let app = TestApp::spawn_with(Store::Postgres, layout).await;
+    let admin = app.admin().await;
+    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
+    let team = app
+        .ok("/api/v1/teams", &admin, json!({"name": "delivery"}))
+        .await;
+    let team = team["id"].as_str().unwrap().to_owned();
+    app.ok(
+        &format!("/api/v1/teams/{team}/members"),
+        &admin,
+        json!({"user_id": dev_id, "role": "member"}),
+    )
+    .await;
+    let first = approved_rule(&app, &admin, &second, "rule one").await;
+    app.ok(
+        &format!("/api/v1/teams/{team}/rules"),
+        &admin,
+        json!({"rule_id": first, "enforcement": {"mode": "block"}}),
+    )
+    .await;
+    let enrollment: Value = app
+        .ok(
+            "/api/v1/enrollment-tokens",
+            &admin,
+            json!({"user_id": dev_id, "uses": 1}),
+        )
+        .await;
+    let mut machine = Machine::new();
+    machine
+        .enroll_with_token(&app.base, enrollment["token"].as_str().unwrap())
+        .await;
+    machine.run();
+    assert!(
+        wait_for_file(
+            &machine.team_file(),
+            Duration::from_secs(20),
+            "Always rule one."
+        )
+        .await
+        .is_some(),
+        "the first rule reaches the machine"
+    );
+
+    // The bucket refuses the put of the team's next revision.
+    nats.deny(true).await;
+    let second_rule = approved_rule(&app, &admin, &second, "rule two").await;
+    app.ok(
+        &format!("/api/v1/teams/{team}/rules"),
+        &admin,
+        json!({"rule_id": second_rule, "enforcement": {"mode": "block"}}),
+    )
+    .await;
+    // The projector tried to put it and was refused (the server logs the violation).
+    let refused = eventually(Duration::from_secs(30), || async {
+        let log = nats.log();
+        log.lines()
+            .any(|line| line.contains("Publish Violation") && line.contains(&team))
+            .then_some(())
+    })
+    .await;
+    assert!(refused.is_some(), "the put of the new revision was refused");
+
+    // Allowed again: nothing restarted, nothing else changed.
+    nats.deny(false).await;
+    let allowed = Instant::now();
+    let delivered = wait_for_file(
+        &machine.team_file(),
+        Duration::from_secs(10),
+        "Always rule two.",
+    )
+    .await;
+    assert!(
+        delivered.is_some(),
+        "the rule whose put failed reached the agent's file within 10 s of the put being allowed \
+         again; the file holds: {}",
+        std::fs::read_to_string(machine.team_file()).unwrap_or_default()
+    );
+    eprintln!(
+        "rule two on the machine {:?} after the put was allowed again",
+        allowed.elapsed()
+    );
+}
