@@ -442,6 +442,8 @@ fn status(snapshot: &Snapshot, format: Format) -> anyhow::Result<()> {
         "pending_reports": outbox.len(),
         "watched": snapshot.watched()?,
         "recent_actions": actions.iter().rev().take(10).collect::<Vec<_>>(),
+        "refused_downgrades": snapshot.refused_downgrades()?,
+        "refused_downgrades_total": snapshot.refused_downgrade_count()?,
     });
     if format == Format::Json {
         output::json(&value);
@@ -472,6 +474,10 @@ fn status(snapshot: &Snapshot, format: Format) -> anyhow::Result<()> {
         ));
     }
     output::line(&format!("pending reports: {}", outbox.len()));
+    output::line(&format!(
+        "refused downgrades: {}",
+        snapshot.refused_downgrade_count()?
+    ));
     for a in actions.iter().rev().take(10) {
         output::line(&format!("  {}  {}  {}", a.at, a.what, a.file));
     }

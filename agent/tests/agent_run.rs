@@ -110,6 +110,7 @@ async fn serve_connection(
                 }
                 vec![]
             }
+            AgentMessage::Refused { .. } => vec![],
             AgentMessage::Report(report) => {
                 let ack = GatewayMessage::ReportAck {
                     report_id: report.report_id.clone(),
@@ -449,5 +450,186 @@ async fn stop(agent: &mut Agent) -> anyhow::Result<()> {
         exited.map(|s| s.success()) == Some(true),
         "exit status {exited:?}"
     );
+    Ok(())
+}
+
+/// A team-layer rule set of `revision` whose one block rule says `content`.
+fn revision_doc(revision: u64, hash: &str, content: &str) -> serde_json::Value {
+    let mut doc = ruleset_doc();
+    doc["revision"] = json!(revision);
+    doc["hash"] = json!(hash);
+    doc["layers"]["team"]["rules"][0]["content"] = json!(content);
+    doc["layers"]["team"]["text"] = json!(format!("## Security\n\n### No secrets\n\n{content}\n"));
+    doc["layers"]["project"]["rules"] = json!([]);
+    doc
+}
+
+/// A gateway that replays a stale carrier: on `hello` it sends revision 2 of the team, and once the
+/// agent applied it, revision 1 (then revision 2 with another hash). Every agent message is kept.
+async fn downgrading_gateway(
+    listener: TcpListener,
+    seen: Arc<Mutex<Vec<AgentMessage>>>,
+) -> anyhow::Result<()> {
+    let (stream, _) = listener.accept().await?;
+    let mut ws = tokio_tungstenite::accept_async(stream).await?;
+    let rule_set = |revision: u64, hash: &str, content: &str| GatewayMessage::RuleSet {
+        team: TEAM.into(),
+        revision,
+        hash: hash.into(),
+        ruleset: revision_doc(revision, hash, content),
+    };
+    while let Some(message) = ws.next().await {
+        let Message::Text(text) = message? else {
+            continue;
+        };
+        let message = serde_json::from_str::<AgentMessage>(text.as_str())?;
+        if let Ok(mut s) = seen.lock() {
+            s.push(message.clone());
+        }
+        let replies = match message {
+            AgentMessage::Hello { .. } => vec![
+                GatewayMessage::Welcome {
+                    protocol: PROTOCOL_VERSION,
+                    agent_id: "agent-1".into(),
+                    teams: vec![TEAM.into()],
+                },
+                rule_set(2, "hash-2", "Revision two."),
+            ],
+            AgentMessage::Applied(h) if h.revision == 2 => vec![
+                rule_set(1, "hash-1", "Revision one."),
+                rule_set(2, "hash-2-forged", "Revision two, forged."),
+            ],
+            _ => vec![],
+        };
+        for reply in replies {
+            ws.send(Message::text(serde_json::to_string(&reply)?))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_refuses_a_lower_revision_keeps_enforcing_the_held_one_and_reports_it()
+-> anyhow::Result<()> {
+    let env = Env::new()?;
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let port = listener.local_addr()?.port();
+    let seen: Arc<Mutex<Vec<AgentMessage>>> = Arc::default();
+    let gateway = tokio::spawn(downgrading_gateway(listener, seen.clone()));
+    let login = env
+        .command()
+        .args(["login", "--server", &format!("http://127.0.0.1:{port}")])
+        .args(["--agent-token", TOKEN])
+        .args(["--gateway", &format!("ws://127.0.0.1:{port}/ws")])
+        .output()?;
+    assert!(login.status.success(), "login failed: {login:?}");
+    let mut agent = Agent(
+        env.command()
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?,
+    );
+    let refused = |seen: &Arc<Mutex<Vec<AgentMessage>>>| -> Vec<AgentMessage> {
+        seen.lock()
+            .map(|s| {
+                s.iter()
+                    .filter(|m| matches!(m, AgentMessage::Refused { .. }))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // The agent answers both stale rule sets: it said something after each (a dead agent fails here).
+    let answered = eventually(Duration::from_secs(10), || {
+        seen.lock()
+            .map(|s| {
+                s.iter()
+                    .filter(|m| !matches!(m, AgentMessage::Hello { .. }))
+                    .count()
+                    >= 3
+            })
+            .unwrap_or(false)
+    })
+    .await;
+    let messages = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    assert!(
+        answered,
+        "the agent did not answer every rule set: {messages:?}"
+    );
+    let status = env
+        .command()
+        .args(["status", "--output", "json"])
+        .output()?;
+    assert!(status.status.success(), "status failed: {status:?}");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout)?;
+    assert_eq!(
+        (
+            status["rulesets"][0]["revision"].as_u64(),
+            status["rulesets"][0]["hash"].as_str()
+        ),
+        (Some(2), Some("hash-2")),
+        "the agent stored a rule set older than the one it held: {status}"
+    );
+    let team_file = env.team_file();
+    assert!(
+        read(&team_file).contains("Revision two.") && !read(&team_file).contains("Revision one."),
+        "{}",
+        read(&team_file)
+    );
+    let applied: Vec<u64> = messages
+        .iter()
+        .filter_map(|m| match m {
+            AgentMessage::Applied(h) => Some(h.revision),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(applied, vec![2], "{messages:?}");
+    assert_eq!(
+        refused(&seen),
+        vec![
+            AgentMessage::Refused {
+                team: TEAM.into(),
+                revision: 1,
+                hash: "hash-1".into(),
+                held_revision: 2,
+                held_hash: "hash-2".into(),
+            },
+            AgentMessage::Refused {
+                team: TEAM.into(),
+                revision: 2,
+                hash: "hash-2-forged".into(),
+                held_revision: 2,
+                held_hash: "hash-2".into(),
+            }
+        ]
+    );
+    assert_eq!(
+        status["refused_downgrades_total"].as_u64(),
+        Some(2),
+        "{status}"
+    );
+    let listed = &status["refused_downgrades"];
+    assert_eq!(
+        (
+            listed[0]["team"].as_str(),
+            listed[0]["offered_revision"].as_u64(),
+            listed[0]["held_revision"].as_u64(),
+        ),
+        (Some(TEAM), Some(1), Some(2)),
+        "{status}"
+    );
+    assert!(listed[0]["at"].is_string(), "{status}");
+    // Still enforced: an edit of the held revision's text is restored.
+    let text = read(&team_file);
+    std::fs::write(&team_file, text.replace("Revision two.", "Anything goes."))?;
+    assert!(
+        eventually(Duration::from_secs(5), || read(&team_file) == text).await,
+        "the held revision is no longer enforced: {}",
+        read(&team_file)
+    );
+    stop(&mut agent).await?;
+    gateway.abort();
     Ok(())
 }
