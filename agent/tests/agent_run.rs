@@ -633,3 +633,148 @@ async fn the_agent_refuses_a_lower_revision_keeps_enforcing_the_held_one_and_rep
     gateway.abort();
     Ok(())
 }
+
+const PRIVATE_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret-key-bytes-for-tests\n";
+
+/// Every regular file under `dir` (links not followed) whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file()
+                && std::fs::read(&path).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+            {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claude_md_linked_to_a_private_key_is_left_alone_and_a_link_to_an_instruction_file_is_managed_through()
+-> anyhow::Result<()> {
+    use std::os::unix::fs::symlink;
+    let env = Env::new()?;
+    let (gateway, port) = FakeGateway::start(0).await?;
+    let login = env
+        .command()
+        .args(["login", "--server", &format!("http://127.0.0.1:{port}")])
+        .args(["--agent-token", TOKEN])
+        .args(["--gateway", &format!("ws://127.0.0.1:{port}/ws")])
+        .output()?;
+    assert!(login.status.success(), "login failed: {login:?}");
+
+    let home = std::fs::canonicalize(&env.home)?;
+    let key = home.join(".ssh/id_ed25519");
+    std::fs::create_dir_all(home.join(".ssh"))?;
+    std::fs::write(&key, PRIVATE_KEY)?;
+    // The user keeps the team file in a dotfiles repository.
+    let dotfiles = home.join("dotfiles/CLAUDE.md");
+    std::fs::create_dir_all(home.join("dotfiles"))?;
+    std::fs::create_dir_all(home.join(".claude"))?;
+    std::fs::write(&dotfiles, "# From my dotfiles\n")?;
+    let team_file = env.team_file();
+    symlink(&dotfiles, &team_file)?;
+    // A repository ships `CLAUDE.md -> ~/.ssh/id_ed25519`; another links to its docs.
+    let evil = home.join("evil");
+    let good = home.join("good");
+    for project in [&evil, &good] {
+        std::fs::create_dir_all(project.join("src"))?;
+        std::fs::write(project.join("src/lib.rs"), "")?;
+    }
+    symlink(&key, evil.join("CLAUDE.md"))?;
+    std::fs::create_dir_all(good.join("docs"))?;
+    std::fs::write(good.join("docs/CLAUDE.md"), "# Project docs\n")?;
+    symlink("docs/CLAUDE.md", good.join("CLAUDE.md"))?;
+    for project in [&evil, &good] {
+        let watch = env.command().arg("watch").arg(project).output()?;
+        assert!(watch.status.success(), "watch failed: {watch:?}");
+    }
+
+    let mut agent = Agent(
+        env.command()
+            .args(["run", "--audit-interval-secs", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?,
+    );
+    // Both sections are in place (read through the links): the agent went through every file.
+    assert!(
+        eventually(Duration::from_secs(5), || read(&team_file)
+            .contains(RULE_TEXT)
+            && read(&good.join("CLAUDE.md")).contains(PROJECT_TEXT))
+        .await,
+        "no sections: {:?} {:?}",
+        read(&team_file),
+        read(&good.join("CLAUDE.md"))
+    );
+    // The key's bytes are nowhere but in the key (not in a project file, a temp file, the snapshot).
+    assert_eq!(
+        files_containing(env._dir.path(), b"secret-key-bytes-for-tests"),
+        vec![key.clone()]
+    );
+    assert_eq!(std::fs::read_link(evil.join("CLAUDE.md"))?, key);
+    assert_eq!(std::fs::read_to_string(&key)?, PRIVATE_KEY);
+    assert_eq!(
+        std::fs::read_dir(&evil)?.count(),
+        2,
+        "a temp file next to the link"
+    );
+
+    // The links stay links; their targets carry the sections, the user's text first.
+    assert_eq!(std::fs::read_link(&team_file)?, dotfiles);
+    assert!(
+        std::fs::symlink_metadata(good.join("CLAUDE.md"))?
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        read(&dotfiles).starts_with("# From my dotfiles\n") && read(&dotfiles).contains(RULE_TEXT)
+    );
+    assert!(read(&good.join("docs/CLAUDE.md")).starts_with("# Project docs\n"));
+
+    // The refusal is in the status.
+    let status = env
+        .command()
+        .args(["status", "--output", "json"])
+        .output()?;
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout)?;
+    let refused = status["refused_files"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(refused.len(), 1, "{status}");
+    assert_eq!(
+        refused[0]["file"].as_str(),
+        evil.join("CLAUDE.md").to_str(),
+        "{status}"
+    );
+    assert!(
+        refused[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("not an instruction file")),
+        "{status}"
+    );
+
+    // The section behind the link is enforced: an edit through the link is reverted.
+    let enforced = read(&dotfiles);
+    std::fs::write(&team_file, enforced.replace(RULE_TEXT, "Secrets are fine."))?;
+    assert!(
+        eventually(Duration::from_secs(5), || read(&dotfiles) == enforced).await,
+        "not restored through the link: {:?}",
+        read(&dotfiles)
+    );
+    assert_eq!(std::fs::read_link(&team_file)?, dotfiles);
+    stop(&mut agent).await?;
+    gateway.kill();
+    Ok(())
+}
