@@ -4,9 +4,9 @@
 //! Per connection: `Authorization: Bearer <agent token>` and `Edict-Protocol: 1` on the upgrade; `Hello`
 //! with the holdings from the snapshot; after `Welcome`, every report of the outbox is sent (again on
 //! each new connection, the gateway recognises a report id it has seen) and dropped on its `ReportAck`.
-//! A `RuleSet` is committed to the snapshot, the files are reconciled, then `Applied` is sent; one older
-//! than the rule set held (a lower revision, or the same with another hash) is not stored and answered
-//! with `Refused` ([`Snapshot::put_ruleset`]). Buffers
+//! A `RuleSet` is committed to the snapshot, the files are reconciled, then `Applied` is sent; one of a
+//! lower revision than the rule set held is not stored and answered with `Refused`
+//! ([`Snapshot::put_ruleset`]). Buffers
 //! are small (4 KiB read, no write buffering): an agent holds one idle connection most of the time.
 
 use crate::daemon::Command;

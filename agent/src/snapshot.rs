@@ -13,10 +13,12 @@
 //! | `refusals` | sequence → [`RefusedDowngrade`] (JSON), the recent rule sets refused (the last [`MAX_REFUSALS`]) |
 //! | `counters` | name → count (`refused_downgrades`: every refusal ever, not capped) |
 //!
-//! A rule set is never replaced by a lower revision of its team, nor by the same revision with another
-//! hash ([`Snapshot::put_ruleset`]): a gateway fed by a stale publisher could offer one, and a rollback on
-//! the server is always a new, higher revision, so nothing legitimate is refused. The agent keeps
-//! enforcing what it holds and records the refusal.
+//! A rule set is never replaced by a lower revision of its team ([`Snapshot::put_ruleset`]): a gateway
+//! fed by a stale publisher could offer one, and a rollback on the server is always a new, higher
+//! revision, so nothing legitimate is refused. The agent keeps enforcing what it holds and records the
+//! refusal. The same revision with another hash is taken: the server re-renders a revision with a new
+//! renderer when its read model is rebuilt (`projections/src/ruleset.rs`: the revisions are kept, the
+//! hashes change), and refusing it would strand every agent on the old rendering.
 //!
 //! Every write is one durable transaction. The database is opened in redb's multi-writer mode so the
 //! CLI (`watch`, `status`, …) can use it while `run` holds it.
@@ -170,7 +172,7 @@ pub struct Action {
     pub file: String,
 }
 
-/// A rule set the agent refused because it holds a newer one (or the same revision with another hash).
+/// A rule set the agent refused because it holds a higher revision of the team.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefusedDowngrade {
     /// The team.
@@ -190,9 +192,9 @@ pub struct RefusedDowngrade {
 /// What [`Snapshot::put_ruleset`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PutOutcome {
-    /// Stored: the team was not held, or held at a lower revision (or this very revision and hash).
+    /// Stored: the team was not held, or held at this revision or a lower one.
     Stored,
-    /// Not stored: the team is held at a higher revision, or at this revision with another hash.
+    /// Not stored: the team is held at a higher revision.
     Refused(RefusedDowngrade),
 }
 
@@ -288,8 +290,8 @@ impl Snapshot {
     // --- rule sets ---
 
     /// Stores a rule set in force, replacing the team's previous one unless that one is newer: a lower
-    /// revision, or the same revision with another hash, is refused (the refusal recorded and counted in
-    /// the same transaction) and the held one stays in force.
+    /// revision is refused (the refusal recorded and counted in the same transaction) and the held one
+    /// stays in force. The same revision is stored (a resend, or a re-rendering after a rebuild).
     ///
     /// # Errors
     /// On a database failure or a corrupt stored value.
@@ -302,10 +304,7 @@ impl Snapshot {
                 .map(|v| serde_json::from_str(v.value()))
                 .transpose()?;
             match held {
-                Some(held)
-                    if held.revision > ruleset.revision
-                        || (held.revision == ruleset.revision && held.hash != ruleset.hash) =>
-                {
+                Some(held) if held.revision > ruleset.revision => {
                     let refused = RefusedDowngrade {
                         team: ruleset.team.clone(),
                         offered_revision: ruleset.revision,
@@ -786,8 +785,8 @@ mod tests {
     }
 
     #[test]
-    fn a_lower_revision_or_the_same_revision_with_another_hash_is_refused_and_counted()
-    -> anyhow::Result<()> {
+    fn a_lower_revision_is_refused_and_counted_and_a_re_rendered_one_is_taken() -> anyhow::Result<()>
+    {
         let dir = tempfile::tempdir()?;
         {
             let snap = Snapshot::open(dir.path())?;
@@ -798,8 +797,13 @@ mod tests {
                 anyhow::bail!("revision 4 stored over 5");
             };
             assert_eq!((refused.offered_revision, refused.held_revision), (4, 5));
+            // The same revision re-rendered (a rebuild with a new renderer keeps revisions).
+            assert_eq!(
+                snap.put_ruleset(&stored("t", 5, "re-rendered"))?,
+                PutOutcome::Stored
+            );
             assert!(matches!(
-                snap.put_ruleset(&stored("t", 5, "other"))?,
+                snap.put_ruleset(&stored("t", 3, "h3"))?,
                 PutOutcome::Refused(_)
             ));
             // Another team is independent; a higher revision is stored.
@@ -823,7 +827,7 @@ mod tests {
                 refused[1].held_revision,
                 refused[1].held_hash.as_str()
             ),
-            (5, "other", 5, "h5")
+            (3, "h3", 5, "re-rendered")
         );
         Ok(())
     }

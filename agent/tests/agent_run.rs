@@ -464,8 +464,10 @@ fn revision_doc(revision: u64, hash: &str, content: &str) -> serde_json::Value {
     doc
 }
 
-/// A gateway that replays a stale carrier: on `hello` it sends revision 2 of the team, and once the
-/// agent applied it, revision 1 (then revision 2 with another hash). Every agent message is kept.
+/// A gateway that replays a stale carrier: on `hello` it sends revision 2 of the team; once the agent
+/// applied it, revision 1 (stale) and revision 3; once it applied 3, revision 2 (stale) and revision 3
+/// re-rendered (same revision, another hash, as after a rebuild with a new renderer). Every agent
+/// message is kept.
 async fn downgrading_gateway(
     listener: TcpListener,
     seen: Arc<Mutex<Vec<AgentMessage>>>,
@@ -478,6 +480,7 @@ async fn downgrading_gateway(
         hash: hash.into(),
         ruleset: revision_doc(revision, hash, content),
     };
+    let mut applied_three = 0;
     while let Some(message) = ws.next().await {
         let Message::Text(text) = message? else {
             continue;
@@ -497,8 +500,15 @@ async fn downgrading_gateway(
             ],
             AgentMessage::Applied(h) if h.revision == 2 => vec![
                 rule_set(1, "hash-1", "Revision one."),
-                rule_set(2, "hash-2-forged", "Revision two, forged."),
+                rule_set(3, "hash-3", "Revision three."),
             ],
+            AgentMessage::Applied(h) if h.revision == 3 && applied_three == 0 => {
+                applied_three += 1;
+                vec![
+                    rule_set(2, "hash-2", "Revision two."),
+                    rule_set(3, "hash-3-re-rendered", "Revision three, re-rendered."),
+                ]
+            }
             _ => vec![],
         };
         for reply in replies {
@@ -531,24 +541,14 @@ async fn the_agent_refuses_a_lower_revision_keeps_enforcing_the_held_one_and_rep
             .stderr(Stdio::inherit())
             .spawn()?,
     );
-    let refused = |seen: &Arc<Mutex<Vec<AgentMessage>>>| -> Vec<AgentMessage> {
-        seen.lock()
-            .map(|s| {
-                s.iter()
-                    .filter(|m| matches!(m, AgentMessage::Refused { .. }))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    // The agent answers both stale rule sets: it said something after each (a dead agent fails here).
+    // The agent answers all five rule sets (a dead agent fails here).
     let answered = eventually(Duration::from_secs(10), || {
         seen.lock()
             .map(|s| {
                 s.iter()
                     .filter(|m| !matches!(m, AgentMessage::Hello { .. }))
                     .count()
-                    >= 3
+                    >= 5
             })
             .unwrap_or(false)
     })
@@ -557,6 +557,22 @@ async fn the_agent_refuses_a_lower_revision_keeps_enforcing_the_held_one_and_rep
     assert!(
         answered,
         "the agent did not answer every rule set: {messages:?}"
+    );
+    let applied: Vec<(u64, String)> = messages
+        .iter()
+        .filter_map(|m| match m {
+            AgentMessage::Applied(h) => Some((h.revision, h.hash.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        applied,
+        vec![
+            (2, "hash-2".to_owned()),
+            (3, "hash-3".to_owned()),
+            (3, "hash-3-re-rendered".to_owned())
+        ],
+        "the agent applied rule sets older than the one it held: {messages:?}"
     );
     let status = env
         .command()
@@ -569,25 +585,24 @@ async fn the_agent_refuses_a_lower_revision_keeps_enforcing_the_held_one_and_rep
             status["rulesets"][0]["revision"].as_u64(),
             status["rulesets"][0]["hash"].as_str()
         ),
-        (Some(2), Some("hash-2")),
+        (Some(3), Some("hash-3-re-rendered")),
         "the agent stored a rule set older than the one it held: {status}"
     );
     let team_file = env.team_file();
+    let text = read(&team_file);
     assert!(
-        read(&team_file).contains("Revision two.") && !read(&team_file).contains("Revision one."),
-        "{}",
-        read(&team_file)
+        text.contains("Revision three, re-rendered.")
+            && !text.contains("Revision one.")
+            && !text.contains("Revision two."),
+        "{text}"
     );
-    let applied: Vec<u64> = messages
+    let refused: Vec<AgentMessage> = messages
         .iter()
-        .filter_map(|m| match m {
-            AgentMessage::Applied(h) => Some(h.revision),
-            _ => None,
-        })
+        .filter(|m| matches!(m, AgentMessage::Refused { .. }))
+        .cloned()
         .collect();
-    assert_eq!(applied, vec![2], "{messages:?}");
     assert_eq!(
-        refused(&seen),
+        refused,
         vec![
             AgentMessage::Refused {
                 team: TEAM.into(),
@@ -599,9 +614,9 @@ async fn the_agent_refuses_a_lower_revision_keeps_enforcing_the_held_one_and_rep
             AgentMessage::Refused {
                 team: TEAM.into(),
                 revision: 2,
-                hash: "hash-2-forged".into(),
-                held_revision: 2,
-                held_hash: "hash-2".into(),
+                hash: "hash-2".into(),
+                held_revision: 3,
+                held_hash: "hash-3".into(),
             }
         ]
     );
@@ -616,14 +631,18 @@ async fn the_agent_refuses_a_lower_revision_keeps_enforcing_the_held_one_and_rep
             listed[0]["team"].as_str(),
             listed[0]["offered_revision"].as_u64(),
             listed[0]["held_revision"].as_u64(),
+            listed[1]["offered_revision"].as_u64(),
+            listed[1]["held_revision"].as_u64(),
         ),
-        (Some(TEAM), Some(1), Some(2)),
+        (Some(TEAM), Some(1), Some(2), Some(2), Some(3)),
         "{status}"
     );
     assert!(listed[0]["at"].is_string(), "{status}");
     // Still enforced: an edit of the held revision's text is restored.
-    let text = read(&team_file);
-    std::fs::write(&team_file, text.replace("Revision two.", "Anything goes."))?;
+    std::fs::write(
+        &team_file,
+        text.replace("Revision three, re-rendered.", "Anything goes."),
+    )?;
     assert!(
         eventually(Duration::from_secs(5), || read(&team_file) == text).await,
         "the held revision is no longer enforced: {}",

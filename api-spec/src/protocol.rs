@@ -22,8 +22,9 @@
 //!    revision to a team's connections it reads none of its connections: what agents send meanwhile
 //!    (`Applied`, reports, pongs) waits in their sockets and is read once the revision is written to
 //!    every connection (tens of milliseconds for 10,000 agents).
-//!    A rule set of a lower revision than the agent holds (or of the same revision with another hash)
-//!    is not stored: the agent answers [`AgentMessage::Refused`] instead of `Applied`.
+//!    A rule set of a lower revision than the agent holds is not stored: the agent answers
+//!    [`AgentMessage::Refused`] instead of `Applied` (the same revision with another hash is stored: a
+//!    rebuild with a new renderer keeps revisions and changes hashes).
 //! 5. agent → [`AgentMessage::Report`] for every enforcement action, with an id the agent generated; the
 //!    gateway turns it into a command, idempotently, and answers [`GatewayMessage::ReportAck`]; only then
 //!    does the agent drop the report from its outbox.
@@ -109,8 +110,8 @@ pub enum AgentMessage {
     Applied(Holding),
     /// An enforcement action.
     Report(Report),
-    /// A rule set the agent did not store: it holds a higher revision of the team, or this revision with
-    /// another hash. It keeps enforcing what it holds (`held_revision`, `held_hash`); a rollback on the
+    /// A rule set the agent did not store: it holds a higher revision of the team. It keeps enforcing
+    /// what it holds (`held_revision`, `held_hash`); a rollback on the
     /// server is always a new, higher revision, so this means a stale carrier (the gateway logs it).
     Refused {
         /// The team.
