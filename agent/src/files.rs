@@ -139,6 +139,12 @@ pub fn resolve(path: &Path, home: &Path, project: Option<&Path>) -> Resolution {
     Resolution::Manage(target)
 }
 
+/// Whether two paths name one file (compared resolved when they exist).
+fn same_file(a: &Path, b: &Path) -> bool {
+    let resolved = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    a == b || resolved(a) == resolved(b)
+}
+
 /// The managed files (resolved) and the paths left alone.
 fn resolve_all(paths: &Paths, watched: &[PathBuf]) -> (Vec<Target>, Vec<Refused>) {
     let mut candidates = vec![
@@ -165,7 +171,7 @@ fn resolve_all(paths: &Paths, watched: &[PathBuf]) -> (Vec<Target>, Vec<Refused>
     for candidate in candidates {
         match resolve(&candidate.path, &paths.home, candidate.project.as_deref()) {
             // Two layers in one file would overwrite each other's section.
-            Resolution::Manage(file) if managed.iter().any(|t| t.path == file) => {
+            Resolution::Manage(file) if managed.iter().any(|t| same_file(&t.path, &file)) => {
                 refused.push(Refused {
                     reason: format!(
                         "a symbolic link to {}, which is managed already",
