@@ -13,7 +13,9 @@
 //! Checkpoints are checked against a trusted public key when there is one: `--public-key`, else the
 //! key of `EDICT_AUDIT_SIGNING_KEY`, else (database mode) the key kept in the store, which proves less
 //! (whoever rewrites the database can read it). Either mode names the first broken link and exits with
-//! a failure status; `--output json` prints the whole report.
+//! a failure status; `--output json` prints the whole report. Database mode also says what it did not
+//! verify: events after the last checkpoint (chained, not signed) and events not yet chained
+//! (`unchained_events`), which fail the command with `--strict`.
 
 use crate::output::{self, OutputFormat};
 use anyhow::{Context, Result, anyhow, bail};
@@ -96,6 +98,11 @@ pub struct VerifyArgs {
     /// `text` or `json`.
     #[arg(long, default_value = "text")]
     output: OutputFormat,
+    /// Database mode: fail when events of the log are not chained yet (not verified), as after the
+    /// audit role was killed; without it they are reported (`unchained_events`) and the chain that
+    /// exists decides the exit status.
+    #[arg(long)]
+    strict: bool,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -214,6 +221,10 @@ async fn verify_database(args: &VerifyArgs) -> Result<()> {
                     "{} events after the last checkpoint (chained, not yet signed)",
                     report.unsigned_events
                 ));
+                output::line(&format!(
+                    "{} events not yet chained (in the log after the chain's head, not verified)",
+                    report.unchained_events
+                ));
             }
             match trusted {
                 Some((key, source)) => output::line(&format!(
@@ -229,6 +240,10 @@ async fn verify_database(args: &VerifyArgs) -> Result<()> {
     }
     match report.broken {
         Some(broken) => bail!("{}", broken.message),
+        None if args.strict && report.unchained_events > 0 => bail!(
+            "{} events not yet chained: the audit role has not chained the log's tail (is it running?)",
+            report.unchained_events
+        ),
         None => Ok(()),
     }
 }

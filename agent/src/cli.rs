@@ -190,7 +190,9 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             )
             .await
         }
-        Command::Status { output: format } => status(&Snapshot::open(&data_dir)?, *format),
+        Command::Status { output: format } => {
+            status(&Snapshot::open(&data_dir)?, &cli.paths()?, *format)
+        }
         Command::Watch { dir } => {
             let dir = project_dir(dir)?;
             Snapshot::open(&data_dir)?.watch(&dir)?;
@@ -225,7 +227,16 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Sync {
             timeout_secs,
             output: format,
-        } => sync(&data_dir, Duration::from_secs(*timeout_secs), *format).await,
+        } => {
+            let paths = cli.paths()?;
+            sync(
+                &data_dir,
+                &paths,
+                Duration::from_secs(*timeout_secs),
+                *format,
+            )
+            .await
+        }
         Command::Appeal {
             change,
             reason,
@@ -333,7 +344,12 @@ async fn login(
 }
 
 /// Signals the running daemon (SIGHUP), then waits for it to be connected again.
-async fn sync(data_dir: &Path, timeout: Duration, format: Format) -> anyhow::Result<()> {
+async fn sync(
+    data_dir: &Path,
+    paths: &Paths,
+    timeout: Duration,
+    format: Format,
+) -> anyhow::Result<()> {
     let snapshot = Snapshot::open(data_dir)?;
     let pid = snapshot
         .identity(keys::DAEMON_PID)?
@@ -357,7 +373,7 @@ async fn sync(data_dir: &Path, timeout: Duration, format: Format) -> anyhow::Res
         let connected = snapshot.identity(keys::CONNECTED)?.as_deref() == Some("true");
         let since = snapshot.identity(keys::CONNECTED_SINCE)?;
         if connected && since != before {
-            return status(&snapshot, format);
+            return status(&snapshot, paths, format);
         }
         if tokio::time::Instant::now() >= deadline {
             bail!(
@@ -420,7 +436,7 @@ fn project_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-fn status(snapshot: &Snapshot, format: Format) -> anyhow::Result<()> {
+fn status(snapshot: &Snapshot, paths: &Paths, format: Format) -> anyhow::Result<()> {
     let connected = snapshot.identity(keys::CONNECTED)?.as_deref() == Some("true");
     let since = snapshot.identity(keys::CONNECTED_SINCE)?;
     let server = snapshot.identity(keys::SERVER)?;
@@ -442,6 +458,9 @@ fn status(snapshot: &Snapshot, format: Format) -> anyhow::Result<()> {
         "pending_reports": outbox.len(),
         "watched": snapshot.watched()?,
         "recent_actions": actions.iter().rev().take(10).collect::<Vec<_>>(),
+        "refused_downgrades": snapshot.refused_downgrades()?,
+        "refused_downgrades_total": snapshot.refused_downgrade_count()?,
+        "refused_files": crate::files::refused(paths, &snapshot.watched()?),
     });
     if format == Format::Json {
         output::json(&value);
@@ -472,17 +491,28 @@ fn status(snapshot: &Snapshot, format: Format) -> anyhow::Result<()> {
         ));
     }
     output::line(&format!("pending reports: {}", outbox.len()));
+    output::line(&format!(
+        "refused downgrades: {}",
+        snapshot.refused_downgrade_count()?
+    ));
+    for r in crate::files::refused(paths, &snapshot.watched()?) {
+        output::line(&format!("left alone: {} ({})", r.file.display(), r.reason));
+    }
     for a in actions.iter().rev().take(10) {
         output::line(&format!("  {}  {}  {}", a.at, a.what, a.file));
     }
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or Ctrl-C. The SIGTERM handler is installed by this call, not when the future is first
+/// polled: the daemon polls it only after its start-up sync, and a SIGTERM before that would kill the
+/// process instead of stopping it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    async move {
+        #[cfg(unix)]
+        match term {
             Ok(mut term) => {
                 tokio::select! {
                     _ = term.recv() => {}
@@ -493,9 +523,9 @@ async fn shutdown_signal() {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

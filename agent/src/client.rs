@@ -4,12 +4,14 @@
 //! Per connection: `Authorization: Bearer <agent token>` and `Edict-Protocol: 1` on the upgrade; `Hello`
 //! with the holdings from the snapshot; after `Welcome`, every report of the outbox is sent (again on
 //! each new connection, the gateway recognises a report id it has seen) and dropped on its `ReportAck`.
-//! A `RuleSet` is committed to the snapshot, the files are reconciled, then `Applied` is sent. Buffers
+//! A `RuleSet` is committed to the snapshot, the files are reconciled, then `Applied` is sent; one of a
+//! lower revision than the rule set held is not stored and answered with `Refused`
+//! ([`Snapshot::put_ruleset`]). Buffers
 //! are small (4 KiB read, no write buffering): an agent holds one idle connection most of the time.
 
 use crate::daemon::Command;
 use crate::ruleset::RuleSetDoc;
-use crate::snapshot::{Snapshot, StoredRuleSet, keys};
+use crate::snapshot::{PutOutcome, Snapshot, StoredRuleSet, keys};
 use anyhow::{Context, anyhow, bail};
 use edict_api::protocol::{
     AgentMessage, GatewayMessage, Holding, PROTOCOL_HEADER, PROTOCOL_VERSION,
@@ -265,8 +267,25 @@ async fn session(
                             }
                         };
                         let stored = StoredRuleSet { team: team.clone(), revision, hash: hash.clone(), doc };
-                        // Durable first: `applied` promises the rule set survives a crash.
-                        blocking(snapshot, move |s| s.put_ruleset(&stored)).await?;
+                        // Durable first: `applied` promises the rule set survives a crash. A rule set
+                        // older than the one held is not stored (the snapshot records why).
+                        let outcome = blocking(snapshot, move |s| s.put_ruleset(&stored)).await?;
+                        if let PutOutcome::Refused(refused) = outcome {
+                            tracing::warn!(
+                                team,
+                                offered_revision = revision,
+                                held_revision = refused.held_revision,
+                                "refused a rule set older than the one held; still enforcing the held one"
+                            );
+                            send(&mut sink, &AgentMessage::Refused {
+                                team,
+                                revision,
+                                hash,
+                                held_revision: refused.held_revision,
+                                held_hash: refused.held_hash,
+                            }).await?;
+                            continue;
+                        }
                         if let Err(e) = resync(engine).await {
                             tracing::warn!(error = %e, team, "rule set stored; some files not written yet");
                         }

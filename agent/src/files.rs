@@ -7,14 +7,25 @@
 //! The organization and team bodies are the distinct rendered texts of the teams' layer, in team id
 //! order. The project body is rendered here (same format as the server) from the project rules whose
 //! triggers match a file of the project, or that have no trigger. Writes are atomic: a temp file in the
-//! same directory, fsync, rename, keeping the existing file's permissions.
+//! same directory (created `0600`), fsync, rename, keeping the existing file's permissions (`0644` for a
+//! new file).
+//!
+//! # Symbolic links
+//! A managed path that is a symbolic link is managed only when it resolves to a regular file named
+//! `CLAUDE.md` inside the user's home or (for a project file) the project ([`resolve`]); the agent then
+//! reads and writes that file, and the link stays. Anything else (a repository shipping
+//! `CLAUDE.md -> ~/.ssh/id_ed25519`, a link out of the home, to a directory, to nothing) is left alone,
+//! link and target: no read, no write, a warning in the log and an entry in `edict-agent status`
+//! ([`refused`]). Writes never follow a link either: one that appears after the paths were resolved
+//! fails the write before anything is read through it or copied ([`write_atomic_if_unchanged`]).
 
 use crate::ruleset::{EffectiveRule, Layer, Mode, render_layer};
 use crate::snapshot::StoredRuleSet;
 use globset::{Glob, GlobSetBuilder};
-use std::collections::BTreeSet;
-use std::io::Write;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 /// The managed file name in a project.
 pub const PROJECT_FILE: &str = "CLAUDE.md";
@@ -30,6 +41,8 @@ pub struct Paths {
     pub org_file: PathBuf,
     /// The team layer's file.
     pub team_file: PathBuf,
+    /// The user's home: a symbolic link may point to an instruction file inside it.
+    pub home: PathBuf,
 }
 
 impl Paths {
@@ -38,6 +51,7 @@ impl Paths {
         Paths {
             org_file,
             team_file: home.join(".claude").join("CLAUDE.md"),
+            home: home.to_path_buf(),
         }
     }
 
@@ -58,9 +72,82 @@ pub struct Target {
     pub project: Option<PathBuf>,
 }
 
-/// Every managed file: the organization and team files, and each watched project's file.
-pub fn targets(paths: &Paths, watched: &[PathBuf]) -> Vec<Target> {
-    let mut out = vec![
+/// A managed path the agent leaves alone, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Refused {
+    /// The path (the symbolic link).
+    pub file: PathBuf,
+    /// Why, for a person.
+    pub reason: String,
+}
+
+/// What the agent does with a managed path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// Read and write this file: the path itself, or the instruction file its symbolic link points to.
+    Manage(PathBuf),
+    /// Leave the path and whatever it points to alone, for this reason.
+    Refuse(String),
+}
+
+/// Whether `path` lies inside `root` (both resolved: `..` and links in `root` do not fool it).
+fn inside(path: &Path, root: &Path) -> bool {
+    std::fs::canonicalize(root).is_ok_and(|root| path.starts_with(root))
+}
+
+/// Resolves a managed path. Not there yet, or a regular file: itself. A symbolic link (through any
+/// number of links): the regular file it ends at, when that is named `CLAUDE.md` and lies inside `home`
+/// or `project`; anything else is refused. A directory or special file (a FIFO would block every read)
+/// is refused too.
+pub fn resolve(path: &Path, home: &Path, project: Option<&Path>) -> Resolution {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        // Missing (created by the first write), or unreadable: the write reports that failure.
+        Err(_) => return Resolution::Manage(path.to_path_buf()),
+    };
+    if !meta.file_type().is_symlink() {
+        return if meta.is_file() {
+            Resolution::Manage(path.to_path_buf())
+        } else {
+            Resolution::Refuse("not a regular file".to_owned())
+        };
+    }
+    let target = match std::fs::canonicalize(path) {
+        Ok(target) => target,
+        Err(e) => {
+            return Resolution::Refuse(format!("a symbolic link that leads nowhere usable ({e})"));
+        }
+    };
+    if !std::fs::metadata(&target).is_ok_and(|m| m.is_file()) {
+        return Resolution::Refuse(format!(
+            "a symbolic link to {}, which is not a regular file",
+            target.display()
+        ));
+    }
+    if target.file_name().is_none_or(|name| name != PROJECT_FILE) {
+        return Resolution::Refuse(format!(
+            "a symbolic link to {}, which is not an instruction file ({PROJECT_FILE})",
+            target.display()
+        ));
+    }
+    if !(inside(&target, home) || project.is_some_and(|p| inside(&target, p))) {
+        return Resolution::Refuse(format!(
+            "a symbolic link to {}, outside the home and the project",
+            target.display()
+        ));
+    }
+    Resolution::Manage(target)
+}
+
+/// Whether two paths name one file (compared resolved when they exist).
+fn same_file(a: &Path, b: &Path) -> bool {
+    let resolved = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    a == b || resolved(a) == resolved(b)
+}
+
+/// The managed files (resolved) and the paths left alone.
+fn resolve_all(paths: &Paths, watched: &[PathBuf]) -> (Vec<Target>, Vec<Refused>) {
+    let mut candidates = vec![
         Target {
             path: paths.org_file.clone(),
             layer: Layer::Organization,
@@ -73,13 +160,61 @@ pub fn targets(paths: &Paths, watched: &[PathBuf]) -> Vec<Target> {
         },
     ];
     for dir in watched {
-        out.push(Target {
+        candidates.push(Target {
             path: Paths::project_file(dir),
             layer: Layer::Project,
             project: Some(dir.clone()),
         });
     }
-    out
+    let mut managed: Vec<Target> = Vec::new();
+    let mut refused = Vec::new();
+    for candidate in candidates {
+        match resolve(&candidate.path, &paths.home, candidate.project.as_deref()) {
+            // Two layers in one file would overwrite each other's section.
+            Resolution::Manage(file) if managed.iter().any(|t| same_file(&t.path, &file)) => {
+                refused.push(Refused {
+                    reason: format!(
+                        "a symbolic link to {}, which is managed already",
+                        file.display()
+                    ),
+                    file: candidate.path,
+                });
+            }
+            Resolution::Manage(file) => managed.push(Target {
+                path: file,
+                ..candidate
+            }),
+            Resolution::Refuse(reason) => refused.push(Refused {
+                file: candidate.path,
+                reason,
+            }),
+        }
+    }
+    (managed, refused)
+}
+
+/// The paths warned about, with the reason: one warning per path and reason, not one per audit.
+static WARNED: Mutex<BTreeMap<PathBuf, String>> = Mutex::new(BTreeMap::new());
+
+/// Every managed file: the organization and team files, and each watched project's file, each as
+/// [`resolve`]d (a symbolic link to an instruction file is replaced by that file; a refused one is left
+/// out and logged).
+pub fn targets(paths: &Paths, watched: &[PathBuf]) -> Vec<Target> {
+    let (managed, refused) = resolve_all(paths, watched);
+    let mut warned = WARNED.lock().unwrap_or_else(PoisonError::into_inner);
+    for r in &refused {
+        if warned.get(&r.file) != Some(&r.reason) {
+            tracing::warn!(file = %r.file.display(), reason = r.reason, "left alone: not managed");
+            warned.insert(r.file.clone(), r.reason.clone());
+        }
+    }
+    warned.retain(|file, _| refused.iter().any(|r| &r.file == file));
+    managed
+}
+
+/// The managed paths the agent leaves alone, and why (for `edict-agent status`).
+pub fn refused(paths: &Paths, watched: &[PathBuf]) -> Vec<Refused> {
+    resolve_all(paths, watched).1
 }
 
 /// What a managed section should hold.
@@ -217,10 +352,12 @@ pub fn read(path: &Path) -> std::io::Result<Option<String>> {
 }
 
 /// Writes `contents` to `path` atomically: parent dirs created, a temp file in the same directory
-/// written and fsynced, the existing file's permissions kept, then renamed over `path`.
+/// created `0600`, written and fsynced, given the existing file's permissions (`0644` for a new file),
+/// then renamed over `path`.
 ///
 /// # Errors
-/// On any filesystem failure (the temp file is removed).
+/// On any filesystem failure (the temp file is removed), and when `path` is a symbolic link (left
+/// alone; see the module documentation).
 pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
     write_atomic_if(path, None, contents).map(|_| ())
 }
@@ -230,15 +367,90 @@ pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
 ///
 /// This narrows the race with another writer to the instant between the check and the rename: the agent
 /// never replaces a file based on content it did not see (which would orphan the other writer's data).
+/// The check runs before the temp file is created too, and never follows a symbolic link: content read
+/// through a link that appeared after the paths were resolved (say, to a private key) never matches
+/// what is on disk, so it is never copied into a temp file or the managed file.
 ///
 /// # Errors
-/// On any filesystem failure (the temp file is removed).
+/// On any filesystem failure (the temp file is removed), and when `path` is a symbolic link.
 pub fn write_atomic_if_unchanged(
     path: &Path,
     expected: Option<&str>,
     contents: &str,
 ) -> std::io::Result<bool> {
     write_atomic_if(path, Some(expected), contents)
+}
+
+/// Permissions of a file the agent creates: readable by every user's assistant (the organization file
+/// lives in `/etc`), writable by its owner.
+#[cfg(unix)]
+const NEW_FILE_MODE: u32 = 0o644;
+
+/// The file at `path` without following a symbolic link in its last component (`None`: missing): its
+/// bytes and metadata. A link is an error (`InvalidInput`), as is anything but a regular file.
+fn read_no_follow(path: &Path) -> std::io::Result<Option<(Vec<u8>, std::fs::Metadata)>> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_NONBLOCK: a FIFO put in the file's place cannot hang the agent.
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let mut file = match options.open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        #[cfg(unix)]
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(symlink_error(path)),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file: left alone", path.display()),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.read_to_end(&mut bytes)?;
+    Ok(Some((bytes, meta)))
+}
+
+fn symlink_error(path: &Path) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!(
+            "{} became a symbolic link: left alone, not read through",
+            path.display()
+        ),
+    )
+}
+
+/// Whether the file holds `expected` (compared as [`read`] decodes it).
+fn holds(found: Option<&(Vec<u8>, std::fs::Metadata)>, expected: Option<&str>) -> bool {
+    match (found, expected) {
+        (None, None) => true,
+        (Some((bytes, _)), Some(expected)) => String::from_utf8_lossy(bytes) == expected,
+        _ => false,
+    }
+}
+
+/// A new temp file for `path` in `dir`, private to its user (`0600`) until it is complete.
+fn create_temp(dir: &Path, path: &Path) -> std::io::Result<(std::fs::File, PathBuf)> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.edict-{:016x}.tmp", rand::random::<u64>()));
+    let mut options = std::fs::OpenOptions::new();
+    // `create_new` (O_EXCL) never follows a link planted at the temp name.
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    Ok((options.open(&tmp)?, tmp))
 }
 
 fn write_atomic_if(
@@ -251,21 +463,32 @@ fn write_atomic_if(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.edict-{:016x}.tmp", rand::random::<u64>()));
+    // Before any temp file exists: `contents` was built from what the caller read, which must be
+    // what is at `path` itself (never what a link points to).
+    let found = read_no_follow(path)?;
+    if let Some(expected) = expected
+        && !holds(found.as_ref(), expected)
+    {
+        return Ok(false);
+    }
+    let (mut file, tmp) = create_temp(dir, path)?;
     let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
         file.write_all(contents.as_bytes())?;
-        if let Ok(meta) = std::fs::metadata(path) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = found.as_ref().map_or(NEW_FILE_MODE, |(_, meta)| {
+                meta.permissions().mode() & 0o7777
+            });
+            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
+        #[cfg(not(unix))]
+        if let Some((_, meta)) = &found {
             file.set_permissions(meta.permissions())?;
         }
         file.sync_all()?;
-        drop(file);
         if let Some(expected) = expected
-            && read(path)?.as_deref() != expected
+            && !holds(read_no_follow(path)?.as_ref(), expected)
         {
             std::fs::remove_file(&tmp)?;
             return Ok(false);
@@ -277,6 +500,7 @@ fn write_atomic_if(
         }
         Ok(true)
     })();
+    drop(file);
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -381,6 +605,160 @@ mod tests {
         assert!(!d.body.contains("Rule 2"));
         assert!(d.body.contains("Applies to: `src/**/*.rs`"));
         assert_eq!(d.mode, Mode::Temporary);
+        Ok(())
+    }
+
+    const KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret-key-bytes\n";
+
+    /// Every file under `dir` (links not followed) whose bytes contain `needle`.
+    fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let path = entry.path();
+                let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                if meta.is_dir() {
+                    stack.push(path);
+                } else if meta.is_file()
+                    && std::fs::read(&path)
+                        .is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle))
+                {
+                    out.push(path);
+                }
+            }
+        }
+        out
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_to_a_private_key_is_left_alone_and_never_read_through() -> anyhow::Result<()> {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir()?;
+        let home = dir.path().join("home");
+        let key = home.join(".ssh/id_ed25519");
+        std::fs::create_dir_all(key.parent().unwrap_or(&home))?;
+        std::fs::write(&key, KEY)?;
+        let project = home.join("repo");
+        std::fs::create_dir_all(&project)?;
+        let link = project.join("CLAUDE.md");
+        symlink(&key, &link)?;
+        let paths = Paths::new(&home, dir.path().join("etc/CLAUDE.md"));
+        let watched = [project.clone()];
+
+        assert!(matches!(
+            resolve(&link, &home, Some(&project)),
+            Resolution::Refuse(reason) if reason.contains("not an instruction file")
+        ));
+        let all = targets(&paths, &watched);
+        assert!(all.iter().all(|t| t.layer != Layer::Project), "{all:?}");
+        let refusals = refused(&paths, &watched);
+        assert_eq!(refusals.len(), 1);
+        assert_eq!(refusals[0].file, link);
+
+        // A write that races a link into place fails before anything is read through it.
+        let error = write_atomic_if_unchanged(&link, Some(KEY), &format!("{KEY}section"))
+            .err()
+            .ok_or_else(|| anyhow::anyhow!("wrote through a link"))?;
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+        assert!(write_atomic(&link, "section").is_err());
+        assert_eq!(std::fs::read_link(&link)?, key);
+        assert_eq!(std::fs::read_to_string(&key)?, KEY);
+        assert_eq!(files_containing(dir.path(), "secret-key-bytes"), vec![key]);
+        assert_eq!(
+            std::fs::read_dir(&project)?.count(),
+            1,
+            "a temp file was left"
+        );
+        Ok(())
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_is_managed_only_to_an_instruction_file_in_the_home_or_the_project()
+    -> anyhow::Result<()> {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir()?;
+        let elsewhere = tempfile::tempdir()?;
+        let home = dir.path().join("home");
+        let dotfiles = home.join("dotfiles/CLAUDE.md");
+        std::fs::create_dir_all(home.join(".claude"))?;
+        std::fs::create_dir_all(home.join("dotfiles"))?;
+        std::fs::write(&dotfiles, "# mine\n")?;
+        let paths = Paths::new(&home, dir.path().join("etc/CLAUDE.md"));
+        symlink(&dotfiles, &paths.team_file)?;
+        let project = dir.path().join("work/repo");
+        std::fs::create_dir_all(project.join("docs"))?;
+        std::fs::write(project.join("docs/CLAUDE.md"), "")?;
+        symlink("docs/CLAUDE.md", project.join("CLAUDE.md"))?;
+
+        // Through a link: the real file is the target; the link stays.
+        let all = targets(&paths, std::slice::from_ref(&project));
+        let real = |p: &Path| std::fs::canonicalize(p);
+        assert_eq!(all[1].path, real(&dotfiles)?);
+        assert_eq!(all[2].path, real(&project.join("docs/CLAUDE.md"))?);
+        write_atomic(&all[1].path, "# mine\nsection\n")?;
+        assert!(
+            std::fs::symlink_metadata(&paths.team_file)?
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(
+            std::fs::read_to_string(&paths.team_file)?,
+            "# mine\nsection\n"
+        );
+
+        // Outside the home and the project, to a directory, to nothing, to a managed file: refused.
+        let outside = elsewhere.path().join("CLAUDE.md");
+        std::fs::write(&outside, "")?;
+        let cases = [
+            (outside.clone(), "outside the home and the project"),
+            (elsewhere.path().to_path_buf(), "not a regular file"),
+            (elsewhere.path().join("missing/CLAUDE.md"), "leads nowhere"),
+            (dotfiles.clone(), "managed already"),
+        ];
+        for (target, why) in cases {
+            std::fs::remove_file(project.join("CLAUDE.md"))?;
+            symlink(&target, project.join("CLAUDE.md"))?;
+            let refusals = refused(&paths, std::slice::from_ref(&project));
+            assert_eq!(refusals.len(), 1, "{target:?}: {refusals:?}");
+            assert!(refusals[0].reason.contains(why), "{target:?}: {refusals:?}");
+            assert_eq!(targets(&paths, std::slice::from_ref(&project)).len(), 2);
+        }
+        // A FIFO in a file's place is not opened (it would block).
+        let fifo = project.join("CLAUDE.md");
+        std::fs::remove_file(&fifo)?;
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
+        anyhow::ensure!(made.success(), "mkfifo");
+        assert!(matches!(
+            resolve(&fifo, &home, Some(&project)),
+            Resolution::Refuse(_)
+        ));
+        assert!(write_atomic(&fifo, "x").is_err());
+        Ok(())
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn temp_files_are_created_private_and_the_file_gets_its_permissions() -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("CLAUDE.md");
+        let (file, tmp) = create_temp(dir.path(), &path)?;
+        assert_eq!(file.metadata()?.permissions().mode() & 0o777, 0o600);
+        drop(file);
+        std::fs::remove_file(tmp)?;
+        let mode = |p: &Path| -> anyhow::Result<u32> {
+            Ok(std::fs::metadata(p)?.permissions().mode() & 0o7777)
+        };
+        write_atomic(&path, "new")?;
+        assert_eq!(mode(&path)?, 0o644);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640))?;
+        write_atomic(&path, "again")?;
+        assert_eq!(mode(&path)?, 0o640);
         Ok(())
     }
 

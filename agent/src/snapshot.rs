@@ -10,6 +10,15 @@
 //! | `identity` | key → value (agent token, server URL, agent id, connection status) |
 //! | `watched` | project dir → `""` |
 //! | `actions` | sequence → [`Action`] (JSON), the recent enforcement actions (the last [`MAX_ACTIONS`]) |
+//! | `refusals` | sequence → [`RefusedDowngrade`] (JSON), the recent rule sets refused (the last [`MAX_REFUSALS`]) |
+//! | `counters` | name → count (`refused_downgrades`: every refusal ever, not capped) |
+//!
+//! A rule set is never replaced by a lower revision of its team ([`Snapshot::put_ruleset`]): a gateway
+//! fed by a stale publisher could offer one, and a rollback on the server is always a new, higher
+//! revision, so nothing legitimate is refused. The agent keeps enforcing what it holds and records the
+//! refusal. The same revision with another hash is taken: the server re-renders a revision with a new
+//! renderer when its read model is rebuilt (`projections/src/ruleset.rs`: the revisions are kept, the
+//! hashes change), and refusing it would strand every agent on the old rendering.
 //!
 //! Every write is one durable transaction. The database is opened in redb's multi-writer mode so the
 //! CLI (`watch`, `status`, …) can use it while `run` holds it.
@@ -30,9 +39,14 @@ const CHANGES: TableDefinition<&str, &str> = TableDefinition::new("changes");
 const IDENTITY: TableDefinition<&str, &str> = TableDefinition::new("identity");
 const WATCHED: TableDefinition<&str, &str> = TableDefinition::new("watched");
 const ACTIONS: TableDefinition<u64, &str> = TableDefinition::new("actions");
+const REFUSALS: TableDefinition<u64, &str> = TableDefinition::new("refusals");
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+const REFUSED_COUNT: &str = "refused_downgrades";
 
 /// How many recent actions the snapshot keeps.
 pub const MAX_ACTIONS: usize = 50;
+/// How many recent refused rule sets the snapshot keeps (the count covers every one).
+pub const MAX_REFUSALS: usize = 100;
 
 /// Identity keys.
 pub mod keys {
@@ -158,6 +172,32 @@ pub struct Action {
     pub file: String,
 }
 
+/// A rule set the agent refused because it holds a higher revision of the team.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedDowngrade {
+    /// The team.
+    pub team: String,
+    /// The revision offered.
+    pub offered_revision: u64,
+    /// Its hash.
+    pub offered_hash: String,
+    /// The revision held (and still enforced).
+    pub held_revision: u64,
+    /// Its hash.
+    pub held_hash: String,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+/// What [`Snapshot::put_ruleset`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// Stored: the team was not held, or held at this revision or a lower one.
+    Stored,
+    /// Not stored: the team is held at a higher revision.
+    Refused(RefusedDowngrade),
+}
+
 /// The agent's redb snapshot.
 pub struct Snapshot {
     db: Database,
@@ -210,6 +250,8 @@ impl Snapshot {
         txn.open_table(IDENTITY)?;
         txn.open_table(WATCHED)?;
         txn.open_table(ACTIONS)?;
+        txn.open_table(REFUSALS)?;
+        txn.open_table(COUNTERS)?;
         txn.commit()?;
         Ok(Snapshot { db })
     }
@@ -247,12 +289,76 @@ impl Snapshot {
 
     // --- rule sets ---
 
-    /// Stores a rule set in force (replacing the team's previous one).
+    /// Stores a rule set in force, replacing the team's previous one unless that one is newer: a lower
+    /// revision is refused (the refusal recorded and counted in the same transaction) and the held one
+    /// stays in force. The same revision is stored (a resend, or a re-rendering after a rebuild).
+    ///
+    /// # Errors
+    /// On a database failure or a corrupt stored value.
+    pub fn put_ruleset(&self, ruleset: &StoredRuleSet) -> Result<PutOutcome> {
+        let txn = self.db.begin_write()?;
+        let outcome = {
+            let mut table = txn.open_table(RULESETS)?;
+            let held: Option<StoredRuleSet> = table
+                .get(ruleset.team.as_str())?
+                .map(|v| serde_json::from_str(v.value()))
+                .transpose()?;
+            match held {
+                Some(held) if held.revision > ruleset.revision => {
+                    let refused = RefusedDowngrade {
+                        team: ruleset.team.clone(),
+                        offered_revision: ruleset.revision,
+                        offered_hash: ruleset.hash.clone(),
+                        held_revision: held.revision,
+                        held_hash: held.hash,
+                        at: chrono::Utc::now().to_rfc3339(),
+                    };
+                    let mut refusals = txn.open_table(REFUSALS)?;
+                    let next = refusals.last()?.map_or(0, |(k, _)| k.value() + 1);
+                    refusals.insert(next, to_json(&refused)?.as_str())?;
+                    while refusals.len()? > MAX_REFUSALS as u64 {
+                        if refusals.pop_first()?.is_none() {
+                            break;
+                        }
+                    }
+                    let mut counters = txn.open_table(COUNTERS)?;
+                    let count = counters.get(REFUSED_COUNT)?.map_or(0, |v| v.value());
+                    counters.insert(REFUSED_COUNT, count + 1)?;
+                    PutOutcome::Refused(refused)
+                }
+                _ => {
+                    table.insert(ruleset.team.as_str(), to_json(ruleset)?.as_str())?;
+                    PutOutcome::Stored
+                }
+            }
+        };
+        txn.commit()?;
+        Ok(outcome)
+    }
+
+    /// The recent refused rule sets, oldest first (the last [`MAX_REFUSALS`]).
+    ///
+    /// # Errors
+    /// On a database failure or a corrupt value.
+    pub fn refused_downgrades(&self) -> Result<Vec<RefusedDowngrade>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(REFUSALS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (_, v) = entry?;
+            out.push(serde_json::from_str(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// How many rule sets were ever refused (not capped).
     ///
     /// # Errors
     /// On a database failure.
-    pub fn put_ruleset(&self, ruleset: &StoredRuleSet) -> Result<()> {
-        self.put_str(RULESETS, &ruleset.team, &to_json(ruleset)?)
+    pub fn refused_downgrade_count(&self) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(COUNTERS)?;
+        Ok(table.get(REFUSED_COUNT)?.map_or(0, |v| v.value()))
     }
 
     /// Forgets a team's rule set.
@@ -657,6 +763,85 @@ mod tests {
             std::fs::metadata(&file)?.permissions().mode() & 0o777,
             0o600
         );
+        Ok(())
+    }
+
+    fn stored(team: &str, revision: u64, hash: &str) -> StoredRuleSet {
+        StoredRuleSet {
+            team: team.into(),
+            revision,
+            hash: hash.into(),
+            doc: RuleSetDoc {
+                team_id: team.into(),
+                team_name: team.into(),
+                archived: false,
+                revision,
+                hash: hash.into(),
+                updated_at: serde_json::Value::Null,
+                position: 1,
+                layers: Layers::default(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_lower_revision_is_refused_and_counted_and_a_re_rendered_one_is_taken() -> anyhow::Result<()>
+    {
+        let dir = tempfile::tempdir()?;
+        {
+            let snap = Snapshot::open(dir.path())?;
+            assert_eq!(snap.put_ruleset(&stored("t", 5, "h5"))?, PutOutcome::Stored);
+            // The same rule set again (a gateway resending it) is not a downgrade.
+            assert_eq!(snap.put_ruleset(&stored("t", 5, "h5"))?, PutOutcome::Stored);
+            let PutOutcome::Refused(refused) = snap.put_ruleset(&stored("t", 4, "h4"))? else {
+                anyhow::bail!("revision 4 stored over 5");
+            };
+            assert_eq!((refused.offered_revision, refused.held_revision), (4, 5));
+            // The same revision re-rendered (a rebuild with a new renderer keeps revisions).
+            assert_eq!(
+                snap.put_ruleset(&stored("t", 5, "re-rendered"))?,
+                PutOutcome::Stored
+            );
+            assert!(matches!(
+                snap.put_ruleset(&stored("t", 3, "h3"))?,
+                PutOutcome::Refused(_)
+            ));
+            // Another team is independent; a higher revision is stored.
+            assert_eq!(snap.put_ruleset(&stored("u", 1, "u1"))?, PutOutcome::Stored);
+            assert_eq!(snap.put_ruleset(&stored("t", 6, "h6"))?, PutOutcome::Stored);
+        }
+        let snap = Snapshot::open(dir.path())?;
+        let held: Vec<(String, u64)> = snap
+            .holdings()?
+            .into_iter()
+            .map(|h| (h.team, h.revision))
+            .collect();
+        assert_eq!(held, vec![("t".to_owned(), 6), ("u".to_owned(), 1)]);
+        assert_eq!(snap.refused_downgrade_count()?, 2);
+        let refused = snap.refused_downgrades()?;
+        assert_eq!(refused.len(), 2);
+        assert_eq!(
+            (
+                refused[1].offered_revision,
+                refused[1].offered_hash.as_str(),
+                refused[1].held_revision,
+                refused[1].held_hash.as_str()
+            ),
+            (3, "h3", 5, "re-rendered")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_refusal_list_is_capped_but_the_count_is_not() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let snap = Snapshot::open(dir.path())?;
+        snap.put_ruleset(&stored("t", 9, "h9"))?;
+        for _ in 0..MAX_REFUSALS + 3 {
+            snap.put_ruleset(&stored("t", 1, "h1"))?;
+        }
+        assert_eq!(snap.refused_downgrades()?.len(), MAX_REFUSALS);
+        assert_eq!(snap.refused_downgrade_count()?, MAX_REFUSALS as u64 + 3);
         Ok(())
     }
 

@@ -2,6 +2,11 @@
 //! managed paths themselves matter), forwarding an event about a managed file to the engine. An editor's
 //! rename-save and a deletion show up as events on the directory, so they are seen too. The engine
 //! debounces; the periodic audit backs the watcher up.
+//!
+//! The managed paths are real files (a link to an instruction file is watched at its target, see
+//! `files::targets`), so an event on a managed path that is now a symbolic link means someone put a link
+//! in its place: it is not forwarded (checking the file would read through the link); the next audit
+//! resolves the path again and leaves it alone.
 
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
@@ -22,6 +27,10 @@ impl std::fmt::Debug for ManagedWatcher {
             .field("dirs", &self.dirs)
             .finish()
     }
+}
+
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
 }
 
 impl ManagedWatcher {
@@ -49,7 +58,7 @@ impl ManagedWatcher {
             }
             let managed = managed.lock().unwrap_or_else(PoisonError::into_inner);
             for path in event.paths {
-                if managed.contains(&path) {
+                if managed.contains(&path) && !is_symlink(&path) {
                     on_change(path);
                 }
             }
@@ -118,6 +127,34 @@ mod tests {
         while rx.recv_timeout(Duration::from_millis(100)).is_ok() {}
         std::fs::remove_file(&managed)?;
         assert_eq!(rx.recv_timeout(Duration::from_secs(2))?, managed);
+        Ok(())
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_put_in_place_of_a_managed_file_is_not_forwarded() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let managed = dir.path().join("CLAUDE.md");
+        let other = dir.path().join("other/CLAUDE.md");
+        std::fs::create_dir_all(dir.path().join("other"))?;
+        std::fs::write(dir.path().join("id_ed25519"), "secret")?;
+        let (tx, rx) = mpsc::channel();
+        let mut watcher = ManagedWatcher::new(move |p| {
+            let _ = tx.send(p);
+        })?;
+        watcher.update(&[managed.clone(), other.clone()]);
+        std::os::unix::fs::symlink(dir.path().join("id_ed25519"), &managed)?;
+        // A later event on another managed file comes through: the link's event (earlier) did not.
+        std::fs::write(&other, "x")?;
+        let mut seen = Vec::new();
+        while let Ok(p) = rx.recv_timeout(Duration::from_secs(2)) {
+            seen.push(p.clone());
+            if p == other {
+                break;
+            }
+        }
+        assert_eq!(seen.last(), Some(&other), "{seen:?}");
+        assert!(!seen.contains(&managed), "{seen:?}");
         Ok(())
     }
 }

@@ -110,6 +110,7 @@ async fn serve_connection(
                 }
                 vec![]
             }
+            AgentMessage::Refused { .. } => vec![],
             AgentMessage::Report(report) => {
                 let ack = GatewayMessage::ReportAck {
                     report_id: report.report_id.clone(),
@@ -449,5 +450,350 @@ async fn stop(agent: &mut Agent) -> anyhow::Result<()> {
         exited.map(|s| s.success()) == Some(true),
         "exit status {exited:?}"
     );
+    Ok(())
+}
+
+/// A team-layer rule set of `revision` whose one block rule says `content`.
+fn revision_doc(revision: u64, hash: &str, content: &str) -> serde_json::Value {
+    let mut doc = ruleset_doc();
+    doc["revision"] = json!(revision);
+    doc["hash"] = json!(hash);
+    doc["layers"]["team"]["rules"][0]["content"] = json!(content);
+    doc["layers"]["team"]["text"] = json!(format!("## Security\n\n### No secrets\n\n{content}\n"));
+    doc["layers"]["project"]["rules"] = json!([]);
+    doc
+}
+
+/// A gateway that replays a stale carrier: on `hello` it sends revision 2 of the team; once the agent
+/// applied it, revision 1 (stale) and revision 3; once it applied 3, revision 2 (stale) and revision 3
+/// re-rendered (same revision, another hash, as after a rebuild with a new renderer). Every agent
+/// message is kept.
+async fn downgrading_gateway(
+    listener: TcpListener,
+    seen: Arc<Mutex<Vec<AgentMessage>>>,
+) -> anyhow::Result<()> {
+    let (stream, _) = listener.accept().await?;
+    let mut ws = tokio_tungstenite::accept_async(stream).await?;
+    let rule_set = |revision: u64, hash: &str, content: &str| GatewayMessage::RuleSet {
+        team: TEAM.into(),
+        revision,
+        hash: hash.into(),
+        ruleset: revision_doc(revision, hash, content),
+    };
+    let mut applied_three = 0;
+    while let Some(message) = ws.next().await {
+        let Message::Text(text) = message? else {
+            continue;
+        };
+        let message = serde_json::from_str::<AgentMessage>(text.as_str())?;
+        if let Ok(mut s) = seen.lock() {
+            s.push(message.clone());
+        }
+        let replies = match message {
+            AgentMessage::Hello { .. } => vec![
+                GatewayMessage::Welcome {
+                    protocol: PROTOCOL_VERSION,
+                    agent_id: "agent-1".into(),
+                    teams: vec![TEAM.into()],
+                },
+                rule_set(2, "hash-2", "Revision two."),
+            ],
+            AgentMessage::Applied(h) if h.revision == 2 => vec![
+                rule_set(1, "hash-1", "Revision one."),
+                rule_set(3, "hash-3", "Revision three."),
+            ],
+            AgentMessage::Applied(h) if h.revision == 3 && applied_three == 0 => {
+                applied_three += 1;
+                vec![
+                    rule_set(2, "hash-2", "Revision two."),
+                    rule_set(3, "hash-3-re-rendered", "Revision three, re-rendered."),
+                ]
+            }
+            _ => vec![],
+        };
+        for reply in replies {
+            ws.send(Message::text(serde_json::to_string(&reply)?))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_refuses_a_lower_revision_keeps_enforcing_the_held_one_and_reports_it()
+-> anyhow::Result<()> {
+    let env = Env::new()?;
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let port = listener.local_addr()?.port();
+    let seen: Arc<Mutex<Vec<AgentMessage>>> = Arc::default();
+    let gateway = tokio::spawn(downgrading_gateway(listener, seen.clone()));
+    let login = env
+        .command()
+        .args(["login", "--server", &format!("http://127.0.0.1:{port}")])
+        .args(["--agent-token", TOKEN])
+        .args(["--gateway", &format!("ws://127.0.0.1:{port}/ws")])
+        .output()?;
+    assert!(login.status.success(), "login failed: {login:?}");
+    let mut agent = Agent(
+        env.command()
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?,
+    );
+    // The agent answers all five rule sets (a dead agent fails here).
+    let answered = eventually(Duration::from_secs(10), || {
+        seen.lock()
+            .map(|s| {
+                s.iter()
+                    .filter(|m| !matches!(m, AgentMessage::Hello { .. }))
+                    .count()
+                    >= 5
+            })
+            .unwrap_or(false)
+    })
+    .await;
+    let messages = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    assert!(
+        answered,
+        "the agent did not answer every rule set: {messages:?}"
+    );
+    let applied: Vec<(u64, String)> = messages
+        .iter()
+        .filter_map(|m| match m {
+            AgentMessage::Applied(h) => Some((h.revision, h.hash.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        applied,
+        vec![
+            (2, "hash-2".to_owned()),
+            (3, "hash-3".to_owned()),
+            (3, "hash-3-re-rendered".to_owned())
+        ],
+        "the agent applied rule sets older than the one it held: {messages:?}"
+    );
+    let status = env
+        .command()
+        .args(["status", "--output", "json"])
+        .output()?;
+    assert!(status.status.success(), "status failed: {status:?}");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout)?;
+    assert_eq!(
+        (
+            status["rulesets"][0]["revision"].as_u64(),
+            status["rulesets"][0]["hash"].as_str()
+        ),
+        (Some(3), Some("hash-3-re-rendered")),
+        "the agent stored a rule set older than the one it held: {status}"
+    );
+    let team_file = env.team_file();
+    let text = read(&team_file);
+    assert!(
+        text.contains("Revision three, re-rendered.")
+            && !text.contains("Revision one.")
+            && !text.contains("Revision two."),
+        "{text}"
+    );
+    let refused: Vec<AgentMessage> = messages
+        .iter()
+        .filter(|m| matches!(m, AgentMessage::Refused { .. }))
+        .cloned()
+        .collect();
+    assert_eq!(
+        refused,
+        vec![
+            AgentMessage::Refused {
+                team: TEAM.into(),
+                revision: 1,
+                hash: "hash-1".into(),
+                held_revision: 2,
+                held_hash: "hash-2".into(),
+            },
+            AgentMessage::Refused {
+                team: TEAM.into(),
+                revision: 2,
+                hash: "hash-2".into(),
+                held_revision: 3,
+                held_hash: "hash-3".into(),
+            }
+        ]
+    );
+    assert_eq!(
+        status["refused_downgrades_total"].as_u64(),
+        Some(2),
+        "{status}"
+    );
+    let listed = &status["refused_downgrades"];
+    assert_eq!(
+        (
+            listed[0]["team"].as_str(),
+            listed[0]["offered_revision"].as_u64(),
+            listed[0]["held_revision"].as_u64(),
+            listed[1]["offered_revision"].as_u64(),
+            listed[1]["held_revision"].as_u64(),
+        ),
+        (Some(TEAM), Some(1), Some(2), Some(2), Some(3)),
+        "{status}"
+    );
+    assert!(listed[0]["at"].is_string(), "{status}");
+    // Still enforced: an edit of the held revision's text is restored.
+    std::fs::write(
+        &team_file,
+        text.replace("Revision three, re-rendered.", "Anything goes."),
+    )?;
+    assert!(
+        eventually(Duration::from_secs(5), || read(&team_file) == text).await,
+        "the held revision is no longer enforced: {}",
+        read(&team_file)
+    );
+    stop(&mut agent).await?;
+    gateway.abort();
+    Ok(())
+}
+
+const PRIVATE_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret-key-bytes-for-tests\n";
+
+/// Every regular file under `dir` (links not followed) whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file()
+                && std::fs::read(&path).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+            {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claude_md_linked_to_a_private_key_is_left_alone_and_a_link_to_an_instruction_file_is_managed_through()
+-> anyhow::Result<()> {
+    use std::os::unix::fs::symlink;
+    let env = Env::new()?;
+    let (gateway, port) = FakeGateway::start(0).await?;
+    let login = env
+        .command()
+        .args(["login", "--server", &format!("http://127.0.0.1:{port}")])
+        .args(["--agent-token", TOKEN])
+        .args(["--gateway", &format!("ws://127.0.0.1:{port}/ws")])
+        .output()?;
+    assert!(login.status.success(), "login failed: {login:?}");
+
+    let home = std::fs::canonicalize(&env.home)?;
+    let key = home.join(".ssh/id_ed25519");
+    std::fs::create_dir_all(home.join(".ssh"))?;
+    std::fs::write(&key, PRIVATE_KEY)?;
+    // The user keeps the team file in a dotfiles repository.
+    let dotfiles = home.join("dotfiles/CLAUDE.md");
+    std::fs::create_dir_all(home.join("dotfiles"))?;
+    std::fs::create_dir_all(home.join(".claude"))?;
+    std::fs::write(&dotfiles, "# From my dotfiles\n")?;
+    let team_file = env.team_file();
+    symlink(&dotfiles, &team_file)?;
+    // A repository ships `CLAUDE.md -> ~/.ssh/id_ed25519`; another links to its docs.
+    let evil = home.join("evil");
+    let good = home.join("good");
+    for project in [&evil, &good] {
+        std::fs::create_dir_all(project.join("src"))?;
+        std::fs::write(project.join("src/lib.rs"), "")?;
+    }
+    symlink(&key, evil.join("CLAUDE.md"))?;
+    std::fs::create_dir_all(good.join("docs"))?;
+    std::fs::write(good.join("docs/CLAUDE.md"), "# Project docs\n")?;
+    symlink("docs/CLAUDE.md", good.join("CLAUDE.md"))?;
+    for project in [&evil, &good] {
+        let watch = env.command().arg("watch").arg(project).output()?;
+        assert!(watch.status.success(), "watch failed: {watch:?}");
+    }
+
+    let mut agent = Agent(
+        env.command()
+            .args(["run", "--audit-interval-secs", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?,
+    );
+    // Both sections are in place (read through the links): the agent went through every file.
+    assert!(
+        eventually(Duration::from_secs(5), || read(&team_file)
+            .contains(RULE_TEXT)
+            && read(&good.join("CLAUDE.md")).contains(PROJECT_TEXT))
+        .await,
+        "no sections: {:?} {:?}",
+        read(&team_file),
+        read(&good.join("CLAUDE.md"))
+    );
+    // The key's bytes are nowhere but in the key (not in a project file, a temp file, the snapshot).
+    assert_eq!(
+        files_containing(env._dir.path(), b"secret-key-bytes-for-tests"),
+        vec![key.clone()]
+    );
+    assert_eq!(std::fs::read_link(evil.join("CLAUDE.md"))?, key);
+    assert_eq!(std::fs::read_to_string(&key)?, PRIVATE_KEY);
+    assert_eq!(
+        std::fs::read_dir(&evil)?.count(),
+        2,
+        "a temp file next to the link"
+    );
+
+    // The links stay links; their targets carry the sections, the user's text first.
+    assert_eq!(std::fs::read_link(&team_file)?, dotfiles);
+    assert!(
+        std::fs::symlink_metadata(good.join("CLAUDE.md"))?
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        read(&dotfiles).starts_with("# From my dotfiles\n") && read(&dotfiles).contains(RULE_TEXT)
+    );
+    assert!(read(&good.join("docs/CLAUDE.md")).starts_with("# Project docs\n"));
+
+    // The refusal is in the status.
+    let status = env
+        .command()
+        .args(["status", "--output", "json"])
+        .output()?;
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout)?;
+    let refused = status["refused_files"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(refused.len(), 1, "{status}");
+    assert_eq!(
+        refused[0]["file"].as_str(),
+        evil.join("CLAUDE.md").to_str(),
+        "{status}"
+    );
+    assert!(
+        refused[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("not an instruction file")),
+        "{status}"
+    );
+
+    // The section behind the link is enforced: an edit through the link is reverted.
+    let enforced = read(&dotfiles);
+    std::fs::write(&team_file, enforced.replace(RULE_TEXT, "Secrets are fine."))?;
+    assert!(
+        eventually(Duration::from_secs(5), || read(&dotfiles) == enforced).await,
+        "not restored through the link: {:?}",
+        read(&dotfiles)
+    );
+    assert_eq!(std::fs::read_link(&team_file)?, dotfiles);
+    stop(&mut agent).await?;
+    gateway.kill();
     Ok(())
 }

@@ -22,6 +22,9 @@
 //!    revision to a team's connections it reads none of its connections: what agents send meanwhile
 //!    (`Applied`, reports, pongs) waits in their sockets and is read once the revision is written to
 //!    every connection (tens of milliseconds for 10,000 agents).
+//!    A rule set of a lower revision than the agent holds is not stored: the agent answers
+//!    [`AgentMessage::Refused`] instead of `Applied` (the same revision with another hash is stored: a
+//!    rebuild with a new renderer keeps revisions and changes hashes).
 //! 5. agent → [`AgentMessage::Report`] for every enforcement action, with an id the agent generated; the
 //!    gateway turns it into a command, idempotently, and answers [`GatewayMessage::ReportAck`]; only then
 //!    does the agent drop the report from its outbox.
@@ -107,6 +110,21 @@ pub enum AgentMessage {
     Applied(Holding),
     /// An enforcement action.
     Report(Report),
+    /// A rule set the agent did not store: it holds a higher revision of the team. It keeps enforcing
+    /// what it holds (`held_revision`, `held_hash`); a rollback on the
+    /// server is always a new, higher revision, so this means a stale carrier (the gateway logs it).
+    Refused {
+        /// The team.
+        team: String,
+        /// The revision offered.
+        revision: u64,
+        /// Its hash.
+        hash: String,
+        /// The revision the agent holds and enforces.
+        held_revision: u64,
+        /// Its hash.
+        held_hash: String,
+    },
 }
 
 /// What to do with a decided change.
@@ -211,5 +229,25 @@ mod tests {
         let back: GatewayMessage =
             serde_json::from_str(&serde_json::to_string(&current).unwrap()).unwrap();
         assert_eq!(back, current);
+    }
+
+    #[test]
+    fn a_refused_rule_set_has_stable_json() {
+        let refused = AgentMessage::Refused {
+            team: "t".into(),
+            revision: 3,
+            hash: "h3".into(),
+            held_revision: 4,
+            held_hash: "h4".into(),
+        };
+        let text = serde_json::to_string(&refused).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"refused","team":"t","revision":3,"hash":"h3","held_revision":4,"held_hash":"h4"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<AgentMessage>(&text).unwrap(),
+            refused
+        );
     }
 }

@@ -1166,3 +1166,61 @@ async fn a_removed_team_sends_nothing_after_removed(fixture: Fixture) {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------------
+// `refused`: the agent holds a newer revision than the one it was sent.
+
+/// A `refused` is logged by the gateway, not a protocol error: the connection goes on (a report sent
+/// after it is acknowledged, which a closed connection would not do).
+async fn a_refused_rule_set_keeps_the_connection(fixture: Fixture) {
+    let mut ws = fixture.hello(vec![]).await;
+    assert!(matches!(
+        next(&mut ws).await,
+        GatewayMessage::Welcome { .. }
+    ));
+    let (revision, hash) = match next(&mut ws).await {
+        GatewayMessage::RuleSet { revision, hash, .. } => (revision, hash),
+        other => panic!("expected a rule set, got {other:?}"),
+    };
+    send(
+        &mut ws,
+        &AgentMessage::Refused {
+            team: fixture.team_a.to_string(),
+            revision,
+            hash,
+            held_revision: revision + 1,
+            held_hash: "c".repeat(64),
+        },
+    )
+    .await;
+    let block = report(&fixture, "report-after-refused", ReportKind::BlockReverted);
+    send(&mut ws, &AgentMessage::Report(block)).await;
+    assert_eq!(
+        next(&mut ws).await,
+        GatewayMessage::ReportAck {
+            report_id: "report-after-refused".into(),
+            change_request: None,
+        }
+    );
+    fixture.catch_up().await;
+}
+
+mod refused {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_rule_set_keeps_the_connection_postgres() {
+        super::run(
+            super::Backend::Postgres,
+            super::a_refused_rule_set_keeps_the_connection,
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_rule_set_keeps_the_connection_sqlite() {
+        super::run(
+            super::Backend::Sqlite,
+            super::a_refused_rule_set_keeps_the_connection,
+        )
+        .await;
+    }
+}

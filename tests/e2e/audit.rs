@@ -360,3 +360,150 @@ fn public_key() -> String {
             .to_bytes(),
     )
 }
+
+impl Audited {
+    /// Creates teams named `names` and waits until the export shows every one (committed and below
+    /// the read horizon); answers the export.
+    async fn teams_in_log(&self, names: &[&str]) -> Vec<Value> {
+        for name in names {
+            self.app
+                .ok("/api/v1/teams", &self.admin, json!({"name": name}))
+                .await;
+        }
+        eventually(Duration::from_secs(30), || async {
+            let export = self.export().await;
+            names
+                .iter()
+                .all(|name| {
+                    export.iter().any(|e| {
+                        e["event_type"] == "TeamCreated" && e["payload"].to_string().contains(name)
+                    })
+                })
+                .then_some(export)
+        })
+        .await
+        .expect("the new teams are in the log")
+    }
+
+    /// `edict audit verify ARGS` in text mode: (success, stdout, stderr).
+    async fn verify_text(&self, args: &[&str]) -> (bool, String, String) {
+        let output = Command::new(env!("CARGO_BIN_EXE_edict"))
+            .args(["audit", "verify"])
+            .args(args)
+            .env("EDICT_DATABASE_URL", &self.app.database_url)
+            .env("EDICT_AUDIT_SIGNING_KEY", SEED)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run edict audit verify");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}
+
+#[tokio::test]
+async fn events_a_killed_writer_left_unchained_are_reported_and_fail_strict() {
+    let mut audited = Audited::start(Store::Postgres).await;
+    audited.history().await;
+    // Everything so far chained and signed, then the writer is killed (SIGKILL).
+    let chained = audited.settled().await;
+    let export = audited
+        .teams_in_log(&["Late one", "Late two", "Late three"])
+        .await;
+    let unchained = (export.len() - chained.len()) as u64;
+    assert!(unchained >= 3, "{unchained}");
+
+    let (ok, report, stderr) = audited.verify(&[]).await;
+    assert!(ok, "{report} {stderr}");
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["events_verified"], chained.len() as u64, "{report}");
+    assert_eq!(report["unchained_events"], unchained, "{report}");
+
+    let (ok, stdout, _) = audited.verify_text(&[]).await;
+    assert!(ok, "{stdout}");
+    assert!(
+        stdout.contains(&format!("{unchained} events not yet chained")),
+        "{stdout}"
+    );
+
+    let (ok, report, stderr) = audited.verify(&["--strict"]).await;
+    assert!(!ok, "--strict passed with unchained events: {report}");
+    assert_eq!(report["unchained_events"], unchained, "{report}");
+    assert!(
+        stderr.contains(&format!("{unchained} events not yet chained")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_writer_stopped_with_sigterm_chains_and_signs_the_tail_before_it_exits() {
+    let app = TestApp::spawn_with(
+        Store::Postgres,
+        Layout {
+            roles: Some("api,projector,gateway".into()),
+            ..Layout::default()
+        },
+    )
+    .await;
+    // No checkpoint falls due while the test runs: only a drain on shutdown signs one.
+    let writer = app
+        .command(Some("audit"), 0)
+        .env("EDICT_AUDIT_SIGNING_KEY", SEED)
+        .env("EDICT_AUDIT_CHECKPOINT_EVERY", "100000")
+        .env("EDICT_AUDIT_CHECKPOINT_SECS", "3600")
+        .spawn()
+        .expect("spawn the audit role");
+    let admin = app.admin().await;
+    let mut audited = Audited { app, writer, admin };
+    audited.history().await;
+    eventually(Duration::from_secs(30), || async {
+        let export = audited.export().await;
+        (export.iter().any(|e| e["event_type"] == "RuleSubmitted")
+            && export.iter().all(|e| e["hash"].is_string()))
+        .then_some(())
+    })
+    .await
+    .expect("the writer chains the history");
+
+    // Frozen, the writer cannot chain what comes next; it is asked to stop before it runs again.
+    let pid = audited.writer.id().expect("the writer runs").to_string();
+    let signal = |name: &'static str| {
+        let pid = pid.clone();
+        async move {
+            let status = Command::new("kill")
+                .args([name, &pid])
+                .status()
+                .await
+                .unwrap();
+            assert!(status.success(), "kill {name} {pid}");
+        }
+    };
+    signal("-STOP").await;
+    let export = audited
+        .teams_in_log(&["Tail one", "Tail two", "Tail three"])
+        .await;
+    assert!(
+        export.iter().any(|e| !e["hash"].is_string()),
+        "the frozen writer chained events"
+    );
+    signal("-TERM").await;
+    signal("-CONT").await;
+    let status = tokio::time::timeout(Duration::from_secs(20), audited.writer.wait())
+        .await
+        .expect("the writer stops on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+
+    let (ok, report, stderr) = audited.verify(&["--strict"]).await;
+    assert!(ok, "{report} {stderr}");
+    assert_eq!(report["unchained_events"], 0, "{report}");
+    assert_eq!(report["events_verified"], export.len() as u64, "{report}");
+    assert_eq!(
+        report["unsigned_events"], 0,
+        "the tail was not signed before the writer stopped: {report}"
+    );
+}

@@ -15,6 +15,11 @@
 //! 5. no event sorts between two chain rows (an inserted event), no checkpoint covers an index past
 //!    the end of the chain (a truncated tail), and checkpoint numbers have no holes.
 //!
+//! What it did not verify is said too: the events of the log after the last chain row
+//! (`unchained_events`: committed, not chained yet, e.g. after the audit role was killed) and the chained
+//! events after the last checkpoint (`unsigned_events`). Neither is a broken link; `edict audit verify
+//! --strict` fails on unchained events.
+//!
 //! # Speed
 //! One query over the whole join made PostgreSQL sort a million wide rows on disk. Instead the chain
 //! is read a page at a time by its primary key, and for each page the events between the keys of its
@@ -142,6 +147,9 @@ pub struct VerifyReport {
     pub last_checkpoint: Option<i64>,
     /// Chained events after the last checkpoint (proven only by the chain rows, not yet signed).
     pub unsigned_events: i64,
+    /// Events of the log after the last chain row verified: committed but not chained yet, so not
+    /// verified at all (0 when a link is broken: the rest was not looked at).
+    pub unchained_events: u64,
     /// The public keys the checkpoints were signed with (hex).
     pub public_keys: Vec<String>,
     /// Whether those keys were checked against a trusted key.
@@ -447,6 +455,8 @@ struct Scan {
 /// What the consumer got to.
 struct Scanned {
     verified: u64,
+    /// The log key of the last chain row verified (the start when none).
+    last_key: Key,
     last_index: i64,
     last_hash: ChainHash,
     checkpoints_verified: u64,
@@ -467,11 +477,13 @@ fn checkpoint_break(checkpoint: &SignedCheckpoint, error: &CheckpointError) -> B
 fn consume(
     mut receiver: mpsc::Receiver<Batch>,
     mut scan: Scan,
+    start: Key,
     total: u64,
     progress: &(dyn Fn(VerifyProgress) + Send + Sync),
 ) -> Scanned {
     let mut out = Scanned {
         verified: 0,
+        last_key: start,
         last_index: scan.expected - 1,
         last_hash: scan.previous,
         checkpoints_verified: 0,
@@ -621,6 +633,7 @@ fn check_link(
     scan.previous = computed;
     scan.expected += 1;
     out.verified += 1;
+    out.last_key = link.key();
     out.last_index = link.chain_index;
     out.last_hash = computed;
     None
@@ -658,6 +671,30 @@ async fn explain_moved(db: &Database, broken: Break) -> Result<Break, AuditError
         ),
         ..broken
     })
+}
+
+/// How many events of the log sort after `after` (committed ones: an open transaction's are not seen).
+async fn events_after(db: &Database, after: Key) -> Result<u64, AuditError> {
+    let count = match db {
+        Database::Postgres(pool) => {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM events \
+             WHERE (transaction_id, global_position) > ($1::text::xid8, $2)",
+            )
+            .bind(after.0.to_string())
+            .bind(after.1)
+            .fetch_one(pool)
+            .await
+        }
+        Database::Sqlite(pool) => {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM events WHERE rowid > ?")
+                .bind(after.1)
+                .fetch_one(pool)
+                .await
+        }
+    }
+    .map_err(unavailable)?;
+    Ok(u64::try_from(count).unwrap_or(0))
 }
 
 /// Every checkpoint, in number order.
@@ -712,6 +749,7 @@ pub async fn verify_database(
         checkpoints_verified: 0,
         last_checkpoint: None,
         unsigned_events: 0,
+        unchained_events: 0,
         public_keys,
         key_trusted: options.trusted_key.is_some(),
         broken: None,
@@ -782,7 +820,8 @@ pub async fn verify_database(
     };
     let (sender, receiver) = mpsc::channel(2);
     let producer = tokio::spawn(produce(db.clone(), from, start, sender));
-    let consumer = tokio::task::spawn_blocking(move || consume(receiver, scan, total, &*progress));
+    let consumer =
+        tokio::task::spawn_blocking(move || consume(receiver, scan, start, total, &*progress));
     let scanned = consumer
         .await
         .map_err(|e| AuditError::Unavailable(format!("the hasher stopped: {e}")))?;
@@ -808,6 +847,7 @@ pub async fn verify_database(
         report.broken = Some(explain_moved(db, broken).await?);
         return finish(report);
     }
+    report.unchained_events = events_after(db, scanned.last_key).await?;
     // A checkpoint past the end: chain rows (and the events with them) were cut off the tail.
     if let Some(beyond) = checkpoints
         .iter()

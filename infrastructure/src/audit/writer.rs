@@ -9,6 +9,11 @@
 //! land on chain indexes N, 2N, … while the writer catches up; a quiet log still gets a checkpoint over
 //! its head T seconds after the last one, when the chain has moved since.
 //!
+//! On shutdown the writer chains what the log holds before it stops ([`ChainWriter::run`]: the tail up to
+//! the read horizon, and a checkpoint over the head, within [`ChainWriterSettings::drain_timeout`]), so a
+//! clean stop leaves nothing unchained for `edict audit verify` to report; after a kill the next writer
+//! resumes from the head.
+//!
 //! One writer per database: on PostgreSQL the leader holds a session advisory lock (the relay's
 //! leadership, on a key of its own), standbys retry every second; on SQLite the single process writes.
 //! Should two writers ever race, the second insert of a chain index fails on its primary key and that
@@ -49,6 +54,8 @@ pub struct ChainWriterSettings {
     pub lock_check_interval: Duration,
     /// The longest pause between retries after a failure (default 2 s).
     pub max_backoff: Duration,
+    /// How long the writer may spend chaining the tail when asked to stop (default 5 s).
+    pub drain_timeout: Duration,
 }
 
 impl Default for ChainWriterSettings {
@@ -61,6 +68,7 @@ impl Default for ChainWriterSettings {
             standby_retry: Duration::from_secs(1),
             lock_check_interval: Duration::from_millis(500),
             max_backoff: Duration::from_secs(2),
+            drain_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -116,7 +124,9 @@ impl ChainWriter {
     }
 
     /// Runs until `shutdown` resolves: on PostgreSQL stands by until it holds the lock, then writes
-    /// until it loses the lock or shuts down; on SQLite writes at once.
+    /// until it loses the lock or shuts down; on SQLite writes at once. A leader that is asked to stop
+    /// chains the tail of the log (and signs a checkpoint over it) before it returns, bounded by
+    /// [`ChainWriterSettings::drain_timeout`].
     #[tracing::instrument(skip_all, fields(store = self.db.kind()))]
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let mut shutdown = std::pin::pin!(shutdown);
@@ -128,6 +138,7 @@ impl ChainWriter {
                     () = &mut shutdown => {}
                     never = self.lead() => match never {},
                 }
+                self.drain().await;
                 self.leading.send_replace(false);
                 return;
             }
@@ -146,17 +157,38 @@ impl ChainWriter {
                 reason = leadership.lost(self.settings.lock_check_interval) => Outcome::LockLost(reason),
                 never = self.lead() => match never {},
             };
-            self.leading.send_replace(false);
             match outcome {
                 Outcome::Shutdown => {
+                    // Still the leader (the lock is held until released below).
+                    self.drain().await;
+                    self.leading.send_replace(false);
                     leadership.release().await;
                     tracing::info!("audit chain writer stopped; lock released");
                     return;
                 }
                 Outcome::LockLost(reason) => {
+                    self.leading.send_replace(false);
                     tracing::error!(%reason, "audit chain lock lost; standing by");
                 }
             }
+        }
+    }
+
+    /// Chains the tail before stopping: whatever the log holds now, and a checkpoint over it. A step
+    /// cut short by the shutdown committed nothing, so this resumes from the head in the table.
+    async fn drain(&self) {
+        match tokio::time::timeout(self.settings.drain_timeout, self.catch_up()).await {
+            Ok(Ok(chained)) => {
+                tracing::info!(chained, "audit chain writer: tail chained before stopping");
+            }
+            Ok(Err(error)) => tracing::warn!(
+                %error,
+                "audit chain writer: cannot chain the tail before stopping; the next writer will"
+            ),
+            Err(_) => tracing::warn!(
+                timeout = ?self.settings.drain_timeout,
+                "audit chain writer: chaining the tail took too long; the next writer resumes from the head"
+            ),
         }
     }
 

@@ -667,6 +667,7 @@ impl Session {
         match serde_json::from_str::<AgentMessage>(&body) {
             Ok(AgentMessage::Applied(holding)) => self.on_applied(holding).await,
             Ok(AgentMessage::Report(report)) => self.on_report(report).await,
+            Ok(refused @ AgentMessage::Refused { .. }) => self.on_refused(&refused),
             Ok(AgentMessage::Hello { .. }) => Flow::Close(Some(error(
                 "malformed",
                 "hello is only the first message; reconnect to resync",

@@ -1,9 +1,9 @@
-//! What the agent sends after `hello`: `applied` (recorded as convergence) and `report` (recorded
-//! through the `record_report` use case, then acknowledged).
+//! What the agent sends after `hello`: `applied` (recorded as convergence), `report` (recorded
+//! through the `record_report` use case, then acknowledged) and `refused` (logged).
 
 use super::connection::{Flow, Session, encoded};
 use super::recorder::Applied;
-use edict_api::protocol::{GatewayMessage, Holding, Report, ReportKind};
+use edict_api::protocol::{AgentMessage, GatewayMessage, Holding, Report, ReportKind};
 use edict_application::RequestContext;
 use edict_application::error::AppError;
 use edict_application::gateway::{AgentReport, ReportKind as AppReportKind};
@@ -27,6 +27,31 @@ impl Session {
             hash: holding.hash,
             at: chrono::Utc::now(),
         });
+        Flow::Continue
+    }
+
+    /// The agent did not store a rule set this gateway sent: it holds a newer one. Nothing to record
+    /// (the agent's convergence stays at what it applied); logged at warn because it means a carrier
+    /// offered a stale revision (a KV entry written out of order, or a stale gateway cache).
+    pub(super) fn on_refused(&mut self, refused: &AgentMessage) -> Flow {
+        if let AgentMessage::Refused {
+            team,
+            revision,
+            hash,
+            held_revision,
+            held_hash,
+        } = refused
+        {
+            tracing::warn!(
+                agent = %self.agent.id,
+                team,
+                offered_revision = revision,
+                offered_hash = hash,
+                held_revision,
+                held_hash,
+                "the agent refused a rule set older than the one it holds"
+            );
+        }
         Flow::Continue
     }
 
