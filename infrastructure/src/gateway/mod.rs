@@ -239,23 +239,67 @@ impl Gateway {
     }
 }
 
-/// Waits (up to [`MEMBERSHIP_WAIT`]) until the directory read model has applied the event at `position`.
-async fn directory_caught_up(shared: &Shared, position: i64) {
+/// Waits (up to [`MEMBERSHIP_WAIT`]) until the directory read model has applied the event at `position`;
+/// `false` when it has not by then.
+async fn directory_caught_up(shared: &Shared, position: i64) -> bool {
     let deadline = tokio::time::Instant::now() + MEMBERSHIP_WAIT;
     loop {
-        match shared.edict.directory_covers(position).await {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(error) => tracing::debug!(%error, "cannot read the directory's checkpoint"),
+        if directory_covers(shared, position).await {
+            return true;
         }
         if tokio::time::Instant::now() >= deadline {
             tracing::warn!(
                 position,
-                "the directory is behind a membership change; telling the connections anyway"
+                "the directory is behind a membership change; telling the connections now and again once it shows it"
             );
-            return;
+            return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn directory_covers(shared: &Shared, position: i64) -> bool {
+    match shared.edict.directory_covers(position).await {
+        Ok(covers) => covers,
+        Err(error) => {
+            tracing::debug!(%error, "cannot read the directory's checkpoint");
+            false
+        }
+    }
+}
+
+/// Membership notices sent while the directory was behind them: the connections re-read stale teams
+/// then, so the notices are sent again once the directory shows the change (a projector down or NATS
+/// out for longer than [`MEMBERSHIP_WAIT`] must not leave connections on their old teams until their
+/// periodic refresh).
+#[derive(Debug, Default)]
+struct LateMemberships {
+    position: i64,
+    changes: Vec<AdmissionChange>,
+}
+
+impl LateMemberships {
+    fn add(&mut self, position: i64, changes: &[AdmissionChange]) {
+        self.position = self.position.max(position);
+        for change in changes {
+            if !self.changes.contains(change) {
+                self.changes.push(*change);
+            }
+        }
+    }
+
+    /// Sends the notices again when the directory shows them all.
+    async fn resend_when_shown(&mut self, shared: &Shared) {
+        if self.changes.is_empty() || !directory_covers(shared, self.position).await {
+            return;
+        }
+        tracing::info!(
+            position = self.position,
+            "the directory caught up with late membership changes; telling the connections again"
+        );
+        for change in self.changes.drain(..) {
+            let _ = shared.admissions.send(change);
+        }
     }
 }
 
@@ -263,7 +307,9 @@ async fn directory_caught_up(shared: &Shared, position: i64) {
 async fn watch_admissions(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
     let mut after = shared.edict.admission_watch_start().await;
     let poll = shared.settings.revocation_poll;
+    let mut late = LateMemberships::default();
     loop {
+        late.resend_when_shown(&shared).await;
         let pause = match shared.edict.admission_changes(after, ADMISSION_BATCH).await {
             Ok((changes, next, read)) => {
                 after = next;
@@ -280,7 +326,9 @@ async fn watch_admissions(shared: Arc<Shared>, mut stopped: watch::Receiver<bool
                 }
                 if !memberships.is_empty() {
                     // The connections re-read their teams from the directory: once it shows these.
-                    directory_caught_up(&shared, next.position).await;
+                    if !directory_caught_up(&shared, next.position).await {
+                        late.add(next.position, &memberships);
+                    }
                     for change in memberships {
                         let _ = shared.admissions.send(change);
                     }
