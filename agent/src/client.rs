@@ -8,6 +8,7 @@
 //! are small (4 KiB read, no write buffering): an agent holds one idle connection most of the time.
 
 use crate::daemon::Command;
+use crate::enforce::Decision;
 use crate::ruleset::RuleSetDoc;
 use crate::snapshot::{Snapshot, StoredRuleSet, keys};
 use anyhow::{Context, anyhow, bail};
@@ -284,8 +285,10 @@ async fn session(
                     GatewayMessage::ReportAck { report_id, change_request } => {
                         let _ = engine.send(Command::Ack { report_id, change_request });
                     }
-                    GatewayMessage::Decision { change_request, file, action, until } => {
-                        let _ = engine.send(Command::Decision { change_request, file, action, until });
+                    GatewayMessage::Decision { change_request, file, action, until, rule, content_hash, decision_id } => {
+                        let _ = engine.send(Command::Decision(Decision {
+                            change_request, file, rule, content_hash, decision_id, action, until,
+                        }));
                     }
                     GatewayMessage::Error { code, message } => {
                         tracing::warn!(code, message, "the gateway reported an error");

@@ -10,7 +10,7 @@
 //! same directory, fsync, rename, keeping the existing file's permissions.
 
 use crate::ruleset::{EffectiveRule, Layer, Mode, render_layer};
-use crate::snapshot::StoredRuleSet;
+use crate::snapshot::{RuleMark, StoredRuleSet};
 use globset::{Glob, GlobSetBuilder};
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -95,6 +95,37 @@ pub struct Desired {
     pub rule: String,
     /// The shortest temporary timeout among its rules.
     pub temporary_timeout_secs: Option<u64>,
+    /// Each rule once, with its strictest mode: how an edit of its text is enforced.
+    pub rules: Vec<RuleMark>,
+}
+
+/// One mark per rule id (teams in team id order): a rule several teams include is enforced by the
+/// strictest of their modes, reported against the first team with that mode.
+fn marks(rules: &[(String, &EffectiveRule)]) -> Vec<RuleMark> {
+    let mut out: Vec<RuleMark> = Vec::new();
+    for (team, rule) in rules {
+        let id = rule.rule_id.to_string();
+        match out.iter_mut().find(|m| m.rule == id) {
+            Some(mark) => {
+                if rule.mode > mark.mode {
+                    mark.mode = rule.mode;
+                    mark.team = team.clone();
+                }
+                mark.temporary_timeout_secs =
+                    match (mark.temporary_timeout_secs, rule.temporary_timeout_secs) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+            }
+            None => out.push(RuleMark {
+                rule: id,
+                team: team.clone(),
+                mode: rule.mode,
+                temporary_timeout_secs: rule.temporary_timeout_secs,
+            }),
+        }
+    }
+    out
 }
 
 fn summarize(body: String, rules: &[(String, &EffectiveRule)]) -> Desired {
@@ -108,13 +139,14 @@ fn summarize(body: String, rules: &[(String, &EffectiveRule)]) -> Desired {
     let (team, rule) = rules
         .iter()
         .find(|(_, r)| r.mode == mode)
-        .map(|(t, r)| (t.clone(), r.rule_id.clone()))
+        .map(|(t, r)| (t.clone(), r.rule_id.to_string()))
         .unwrap_or_default();
     Desired {
         body,
         mode,
         team,
         rule,
+        rules: marks(rules),
         temporary_timeout_secs: rules
             .iter()
             .filter_map(|(_, r)| r.temporary_timeout_secs)
@@ -136,7 +168,7 @@ pub fn desired(target: &Target, rulesets: &[StoredRuleSet]) -> Desired {
                     if seen.contains(&rule.rule_id) || !triggered(rule, &files) {
                         continue;
                     }
-                    seen.insert(rule.rule_id.clone());
+                    seen.insert(rule.rule_id);
                     rules.push((rs.team.clone(), rule));
                 }
             }
@@ -290,7 +322,7 @@ mod tests {
 
     fn rule(id: &str, mode: Mode, triggers: &[&str]) -> EffectiveRule {
         EffectiveRule {
-            rule_id: id.into(),
+            rule_id: uuid::Uuid::from_u128(id.parse().unwrap()),
             revision: 1,
             name: format!("Rule {id}"),
             category: None,
@@ -318,12 +350,12 @@ mod tests {
             revision: 1,
             hash: "h".into(),
             doc: RuleSetDoc {
-                team_id: team.into(),
+                team_id: uuid::Uuid::from_u128(u128::from(team.as_bytes()[0])),
                 team_name: team.into(),
                 archived: false,
                 revision: 1,
                 hash: "h".into(),
-                updated_at: serde_json::Value::Null,
+                updated_at: chrono::DateTime::default(),
                 position: 0,
                 layers,
             },
@@ -341,11 +373,24 @@ mod tests {
         let d = desired(t, &sets);
         assert_eq!(
             d.body,
-            "## General\n\n### Rule 1\n\ncontent 1\n\n## General\n\n### Rule 2\n\ncontent 2\n"
+            format!(
+                "{}\n{}",
+                render_layer(Layer::Team, &[rule("1", Mode::Block, &[])]),
+                render_layer(Layer::Team, &[rule("2", Mode::Warning, &[])])
+            )
         );
+        let one = uuid::Uuid::from_u128(1).to_string();
         assert_eq!(
             (d.mode, d.team.as_str(), d.rule.as_str()),
-            (Mode::Block, "a", "1")
+            (Mode::Block, "a", one.as_str())
+        );
+        let modes: Vec<(String, Mode)> = d.rules.iter().map(|m| (m.team.clone(), m.mode)).collect();
+        assert_eq!(
+            modes,
+            vec![
+                ("a".to_owned(), Mode::Block),
+                ("b".to_owned(), Mode::Warning)
+            ]
         );
     }
 
@@ -357,7 +402,11 @@ mod tests {
             ruleset("b", Layer::Organization, vec![rule("1", Mode::Block, &[])]),
         ];
         let d = desired(&targets(&paths, &[])[0], &sets);
-        assert_eq!(d.body, "## General\n\n### Rule 1\n\ncontent 1\n");
+        assert_eq!(
+            d.body,
+            render_layer(Layer::Organization, &[rule("1", Mode::Block, &[])])
+        );
+        assert_eq!(d.rules.len(), 1);
     }
 
     #[test]

@@ -825,6 +825,7 @@ async fn decisions_reach_the_agent(fixture: Fixture) {
                 file,
                 action,
                 until,
+                ..
             } => {
                 assert_eq!(file, "/home/dev/.claude/CLAUDE.md");
                 assert_eq!(until, None);
