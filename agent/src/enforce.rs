@@ -32,7 +32,7 @@ use crate::ruleset::Mode;
 use crate::section::{self, hash_body, sanitize_body};
 use crate::snapshot::{Action, ChangeEntry, ChangeState, FileRecord, Snapshot, SnapshotError};
 use edict_api::protocol::{Report, ReportKind};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -123,6 +123,8 @@ pub struct Enforcer {
     reverts: HashMap<PathBuf, VecDeque<Instant>>,
     /// Files in a revert loop, with when a change was last seen.
     looping: HashMap<PathBuf, Instant>,
+    /// The decisions found not to apply since the start (each is recorded as an action once).
+    ignored: HashSet<String>,
     outbox: Arc<Notify>,
 }
 
@@ -178,6 +180,7 @@ impl Enforcer {
             config,
             reverts: HashMap::new(),
             looping: HashMap::new(),
+            ignored: HashSet::new(),
             outbox,
         }
     }

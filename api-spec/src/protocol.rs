@@ -33,6 +33,7 @@
 //! WebSocket pings keep the connection alive; a gateway closes a connection idle for longer than its idle
 //! timeout. A malformed message is answered with [`GatewayMessage::Error`] and the connection is closed.
 
+use crate::ruleset::RuleSetDoc;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version both ends announce.
@@ -139,7 +140,7 @@ pub enum GatewayMessage {
     /// The agent holds the latest revision of this team.
     Current(Holding),
     /// A rule set: the whole document of the `team_rulesets` projection (`team_id`, `revision`, `hash`,
-    /// `layers` with rules and rendered text).
+    /// `layers` with rules and rendered text; see [`crate::ruleset`]).
     RuleSet {
         /// The team.
         team: String,
@@ -148,7 +149,7 @@ pub enum GatewayMessage {
         /// Its hash.
         hash: String,
         /// The document.
-        ruleset: serde_json::Value,
+        ruleset: Box<RuleSetDoc>,
     },
     /// The agent no longer receives this team's rules: remove its sections.
     Removed {

@@ -38,6 +38,34 @@ pub struct Decision {
 }
 
 impl Enforcer {
+    /// Records (once per decision since the start) that a decision did not apply, so `status` shows
+    /// the agent saw it.
+    fn ignore(&mut self, decision: &Decision, path: &Path, why: &str) -> Result<Outcome> {
+        tracing::info!(
+            file = decision.file,
+            change_request = decision.change_request,
+            "{why}; decision ignored"
+        );
+        let id = decision
+            .decision_id
+            .clone()
+            .unwrap_or_else(|| format!("{}:{:?}", decision.change_request, decision.action));
+        if self.ignored.insert(id) {
+            self.action("decision_ignored", path)?;
+        }
+        Ok(Outcome::Unchanged)
+    }
+
+    /// Whether the managed section of `path` differs from what the agent wrote.
+    fn section_differs(&self, path: &Path) -> Result<bool> {
+        let Some(record) = self.snapshot.file(path)? else {
+            return Ok(false);
+        };
+        let text = files::read(path).map_err(io(path))?;
+        let found = text.as_deref().and_then(section::extract).map(|s| s.body);
+        Ok(found.as_deref() != Some(record.body.as_str()))
+    }
+
     /// The recorded change `decision` names, with its key.
     fn named_change(
         &self,
@@ -66,12 +94,17 @@ impl Enforcer {
             .decision_id
             .as_ref()
             .map(|id| format!("{APPLIED_PREFIX}{id}"));
+        let path = PathBuf::from(&decision.file);
         if let Some(key) = &applied_key
             && self.snapshot.identity(key)?.is_some()
         {
+            // Applied already (sent again on a reconnect). A revert that would now undo something
+            // else on disk is recorded as ignored, so `status` shows the agent declined it.
+            if decision.action == DecisionAction::Revert && self.section_differs(&path)? {
+                return self.ignore(decision, &path, "applied already");
+            }
             return Ok(Outcome::Unchanged);
         }
-        let path = PathBuf::from(&decision.file);
         let Some(record) = self.snapshot.file(&path)? else {
             tracing::warn!(
                 file = decision.file,
@@ -81,12 +114,11 @@ impl Enforcer {
             return Ok(Outcome::NotManaged);
         };
         let Some((key, mut entry)) = self.named_change(&path, decision)? else {
-            tracing::info!(
-                file = decision.file,
-                change_request = decision.change_request,
-                "decision about a change this machine no longer holds; ignored"
+            return self.ignore(
+                decision,
+                &path,
+                "no change of this machine is under that change request",
             );
-            return Ok(Outcome::Unchanged);
         };
         let text = files::read(&path).map_err(io(&path))?;
         let found = text.as_deref().and_then(section::extract).map(|s| s.body);
@@ -105,12 +137,7 @@ impl Enforcer {
                 .as_deref()
                 .is_none_or(|h| Some(h) == current.as_deref());
         if !on_disk {
-            tracing::info!(
-                file = decision.file,
-                change_request = decision.change_request,
-                "the change the decision names is no longer on disk; ignored"
-            );
-            return Ok(Outcome::Unchanged);
+            return self.ignore(decision, &path, "the change it names is no longer on disk");
         }
         let outcome = match decision.action {
             DecisionAction::Revert => {
