@@ -270,8 +270,8 @@ impl Enforcer {
             }
             _ => {
                 let found = files::read(path).map_err(io(path))?;
-                let text = found.clone().unwrap_or_default();
-                let merged = section::merge(&text, target.layer.as_str(), &new_record.body);
+                let text = found.as_deref().unwrap_or_default();
+                let merged = section::merge(text, target.layer.as_str(), &new_record.body);
                 if merged != text
                     && !files::write_atomic_if_unchanged(path, found.as_deref(), &merged)
                         .map_err(io(path))?
@@ -326,7 +326,7 @@ impl Enforcer {
             return Ok(Outcome::NotManaged);
         };
         let mut text = files::read(path).map_err(io(path))?;
-        if text.as_deref() == Some("") {
+        if text.as_deref().is_some_and(<[u8]>::is_empty) {
             // Possibly caught between an editor's truncate and its write: look again.
             std::thread::sleep(self.config.settle);
             text = files::read(path).map_err(io(path))?;
@@ -437,7 +437,7 @@ impl Enforcer {
         &mut self,
         path: &Path,
         record: &FileRecord,
-        text: Option<&str>,
+        text: Option<&[u8]>,
         found_body: &str,
         found_hash: &str,
     ) -> Result<Outcome> {
@@ -511,7 +511,7 @@ impl Enforcer {
 
     /// Rewrites the section of `text` (the file as read) as written; `false` when the file changed
     /// since.
-    fn restore(&self, path: &Path, record: &FileRecord, text: Option<&str>) -> Result<bool> {
+    fn restore(&self, path: &Path, record: &FileRecord, text: Option<&[u8]>) -> Result<bool> {
         self.write_body(path, record, text, &record.body)
     }
 
@@ -520,10 +520,10 @@ impl Enforcer {
         &self,
         path: &Path,
         record: &FileRecord,
-        text: Option<&str>,
+        text: Option<&[u8]>,
         body: &str,
     ) -> Result<bool> {
-        let merged = section::merge(text.unwrap_or(""), record.layer.as_str(), body);
+        let merged = section::merge(text.unwrap_or_default(), record.layer.as_str(), body);
         let written = files::write_atomic_if_unchanged(path, text, &merged).map_err(io(path))?;
         if written {
             tracing::info!(file = %path.display(), "managed section restored");

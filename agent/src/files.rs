@@ -236,13 +236,14 @@ fn project_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The file's text; `None` when it does not exist.
+/// The file's bytes (never decoded: the user's text need not be UTF-8 and is kept as it is); `None` when
+/// it does not exist.
 ///
 /// # Errors
 /// On any other read failure.
-pub fn read(path: &Path) -> std::io::Result<Option<String>> {
+pub fn read(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
     match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+        Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
@@ -253,7 +254,7 @@ pub fn read(path: &Path) -> std::io::Result<Option<String>> {
 ///
 /// # Errors
 /// On any filesystem failure (the temp file is removed).
-pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
+pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     write_atomic_if(path, None, contents).map(|_| ())
 }
 
@@ -267,16 +268,16 @@ pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
 /// On any filesystem failure (the temp file is removed).
 pub fn write_atomic_if_unchanged(
     path: &Path,
-    expected: Option<&str>,
-    contents: &str,
+    expected: Option<&[u8]>,
+    contents: &[u8],
 ) -> std::io::Result<bool> {
     write_atomic_if(path, Some(expected), contents)
 }
 
 fn write_atomic_if(
     path: &Path,
-    expected: Option<Option<&str>>,
-    contents: &str,
+    expected: Option<Option<&[u8]>>,
+    contents: &[u8],
 ) -> std::io::Result<bool> {
     let dir = path
         .parent()
@@ -290,7 +291,7 @@ fn write_atomic_if(
     let tmp = dir.join(format!(".{name}.edict-{:016x}.tmp", rand::random::<u64>()));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(contents.as_bytes())?;
+        file.write_all(contents)?;
         if let Ok(meta) = std::fs::metadata(path) {
             file.set_permissions(meta.permissions())?;
         }
@@ -439,21 +440,21 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("a/b/CLAUDE.md");
-        write_atomic(&path, "one")?;
-        assert_eq!(read(&path)?.as_deref(), Some("one"));
+        write_atomic(&path, b"one")?;
+        assert_eq!(read(&path)?.as_deref(), Some(&b"one"[..]));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        write_atomic(&path, "two")?;
-        assert_eq!(read(&path)?.as_deref(), Some("two"));
+        write_atomic(&path, b"two")?;
+        assert_eq!(read(&path)?.as_deref(), Some(&b"two"[..]));
         assert_eq!(
             std::fs::metadata(&path)?.permissions().mode() & 0o777,
             0o600
         );
         let leftovers = std::fs::read_dir(dir.path().join("a/b"))?.count();
         assert_eq!(leftovers, 1);
-        assert!(!write_atomic_if_unchanged(&path, Some("one"), "three")?);
-        assert_eq!(read(&path)?.as_deref(), Some("two"));
-        assert!(write_atomic_if_unchanged(&path, Some("two"), "three")?);
-        assert_eq!(read(&path)?.as_deref(), Some("three"));
+        assert!(!write_atomic_if_unchanged(&path, Some(b"one"), b"three")?);
+        assert_eq!(read(&path)?.as_deref(), Some(&b"two"[..]));
+        assert!(write_atomic_if_unchanged(&path, Some(b"two"), b"three")?);
+        assert_eq!(read(&path)?.as_deref(), Some(&b"three"[..]));
         assert_eq!(std::fs::read_dir(dir.path().join("a/b"))?.count(), 1);
         assert_eq!(read(&dir.path().join("missing"))?, None);
         Ok(())

@@ -863,3 +863,88 @@ async fn a_replayed_rejection_never_reverts_a_later_approved_change() {
     assert!(read(&machine.team_file()).contains("Keep changelogs weekly."));
     machine.stop().await;
 }
+
+/// Issue 14, item 5: a temporary change nobody decides is reverted by the agent itself once its timeout
+/// has passed, with the server down, and the revert is reported once the agent is back.
+#[tokio::test]
+async fn a_temporary_change_times_out_offline_and_is_reported_when_back() {
+    let mut app = TestApp::spawn(Store::Sqlite).await;
+    let admin = app.admin().await;
+    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
+    let enrollment = app
+        .ok(
+            "/api/v1/enrollment-tokens",
+            &admin,
+            json!({"user_id": dev_id, "note": "laptop"}),
+        )
+        .await;
+    let mut machine = Machine::new();
+    let agent_id = machine
+        .enroll_with_token(&app.base, enrollment["token"].as_str().unwrap())
+        .await;
+    machine.daemon = Some(
+        machine
+            .command()
+            .args(["run", "--audit-interval-secs", "1"])
+            .spawn()
+            .unwrap(),
+    );
+    let (team, _) = team_with_rule(
+        &app,
+        &admin,
+        &second,
+        &dev_id,
+        "tag releases",
+        json!({"mode": "temporary", "temporary_timeout_secs": 8}),
+    )
+    .await;
+    let written = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
+        t.contains("Always tag releases.")
+    })
+    .await
+    .expect("temporary section written");
+    std::fs::write(
+        machine.team_file(),
+        written.replace("Always tag releases.", "Tag releases if you remember."),
+    )
+    .unwrap();
+    let opened = eventually(Duration::from_secs(20), || async {
+        let (_, page) = app
+            .call(
+                Method::GET,
+                &format!("/api/v1/change-requests?team={team}&status=pending"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        (items.len() == 1).then_some(())
+    })
+    .await;
+    assert!(opened.is_some(), "the change opens a change request");
+
+    // Server down before the timeout: no decision can come; the agent reverts on its own.
+    let status = app.stop().await;
+    assert!(status.success());
+    let version_offline = agent_version_from_store(&app, &agent_id).await;
+    let reverted = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
+        *t == written
+    })
+    .await;
+    assert!(
+        reverted.is_some(),
+        "not reverted offline after its timeout: {}",
+        read(&machine.team_file())
+    );
+    app.start().await;
+    let reported = eventually(Duration::from_secs(30), || async {
+        (agent_version_from_store(&app, &agent_id).await > version_offline).then_some(())
+    })
+    .await;
+    assert!(
+        reported.is_some(),
+        "the revert is reported once the agent is back"
+    );
+    machine.stop().await;
+}

@@ -192,7 +192,7 @@ impl Enforcer {
         &mut self,
         path: &Path,
         record: &FileRecord,
-        text: Option<&str>,
+        text: Option<&[u8]>,
         found: &str,
     ) -> Result<Option<Outcome>> {
         if record.rules.is_empty() {

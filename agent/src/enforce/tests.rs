@@ -299,3 +299,37 @@ fn a_new_revision_rewrites_the_section() -> anyhow::Result<()> {
     assert!(f.snapshot.outbox()?.is_empty());
     Ok(())
 }
+
+#[test]
+fn the_users_bytes_outside_the_markers_survive_byte_for_byte_even_invalid_utf8()
+-> anyhow::Result<()> {
+    let mut f = fixture(Mode::Block)?;
+    std::fs::create_dir_all(f.team_file.parent().unwrap_or(Path::new(".")))?;
+    let before: &[u8] = b"# Notes \xff\xfe latin-1: caf\xe9\r\n";
+    let after: &[u8] = b"\ntrailing \xc3\x28 bytes\n";
+    std::fs::write(&f.team_file, before)?;
+    f.enforcer.sync_all()?;
+    let written = std::fs::read(&f.team_file)?;
+    assert!(
+        written.starts_with(before),
+        "{:?}",
+        String::from_utf8_lossy(&written)
+    );
+    let mut with_after = written.clone();
+    with_after.extend_from_slice(after);
+    std::fs::write(&f.team_file, &with_after)?;
+    assert_eq!(f.enforcer.check_file(&f.team_file)?, Outcome::Unchanged);
+    // An edit of the block rule is restored; every byte around the section stays.
+    let section = std::str::from_utf8(&written[before.len()..])?;
+    let mut tampered = before.to_vec();
+    tampered.extend_from_slice(
+        section
+            .replace("Never commit secrets.", "Commit what you like.")
+            .as_bytes(),
+    );
+    tampered.extend_from_slice(after);
+    std::fs::write(&f.team_file, &tampered)?;
+    assert_eq!(f.enforcer.check_file(&f.team_file)?, Outcome::Restored);
+    assert_eq!(std::fs::read(&f.team_file)?, with_after);
+    Ok(())
+}
