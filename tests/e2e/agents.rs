@@ -948,3 +948,110 @@ async fn a_temporary_change_times_out_offline_and_is_reported_when_back() {
     );
     machine.stop().await;
 }
+
+/// Issue 14, item 4: a block rule and a warning rule in one section, each enforced by its own mode;
+/// raising the warning rule to block reverts its standing edit at once.
+#[tokio::test]
+async fn each_rule_of_a_section_is_enforced_by_its_own_mode() {
+    let app = TestApp::spawn(Store::Sqlite).await;
+    let admin = app.admin().await;
+    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
+    let enrollment = app
+        .ok(
+            "/api/v1/enrollment-tokens",
+            &admin,
+            json!({"user_id": dev_id, "note": "laptop"}),
+        )
+        .await;
+    let mut machine = Machine::new();
+    machine
+        .enroll_with_token(&app.base, enrollment["token"].as_str().unwrap())
+        .await;
+    machine.run();
+    let (team, _) = team_with_rule(
+        &app,
+        &admin,
+        &second,
+        &dev_id,
+        "sign commits",
+        json!({"mode": "block"}),
+    )
+    .await;
+    let docs = approved_rule(&app, &admin, &second, "write docs").await;
+    app.ok(
+        &format!("/api/v1/teams/{team}/rules"),
+        &admin,
+        json!({"rule_id": docs, "enforcement": {"mode": "warning"}}),
+    )
+    .await;
+    let written = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
+        t.contains("Always sign commits.") && t.contains("Always write docs.")
+    })
+    .await
+    .expect("both rules written");
+
+    // The warning rule's text edited: kept and reported, although a block rule shares the section.
+    std::fs::write(
+        machine.team_file(),
+        written.replace("Always write docs.", "Docs are optional."),
+    )
+    .unwrap();
+    let reported = eventually(Duration::from_secs(20), || async {
+        let status = machine.status().await;
+        let actions = status["recent_actions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        actions
+            .iter()
+            .any(|a| a["what"] == "warning_kept" || a["what"] == "block_reverted")
+            .then_some(actions)
+    })
+    .await
+    .expect("the agent acts on the edit");
+    assert!(
+        reported.iter().all(|a| a["what"] != "block_reverted"),
+        "{reported:?}"
+    );
+    assert!(
+        read(&machine.team_file()).contains("Docs are optional."),
+        "a warning rule's edit is kept: {}",
+        read(&machine.team_file())
+    );
+
+    // The block rule's text edited: that text only is restored.
+    std::fs::write(
+        machine.team_file(),
+        read(&machine.team_file()).replace("Always sign commits.", "Sign if you like."),
+    )
+    .unwrap();
+    let restored = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
+        t.contains("Always sign commits.")
+    })
+    .await
+    .expect("the block rule's text is restored");
+    assert!(restored.contains("Docs are optional."), "{restored}");
+
+    // Raised to block: the standing edit of the warning rule is reverted at once.
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/teams/{team}/rules/{docs}"),
+            Some(&admin),
+            Some(json!({"mode": "block"})),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    let reverted = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
+        t.contains("Always write docs.") && t.contains("Always sign commits.")
+    })
+    .await;
+    assert!(
+        reverted.is_some(),
+        "raising the rule to block reverts its edit: {}",
+        read(&machine.team_file())
+    );
+    machine.stop().await;
+}
