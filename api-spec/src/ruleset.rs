@@ -31,9 +31,13 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::cmp::Ordering;
 use uuid::Uuid;
+
+mod hash;
+mod markers;
+
+pub use markers::{RuleSpan, between_rules, split_rules};
 
 /// The heading of the rules without a category (and of the rules whose category is literally
 /// `General`), rendered before every other category.
@@ -179,11 +183,7 @@ impl Layers {
     /// SHA-256 (lowercase hex) of the canonical JSON of the layers (every object's keys in byte order,
     /// compact): what [`RuleSetDoc::hash`] holds.
     pub fn hash(&self) -> String {
-        let mut hasher = HashWriter(Sha256::new());
-        // Writing to a hasher cannot fail, nor can serializing these plain structs, so the error is
-        // never seen.
-        let _ = serde_json::to_writer(&mut hasher, &CanonicalLayers(self));
-        hex::encode(hasher.0.finalize())
+        hash::of(self)
     }
 
     /// Whether no layer has a rule.
@@ -191,91 +191,6 @@ impl Layers {
         self.organization.rules.is_empty()
             && self.team.rules.is_empty()
             && self.project.rules.is_empty()
-    }
-}
-
-/// Feeds what is written to a SHA-256.
-struct HashWriter(Sha256);
-
-impl std::io::Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// [`Layers`] serialized with every object's keys in byte order: compact, that is the canonical JSON of
-/// the layers, without building a `Value`. Keep the field lists in step with [`Layers`], [`LayerRules`]
-/// and [`EffectiveRule`] (a test in `edict-projections` compares the two).
-struct CanonicalLayers<'a>(&'a Layers);
-
-impl Serialize for CanonicalLayers<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct Sorted<'a> {
-            organization: CanonicalLayer<'a>,
-            project: CanonicalLayer<'a>,
-            team: CanonicalLayer<'a>,
-        }
-        Sorted {
-            organization: CanonicalLayer(&self.0.organization),
-            project: CanonicalLayer(&self.0.project),
-            team: CanonicalLayer(&self.0.team),
-        }
-        .serialize(serializer)
-    }
-}
-
-struct CanonicalLayer<'a>(&'a LayerRules);
-
-impl Serialize for CanonicalLayer<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct Sorted<'a> {
-            rules: Vec<CanonicalRule<'a>>,
-            text: &'a str,
-        }
-        Sorted {
-            rules: self.0.rules.iter().map(CanonicalRule).collect(),
-            text: &self.0.text,
-        }
-        .serialize(serializer)
-    }
-}
-
-struct CanonicalRule<'a>(&'a EffectiveRule);
-
-impl Serialize for CanonicalRule<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct Sorted<'a> {
-            category: &'a Option<String>,
-            content: &'a str,
-            mode: Mode,
-            name: &'a str,
-            priority: i32,
-            revision: u32,
-            rule_id: Uuid,
-            temporary_timeout_secs: Option<u64>,
-            triggers: &'a [String],
-        }
-        let rule = self.0;
-        Sorted {
-            category: &rule.category,
-            content: &rule.content,
-            mode: rule.mode,
-            name: &rule.name,
-            priority: rule.priority,
-            revision: rule.revision,
-            rule_id: rule.rule_id,
-            temporary_timeout_secs: rule.temporary_timeout_secs,
-            triggers: &rule.triggers,
-        }
-        .serialize(serializer)
     }
 }
 
@@ -436,80 +351,6 @@ fn code_span(text: &str) -> String {
     }
     let fence = "`".repeat(longest + 1);
     format!("{fence} {text} {fence}")
-}
-
-/// One rule's text in a section body: from the start of its marker line to just past its end marker
-/// line (and that line's break).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleSpan {
-    /// The rule id the marker names, as written.
-    pub rule_id: String,
-    /// The rule revision the marker names.
-    pub revision: u32,
-    /// Byte offset of the marker line.
-    pub start: usize,
-    /// Byte offset just past the end marker line.
-    pub end: usize,
-}
-
-fn parse_rule_marker(trimmed: &str) -> Option<(String, u32)> {
-    let inner = trimmed
-        .strip_prefix(RULE_MARKER_PREFIX)?
-        .strip_suffix(MARKER_SUFFIX)?;
-    let mut id = None;
-    let mut revision = None;
-    for word in inner.split_whitespace() {
-        if let Some(v) = word.strip_prefix("id=") {
-            id = Some(v.to_owned());
-        } else if let Some(v) = word.strip_prefix("revision=") {
-            revision = v.parse().ok();
-        }
-    }
-    Some((id?, revision?))
-}
-
-/// The rules of a section body, in order, or `None` when its rule markers are broken (an end marker
-/// without a rule, a rule marker inside a rule or without its end, a marker that names no id or
-/// revision): an edit of such a body cannot be tied to one rule.
-pub fn split_rules(body: &str) -> Option<Vec<RuleSpan>> {
-    let mut spans = Vec::new();
-    let mut open: Option<(String, u32, usize)> = None;
-    let mut offset = 0;
-    for line in body.split_inclusive('\n') {
-        let trimmed = line.trim();
-        if trimmed == RULE_END_MARKER {
-            let (rule_id, revision, start) = open.take()?;
-            spans.push(RuleSpan {
-                rule_id,
-                revision,
-                start,
-                end: offset + line.len(),
-            });
-        } else if trimmed.starts_with(RULE_MARKER_PREFIX.trim_end()) {
-            if open.is_some() {
-                return None;
-            }
-            let (rule_id, revision) = parse_rule_marker(trimmed)?;
-            open = Some((rule_id, revision, offset));
-        }
-        offset += line.len();
-    }
-    if open.is_some() {
-        return None;
-    }
-    Some(spans)
-}
-
-/// The text between the rules of `body` (before the first, between each two, after the last).
-pub fn between_rules<'a>(body: &'a str, spans: &[RuleSpan]) -> Vec<&'a str> {
-    let mut out = Vec::with_capacity(spans.len() + 1);
-    let mut at = 0;
-    for span in spans {
-        out.push(&body[at..span.start]);
-        at = span.end;
-    }
-    out.push(&body[at..]);
-    out
 }
 
 #[cfg(test)]
