@@ -26,6 +26,10 @@
 //! idempotent by id. `revert` restores that rule's text (or the section); `keep` accepts the current
 //! content until `until`, after which the audit restores it. A missing file or a missing section is a
 //! change like any other.
+//!
+//! A new revision rewrites the section, but the standing edits (kept by a decision, warned, pending) of
+//! rules it leaves as they were (same rule and revision, not raised to block unless a decision keeps
+//! them) are carried into the new section, with their change state.
 
 use crate::files::{self, Desired, Paths, Target};
 use crate::ruleset::Mode;
@@ -269,10 +273,15 @@ impl Enforcer {
                 }
                 self.check_file(path)
             }
-            _ => {
+            old => {
                 let found = files::read(path).map_err(io(path))?;
                 let text = found.as_deref().unwrap_or_default();
-                let merged = section::merge(text, target.layer.as_str(), &new_record.body);
+                // The kept edits of rules the new revision leaves as they were stay in place.
+                let (body, carried) = match &old {
+                    Some(old) => self.carry_over(path, old, &new_record, text)?,
+                    None => (new_record.body.clone(), Vec::new()),
+                };
+                let merged = section::merge(text, target.layer.as_str(), &body);
                 if merged != text
                     && !files::write_atomic_if_unchanged(path, found.as_deref(), &merged)
                         .map_err(io(path))?
@@ -282,7 +291,11 @@ impl Enforcer {
                 // Recorded after the write: a crash in between rewrites the file on the next start
                 // instead of mistaking the old section for an edit.
                 self.snapshot.put_file(path, &new_record)?;
-                self.clear_changes(path)?;
+                for (key, _) in self.changes_of(path)? {
+                    if !carried.contains(&key) {
+                        self.snapshot.remove_change(&key)?;
+                    }
+                }
                 self.reverts.remove(path);
                 self.looping.remove(path);
                 self.action("written", path)?;

@@ -147,6 +147,75 @@ struct Revert {
 }
 
 impl Enforcer {
+    /// The body to write for a new revision (`new`) over the section written as `old` and found in
+    /// `text`: the new body, with the found text of every rule whose change stands (kept by a
+    /// decision, a warning, or pending) and that the new revision leaves as it was (same rule, same
+    /// revision, once in the section; not raised to block unless a decision keeps it). Answers the keys
+    /// of the changes carried over.
+    pub(super) fn carry_over(
+        &self,
+        path: &Path,
+        old: &FileRecord,
+        new: &FileRecord,
+        text: &[u8],
+    ) -> Result<(String, Vec<PathBuf>)> {
+        let plain = (new.body.clone(), Vec::new());
+        let Some(found) = crate::section::extract(text).map(|s| s.body) else {
+            return Ok(plain);
+        };
+        let (Some(paired), Some(new_spans)) =
+            (Paired::of(&old.body, &found), split_rules(&new.body))
+        else {
+            return Ok(plain);
+        };
+        let once =
+            |spans: &[RuleSpan], id: &str| spans.iter().filter(|s| s.rule_id == id).count() == 1;
+        let mut replace: Vec<(usize, String)> = Vec::new();
+        let mut carried = Vec::new();
+        for id in paired.ids() {
+            let found_text = paired.found_text(&id);
+            if found_text == paired.written_text(&id) {
+                continue;
+            }
+            let key = change_key(path, Some(&id));
+            let Some(entry) = self.snapshot.change(&key)? else {
+                continue;
+            };
+            let stands = entry.seen_hash == hash_body(&found_text)
+                && match entry.state {
+                    ChangeState::Kept => !expired(entry.until.as_deref()),
+                    ChangeState::Warned | ChangeState::Pending => {
+                        Self::mark(new, &id).mode != Mode::Block
+                    }
+                };
+            let old_span = paired.written_spans.iter().find(|s| s.rule_id == id);
+            let new_at = new_spans.iter().position(|s| s.rule_id == id);
+            if let (true, Some(old_span), Some(new_at)) = (stands, old_span, new_at)
+                && once(&paired.written_spans, &id)
+                && once(&new_spans, &id)
+                && new_spans[new_at].revision == old_span.revision
+            {
+                replace.push((new_at, found_text));
+                carried.push(key);
+            }
+        }
+        if replace.is_empty() {
+            return Ok(plain);
+        }
+        let mut body = String::with_capacity(new.body.len());
+        let mut at = 0;
+        for (i, span) in new_spans.iter().enumerate() {
+            body.push_str(&new.body[at..span.start]);
+            match replace.iter().find(|(j, _)| *j == i) {
+                Some((_, text)) => body.push_str(text),
+                None => body.push_str(&new.body[span.start..span.end]),
+            }
+            at = span.end;
+        }
+        body.push_str(&new.body[at..]);
+        Ok((body, carried))
+    }
+
     /// The mark of a rule of `record` (a rule the record does not know takes the section's).
     fn mark(record: &FileRecord, id: &str) -> RuleMark {
         record

@@ -235,3 +235,51 @@ fn a_temporary_change_past_its_timeout_is_reverted_by_the_agent_and_reported() -
     assert!(f.snapshot.changes()?.is_empty());
     Ok(())
 }
+
+#[test]
+fn a_new_revision_keeps_the_standing_edits_of_the_rules_it_leaves_unchanged() -> anyhow::Result<()>
+{
+    let mut f = fixture(Mode::Block)?;
+    let mut temporary = rule(2, "Small commits", Mode::Temporary, WARN_TEXT);
+    temporary.temporary_timeout_secs = Some(3600);
+    let with = |block_text: &str, revision: u32, temporary: &EffectiveRule| {
+        let mut block = rule(1, "No secrets", Mode::Block, block_text);
+        block.revision = revision;
+        vec![block, temporary.clone()]
+    };
+    f.snapshot
+        .put_ruleset(&ruleset_of("team-a", 2, with(BLOCK_TEXT, 1, &temporary)))?;
+    f.enforcer.sync_all()?;
+    replace(&f.team_file, WARN_TEXT, "Any size, approved.")?;
+    let report = report_and_ack(&mut f, "cr-2")?;
+    let approve = named("cr-2", &f, &report, DecisionAction::Keep, 2);
+    f.enforcer.decide(&approve)?;
+    let reports = f.snapshot.outbox()?.len();
+    // A new revision of the other rule: its new text is written, the approved edit stays.
+    f.snapshot.put_ruleset(&ruleset_of(
+        "team-a",
+        3,
+        with("Rotate keys monthly.", 2, &temporary),
+    ))?;
+    f.enforcer.sync_all()?;
+    let text = read(&f.team_file)?;
+    assert!(text.contains("Rotate keys monthly."), "{text}");
+    assert!(text.contains("Any size, approved."), "{text}");
+    assert_eq!(f.enforcer.check_file(&f.team_file)?, Outcome::Unchanged);
+    assert_eq!(f.snapshot.outbox()?.len(), reports);
+    // The approved rule's own new revision replaces the edit.
+    temporary.revision = 2;
+    f.snapshot.put_ruleset(&ruleset_of(
+        "team-a",
+        4,
+        with("Rotate keys monthly.", 2, &temporary),
+    ))?;
+    f.enforcer.sync_all()?;
+    let text = read(&f.team_file)?;
+    assert!(
+        text.contains(WARN_TEXT) && !text.contains("Any size"),
+        "{text}"
+    );
+    assert!(f.snapshot.changes()?.is_empty());
+    Ok(())
+}
