@@ -369,6 +369,7 @@ impl Enforcer {
             && c.seen_hash == found_hash
         {
             let kept = c.state == ChangeState::Kept;
+            self.start_timeout(path, c)?;
             let restore = if kept && expired(c.until.as_deref()) {
                 Some(("exception_expired_restored", None))
             } else if !kept && record.mode == Mode::Block {

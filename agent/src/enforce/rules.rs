@@ -147,6 +147,16 @@ struct Revert {
 }
 
 impl Enforcer {
+    /// A pending change an older agent recorded has no start: its timeout runs from now.
+    pub(super) fn start_timeout(&self, key: &Path, entry: &ChangeEntry) -> Result<()> {
+        if entry.state == ChangeState::Pending && entry.opened_at.is_none() {
+            let mut entry = entry.clone();
+            entry.opened_at = Some(now_rfc3339());
+            self.snapshot.put_change(key, &entry)?;
+        }
+        Ok(())
+    }
+
     /// The body to write for a new revision (`new`) over the section written as `old` and found in
     /// `text`: the new body, with the found text of every rule whose change stands (kept by a
     /// decision, a warning, or pending) and that the new revision leaves as it was (same rule, same
@@ -292,6 +302,7 @@ impl Enforcer {
                 // A change already handled: it stands unless its rule now blocks it (a decision's
                 // exception aside), its exception ended, or its temporary time ran out.
                 let kept = c.state == ChangeState::Kept;
+                self.start_timeout(&key, c)?;
                 if kept && expired(c.until.as_deref()) {
                     reverts.push(Revert {
                         rule: id,
