@@ -605,7 +605,14 @@ mod tests {
             team: "t".into(),
             revision: 7,
             hash: "h".into(),
-            ruleset: serde_json::json!({"layers": {"team": {"rules": [{"id": "r"}]}}}),
+            ruleset: Box::new(
+                serde_json::from_value(serde_json::json!({
+                    "team_id": "00000000-0000-0000-0000-000000000001", "revision": 7, "hash": "h",
+                    "layers": {"team": {"rules": [{"rule_id": "00000000-0000-0000-0000-000000000002",
+                        "name": "r", "mode": "block"}]}}
+                }))
+                .unwrap(),
+            ),
         });
         assert_eq!(rule_set.kind, "rule_set");
         assert_eq!(

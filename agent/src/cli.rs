@@ -248,10 +248,12 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             if changes.is_empty() {
                 output::line("no changes kept");
             }
-            for (path, c) in changes {
+            for (key, c) in changes {
+                let (path, rule) = crate::enforce::split_change_key(&key);
                 output::line(&format!(
-                    "{}  {:?}  change request {}{}",
+                    "{}{}  {:?}  change request {}{}",
                     path.display(),
+                    rule.map(|r| format!("  rule {r}")).unwrap_or_default(),
                     c.state,
                     c.change_request
                         .as_deref()

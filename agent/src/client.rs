@@ -10,6 +10,7 @@
 //! are small (4 KiB read, no write buffering): an agent holds one idle connection most of the time.
 
 use crate::daemon::Command;
+use crate::enforce::Decision;
 use crate::ruleset::RuleSetDoc;
 use crate::snapshot::{PutOutcome, Snapshot, StoredRuleSet, keys};
 use anyhow::{Context, anyhow, bail};
@@ -243,8 +244,25 @@ async fn session(
                     }
                     Some(Ok(_)) => continue,
                 };
-                let message: GatewayMessage = serde_json::from_str(text.as_str())
-                    .context("a malformed gateway message")?;
+                let message: GatewayMessage = match serde_json::from_str(text.as_str()) {
+                    Ok(message) => message,
+                    Err(e) => {
+                        // An unreadable rule set is not applied: the agent keeps enforcing the
+                        // revision it holds, and the server sees it has not converged.
+                        if let Ok(value) = serde_json::from_str::<serde_json::Value>(text.as_str())
+                            && value["type"] == "rule_set"
+                        {
+                            tracing::error!(
+                                team = value["team"].as_str(),
+                                revision = value["revision"].as_u64(),
+                                error = %e,
+                                "unreadable rule set; not applied"
+                            );
+                            continue;
+                        }
+                        return Err(anyhow::Error::from(e).context("a malformed gateway message"));
+                    }
+                };
                 match message {
                     GatewayMessage::Welcome { agent_id, teams, .. } => {
                         tracing::info!(agent_id, ?teams, "welcomed");
@@ -257,15 +275,7 @@ async fn session(
                         tracing::debug!(team = holding.team, revision = holding.revision, "current");
                     }
                     GatewayMessage::RuleSet { team, revision, hash, ruleset } => {
-                        let doc: RuleSetDoc = match serde_json::from_value(ruleset) {
-                            Ok(doc) => doc,
-                            Err(e) => {
-                                // Not applied: the agent keeps enforcing the revision it holds, and
-                                // the server sees it has not converged.
-                                tracing::error!(team, revision, error = %e, "unreadable rule set; not applied");
-                                continue;
-                            }
-                        };
+                        let doc: RuleSetDoc = *ruleset;
                         let stored = StoredRuleSet { team: team.clone(), revision, hash: hash.clone(), doc };
                         // Durable first: `applied` promises the rule set survives a crash. A rule set
                         // older than the one held is not stored (the snapshot records why).
@@ -303,8 +313,10 @@ async fn session(
                     GatewayMessage::ReportAck { report_id, change_request } => {
                         let _ = engine.send(Command::Ack { report_id, change_request });
                     }
-                    GatewayMessage::Decision { change_request, file, action, until } => {
-                        let _ = engine.send(Command::Decision { change_request, file, action, until });
+                    GatewayMessage::Decision { change_request, file, action, until, rule, content_hash, decision_id } => {
+                        let _ = engine.send(Command::Decision(Decision {
+                            change_request, file, rule, content_hash, decision_id, action, until,
+                        }));
                     }
                     GatewayMessage::Error { code, message } => {
                         tracing::warn!(code, message, "the gateway reported an error");

@@ -7,12 +7,11 @@
 //! (debounced), the periodic audit, rule sets stored by the client, decisions and acknowledgements.
 
 use crate::client::{self, ClientConfig};
-use crate::enforce::{EnforceConfig, Enforcer};
+use crate::enforce::{Decision, EnforceConfig, Enforcer};
 use crate::files::Paths;
 use crate::snapshot::{Snapshot, keys};
 use crate::watch::ManagedWatcher;
 use anyhow::Context;
-use edict_api::protocol::DecisionAction;
 use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
@@ -32,16 +31,7 @@ pub enum Command {
     /// Re-read the rule sets and watched dirs and reconcile every file; answered when done.
     Sync(oneshot::Sender<Result<(), String>>),
     /// A change request was decided.
-    Decision {
-        /// The change request.
-        change_request: String,
-        /// The file.
-        file: String,
-        /// Keep or revert.
-        action: DecisionAction,
-        /// Keep until.
-        until: Option<String>,
-    },
+    Decision(Decision),
     /// A report was acknowledged.
     Ack {
         /// The report.
@@ -247,14 +237,9 @@ fn engine_loop(
             Command::Sync(reply) => {
                 let _ = reply.send(resync(&mut enforcer, &mut watcher));
             }
-            Command::Decision {
-                change_request,
-                file,
-                action,
-                until,
-            } => {
-                if let Err(e) = enforcer.decide(&change_request, &file, action, until) {
-                    tracing::warn!(error = %e, change_request, "applying a decision");
+            Command::Decision(decision) => {
+                if let Err(e) = enforcer.decide(&decision) {
+                    tracing::warn!(error = %e, change_request = decision.change_request, "applying a decision");
                 }
             }
             Command::Ack {

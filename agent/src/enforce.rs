@@ -1,25 +1,42 @@
 //! The enforcement decisions: reconciling the managed files with the rule sets in force, and acting on a
 //! managed section that changed.
 //!
-//! The baseline of a file is what the agent last wrote ([`FileRecord`]). A section whose hash differs
-//! from it is handled by the strictest mode among the section's rules:
-//! - block: restored at once (the user's text outside the markers kept), a `block_reverted` report
-//!   queued; more than [`EnforceConfig::loop_threshold`] reverts of one file within
-//!   [`EnforceConfig::loop_window`] mean an editor is fighting the agent: it stops reverting that file,
-//!   queues one `revert_loop` report and tries again once the file has been quiet for a window;
-//! - temporary: kept, a `temporary_changed` report queued (an amendment carrying the change request
-//!   when one is known); the same content is not reported twice;
-//! - warning: kept, a `warning_kept` report queued, once per content.
+//! The baseline of a file is what the agent last wrote ([`FileRecord`]). Each rule's text in the section
+//! sits between rule markers naming the rule and its revision (`edict_api::ruleset`), so a changed
+//! section is handled rule by rule ([`rules`]), each changed rule by its own mode:
+//! - block: that rule's text is restored at once (the other rules' kept edits and the user's text
+//!   outside the markers stay), a `block_reverted` report naming the rule queued; more than
+//!   [`EnforceConfig::loop_threshold`] reverts of one file within [`EnforceConfig::loop_window`] mean an
+//!   editor is fighting the agent: it stops reverting that file, queues one `revert_loop` report and
+//!   tries again once the file has been quiet for a window;
+//! - temporary: kept, a `temporary_changed` report naming the rule queued (which opens a change request
+//!   for that rule; an amendment carrying the change request when one is known); the same content is not
+//!   reported twice. A change that outlives the rule's `temporary_timeout_secs` without a decision is
+//!   restored by the agent itself (offline too) and reported (`block_reverted`, naming the change
+//!   request) once the agent is back;
+//! - warning: kept, a `warning_kept` report naming the rule queued, once per content.
 //!
-//! A decision `revert` restores the section; `keep` accepts the current content until `until`, after
-//! which the audit restores it. A missing file or a missing section is a change like any other.
+//! Raising a rule to block restores its standing edits (kept as warnings or pending) at once; lowering
+//! it keeps them. An edit that cannot be tied to one rule (a rule marker broken, removed or added, text
+//! changed between the rules, a section written by an older agent) falls back to the strictest mode
+//! among the section's rules, applied to the whole section as above.
+//!
+//! A decision ([`decide`]) acts only on the change it names: the change request the agent recorded for
+//! that file (and rule), and only while the disk still holds that change's content; decisions are
+//! idempotent by id. `revert` restores that rule's text (or the section); `keep` accepts the current
+//! content until `until`, after which the audit restores it. A missing file or a missing section is a
+//! change like any other.
+//!
+//! A new revision rewrites the section, but the standing edits (kept by a decision, warned, pending) of
+//! rules it leaves as they were (same rule and revision, not raised to block unless a decision keeps
+//! them) are carried into the new section, with their change state.
 
 use crate::files::{self, Desired, Paths, Target};
 use crate::ruleset::Mode;
 use crate::section::{self, hash_body, sanitize_body};
 use crate::snapshot::{Action, ChangeEntry, ChangeState, FileRecord, Snapshot, SnapshotError};
-use edict_api::protocol::{DecisionAction, Report, ReportKind};
-use std::collections::{HashMap, VecDeque};
+use edict_api::protocol::{Report, ReportKind};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +44,14 @@ use tokio::sync::Notify;
 
 /// The largest diff a report carries; longer diffs are cut.
 const MAX_DIFF: usize = 64 * 1024;
+
+pub mod decide;
+mod revert;
+mod rules;
+
+pub use decide::Decision;
+pub use rules::split_change_key;
+use rules::timed_out;
 
 /// An enforcement failure.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +128,8 @@ pub struct Enforcer {
     reverts: HashMap<PathBuf, VecDeque<Instant>>,
     /// Files in a revert loop, with when a change was last seen.
     looping: HashMap<PathBuf, Instant>,
+    /// The decisions found not to apply since the start (each is recorded as an action once).
+    ignored: HashSet<String>,
     outbox: Arc<Notify>,
 }
 
@@ -158,6 +185,7 @@ impl Enforcer {
             config,
             reverts: HashMap::new(),
             looping: HashMap::new(),
+            ignored: HashSet::new(),
             outbox,
         }
     }
@@ -202,7 +230,7 @@ impl Enforcer {
         for (path, _) in self.snapshot.files()? {
             if !seen.contains(&path) {
                 self.snapshot.remove_file(&path)?;
-                self.snapshot.remove_change(&path)?;
+                self.clear_changes(&path)?;
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -223,7 +251,7 @@ impl Enforcer {
                 return Ok(Outcome::Raced);
             }
             self.snapshot.remove_file(path)?;
-            self.snapshot.remove_change(path)?;
+            self.clear_changes(path)?;
             self.action("removed", path)?;
             return Ok(Outcome::Removed);
         }
@@ -236,6 +264,7 @@ impl Enforcer {
             team: desired.team.clone(),
             rule: desired.rule.clone(),
             temporary_timeout_secs: desired.temporary_timeout_secs,
+            rules: desired.rules.clone(),
         };
         match record {
             Some(old) if old.body == new_record.body => {
@@ -244,10 +273,15 @@ impl Enforcer {
                 }
                 self.check_file(path)
             }
-            _ => {
+            old => {
                 let found = files::read(path).map_err(io(path))?;
-                let text = found.clone().unwrap_or_default();
-                let merged = section::merge(&text, target.layer.as_str(), &new_record.body);
+                let text = found.as_deref().unwrap_or_default();
+                // The kept edits of rules the new revision leaves as they were stay in place.
+                let (body, carried) = match &old {
+                    Some(old) => self.carry_over(path, old, &new_record, text)?,
+                    None => (new_record.body.clone(), Vec::new()),
+                };
+                let merged = section::merge(text, target.layer.as_str(), &body);
                 if merged != text
                     && !files::write_atomic_if_unchanged(path, found.as_deref(), &merged)
                         .map_err(io(path))?
@@ -257,13 +291,35 @@ impl Enforcer {
                 // Recorded after the write: a crash in between rewrites the file on the next start
                 // instead of mistaking the old section for an edit.
                 self.snapshot.put_file(path, &new_record)?;
-                self.snapshot.remove_change(path)?;
+                for (key, _) in self.changes_of(path)? {
+                    if !carried.contains(&key) {
+                        self.snapshot.remove_change(&key)?;
+                    }
+                }
                 self.reverts.remove(path);
                 self.looping.remove(path);
                 self.action("written", path)?;
                 Ok(Outcome::Written)
             }
         }
+    }
+
+    /// Every change entry of a file: the section's and its rules', with their keys.
+    fn changes_of(&self, path: &Path) -> Result<Vec<(PathBuf, ChangeEntry)>> {
+        Ok(self
+            .snapshot
+            .changes()?
+            .into_iter()
+            .filter(|(key, _)| key == path || rules::split_change_key(key).0 == path)
+            .collect())
+    }
+
+    /// Forgets every change of a file (its section was rewritten or is no longer managed).
+    fn clear_changes(&self, path: &Path) -> Result<()> {
+        for (key, _) in self.changes_of(path)? {
+            self.snapshot.remove_change(&key)?;
+        }
+        Ok(())
     }
 
     fn action(&self, what: &str, path: &Path) -> Result<()> {
@@ -284,36 +340,72 @@ impl Enforcer {
             return Ok(Outcome::NotManaged);
         };
         let mut text = files::read(path).map_err(io(path))?;
-        if text.as_deref() == Some("") {
+        if text.as_deref().is_some_and(<[u8]>::is_empty) {
             // Possibly caught between an editor's truncate and its write: look again.
             std::thread::sleep(self.config.settle);
             text = files::read(path).map_err(io(path))?;
         }
         let found = text.as_deref().and_then(section::extract).map(|s| s.body);
         let found_hash = hash_body(found.as_deref().unwrap_or(""));
-        let change = self.snapshot.change(path)?;
         if found.is_some() && found_hash == record.hash {
-            if let Some(c) = &change
-                && (c.state == ChangeState::Warned
-                    || (c.state == ChangeState::Kept && expired(c.until.as_deref())))
-            {
-                self.snapshot.remove_change(path)?;
+            for (key, c) in self.changes_of(path)? {
+                if c.state == ChangeState::Warned
+                    || (c.state == ChangeState::Kept && expired(c.until.as_deref()))
+                {
+                    self.snapshot.remove_change(&key)?;
+                }
             }
             self.looping.remove(path);
             return Ok(Outcome::Unchanged);
         }
+        if let Some(found) = found.as_deref()
+            && let Some(outcome) = self.check_rules(path, &record, text.as_deref(), found)?
+        {
+            return Ok(outcome);
+        }
+        // Not tied to one rule: the whole section, by the strictest mode of its rules.
+        let change = self.snapshot.change(path)?;
         if let Some(c) = &change
             && c.seen_hash == found_hash
         {
-            if c.state == ChangeState::Kept && expired(c.until.as_deref()) {
-                if !self.restore(path, &record, text.as_deref())? {
-                    return Ok(Outcome::Raced);
-                }
-                self.snapshot.remove_change(path)?;
-                self.action("exception_expired_restored", path)?;
-                return Ok(Outcome::Restored);
+            let kept = c.state == ChangeState::Kept;
+            self.start_timeout(path, c)?;
+            let restore = if kept && expired(c.until.as_deref()) {
+                Some(("exception_expired_restored", None))
+            } else if !kept && record.mode == Mode::Block {
+                Some(("raised_to_block_restored", Some(c.change_request.clone())))
+            } else if c.state == ChangeState::Pending
+                && record.mode == Mode::Temporary
+                && timed_out(c.opened_at.as_deref(), record.temporary_timeout_secs)
+            {
+                Some((
+                    "temporary_timed_out_restored",
+                    Some(c.change_request.clone()),
+                ))
+            } else {
+                None
+            };
+            let Some((what, report)) = restore else {
+                return Ok(Outcome::Unchanged);
+            };
+            if !self.restore(path, &record, text.as_deref())? {
+                return Ok(Outcome::Raced);
             }
-            return Ok(Outcome::Unchanged);
+            self.snapshot.remove_change(path)?;
+            self.action(what, path)?;
+            if let Some(change_request) = report {
+                let found_body = found.unwrap_or_default();
+                let report = self.report(
+                    ReportKind::BlockReverted,
+                    path,
+                    &record,
+                    &found_body,
+                    &found_hash,
+                    change_request,
+                );
+                self.queue(&report, path)?;
+            }
+            return Ok(Outcome::Restored);
         }
         let found_body = found.unwrap_or_default();
         match record.mode {
@@ -326,9 +418,9 @@ impl Enforcer {
                 } else {
                     (ReportKind::WarningKept, ChangeState::Warned)
                 };
-                let change_request = match record.mode {
-                    Mode::Temporary => change.and_then(|c| c.change_request),
-                    _ => None,
+                let (change_request, opened_at) = match (record.mode, change) {
+                    (Mode::Temporary, Some(c)) => (c.change_request, c.opened_at),
+                    _ => (None, None),
                 };
                 let report = self.report(
                     kind,
@@ -347,85 +439,13 @@ impl Enforcer {
                         state,
                         until: None,
                         seen_hash: found_hash,
+                        rule: None,
+                        opened_at: Some(opened_at.unwrap_or_else(now_rfc3339)),
                     },
                 )?;
                 Ok(Outcome::Reported(kind))
             }
         }
-    }
-
-    fn revert_block(
-        &mut self,
-        path: &Path,
-        record: &FileRecord,
-        text: Option<&str>,
-        found_body: &str,
-        found_hash: &str,
-    ) -> Result<Outcome> {
-        let now = Instant::now();
-        let window = self.config.loop_window;
-        if let Some(last) = self.looping.get_mut(path) {
-            if now.duration_since(*last) < window {
-                *last = now;
-                return Ok(Outcome::Looping);
-            }
-            // Quiet for a window: try again.
-            self.looping.remove(path);
-            self.reverts.remove(path);
-        }
-        let recent = {
-            let times = self.reverts.entry(path.to_path_buf()).or_default();
-            while times
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > window)
-            {
-                times.pop_front();
-            }
-            times.len()
-        };
-        if recent >= self.config.loop_threshold {
-            self.looping.insert(path.to_path_buf(), now);
-            let report = self.report(
-                ReportKind::RevertLoop,
-                path,
-                record,
-                found_body,
-                found_hash,
-                None,
-            );
-            self.queue(&report, path)?;
-            tracing::warn!(file = %path.display(), "revert loop: no longer reverting this file for now");
-            return Ok(Outcome::Looping);
-        }
-        if !self.restore(path, record, text)? {
-            return Ok(Outcome::Raced);
-        }
-        self.reverts
-            .entry(path.to_path_buf())
-            .or_default()
-            .push_back(now);
-        let report = self.report(
-            ReportKind::BlockReverted,
-            path,
-            record,
-            found_body,
-            found_hash,
-            None,
-        );
-        self.queue(&report, path)?;
-        Ok(Outcome::Restored)
-    }
-
-    /// Rewrites the section of `text` (the file as read); `false` when the file changed since.
-    fn restore(&self, path: &Path, record: &FileRecord, text: Option<&str>) -> Result<bool> {
-        let merged = section::merge(text.unwrap_or(""), record.layer.as_str(), &record.body);
-        let written = files::write_atomic_if_unchanged(path, text, &merged).map_err(io(path))?;
-        if written {
-            tracing::info!(file = %path.display(), "managed section restored");
-        } else {
-            tracing::debug!(file = %path.display(), "changed while restoring; checked again");
-        }
-        Ok(written)
     }
 
     fn report(
@@ -468,79 +488,19 @@ impl Enforcer {
         Ok(())
     }
 
-    /// Applies a decision on a change request about `file`.
-    ///
-    /// # Errors
-    /// On a snapshot or file failure.
-    pub fn decide(
-        &mut self,
-        change_request: &str,
-        file: &str,
-        action: DecisionAction,
-        until: Option<String>,
-    ) -> Result<Outcome> {
-        let path = PathBuf::from(file);
-        let Some(record) = self.snapshot.file(&path)? else {
-            tracing::warn!(
-                file,
-                change_request,
-                "decision about a file the agent does not manage"
-            );
-            return Ok(Outcome::NotManaged);
-        };
-        let text = files::read(&path).map_err(io(&path))?;
-        match action {
-            DecisionAction::Revert => {
-                let found = text.as_deref().and_then(section::extract).map(|s| s.body);
-                let outcome = if found.as_deref() == Some(record.body.as_str()) {
-                    Outcome::Unchanged
-                } else if self.restore(&path, &record, text.as_deref())? {
-                    Outcome::Restored
-                } else {
-                    // Changed meanwhile: the change's own event checks the file again.
-                    Outcome::Raced
-                };
-                self.snapshot.remove_change(&path)?;
-                self.action("decision_revert", &path)?;
-                Ok(outcome)
-            }
-            DecisionAction::Keep => {
-                let found = text.as_deref().and_then(section::extract).map(|s| s.body);
-                let seen_hash = hash_body(found.as_deref().unwrap_or(""));
-                let report_id = self
-                    .snapshot
-                    .change(&path)?
-                    .map(|c| c.report_id)
-                    .unwrap_or_default();
-                self.snapshot.put_change(
-                    &path,
-                    &ChangeEntry {
-                        change_request: Some(change_request.to_owned()),
-                        report_id,
-                        state: ChangeState::Kept,
-                        until,
-                        seen_hash,
-                    },
-                )?;
-                self.action("decision_keep", &path)?;
-                Ok(Outcome::Unchanged)
-            }
-        }
-    }
-
-    /// A report was acknowledged: drops it from the outbox and remembers the change request it opened.
+    /// A report was acknowledged: drops it from the outbox and remembers the change request it opened
+    /// on the change it reported.
     ///
     /// # Errors
     /// On a snapshot failure.
     pub fn acknowledged(&mut self, report_id: &str, change_request: Option<String>) -> Result<()> {
         let report = self.snapshot.ack_report(report_id)?;
         if let (Some(report), Some(cr)) = (report, change_request) {
-            let path = PathBuf::from(&report.file);
-            if let Some(mut entry) = self.snapshot.change(&path)?
-                && entry.report_id == report_id
-            {
-                entry.change_request = Some(cr);
-                self.snapshot.put_change(&path, &entry)?;
+            for (key, mut entry) in self.changes_of(Path::new(&report.file))? {
+                if entry.report_id == report_id {
+                    entry.change_request = Some(cr.clone());
+                    self.snapshot.put_change(&key, &entry)?;
+                }
             }
         }
         Ok(())

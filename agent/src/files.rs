@@ -20,7 +20,7 @@
 //! fails the write before anything is read through it or copied ([`write_atomic_if_unchanged`]).
 
 use crate::ruleset::{EffectiveRule, Layer, Mode, render_layer};
-use crate::snapshot::StoredRuleSet;
+use crate::snapshot::{RuleMark, StoredRuleSet};
 use globset::{Glob, GlobSetBuilder};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -230,6 +230,37 @@ pub struct Desired {
     pub rule: String,
     /// The shortest temporary timeout among its rules.
     pub temporary_timeout_secs: Option<u64>,
+    /// Each rule once, with its strictest mode: how an edit of its text is enforced.
+    pub rules: Vec<RuleMark>,
+}
+
+/// One mark per rule id (teams in team id order): a rule several teams include is enforced by the
+/// strictest of their modes, reported against the first team with that mode.
+fn marks(rules: &[(String, &EffectiveRule)]) -> Vec<RuleMark> {
+    let mut out: Vec<RuleMark> = Vec::new();
+    for (team, rule) in rules {
+        let id = rule.rule_id.to_string();
+        match out.iter_mut().find(|m| m.rule == id) {
+            Some(mark) => {
+                if rule.mode > mark.mode {
+                    mark.mode = rule.mode;
+                    mark.team = team.clone();
+                }
+                mark.temporary_timeout_secs =
+                    match (mark.temporary_timeout_secs, rule.temporary_timeout_secs) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+            }
+            None => out.push(RuleMark {
+                rule: id,
+                team: team.clone(),
+                mode: rule.mode,
+                temporary_timeout_secs: rule.temporary_timeout_secs,
+            }),
+        }
+    }
+    out
 }
 
 fn summarize(body: String, rules: &[(String, &EffectiveRule)]) -> Desired {
@@ -243,13 +274,14 @@ fn summarize(body: String, rules: &[(String, &EffectiveRule)]) -> Desired {
     let (team, rule) = rules
         .iter()
         .find(|(_, r)| r.mode == mode)
-        .map(|(t, r)| (t.clone(), r.rule_id.clone()))
+        .map(|(t, r)| (t.clone(), r.rule_id.to_string()))
         .unwrap_or_default();
     Desired {
         body,
         mode,
         team,
         rule,
+        rules: marks(rules),
         temporary_timeout_secs: rules
             .iter()
             .filter_map(|(_, r)| r.temporary_timeout_secs)
@@ -271,7 +303,7 @@ pub fn desired(target: &Target, rulesets: &[StoredRuleSet]) -> Desired {
                     if seen.contains(&rule.rule_id) || !triggered(rule, &files) {
                         continue;
                     }
-                    seen.insert(rule.rule_id.clone());
+                    seen.insert(rule.rule_id);
                     rules.push((rs.team.clone(), rule));
                 }
             }
@@ -339,16 +371,15 @@ fn project_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The file's text; `None` when it does not exist.
+/// The file's bytes (never decoded: the user's text need not be UTF-8 and is kept as it is); `None` when
+/// it does not exist.
 ///
 /// # Errors
-/// On any other read failure.
-pub fn read(path: &Path) -> std::io::Result<Option<String>> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+/// On any other read failure, and when `path` is a symbolic link or not a regular file.
+pub fn read(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    // Never through a link: `path` is already resolved ([`resolve`]), so a link found here appeared
+    // since, and what it points to (a private key, say) must not reach a report's diff.
+    Ok(read_no_follow(path)?.map(|(bytes, _)| bytes))
 }
 
 /// Writes `contents` to `path` atomically: parent dirs created, a temp file in the same directory
@@ -358,7 +389,7 @@ pub fn read(path: &Path) -> std::io::Result<Option<String>> {
 /// # Errors
 /// On any filesystem failure (the temp file is removed), and when `path` is a symbolic link (left
 /// alone; see the module documentation).
-pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
+pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     write_atomic_if(path, None, contents).map(|_| ())
 }
 
@@ -375,8 +406,8 @@ pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
 /// On any filesystem failure (the temp file is removed), and when `path` is a symbolic link.
 pub fn write_atomic_if_unchanged(
     path: &Path,
-    expected: Option<&str>,
-    contents: &str,
+    expected: Option<&[u8]>,
+    contents: &[u8],
 ) -> std::io::Result<bool> {
     write_atomic_if(path, Some(expected), contents)
 }
@@ -426,11 +457,11 @@ fn symlink_error(path: &Path) -> std::io::Error {
     )
 }
 
-/// Whether the file holds `expected` (compared as [`read`] decodes it).
-fn holds(found: Option<&(Vec<u8>, std::fs::Metadata)>, expected: Option<&str>) -> bool {
+/// Whether the file holds exactly `expected`.
+fn holds(found: Option<&(Vec<u8>, std::fs::Metadata)>, expected: Option<&[u8]>) -> bool {
     match (found, expected) {
         (None, None) => true,
-        (Some((bytes, _)), Some(expected)) => String::from_utf8_lossy(bytes) == expected,
+        (Some((bytes, _)), Some(expected)) => bytes.as_slice() == expected,
         _ => false,
     }
 }
@@ -455,8 +486,8 @@ fn create_temp(dir: &Path, path: &Path) -> std::io::Result<(std::fs::File, PathB
 
 fn write_atomic_if(
     path: &Path,
-    expected: Option<Option<&str>>,
-    contents: &str,
+    expected: Option<Option<&[u8]>>,
+    contents: &[u8],
 ) -> std::io::Result<bool> {
     let dir = path
         .parent()
@@ -473,7 +504,7 @@ fn write_atomic_if(
     }
     let (mut file, tmp) = create_temp(dir, path)?;
     let result = (|| {
-        file.write_all(contents.as_bytes())?;
+        file.write_all(contents)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -514,7 +545,7 @@ mod tests {
 
     fn rule(id: &str, mode: Mode, triggers: &[&str]) -> EffectiveRule {
         EffectiveRule {
-            rule_id: id.into(),
+            rule_id: uuid::Uuid::from_u128(id.parse().unwrap()),
             revision: 1,
             name: format!("Rule {id}"),
             category: None,
@@ -542,12 +573,12 @@ mod tests {
             revision: 1,
             hash: "h".into(),
             doc: RuleSetDoc {
-                team_id: team.into(),
+                team_id: uuid::Uuid::from_u128(u128::from(team.as_bytes()[0])),
                 team_name: team.into(),
                 archived: false,
                 revision: 1,
                 hash: "h".into(),
-                updated_at: serde_json::Value::Null,
+                updated_at: chrono::DateTime::default(),
                 position: 0,
                 layers,
             },
@@ -565,11 +596,24 @@ mod tests {
         let d = desired(t, &sets);
         assert_eq!(
             d.body,
-            "## General\n\n### Rule 1\n\ncontent 1\n\n## General\n\n### Rule 2\n\ncontent 2\n"
+            format!(
+                "{}\n{}",
+                render_layer(Layer::Team, &[rule("1", Mode::Block, &[])]),
+                render_layer(Layer::Team, &[rule("2", Mode::Warning, &[])])
+            )
         );
+        let one = uuid::Uuid::from_u128(1).to_string();
         assert_eq!(
             (d.mode, d.team.as_str(), d.rule.as_str()),
-            (Mode::Block, "a", "1")
+            (Mode::Block, "a", one.as_str())
+        );
+        let modes: Vec<(String, Mode)> = d.rules.iter().map(|m| (m.team.clone(), m.mode)).collect();
+        assert_eq!(
+            modes,
+            vec![
+                ("a".to_owned(), Mode::Block),
+                ("b".to_owned(), Mode::Warning)
+            ]
         );
     }
 
@@ -581,7 +625,11 @@ mod tests {
             ruleset("b", Layer::Organization, vec![rule("1", Mode::Block, &[])]),
         ];
         let d = desired(&targets(&paths, &[])[0], &sets);
-        assert_eq!(d.body, "## General\n\n### Rule 1\n\ncontent 1\n");
+        assert_eq!(
+            d.body,
+            render_layer(Layer::Organization, &[rule("1", Mode::Block, &[])])
+        );
+        assert_eq!(d.rules.len(), 1);
     }
 
     #[test]
@@ -660,11 +708,15 @@ mod tests {
         assert_eq!(refusals[0].file, link);
 
         // A write that races a link into place fails before anything is read through it.
-        let error = write_atomic_if_unchanged(&link, Some(KEY), &format!("{KEY}section"))
-            .err()
-            .ok_or_else(|| anyhow::anyhow!("wrote through a link"))?;
+        let error = write_atomic_if_unchanged(
+            &link,
+            Some(KEY.as_bytes()),
+            format!("{KEY}section").as_bytes(),
+        )
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("wrote through a link"))?;
         assert!(error.to_string().contains("symbolic link"), "{error}");
-        assert!(write_atomic(&link, "section").is_err());
+        assert!(write_atomic(&link, b"section").is_err());
         assert_eq!(std::fs::read_link(&link)?, key);
         assert_eq!(std::fs::read_to_string(&key)?, KEY);
         assert_eq!(files_containing(dir.path(), "secret-key-bytes"), vec![key]);
@@ -700,7 +752,7 @@ mod tests {
         let real = |p: &Path| std::fs::canonicalize(p);
         assert_eq!(all[1].path, real(&dotfiles)?);
         assert_eq!(all[2].path, real(&project.join("docs/CLAUDE.md"))?);
-        write_atomic(&all[1].path, "# mine\nsection\n")?;
+        write_atomic(&all[1].path, b"# mine\nsection\n")?;
         assert!(
             std::fs::symlink_metadata(&paths.team_file)?
                 .file_type()
@@ -737,7 +789,7 @@ mod tests {
             resolve(&fifo, &home, Some(&project)),
             Resolution::Refuse(_)
         ));
-        assert!(write_atomic(&fifo, "x").is_err());
+        assert!(write_atomic(&fifo, b"x").is_err());
         Ok(())
     }
 
@@ -754,10 +806,10 @@ mod tests {
         let mode = |p: &Path| -> anyhow::Result<u32> {
             Ok(std::fs::metadata(p)?.permissions().mode() & 0o7777)
         };
-        write_atomic(&path, "new")?;
+        write_atomic(&path, b"new")?;
         assert_eq!(mode(&path)?, 0o644);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640))?;
-        write_atomic(&path, "again")?;
+        write_atomic(&path, b"again")?;
         assert_eq!(mode(&path)?, 0o640);
         Ok(())
     }
@@ -768,21 +820,21 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("a/b/CLAUDE.md");
-        write_atomic(&path, "one")?;
-        assert_eq!(read(&path)?.as_deref(), Some("one"));
+        write_atomic(&path, b"one")?;
+        assert_eq!(read(&path)?.as_deref(), Some(&b"one"[..]));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        write_atomic(&path, "two")?;
-        assert_eq!(read(&path)?.as_deref(), Some("two"));
+        write_atomic(&path, b"two")?;
+        assert_eq!(read(&path)?.as_deref(), Some(&b"two"[..]));
         assert_eq!(
             std::fs::metadata(&path)?.permissions().mode() & 0o777,
             0o600
         );
         let leftovers = std::fs::read_dir(dir.path().join("a/b"))?.count();
         assert_eq!(leftovers, 1);
-        assert!(!write_atomic_if_unchanged(&path, Some("one"), "three")?);
-        assert_eq!(read(&path)?.as_deref(), Some("two"));
-        assert!(write_atomic_if_unchanged(&path, Some("two"), "three")?);
-        assert_eq!(read(&path)?.as_deref(), Some("three"));
+        assert!(!write_atomic_if_unchanged(&path, Some(b"one"), b"three")?);
+        assert_eq!(read(&path)?.as_deref(), Some(&b"two"[..]));
+        assert!(write_atomic_if_unchanged(&path, Some(b"two"), b"three")?);
+        assert_eq!(read(&path)?.as_deref(), Some(&b"three"[..]));
         assert_eq!(std::fs::read_dir(dir.path().join("a/b"))?.count(), 1);
         assert_eq!(read(&dir.path().join("missing"))?, None);
         Ok(())

@@ -132,6 +132,25 @@ pub struct FileRecord {
     /// For temporary rules: how long a change may stand.
     #[serde(default)]
     pub temporary_timeout_secs: Option<u64>,
+    /// Each rule of the section (once per rule id, with its strictest mode when several teams
+    /// include it): how an edit of that rule's text is enforced. Empty in a record an older agent
+    /// wrote (its section is enforced by `mode` as a whole).
+    #[serde(default)]
+    pub rules: Vec<RuleMark>,
+}
+
+/// How one rule of a managed section is enforced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleMark {
+    /// The rule id (as its marker names it).
+    pub rule: String,
+    /// The team whose rule set includes it (the first, in team id order, with its mode).
+    pub team: String,
+    /// Its enforcement mode.
+    pub mode: Mode,
+    /// For a temporary rule: how long a change may stand without a decision.
+    #[serde(default)]
+    pub temporary_timeout_secs: Option<u64>,
 }
 
 /// Where a reported change stands.
@@ -157,8 +176,17 @@ pub struct ChangeEntry {
     pub state: ChangeState,
     /// For a kept change: restore after this time (RFC 3339).
     pub until: Option<String>,
-    /// The hash of the section as reported or accepted: the same content is not reported again.
+    /// The hash of the section (or, for a rule's change, of that rule's text) as reported or accepted:
+    /// the same content is not reported again.
     pub seen_hash: String,
+    /// The rule whose text changed; `None` for a change of the section that could not be tied to one
+    /// rule.
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// When the change was first reported (RFC 3339): a temporary change reverts itself once its
+    /// rule's timeout has passed since then without a decision.
+    #[serde(default)]
+    pub opened_at: Option<String>,
 }
 
 /// An enforcement action, for `status`.
@@ -662,12 +690,12 @@ mod tests {
     fn everything_written_is_there_after_reopening() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let doc = RuleSetDoc {
-            team_id: "t".into(),
+            team_id: uuid::Uuid::from_u128(1),
             team_name: "T".into(),
             archived: false,
             revision: 2,
             hash: "h".into(),
-            updated_at: serde_json::Value::Null,
+            updated_at: chrono::DateTime::default(),
             position: 1,
             layers: Layers::default(),
         };
@@ -679,6 +707,7 @@ mod tests {
             team: "t".into(),
             rule: "r".into(),
             temporary_timeout_secs: None,
+            rules: Vec::new(),
         };
         let change = ChangeEntry {
             change_request: Some("cr".into()),
@@ -686,6 +715,8 @@ mod tests {
             state: ChangeState::Pending,
             until: None,
             seen_hash: "x".into(),
+            rule: None,
+            opened_at: None,
         };
         {
             let snap = Snapshot::open(dir.path())?;
@@ -772,12 +803,15 @@ mod tests {
             revision,
             hash: hash.into(),
             doc: RuleSetDoc {
-                team_id: team.into(),
+                // The team names of these tests stand for distinct team ids.
+                team_id: uuid::Uuid::from_u128(
+                    team.bytes().fold(0, |id, b| id * 257 + u128::from(b)),
+                ),
                 team_name: team.into(),
                 archived: false,
                 revision,
                 hash: hash.into(),
-                updated_at: serde_json::Value::Null,
+                updated_at: chrono::Utc::now(),
                 position: 1,
                 layers: Layers::default(),
             },

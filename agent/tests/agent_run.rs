@@ -29,9 +29,9 @@ struct Seen {
     reports: Vec<Report>,
 }
 
-fn ruleset_doc() -> serde_json::Value {
+fn ruleset_doc() -> Box<edict_api::ruleset::RuleSetDoc> {
     let text = format!("## Security\n\n### No secrets\n\n{RULE_TEXT}\n");
-    json!({
+    let doc = json!({
         "team_id": TEAM, "team_name": "Platform", "archived": false, "revision": 1, "hash": "hash-1",
         "updated_at": "2026-11-21T00:00:00Z", "position": 7,
         "layers": {
@@ -47,7 +47,11 @@ fn ruleset_doc() -> serde_json::Value {
                 "triggers": ["**/*.rs"], "content": PROJECT_TEXT
             }], "text": "(rendered by the agent)"}
         }
-    })
+    });
+    match serde_json::from_value(doc) {
+        Ok(doc) => Box::new(doc),
+        Err(e) => panic!("the test document is a rule set: {e}"),
+    }
 }
 
 async fn serve_connection(
@@ -454,13 +458,14 @@ async fn stop(agent: &mut Agent) -> anyhow::Result<()> {
 }
 
 /// A team-layer rule set of `revision` whose one block rule says `content`.
-fn revision_doc(revision: u64, hash: &str, content: &str) -> serde_json::Value {
+fn revision_doc(revision: u64, hash: &str, content: &str) -> Box<edict_api::ruleset::RuleSetDoc> {
+    use edict_api::ruleset::{Layer, render_layer};
     let mut doc = ruleset_doc();
-    doc["revision"] = json!(revision);
-    doc["hash"] = json!(hash);
-    doc["layers"]["team"]["rules"][0]["content"] = json!(content);
-    doc["layers"]["team"]["text"] = json!(format!("## Security\n\n### No secrets\n\n{content}\n"));
-    doc["layers"]["project"]["rules"] = json!([]);
+    doc.revision = revision;
+    doc.hash = hash.into();
+    doc.layers.team.rules[0].content = content.into();
+    doc.layers.team.text = render_layer(Layer::Team, &doc.layers.team.rules);
+    doc.layers.project.rules.clear();
     doc
 }
 

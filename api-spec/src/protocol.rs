@@ -28,12 +28,15 @@
 //! 5. agent → [`AgentMessage::Report`] for every enforcement action, with an id the agent generated; the
 //!    gateway turns it into a command, idempotently, and answers [`GatewayMessage::ReportAck`]; only then
 //!    does the agent drop the report from its outbox.
-//! 6. gateway → [`GatewayMessage::Decision`] when a change request of this agent is decided.
+//! 6. gateway → [`GatewayMessage::Decision`] when a change request of this agent is decided (and, on each
+//!    connection, every decided change request again: the agent applies a decision once, and only to the
+//!    change it names while that change is on disk).
 //!
 //! Either side may close; the agent reconnects with jittered exponential backoff and starts again at 1.
 //! WebSocket pings keep the connection alive; a gateway closes a connection idle for longer than its idle
 //! timeout. A malformed message is answered with [`GatewayMessage::Error`] and the connection is closed.
 
+use crate::ruleset::RuleSetDoc;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version both ends announce.
@@ -76,15 +79,17 @@ pub struct Report {
     pub kind: ReportKind,
     /// The team whose rule set the section belongs to.
     pub team: String,
-    /// The rule whose section changed (the first one of the section when several did).
+    /// The rule whose text changed (for a change that could not be tied to one rule, a rule of the
+    /// section's strictest mode).
     pub rule: String,
     /// The file.
     pub file: String,
     /// `organization`, `team` or `project`.
     pub layer: String,
-    /// SHA-256 (hex) of the managed section as the agent wrote it.
+    /// SHA-256 (hex) of the rule's text (between and including its rule markers) as the agent wrote it;
+    /// of the whole managed section body for a change not tied to one rule.
     pub original_hash: String,
-    /// SHA-256 (hex) of the managed section as found.
+    /// SHA-256 (hex) of the same text as found.
     pub new_hash: String,
     /// A unified diff of the change.
     pub diff: String,
@@ -153,7 +158,7 @@ pub enum GatewayMessage {
     /// The agent holds the latest revision of this team.
     Current(Holding),
     /// A rule set: the whole document of the `team_rulesets` projection (`team_id`, `revision`, `hash`,
-    /// `layers` with rules and rendered text).
+    /// `layers` with rules and rendered text; see [`crate::ruleset`]).
     RuleSet {
         /// The team.
         team: String,
@@ -162,7 +167,7 @@ pub enum GatewayMessage {
         /// Its hash.
         hash: String,
         /// The document.
-        ruleset: serde_json::Value,
+        ruleset: Box<RuleSetDoc>,
     },
     /// The agent no longer receives this team's rules: remove its sections.
     Removed {
@@ -177,7 +182,9 @@ pub enum GatewayMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         change_request: Option<String>,
     },
-    /// A change request of this agent was decided.
+    /// A change request of this agent was decided. The agent applies it only to the change it names
+    /// (the change request it recorded for that file and rule) and only while the disk still holds
+    /// `content_hash`; it applies a `decision_id` once.
     Decision {
         /// The change request.
         change_request: String,
@@ -188,6 +195,17 @@ pub enum GatewayMessage {
         /// For a time-limited exception: revert after this time (RFC 3339).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         until: Option<String>,
+        /// The rule whose text the change is about.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
+        /// SHA-256 (hex) of the changed content the decision is about: the report's `new_hash` (of
+        /// the rule's text, or of the section for a change not tied to one rule), as last amended.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        content_hash: Option<String>,
+        /// Identifies this decision (`<change request>:<its version>`): the same decision sent again
+        /// (on every connection) is applied once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        decision_id: Option<String>,
     },
     /// A protocol error; the gateway closes the connection after it.
     Error {

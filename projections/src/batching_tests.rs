@@ -663,10 +663,17 @@ fn check_against_aggregates(world: &World, h: &Harness) -> Result<(), TestCaseEr
         for layer in Layer::ALL {
             let got: Received = doc
                 .layers
-                .layer(*layer)
+                .layer(crate::ruleset::layer_of(*layer))
                 .rules
                 .iter()
-                .map(|r| (r.rule_id, r.revision, r.mode, r.temporary_timeout_secs))
+                .map(|r| {
+                    (
+                        RuleId(r.rule_id),
+                        r.revision,
+                        crate::ruleset::enforcement_mode(r.mode),
+                        r.temporary_timeout_secs,
+                    )
+                })
                 .collect();
             prop_assert_eq!(
                 got,

@@ -754,3 +754,338 @@ async fn agents_fail_over_between_gateways_and_survive_kill_9() {
         machine.stop().await;
     }
 }
+
+/// `edict-agent changes`: one line per change the agent keeps.
+async fn kept_changes(machine: &Machine) -> String {
+    let output = machine
+        .command()
+        .arg("changes")
+        .stdout(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "edict-agent changes");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Issue 14, item 3: change request 1 rejected (reverted), a later edit of the same rule (change
+/// request 2) approved, then `edict-agent sync`: the gateway sends every decision again, and the
+/// rejection of change request 1 must not revert the approved text of change request 2.
+#[tokio::test]
+async fn a_replayed_rejection_never_reverts_a_later_approved_change() {
+    let app = TestApp::spawn(Store::Sqlite).await;
+    let admin = app.admin().await;
+    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
+    let enrollment = app
+        .ok(
+            "/api/v1/enrollment-tokens",
+            &admin,
+            json!({"user_id": dev_id, "note": "laptop"}),
+        )
+        .await;
+    let mut machine = Machine::new();
+    machine
+        .enroll_with_token(&app.base, enrollment["token"].as_str().unwrap())
+        .await;
+    machine.run();
+    let (team, rule) = team_with_rule(
+        &app,
+        &admin,
+        &second,
+        &dev_id,
+        "keep changelogs",
+        json!({"mode": "temporary", "temporary_timeout_secs": 3600}),
+    )
+    .await;
+    let written = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
+        t.contains("Always keep changelogs.")
+    })
+    .await
+    .expect("temporary section written");
+    assert!(
+        written.contains(&format!("<!-- edict:rule id={rule} revision=1 -->")),
+        "{written}"
+    );
+    let pending = || async {
+        eventually(Duration::from_secs(20), || async {
+            let (_, page) = app
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/change-requests?team={team}&status=pending"),
+                    Some(&admin),
+                    None,
+                )
+                .await;
+            let items = page["items"].as_array().cloned().unwrap_or_default();
+            (items.len() == 1).then(|| {
+                assert_eq!(items[0]["rule"], json!(rule), "{}", items[0]);
+                items[0]["id"].as_str().unwrap_or_default().to_owned()
+            })
+        })
+        .await
+        .expect("the change opens a change request")
+    };
+
+    // Change request 1: rejected, so reverted.
+    std::fs::write(
+        machine.team_file(),
+        written.replace("Always keep changelogs.", "Changelogs are optional."),
+    )
+    .unwrap();
+    let first = pending().await;
+    app.ok(
+        &format!("/api/v1/change-requests/{first}/reject"),
+        &admin,
+        json!({"reason": "we ship changelogs"}),
+    )
+    .await;
+    wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
+        t.contains("Always keep changelogs.")
+    })
+    .await
+    .expect("the rejected change is reverted");
+
+    // Change request 2: a later edit of the same rule, approved and kept.
+    std::fs::write(
+        machine.team_file(),
+        read(&machine.team_file()).replace("Always keep changelogs.", "Keep changelogs weekly."),
+    )
+    .unwrap();
+    let approved = pending().await;
+    assert_ne!(approved, first);
+    app.ok(
+        &format!("/api/v1/change-requests/{approved}/approve"),
+        &admin,
+        json!({}),
+    )
+    .await;
+    let kept = eventually(Duration::from_secs(20), || async {
+        let changes = kept_changes(&machine).await;
+        (changes.contains("Kept") && changes.contains(&approved)).then_some(changes)
+    })
+    .await;
+    assert!(kept.is_some(), "the agent applies the approval");
+
+    // A reconnect: every decided change request is sent again. The agent must see the old rejection
+    // (it records `decision_ignored`) and leave the approved text alone.
+    let sync = machine
+        .command()
+        .args(["sync", "--timeout-secs", "20"])
+        .output()
+        .await
+        .unwrap();
+    assert!(sync.status.success(), "edict-agent sync");
+    let outcome = eventually(Duration::from_secs(20), || async {
+        let text = read(&machine.team_file());
+        if !text.contains("Keep changelogs weekly.") {
+            return Some(Err(text));
+        }
+        let status = machine.status().await;
+        let ignored = status["recent_actions"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a["what"] == "decision_ignored"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        ignored.then_some(Ok(()))
+    })
+    .await;
+    match outcome {
+        Some(Ok(())) => {}
+        Some(Err(text)) => panic!("the replayed rejection reverted the approved change:\n{text}"),
+        None => panic!("the agent never saw the replayed rejection"),
+    }
+    assert!(read(&machine.team_file()).contains("Keep changelogs weekly."));
+    machine.stop().await;
+}
+
+/// Issue 14, item 5: a temporary change nobody decides is reverted by the agent itself once its timeout
+/// has passed, with the server down, and the revert is reported once the agent is back.
+#[tokio::test]
+async fn a_temporary_change_times_out_offline_and_is_reported_when_back() {
+    let mut app = TestApp::spawn(Store::Sqlite).await;
+    let admin = app.admin().await;
+    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
+    let enrollment = app
+        .ok(
+            "/api/v1/enrollment-tokens",
+            &admin,
+            json!({"user_id": dev_id, "note": "laptop"}),
+        )
+        .await;
+    let mut machine = Machine::new();
+    let agent_id = machine
+        .enroll_with_token(&app.base, enrollment["token"].as_str().unwrap())
+        .await;
+    machine.daemon = Some(
+        machine
+            .command()
+            .args(["run", "--audit-interval-secs", "1"])
+            .spawn()
+            .unwrap(),
+    );
+    let (team, _) = team_with_rule(
+        &app,
+        &admin,
+        &second,
+        &dev_id,
+        "tag releases",
+        json!({"mode": "temporary", "temporary_timeout_secs": 8}),
+    )
+    .await;
+    let written = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
+        t.contains("Always tag releases.")
+    })
+    .await
+    .expect("temporary section written");
+    std::fs::write(
+        machine.team_file(),
+        written.replace("Always tag releases.", "Tag releases if you remember."),
+    )
+    .unwrap();
+    let opened = eventually(Duration::from_secs(20), || async {
+        let (_, page) = app
+            .call(
+                Method::GET,
+                &format!("/api/v1/change-requests?team={team}&status=pending"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        (items.len() == 1).then_some(())
+    })
+    .await;
+    assert!(opened.is_some(), "the change opens a change request");
+
+    // Server down before the timeout: no decision can come; the agent reverts on its own.
+    let status = app.stop().await;
+    assert!(status.success());
+    let version_offline = agent_version_from_store(&app, &agent_id).await;
+    let reverted = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
+        *t == written
+    })
+    .await;
+    assert!(
+        reverted.is_some(),
+        "not reverted offline after its timeout: {}",
+        read(&machine.team_file())
+    );
+    app.start().await;
+    let reported = eventually(Duration::from_secs(30), || async {
+        (agent_version_from_store(&app, &agent_id).await > version_offline).then_some(())
+    })
+    .await;
+    assert!(
+        reported.is_some(),
+        "the revert is reported once the agent is back"
+    );
+    machine.stop().await;
+}
+
+/// Issue 14, item 4: a block rule and a warning rule in one section, each enforced by its own mode;
+/// raising the warning rule to block reverts its standing edit at once.
+#[tokio::test]
+async fn each_rule_of_a_section_is_enforced_by_its_own_mode() {
+    let app = TestApp::spawn(Store::Sqlite).await;
+    let admin = app.admin().await;
+    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
+    let enrollment = app
+        .ok(
+            "/api/v1/enrollment-tokens",
+            &admin,
+            json!({"user_id": dev_id, "note": "laptop"}),
+        )
+        .await;
+    let mut machine = Machine::new();
+    machine
+        .enroll_with_token(&app.base, enrollment["token"].as_str().unwrap())
+        .await;
+    machine.run();
+    let (team, _) = team_with_rule(
+        &app,
+        &admin,
+        &second,
+        &dev_id,
+        "sign commits",
+        json!({"mode": "block"}),
+    )
+    .await;
+    let docs = approved_rule(&app, &admin, &second, "write docs").await;
+    app.ok(
+        &format!("/api/v1/teams/{team}/rules"),
+        &admin,
+        json!({"rule_id": docs, "enforcement": {"mode": "warning"}}),
+    )
+    .await;
+    let written = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
+        t.contains("Always sign commits.") && t.contains("Always write docs.")
+    })
+    .await
+    .expect("both rules written");
+
+    // The warning rule's text edited: kept and reported, although a block rule shares the section.
+    std::fs::write(
+        machine.team_file(),
+        written.replace("Always write docs.", "Docs are optional."),
+    )
+    .unwrap();
+    let reported = eventually(Duration::from_secs(20), || async {
+        let status = machine.status().await;
+        let actions = status["recent_actions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        actions
+            .iter()
+            .any(|a| a["what"] == "warning_kept" || a["what"] == "block_reverted")
+            .then_some(actions)
+    })
+    .await
+    .expect("the agent acts on the edit");
+    assert!(
+        reported.iter().all(|a| a["what"] != "block_reverted"),
+        "{reported:?}"
+    );
+    assert!(
+        read(&machine.team_file()).contains("Docs are optional."),
+        "a warning rule's edit is kept: {}",
+        read(&machine.team_file())
+    );
+
+    // The block rule's text edited: that text only is restored.
+    std::fs::write(
+        machine.team_file(),
+        read(&machine.team_file()).replace("Always sign commits.", "Sign if you like."),
+    )
+    .unwrap();
+    let restored = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
+        t.contains("Always sign commits.")
+    })
+    .await
+    .expect("the block rule's text is restored");
+    assert!(restored.contains("Docs are optional."), "{restored}");
+
+    // Raised to block: the standing edit of the warning rule is reverted at once.
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/teams/{team}/rules/{docs}"),
+            Some(&admin),
+            Some(json!({"mode": "block"})),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    let reverted = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
+        t.contains("Always write docs.") && t.contains("Always sign commits.")
+    })
+    .await;
+    assert!(
+        reverted.is_some(),
+        "raising the rule to block reverts its edit: {}",
+        read(&machine.team_file())
+    );
+    machine.stop().await;
+}

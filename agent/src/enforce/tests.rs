@@ -1,5 +1,8 @@
 use super::*;
 use crate::ruleset::{EffectiveRule, Layer, LayerRules, Layers, RuleSetDoc, render_layer};
+use edict_api::protocol::DecisionAction;
+
+mod per_rule;
 use crate::snapshot::StoredRuleSet;
 
 struct Fixture {
@@ -9,18 +12,26 @@ struct Fixture {
     team_file: PathBuf,
 }
 
-fn ruleset(team: &str, mode: Mode, content: &str) -> StoredRuleSet {
-    let rules = vec![EffectiveRule {
-        rule_id: "rule-1".into(),
+/// The id of test rule `n`.
+fn rule_id(n: u128) -> String {
+    uuid::Uuid::from_u128(n).to_string()
+}
+
+fn rule(n: u128, name: &str, mode: Mode, content: &str) -> EffectiveRule {
+    EffectiveRule {
+        rule_id: uuid::Uuid::from_u128(n),
         revision: 1,
-        name: "No secrets".into(),
+        name: name.into(),
         category: None,
         priority: 0,
         mode,
         temporary_timeout_secs: None,
         triggers: Vec::new(),
         content: content.into(),
-    }];
+    }
+}
+
+fn ruleset_of(team: &str, revision: u64, rules: Vec<EffectiveRule>) -> StoredRuleSet {
     let layers = Layers {
         team: LayerRules {
             text: render_layer(Layer::Team, &rules),
@@ -30,19 +41,23 @@ fn ruleset(team: &str, mode: Mode, content: &str) -> StoredRuleSet {
     };
     StoredRuleSet {
         team: team.into(),
-        revision: 1,
-        hash: "h1".into(),
+        revision,
+        hash: format!("h{revision}"),
         doc: RuleSetDoc {
-            team_id: team.into(),
+            team_id: uuid::Uuid::from_u128(0xa),
             team_name: team.into(),
             archived: false,
-            revision: 1,
-            hash: "h1".into(),
-            updated_at: serde_json::Value::Null,
+            revision,
+            hash: format!("h{revision}"),
+            updated_at: chrono::DateTime::default(),
             position: 1,
             layers,
         },
     }
+}
+
+fn ruleset(team: &str, mode: Mode, content: &str) -> StoredRuleSet {
+    ruleset_of(team, 1, vec![rule(1, "No secrets", mode, content)])
 }
 
 fn fixture(mode: Mode) -> anyhow::Result<Fixture> {
@@ -107,7 +122,7 @@ fn an_edited_block_section_is_restored_and_reported() -> anyhow::Result<()> {
     assert_eq!(outbox[0].kind, ReportKind::BlockReverted);
     assert_eq!(
         (outbox[0].team.as_str(), outbox[0].rule.as_str()),
-        ("team-a", "rule-1")
+        ("team-a", rule_id(1).as_str())
     );
     assert!(outbox[0].diff.contains("+Commit what you like."));
     assert_ne!(outbox[0].original_hash, outbox[0].new_hash);
@@ -187,37 +202,73 @@ fn an_editor_fighting_the_agent_is_flagged_once_and_no_longer_reverted() -> anyh
     Ok(())
 }
 
+fn decision(cr: &str, file: &Path, action: DecisionAction, until: Option<String>) -> Decision {
+    Decision {
+        change_request: cr.into(),
+        file: file.to_string_lossy().into_owned(),
+        rule: None,
+        content_hash: None,
+        decision_id: None,
+        action,
+        until,
+    }
+}
+
+/// Edits the file, lets the enforcer report it and acknowledges the report with `cr`.
+fn report_and_ack(f: &mut Fixture, cr: &str) -> anyhow::Result<Report> {
+    f.enforcer.check_file(&f.team_file)?;
+    let report = f
+        .snapshot
+        .outbox()?
+        .pop()
+        .ok_or(anyhow::anyhow!("no report"))?;
+    f.enforcer
+        .acknowledged(&report.report_id, Some(cr.into()))?;
+    Ok(report)
+}
+
 #[test]
 fn a_revert_decision_restores_the_section() -> anyhow::Result<()> {
     let mut f = fixture(Mode::Temporary)?;
     f.enforcer.sync_all()?;
     edit(&f.team_file)?;
-    f.enforcer.check_file(&f.team_file)?;
-    let file = f.team_file.to_string_lossy().into_owned();
+    report_and_ack(&mut f, "cr-1")?;
     assert_eq!(
-        f.enforcer
-            .decide("cr-1", &file, DecisionAction::Revert, None)?,
+        f.enforcer.decide(&decision(
+            "cr-1",
+            &f.team_file,
+            DecisionAction::Revert,
+            None
+        ))?,
         Outcome::Restored
     );
     assert!(std::fs::read_to_string(&f.team_file)?.contains("Never commit secrets."));
-    assert!(f.snapshot.change(&f.team_file)?.is_none());
+    assert!(f.snapshot.changes()?.is_empty());
     Ok(())
 }
 
 #[test]
 fn a_keep_decision_accepts_the_change_until_its_time_then_restores() -> anyhow::Result<()> {
-    let mut f = fixture(Mode::Block)?;
+    let mut f = fixture(Mode::Temporary)?;
     f.enforcer.sync_all()?;
     edit(&f.team_file)?;
-    let file = f.team_file.to_string_lossy().into_owned();
+    report_and_ack(&mut f, "cr-1")?;
     let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
-    f.enforcer
-        .decide("cr-1", &file, DecisionAction::Keep, Some(later))?;
+    f.enforcer.decide(&decision(
+        "cr-1",
+        &f.team_file,
+        DecisionAction::Keep,
+        Some(later),
+    ))?;
     assert_eq!(f.enforcer.check_file(&f.team_file)?, Outcome::Unchanged);
     assert!(std::fs::read_to_string(&f.team_file)?.contains("Commit what you like."));
     let past = (chrono::Utc::now() - chrono::Duration::seconds(1)).to_rfc3339();
-    f.enforcer
-        .decide("cr-1", &file, DecisionAction::Keep, Some(past))?;
+    f.enforcer.decide(&decision(
+        "cr-1",
+        &f.team_file,
+        DecisionAction::Keep,
+        Some(past),
+    ))?;
     assert_eq!(f.enforcer.check_file(&f.team_file)?, Outcome::Restored);
     assert!(std::fs::read_to_string(&f.team_file)?.contains("Never commit secrets."));
     Ok(())
@@ -246,5 +297,39 @@ fn a_new_revision_rewrites_the_section() -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&f.team_file)?;
     assert!(text.contains("Rotate keys monthly.") && !text.contains("Never commit"));
     assert!(f.snapshot.outbox()?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn the_users_bytes_outside_the_markers_survive_byte_for_byte_even_invalid_utf8()
+-> anyhow::Result<()> {
+    let mut f = fixture(Mode::Block)?;
+    std::fs::create_dir_all(f.team_file.parent().unwrap_or(Path::new(".")))?;
+    let before: &[u8] = b"# Notes \xff\xfe latin-1: caf\xe9\r\n";
+    let after: &[u8] = b"\ntrailing \xc3\x28 bytes\n";
+    std::fs::write(&f.team_file, before)?;
+    f.enforcer.sync_all()?;
+    let written = std::fs::read(&f.team_file)?;
+    assert!(
+        written.starts_with(before),
+        "{:?}",
+        String::from_utf8_lossy(&written)
+    );
+    let mut with_after = written.clone();
+    with_after.extend_from_slice(after);
+    std::fs::write(&f.team_file, &with_after)?;
+    assert_eq!(f.enforcer.check_file(&f.team_file)?, Outcome::Unchanged);
+    // An edit of the block rule is restored; every byte around the section stays.
+    let section = std::str::from_utf8(&written[before.len()..])?;
+    let mut tampered = before.to_vec();
+    tampered.extend_from_slice(
+        section
+            .replace("Never commit secrets.", "Commit what you like.")
+            .as_bytes(),
+    );
+    tampered.extend_from_slice(after);
+    std::fs::write(&f.team_file, &tampered)?;
+    assert_eq!(f.enforcer.check_file(&f.team_file)?, Outcome::Restored);
+    assert_eq!(std::fs::read(&f.team_file)?, with_after);
     Ok(())
 }

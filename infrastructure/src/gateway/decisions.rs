@@ -13,6 +13,11 @@
 //! - `rejected`, `auto_reverted`, `exception_requested` (it stays reverted meanwhile),
 //!   `exception_denied`, `withdrawn` → revert;
 //! - `pending` → nothing yet.
+//!
+//! A decision names what it is about, from the change inbox: the rule, the hash of the changed content
+//! (`new_hash`, as last amended) and an id (`<change request>:<version>`). The agent applies it only to
+//! that change request's change, only while the disk holds that content, and once per id: replaying
+//! every decision on each connection never reverts a later, approved change of the same file.
 
 use super::connection::{Flow, Session, encoded};
 use edict_api::protocol::{DecisionAction, GatewayMessage};
@@ -122,11 +127,15 @@ pub(crate) fn decision_of(doc: &Value) -> Option<GatewayMessage> {
         }
         _ => return None,
     };
+    let version = doc["version"].as_u64().unwrap_or_default();
     Some(GatewayMessage::Decision {
+        decision_id: Some(format!("{change_request}:{version}")),
         change_request,
         file,
         action,
         until,
+        rule: doc["rule"].as_str().map(str::to_owned),
+        content_hash: doc["new_hash"].as_str().map(str::to_owned),
     })
 }
 
@@ -137,14 +146,18 @@ mod tests {
 
     #[test]
     fn an_approved_change_is_kept_and_a_rejected_one_reverted() {
-        let doc = json!({"id": "cr", "file": "f", "status": "approved"});
+        let doc = json!({"id": "cr", "file": "f", "status": "approved", "rule": "r",
+            "new_hash": "h", "version": 3});
         assert_eq!(
             decision_of(&doc),
             Some(GatewayMessage::Decision {
                 change_request: "cr".into(),
                 file: "f".into(),
                 action: DecisionAction::Keep,
-                until: None
+                until: None,
+                rule: Some("r".into()),
+                content_hash: Some("h".into()),
+                decision_id: Some("cr:3".into()),
             })
         );
         let doc = json!({"id": "cr", "file": "f", "status": "auto_reverted"});

@@ -38,7 +38,6 @@ use crate::nats::rulesets::current_rulesets;
 use crate::nats::{Nats, watch_rulesets};
 use crate::projection::{RulesetUpdate, WatchPublisher};
 use async_trait::async_trait;
-use edict_api::protocol::GatewayMessage;
 use edict_application::Edict;
 use futures::stream::BoxStream;
 use futures::{StreamExt, stream};
@@ -182,11 +181,13 @@ impl Payload {
         let revision = doc["revision"].as_u64()?;
         let hash = doc["hash"].as_str()?.to_owned();
         tracing::info!(team, revision, "rule set payload built");
-        let message = GatewayMessage::RuleSet {
-            team: team.to_owned(),
+        // The projection's document goes out as it is stored (the JSON of a
+        // `GatewayMessage::RuleSet`), without parsing it into the typed document and back.
+        let message = RuleSetMessage {
+            team,
             revision,
-            hash: hash.clone(),
-            ruleset: doc.clone(),
+            hash: &hash,
+            ruleset: doc,
         };
         let text = serde_json::to_vec(&message).ok()?;
         Some(Payload {
@@ -196,6 +197,16 @@ impl Payload {
             frame: super::wire::frame(text),
         })
     }
+}
+
+/// The JSON of [`edict_api::protocol::GatewayMessage::RuleSet`], borrowing the stored document.
+#[derive(serde::Serialize)]
+#[serde(tag = "type", rename = "rule_set")]
+struct RuleSetMessage<'a> {
+    team: &'a str,
+    revision: u64,
+    hash: &'a str,
+    ruleset: &'a Value,
 }
 
 /// Closed while a fan-out runs: the connections' reads wait for it to open (see the module's

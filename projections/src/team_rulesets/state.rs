@@ -8,7 +8,9 @@
 //! one case where comparing rules is not enough is a document read from the store that an older
 //! renderer wrote: its hash is checked once against its rules (see [`RuleSetState::unchecked_hash`]).
 
-use crate::ruleset::{EffectiveRule, LayerRules, Layers, RuleSetDoc, render_layer};
+use crate::ruleset::{
+    EffectiveRule, LayerRules, Layers, RuleSetDoc, enforcement_mode, mode_of, render_layer,
+};
 use chrono::{DateTime, Utc};
 use edict_domain::{EnforcementMode, Layer, RuleId, TeamId};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -139,8 +141,8 @@ impl Item {
 
     fn of(rule: EffectiveRule) -> Self {
         Item {
-            rule_id: rule.rule_id,
-            mode: rule.mode,
+            rule_id: RuleId(rule.rule_id),
+            mode: enforcement_mode(rule.mode),
             temporary_timeout_secs: rule.temporary_timeout_secs,
             body: Arc::new(Body::new(
                 rule.revision,
@@ -156,12 +158,12 @@ impl Item {
     fn effective(&self) -> EffectiveRule {
         let body = &*self.body;
         EffectiveRule {
-            rule_id: self.rule_id,
+            rule_id: self.rule_id.0,
             revision: body.revision,
             name: body.name.clone(),
             category: body.category.clone(),
             priority: body.priority,
-            mode: self.mode,
+            mode: mode_of(self.mode),
             temporary_timeout_secs: self.temporary_timeout_secs,
             triggers: body.triggers.clone(),
             content: body.content.clone(),
@@ -262,7 +264,7 @@ impl RuleSetState {
     fn doc(&self) -> RuleSetDoc {
         let layers = self.content.layers();
         RuleSetDoc {
-            team_id: self.team_id,
+            team_id: self.team_id.0,
             team_name: self.team_name.clone(),
             archived: self.archived,
             revision: self.revision,
@@ -284,7 +286,7 @@ impl<'de> Deserialize<'de> for RuleSetState {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let doc = RuleSetDoc::deserialize(deserializer)?;
         Ok(RuleSetState {
-            team_id: doc.team_id,
+            team_id: TeamId(doc.team_id),
             team_name: doc.team_name,
             archived: doc.archived,
             revision: doc.revision,
@@ -304,12 +306,12 @@ mod tests {
 
     fn rule(id: u128, name: &str, category: Option<&str>, priority: i32) -> EffectiveRule {
         EffectiveRule {
-            rule_id: RuleId(Uuid::from_u128(id)),
+            rule_id: Uuid::from_u128(id),
             revision: 1,
             name: name.to_owned(),
             category: category.map(str::to_owned),
             priority,
-            mode: EnforcementMode::Block,
+            mode: crate::ruleset::Mode::Block,
             temporary_timeout_secs: None,
             triggers: vec!["src/**".into()],
             content: format!("{name}.\n"),
@@ -356,7 +358,7 @@ mod tests {
             vec![],
         );
         let doc = RuleSetDoc {
-            team_id: TeamId(Uuid::from_u128(0x7a)),
+            team_id: Uuid::from_u128(0x7a),
             team_name: "Platform".into(),
             archived: false,
             revision: 3,

@@ -2,7 +2,13 @@
 //! moves.
 
 use super::*;
-use crate::ruleset::RuleSetDoc;
+use crate::ruleset::{RuleSetDoc, enforcement_mode};
+use edict_api::ruleset::RULE_END_MARKER as END;
+
+/// The marker line of a rule at revision 1.
+fn marker(rule: RuleId) -> String {
+    edict_api::ruleset::rule_marker(rule.0, 1)
+}
 use crate::testkit::{
     ALICE, BOB, CAROL, Harness, Log, RULE_A, RULE_B, RULE_C, TEAM_A, TEAM_B, approved_rule, at,
     attached, spec, team_created,
@@ -108,12 +114,19 @@ async fn a_new_team_gets_the_organization_rules_at_revision_1() {
     assert_eq!(doc.layers.organization.rules.len(), 1);
     let rule = &doc.layers.organization.rules[0];
     assert_eq!(
-        (rule.rule_id, rule.revision, rule.mode),
+        (
+            RuleId(rule.rule_id),
+            rule.revision,
+            enforcement_mode(rule.mode)
+        ),
         (RULE_A, 1, EnforcementMode::Block)
     );
     assert_eq!(
         doc.layers.organization.text,
-        "## Practice\n\n### Be kind\n\nBe kind: do it.\n"
+        format!(
+            "## Practice\n\n{}\n### Be kind\n\nBe kind: do it.\n{END}\n",
+            marker(RULE_A)
+        )
     );
     assert!(doc.layers.team.rules.is_empty() && doc.layers.team.text.is_empty());
     assert_eq!(doc.hash, doc.layers.hash());
@@ -158,7 +171,10 @@ async fn attaching_detaching_and_changing_enforcement_each_bump_the_revision_onc
     assert_eq!(written, vec![TEAM_A.to_string()]);
     let doc = s.ruleset(TEAM_A);
     assert_eq!(doc.revision, 2);
-    assert_eq!(doc.layers.team.rules[0].mode, EnforcementMode::Block);
+    assert_eq!(
+        enforcement_mode(doc.layers.team.rules[0].mode),
+        EnforcementMode::Block
+    );
     assert_eq!(doc.position, 6, "the attach is the sixth event of the log");
 
     s.team(TeamEvent::EnforcementChanged {
@@ -173,7 +189,7 @@ async fn attaching_detaching_and_changing_enforcement_each_bump_the_revision_onc
     assert_eq!(doc.revision, 3);
     let rule = &doc.layers.team.rules[0];
     assert_eq!(
-        (rule.mode, rule.temporary_timeout_secs),
+        (enforcement_mode(rule.mode), rule.temporary_timeout_secs),
         (EnforcementMode::Temporary, Some(3600))
     );
 
@@ -285,7 +301,7 @@ async fn approving_an_organization_rule_bumps_every_active_team() {
     let doc = s.ruleset(TEAM_A);
     assert_eq!(doc.revision, 3);
     assert_eq!(
-        doc.layers.organization.rules[0].mode,
+        enforcement_mode(doc.layers.organization.rules[0].mode),
         EnforcementMode::Warning
     );
 
@@ -485,14 +501,27 @@ async fn the_three_layers_render_with_their_rules_in_order() {
     let doc = s.ruleset(TEAM_A);
     assert_eq!(
         doc.layers.organization.text,
-        "## Security\n\n### No secrets\n\nNo secrets: do it.\n"
+        format!(
+            "## Security\n\n{}\n### No secrets\n\nNo secrets: do it.\n{END}\n",
+            marker(RULE_A)
+        )
     );
     assert_eq!(
         doc.layers.project.text,
-        "## General\n\n### Readme\n\nReadme: do it.\n\n## Security\n\n### Scan deps\n\n\
-         Applies to: `src/**`\n\nScan deps: do it.\n"
+        format!(
+            "## General\n\n{}\n### Readme\n\nReadme: do it.\n{END}\n\n## Security\n\n{}\n### Scan deps\n\n\
+             Applies to: `src/**`\n\nScan deps: do it.\n{END}\n",
+            marker(RULE_C),
+            marker(RULE_B)
+        )
     );
-    let ids: Vec<_> = doc.layers.project.rules.iter().map(|r| r.rule_id).collect();
+    let ids: Vec<_> = doc
+        .layers
+        .project
+        .rules
+        .iter()
+        .map(|r| RuleId(r.rule_id))
+        .collect();
     assert_eq!(ids, vec![RULE_C, RULE_B]);
     assert_eq!(
         doc.layers.project.rules[1].triggers,
@@ -631,5 +660,5 @@ async fn a_batch_writes_each_rule_set_once_with_one_revision_per_change() {
     assert_eq!(doc.position, events[3].global_position);
     assert_eq!(doc.hash, doc.layers.hash());
     assert!(doc.layers.team.rules.is_empty());
-    assert_eq!(doc.layers.project.rules[0].rule_id, RULE_B);
+    assert_eq!(RuleId(doc.layers.project.rules[0].rule_id), RULE_B);
 }
