@@ -5,6 +5,7 @@
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use cqrs_es::persist::PersistedEventStore;
+use edict_api::ruleset::OrgKey;
 use edict_application::clock::SystemClock;
 use edict_application::command::CommandService;
 use edict_application::event_log::LogBound;
@@ -18,7 +19,9 @@ use edict_domain::rule::ApprovalQuorum;
 use edict_infrastructure::auth::{AuthStore, LocalAuthenticator, TokenKeys};
 use edict_infrastructure::idempotency::IdempotencyStore;
 use edict_infrastructure::nats::{KvRulesetPublisher, Nats};
-use edict_infrastructure::projection::{ProjectionRunner, SqlReadModels, WatchPublisher};
+use edict_infrastructure::projection::{
+    ProjectionRunner, SigningPublisher, SqlReadModels, WatchPublisher,
+};
 use edict_infrastructure::settings::Settings;
 use edict_infrastructure::store::{Database, EventRepository};
 use edict_infrastructure::supervisor::NatsProbe;
@@ -43,6 +46,9 @@ pub struct Built {
     /// The states of this process's roles (written by `serve`'s supervisor, read by readiness and
     /// the projections' admin view).
     pub roles: RoleRegistry,
+    /// The organization's rule set public keys, which login answers carry (empty in a process that
+    /// does not hold the signing key).
+    pub org_keys: Vec<OrgKey>,
 }
 
 /// The cqrs-es store of one aggregate type, in event-store mode (its snapshot and aggregate stores apply
@@ -196,7 +202,7 @@ pub async fn build(settings: &Settings, nats: Option<&Nats>) -> Result<Built> {
         settings.quorum.project,
     )
     .context("invalid approval quorum")?;
-    let (publisher, watch): (Arc<dyn RulesetPublisher>, Option<WatchPublisher>) = match nats {
+    let (unsigned, watch): (Arc<dyn RulesetPublisher>, Option<WatchPublisher>) = match nats {
         Some(nats) => (
             Arc::new(
                 KvRulesetPublisher::open(nats)
@@ -209,6 +215,37 @@ pub async fn build(settings: &Settings, nats: Option<&Nats>) -> Result<Built> {
             let watch = WatchPublisher::new();
             (Arc::new(watch.clone()), Some(watch))
         }
+    };
+    // Rule sets are signed where they are published (ADR 0018); a gateway-only process never loads the
+    // key (it never publishes, and answers no login).
+    let (publisher, org_keys): (Arc<dyn RulesetPublisher>, Vec<OrgKey>) = if settings
+        .holds_ruleset_key
+    {
+        let (key, origin) = edict_infrastructure::audit::ruleset_signing_key(
+            &database,
+            settings.ruleset_signing_key.as_ref(),
+        )
+        .await
+        .context("cannot load the rule set signing key")?;
+        let org_key = OrgKey::of(&key.verifying_key());
+        match origin {
+            edict_infrastructure::audit::KeyOrigin::Configured => tracing::info!(
+                key_id = %org_key.key_id,
+                "rule sets signed with EDICT_RULESET_SIGNING_KEY"
+            ),
+            edict_infrastructure::audit::KeyOrigin::Stored => tracing::warn!(
+                key_id = %org_key.key_id,
+                "EDICT_RULESET_SIGNING_KEY is not set: rule sets are signed with a key kept in the \
+                 database, which anyone who can read the database can use too; set it so that only \
+                 the processes that publish rule sets hold it"
+            ),
+        }
+        (
+            Arc::new(SigningPublisher::new(unsigned, key)),
+            vec![org_key],
+        )
+    } else {
+        (unsigned, Vec::new())
     };
     let read_models = database
         .for_read_models(&settings.database_url)
@@ -284,5 +321,6 @@ pub async fn build(settings: &Settings, nats: Option<&Nats>) -> Result<Built> {
         notifies,
         watch,
         roles,
+        org_keys,
     })
 }

@@ -138,6 +138,10 @@ impl ServeArgs {
             checkpoint_every: self.audit_checkpoint_every.max(1),
             checkpoint_secs: self.audit_checkpoint_secs.max(1),
         };
+        settings.ruleset_signing_key = secret_env("EDICT_RULESET_SIGNING_KEY").map(Secret::new);
+        if let Some(key) = &settings.ruleset_signing_key {
+            edict_infrastructure::audit::ruleset_seed(key.expose())?;
+        }
         settings.access_ttl_secs = self.access_ttl_secs;
         settings.quorum = QuorumSettings {
             organization: self.quorum_organization,
@@ -163,8 +167,11 @@ impl ServeArgs {
 /// Runs the roles until SIGTERM or Ctrl-C, then lets in-flight work finish.
 pub async fn run(args: ServeArgs) -> Result<()> {
     let grace = Duration::from_secs(args.shutdown_grace_secs);
-    let settings = args.settings()?;
+    let mut settings = args.settings()?;
     let roles = args.roles();
+    settings.holds_ruleset_key = roles
+        .iter()
+        .any(|role| matches!(role, Role::Api | Role::Projector));
     let nats = match &args.nats_url {
         Some(url) => {
             let nats_settings = NatsSettings::new(url.clone(), &args.nats_prefix)
@@ -313,6 +320,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             }
         });
     }
+    let org_keys = built.org_keys.clone();
     let mut gateway_urls = args.gateway_public_urls.clone();
     if roles.contains(&Role::Gateway) {
         let feed: std::sync::Arc<dyn RulesetFeed> = match (&nats, &built.watch) {
@@ -374,7 +382,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             let bound = first.take();
             let endpoint = edict_api::server::app(
                 edict.clone(),
-                edict_api::server::GatewayUrls(gateway_urls.clone()),
+                edict_api::server::GatewayUrls(gateway_urls.clone(), org_keys.clone()),
             );
             async move {
                 let acceptor = match bound {

@@ -75,6 +75,12 @@ pub enum Command {
         /// Gateway URLs to use instead of those the server names (repeat for several).
         #[arg(long = "gateway")]
         gateways: Vec<String>,
+        /// The organization's rule set key, checked out of band: its fingerprint (16 hex digits, as
+        /// `login` prints it), its public key (64 hex digits), or a file holding either. A server
+        /// that answers with another key aborts the login. Required with `--agent-token` (as a public
+        /// key), which asks the server nothing.
+        #[arg(long)]
+        org_key: Option<String>,
         /// This machine's name as the server shows it (default: the host name).
         #[arg(long)]
         machine_name: Option<String>,
@@ -176,6 +182,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             enrollment_token,
             agent_token,
             gateways,
+            org_key,
             machine_name,
             output: format,
         } => {
@@ -184,7 +191,10 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
                 server,
                 enrollment_token.as_deref(),
                 agent_token.as_deref(),
-                gateways,
+                Overrides {
+                    gateways,
+                    org_key: org_key.as_deref(),
+                },
                 machine_name.as_deref(),
                 *format,
             )
@@ -266,15 +276,32 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// What `login` takes from the command line instead of the server's answer.
+struct Overrides<'a> {
+    /// `--gateway`.
+    gateways: &'a [String],
+    /// `--org-key`.
+    org_key: Option<&'a str>,
+}
+
 async fn login(
     data_dir: &Path,
     server: &str,
     enrollment_token: Option<&str>,
     agent_token: Option<&str>,
-    gateways: &[String],
+    overrides: Overrides<'_>,
     machine_name: Option<&str>,
     format: Format,
 ) -> anyhow::Result<()> {
+    let Overrides { gateways, org_key } = overrides;
+    // Read before any call to the server, so a typo fails before an enrollment token is spent.
+    let pinned = org_key.map(login::parse_org_key).transpose()?;
+    if agent_token.is_some() && !matches!(pinned, Some(login::PinnedKey::Key(_))) {
+        bail!(
+            "with --agent-token, give the organization's rule set public key with --org-key (64 hex \
+             digits, or a file holding it): nothing else tells the agent which rule sets to trust"
+        );
+    }
     if !(server.starts_with("http://") || server.starts_with("https://")) {
         bail!("--server must be the API's http(s):// URL, e.g. https://edict.example.com");
     }
@@ -288,6 +315,7 @@ async fn login(
             agent_id: String::new(),
             token: token.to_owned(),
             gateway_urls: Vec::new(),
+            org_keys: Vec::new(),
         },
         (Some(token), None) => {
             login::with_enrollment_token(server, token, &machine_id, machine_name).await?
@@ -319,7 +347,9 @@ async fn login(
     if gateways.is_empty() {
         bail!("the server named no gateway to connect to: pass --gateway ws://HOST:PORT/ws");
     }
+    let org_keys = login::keys_to_pin(&credentials.org_keys, pinned.as_ref())?;
     let snapshot = Snapshot::open(data_dir)?;
+    snapshot.set_org_keys(&org_keys)?;
     snapshot.set_identity(keys::API, server)?;
     snapshot.set_identity(keys::SERVER, &gateways.join("\n"))?;
     snapshot.set_identity(keys::TOKEN, &credentials.token)?;
@@ -331,8 +361,18 @@ async fn login(
         output::json(&json!({
             "agent_id": credentials.agent_id,
             "gateway_urls": gateways,
+            "org_keys": org_keys,
         }));
     } else {
+        output::line(&format!(
+            "organization rule set key: {}{}",
+            login::fingerprints(&org_keys),
+            if pinned.is_some() {
+                " (matches --org-key)"
+            } else {
+                " (not checked: compare it with your administrator's, or log in with --org-key)"
+            }
+        ));
         output::line(&if credentials.agent_id.is_empty() {
             "agent token stored; start the agent with `edict-agent run`".to_owned()
         } else {
@@ -462,6 +502,9 @@ fn status(snapshot: &Snapshot, paths: &Paths, format: Format) -> anyhow::Result<
         "recent_actions": actions.iter().rev().take(10).collect::<Vec<_>>(),
         "refused_downgrades": snapshot.refused_downgrades()?,
         "refused_downgrades_total": snapshot.refused_downgrade_count()?,
+        "org_keys": snapshot.org_keys()?.iter().map(|k| k.key_id.clone()).collect::<Vec<_>>(),
+        "integrity_failures": snapshot.integrity_failures()?.into_iter().map(|(_, f)| f).collect::<Vec<_>>(),
+        "integrity_failures_total": snapshot.integrity_failure_count()?,
         "refused_files": crate::files::refused(paths, &snapshot.watched()?),
     });
     if format == Format::Json {
@@ -496,6 +539,19 @@ fn status(snapshot: &Snapshot, paths: &Paths, format: Format) -> anyhow::Result<
     output::line(&format!(
         "refused downgrades: {}",
         snapshot.refused_downgrade_count()?
+    ));
+    let org_keys = snapshot.org_keys()?;
+    output::line(&format!(
+        "org keys:   {}",
+        if org_keys.is_empty() {
+            "none pinned: no rule set is trusted; run `edict-agent login` again".to_owned()
+        } else {
+            crate::login::fingerprints(&org_keys)
+        }
+    ));
+    output::line(&format!(
+        "untrusted rule sets refused: {}",
+        snapshot.integrity_failure_count()?
     ));
     for r in crate::files::refused(paths, &snapshot.watched()?) {
         output::line(&format!("left alone: {} ({})", r.file.display(), r.reason));

@@ -270,6 +270,7 @@ async fn session(
                         blocking(snapshot, move |s| s.set_identity(keys::AGENT_ID, &agent_id)).await?;
                         set_connected(snapshot, true).await;
                         flush(snapshot, &mut sink, &mut sent).await?;
+                        report_integrity(snapshot, &mut sink).await?;
                     }
                     GatewayMessage::Current(holding) => {
                         tracing::debug!(team = holding.team, revision = holding.revision, "current");
@@ -279,7 +280,20 @@ async fn session(
                         let stored = StoredRuleSet { team: team.clone(), revision, hash: hash.clone(), doc };
                         // Durable first: `applied` promises the rule set survives a crash. A rule set
                         // older than the one held is not stored (the snapshot records why).
-                        let outcome = blocking(snapshot, move |s| s.put_ruleset(&stored)).await?;
+                        // Verified against the pinned organization keys before anything is stored
+                        // (ADR 0018): an untrusted rule set is recorded and reported, never applied.
+                        let outcome = blocking(snapshot, move |s| s.accept_ruleset(&stored)).await?;
+                        if let PutOutcome::Untrusted(failure) = &outcome {
+                            tracing::error!(
+                                team,
+                                revision,
+                                reason = failure.reason,
+                                detail = failure.detail,
+                                "refused an untrusted rule set; still enforcing the last good one"
+                            );
+                            report_integrity(snapshot, &mut sink).await?;
+                            continue;
+                        }
                         if let PutOutcome::Refused(refused) = outcome {
                             tracing::warn!(
                                 team,
@@ -333,6 +347,29 @@ where
 {
     sink.send(Message::text(serde_json::to_string(message)?))
         .await?;
+    Ok(())
+}
+
+/// Sends every integrity failure no gateway was told of yet, and marks each told.
+async fn report_integrity<S>(snapshot: &Arc<Snapshot>, sink: &mut S) -> anyhow::Result<()>
+where
+    S: futures::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    let failures = blocking(snapshot, Snapshot::integrity_failures).await?;
+    for (sequence, failure) in failures.into_iter().filter(|(_, f)| !f.reported) {
+        send(
+            sink,
+            &AgentMessage::IntegrityFailure {
+                team: failure.team,
+                revision: failure.revision,
+                hash: failure.hash,
+                reason: failure.reason,
+                detail: failure.detail,
+            },
+        )
+        .await?;
+        blocking(snapshot, move |s| s.mark_integrity_reported(sequence)).await?;
+    }
     Ok(())
 }
 

@@ -67,6 +67,19 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> an
         Snapshot::open(&config.data_dir)
             .with_context(|| format!("opening the snapshot in {}", config.data_dir.display()))?,
     );
+    // A rule set edited inside the snapshot is neither enforced nor announced (ADR 0018): verified
+    // again before the engine reads any.
+    for failure in snapshot
+        .verify_held()
+        .context("verifying the rule sets held")?
+    {
+        tracing::error!(
+            team = failure.team,
+            revision = failure.revision,
+            detail = failure.detail,
+            "a stored rule set does not verify; dropped until a gateway sends the signed one again"
+        );
+    }
     let outbox = Arc::new(Notify::new());
     let (tx, rx) = std::sync::mpsc::channel::<Command>();
     let enforcer = Enforcer::new(

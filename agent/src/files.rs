@@ -581,6 +581,7 @@ mod tests {
                 updated_at: chrono::DateTime::default(),
                 position: 0,
                 layers,
+                signature: None,
             },
         }
     }

@@ -8,6 +8,7 @@
 //! Either way the answer names the gateways to connect to.
 
 use anyhow::{Context, anyhow, bail};
+use edict_api::ruleset::{OrgKey, key_id_of, parse_public_key};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -22,6 +23,102 @@ pub struct Credentials {
     pub token: String,
     /// Where to connect.
     pub gateway_urls: Vec<String>,
+    /// The organization's public keys that sign rule sets (none from a server that predates them).
+    #[serde(default)]
+    pub org_keys: Vec<OrgKey>,
+}
+
+/// What `--org-key` names: a key id (fingerprint) or a whole public key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinnedKey {
+    /// 16 hex digits: one key of the login answer must have this id.
+    Fingerprint(String),
+    /// 64 hex digits: the key itself (the login answer, if any, must carry it).
+    Key(OrgKey),
+}
+
+/// Reads `--org-key`: a fingerprint or a public key in hex, or the path of a file holding one.
+///
+/// # Errors
+/// When it is neither.
+pub fn parse_org_key(value: &str) -> anyhow::Result<PinnedKey> {
+    let path = std::path::Path::new(value);
+    let text = if path.is_file() {
+        std::fs::read_to_string(path).with_context(|| format!("reading {value}"))?
+    } else {
+        value.to_owned()
+    };
+    let text = text.trim().to_ascii_lowercase();
+    if text.len() == 16 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(PinnedKey::Fingerprint(text));
+    }
+    match parse_public_key(&text) {
+        Ok(key) => Ok(PinnedKey::Key(OrgKey::of(&key))),
+        Err(_) => bail!(
+            "--org-key must be the organization key's fingerprint (16 hex digits), its public key \
+             (64 hex digits), or a file holding either"
+        ),
+    }
+}
+
+/// The keys to pin: those of the login answer, checked against `pinned` when given (a mismatch is an
+/// error: the answer did not come from the organization the administrator named).
+///
+/// # Errors
+/// A mismatch, or no key at all.
+pub fn keys_to_pin(answer: &[OrgKey], pinned: Option<&PinnedKey>) -> anyhow::Result<Vec<OrgKey>> {
+    let keys = match pinned {
+        None => answer.to_vec(),
+        Some(PinnedKey::Fingerprint(id)) => {
+            let matching: Vec<OrgKey> = answer
+                .iter()
+                .filter(|key| {
+                    // The id the answer states must be its key's own.
+                    key.key_id == *id
+                        && parse_public_key(&key.public_key)
+                            .is_ok_and(|k| key_id_of(&k) == key.key_id)
+                })
+                .cloned()
+                .collect();
+            if matching.is_empty() {
+                bail!(
+                    "the server's rule set key is not the one given with --org-key {id} (it sent {}): \
+                     login aborted",
+                    fingerprints(answer)
+                );
+            }
+            matching
+        }
+        Some(PinnedKey::Key(key)) => {
+            if !answer.is_empty() && !answer.iter().any(|k| k.public_key == key.public_key) {
+                bail!(
+                    "the server's rule set key is not the one given with --org-key {} (it sent {}): \
+                     login aborted",
+                    key.key_id,
+                    fingerprints(answer)
+                );
+            }
+            vec![key.clone()]
+        }
+    };
+    if keys.is_empty() {
+        bail!(
+            "the server sent no rule set signing key and none was given with --org-key: the agent \
+             would trust no rule set"
+        );
+    }
+    Ok(keys)
+}
+
+/// The key ids, comma-separated (`none` for none).
+pub fn fingerprints(keys: &[OrgKey]) -> String {
+    if keys.is_empty() {
+        return "none".to_owned();
+    }
+    keys.iter()
+        .map(|k| k.key_id.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What the device code flow asks the person to do.

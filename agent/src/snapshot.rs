@@ -11,7 +11,12 @@
 //! | `watched` | project dir → `""` |
 //! | `actions` | sequence → [`Action`] (JSON), the recent enforcement actions (the last [`MAX_ACTIONS`]) |
 //! | `refusals` | sequence → [`RefusedDowngrade`] (JSON), the recent rule sets refused (the last [`MAX_REFUSALS`]) |
-//! | `counters` | name → count (`refused_downgrades`: every refusal ever, not capped) |
+//! | `counters` | name → count (`refused_downgrades`: every refusal ever, not capped; `integrity_failures`) |
+//! | `integrity` | sequence → [`IntegrityFailure`] (JSON), the recent rule sets refused as untrusted (the last [`MAX_REFUSALS`]) |
+//!
+//! Every rule set is verified against the organization keys pinned at login before it is stored
+//! ([`Snapshot::accept_ruleset`]) and again when the daemon starts ([`Snapshot::verify_held`]): the stored
+//! document keeps its signature, so a rule set edited inside this file is refused too (ADR 0018).
 //!
 //! A rule set is never replaced by a lower revision of its team ([`Snapshot::put_ruleset`]): a gateway
 //! fed by a stale publisher could offer one, and a rollback on the server is always a new, higher
@@ -23,7 +28,7 @@
 //! Every write is one durable transaction. The database is opened in redb's multi-writer mode so the
 //! CLI (`watch`, `status`, …) can use it while `run` holds it.
 
-use crate::ruleset::{Layer, Mode, RuleSetDoc};
+use crate::ruleset::{IntegrityError, Layer, Mode, OrgKey, RuleSetDoc, verify};
 use edict_api::protocol::{Holding, Report};
 use redb::{
     Builder, ConcurrencyMode, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata,
@@ -42,6 +47,8 @@ const ACTIONS: TableDefinition<u64, &str> = TableDefinition::new("actions");
 const REFUSALS: TableDefinition<u64, &str> = TableDefinition::new("refusals");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const REFUSED_COUNT: &str = "refused_downgrades";
+const INTEGRITY: TableDefinition<u64, &str> = TableDefinition::new("integrity");
+const INTEGRITY_COUNT: &str = "integrity_failures";
 
 /// How many recent actions the snapshot keeps.
 pub const MAX_ACTIONS: usize = 50;
@@ -66,6 +73,22 @@ pub mod keys {
     pub const CONNECTED: &str = "connected";
     /// When the connection state last changed (RFC 3339).
     pub const CONNECTED_SINCE: &str = "connected_since";
+    /// The organization keys pinned at login (JSON list of `OrgKey`).
+    pub const ORG_KEYS: &str = "org_keys";
+}
+
+/// Whether `ruleset` is what a pinned key signed for its team, revision and hash.
+fn check(ruleset: &StoredRuleSet, keys: &[OrgKey]) -> std::result::Result<(), IntegrityError> {
+    verify(&ruleset.doc, &ruleset.team, keys)?;
+    if ruleset.doc.revision != ruleset.revision || ruleset.doc.hash != ruleset.hash {
+        return Err(IntegrityError::Misaddressed {
+            sent_team: ruleset.team.clone(),
+            sent_revision: ruleset.revision,
+            team: ruleset.doc.team_id.to_string(),
+            revision: ruleset.doc.revision,
+        });
+    }
+    Ok(())
 }
 
 /// A snapshot failure.
@@ -224,6 +247,30 @@ pub enum PutOutcome {
     Stored,
     /// Not stored: the team is held at a higher revision.
     Refused(RefusedDowngrade),
+    /// Not stored: not signed by a pinned organization key, or not for the team it was sent as
+    /// ([`Snapshot::accept_ruleset`]).
+    Untrusted(IntegrityFailure),
+}
+
+/// A rule set the agent refused because it could not trust it (ADR 0018).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntegrityFailure {
+    /// The team it was sent as.
+    pub team: String,
+    /// The revision it claimed.
+    pub revision: u64,
+    /// The hash it claimed.
+    pub hash: String,
+    /// Why ([`IntegrityError::code`](edict_api::ruleset::IntegrityError::code), or `tampered_snapshot`
+    /// for a stored rule set that no longer verifies at start).
+    pub reason: String,
+    /// For a human.
+    pub detail: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Whether a gateway was told.
+    #[serde(default)]
+    pub reported: bool,
 }
 
 /// The agent's redb snapshot.
@@ -280,6 +327,7 @@ impl Snapshot {
         txn.open_table(ACTIONS)?;
         txn.open_table(REFUSALS)?;
         txn.open_table(COUNTERS)?;
+        txn.open_table(INTEGRITY)?;
         txn.commit()?;
         Ok(Snapshot { db })
     }
@@ -362,6 +410,158 @@ impl Snapshot {
         };
         txn.commit()?;
         Ok(outcome)
+    }
+
+    /// The organization keys pinned at login (empty for an agent enrolled before rule sets were
+    /// signed: it trusts no rule set until it logs in again).
+    ///
+    /// # Errors
+    /// On a database failure or a corrupt value.
+    pub fn org_keys(&self) -> Result<Vec<OrgKey>> {
+        match self.identity(keys::ORG_KEYS)? {
+            Some(text) if !text.is_empty() => Ok(serde_json::from_str(&text)?),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Pins the organization keys.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn set_org_keys(&self, org_keys: &[OrgKey]) -> Result<()> {
+        self.set_identity(keys::ORG_KEYS, &to_json(&org_keys)?)
+    }
+
+    /// Stores `ruleset` as [`Self::put_ruleset`] does, once it verifies against the pinned keys: sent
+    /// as its own team, revision and hash, and signed by a pinned key over everything it holds. A rule
+    /// set that does not verify is not stored; the failure is recorded (and counted) instead.
+    ///
+    /// # Errors
+    /// On a database failure or a corrupt stored value.
+    pub fn accept_ruleset(&self, ruleset: &StoredRuleSet) -> Result<PutOutcome> {
+        let keys = self.org_keys()?;
+        match check(ruleset, &keys) {
+            Ok(()) => self.put_ruleset(ruleset),
+            Err(error) => {
+                let failure = IntegrityFailure {
+                    team: ruleset.team.clone(),
+                    revision: ruleset.revision,
+                    hash: ruleset.hash.clone(),
+                    reason: error.code().to_owned(),
+                    detail: error.to_string(),
+                    at: chrono::Utc::now().to_rfc3339(),
+                    reported: false,
+                };
+                self.record_integrity_failure(&failure)?;
+                Ok(PutOutcome::Untrusted(failure))
+            }
+        }
+    }
+
+    /// Verifies every rule set held against the pinned keys and forgets those that do not verify (a
+    /// rule set edited inside this file), recording each: the agent then neither enforces nor
+    /// announces them, and a gateway sends the team's signed rule set again. Returns the failures.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn verify_held(&self) -> Result<Vec<IntegrityFailure>> {
+        let keys = self.org_keys()?;
+        let mut failures = Vec::new();
+        for (team, text) in self.all_str(RULESETS)? {
+            let verdict = serde_json::from_str::<StoredRuleSet>(&text)
+                .map_err(|e| e.to_string())
+                .and_then(|held| {
+                    if held.team != team {
+                        return Err(format!("stored under team {team} but is {}", held.team));
+                    }
+                    check(&held, &keys)
+                        .map(|()| held)
+                        .map_err(|e| e.to_string())
+                });
+            let Err(detail) = verdict else {
+                continue;
+            };
+            let held: Option<StoredRuleSet> = serde_json::from_str(&text).ok();
+            let failure = IntegrityFailure {
+                team: team.clone(),
+                revision: held.as_ref().map_or(0, |h| h.revision),
+                hash: held.map(|h| h.hash).unwrap_or_default(),
+                reason: "tampered_snapshot".to_owned(),
+                detail: format!("the stored rule set does not verify: {detail}"),
+                at: chrono::Utc::now().to_rfc3339(),
+                reported: false,
+            };
+            self.remove_str(RULESETS, &team)?;
+            self.record_integrity_failure(&failure)?;
+            failures.push(failure);
+        }
+        Ok(failures)
+    }
+
+    fn record_integrity_failure(&self, failure: &IntegrityFailure) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(INTEGRITY)?;
+            let next = table.last()?.map_or(0, |(k, _)| k.value() + 1);
+            table.insert(next, to_json(failure)?.as_str())?;
+            while table.len()? > MAX_REFUSALS as u64 {
+                if table.pop_first()?.is_none() {
+                    break;
+                }
+            }
+            let mut counters = txn.open_table(COUNTERS)?;
+            let count = counters.get(INTEGRITY_COUNT)?.map_or(0, |v| v.value());
+            counters.insert(INTEGRITY_COUNT, count + 1)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The recent rule sets refused as untrusted, oldest first (the last [`MAX_REFUSALS`]), with their
+    /// sequence numbers.
+    ///
+    /// # Errors
+    /// On a database failure or a corrupt value.
+    pub fn integrity_failures(&self) -> Result<Vec<(u64, IntegrityFailure)>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(INTEGRITY)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            out.push((k.value(), serde_json::from_str(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// How many rule sets were ever refused as untrusted (not capped).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn integrity_failure_count(&self) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(COUNTERS)?;
+        Ok(table.get(INTEGRITY_COUNT)?.map_or(0, |v| v.value()))
+    }
+
+    /// Marks the integrity failure `sequence` as told to a gateway.
+    ///
+    /// # Errors
+    /// On a database failure or a corrupt value.
+    pub fn mark_integrity_reported(&self, sequence: u64) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(INTEGRITY)?;
+            let failure: Option<IntegrityFailure> = table
+                .get(sequence)?
+                .map(|v| serde_json::from_str(v.value()))
+                .transpose()?;
+            if let Some(mut failure) = failure {
+                failure.reported = true;
+                table.insert(sequence, to_json(&failure)?.as_str())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     /// The recent refused rule sets, oldest first (the last [`MAX_REFUSALS`]).
@@ -698,6 +898,7 @@ mod tests {
             updated_at: chrono::DateTime::default(),
             position: 1,
             layers: Layers::default(),
+            signature: None,
         };
         let record = FileRecord {
             layer: Layer::Team,
@@ -814,6 +1015,7 @@ mod tests {
                 updated_at: chrono::Utc::now(),
                 position: 1,
                 layers: Layers::default(),
+                signature: None,
             },
         }
     }

@@ -49,9 +49,36 @@ fn ruleset_doc() -> Box<edict_api::ruleset::RuleSetDoc> {
         }
     });
     match serde_json::from_value(doc) {
-        Ok(doc) => Box::new(doc),
+        Ok(doc) => Box::new(signed(doc)),
         Err(e) => panic!("the test document is a rule set: {e}"),
     }
+}
+
+/// The organization key these fake gateways sign with.
+fn org_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[9; 32])
+}
+
+/// `--org-key` for [`org_key`]: its public key in hex.
+fn org_public_key() -> String {
+    hex_encode(&org_key().verifying_key().to_bytes())
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `doc` with its hash computed and signed by [`org_key`], as the server publishes it.
+fn signed(mut doc: edict_api::ruleset::RuleSetDoc) -> edict_api::ruleset::RuleSetDoc {
+    doc.hash = doc.layers.hash();
+    doc.signature = None;
+    doc.signature = Some(edict_api::ruleset::sign(&doc, &org_key(), doc.updated_at));
+    doc
+}
+
+/// The hash of [`ruleset_doc`].
+fn hash_one() -> String {
+    ruleset_doc().hash
 }
 
 async fn serve_connection(
@@ -83,7 +110,7 @@ async fn serve_connection(
             AgentMessage::Hello { holdings, .. } => {
                 let current = holdings
                     .iter()
-                    .any(|h| h.team == TEAM && h.revision == 1 && h.hash == "hash-1");
+                    .any(|h| h.team == TEAM && h.revision == 1 && h.hash == hash_one());
                 if let Ok(mut s) = seen.lock() {
                     s.hellos.push(holdings);
                 }
@@ -96,13 +123,13 @@ async fn serve_connection(
                     GatewayMessage::Current(Holding {
                         team: TEAM.into(),
                         revision: 1,
-                        hash: "hash-1".into(),
+                        hash: hash_one(),
                     })
                 } else {
                     GatewayMessage::RuleSet {
                         team: TEAM.into(),
                         revision: 1,
-                        hash: "hash-1".into(),
+                        hash: hash_one(),
                         ruleset: ruleset_doc(),
                     }
                 };
@@ -114,7 +141,7 @@ async fn serve_connection(
                 }
                 vec![]
             }
-            AgentMessage::Refused { .. } => vec![],
+            AgentMessage::Refused { .. } | AgentMessage::IntegrityFailure { .. } => vec![],
             AgentMessage::Report(report) => {
                 let ack = GatewayMessage::ReportAck {
                     report_id: report.report_id.clone(),
@@ -268,6 +295,7 @@ async fn the_agent_enforces_a_block_rule_online_and_offline_and_delivers_reports
         .command()
         .args(["login", "--server", &format!("http://127.0.0.1:{port}")])
         .args(["--agent-token", TOKEN])
+        .args(["--org-key", &org_public_key()])
         .args(["--gateway", &format!("ws://127.0.0.1:{port}/ws")])
         .output()?;
     assert!(login.status.success(), "login failed: {login:?}");
@@ -385,7 +413,7 @@ async fn the_agent_enforces_a_block_rule_online_and_offline_and_delivers_reports
             vec![Holding {
                 team: TEAM.into(),
                 revision: 1,
-                hash: "hash-1".into()
+                hash: hash_one()
             }]
         );
         assert!(seen.applied.is_empty(), "a current agent applied again");
@@ -466,7 +494,12 @@ fn revision_doc(revision: u64, hash: &str, content: &str) -> Box<edict_api::rule
     doc.layers.team.rules[0].content = content.into();
     doc.layers.team.text = render_layer(Layer::Team, &doc.layers.team.rules);
     doc.layers.project.rules.clear();
-    doc
+    Box::new(signed(*doc))
+}
+
+/// The hash of the team rule set whose one rule says `content` ([`revision_doc`]).
+fn hash_of(content: &str) -> String {
+    revision_doc(1, "", content).hash
 }
 
 /// A gateway that replays a stale carrier: on `hello` it sends revision 2 of the team; once the agent
@@ -479,11 +512,14 @@ async fn downgrading_gateway(
 ) -> anyhow::Result<()> {
     let (stream, _) = listener.accept().await?;
     let mut ws = tokio_tungstenite::accept_async(stream).await?;
-    let rule_set = |revision: u64, hash: &str, content: &str| GatewayMessage::RuleSet {
-        team: TEAM.into(),
-        revision,
-        hash: hash.into(),
-        ruleset: revision_doc(revision, hash, content),
+    let rule_set = |revision: u64, _label: &str, content: &str| {
+        let doc = revision_doc(revision, "", content);
+        GatewayMessage::RuleSet {
+            team: TEAM.into(),
+            revision,
+            hash: doc.hash.clone(),
+            ruleset: doc,
+        }
     };
     let mut applied_three = 0;
     while let Some(message) = ws.next().await {
@@ -536,6 +572,7 @@ async fn the_agent_refuses_a_lower_revision_keeps_enforcing_the_held_one_and_rep
         .command()
         .args(["login", "--server", &format!("http://127.0.0.1:{port}")])
         .args(["--agent-token", TOKEN])
+        .args(["--org-key", &org_public_key()])
         .args(["--gateway", &format!("ws://127.0.0.1:{port}/ws")])
         .output()?;
     assert!(login.status.success(), "login failed: {login:?}");
@@ -573,9 +610,9 @@ async fn the_agent_refuses_a_lower_revision_keeps_enforcing_the_held_one_and_rep
     assert_eq!(
         applied,
         vec![
-            (2, "hash-2".to_owned()),
-            (3, "hash-3".to_owned()),
-            (3, "hash-3-re-rendered".to_owned())
+            (2, hash_of("Revision two.")),
+            (3, hash_of("Revision three.")),
+            (3, hash_of("Revision three, re-rendered."))
         ],
         "the agent applied rule sets older than the one it held: {messages:?}"
     );
@@ -590,7 +627,10 @@ async fn the_agent_refuses_a_lower_revision_keeps_enforcing_the_held_one_and_rep
             status["rulesets"][0]["revision"].as_u64(),
             status["rulesets"][0]["hash"].as_str()
         ),
-        (Some(3), Some("hash-3-re-rendered")),
+        (
+            Some(3),
+            Some(hash_of("Revision three, re-rendered.").as_str())
+        ),
         "the agent stored a rule set older than the one it held: {status}"
     );
     let team_file = env.team_file();
@@ -612,16 +652,16 @@ async fn the_agent_refuses_a_lower_revision_keeps_enforcing_the_held_one_and_rep
             AgentMessage::Refused {
                 team: TEAM.into(),
                 revision: 1,
-                hash: "hash-1".into(),
+                hash: hash_of("Revision one."),
                 held_revision: 2,
-                held_hash: "hash-2".into(),
+                held_hash: hash_of("Revision two."),
             },
             AgentMessage::Refused {
                 team: TEAM.into(),
                 revision: 2,
-                hash: "hash-2".into(),
+                hash: hash_of("Revision two."),
                 held_revision: 3,
-                held_hash: "hash-3".into(),
+                held_hash: hash_of("Revision three."),
             }
         ]
     );
@@ -693,6 +733,7 @@ async fn a_claude_md_linked_to_a_private_key_is_left_alone_and_a_link_to_an_inst
         .command()
         .args(["login", "--server", &format!("http://127.0.0.1:{port}")])
         .args(["--agent-token", TOKEN])
+        .args(["--org-key", &org_public_key()])
         .args(["--gateway", &format!("ws://127.0.0.1:{port}/ws")])
         .output()?;
     assert!(login.status.success(), "login failed: {login:?}");

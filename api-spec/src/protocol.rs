@@ -25,6 +25,9 @@
 //!    A rule set of a lower revision than the agent holds is not stored: the agent answers
 //!    [`AgentMessage::Refused`] instead of `Applied` (the same revision with another hash is stored: a
 //!    rebuild with a new renderer keeps revisions and changes hashes).
+//!    Before it stores a rule set the agent verifies its signature (`crate::ruleset::verify`, ADR 0018)
+//!    against the organization keys it pinned at login; one it cannot trust is not stored and is
+//!    answered with [`AgentMessage::IntegrityFailure`].
 //! 5. agent → [`AgentMessage::Report`] for every enforcement action, with an id the agent generated; the
 //!    gateway turns it into a command, idempotently, and answers [`GatewayMessage::ReportAck`]; only then
 //!    does the agent drop the report from its outbox.
@@ -129,6 +132,23 @@ pub enum AgentMessage {
         held_revision: u64,
         /// Its hash.
         held_hash: String,
+    },
+    /// A rule set the agent did not store because it could not trust it: unsigned, signed by a key it
+    /// has not pinned, a signature that does not match, or signed for another team (or a rule set held
+    /// in its snapshot that no longer verifies at start). It keeps enforcing its last good snapshot.
+    /// Sent once per failure, on the connection it happened on or the next one.
+    IntegrityFailure {
+        /// The team the rule set was sent as.
+        team: String,
+        /// The revision it claimed.
+        revision: u64,
+        /// The hash it claimed.
+        hash: String,
+        /// A stable code: `unsigned`, `unknown_key`, `bad_signature`, `hash_mismatch`,
+        /// `misaddressed`, `no_pinned_key`, `tampered_snapshot`.
+        reason: String,
+        /// For a human.
+        detail: String,
     },
 }
 

@@ -36,8 +36,13 @@ use uuid::Uuid;
 
 mod hash;
 mod markers;
+mod signature;
 
 pub use markers::{RuleSpan, between_rules, split_rules};
+pub use signature::{
+    IntegrityError, OrgKey, RuleSetSignature, canonical_bytes, key_id_of, parse_public_key, sign,
+    verify,
+};
 
 /// The heading of the rules without a category (and of the rules whose category is literally
 /// `General`), rendered before every other category.
@@ -124,6 +129,11 @@ pub struct RuleSetDoc {
     /// The effective rules and rendered text, per layer.
     #[serde(default)]
     pub layers: Layers,
+    /// The organization's ed25519 signature over [`canonical_bytes`], added where the rule set is
+    /// published (never by a gateway). Absent in a document the projection stored and in one an
+    /// older server wrote: agents refuse a rule set without it ([`verify`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<RuleSetSignature>,
 }
 
 /// The three managed sections of a team's rule set.

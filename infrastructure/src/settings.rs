@@ -101,6 +101,13 @@ pub struct Settings {
     pub quorum: QuorumSettings,
     /// Checkpoints of the hash chain.
     pub audit: AuditSettings,
+    /// The ed25519 seed that signs rule sets, 32 bytes in hex or base64, or the path of a file holding
+    /// it (`EDICT_RULESET_SIGNING_KEY`, environment only). Without it a key is generated and kept in the
+    /// store's settings table (ADR 0018).
+    pub ruleset_signing_key: Option<Secret<String>>,
+    /// Whether this process loads the rule set signing key: only processes that publish rule sets or
+    /// answer logins do (a gateway-only process never holds it).
+    pub holds_ruleset_key: bool,
 }
 
 impl Settings {
@@ -117,6 +124,8 @@ impl Settings {
             refresh_ttl_secs: 30 * 24 * 3600,
             quorum: QuorumSettings::default(),
             audit: AuditSettings::default(),
+            ruleset_signing_key: None,
+            holds_ruleset_key: true,
         }
     }
 }

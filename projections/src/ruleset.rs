@@ -157,6 +157,7 @@ mod tests {
             updated_at: "2026-01-02T03:04:05Z".parse().unwrap(),
             position: 42,
             layers,
+            signature: None,
         };
         let json = serde_json::to_value(&doc).unwrap();
         let expected = serde_json::json!({

@@ -52,6 +52,7 @@ fn ruleset_of(team: &str, revision: u64, rules: Vec<EffectiveRule>) -> StoredRul
             updated_at: chrono::DateTime::default(),
             position: 1,
             layers,
+            signature: None,
         },
     }
 }

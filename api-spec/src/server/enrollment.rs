@@ -9,6 +9,7 @@
 use super::common::{self, invalid};
 use super::problem::{ApiResult, ErrorResponse, Problem};
 use super::security::BearerAuth;
+use crate::ruleset::OrgKey;
 use chrono::{DateTime, TimeZone, Utc};
 use edict_application::Edict;
 use edict_application::auth::{DevicePoll, DeviceStatus, EnrollmentTokenInfo};
@@ -30,9 +31,10 @@ enum EnrollmentTags {
     Enrollment,
 }
 
-/// Where agents connect once enrolled: the gateways' WebSocket URLs, in the order to try them.
+/// Where agents connect once enrolled: the gateways' WebSocket URLs, in the order to try them; and
+/// the organization's rule set public keys, which the login answer carries for the agent to pin.
 #[derive(Debug, Clone, Default)]
-pub struct GatewayUrls(pub Vec<String>);
+pub struct GatewayUrls(pub Vec<String>, pub Vec<OrgKey>);
 
 impl GatewayUrls {
     /// The URLs as an agent on the far side of `request` reaches them: a gateway listening on every
@@ -96,6 +98,29 @@ pub struct AgentCredentialsDto {
     pub token: String,
     /// The gateways to connect to (WebSocket URLs), in order.
     pub gateway_urls: Vec<String>,
+    /// The organization's public keys that sign rule sets: the agent pins them and refuses any rule
+    /// set they did not sign (`edict-agent login` prints their ids; `--org-key` checks one out of band).
+    pub org_keys: Vec<OrgKeyDto>,
+}
+
+/// A public key that signs rule sets.
+#[derive(Debug, Clone, Object)]
+pub struct OrgKeyDto {
+    /// Its id: the first 16 hex digits of the SHA-256 of the public key (the fingerprint).
+    pub key_id: String,
+    /// The ed25519 public key, 64 hex digits.
+    pub public_key: String,
+}
+
+fn org_keys(gateways: &GatewayUrls) -> Vec<OrgKeyDto> {
+    gateways
+        .1
+        .iter()
+        .map(|key| OrgKeyDto {
+            key_id: key.key_id.clone(),
+            public_key: key.public_key.clone(),
+        })
+        .collect()
 }
 
 /// Where a device authorization stands.
@@ -316,6 +341,7 @@ impl EnrollmentApi {
                 agent_id,
                 token,
                 gateway_urls: gateways.for_request(request),
+                org_keys: org_keys(&gateways),
             })),
             DeviceOutcome::Waiting(poll) => Err(poll_problem(&poll)),
         }
@@ -466,6 +492,7 @@ impl EnrollmentApi {
             agent_id: enrollment.outcome.id,
             token: enrollment.token,
             gateway_urls: gateways.for_request(request),
+            org_keys: org_keys(&gateways),
         }))
     }
 }

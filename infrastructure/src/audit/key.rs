@@ -112,6 +112,69 @@ pub async fn stored_seed(db: &Database, create: bool) -> Result<Option<[u8; 32]>
         .transpose()
 }
 
+/// The key that signs rule sets (ADR 0018): `EDICT_RULESET_SIGNING_KEY`'s seed (the value, or the path
+/// of a file holding it), else the one kept in `db`'s settings table (`ruleset_signing_key`, generated
+/// and stored on first use; the caller warns).
+///
+/// # Errors
+/// [`AuditError::Corrupt`] for a configured or stored seed that does not parse (or a file that cannot be
+/// read), [`AuditError::Unavailable`] when the settings table cannot be read or written.
+pub async fn ruleset_signing_key(
+    db: &Database,
+    configured: Option<&Secret<String>>,
+) -> Result<(SigningKey, KeyOrigin), AuditError> {
+    if let Some(configured) = configured {
+        let seed = ruleset_seed(configured.expose())?;
+        return Ok((SigningKey::from_bytes(&seed), KeyOrigin::Configured));
+    }
+    let unavailable = |error: sqlx::Error| AuditError::Unavailable(error.to_string());
+    let mut fresh = [0_u8; 32];
+    rand::thread_rng().fill_bytes(&mut fresh);
+    let fresh = hex::encode(fresh);
+    on_pool!(db, |pool| sqlx::query(
+        "INSERT INTO settings (key, value) VALUES ('ruleset_signing_key', $1) \
+         ON CONFLICT (key) DO NOTHING"
+    )
+    .bind(&fresh)
+    .execute(pool)
+    .await
+    .map(drop))
+    .map_err(unavailable)?;
+    let stored: Option<String> = on_pool!(db, |pool| sqlx::query_scalar(
+        "SELECT value FROM settings WHERE key = 'ruleset_signing_key'"
+    )
+    .fetch_optional(pool)
+    .await)
+    .map_err(unavailable)?;
+    let stored = stored.ok_or_else(|| {
+        AuditError::Unavailable("the stored rule set signing key vanished".to_owned())
+    })?;
+    let seed = parse_seed(&stored).map_err(|_| {
+        AuditError::Corrupt("the stored rule set signing key is not a seed".to_owned())
+    })?;
+    Ok((SigningKey::from_bytes(&seed), KeyOrigin::Stored))
+}
+
+/// `EDICT_RULESET_SIGNING_KEY`'s seed: the value itself when it parses, else the contents of the file it
+/// names.
+///
+/// # Errors
+/// [`AuditError::Corrupt`] when neither gives a 32-byte seed.
+pub fn ruleset_seed(configured: &str) -> Result<[u8; 32], AuditError> {
+    if let Ok(seed) = parse_seed(configured) {
+        return Ok(seed);
+    }
+    let bad = || {
+        AuditError::Corrupt(
+            "EDICT_RULESET_SIGNING_KEY must be a 32-byte ed25519 seed in hex or base64, or the path \
+             of a file holding one"
+                .to_owned(),
+        )
+    };
+    let text = std::fs::read_to_string(configured.trim()).map_err(|_| bad())?;
+    parse_seed(&text).map_err(|_| bad())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

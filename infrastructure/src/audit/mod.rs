@@ -27,7 +27,7 @@ pub mod key;
 pub mod verify;
 pub mod writer;
 
-pub use key::{KeyOrigin, parse_seed, signing_key};
+pub use key::{KeyOrigin, parse_seed, ruleset_seed, ruleset_signing_key, signing_key};
 pub use verify::{Break, VerifyOptions, VerifyProgress, VerifyReport, verify_database};
 pub use writer::{ChainWriter, ChainWriterSettings};
 

@@ -668,6 +668,9 @@ impl Session {
             Ok(AgentMessage::Applied(holding)) => self.on_applied(holding).await,
             Ok(AgentMessage::Report(report)) => self.on_report(report).await,
             Ok(refused @ AgentMessage::Refused { .. }) => self.on_refused(&refused),
+            Ok(failure @ AgentMessage::IntegrityFailure { .. }) => {
+                self.on_integrity_failure(&failure).await
+            }
             Ok(AgentMessage::Hello { .. }) => Flow::Close(Some(error(
                 "malformed",
                 "hello is only the first message; reconnect to resync",

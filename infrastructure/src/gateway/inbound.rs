@@ -55,6 +55,30 @@ impl Session {
         Flow::Continue
     }
 
+    /// The agent refused a rule set it could not trust (ADR 0018): someone between the publisher and
+    /// the agent changed or forged it, or the agent's snapshot was edited. Logged at error.
+    pub(super) async fn on_integrity_failure(&mut self, failure: &AgentMessage) -> Flow {
+        if let AgentMessage::IntegrityFailure {
+            team,
+            revision,
+            hash,
+            reason,
+            detail,
+        } = failure
+        {
+            tracing::error!(
+                agent = %self.agent.id,
+                team,
+                revision,
+                hash,
+                reason,
+                detail,
+                "the agent refused an untrusted rule set"
+            );
+        }
+        Flow::Continue
+    }
+
     pub(super) async fn on_report(&mut self, report: Report) -> Flow {
         let report_id = report.report_id.clone();
         let principal = Principal::Agent {

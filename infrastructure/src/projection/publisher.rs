@@ -120,6 +120,54 @@ impl RulesetPublisher for WatchPublisher {
     }
 }
 
+/// Signs every rule set before handing it to the publisher it wraps (ADR 0018): the signature is added
+/// where rule sets are published, so everything downstream (the KV bucket, the in-process channel,
+/// gateways) carries it and none of them can change what it covers. The issue time is the revision's
+/// own time (`updated_at`), so publishing the same revision again yields the same bytes (ed25519 is
+/// deterministic) and wakes nobody.
+pub struct SigningPublisher {
+    inner: Arc<dyn RulesetPublisher>,
+    key: ed25519_dalek::SigningKey,
+}
+
+impl std::fmt::Debug for SigningPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningPublisher")
+            .field(
+                "key_id",
+                &edict_api::ruleset::key_id_of(&self.key.verifying_key()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningPublisher {
+    /// Signs with `key`, then publishes to `inner`.
+    pub fn new(inner: Arc<dyn RulesetPublisher>, key: ed25519_dalek::SigningKey) -> Self {
+        SigningPublisher { inner, key }
+    }
+
+    /// `ruleset` with its signature.
+    ///
+    /// # Errors
+    /// When `ruleset` is not a rule set document.
+    pub fn sign(&self, ruleset: &Value) -> Result<Value, String> {
+        let mut doc: edict_api::ruleset::RuleSetDoc = serde_json::from_value(ruleset.clone())
+            .map_err(|error| format!("not a rule set document: {error}"))?;
+        doc.signature = None;
+        doc.signature = Some(edict_api::ruleset::sign(&doc, &self.key, doc.updated_at));
+        serde_json::to_value(&doc).map_err(|error| format!("cannot encode a rule set: {error}"))
+    }
+}
+
+#[async_trait]
+impl RulesetPublisher for SigningPublisher {
+    async fn publish(&self, team: &str, ruleset: &Value) -> Result<(), String> {
+        let signed = self.sign(ruleset)?;
+        self.inner.publish(team, &signed).await
+    }
+}
+
 impl ProjectionRunner {
     /// Hands the rule set documents among `dirty` (just committed) to the publisher. A publish that
     /// fails is logged and left to the publication loop, which retries it from the read model: the

@@ -272,6 +272,7 @@ impl RuleSetState {
             updated_at: self.updated_at,
             position: self.position,
             layers,
+            signature: None,
         }
     }
 }
@@ -366,6 +367,7 @@ mod tests {
             updated_at: "2026-01-02T03:04:05Z".parse().unwrap_or_default(),
             position: 9,
             layers,
+            signature: None,
         };
         let json = serde_json::to_value(&doc).unwrap();
         let state = RuleSetState::deserialize(&json).unwrap();
