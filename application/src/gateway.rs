@@ -67,6 +67,24 @@ pub struct RecordedReport {
     pub change_request: Option<ChangeRequestId>,
 }
 
+/// A rule set an agent refused because it could not trust it (ADR 0018), as the agent reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntegrityReport {
+    /// The team the rule set was sent as.
+    pub team: String,
+    /// The revision it claimed.
+    pub revision: u64,
+    /// A stable code (`unsigned`, `unknown_key`, `bad_signature`, …).
+    pub reason: String,
+    /// For a human.
+    pub detail: String,
+}
+
+/// `text` cut to at most `max` characters: an agent's free text is kept bounded in the log.
+fn clip(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
 fn parse_id<T: FromStr>(field: &str, input: &str) -> Result<T, AppError> {
     input.trim().parse().map_err(|_| AppError::Invalid {
         field: field.to_owned(),
@@ -75,6 +93,40 @@ fn parse_id<T: FromStr>(field: &str, input: &str) -> Result<T, AppError> {
 }
 
 impl Edict {
+    /// Records that an agent refused an untrusted rule set (an `IntegrityFailureReported` event of the
+    /// agent, which the fleet shows).
+    ///
+    /// # Errors
+    /// 403 unless an agent; 404 / 409 for an unknown or revoked agent; 503 when the store fails.
+    #[tracing::instrument(skip_all, fields(reason = %report.reason), err)]
+    pub async fn record_integrity_failure(
+        &self,
+        principal: &Principal,
+        report: IntegrityReport,
+        request: &RequestContext,
+    ) -> Result<(), AppError> {
+        let Principal::Agent { id: agent, .. } = principal else {
+            return Err(AppError::Forbidden("only agents report".into()));
+        };
+        let command = AgentCommand::RecordIntegrityFailure {
+            team: clip(&report.team, 64),
+            revision: report.revision,
+            reason: clip(&report.reason, 40),
+            detail: clip(&report.detail, 500),
+            at: self.clock.now(),
+        };
+        let metadata = Self::metadata(principal, request);
+        self.run(
+            self.agents.as_ref(),
+            agent.to_string(),
+            command,
+            None,
+            &metadata,
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Records an agent's report (idempotent per report id): a temporary change opens (or, naming a
     /// change request, amends) a change request; any other kind is recorded as an event of the agent.
     ///

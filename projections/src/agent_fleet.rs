@@ -5,7 +5,7 @@ use crate::decode::{AggregateType, AnyEvent, decode_followed};
 use crate::{DocMeta, Docs, Projection, ProjectionError, RecordedEvent, inconsistent, version_of};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use edict_domain::agent::AgentEvent;
+use edict_domain::agent::{AgentEvent, IntegrityFailure};
 use edict_domain::{AgentId, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +33,12 @@ pub struct AgentDoc {
     pub revoked_by: Option<UserId>,
     /// Why, if a reason was given.
     pub revoke_reason: Option<String>,
+    /// How many untrusted rule sets the agent reported refusing (ADR 0018).
+    #[serde(default)]
+    pub integrity_failures: u64,
+    /// The last one.
+    #[serde(default)]
+    pub last_integrity_failure: Option<IntegrityFailure>,
     /// The agent aggregate's version: the sequence of the last event applied.
     pub version: u64,
 }
@@ -88,6 +94,8 @@ impl Projection for AgentFleet {
                     revoked_at: None,
                     revoked_by: None,
                     revoke_reason: None,
+                    integrity_failures: 0,
+                    last_integrity_failure: None,
                     version: 0,
                 }
             }
@@ -110,6 +118,33 @@ impl Projection for AgentFleet {
                 doc.revoked_at = Some(at);
                 doc.revoked_by = Some(by);
                 doc.revoke_reason = reason.map(|r| r.as_str().to_owned());
+                doc
+            }
+            AgentEvent::IntegrityFailureReported {
+                agent_id,
+                team,
+                revision,
+                reason,
+                detail,
+                at,
+            } => {
+                let Some(mut doc) = docs
+                    .get::<AgentDoc>(AGENT_KIND, &agent_id.to_string())
+                    .await?
+                else {
+                    return Err(inconsistent(
+                        event,
+                        format!("agent {agent_id} is not in the fleet"),
+                    ));
+                };
+                doc.integrity_failures += 1;
+                doc.last_integrity_failure = Some(IntegrityFailure {
+                    team,
+                    revision,
+                    reason,
+                    detail,
+                    at,
+                });
                 doc
             }
             // An enforcement report changes nothing the fleet shows but the agent's version.

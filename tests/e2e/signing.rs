@@ -7,6 +7,7 @@
 
 use crate::harness::{Layout, Store, TestApp, eventually, rule_spec};
 use edict_api::ruleset::{Layer, RuleSetDoc, key_id_of, render_layer, sign};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -357,4 +358,35 @@ async fn rule_sets_written_into_the_bucket_never_reach_a_file_and_each_is_report
     );
     // The older valid revision was never taken either.
     assert_ne!(first.hash, current.hash);
+
+    // The fleet API shows what the agent reported (recorded by the gateway as it hears of each).
+    let agent_id = answer["agent_id"].as_str().unwrap().to_owned();
+    let agent = eventually(Duration::from_secs(20), || async {
+        let (status, agent) = app
+            .call(
+                Method::GET,
+                &format!("/api/v1/agents/{agent_id}"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        (status == StatusCode::OK && agent["integrity_failures"] == json!(4)).then_some(agent)
+    })
+    .await
+    .expect("GET /api/v1/agents/{id} shows 4 integrity failures");
+    assert_eq!(
+        agent["last_integrity_failure"]["reason"],
+        json!("bad_signature"),
+        "{agent}"
+    );
+    assert_eq!(agent["last_integrity_failure"]["team"], json!(team));
+    let listed = eventually(Duration::from_secs(20), || async {
+        let (_, page) = app
+            .call(Method::GET, "/api/v1/agents", Some(&admin), None)
+            .await;
+        let text = page.to_string();
+        (text.contains(&agent_id) && text.contains(r#""integrity_failures":4"#)).then_some(page)
+    })
+    .await;
+    assert!(listed.is_some(), "GET /api/v1/agents shows the failures");
 }

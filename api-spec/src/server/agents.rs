@@ -74,6 +74,27 @@ pub struct AgentDto {
     pub enrolled_at: DateTime<Utc>,
     /// Whether it was revoked.
     pub revoked: bool,
+    /// How many rule sets it refused because it could not trust them (unsigned, signed by an unknown
+    /// key, a signature that does not match, signed for another team, or edited in its snapshot).
+    pub integrity_failures: u64,
+    /// The last one.
+    pub last_integrity_failure: Option<IntegrityFailureDto>,
+}
+
+/// A rule set an agent refused because it could not trust it.
+#[derive(Debug, Clone, Object)]
+pub struct IntegrityFailureDto {
+    /// The team it was sent as.
+    pub team: String,
+    /// The revision it claimed.
+    pub revision: u64,
+    /// `unsigned`, `unknown_key`, `bad_signature`, `hash_mismatch`, `misaddressed`,
+    /// `no_pinned_key` or `tampered_snapshot`.
+    pub reason: String,
+    /// For a human.
+    pub detail: String,
+    /// When the server heard of it.
+    pub at: DateTime<Utc>,
 }
 
 impl AgentDto {
@@ -87,6 +108,14 @@ impl AgentDto {
             machine_name: agent.machine_name()?.as_str().to_owned(),
             enrolled_at: agent.enrolled_at()?,
             revoked: agent.revoked(),
+            integrity_failures: agent.integrity_failures(),
+            last_integrity_failure: agent.last_integrity_failure().map(|f| IntegrityFailureDto {
+                team: f.team.clone(),
+                revision: f.revision,
+                reason: f.reason.clone(),
+                detail: f.detail.clone(),
+                at: f.at,
+            }),
         })
     }
 }

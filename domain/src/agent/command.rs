@@ -54,4 +54,19 @@ pub enum AgentCommand {
         /// When the server received the report.
         at: DateTime<Utc>,
     },
+    /// Records that the agent refused a rule set it could not trust (ADR 0018): unsigned, signed by a
+    /// key it has not pinned, a signature that does not match, signed for another team, or edited in
+    /// its snapshot.
+    RecordIntegrityFailure {
+        /// The team the rule set was sent as (as the agent names it).
+        team: String,
+        /// The revision it claimed.
+        revision: u64,
+        /// A stable code (`unsigned`, `unknown_key`, `bad_signature`, …).
+        reason: String,
+        /// For a human.
+        detail: String,
+        /// When the server received the report.
+        at: DateTime<Utc>,
+    },
 }

@@ -60,6 +60,24 @@ pub enum AgentEvent {
         /// When the server received the report.
         at: DateTime<Utc>,
     },
+    /// The agent refused a rule set it could not trust and kept enforcing its last good one (ADR
+    /// 0018): someone between the publisher and the machine changed or forged a rule set, or the
+    /// machine's snapshot was edited.
+    IntegrityFailureReported {
+        /// The agent.
+        agent_id: AgentId,
+        /// The team the rule set was sent as (as the agent names it).
+        team: String,
+        /// The revision it claimed.
+        revision: u64,
+        /// A stable code (`unsigned`, `unknown_key`, `bad_signature`, `hash_mismatch`,
+        /// `misaddressed`, `no_pinned_key`, `tampered_snapshot`).
+        reason: String,
+        /// For a human.
+        detail: String,
+        /// When the server received the report.
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for AgentEvent {
@@ -68,6 +86,7 @@ impl DomainEvent for AgentEvent {
             Self::AgentEnrolled { .. } => "AgentEnrolled",
             Self::AgentRevoked { .. } => "AgentRevoked",
             Self::EnforcementReported { .. } => "EnforcementReported",
+            Self::IntegrityFailureReported { .. } => "IntegrityFailureReported",
         }
         .to_owned()
     }
@@ -143,5 +162,19 @@ mod tests {
             "b".repeat(64)
         );
         assert_golden(&event, "EnforcementReported", &json);
+    }
+
+    #[test]
+    fn integrity_failure_reported_has_a_stable_json_shape() {
+        let event = AgentEvent::IntegrityFailureReported {
+            agent_id: AGENT,
+            team: "00000000-0000-0000-0000-000000000007".into(),
+            revision: 3,
+            reason: "unsigned".into(),
+            detail: "the rule set is not signed".into(),
+            at: golden_time(),
+        };
+        let json = r#"{"IntegrityFailureReported":{"agent_id":"00000000-0000-0000-0000-000000000004","team":"00000000-0000-0000-0000-000000000007","revision":3,"reason":"unsigned","detail":"the rule set is not signed","at":"2026-01-02T03:04:05Z"}}"#;
+        assert_golden(&event, "IntegrityFailureReported", json);
     }
 }

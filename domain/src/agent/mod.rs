@@ -37,7 +37,28 @@ pub struct Agent {
     /// [`Agent::REMEMBERED_REPORTS`]), so a report delivered again records nothing.
     #[serde(default)]
     reported: VecDeque<ReportId>,
+    /// How many untrusted rule sets the agent refused (ADR 0018).
+    #[serde(default)]
+    integrity_failures: u64,
+    /// The last one: reason, team, revision, when.
+    #[serde(default)]
+    last_integrity_failure: Option<IntegrityFailure>,
     version: u64,
+}
+
+/// An untrusted rule set an agent refused, as it reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntegrityFailure {
+    /// The team the rule set was sent as.
+    pub team: String,
+    /// The revision it claimed.
+    pub revision: u64,
+    /// A stable code.
+    pub reason: String,
+    /// For a human.
+    pub detail: String,
+    /// When the server received the report.
+    pub at: DateTime<Utc>,
 }
 
 impl Agent {
@@ -81,6 +102,16 @@ impl Agent {
         self.revoked_at
     }
 
+    /// How many untrusted rule sets the agent reported refusing.
+    pub fn integrity_failures(&self) -> u64 {
+        self.integrity_failures
+    }
+
+    /// The last untrusted rule set the agent reported refusing.
+    pub fn last_integrity_failure(&self) -> Option<&IntegrityFailure> {
+        self.last_integrity_failure.as_ref()
+    }
+
     /// How many enforcement report ids the agent remembers: a report redelivered after that many newer
     /// ones would be recorded again (agents redeliver within minutes, not after thousands of reports).
     pub const REMEMBERED_REPORTS: usize = 10_000;
@@ -122,6 +153,26 @@ impl Agent {
                     layer,
                     original_hash,
                     new_hash,
+                    at,
+                }))
+            }
+            AgentCommand::RecordIntegrityFailure {
+                team,
+                revision,
+                reason,
+                detail,
+                at,
+            } => {
+                let agent_id = self.id.ok_or(AgentError::NotFound)?;
+                if self.revoked() {
+                    return Err(AgentError::Revoked);
+                }
+                Ok(Some(AgentEvent::IntegrityFailureReported {
+                    agent_id,
+                    team,
+                    revision,
+                    reason,
+                    detail,
                     at,
                 }))
             }
@@ -202,6 +253,23 @@ impl Aggregate for Agent {
                     self.reported.pop_front();
                 }
                 self.reported.push_back(report_id);
+            }
+            AgentEvent::IntegrityFailureReported {
+                team,
+                revision,
+                reason,
+                detail,
+                at,
+                ..
+            } => {
+                self.integrity_failures += 1;
+                self.last_integrity_failure = Some(IntegrityFailure {
+                    team,
+                    revision,
+                    reason,
+                    detail,
+                    at,
+                });
             }
         }
     }

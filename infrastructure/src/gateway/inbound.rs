@@ -6,7 +6,7 @@ use super::recorder::Applied;
 use edict_api::protocol::{AgentMessage, GatewayMessage, Holding, Report, ReportKind};
 use edict_application::RequestContext;
 use edict_application::error::AppError;
-use edict_application::gateway::{AgentReport, ReportKind as AppReportKind};
+use edict_application::gateway::{AgentReport, IntegrityReport, ReportKind as AppReportKind};
 use edict_application::principal::Principal;
 
 impl Session {
@@ -56,25 +56,51 @@ impl Session {
     }
 
     /// The agent refused a rule set it could not trust (ADR 0018): someone between the publisher and
-    /// the agent changed or forged it, or the agent's snapshot was edited. Logged at error.
+    /// the agent changed or forged it, or the agent's snapshot was edited. Logged at error and recorded
+    /// as an event of the agent (the fleet API shows it); a failure to record is logged, not retried
+    /// (the agent sends each failure once).
     pub(super) async fn on_integrity_failure(&mut self, failure: &AgentMessage) -> Flow {
-        if let AgentMessage::IntegrityFailure {
+        let AgentMessage::IntegrityFailure {
             team,
             revision,
             hash,
             reason,
             detail,
         } = failure
+        else {
+            return Flow::Continue;
+        };
+        tracing::error!(
+            agent = %self.agent.id,
+            team,
+            revision,
+            hash,
+            reason,
+            detail,
+            "the agent refused an untrusted rule set"
+        );
+        let principal = Principal::Agent {
+            id: self.agent.id,
+            user: self.agent.user,
+        };
+        let request = RequestContext {
+            request_id: format!("ws-integrity-{}", uuid::Uuid::new_v4()),
+            correlation_id: None,
+            expected_version: None,
+        };
+        let report = IntegrityReport {
+            team: team.clone(),
+            revision: *revision,
+            reason: reason.clone(),
+            detail: detail.clone(),
+        };
+        if let Err(error) = self
+            .shared
+            .edict
+            .record_integrity_failure(&principal, report, &request)
+            .await
         {
-            tracing::error!(
-                agent = %self.agent.id,
-                team,
-                revision,
-                hash,
-                reason,
-                detail,
-                "the agent refused an untrusted rule set"
-            );
+            tracing::warn!(%error, "cannot record an agent's integrity failure");
         }
         Flow::Continue
     }
