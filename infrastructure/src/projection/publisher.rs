@@ -495,4 +495,35 @@ mod tests {
             Some(&json!({"revision": 2, "hash": "c"}))
         );
     }
+
+    #[tokio::test]
+    async fn the_signing_publisher_publishes_verifiable_rule_sets_and_the_same_bytes_again() {
+        use edict_api::ruleset::{Layers, OrgKey, RuleSetDoc, verify};
+        let team = uuid::Uuid::from_u128(1);
+        let layers = Layers::default();
+        let doc = RuleSetDoc {
+            team_id: team,
+            team_name: "t".into(),
+            archived: false,
+            revision: 2,
+            hash: layers.hash(),
+            updated_at: chrono::Utc::now(),
+            position: 1,
+            layers,
+            signature: None,
+        };
+        let value = serde_json::to_value(&doc).unwrap_or_default();
+        let watch = WatchPublisher::new();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let keys = [OrgKey::of(&key.verifying_key())];
+        let signing = SigningPublisher::new(Arc::new(watch.clone()), key);
+        let team = team.to_string();
+        assert_eq!(signing.publish(&team, &value).await, Ok(()));
+        let published = watch.current(&team).map(|v| (*v).clone());
+        let published: Option<RuleSetDoc> = published.and_then(|v| serde_json::from_value(v).ok());
+        assert!(published.is_some_and(|doc| verify(&doc, &team, &keys).is_ok()));
+        let mut updates = watch.subscribe();
+        assert_eq!(signing.publish(&team, &value).await, Ok(()));
+        assert!(updates.try_recv().is_err(), "republishing wakes nobody");
+    }
 }
