@@ -562,3 +562,65 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+// 7. The NATS configuration compose.yaml mounts.
+
+/// `deploy/nats.conf` (store and port overridden by flags) takes the user `edict` with the password from
+/// `EDICT_NATS_PASSWORD` in the documented form (`edict-$(openssl rand -hex 32)`: nats-server parses a
+/// variable's value as a configuration value, so a bare hex string starting with a digit is not read as
+/// a string and the server refuses to start), gives it JetStream, and refuses others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compose_nats_configuration_takes_edict_with_the_password_from_its_environment() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/nats.conf");
+    for password in [
+        "edict-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        "edict-8e3f0c1a9b7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::fs::File::create(dir.path().join("nats.log")).unwrap();
+        let _child = Command::new("/usr/sbin/nats-server")
+            .arg("-c")
+            .arg(config)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir.path().join("store"))
+            .env("EDICT_NATS_PASSWORD", password)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start nats-server");
+        let up = eventually(Duration::from_secs(10), || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(drop)
+        })
+        .await;
+        assert!(
+            up.is_some(),
+            "nats-server with deploy/nats.conf: {}",
+            std::fs::read_to_string(dir.path().join("nats.log")).unwrap_or_default()
+        );
+        let url = format!("nats://127.0.0.1:{port}");
+        let nats = nats::connect(settings(
+            &url,
+            user_password("edict", password),
+            NatsTls::default(),
+        ))
+        .await
+        .expect("edict connects with the password of the environment");
+        assert_jetstream_works(&nats).await;
+        let error = nats::connect(settings(&url, NatsAuth::None, NatsTls::default()))
+            .await
+            .expect_err("anonymous connections are refused");
+        assert!(
+            matches!(error, NatsError::Authorization { .. }),
+            "{error:?}"
+        );
+    }
+}

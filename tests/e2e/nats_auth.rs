@@ -155,3 +155,38 @@ async fn serve_connects_to_nats_with_a_password_over_tls_and_a_wrong_one_is_name
     );
     app.stop().await;
 }
+
+#[test]
+fn compose_gives_nats_a_password_and_edict_the_same_one() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let text = std::fs::read_to_string(format!("{root}/compose.yaml")).expect("compose.yaml");
+    let compose: serde_yaml::Value = serde_yaml::from_str(&text).expect("compose.yaml parses");
+    let nats = &compose["services"]["nats"];
+    let mounts: Vec<&str> = nats["volumes"]
+        .as_sequence()
+        .expect("nats volumes")
+        .iter()
+        .filter_map(|volume| volume.as_str())
+        .collect();
+    assert!(
+        mounts.contains(&"./deploy/nats.conf:/etc/nats/nats.conf:ro"),
+        "{mounts:?}"
+    );
+    let config = std::fs::read_to_string(format!("{root}/deploy/nats.conf")).expect("nats.conf");
+    assert!(
+        config.contains("password: $EDICT_NATS_PASSWORD"),
+        "{config}"
+    );
+    let edict = &compose["services"]["edict"]["environment"];
+    assert_eq!(edict["EDICT_NATS_USER"].as_str(), Some("edict"));
+    let password = edict["EDICT_NATS_PASSWORD"].as_str().expect("a password");
+    assert_eq!(
+        Some(password),
+        nats["environment"]["EDICT_NATS_PASSWORD"].as_str(),
+        "both services read the same variable"
+    );
+    assert!(
+        password.starts_with("${EDICT_NATS_PASSWORD:?"),
+        "required, from the env file"
+    );
+}
