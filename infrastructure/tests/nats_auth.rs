@@ -32,7 +32,7 @@ const TOKEN: &str = "tok-93b2d1c4-never-logged";
 struct Server {
     port: u16,
     dir: tempfile::TempDir,
-    _child: Child,
+    child: Option<Child>,
 }
 
 impl Server {
@@ -52,12 +52,21 @@ impl Server {
             "listen: 127.0.0.1:{port}\njetstream {{ store_dir: {store:?} }}\n{extra}\n",
             store = store.display().to_string()
         );
-        let config_path = dir.path().join("nats.conf");
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("nats.log")).unwrap();
+        std::fs::write(dir.path().join("nats.conf"), config).unwrap();
+        let child = Server::spawn(dir.path(), port).await;
+        Server {
+            port,
+            dir,
+            child: Some(child),
+        }
+    }
+
+    /// Runs nats-server on `dir`'s configuration and waits until it listens on `port`.
+    async fn spawn(dir: &Path, port: u16) -> Child {
+        let log = std::fs::File::create(dir.join("nats.log")).unwrap();
         let child = Command::new("/usr/sbin/nats-server")
             .arg("-c")
-            .arg(&config_path)
+            .arg(dir.join("nats.conf"))
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
@@ -73,13 +82,17 @@ impl Server {
         assert!(
             up.is_some(),
             "nats-server listens on {port}: {}",
-            std::fs::read_to_string(dir.path().join("nats.log")).unwrap_or_default()
+            std::fs::read_to_string(dir.join("nats.log")).unwrap_or_default()
         );
-        Server {
-            port,
-            dir,
-            _child: child,
+        child
+    }
+
+    /// `kill -9`, then the same server (configuration, port, store) again.
+    async fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
         }
+        self.child = Some(Server::spawn(self.dir.path(), self.port).await);
     }
 
     fn url(&self) -> String {
@@ -232,6 +245,37 @@ async fn a_token_opens_jetstream_and_a_wrong_one_is_an_authorization_error() {
     let message = error_chain(&error);
     assert!(message.contains("NATS authorization failed"), "{message}");
     assert!(!message.contains("not-the-token"), "{message}");
+}
+
+/// The client reconnects after a server restart with the same credentials (async-nats keeps the options).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_server_restart_the_connection_comes_back_with_its_token() {
+    let mut server = Server::start(r#"authorization { token: "tok-93b2d1c4-never-logged" }"#).await;
+    let nats = nats::connect(settings(
+        &server.url(),
+        NatsAuth::Token(Secret::new(TOKEN.to_owned())),
+        NatsTls::default(),
+    ))
+    .await
+    .expect("connect with the token");
+    assert_jetstream_works(&nats).await;
+    server.restart().await;
+    let back = eventually(Duration::from_secs(20), || {
+        let nats = nats.clone();
+        async move {
+            let ack = nats
+                .jetstream()
+                .publish(nats.prefix().event_subject("Rule", "r2"), "{}".into())
+                .await
+                .ok()?;
+            ack.await.ok()
+        }
+    })
+    .await;
+    assert!(
+        back.is_some(),
+        "a publish is acknowledged after the restart"
+    );
 }
 
 // 3. Nkey.

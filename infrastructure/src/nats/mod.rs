@@ -838,4 +838,72 @@ mod tests {
         assert_eq!(prefix.event_subject("Rule", ""), "edict.events.Rule._");
         assert_eq!(message_id("Rule", "a.b", 3), "Rule:a.b:3");
     }
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, value)| value.clone())
+        }
+    }
+
+    #[test]
+    fn credentials_in_the_url_are_taken_out_of_it() {
+        let (url, auth) = split_url_credentials("nats://edict:s3cret@nats:4222");
+        assert_eq!(url, "nats://nats:4222");
+        assert_eq!(
+            auth,
+            NatsAuth::UserPassword {
+                user: "edict".to_owned(),
+                password: Secret::new("s3cret".to_owned()),
+            }
+        );
+        let (url, auth) = split_url_credentials("tls://tok@a:4222, nats://b:4222");
+        assert_eq!(url, "tls://a:4222,nats://b:4222");
+        assert_eq!(auth, NatsAuth::Token(Secret::new("tok".to_owned())));
+        let (url, auth) = split_url_credentials("nats://127.0.0.1:4222");
+        assert_eq!(
+            (url.as_str(), auth),
+            ("nats://127.0.0.1:4222", NatsAuth::None)
+        );
+        let settings =
+            NatsSettings::new("nats://u:p4ss@h:1", "").unwrap_or_else(|_| unreachable!());
+        assert!(!format!("{settings:?}").contains("p4ss"));
+    }
+
+    #[test]
+    fn one_kind_of_credentials_from_the_environment() {
+        assert_eq!(NatsAuth::from_vars(vars(&[])).ok(), Some(NatsAuth::None));
+        assert_eq!(
+            NatsAuth::from_vars(vars(&[("EDICT_NATS_NKEY", " SUABC ")])).ok(),
+            Some(NatsAuth::Nkey(Secret::new("SUABC".to_owned())))
+        );
+        for bad in [
+            vec![("EDICT_NATS_USER", "edict")],
+            vec![("EDICT_NATS_TOKEN", "t"), ("EDICT_NATS_CREDS", "/x.creds")],
+        ] {
+            assert!(
+                matches!(NatsAuth::from_vars(vars(&bad)), Err(NatsError::Settings(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            NatsTls::from_vars(vars(&[("EDICT_NATS_TLS_CERT", "c.pem")])),
+            Err(NatsError::Settings(_))
+        ));
+        let tls = NatsTls::from_vars(vars(&[("EDICT_NATS_TLS", "true")])).ok();
+        assert_eq!(tls.map(|tls| tls.required), Some(true));
+        let both = NatsSettings::new("nats://u:p@h:1", "").and_then(|s| {
+            s.with_security(
+                NatsAuth::Token(Secret::new("t".to_owned())),
+                NatsTls::default(),
+            )
+        });
+        assert!(matches!(both, Err(NatsError::Settings(_))));
+    }
 }
