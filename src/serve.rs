@@ -9,7 +9,7 @@ use edict_infrastructure::audit::{self, ChainWriter, ChainWriterSettings};
 use edict_infrastructure::gateway::{
     ConvergenceStore, Gateway, GatewaySettings, NatsFeed, RulesetFeed, WatchFeed,
 };
-use edict_infrastructure::nats::{self, NatsRelay, NatsSettings, RelaySettings};
+use edict_infrastructure::nats::{self, NatsAuth, NatsRelay, NatsSettings, NatsTls, RelaySettings};
 use edict_infrastructure::settings::{
     AuditSettings, BootstrapAdmin, QuorumSettings, Secret, Settings,
 };
@@ -57,7 +57,9 @@ pub struct ServeArgs {
     /// `ws(s)://host:port/ws`; default: this process's gateway when it runs one).
     #[arg(long, value_delimiter = ',', env = "EDICT_GATEWAY_PUBLIC_URLS")]
     gateway_public_urls: Vec<String>,
-    /// `nats://…` to carry events through NATS JetStream (otherwise an in-process bus).
+    /// `nats://…` to carry events through NATS JetStream (otherwise an in-process bus). Credentials and
+    /// TLS come from `EDICT_NATS_USER`/`EDICT_NATS_PASSWORD`, `EDICT_NATS_TOKEN`, `EDICT_NATS_NKEY`,
+    /// `EDICT_NATS_CREDS`, `EDICT_NATS_CA`, `EDICT_NATS_TLS_CERT`/`EDICT_NATS_TLS_KEY` and `EDICT_NATS_TLS`.
     #[arg(long, env = "EDICT_NATS_URL")]
     nats_url: Option<String>,
     /// Prefix of every NATS stream, subject, consumer and bucket name of this deployment.
@@ -167,7 +169,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let roles = args.roles();
     let nats = match &args.nats_url {
         Some(url) => {
+            // Credentials and TLS from the environment only (EDICT_NATS_USER/_PASSWORD, _TOKEN, _NKEY,
+            // _CREDS, _CA, _TLS_CERT/_KEY, _TLS): secrets must not show in `ps`.
             let nats_settings = NatsSettings::new(url.clone(), &args.nats_prefix)
+                .and_then(|settings| {
+                    settings.with_security(NatsAuth::from_env()?, NatsTls::from_env()?)
+                })
                 .context("invalid NATS settings")?;
             let nats = nats::connect(nats_settings)
                 .await

@@ -14,6 +14,7 @@ mod enrollment;
 mod health;
 mod history;
 mod metadata;
+mod nats_auth;
 mod openapi;
 mod projections;
 mod roles;
