@@ -17,4 +17,5 @@ mod metadata;
 mod openapi;
 mod projections;
 mod roles;
+mod tls;
 mod workflows;
