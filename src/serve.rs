@@ -350,6 +350,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             }
         });
     }
+    // Loaded here, so that a bad certificate fails the start; reloads keep the last good one.
+    let tls = match args.tls() {
+        Some(tls) => Some(
+            crate::tls::reloading(tls, stopped.clone())
+                .context("cannot load the TLS certificate")?,
+        ),
+        None => None,
+    };
     let mut gateway_urls = args.gateway_public_urls.clone();
     if roles.contains(&Role::Gateway) {
         let feed: std::sync::Arc<dyn RulesetFeed> = match (&nats, &built.watch) {
@@ -357,8 +365,23 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             (None, Some(watch)) => std::sync::Arc::new(WatchFeed(watch.clone())),
             (None, None) => bail!("no rule set feed for the gateway"),
         };
+        // With TLS the gateway listens on loopback only, behind the TLS bridge on the public address.
+        let (gateway_bind, bridge) = match &tls {
+            Some(config) => {
+                let listener = tokio::net::TcpListener::bind(args.gateway_listen)
+                    .await
+                    .with_context(|| {
+                        format!("cannot listen for agents on {}", args.gateway_listen)
+                    })?;
+                (
+                    SocketAddr::from(([127, 0, 0, 1], 0)),
+                    Some((listener, config.clone())),
+                )
+            }
+            None => (args.gateway_listen, None),
+        };
         let (gateway, address) = Gateway::bind(
-            args.gateway_listen,
+            gateway_bind,
             built.edict.clone(),
             feed.clone(),
             ConvergenceStore::new(built.database.clone()),
@@ -366,9 +389,33 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         )
         .await
         .with_context(|| format!("cannot listen for agents on {}", args.gateway_listen))?;
-        tracing::info!(%address, "edict gateway for agents on ws://{address}/ws");
-        if gateway_urls.is_empty() {
-            gateway_urls.push(format!("ws://{address}/ws"));
+        match bridge {
+            Some((listener, config)) => {
+                let public = listener.local_addr().unwrap_or(args.gateway_listen);
+                tracing::info!(%public, "edict gateway for agents on wss://{public}/ws");
+                if gateway_urls.is_empty() {
+                    gateway_urls.push(format!("wss://{public}/ws"));
+                }
+                let mut first = Some(listener);
+                supervisor.spawn(&mut tasks, "gateway-tls", move |stopped| {
+                    let bound = first.take();
+                    let config = config.clone();
+                    async move {
+                        let listener = match bound {
+                            Some(listener) => listener,
+                            None => tokio::net::TcpListener::bind(public).await?,
+                        };
+                        crate::tls::bridge(listener, address, config, stopping(stopped)).await;
+                        Ok::<(), std::io::Error>(())
+                    }
+                });
+            }
+            None => {
+                tracing::info!(%address, "edict gateway for agents on ws://{address}/ws");
+                if gateway_urls.is_empty() {
+                    gateway_urls.push(format!("ws://{address}/ws"));
+                }
+            }
         }
         let mut first = Some(gateway);
         let edict = built.edict.clone();
@@ -403,14 +450,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             .into_acceptor()
             .await
             .with_context(|| format!("cannot serve on {}", settings.listen))?;
-        // Loaded here too, so that a bad certificate fails the start; reloads keep the last good one.
-        let tls = match args.tls() {
-            Some(tls) => Some(
-                crate::tls::reloading(tls, stopped.clone())
-                    .context("cannot load the TLS certificate")?,
-            ),
-            None => None,
-        };
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(listen = %settings.listen, "edict API on {scheme}://{} (docs at /docs)", settings.listen);
         let mut first = Some(acceptor);

@@ -255,3 +255,57 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsIo<IO> {
         ready_stream!(this, cx).poll_shutdown(cx)
     }
 }
+
+/// How long a gateway client may take over its TLS handshake.
+const BRIDGE_HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// Terminates TLS for the agents' gateway: accepts `wss://` connections on `listener` and carries each
+/// one, decrypted, to the gateway's own listener at `gateway` (on loopback), until `stopped`.
+///
+/// The gateway writes frames straight into its sockets from a fan-out thread (ADR 0013); a TLS
+/// session per socket under that lock is future work, so TLS is ended one hop before it, in this
+/// process. Each connection costs a task, its rustls session and two 8 KiB copy buffers.
+pub async fn bridge(
+    listener: tokio::net::TcpListener,
+    gateway: std::net::SocketAddr,
+    config: watch::Receiver<Arc<ServerConfig>>,
+    stopped: impl Future<Output = ()>,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            () = &mut stopped => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    // WebSocket upgrades are HTTP/1.1: never offer h2 here.
+                    let mut server_config = ServerConfig::clone(&config.borrow());
+                    server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+                    connections.spawn(async move {
+                        let Ok(Ok(mut tls)) =
+                            tokio::time::timeout(BRIDGE_HANDSHAKE, acceptor.accept(stream)).await
+                        else {
+                            return;
+                        };
+                        let Ok(mut plain) = tokio::net::TcpStream::connect(gateway).await else {
+                            tracing::warn!(%gateway, "the TLS gateway cannot reach the gateway");
+                            return;
+                        };
+                        let _ = plain.set_nodelay(true);
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                    });
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!(%error, "cannot accept a gateway connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    // The gateway closes its side on shutdown, which ends each copy; whatever is left goes now.
+    connections.abort_all();
+}

@@ -2,7 +2,7 @@
 //! from a test CA (made with rcgen) serves HTTPS only and reloads its certificate on a file change and
 //! on SIGHUP; the device approval page is named from `EDICT_PUBLIC_URL`, never from a forged Host
 //! header; `edict-agent` refuses plain `ws://` to another machine unless `--insecure`, and logs in over
-//! HTTPS with `--ca-file`.
+//! HTTPS and connects to the gateway over `wss://` with `--ca-file`.
 
 use crate::harness::{
     ADMIN_EMAIL, ADMIN_PASSWORD, Layout, Store, TestApp, agent_binary, eventually, free_port,
@@ -259,6 +259,15 @@ async fn the_api_serves_https_only_and_reloads_its_certificate() {
     })
     .await;
     assert!(served.is_some(), "the replaced certificate was not served");
+    // The gateway's TLS listener takes it too.
+    let served = eventually(Duration::from_secs(15), || async {
+        (pki.served(server.gateway_port).await.as_deref() == Some(&second[..])).then_some(())
+    })
+    .await;
+    assert!(
+        served.is_some(),
+        "the gateway did not serve the replaced certificate"
+    );
 
     // SIGHUP: a certificate put in place without any change the file watch could see (same sizes,
     // same modification times) is served after the signal.
@@ -551,9 +560,10 @@ async fn an_agent_with_a_ca_file_logs_in_over_https() {
     );
     let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!(answer["agent_id"].as_str().is_some_and(|id| !id.is_empty()));
+    // With TLS configured the gateway is announced (and served) as wss://.
     assert_eq!(
         answer["gateway_urls"][0],
-        format!("ws://127.0.0.1:{}/ws", server.gateway_port)
+        format!("wss://127.0.0.1:{}/ws", server.gateway_port)
     );
     let status = machine.status().await;
     assert_eq!(status["server"], server.base());
@@ -562,4 +572,20 @@ async fn an_agent_with_a_ca_file_logs_in_over_https() {
         std::fs::canonicalize(&ca).unwrap().display().to_string()
     );
     assert_eq!(status["insecure"], false);
+
+    // The daemon (no flag: the CA file recorded at login) connects over wss:// and is welcomed.
+    let mut daemon = machine.command().arg("run").spawn().unwrap();
+    let connected = eventually(Duration::from_secs(20), || async {
+        (machine.status().await["connected"] == true).then_some(())
+    })
+    .await;
+    assert!(connected.is_some(), "the agent did not connect over wss://");
+    daemon.start_kill().unwrap();
+    daemon.wait().await.unwrap();
+
+    // Plain ws:// on the gateway's port gets no WebSocket.
+    let plain =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws", server.gateway_port))
+            .await;
+    assert!(plain.is_err(), "a plain WebSocket was accepted");
 }
