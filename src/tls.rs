@@ -52,14 +52,8 @@ pub fn load(settings: &TlsSettings) -> Result<Arc<ServerConfig>> {
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|error| anyhow!("{}: {error}", settings.key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let signing_key = provider
-        .key_provider
-        .load_private_key(key.clone_key())
-        .context("unsupported TLS key")?;
-    // A mismatched pair would be accepted here and then fail every handshake: refuse it instead.
-    rustls::sign::CertifiedKey::new(chain.clone(), signing_key)
-        .keys_match()
-        .context("the TLS key does not match the certificate")?;
+    // `with_single_cert` also checks that the key matches the certificate (a mismatched pair would
+    // otherwise be taken and fail every handshake).
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
@@ -137,16 +131,25 @@ pub fn reloading(
     Ok(receiver)
 }
 
+/// How long a client may take over its TLS handshake before its connection is dropped (one that
+/// connects and sends nothing would otherwise hold a task for ever).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Wraps an acceptor with TLS, using the configuration current at each accept.
 pub struct TlsAcceptor<A> {
     inner: A,
     config: watch::Receiver<Arc<ServerConfig>>,
+    handshake_timeout: Duration,
 }
 
 impl<A> TlsAcceptor<A> {
     /// `inner` with TLS from `config`.
     pub fn new(inner: A, config: watch::Receiver<Arc<ServerConfig>>) -> Self {
-        TlsAcceptor { inner, config }
+        TlsAcceptor {
+            inner,
+            config,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+        }
     }
 }
 
@@ -164,6 +167,7 @@ impl<A: Acceptor> Acceptor for TlsAcceptor<A> {
         Ok((
             TlsIo {
                 state: State::Handshake(Box::new(handshake)),
+                deadline: Box::pin(tokio::time::sleep(self.handshake_timeout)),
             },
             local,
             remote,
@@ -181,13 +185,24 @@ enum State<IO> {
 /// A server-side TLS connection whose handshake runs on the first read or write.
 pub struct TlsIo<IO> {
     state: State<IO>,
+    /// When the handshake must be done by.
+    deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> TlsIo<IO> {
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
         if let State::Handshake(handshake) = &mut self.state {
             match Pin::new(handshake.as_mut()).poll(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if self.deadline.as_mut().poll(cx).is_ready() {
+                        self.state = State::Failed;
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the TLS handshake took too long",
+                        )));
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Ready(Ok(stream)) => self.state = State::Ready(Box::new(stream)),
                 Poll::Ready(Err(error)) => {
                     self.state = State::Failed;
@@ -308,4 +323,72 @@ pub async fn bridge(
     }
     // The gateway closes its side on shutdown, which ends each copy; whatever is left goes now.
     connections.abort_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use poem::listener::{Listener, TcpListener};
+    use tokio::io::AsyncReadExt;
+
+    fn settings(dir: &std::path::Path) -> TlsSettings {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        TlsSettings {
+            cert: cert_path,
+            key: key_path,
+        }
+    }
+
+    #[test]
+    fn a_key_that_does_not_match_the_certificate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = settings(dir.path());
+        assert!(load(&good).is_ok());
+        std::fs::write(
+            &good.key,
+            rcgen::KeyPair::generate().unwrap().serialize_pem(),
+        )
+        .unwrap();
+        let error = format!("{:#}", load(&good).unwrap_err());
+        assert!(error.contains("KeyMismatch"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_finishes_its_handshake_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_stop, stopped) = watch::channel(false);
+        let config = reloading(settings(dir.path()), stopped).unwrap();
+        let inner = TcpListener::bind("127.0.0.1:0")
+            .into_acceptor()
+            .await
+            .unwrap();
+        let address = inner.local_addr()[0].as_socket_addr().copied().unwrap();
+        let mut acceptor = TlsAcceptor::new(inner, config);
+        acceptor.handshake_timeout = Duration::from_millis(200);
+        let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (mut io, ..) = acceptor.accept().await.unwrap();
+        // The server side reads (as poem's connection task does) while the client sends nothing.
+        let server = tokio::spawn(async move {
+            let mut buf = [0_u8; 1];
+            io.read(&mut buf).await
+        });
+        let result = tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the handshake was not abandoned")
+            .unwrap();
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        // And the client sees its connection closed.
+        let mut buf = [0_u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .expect("the connection was not closed");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
 }
