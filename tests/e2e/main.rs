@@ -18,4 +18,5 @@ mod nats_auth;
 mod openapi;
 mod projections;
 mod roles;
+mod tls;
 mod workflows;
