@@ -13,6 +13,7 @@ mod events_tail;
 mod output;
 mod projections_cli;
 mod serve;
+mod tls;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -9,13 +9,13 @@ use edict_infrastructure::audit::{self, ChainWriter, ChainWriterSettings};
 use edict_infrastructure::gateway::{
     ConvergenceStore, Gateway, GatewaySettings, NatsFeed, RulesetFeed, WatchFeed,
 };
-use edict_infrastructure::nats::{self, NatsRelay, NatsSettings, RelaySettings};
+use edict_infrastructure::nats::{self, NatsAuth, NatsRelay, NatsSettings, NatsTls, RelaySettings};
 use edict_infrastructure::settings::{
-    AuditSettings, BootstrapAdmin, QuorumSettings, Secret, Settings,
+    AuditSettings, BootstrapAdmin, QuorumSettings, Secret, Settings, TlsSettings,
 };
 use edict_infrastructure::supervisor::{Supervisor, SupervisorSettings};
 use poem::Server;
-use poem::listener::{Listener, TcpListener};
+use poem::listener::{AcceptorExt, Listener, TcpListener};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -57,7 +57,9 @@ pub struct ServeArgs {
     /// `ws(s)://host:port/ws`; default: this process's gateway when it runs one).
     #[arg(long, value_delimiter = ',', env = "EDICT_GATEWAY_PUBLIC_URLS")]
     gateway_public_urls: Vec<String>,
-    /// `nats://…` to carry events through NATS JetStream (otherwise an in-process bus).
+    /// `nats://…` to carry events through NATS JetStream (otherwise an in-process bus). Credentials and
+    /// TLS come from `EDICT_NATS_USER`/`EDICT_NATS_PASSWORD`, `EDICT_NATS_TOKEN`, `EDICT_NATS_NKEY`,
+    /// `EDICT_NATS_CREDS`, `EDICT_NATS_CA`, `EDICT_NATS_TLS_CERT`/`EDICT_NATS_TLS_KEY` and `EDICT_NATS_TLS`.
     #[arg(long, env = "EDICT_NATS_URL")]
     nats_url: Option<String>,
     /// Prefix of every NATS stream, subject, consumer and bucket name of this deployment.
@@ -99,6 +101,17 @@ pub struct ServeArgs {
         default_value_t = 30_000
     )]
     supervisor_max_backoff_ms: u64,
+    /// PEM certificate chain: with `--tls-key`, the API is served over HTTPS only (reloaded on SIGHUP
+    /// and when the files change).
+    #[arg(long, env = "EDICT_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "EDICT_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The API's URL as people and agents reach it (e.g. `https://edict.example.com`): the device
+    /// approval page is named from it, never from a request's Host header (default: this listener).
+    #[arg(long, env = "EDICT_PUBLIC_URL")]
+    public_url: Option<String>,
     /// Seconds to let in-flight requests finish after SIGTERM.
     #[arg(long, default_value_t = 10)]
     shutdown_grace_secs: u64,
@@ -151,6 +164,32 @@ impl ServeArgs {
         Ok(settings)
     }
 
+    fn tls(&self) -> Option<TlsSettings> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsSettings {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Where the device approval page is: the configured public URL, or this listener.
+    fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!(
+                "{}://{}",
+                if self.tls().is_some() {
+                    "https"
+                } else {
+                    "http"
+                },
+                self.listen
+            ),
+        }
+    }
+
     fn roles(&self) -> Vec<Role> {
         if self.roles.is_empty() {
             let mut roles = vec![Role::Api, Role::Projector, Role::Gateway, Role::Audit];
@@ -174,7 +213,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .any(|role| matches!(role, Role::Api | Role::Projector));
     let nats = match &args.nats_url {
         Some(url) => {
+            // Credentials and TLS from the environment only (EDICT_NATS_USER/_PASSWORD, _TOKEN, _NKEY,
+            // _CREDS, _CA, _TLS_CERT/_KEY, _TLS): secrets must not show in `ps`.
             let nats_settings = NatsSettings::new(url.clone(), &args.nats_prefix)
+                .and_then(|settings| {
+                    settings.with_security(NatsAuth::from_env()?, NatsTls::from_env()?)
+                })
                 .context("invalid NATS settings")?;
             let nats = nats::connect(nats_settings)
                 .await
@@ -321,6 +365,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         });
     }
     let org_keys = built.org_keys.clone();
+    // Loaded here, so that a bad certificate fails the start; reloads keep the last good one.
+    let tls = match args.tls() {
+        Some(tls) => Some(
+            crate::tls::reloading(tls, stopped.clone())
+                .context("cannot load the TLS certificate")?,
+        ),
+        None => None,
+    };
     let mut gateway_urls = args.gateway_public_urls.clone();
     if roles.contains(&Role::Gateway) {
         let feed: std::sync::Arc<dyn RulesetFeed> = match (&nats, &built.watch) {
@@ -328,8 +380,23 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             (None, Some(watch)) => std::sync::Arc::new(WatchFeed(watch.clone())),
             (None, None) => bail!("no rule set feed for the gateway"),
         };
+        // With TLS the gateway listens on loopback only, behind the TLS bridge on the public address.
+        let (gateway_bind, bridge) = match &tls {
+            Some(config) => {
+                let listener = tokio::net::TcpListener::bind(args.gateway_listen)
+                    .await
+                    .with_context(|| {
+                        format!("cannot listen for agents on {}", args.gateway_listen)
+                    })?;
+                (
+                    SocketAddr::from(([127, 0, 0, 1], 0)),
+                    Some((listener, config.clone())),
+                )
+            }
+            None => (args.gateway_listen, None),
+        };
         let (gateway, address) = Gateway::bind(
-            args.gateway_listen,
+            gateway_bind,
             built.edict.clone(),
             feed.clone(),
             ConvergenceStore::new(built.database.clone()),
@@ -337,9 +404,33 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         )
         .await
         .with_context(|| format!("cannot listen for agents on {}", args.gateway_listen))?;
-        tracing::info!(%address, "edict gateway for agents on ws://{address}/ws");
-        if gateway_urls.is_empty() {
-            gateway_urls.push(format!("ws://{address}/ws"));
+        match bridge {
+            Some((listener, config)) => {
+                let public = listener.local_addr().unwrap_or(args.gateway_listen);
+                tracing::info!(%public, "edict gateway for agents on wss://{public}/ws");
+                if gateway_urls.is_empty() {
+                    gateway_urls.push(format!("wss://{public}/ws"));
+                }
+                let mut first = Some(listener);
+                supervisor.spawn(&mut tasks, "gateway-tls", move |stopped| {
+                    let bound = first.take();
+                    let config = config.clone();
+                    async move {
+                        let listener = match bound {
+                            Some(listener) => listener,
+                            None => tokio::net::TcpListener::bind(public).await?,
+                        };
+                        crate::tls::bridge(listener, address, config, stopping(stopped)).await;
+                        Ok::<(), std::io::Error>(())
+                    }
+                });
+            }
+            None => {
+                tracing::info!(%address, "edict gateway for agents on ws://{address}/ws");
+                if gateway_urls.is_empty() {
+                    gateway_urls.push(format!("ws://{address}/ws"));
+                }
+            }
         }
         let mut first = Some(gateway);
         let edict = built.edict.clone();
@@ -374,20 +465,30 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             .into_acceptor()
             .await
             .with_context(|| format!("cannot serve on {}", settings.listen))?;
-        tracing::info!(listen = %settings.listen, "edict API on http://{} (docs at /docs)", settings.listen);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(listen = %settings.listen, "edict API on {scheme}://{} (docs at /docs)", settings.listen);
         let mut first = Some(acceptor);
         let edict = built.edict.clone();
         let listen = settings.listen;
+        let public_url = edict_api::server::PublicUrl(args.public_url());
         supervisor.spawn(&mut tasks, "api", move |stopped| {
             let bound = first.take();
-            let endpoint = edict_api::server::app(
-                edict.clone(),
-                edict_api::server::GatewayUrls(gateway_urls.clone(), org_keys.clone()),
+            let endpoint = poem::EndpointExt::data(
+                edict_api::server::app(
+                    edict.clone(),
+                    edict_api::server::GatewayUrls(gateway_urls.clone(), org_keys.clone()),
+                ),
+                public_url.clone(),
             );
+            let tls = tls.clone();
             async move {
                 let acceptor = match bound {
                     Some(acceptor) => acceptor,
                     None => TcpListener::bind(listen).into_acceptor().await?,
+                };
+                let acceptor = match tls {
+                    Some(config) => crate::tls::TlsAcceptor::new(acceptor, config).boxed(),
+                    None => acceptor.boxed(),
                 };
                 Server::new_with_acceptor(acceptor)
                     .run_with_graceful_shutdown(endpoint, stopping(stopped), Some(grace))

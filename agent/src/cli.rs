@@ -33,6 +33,13 @@ pub struct Cli {
         default_value = "/etc/claude-code/CLAUDE.md"
     )]
     pub org_file: PathBuf,
+    /// Allow plain http:// and ws:// to another machine (otherwise only to loopback); `status` shows it.
+    #[arg(long, global = true, env = "EDICT_AGENT_INSECURE")]
+    pub insecure: bool,
+    /// A PEM bundle of CA certificates to trust beside the public ones (a private PKI), for the API
+    /// and the gateways; `run` keeps the one `login` was given unless given another.
+    #[arg(long, global = true, env = "EDICT_AGENT_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -164,10 +171,28 @@ impl Cli {
 /// Whatever the command fails with.
 pub async fn execute(cli: Cli) -> anyhow::Result<()> {
     let data_dir = cli.data_dir()?;
+    let ca_file = cli
+        .ca_file
+        .as_deref()
+        .map(crate::tls::absolute)
+        .transpose()?;
+    crate::tls::set_policy(crate::tls::TlsPolicy {
+        insecure: cli.insecure,
+        ca_file: match (&ca_file, &cli.command) {
+            (Some(path), _) => Some(path.clone()),
+            (None, Command::Login { .. }) => None,
+            // Without --ca-file, the one login (or the last run) was given.
+            (None, _) => Snapshot::open(&data_dir)
+                .ok()
+                .and_then(|s| crate::tls::recorded_ca_file(&s).ok().flatten()),
+        },
+    });
     match &cli.command {
         Command::Run {
             audit_interval_secs,
         } => {
+            // Recorded for `status`, before the daemon holds the snapshot.
+            crate::tls::record(&Snapshot::open(&data_dir)?, crate::tls::policy())?;
             let config = DaemonConfig {
                 data_dir,
                 paths: cli.paths()?,
@@ -305,8 +330,10 @@ async fn login(
     if !(server.starts_with("http://") || server.starts_with("https://")) {
         bail!("--server must be the API's http(s):// URL, e.g. https://edict.example.com");
     }
+    let tls = crate::tls::policy();
+    tls.check(server)?;
     for url in gateways {
-        crate::client::ws_url(url)?;
+        tls.check(&crate::client::ws_url(url)?)?;
     }
     let (machine_id, host_name) = login::machine();
     let machine_name = machine_name.unwrap_or(&host_name);
@@ -347,8 +374,12 @@ async fn login(
     if gateways.is_empty() {
         bail!("the server named no gateway to connect to: pass --gateway ws://HOST:PORT/ws");
     }
+    for url in &gateways {
+        tls.check(&crate::client::ws_url(url)?)?;
+    }
     let org_keys = login::keys_to_pin(&credentials.org_keys, pinned.as_ref())?;
     let snapshot = Snapshot::open(data_dir)?;
+    crate::tls::record(&snapshot, tls)?;
     snapshot.set_org_keys(&org_keys)?;
     snapshot.set_identity(keys::API, server)?;
     snapshot.set_identity(keys::SERVER, &gateways.join("\n"))?;
@@ -445,7 +476,9 @@ async fn appeal(
         Some(until) => json!({"justification": reason, "kind": "time_limited", "until": until}),
         None => json!({"justification": reason, "kind": "permanent"}),
     };
-    let response = reqwest::Client::new()
+    crate::tls::policy().check(&api)?;
+    let response = crate::tls::policy()
+        .http_client(Duration::from_secs(30))?
         .post(format!(
             "{}/api/v1/change-requests/{change}/exception",
             api.trim_end_matches('/')
@@ -506,6 +539,8 @@ fn status(snapshot: &Snapshot, paths: &Paths, format: Format) -> anyhow::Result<
         "integrity_failures": snapshot.integrity_failures()?.into_iter().map(|(_, f)| f).collect::<Vec<_>>(),
         "integrity_failures_total": snapshot.integrity_failure_count()?,
         "refused_files": crate::files::refused(paths, &snapshot.watched()?),
+        "insecure": snapshot.identity(crate::tls::keys::INSECURE)?.as_deref() == Some("true"),
+        "ca_file": crate::tls::recorded_ca_file(snapshot)?,
     });
     if format == Format::Json {
         output::json(&value);
@@ -520,6 +555,9 @@ fn status(snapshot: &Snapshot, paths: &Paths, format: Format) -> anyhow::Result<
             "gateways:   {}",
             server.lines().collect::<Vec<_>>().join(", ")
         ));
+    }
+    if snapshot.identity(crate::tls::keys::INSECURE)?.as_deref() == Some("true") {
+        output::line("insecure:   yes (started with --insecure: plain http:// and ws:// allowed)");
     }
     output::line(&format!(
         "connected:  {}{}",

@@ -184,6 +184,10 @@ async fn session(
     stop: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<bool> {
     let url = ws_url(url)?;
+    // Plain ws:// off loopback only with --insecure; --ca-file trusts a private PKI.
+    let tls = crate::tls::policy();
+    tls.check(&url)?;
+    let connector = tls.ws_connector()?;
     let mut request = url.as_str().into_client_request()?;
     let headers = request.headers_mut();
     headers.insert(
@@ -195,7 +199,8 @@ async fn session(
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);
-    let connect = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
+    let connect =
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(ws_config), true, connector);
     let (ws, _) = tokio::select! {
         r = tokio::time::timeout(Duration::from_secs(15), connect) => r.context("connect timed out")??,
         _ = stop.changed() => return Ok(false),

@@ -17,4 +17,5 @@ pub mod output;
 pub mod ruleset;
 pub mod section;
 pub mod snapshot;
+pub mod tls;
 pub mod watch;

@@ -168,10 +168,8 @@ fn api(server: &str, path: &str) -> String {
 }
 
 fn client() -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("building the HTTP client")
+    // Trusts --ca-file beside the public roots.
+    crate::tls::policy().http_client(Duration::from_secs(30))
 }
 
 async fn problem(response: reqwest::Response) -> Problem {

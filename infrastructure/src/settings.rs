@@ -129,3 +129,13 @@ impl Settings {
         }
     }
 }
+
+/// TLS on the API listener (`EDICT_TLS_CERT`, `EDICT_TLS_KEY`): PEM files, read again on SIGHUP and
+/// when they change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// The certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
+}

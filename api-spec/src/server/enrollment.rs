@@ -57,6 +57,11 @@ impl GatewayUrls {
     }
 }
 
+/// The API's URL as people reach it (`EDICT_PUBLIC_URL`, no trailing slash): the device approval page
+/// is named from it. Never from a request's Host header, which whoever sends the request chooses.
+#[derive(Debug, Clone, Default)]
+pub struct PublicUrl(pub String);
+
 /// A machine asking for an agent token.
 #[derive(Debug, Clone, Object)]
 pub struct MachineDto {
@@ -312,10 +317,8 @@ impl EnrollmentApi {
             .start_device_authorization(&machine_id, &machine_name)
             .await?;
         let base = request
-            .headers()
-            .get(poem::http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(|host| format!("http://{host}"))
+            .data::<PublicUrl>()
+            .map(|url| url.0.trim_end_matches('/').to_owned())
             .unwrap_or_default();
         Ok(Json(DeviceCodeDto {
             device_code: grant.device_code,

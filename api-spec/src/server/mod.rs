@@ -17,7 +17,7 @@ mod common;
 mod enrollment;
 mod events;
 mod health;
-pub use enrollment::GatewayUrls;
+pub use enrollment::{GatewayUrls, PublicUrl};
 pub mod middleware;
 pub mod problem;
 mod queries;
