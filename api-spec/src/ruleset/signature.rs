@@ -330,4 +330,46 @@ mod tests {
         );
         assert_eq!(key_id_of(&key.verifying_key()).len(), 16);
     }
+
+    /// The cost of signing and verifying a rule set of 50 rules (run with `--release --ignored
+    /// --nocapture`; figures for `docs/benchmarks.md`).
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn signing_and_verifying_cost() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let keys = [OrgKey::of(&key.verifying_key())];
+        let rules: Vec<EffectiveRule> = (0..50)
+            .map(|i| EffectiveRule {
+                rule_id: Uuid::from_u128(i),
+                revision: 1,
+                name: format!("Rule {i}"),
+                category: Some(format!("Category {}", i % 5)),
+                priority: 0,
+                mode: Mode::Block,
+                temporary_timeout_secs: None,
+                triggers: Vec::new(),
+                content: "Keep this rule: a paragraph of about two hundred characters of text, \
+                          which is what a typical rule holds in practice, give or take a sentence \
+                          or two of explanation."
+                    .into(),
+            })
+            .collect();
+        let layers = Layers::build(vec![], rules, vec![]);
+        let mut doc = doc(1, 3, "x");
+        doc.hash = layers.hash();
+        doc.layers = layers;
+        let team = Uuid::from_u128(1).to_string();
+        let rounds = 1_000_u32;
+        let started = std::time::Instant::now();
+        for _ in 0..rounds {
+            doc.signature = Some(sign(&doc, &key, doc.updated_at));
+        }
+        let signing = started.elapsed() / rounds;
+        let started = std::time::Instant::now();
+        for _ in 0..rounds {
+            assert!(verify(&doc, &team, &keys).is_ok());
+        }
+        let verifying = started.elapsed() / rounds;
+        eprintln!("50 rules: sign {signing:?}, verify (hash recomputed) {verifying:?}");
+    }
 }
