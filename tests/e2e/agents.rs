@@ -1,82 +1,14 @@
 //! Rules reach machines: the real `edict serve` (with its gateway) and the real `edict-agent run`
 //! processes, with a temporary HOME and organization file.
 
-use crate::harness::{Layout, Store, TestApp, eventually, free_port, rule_spec};
+use crate::harness::{Layout, Machine, Store, TestApp, eventually, free_port, rule_spec};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::process::{Child, Command};
-
-/// The `edict-agent` binary, built beside `edict` by a workspace build.
-fn agent_binary() -> PathBuf {
-    let edict = PathBuf::from(env!("CARGO_BIN_EXE_edict"));
-    let agent = edict.with_file_name("edict-agent");
-    assert!(
-        agent.exists(),
-        "{} is missing: build the workspace (`cargo build --workspace`, as scripts/test does)",
-        agent.display()
-    );
-    agent
-}
-
-/// One machine: a temporary HOME, organization file and data directory, and its daemon.
-struct Machine {
-    dir: tempfile::TempDir,
-    daemon: Option<Child>,
-}
 
 impl Machine {
-    fn home(&self) -> PathBuf {
-        self.dir.path().join("home")
-    }
-
-    fn team_file(&self) -> PathBuf {
-        self.home().join(".claude").join("CLAUDE.md")
-    }
-
-    fn command(&self) -> Command {
-        let mut command = Command::new(agent_binary());
-        command
-            .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
-            .arg("--home")
-            .arg(self.home())
-            .arg("--org-file")
-            .arg(self.dir.path().join("etc").join("CLAUDE.md"))
-            .env("EDICT_AGENT_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        command
-    }
-
-    /// A machine with its directories, not enrolled yet.
-    fn new() -> Machine {
-        let machine = Machine {
-            dir: tempfile::tempdir().unwrap(),
-            daemon: None,
-        };
-        std::fs::create_dir_all(machine.home().join(".claude")).unwrap();
-        machine
-    }
-
-    /// `edict-agent login --enrollment-token` against the API at `api`; answers the agent id.
-    async fn enroll_with_token(&self, api: &str, token: &str) -> String {
-        let output = self
-            .command()
-            .args(["login", "--server", api, "--output", "json"])
-            .args(["--enrollment-token", token])
-            .stdout(Stdio::piped())
-            .output()
-            .await
-            .unwrap();
-        assert!(output.status.success(), "edict-agent login");
-        let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
-        answer["agent_id"].as_str().unwrap().to_owned()
-    }
-
     /// `edict-agent login` by device code: reads the code it prints, lets `approver` check what asks
     /// and approve it with explicit consent; answers the agent id once the login finished.
     async fn enroll_by_device(&self, app: &TestApp, approver: &str) -> String {
@@ -127,31 +59,6 @@ impl Machine {
         assert!(login.wait().await.unwrap().success(), "edict-agent login");
         assert_eq!(documents.len(), 2, "{documents:?}");
         documents[1]["agent_id"].as_str().unwrap().to_owned()
-    }
-
-    fn run(&mut self) {
-        self.daemon = Some(self.command().arg("run").spawn().unwrap());
-    }
-
-    /// `edict-agent status --output json`.
-    async fn status(&self) -> Value {
-        let output = self
-            .command()
-            .args(["status", "--output", "json"])
-            .stdout(Stdio::piped())
-            .output()
-            .await
-            .unwrap();
-        assert!(output.status.success(), "edict-agent status");
-        serde_json::from_slice(&output.stdout).unwrap()
-    }
-
-    /// kill -9 of the daemon.
-    async fn stop(&mut self) {
-        if let Some(mut daemon) = self.daemon.take() {
-            daemon.start_kill().unwrap();
-            daemon.wait().await.unwrap();
-        }
     }
 }
 

@@ -4,81 +4,14 @@
 //! process restarts, NATS included). The agent's file must carry the change within 10 s of the put
 //! being allowed again.
 
-use crate::harness::{Layout, Store, TestApp, eventually, rule_spec};
+use crate::harness::{Layout, Machine, Store, TestApp, eventually, rule_spec};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
-/// The `edict-agent` binary, built beside `edict` by a workspace build.
-fn agent_binary() -> PathBuf {
-    let edict = PathBuf::from(env!("CARGO_BIN_EXE_edict"));
-    let agent = edict.with_file_name("edict-agent");
-    assert!(
-        agent.exists(),
-        "{} is missing: build the workspace (`cargo build --workspace`, as scripts/test does)",
-        agent.display()
-    );
-    agent
-}
-
-/// One machine: a temporary HOME, organization file and data directory, and its daemon.
-struct Machine {
-    dir: tempfile::TempDir,
-    daemon: Option<Child>,
-}
-
-impl Machine {
-    fn new() -> Machine {
-        let machine = Machine {
-            dir: tempfile::tempdir().unwrap(),
-            daemon: None,
-        };
-        std::fs::create_dir_all(machine.home().join(".claude")).unwrap();
-        machine
-    }
-
-    fn home(&self) -> PathBuf {
-        self.dir.path().join("home")
-    }
-
-    fn team_file(&self) -> PathBuf {
-        self.home().join(".claude").join("CLAUDE.md")
-    }
-
-    fn command(&self) -> Command {
-        let mut command = Command::new(agent_binary());
-        command
-            .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
-            .arg("--home")
-            .arg(self.home())
-            .arg("--org-file")
-            .arg(self.dir.path().join("etc").join("CLAUDE.md"))
-            .env("EDICT_AGENT_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        command
-    }
-
-    async fn enroll_with_token(&self, api: &str, token: &str) {
-        let output = self
-            .command()
-            .args(["login", "--server", api, "--output", "json"])
-            .args(["--enrollment-token", token])
-            .stdout(Stdio::piped())
-            .output()
-            .await
-            .unwrap();
-        assert!(output.status.success(), "edict-agent login");
-    }
-
-    fn run(&mut self) {
-        self.daemon = Some(self.command().arg("run").spawn().unwrap());
-    }
-}
+impl Machine {}
 
 async fn wait_for_file(path: &Path, timeout: Duration, needle: &str) -> Option<String> {
     eventually(timeout, || async {

@@ -496,3 +496,92 @@ impl PrivateNats {
         assert!(up.is_some(), "nats-server listens on {port}");
     }
 }
+
+/// One machine of the end-to-end tests: a temporary HOME, organization file and data directory for a real
+/// `edict-agent`, and its daemon once started.
+pub struct Machine {
+    /// The machine's directory (`home/`, `etc/CLAUDE.md`, `data/`).
+    pub dir: tempfile::TempDir,
+    /// The running `edict-agent run`, if started.
+    pub daemon: Option<Child>,
+}
+
+impl Machine {
+    /// A machine with its directories, not enrolled yet.
+    pub fn new() -> Machine {
+        let machine = Machine {
+            dir: tempfile::tempdir().unwrap(),
+            daemon: None,
+        };
+        std::fs::create_dir_all(machine.home().join(".claude")).unwrap();
+        machine
+    }
+
+    /// Its HOME.
+    pub fn home(&self) -> std::path::PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// The team layer's file, `~/.claude/CLAUDE.md`.
+    pub fn team_file(&self) -> std::path::PathBuf {
+        self.home().join(".claude").join("CLAUDE.md")
+    }
+
+    /// `edict-agent` with this machine's directories.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(agent_binary());
+        command
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .arg("--home")
+            .arg(self.home())
+            .arg("--org-file")
+            .arg(self.dir.path().join("etc").join("CLAUDE.md"))
+            .env("EDICT_AGENT_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// `edict-agent login --enrollment-token` against the API at `api`; answers the agent id.
+    pub async fn enroll_with_token(&self, api: &str, token: &str) -> String {
+        let output = self
+            .command()
+            .args(["login", "--server", api, "--output", "json"])
+            .args(["--enrollment-token", token])
+            .stdout(Stdio::piped())
+            .output()
+            .await
+            .unwrap();
+        assert!(output.status.success(), "edict-agent login");
+        let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+        answer["agent_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Starts `edict-agent run`.
+    pub fn run(&mut self) {
+        self.daemon = Some(self.command().arg("run").spawn().unwrap());
+    }
+
+    /// `edict-agent status --output json`.
+    pub async fn status(&self) -> Value {
+        let output = self
+            .command()
+            .args(["status", "--output", "json"])
+            .stdout(Stdio::piped())
+            .output()
+            .await
+            .unwrap();
+        assert!(output.status.success(), "edict-agent status");
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    /// kill -9 of the daemon.
+    pub async fn stop(&mut self) {
+        if let Some(mut daemon) = self.daemon.take() {
+            daemon.start_kill().unwrap();
+            daemon.wait().await.unwrap();
+        }
+    }
+}
