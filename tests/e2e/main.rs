@@ -19,5 +19,6 @@ mod openapi;
 mod projections;
 mod roles;
 mod signing;
+mod tampering;
 mod tls;
 mod workflows;
