@@ -495,9 +495,13 @@ impl Session {
     /// Tells the agent the state of `team`: `current` when it holds the latest (or a later revision
     /// than this gateway has), else the rule set.
     async fn answer(&mut self, team: &str, held: Option<&Holding>) -> Flow {
-        let latest = match self.shared.rulesets.latest(&self.shared.edict, team).await {
+        let latest = match self.shared.rulesets.latest(&*self.shared.feed, team).await {
             Ok(latest) => latest,
-            Err(e) => return self.unavailable(&e),
+            Err(e) => {
+                return self.unavailable(&edict_application::error::AppError::Unavailable(
+                    e.to_string(),
+                ));
+            }
         };
         let Some(latest) = latest else {
             // No rule set of this team exists yet; its first revision will be pushed.

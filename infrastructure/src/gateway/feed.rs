@@ -6,7 +6,7 @@
 //!   WebSocket frame every connection of the team writes as it is (reference-counted `Bytes`), the
 //!   latest per team kept, each new one fanned out to the ports of the team's connections by the
 //!   gateway's fan-out thread (see below). A team the feed has not mentioned yet is read from the
-//!   `team_rulesets` read model.
+//!   feed's current values (never from the read model, whose documents are not signed).
 //!
 //! The fan-out: one thread per gateway takes each new revision and offers it to every port of its
 //! team ([`Port::offer`]): written into the socket at once when nothing waits before it (one
@@ -38,7 +38,6 @@ use crate::nats::rulesets::current_rulesets;
 use crate::nats::{Nats, watch_rulesets};
 use crate::projection::{RulesetUpdate, WatchPublisher};
 use async_trait::async_trait;
-use edict_application::Edict;
 use futures::stream::BoxStream;
 use futures::{StreamExt, stream};
 use serde_json::Value;
@@ -446,15 +445,20 @@ impl Rulesets {
         }
     }
 
-    /// The latest rule set of `team`: the cached one, else the one the read model holds (then cached).
+    /// The latest rule set of `team`: the cached one, else the feed's current one (then cached).
+    ///
+    /// Never the `team_rulesets` read model: its documents are not signed (rule sets are signed where
+    /// they are published, ADR 0018), so an agent would refuse one, and this connection would count the
+    /// revision as sent. A team the feed holds nothing of yet has no rule set to send: its first
+    /// revision is pushed when it is published.
     ///
     /// # Errors
-    /// When the read model cannot be read.
+    /// When the feed cannot be read.
     pub async fn latest(
         &self,
-        edict: &Edict,
+        feed: &dyn RulesetFeed,
         team: &str,
-    ) -> Result<Option<Arc<Payload>>, edict_application::error::AppError> {
+    ) -> Result<Option<Arc<Payload>>, FeedError> {
         if let Some(payload) = self.cached(team) {
             return Ok(Some(payload));
         }
@@ -462,10 +466,11 @@ impl Rulesets {
         if let Some(payload) = self.cached(team) {
             return Ok(Some(payload));
         }
-        let Some(doc) = edict.latest_ruleset(team).await? else {
+        let current = feed.current(&[team.to_owned()]).await?;
+        let Some(update) = current.into_iter().find(|update| update.team == team) else {
             return Ok(None);
         };
-        let Some(payload) = self.build(team, &doc) else {
+        let Some(payload) = self.build(team, &update.ruleset) else {
             return Ok(None);
         };
         self.announce(Arc::clone(&payload));

@@ -126,6 +126,8 @@ pub(crate) struct Shared {
     /// Revocations read from the log, to every connection (each filters its own agent and user).
     pub(crate) admissions: broadcast::Sender<AdmissionChange>,
     pub(crate) rulesets: Rulesets,
+    /// Where published (signed) rule sets are read when a team is not cached yet.
+    pub(crate) feed: Arc<dyn RulesetFeed>,
     pub(crate) convergence: ConvergenceStore,
     /// Where connections hand their agents' `applied`.
     pub(crate) recorder: recorder::Recorder,
@@ -170,6 +172,7 @@ impl Gateway {
             edict,
             admissions,
             rulesets: Rulesets::with_stall_limit(settings.write_timeout),
+            feed: Arc::clone(&feed),
             convergence,
             recorder,
             team_requests: decisions::TeamRequests::new(settings.decision_interval / 2),

@@ -113,7 +113,7 @@ async fn teams_and_latest(
         .collect::<BTreeSet<_>>();
     let mut latest = Vec::with_capacity(teams.len());
     for team in &teams {
-        match shared.rulesets.latest(&shared.edict, team).await {
+        match shared.rulesets.latest(&*shared.feed, team).await {
             Ok(Some(payload)) => latest.push(payload),
             Ok(None) => {}
             Err(error) => tracing::warn!(%error, team, "cannot read the latest rule set"),
