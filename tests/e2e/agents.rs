@@ -675,12 +675,9 @@ async fn kept_changes(machine: &Machine) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Issue 14, item 3: change request 1 rejected (reverted), a later edit of the same rule (change
-/// request 2) approved, then `edict-agent sync`: the gateway sends every decision again, and the
-/// rejection of change request 1 must not revert the approved text of change request 2.
-#[tokio::test]
-async fn a_replayed_rejection_never_reverts_a_later_approved_change() {
-    let app = TestApp::spawn(Store::Sqlite).await;
+/// Two org_admins (the admin and `second`), a developer, and the developer's machine enrolled with a
+/// token and running: answers `(admin, second, developer id, machine)`.
+async fn running_developer_machine(app: &TestApp) -> (String, String, String, Machine) {
     let admin = app.admin().await;
     let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
     let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
@@ -696,6 +693,16 @@ async fn a_replayed_rejection_never_reverts_a_later_approved_change() {
         .enroll_with_token(&app.base, enrollment["token"].as_str().unwrap())
         .await;
     machine.run();
+    (admin, second, dev_id, machine)
+}
+
+/// Issue 14, item 3: change request 1 rejected (reverted), a later edit of the same rule (change
+/// request 2) approved, then `edict-agent sync`: the gateway sends every decision again, and the
+/// rejection of change request 1 must not revert the approved text of change request 2.
+#[tokio::test]
+async fn a_replayed_rejection_never_reverts_a_later_approved_change() {
+    let app = TestApp::spawn(Store::Sqlite).await;
+    let (admin, second, dev_id, mut machine) = running_developer_machine(&app).await;
     let (team, rule) = team_with_rule(
         &app,
         &admin,
@@ -895,21 +902,7 @@ async fn a_temporary_change_times_out_offline_and_is_reported_when_back() {
 #[tokio::test]
 async fn each_rule_of_a_section_is_enforced_by_its_own_mode() {
     let app = TestApp::spawn(Store::Sqlite).await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
-    let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
-    let enrollment = app
-        .ok(
-            "/api/v1/enrollment-tokens",
-            &admin,
-            json!({"user_id": dev_id, "note": "laptop"}),
-        )
-        .await;
-    let mut machine = Machine::new();
-    machine
-        .enroll_with_token(&app.base, enrollment["token"].as_str().unwrap())
-        .await;
-    machine.run();
+    let (admin, second, dev_id, mut machine) = running_developer_machine(&app).await;
     let (team, _) = team_with_rule(
         &app,
         &admin,
