@@ -5,7 +5,6 @@
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use cqrs_es::persist::PersistedEventStore;
-use edict_api::ruleset::OrgKey;
 use edict_application::clock::SystemClock;
 use edict_application::command::CommandService;
 use edict_application::event_log::LogBound;
@@ -23,6 +22,7 @@ use edict_infrastructure::projection::{
     ProjectionRunner, SigningPublisher, SqlReadModels, WatchPublisher,
 };
 use edict_infrastructure::settings::Settings;
+use edict_infrastructure::signing::KeyRing;
 use edict_infrastructure::store::{Database, EventRepository};
 use edict_infrastructure::supervisor::NatsProbe;
 use edict_projections::RulesetPublisher;
@@ -46,9 +46,9 @@ pub struct Built {
     /// The states of this process's roles (written by `serve`'s supervisor, read by readiness and
     /// the projections' admin view).
     pub roles: RoleRegistry,
-    /// The organization's rule set public keys, which login answers carry (empty in a process that
-    /// does not hold the signing key).
-    pub org_keys: Vec<OrgKey>,
+    /// The organization's key ring with the private keys this process holds (`None` in a process
+    /// that holds none: a gateway-only one). `serve` runs its keeper (`signing::keep`).
+    pub key_ring: Option<Arc<KeyRing>>,
 }
 
 /// The cqrs-es store of one aggregate type, in event-store mode (its snapshot and aggregate stores apply
@@ -216,36 +216,42 @@ pub async fn build(settings: &Settings, nats: Option<&Nats>) -> Result<Built> {
             (Arc::new(watch.clone()), Some(watch))
         }
     };
-    // Rule sets are signed where they are published (ADR 0018); a gateway-only process never loads the
-    // key (it never publishes, and answers no login).
-    let (publisher, org_keys): (Arc<dyn RulesetPublisher>, Vec<OrgKey>) = if settings
+    // Rule sets are signed where they are published (ADR 0018), with the active key of the
+    // organization's key ring (ADR 0021); a gateway-only process never loads a private key (it never
+    // publishes, and answers no login): it reads the public key sets only.
+    let (publisher, key_ring): (Arc<dyn RulesetPublisher>, Option<Arc<KeyRing>>) = if settings
         .holds_ruleset_key
     {
-        let (key, origin) = edict_infrastructure::audit::ruleset_signing_key(
-            &database,
+        let (ring, origin) = KeyRing::holding(
+            database.clone(),
             settings.ruleset_signing_key.as_ref(),
+            settings.ruleset_signing_key_next.as_ref(),
         )
         .await
         .context("cannot load the rule set signing key")?;
-        let org_key = OrgKey::of(&key.verifying_key());
+        let ring = Arc::new(ring);
+        let key_id = ring.active_key_id().unwrap_or_default();
         match origin {
-            edict_infrastructure::audit::KeyOrigin::Configured => tracing::info!(
-                key_id = %org_key.key_id,
-                "rule sets signed with EDICT_RULESET_SIGNING_KEY"
-            ),
+            edict_infrastructure::audit::KeyOrigin::Configured => {
+                tracing::info!(key_id, "rule sets signed with EDICT_RULESET_SIGNING_KEY")
+            }
             edict_infrastructure::audit::KeyOrigin::Stored => tracing::warn!(
-                key_id = %org_key.key_id,
+                key_id,
                 "EDICT_RULESET_SIGNING_KEY is not set: rule sets are signed with a key kept in the \
                  database, which anyone who can read the database can use too; set it so that only \
                  the processes that publish rule sets hold it"
             ),
         }
         (
-            Arc::new(SigningPublisher::new(unsigned, key)),
-            vec![org_key],
+            Arc::new(SigningPublisher::new(unsigned, ring.clone())),
+            Some(ring),
         )
     } else {
-        (unsigned, Vec::new())
+        (unsigned, None)
+    };
+    let org_keys: Arc<dyn edict_application::signing::OrgKeys> = match &key_ring {
+        Some(ring) => ring.clone(),
+        None => Arc::new(KeyRing::public(database.clone())),
     };
     let read_models = database
         .for_read_models(&settings.database_url)
@@ -298,7 +304,8 @@ pub async fn build(settings: &Settings, nats: Option<&Nats>) -> Result<Built> {
             .with_audit_trail(Arc::new(edict_infrastructure::audit::AuditStore::new(
                 database.clone(),
             )))
-            .with_supervision(roles.clone(), probes),
+            .with_supervision(roles.clone(), probes)
+            .with_org_keys(org_keys),
     );
     if let Some(admin) = &settings.admin {
         let created = edict
@@ -321,6 +328,6 @@ pub async fn build(settings: &Settings, nats: Option<&Nats>) -> Result<Built> {
         notifies,
         watch,
         roles,
-        org_keys,
+        key_ring,
     })
 }

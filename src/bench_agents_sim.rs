@@ -296,6 +296,7 @@ async fn session(
         protocol: PROTOCOL_VERSION,
         agent_version: "bench".into(),
         holdings: holding.iter().cloned().collect(),
+        key_sequence: 0,
     };
     if send(&mut ws, &hello).await.is_err() {
         return false;

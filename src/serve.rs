@@ -87,6 +87,10 @@ pub struct ServeArgs {
     /// How often the scheduler looks for change requests past their timeout, in milliseconds.
     #[arg(long, env = "EDICT_SCHEDULER_INTERVAL_MS", default_value_t = 5000)]
     scheduler_interval_ms: u64,
+    /// How often each gateway connection looks for decisions on its agent's change requests and for
+    /// new organization key sets, in milliseconds.
+    #[arg(long, env = "EDICT_GATEWAY_POLL_MS", default_value_t = 5000)]
+    gateway_poll_ms: u64,
     /// Sign an audit checkpoint every this many chained events.
     #[arg(long, env = "EDICT_AUDIT_CHECKPOINT_EVERY", default_value_t = 1000)]
     audit_checkpoint_every: u64,
@@ -154,6 +158,12 @@ impl ServeArgs {
         settings.ruleset_signing_key = secret_env("EDICT_RULESET_SIGNING_KEY").map(Secret::new);
         if let Some(key) = &settings.ruleset_signing_key {
             edict_infrastructure::audit::ruleset_seed(key.expose())?;
+        }
+        settings.ruleset_signing_key_next =
+            secret_env("EDICT_RULESET_SIGNING_KEY_NEXT").map(Secret::new);
+        if let Some(key) = &settings.ruleset_signing_key_next {
+            edict_infrastructure::audit::ruleset_seed(key.expose())
+                .context("EDICT_RULESET_SIGNING_KEY_NEXT")?;
         }
         settings.access_ttl_secs = self.access_ttl_secs;
         settings.quorum = QuorumSettings {
@@ -294,6 +304,33 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             }
         });
     }
+    if let Some(ring) = built.key_ring.clone() {
+        // Advances key rotations (ADR 0021); after the active key changed, every rule set is signed
+        // again with it (re-published: same revisions, the new key's signature).
+        let projections = built.projections.clone();
+        supervisor.spawn(&mut tasks, "keys", move |stopped| {
+            let ring = ring.clone();
+            let projections = projections.clone();
+            async move {
+                edict_infrastructure::signing::keep(
+                    ring,
+                    || {
+                        let projections = projections.clone();
+                        async move {
+                            for runner in projections.runners() {
+                                if let Err(error) = runner.republish_all().await {
+                                    tracing::warn!(%error, projection = runner.name(), "re-signing rule sets; the publication loop retries");
+                                }
+                            }
+                        }
+                    },
+                    stopping(stopped),
+                )
+                .await;
+                Ok::<(), String>(())
+            }
+        });
+    }
     if roles.contains(&Role::Projector) {
         for (runner, notify) in built
             .projections
@@ -364,7 +401,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             }
         });
     }
-    let org_keys = built.org_keys.clone();
     // Loaded here, so that a bad certificate fails the start; reloads keep the last good one.
     let tls = match args.tls() {
         Some(tls) => Some(
@@ -395,12 +431,16 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             }
             None => (args.gateway_listen, None),
         };
+        let gateway_settings = GatewaySettings {
+            decision_interval: Duration::from_millis(args.gateway_poll_ms.max(100)),
+            ..GatewaySettings::default()
+        };
         let (gateway, address) = Gateway::bind(
             gateway_bind,
             built.edict.clone(),
             feed.clone(),
             ConvergenceStore::new(built.database.clone()),
-            GatewaySettings::default(),
+            gateway_settings.clone(),
         )
         .await
         .with_context(|| format!("cannot listen for agents on {}", args.gateway_listen))?;
@@ -438,6 +478,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         supervisor.spawn(&mut tasks, "gateway", move |stopped| {
             let bound = first.take();
             let (edict, database, feed) = (edict.clone(), database.clone(), feed.clone());
+            let gateway_settings = gateway_settings.clone();
             async move {
                 let gateway = match bound {
                     Some(gateway) => gateway,
@@ -448,7 +489,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                             edict,
                             feed,
                             ConvergenceStore::new(database),
-                            GatewaySettings::default(),
+                            gateway_settings.clone(),
                         )
                         .await?
                         .0
@@ -476,7 +517,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             let endpoint = poem::EndpointExt::data(
                 edict_api::server::app(
                     edict.clone(),
-                    edict_api::server::GatewayUrls(gateway_urls.clone(), org_keys.clone()),
+                    edict_api::server::GatewayUrls(gateway_urls.clone()),
                 ),
                 public_url.clone(),
             );

@@ -343,6 +343,7 @@ async fn login(
             token: token.to_owned(),
             gateway_urls: Vec::new(),
             org_keys: Vec::new(),
+            key_sequence: 0,
         },
         (Some(token), None) => {
             login::with_enrollment_token(server, token, &machine_id, machine_name).await?
@@ -380,7 +381,7 @@ async fn login(
     let org_keys = login::keys_to_pin(&credentials.org_keys, pinned.as_ref())?;
     let snapshot = Snapshot::open(data_dir)?;
     crate::tls::record(&snapshot, tls)?;
-    snapshot.set_org_keys(&org_keys)?;
+    snapshot.set_org_keys(&org_keys, credentials.key_sequence)?;
     snapshot.set_identity(keys::API, server)?;
     snapshot.set_identity(keys::SERVER, &gateways.join("\n"))?;
     snapshot.set_identity(keys::TOKEN, &credentials.token)?;
@@ -536,6 +537,8 @@ fn status(snapshot: &Snapshot, paths: &Paths, format: Format) -> anyhow::Result<
         "refused_downgrades": snapshot.refused_downgrades()?,
         "refused_downgrades_total": snapshot.refused_downgrade_count()?,
         "org_keys": snapshot.org_keys()?.iter().map(|k| k.key_id.clone()).collect::<Vec<_>>(),
+        "key_sequence": snapshot.key_chain()?.sequence,
+        "retired_keys": snapshot.key_chain()?.retired.iter().map(|k| k.key_id.clone()).collect::<Vec<_>>(),
         "integrity_failures": snapshot.integrity_failures()?.into_iter().map(|(_, f)| f).collect::<Vec<_>>(),
         "integrity_failures_total": snapshot.integrity_failure_count()?,
         "refused_files": crate::files::refused(paths, &snapshot.watched()?),
@@ -584,7 +587,11 @@ fn status(snapshot: &Snapshot, paths: &Paths, format: Format) -> anyhow::Result<
         if org_keys.is_empty() {
             "none pinned: no rule set is trusted; run `edict-agent login` again".to_owned()
         } else {
-            crate::login::fingerprints(&org_keys)
+            format!(
+                "{} (key set {})",
+                crate::login::fingerprints(&org_keys),
+                snapshot.key_chain()?.sequence
+            )
         }
     ));
     output::line(&format!(

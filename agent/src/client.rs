@@ -208,15 +208,20 @@ async fn session(
     tracing::info!(url, "connected");
     let (mut sink, mut stream) = ws.split();
     let holdings = blocking(snapshot, Snapshot::holdings).await?;
+    let key_sequence = blocking(snapshot, Snapshot::key_chain).await?.sequence;
     send(
         &mut sink,
         &AgentMessage::Hello {
             protocol: PROTOCOL_VERSION,
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             holdings,
+            key_sequence,
         },
     )
     .await?;
+    // Rule sets signed by a key not trusted yet, kept until the next key set taken (the key set that
+    // announces a new key can reach the agent after the first rule set signed with it).
+    let mut awaiting_keys: Vec<StoredRuleSet> = Vec::new();
     let mut welcomed = false;
     let mut sent: HashSet<String> = HashSet::new();
     let mut ping = tokio::time::interval(config.ping_interval);
@@ -282,44 +287,33 @@ async fn session(
                     }
                     GatewayMessage::RuleSet { team, revision, hash, ruleset } => {
                         let doc: RuleSetDoc = *ruleset;
-                        let stored = StoredRuleSet { team: team.clone(), revision, hash: hash.clone(), doc };
-                        // Durable first: `applied` promises the rule set survives a crash. A rule set
-                        // older than the one held is not stored (the snapshot records why).
-                        // Verified against the pinned organization keys before anything is stored
-                        // (ADR 0018): an untrusted rule set is recorded and reported, never applied.
-                        let outcome = blocking(snapshot, move |s| s.accept_ruleset(&stored)).await?;
-                        if let PutOutcome::Untrusted(failure) = &outcome {
+                        let stored = StoredRuleSet { team, revision, hash, doc };
+                        take_ruleset(snapshot, engine, &mut sink, stored, &mut awaiting_keys).await?;
+                    }
+                    GatewayMessage::Keys { keysets } => {
+                        let (advanced, failures) =
+                            blocking(snapshot, move |s| s.accept_keysets(&keysets)).await?;
+                        for failure in &failures {
                             tracing::error!(
-                                team,
-                                revision,
                                 reason = failure.reason,
                                 detail = failure.detail,
-                                "refused an untrusted rule set; still enforcing the last good one"
+                                "refused an organization key set; still trusting the keys held"
                             );
+                        }
+                        if advanced {
+                            let chain = blocking(snapshot, Snapshot::key_chain).await?;
+                            tracing::info!(
+                                sequence = chain.sequence,
+                                trusted = ?chain.trusted.iter().map(|k| k.key_id.as_str()).collect::<Vec<_>>(),
+                                "took the organization's new key set"
+                            );
+                            for stored in std::mem::take(&mut awaiting_keys) {
+                                take_ruleset(snapshot, engine, &mut sink, stored, &mut Vec::new()).await?;
+                            }
+                        }
+                        if !failures.is_empty() {
                             report_integrity(snapshot, &mut sink).await?;
-                            continue;
                         }
-                        if let PutOutcome::Refused(refused) = outcome {
-                            tracing::warn!(
-                                team,
-                                offered_revision = revision,
-                                held_revision = refused.held_revision,
-                                "refused a rule set older than the one held; still enforcing the held one"
-                            );
-                            send(&mut sink, &AgentMessage::Refused {
-                                team,
-                                revision,
-                                hash,
-                                held_revision: refused.held_revision,
-                                held_hash: refused.held_hash,
-                            }).await?;
-                            continue;
-                        }
-                        if let Err(e) = resync(engine).await {
-                            tracing::warn!(error = %e, team, "rule set stored; some files not written yet");
-                        }
-                        tracing::info!(team, revision, "rule set applied");
-                        send(&mut sink, &AgentMessage::Applied(Holding { team, revision, hash })).await?;
                     }
                     GatewayMessage::Removed { team } => {
                         let t = team.clone();
@@ -344,6 +338,73 @@ async fn session(
             }
         }
     }
+}
+
+/// Stores a rule set a gateway sent once it verifies (ADR 0018), reconciles the files and answers
+/// `applied`; answers `refused` for a lower revision than the one held, and reports an untrusted one.
+/// One signed by a key not trusted yet waits in `awaiting_keys` for the next key set.
+async fn take_ruleset<S>(
+    snapshot: &Arc<Snapshot>,
+    engine: &Sender<Command>,
+    sink: &mut S,
+    stored: StoredRuleSet,
+    awaiting_keys: &mut Vec<StoredRuleSet>,
+) -> anyhow::Result<()>
+where
+    S: futures::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    let (team, revision, hash) = (stored.team.clone(), stored.revision, stored.hash.clone());
+    let kept = stored.clone();
+    // Durable first: `applied` promises the rule set survives a crash. A rule set older than the one
+    // held is not stored (the snapshot records why). Verified against the trusted organization keys
+    // before anything is stored: an untrusted rule set is recorded and reported, never applied.
+    let outcome = blocking(snapshot, move |s| s.accept_ruleset(&stored)).await?;
+    if let PutOutcome::Untrusted(failure) = &outcome {
+        tracing::error!(
+            team,
+            revision,
+            reason = failure.reason,
+            detail = failure.detail,
+            "refused an untrusted rule set; still enforcing the last good one"
+        );
+        if failure.reason == "unknown_key" {
+            awaiting_keys.retain(|held| held.team != team);
+            awaiting_keys.push(kept);
+        }
+        return report_integrity(snapshot, sink).await;
+    }
+    if let PutOutcome::Refused(refused) = outcome {
+        tracing::warn!(
+            team,
+            offered_revision = revision,
+            held_revision = refused.held_revision,
+            "refused a rule set older than the one held; still enforcing the held one"
+        );
+        return send(
+            sink,
+            &AgentMessage::Refused {
+                team,
+                revision,
+                hash,
+                held_revision: refused.held_revision,
+                held_hash: refused.held_hash,
+            },
+        )
+        .await;
+    }
+    if let Err(e) = resync(engine).await {
+        tracing::warn!(error = %e, team, "rule set stored; some files not written yet");
+    }
+    tracing::info!(team, revision, "rule set applied");
+    send(
+        sink,
+        &AgentMessage::Applied(Holding {
+            team,
+            revision,
+            hash,
+        }),
+    )
+    .await
 }
 
 async fn send<S>(sink: &mut S, message: &AgentMessage) -> anyhow::Result<()>

@@ -26,6 +26,9 @@ pub struct Credentials {
     /// The organization's public keys that sign rule sets (none from a server that predates them).
     #[serde(default)]
     pub org_keys: Vec<OrgKey>,
+    /// The key set they come from (0 from a server that predates key sets).
+    #[serde(default)]
+    pub key_sequence: u64,
 }
 
 /// What `--org-key` names: a key id (fingerprint) or a whole public key.

@@ -28,7 +28,7 @@
 //! Every write is one durable transaction. The database is opened in redb's multi-writer mode so the
 //! CLI (`watch`, `status`, …) can use it while `run` holds it.
 
-use crate::ruleset::{IntegrityError, Layer, Mode, OrgKey, RuleSetDoc, verify};
+use crate::ruleset::{IntegrityError, KeyChain, KeySet, Layer, Mode, OrgKey, RuleSetDoc, verify};
 use edict_api::protocol::{Holding, Report};
 use redb::{
     Builder, ConcurrencyMode, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata,
@@ -73,8 +73,12 @@ pub mod keys {
     pub const CONNECTED: &str = "connected";
     /// When the connection state last changed (RFC 3339).
     pub const CONNECTED_SINCE: &str = "connected_since";
-    /// The organization keys pinned at login (JSON list of `OrgKey`).
+    /// The organization keys pinned at login (JSON list of `OrgKey`), for a snapshot written before
+    /// key rotation; [`KEY_CHAIN`] replaces it.
     pub const ORG_KEYS: &str = "org_keys";
+    /// The organization keys trusted now, the key set they come from and the keys retired since
+    /// (JSON `KeyChain`, ADR 0021).
+    pub const KEY_CHAIN: &str = "key_chain";
 }
 
 /// Whether `ruleset` is what a pinned key signed for its team, revision and hash.
@@ -412,24 +416,83 @@ impl Snapshot {
         Ok(outcome)
     }
 
-    /// The organization keys pinned at login (empty for an agent enrolled before rule sets were
+    /// The organization keys trusted now (empty for an agent enrolled before rule sets were
     /// signed: it trusts no rule set until it logs in again).
     ///
     /// # Errors
     /// On a database failure or a corrupt value.
     pub fn org_keys(&self) -> Result<Vec<OrgKey>> {
-        match self.identity(keys::ORG_KEYS)? {
-            Some(text) if !text.is_empty() => Ok(serde_json::from_str(&text)?),
-            _ => Ok(Vec::new()),
-        }
+        Ok(self.key_chain()?.trusted)
     }
 
-    /// Pins the organization keys.
+    /// What the agent trusts: the keys pinned at login, advanced by every key set taken since.
+    ///
+    /// # Errors
+    /// On a database failure or a corrupt value.
+    pub fn key_chain(&self) -> Result<KeyChain> {
+        if let Some(text) = self.identity(keys::KEY_CHAIN)?.filter(|t| !t.is_empty()) {
+            return Ok(serde_json::from_str(&text)?);
+        }
+        // Pinned before key sets existed: those keys, at no key set.
+        let trusted = match self.identity(keys::ORG_KEYS)? {
+            Some(text) if !text.is_empty() => serde_json::from_str(&text)?,
+            _ => Vec::new(),
+        };
+        Ok(KeyChain {
+            sequence: 0,
+            trusted,
+            retired: Vec::new(),
+        })
+    }
+
+    /// Pins the organization keys at login: `org_keys`, from key set `sequence` (0 when the keys
+    /// were pinned out of band or the server did not say). Forgets any key retired before.
     ///
     /// # Errors
     /// On a database failure.
-    pub fn set_org_keys(&self, org_keys: &[OrgKey]) -> Result<()> {
-        self.set_identity(keys::ORG_KEYS, &to_json(&org_keys)?)
+    pub fn set_org_keys(&self, org_keys: &[OrgKey], sequence: u64) -> Result<()> {
+        let chain = KeyChain {
+            sequence,
+            trusted: org_keys.to_vec(),
+            retired: Vec::new(),
+        };
+        self.set_identity(keys::KEY_CHAIN, &to_json(&chain)?)
+    }
+
+    /// Takes the key sets of `keysets` that verify with the keys trusted at that point, in order
+    /// ([`KeyChain::advance`]); records each one refused as an integrity failure (team `keys`, the
+    /// key set's sequence as revision). Answers whether the key set held changed, and the failures.
+    ///
+    /// # Errors
+    /// On a database failure or a corrupt stored value.
+    pub fn accept_keysets(&self, keysets: &[KeySet]) -> Result<(bool, Vec<IntegrityFailure>)> {
+        let mut chain = self.key_chain()?;
+        let before = chain.sequence;
+        let refused = chain.advance(keysets);
+        let advanced = chain.sequence != before;
+        if advanced {
+            self.set_identity(keys::KEY_CHAIN, &to_json(&chain)?)?;
+        }
+        let mut failures = Vec::with_capacity(refused.len());
+        // Keys pinned out of band (no key set held) meet the organization's older key sets, signed by
+        // keys retired long ago: not a failure, only history.
+        let refused = refused
+            .into_iter()
+            .filter(|r| !(before == 0 && matches!(r.error, IntegrityError::UnknownKey(_))));
+        for refusal in refused {
+            let failure = IntegrityFailure {
+                team: "keys".to_owned(),
+                revision: refusal.sequence,
+                hash: String::new(),
+                reason: refusal.error.code().to_owned(),
+                detail: format!("key set {}: {}", refusal.sequence, refusal.error),
+                at: chrono::Utc::now().to_rfc3339(),
+                reported: false,
+            };
+            self.record_integrity_failure(&failure)?;
+            failures.push(failure);
+        }
+        Ok((advanced, failures))
     }
 
     /// Stores `ruleset` as [`Self::put_ruleset`] does, once it verifies against the pinned keys: sent
@@ -465,7 +528,9 @@ impl Snapshot {
     /// # Errors
     /// On a database failure.
     pub fn verify_held(&self) -> Result<Vec<IntegrityFailure>> {
-        let keys = self.org_keys()?;
+        // A rule set held was verified when it arrived; one signed by a key retired since (whose
+        // re-signed copy has not arrived yet) still verifies with it.
+        let keys = self.key_chain()?.for_held();
         let mut failures = Vec::new();
         for (team, text) in self.all_str(RULESETS)? {
             let verdict = serde_json::from_str::<StoredRuleSet>(&text)

@@ -150,7 +150,7 @@ async fn a_rule_set_edited_inside_the_snapshot_is_refused_at_start() -> anyhow::
     let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
     {
         let snapshot = Snapshot::open(&env.data_dir)?;
-        snapshot.set_org_keys(&[OrgKey::of(&key.verifying_key())])?;
+        snapshot.set_org_keys(&[OrgKey::of(&key.verifying_key())], 0)?;
         assert_eq!(
             snapshot.accept_ruleset(&signed_ruleset(&key)?)?,
             PutOutcome::Stored

@@ -9,7 +9,8 @@
 //! # Order
 //! 1. agent → [`AgentMessage::Hello`]: the protocol version and the rule sets it holds (`team → revision,
 //!    hash`), from its local snapshot.
-//! 2. gateway → [`GatewayMessage::Welcome`]: the agent id and its teams; then, per team, either
+//! 2. gateway → [`GatewayMessage::Welcome`]: the agent id and its teams; then the organization key
+//!    sets newer than the one the agent named ([`GatewayMessage::Keys`]); then, per team, either
 //!    [`GatewayMessage::Current`] (the agent's revision and hash are the latest) or
 //!    [`GatewayMessage::RuleSet`] (the full latest rule set); [`GatewayMessage::Removed`] for a team the
 //!    agent holds but no longer belongs to.
@@ -113,6 +114,10 @@ pub enum AgentMessage {
         agent_version: String,
         /// The rule sets it holds.
         holdings: Vec<Holding>,
+        /// The sequence of the organization key set it holds (0: only the keys pinned at login):
+        /// the gateway sends the key sets after it ([`GatewayMessage::Keys`]).
+        #[serde(default)]
+        key_sequence: u64,
     },
     /// A rule set is durably applied.
     Applied(Holding),
@@ -174,6 +179,14 @@ pub enum GatewayMessage {
         agent_id: String,
         /// The teams whose rule sets it receives.
         teams: Vec<String>,
+    },
+    /// The organization's key sets the agent does not hold yet, oldest first (ADR 0021): right after
+    /// `welcome` when its `hello` named an older key set, and whenever a new one is issued. Each is
+    /// signed by the key active when it was issued; the agent takes each one that verifies with the
+    /// keys it trusts at that point ([`crate::ruleset::KeyChain::advance`]).
+    Keys {
+        /// The key sets.
+        keysets: Vec<crate::ruleset::KeySet>,
     },
     /// The agent holds the latest revision of this team.
     Current(Holding),
@@ -250,10 +263,11 @@ mod tests {
                 revision: 3,
                 hash: "h".into(),
             }],
+            key_sequence: 0,
         };
         assert_eq!(
             serde_json::to_string(&hello).unwrap(),
-            r#"{"type":"hello","protocol":1,"agent_version":"0.1.0","holdings":[{"team":"t","revision":3,"hash":"h"}]}"#
+            r#"{"type":"hello","protocol":1,"agent_version":"0.1.0","holdings":[{"team":"t","revision":3,"hash":"h"}],"key_sequence":0}"#
         );
         let current = GatewayMessage::Current(Holding {
             team: "t".into(),

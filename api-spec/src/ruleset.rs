@@ -35,9 +35,11 @@ use std::cmp::Ordering;
 use uuid::Uuid;
 
 mod hash;
+mod keys;
 mod markers;
 mod signature;
 
+pub use keys::{KeyChain, KeyEntry, KeySet, KeySetRefused, KeyState, keyset_bytes};
 pub use markers::{RuleSpan, between_rules, split_rules};
 pub use signature::{
     IntegrityError, OrgKey, RuleSetSignature, canonical_bytes, key_id_of, parse_public_key, sign,

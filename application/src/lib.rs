@@ -31,6 +31,7 @@ pub mod read_models;
 pub mod rules;
 pub mod service;
 pub mod sessions;
+pub mod signing;
 pub mod supervision;
 pub mod teams;
 pub mod users;

@@ -91,6 +91,8 @@ pub struct Edict {
     pub(crate) convergence: Arc<dyn ConvergenceReads>,
     /// The hash chain and its checkpoints (attached with [`Edict::with_audit_trail`]).
     pub(crate) audit: Option<Arc<dyn crate::audit::AuditTrail>>,
+    /// The organization's signing keys (attached with [`Edict::with_org_keys`]).
+    pub(crate) org_keys: Option<Arc<dyn crate::signing::OrgKeys>>,
     /// The states of this process's roles (attached with [`Edict::with_supervision`]).
     pub(crate) roles: RoleRegistry,
     /// The dependencies readiness checks besides the store.
@@ -144,6 +146,7 @@ impl Edict {
             on_commit: ports.on_commit,
             convergence: ports.convergence,
             audit: None,
+            org_keys: None,
             roles: RoleRegistry::new(),
             probes: Vec::new(),
         }

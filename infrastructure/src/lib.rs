@@ -30,6 +30,7 @@ pub mod idempotency;
 pub mod nats;
 pub mod projection;
 pub mod settings;
+pub mod signing;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;

@@ -105,6 +105,9 @@ pub struct Settings {
     /// it (`EDICT_RULESET_SIGNING_KEY`, environment only). Without it a key is generated and kept in the
     /// store's settings table (ADR 0018).
     pub ruleset_signing_key: Option<Secret<String>>,
+    /// The next rule set signing key (`EDICT_RULESET_SIGNING_KEY_NEXT`, the same forms), which a key
+    /// rotation takes instead of generating one (ADR 0021).
+    pub ruleset_signing_key_next: Option<Secret<String>>,
     /// Whether this process loads the rule set signing key: only processes that publish rule sets or
     /// answer logins do (a gateway-only process never holds it).
     pub holds_ruleset_key: bool,
@@ -125,6 +128,7 @@ impl Settings {
             quorum: QuorumSettings::default(),
             audit: AuditSettings::default(),
             ruleset_signing_key: None,
+            ruleset_signing_key_next: None,
             holds_ruleset_key: true,
         }
     }

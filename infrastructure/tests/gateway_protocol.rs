@@ -396,6 +396,7 @@ impl Fixture {
                 protocol: PROTOCOL_VERSION,
                 agent_version: "test".into(),
                 holdings,
+                key_sequence: 0,
             },
         )
         .await;
@@ -1038,6 +1039,7 @@ async fn idle_connection_memory() {
                 protocol: PROTOCOL_VERSION,
                 agent_version: "test".into(),
                 holdings: vec![],
+                key_sequence: 0,
             },
         )
         .await;

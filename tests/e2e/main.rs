@@ -18,6 +18,7 @@ mod nats_auth;
 mod openapi;
 mod projections;
 mod roles;
+mod rotation;
 mod signing;
 mod tampering;
 mod tls;

@@ -9,7 +9,6 @@
 use super::common::{self, invalid};
 use super::problem::{ApiResult, ErrorResponse, Problem};
 use super::security::BearerAuth;
-use crate::ruleset::OrgKey;
 use chrono::{DateTime, TimeZone, Utc};
 use edict_application::Edict;
 use edict_application::auth::{DevicePoll, DeviceStatus, EnrollmentTokenInfo};
@@ -31,10 +30,9 @@ enum EnrollmentTags {
     Enrollment,
 }
 
-/// Where agents connect once enrolled: the gateways' WebSocket URLs, in the order to try them; and
-/// the organization's rule set public keys, which the login answer carries for the agent to pin.
+/// Where agents connect once enrolled: the gateways' WebSocket URLs, in the order to try them.
 #[derive(Debug, Clone, Default)]
-pub struct GatewayUrls(pub Vec<String>, pub Vec<OrgKey>);
+pub struct GatewayUrls(pub Vec<String>);
 
 impl GatewayUrls {
     /// The URLs as an agent on the far side of `request` reaches them: a gateway listening on every
@@ -106,6 +104,9 @@ pub struct AgentCredentialsDto {
     /// The organization's public keys that sign rule sets: the agent pins them and refuses any rule
     /// set they did not sign (`edict-agent login` prints their ids; `--org-key` checks one out of band).
     pub org_keys: Vec<OrgKeyDto>,
+    /// The sequence of the organization key set `org_keys` come from (ADR 0021): gateways send the
+    /// agent every later key set, each signed by a key it trusts already.
+    pub key_sequence: u64,
 }
 
 /// A public key that signs rule sets.
@@ -117,15 +118,19 @@ pub struct OrgKeyDto {
     pub public_key: String,
 }
 
-fn org_keys(gateways: &GatewayUrls) -> Vec<OrgKeyDto> {
-    gateways
-        .1
-        .iter()
+/// The organization's keys a login answer carries, and their key set's sequence. Read before the
+/// enrollment is performed, so a store that cannot answer never costs the machine its token.
+async fn org_keys(edict: &Edict) -> ApiResult<(Vec<OrgKeyDto>, u64)> {
+    let status = edict.org_key_status().await?;
+    let keys = status
+        .keys
+        .into_iter()
         .map(|key| OrgKeyDto {
-            key_id: key.key_id.clone(),
-            public_key: key.public_key.clone(),
+            key_id: key.key_id,
+            public_key: key.public_key,
         })
-        .collect()
+        .collect();
+    Ok((keys, status.sequence))
 }
 
 /// Where a device authorization stands.
@@ -339,12 +344,14 @@ impl EnrollmentApi {
         request: &Request,
         body: Json<DeviceTokenRequestDto>,
     ) -> ApiResult<Json<AgentCredentialsDto>> {
+        let (org_keys, key_sequence) = org_keys(&edict).await?;
         match edict.poll_device_authorization(&body.device_code).await? {
             DeviceOutcome::Enrolled { agent_id, token } => Ok(Json(AgentCredentialsDto {
                 agent_id,
                 token,
                 gateway_urls: gateways.for_request(request),
-                org_keys: org_keys(&gateways),
+                org_keys,
+                key_sequence,
             })),
             DeviceOutcome::Waiting(poll) => Err(poll_problem(&poll)),
         }
@@ -488,6 +495,7 @@ impl EnrollmentApi {
     ) -> ApiResult<Json<AgentCredentialsDto>> {
         let (machine_id, machine_name) = machine(&body.machine_id, &body.machine_name)?;
         let ctx = common::context(request)?;
+        let (org_keys, key_sequence) = org_keys(&edict).await?;
         let enrollment = edict
             .enroll_with_token(&body.enrollment_token, machine_id, machine_name, &ctx)
             .await?;
@@ -495,7 +503,8 @@ impl EnrollmentApi {
             agent_id: enrollment.outcome.id,
             token: enrollment.token,
             gateway_urls: gateways.for_request(request),
-            org_keys: org_keys(&gateways),
+            org_keys,
+            key_sequence,
         }))
     }
 }

@@ -17,6 +17,7 @@ mod common;
 mod enrollment;
 mod events;
 mod health;
+mod keys;
 pub use enrollment::{GatewayUrls, PublicUrl};
 pub mod middleware;
 pub mod problem;
@@ -43,6 +44,7 @@ type Apis = (
     audit::AuditApi,
     enrollment::EnrollmentApi,
     admin::AdminApi,
+    keys::KeysApi,
 );
 
 const DESCRIPTION: &str = "Edict distributes the managed section of `CLAUDE.md` files (organization, team and \
@@ -71,6 +73,7 @@ pub fn api_service() -> OpenApiService<Apis, ()> {
             audit::AuditApi,
             enrollment::EnrollmentApi,
             admin::AdminApi,
+            keys::KeysApi,
         ),
         "Edict",
         env!("CARGO_PKG_VERSION"),

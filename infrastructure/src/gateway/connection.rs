@@ -226,6 +226,9 @@ pub(super) struct Session {
     membership: Membership,
     /// The last decision sent per change request.
     pub(super) decided: HashMap<String, GatewayMessage>,
+    /// The organization key set the agent holds, as far as this connection knows (its `hello`, then
+    /// what it was sent).
+    pub(super) key_sequence: u64,
     last_seen: Instant,
 }
 
@@ -244,6 +247,7 @@ async fn run(shared: Arc<Shared>, agent: Agent, ws: Socket, mut shutdown: watch:
         teams: BTreeSet::new(),
         membership,
         decided: HashMap::new(),
+        key_sequence: 0,
         last_seen: Instant::now(),
     };
     let flow = if let Flow::Close(reason) = Box::pin(session.recheck()).await {
@@ -423,7 +427,10 @@ impl Session {
         self.last_seen = Instant::now();
         let holdings = match serde_json::from_str::<AgentMessage>(&first) {
             Ok(AgentMessage::Hello {
-                protocol, holdings, ..
+                protocol,
+                holdings,
+                key_sequence,
+                ..
             }) => {
                 if protocol != PROTOCOL_VERSION {
                     return Flow::Close(Some(error(
@@ -431,6 +438,7 @@ impl Session {
                         &format!("this gateway speaks protocol {PROTOCOL_VERSION}"),
                     )));
                 }
+                self.key_sequence = key_sequence;
                 holdings
             }
             Ok(_) => return Flow::Close(Some(error("malformed", "the first message is hello"))),
@@ -450,6 +458,16 @@ impl Session {
         };
         if let Flow::Close(reason) = self.reply(encoded(&welcome)).await {
             return Flow::Close(reason);
+        }
+        // The key sets first: a rule set signed by a key announced since the agent's last connection
+        // verifies only once the agent took the key set that announces it.
+        match self.shared.keysets.all(&self.shared.edict).await {
+            Ok(keysets) => {
+                if let Flow::Close(reason) = self.send_keys(&keysets).await {
+                    return Flow::Close(reason);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the key sets; sent at the next poll"),
         }
         self.teams = teams;
         let held: HashMap<&str, &Holding> = holdings.iter().map(|h| (h.team.as_str(), h)).collect();
@@ -841,6 +859,7 @@ mod tests {
             protocol: 1,
             agent_version: "x".into(),
             holdings: vec![],
+            key_sequence: 0,
         };
         assert_eq!(
             super::applied(&serde_json::to_string(&hello).unwrap()),

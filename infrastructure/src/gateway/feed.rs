@@ -97,6 +97,11 @@ pub trait RulesetFeed: Send + Sync + 'static {
     }
 }
 
+/// The id of the key that signed a published rule set document.
+fn signer_of(doc: &Value) -> Option<&str> {
+    doc["signature"]["key_id"].as_str()
+}
+
 /// The embedded mode's feed: the projection runner's in-process [`WatchPublisher`].
 #[derive(Debug, Clone)]
 pub struct WatchFeed(pub WatchPublisher);
@@ -167,6 +172,9 @@ pub struct Payload {
     pub hash: Arc<str>,
     /// The `rule_set` message (JSON) as one encoded WebSocket text frame, header included.
     pub frame: Bytes,
+    /// The id of the key that signed it (`None` unsigned): a revision signed again with a new key
+    /// (a key rotation, ADR 0021) replaces the cached one.
+    pub key_id: Option<Arc<str>>,
 }
 
 impl Payload {
@@ -194,6 +202,7 @@ impl Payload {
             revision,
             hash: Arc::from(hash),
             frame: super::wire::frame(text),
+            key_id: signer_of(doc).map(Arc::from),
         })
     }
 }
@@ -390,13 +399,19 @@ impl Rulesets {
         latest.get(team).cloned()
     }
 
-    /// Keeps `payload` if it is newer than the cached one; answers whether it was.
+    /// Keeps `payload` if it is newer than the cached one; answers whether it was. The same revision
+    /// signed by another key replaces the cached one without being sent: the agents that hold it keep
+    /// it (verified when it arrived), the others get the new signature.
     fn offer(&self, payload: &Arc<Payload>) -> bool {
         let mut latest = self
             .latest
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match latest.get(&*payload.team) {
+            Some(held) if held.revision == payload.revision && held.key_id != payload.key_id => {
+                latest.insert(payload.team.to_string(), Arc::clone(payload));
+                false
+            }
             Some(held) if held.revision >= payload.revision => false,
             _ => {
                 latest.insert(payload.team.to_string(), Arc::clone(payload));
@@ -406,12 +421,14 @@ impl Rulesets {
     }
 
     /// Takes one published rule set: cached and broadcast when it is a new revision (a revision
-    /// already cached, re-announced by a reopened feed, is not serialized again).
+    /// already cached, re-announced by a reopened feed, is not serialized again; signed again by
+    /// another key, it replaces the cached one).
     pub fn publish(&self, update: &RulesetUpdate) {
         if let (Some(revision), Some(held)) = (
             update.ruleset["revision"].as_u64(),
             self.cached(&update.team),
-        ) && held.revision >= revision
+        ) && (held.revision > revision
+            || (held.revision == revision && held.key_id.as_deref() == signer_of(&update.ruleset)))
         {
             return;
         }
@@ -506,8 +523,13 @@ impl Rulesets {
         }
         let mut newer = 0;
         for update in feed.current(&teams).await? {
-            let held = self.cached(&update.team).map(|payload| payload.revision);
-            if held < update.ruleset["revision"].as_u64() {
+            let held = self.cached(&update.team);
+            let revision = update.ruleset["revision"].as_u64();
+            let resigned = held.as_ref().is_some_and(|held| {
+                Some(held.revision) == revision
+                    && held.key_id.as_deref() != signer_of(&update.ruleset)
+            });
+            if held.map(|payload| payload.revision) < revision || resigned {
                 newer += 1;
                 self.publish(&update);
             }

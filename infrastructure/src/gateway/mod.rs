@@ -30,6 +30,7 @@ mod decisions;
 pub mod feed;
 mod handshake;
 mod inbound;
+mod keys;
 mod polls;
 mod recorder;
 mod wire;
@@ -133,6 +134,8 @@ pub(crate) struct Shared {
     pub(crate) recorder: recorder::Recorder,
     /// The change requests of each team, shared by the connections' decision polls.
     pub(crate) team_requests: decisions::TeamRequests,
+    /// The organization's key sets, shared by the connections.
+    pub(crate) keysets: keys::KeySets,
     pub(crate) settings: GatewaySettings,
 }
 
@@ -176,6 +179,7 @@ impl Gateway {
             convergence,
             recorder,
             team_requests: decisions::TeamRequests::new(settings.decision_interval / 2),
+            keysets: keys::KeySets::new(settings.decision_interval / 2),
             settings,
         });
         Ok((

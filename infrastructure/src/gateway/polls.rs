@@ -11,6 +11,7 @@
 use super::Shared;
 use super::connection::{Flow, Session, revoked};
 use super::feed::Payload;
+use edict_api::ruleset::KeySet;
 use edict_application::error::AppError;
 use edict_application::principal::Principal;
 use serde_json::Value;
@@ -25,8 +26,8 @@ pub(super) enum Polled {
     Admitted(Result<bool, AppError>),
     /// The agent's teams and the latest rule set of each.
     Teams(Result<(BTreeSet<String>, Vec<Arc<Payload>>), AppError>),
-    /// The agent's change requests.
-    Decisions(Result<Vec<Value>, AppError>),
+    /// The agent's change requests, and the organization's key sets.
+    Decisions(Result<Vec<Value>, AppError>, Option<Arc<Vec<KeySet>>>),
 }
 
 /// A read in flight.
@@ -60,6 +61,13 @@ impl Session {
         let teams: Vec<edict_domain::TeamId> =
             self.teams.iter().filter_map(|t| t.parse().ok()).collect();
         Box::pin(async move {
+            let keysets = match shared.keysets.all(&shared.edict).await {
+                Ok(keysets) => Some(keysets),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the key sets");
+                    None
+                }
+            };
             let mut mine = Vec::new();
             for team in teams {
                 match shared.team_requests.of(&shared.edict, team).await {
@@ -68,10 +76,10 @@ impl Session {
                             .filter(|doc| doc["agent"].as_str() == Some(agent.as_str()))
                             .cloned(),
                     ),
-                    Err(error) => return Polled::Decisions(Err(error)),
+                    Err(error) => return Polled::Decisions(Err(error), keysets),
                 }
             }
-            Polled::Decisions(Ok(mine))
+            Polled::Decisions(Ok(mine), keysets)
         })
     }
 
@@ -89,10 +97,19 @@ impl Session {
                 tracing::warn!(%error, "cannot re-read the agent's teams");
                 Flow::Continue
             }
-            Polled::Decisions(Ok(docs)) => self.send_decisions(&docs).await,
-            Polled::Decisions(Err(error)) => {
-                tracing::warn!(%error, "cannot read the agent's change requests");
-                Flow::Continue
+            Polled::Decisions(docs, keysets) => {
+                if let Some(keysets) = keysets
+                    && let Flow::Close(reason) = self.send_keys(&keysets).await
+                {
+                    return Flow::Close(reason);
+                }
+                match docs {
+                    Ok(docs) => self.send_decisions(&docs).await,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read the agent's change requests");
+                        Flow::Continue
+                    }
+                }
             }
         }
     }

@@ -48,7 +48,7 @@ pub mod rebuild;
 pub mod runner;
 mod sql;
 
-pub use publisher::{RulesetUpdate, SigningPublisher, WatchPublisher};
+pub use publisher::{ActiveKey, RulesetUpdate, SigningPublisher, WatchPublisher};
 pub use read_models::SqlReadModels;
 pub use rebuild::{RebuildPhase, RebuildProgress, RebuildReport};
 pub use runner::{Handled, ProjectionRunner};

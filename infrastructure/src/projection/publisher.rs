@@ -127,7 +127,20 @@ impl RulesetPublisher for WatchPublisher {
 /// deterministic) and wakes nobody.
 pub struct SigningPublisher {
     inner: Arc<dyn RulesetPublisher>,
-    key: ed25519_dalek::SigningKey,
+    key: Arc<dyn ActiveKey>,
+}
+
+/// Where the key that signs rule sets now is read (the key ring, ADR 0021; a fixed key in tests).
+pub trait ActiveKey: Send + Sync {
+    /// The active signing key (`None` when this process does not hold it: publishing fails, and the
+    /// publication loop retries).
+    fn active(&self) -> Option<ed25519_dalek::SigningKey>;
+}
+
+impl ActiveKey for ed25519_dalek::SigningKey {
+    fn active(&self) -> Option<ed25519_dalek::SigningKey> {
+        Some(self.clone())
+    }
 }
 
 impl std::fmt::Debug for SigningPublisher {
@@ -135,27 +148,34 @@ impl std::fmt::Debug for SigningPublisher {
         f.debug_struct("SigningPublisher")
             .field(
                 "key_id",
-                &edict_api::ruleset::key_id_of(&self.key.verifying_key()),
+                &self
+                    .key
+                    .active()
+                    .map(|key| edict_api::ruleset::key_id_of(&key.verifying_key())),
             )
             .finish_non_exhaustive()
     }
 }
 
 impl SigningPublisher {
-    /// Signs with `key`, then publishes to `inner`.
-    pub fn new(inner: Arc<dyn RulesetPublisher>, key: ed25519_dalek::SigningKey) -> Self {
+    /// Signs with the active key of `key`, then publishes to `inner`.
+    pub fn new(inner: Arc<dyn RulesetPublisher>, key: Arc<dyn ActiveKey>) -> Self {
         SigningPublisher { inner, key }
     }
 
     /// `ruleset` with its signature.
     ///
     /// # Errors
-    /// When `ruleset` is not a rule set document.
+    /// When `ruleset` is not a rule set document, or no signing key is held.
     pub fn sign(&self, ruleset: &Value) -> Result<Value, String> {
+        let key = self
+            .key
+            .active()
+            .ok_or("this process does not hold the active signing key")?;
         let mut doc: edict_api::ruleset::RuleSetDoc = serde_json::from_value(ruleset.clone())
             .map_err(|error| format!("not a rule set document: {error}"))?;
         doc.signature = None;
-        doc.signature = Some(edict_api::ruleset::sign(&doc, &self.key, doc.updated_at));
+        doc.signature = Some(edict_api::ruleset::sign(&doc, &key, doc.updated_at));
         serde_json::to_value(&doc).map_err(|error| format!("cannot encode a rule set: {error}"))
     }
 }
@@ -516,7 +536,7 @@ mod tests {
         let watch = WatchPublisher::new();
         let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
         let keys = [OrgKey::of(&key.verifying_key())];
-        let signing = SigningPublisher::new(Arc::new(watch.clone()), key);
+        let signing = SigningPublisher::new(Arc::new(watch.clone()), Arc::new(key));
         let team = team.to_string();
         assert_eq!(signing.publish(&team, &value).await, Ok(()));
         let published = watch.current(&team).map(|v| (*v).clone());
