@@ -89,6 +89,8 @@ pub struct VerifyArgs {
     /// An auditor's or org_admin's access token for `--server`.
     #[arg(long, env = "EDICT_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    #[command(flatten)]
+    tls: crate::api_client::ServerArgs,
     /// The ed25519 public key (hex) checkpoints must be signed with.
     #[arg(long)]
     public_key: Option<String>,
@@ -296,8 +298,12 @@ enum CheckpointsWire {
     List(Vec<CheckpointWire>),
 }
 
-async fn fetch_checkpoints(server: &str, token: &str) -> Result<Vec<SignedCheckpoint>> {
-    let client = reqwest::Client::new();
+async fn fetch_checkpoints(
+    server: &str,
+    token: &str,
+    tls: &crate::api_client::ServerArgs,
+) -> Result<Vec<SignedCheckpoint>> {
+    let client = crate::api_client::client(server, tls)?;
     let base = server.trim_end_matches('/');
     let mut all = Vec::new();
     let mut after: Option<String> = None;
@@ -365,7 +371,7 @@ struct FileReport {
 async fn verify_file(args: &VerifyArgs, path: &PathBuf) -> Result<()> {
     let checkpoints = match (&args.checkpoints, &args.server, &args.token) {
         (Some(file), _, _) => read_checkpoints(file)?,
-        (None, Some(server), Some(token)) => fetch_checkpoints(server, token).await?,
+        (None, Some(server), Some(token)) => fetch_checkpoints(server, token, &args.tls).await?,
         _ => Vec::new(),
     };
     let trusted = configured_key(args)?;

@@ -41,6 +41,8 @@ pub struct TailArgs {
     /// An auditor's or org_admin's access token, for `--server`.
     #[arg(long, env = "EDICT_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    #[command(flatten)]
+    tls: crate::api_client::ServerArgs,
     /// Start after this global position (0: the whole log). Default: the end of the log, or the
     /// beginning with `--since`.
     #[arg(long)]
@@ -282,7 +284,7 @@ async fn poll(
 }
 
 async fn follow_api(args: &TailArgs, server: &str, token: &str) -> Result<()> {
-    let client = reqwest::Client::new();
+    let client = crate::api_client::client(server, &args.tls)?;
     let mut filters: Vec<(&str, String)> = vec![("limit", PAGE.to_string())];
     if !args.aggregate_type.is_empty() {
         filters.push(("aggregate_type", args.aggregate_type.join(",")));

@@ -4,12 +4,14 @@
 //! on PostgreSQL (`EDICT_DATABASE_URL`) and NATS (`EDICT_NATS_URL`); `projections` lists, inspects and
 //! rebuilds the read models; `openapi` prints the API's spec; `bench` measures.
 
+mod api_client;
 mod app;
 mod audit_cli;
 mod bench;
 mod events_cli;
 mod events_export;
 mod events_tail;
+mod keys_cli;
 mod output;
 mod projections_cli;
 mod serve;
@@ -44,6 +46,9 @@ enum Command {
     /// Verify the history's hash chain and signed checkpoints.
     #[command(subcommand)]
     Audit(audit_cli::AuditCommand),
+    /// The organization's rule set signing keys: status, rotation.
+    #[command(subcommand)]
+    Keys(keys_cli::KeysCommand),
     /// Print the OpenAPI spec of the HTTP API.
     Openapi {
         /// `yaml` (default, the committed form) or `json`.
@@ -83,6 +88,7 @@ async fn main() -> std::process::ExitCode {
         Command::Projections(command) => projections_cli::run(command).await,
         Command::Events(command) => events_cli::run(command).await,
         Command::Audit(command) => audit_cli::run(command).await,
+        Command::Keys(command) => keys_cli::run(command).await,
         Command::Openapi { format } => output::print_spec(format),
         Command::Bench(command) => bench::run(command).await,
     };

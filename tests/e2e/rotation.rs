@@ -104,9 +104,20 @@ async fn a_key_rotation_reaches_online_offline_and_new_agents_and_retires_the_ol
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let started = app
-        .ok("/api/v1/signing-keys/rotate", &admin, rotate.clone())
-        .await;
+    // Started with the CLI, as an operator would.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_edict"))
+        .args(["keys", "rotate", "--server", &app.base, "--output", "json"])
+        .args(["--overlap", &format!("{OVERLAP_SECS}s")])
+        .env("EDICT_TOKEN", &admin)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "edict keys rotate: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let started: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(started["sequence"], json!(2), "{started}");
     let new_id = started["rotation"]["next_key_id"]
         .as_str()
