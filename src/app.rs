@@ -19,7 +19,7 @@ use edict_infrastructure::auth::{AuthStore, LocalAuthenticator, TokenKeys};
 use edict_infrastructure::idempotency::IdempotencyStore;
 use edict_infrastructure::nats::{KvRulesetPublisher, Nats};
 use edict_infrastructure::projection::{
-    ProjectionRunner, SigningPublisher, SqlReadModels, WatchPublisher,
+    DecisionSigner, ProjectionRunner, SigningPublisher, SqlReadModels, WatchPublisher,
 };
 use edict_infrastructure::settings::Settings;
 use edict_infrastructure::signing::KeyRing;
@@ -63,6 +63,8 @@ fn event_store<A: cqrs_es::Aggregate>(
 pub struct Projections {
     database: Database,
     publisher: Arc<dyn RulesetPublisher>,
+    /// Signs decisions as the change inbox commits them (a process that holds the keys).
+    decisions: Option<Arc<dyn DecisionSigner>>,
 }
 
 impl Projections {
@@ -70,25 +72,25 @@ impl Projections {
     pub fn runners(&self) -> Vec<ProjectionRunner> {
         edict_projections::all()
             .into_iter()
-            .map(|projection| {
-                ProjectionRunner::new(
-                    self.database.clone(),
-                    projection,
-                    Some(self.publisher.clone()),
-                )
-            })
+            .map(|projection| self.runner_of(projection))
             .collect()
     }
 
     /// The runner of the projection `name`.
     pub fn runner(&self, name: &str) -> Option<ProjectionRunner> {
-        edict_projections::by_name(name).map(|projection| {
-            ProjectionRunner::new(
-                self.database.clone(),
-                projection,
-                Some(self.publisher.clone()),
-            )
-        })
+        edict_projections::by_name(name).map(|projection| self.runner_of(projection))
+    }
+
+    fn runner_of(&self, projection: Arc<dyn edict_projections::Projection>) -> ProjectionRunner {
+        let runner = ProjectionRunner::new(
+            self.database.clone(),
+            projection,
+            Some(self.publisher.clone()),
+        );
+        match &self.decisions {
+            Some(signer) => runner.with_decision_signer(signer.clone()),
+            None => runner,
+        }
     }
 }
 
@@ -260,6 +262,7 @@ pub async fn build(settings: &Settings, nats: Option<&Nats>) -> Result<Built> {
     let projections = Arc::new(Projections {
         database: read_models,
         publisher,
+        decisions: key_ring.clone().map(|ring| ring as Arc<dyn DecisionSigner>),
     });
     for runner in projections.runners() {
         runner

@@ -326,10 +326,12 @@ async fn session(
                     GatewayMessage::ReportAck { report_id, change_request } => {
                         let _ = engine.send(Command::Ack { report_id, change_request });
                     }
-                    GatewayMessage::Decision { change_request, file, action, until, rule, content_hash, decision_id } => {
-                        let _ = engine.send(Command::Decision(Decision {
-                            change_request, file, rule, content_hash, decision_id, action, until,
-                        }));
+                    message @ GatewayMessage::Decision { .. } => {
+                        if let Some(decision) = trusted_decision(snapshot, &message).await? {
+                            let _ = engine.send(Command::Decision(decision));
+                        } else {
+                            report_integrity(snapshot, &mut sink).await?;
+                        }
                     }
                     GatewayMessage::Error { code, message } => {
                         tracing::warn!(code, message, "the gateway reported an error");
@@ -405,6 +407,68 @@ where
         }),
     )
     .await
+}
+
+/// The decision `message` carries when it is signed by a trusted key for this agent (ADR 0022); else
+/// `None`, the failure recorded (and reported by the caller): the change stays as it is.
+async fn trusted_decision(
+    snapshot: &Arc<Snapshot>,
+    message: &GatewayMessage,
+) -> anyhow::Result<Option<Decision>> {
+    let GatewayMessage::Decision {
+        change_request,
+        file,
+        action,
+        until,
+        rule,
+        content_hash,
+        decision_id,
+        signature,
+        ..
+    } = message
+    else {
+        return Ok(None);
+    };
+    let agent = blocking(snapshot, |s| s.identity(keys::AGENT_ID))
+        .await?
+        .unwrap_or_default();
+    let keys = blocking(snapshot, Snapshot::org_keys).await?;
+    let verdict = message
+        .decision_statement()
+        .map(|statement| statement.verify(&agent, signature.as_ref(), &keys));
+    match verdict {
+        Some(Ok(())) => Ok(Some(Decision {
+            change_request: change_request.clone(),
+            file: file.clone(),
+            rule: rule.clone(),
+            content_hash: content_hash.clone(),
+            decision_id: decision_id.clone(),
+            action: *action,
+            until: until.clone(),
+        })),
+        Some(Err(error)) => {
+            tracing::error!(
+                change_request,
+                reason = error.code(),
+                %error,
+                "refused an untrusted decision; the change stays as it is"
+            );
+            let failure = crate::snapshot::IntegrityFailure {
+                team: "decision".to_owned(),
+                revision: 0,
+                hash: decision_id
+                    .clone()
+                    .unwrap_or_else(|| change_request.clone()),
+                reason: error.code().to_owned(),
+                detail: format!("decision on change request {change_request}: {error}"),
+                at: chrono::Utc::now().to_rfc3339(),
+                reported: false,
+            };
+            blocking(snapshot, move |s| s.record_integrity_failure(&failure)).await?;
+            Ok(None)
+        }
+        None => Ok(None),
+    }
 }
 
 async fn send<S>(sink: &mut S, message: &AgentMessage) -> anyhow::Result<()>

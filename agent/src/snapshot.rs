@@ -563,7 +563,11 @@ impl Snapshot {
         Ok(failures)
     }
 
-    fn record_integrity_failure(&self, failure: &IntegrityFailure) -> Result<()> {
+    /// Records (and counts) a failure: a rule set, key set or decision refused as untrusted.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn record_integrity_failure(&self, failure: &IntegrityFailure) -> Result<()> {
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(INTEGRITY)?;

@@ -34,7 +34,9 @@
 //!    does the agent drop the report from its outbox.
 //! 6. gateway → [`GatewayMessage::Decision`] when a change request of this agent is decided (and, on each
 //!    connection, every decided change request again: the agent applies a decision once, and only to the
-//!    change it names while that change is on disk).
+//!    change it names while that change is on disk). Each decision is signed for its agent where it is
+//!    projected (ADR 0022); the agent applies only one that verifies, and reports any other as an
+//!    `integrity_failure`.
 //!
 //! Either side may close; the agent reconnects with jittered exponential backoff and starts again at 1.
 //! WebSocket pings keep the connection alive; a gateway closes a connection idle for longer than its idle
@@ -239,6 +241,13 @@ pub enum GatewayMessage {
         /// (on every connection) is applied once.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         decision_id: Option<String>,
+        /// The agent it is for (inside the signature).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<String>,
+        /// The organization's signature over all of the above ([`GatewayMessage::decision_statement`],
+        /// ADR 0022): the agent applies only a decision signed by a key it trusts, for itself.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<crate::ruleset::RuleSetSignature>,
     },
     /// A protocol error; the gateway closes the connection after it.
     Error {
@@ -247,6 +256,47 @@ pub enum GatewayMessage {
         /// For a human.
         message: String,
     },
+}
+
+impl DecisionAction {
+    /// `keep` or `revert`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionAction::Keep => "keep",
+            DecisionAction::Revert => "revert",
+        }
+    }
+}
+
+impl GatewayMessage {
+    /// What a `decision` says, as its signature covers it (`None` for any other message; an agent of
+    /// `""` for a decision that names none, which no agent's check accepts).
+    pub fn decision_statement(&self) -> Option<crate::ruleset::DecisionStatement<'_>> {
+        let GatewayMessage::Decision {
+            change_request,
+            file,
+            action,
+            until,
+            rule,
+            content_hash,
+            decision_id,
+            agent,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        Some(crate::ruleset::DecisionStatement {
+            agent: agent.as_deref().unwrap_or_default(),
+            change_request,
+            file,
+            action: action.as_str(),
+            until: until.as_deref(),
+            rule: rule.as_deref(),
+            content_hash: content_hash.as_deref(),
+            decision_id: decision_id.as_deref(),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -34,11 +34,13 @@ use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use uuid::Uuid;
 
+mod decision;
 mod hash;
 mod keys;
 mod markers;
 mod signature;
 
+pub use decision::DecisionStatement;
 pub use keys::{KeyChain, KeyEntry, KeySet, KeySetRefused, KeyState, keyset_bytes};
 pub use markers::{RuleSpan, between_rules, split_rules};
 pub use signature::{

@@ -58,6 +58,9 @@ pub trait OrgKeys: Send + Sync {
     async fn keysets(&self) -> Result<Vec<serde_json::Value>, AppError>;
     /// The keys now.
     async fn status(&self) -> Result<OrgKeyStatus, AppError>;
+    /// The signed decisions of `team`'s change requests (ADR 0022): `decision` messages (JSON) as an
+    /// agent is sent them, each naming its agent.
+    async fn team_decisions(&self, team: &str) -> Result<Vec<serde_json::Value>, AppError>;
     /// Starts a rotation: announces a next key at once, makes it active after `overlap` (re-signing
     /// every rule set) and retires the previous one after another `overlap`.
     ///
@@ -88,6 +91,21 @@ impl Edict {
     pub async fn org_keysets(&self) -> Result<Vec<serde_json::Value>, AppError> {
         match &self.org_keys {
             Some(keys) => keys.keysets().await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The signed decisions of `team`'s change requests (a gateway reads them once per team for all of
+    /// its connections; none when no keys are attached).
+    ///
+    /// # Errors
+    /// [`AppError::Unavailable`] when the store cannot be read.
+    pub async fn team_decisions(
+        &self,
+        team: edict_domain::TeamId,
+    ) -> Result<Vec<serde_json::Value>, AppError> {
+        match &self.org_keys {
+            Some(keys) => keys.team_decisions(&team.to_string()).await,
             None => Ok(Vec::new()),
         }
     }

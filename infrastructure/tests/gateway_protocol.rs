@@ -175,14 +175,23 @@ impl Fixture {
         };
         let watch = WatchPublisher::new();
         let publisher: Arc<dyn RulesetPublisher> = Arc::new(watch.clone());
+        // Decisions reach agents signed (ADR 0022): the change inbox's runner signs them with a key
+        // of the store's key ring, and the gateway reads them from there.
+        let (ring, _) = edict_infrastructure::signing::KeyRing::holding(db.clone(), None, None)
+            .await
+            .unwrap();
+        let ring = Arc::new(ring);
         let runners: Vec<ProjectionRunner> = edict_projections::all()
             .into_iter()
-            .map(|p| ProjectionRunner::new(db.clone(), p, Some(publisher.clone())))
+            .map(|p| {
+                ProjectionRunner::new(db.clone(), p, Some(publisher.clone()))
+                    .with_decision_signer(ring.clone())
+            })
             .collect();
         for runner in &runners {
             runner.ensure().await.unwrap();
         }
-        let edict = Arc::new(edict_over(&db));
+        let edict = Arc::new(edict_over(&db).with_org_keys(ring));
         let admin = org_admin();
         let admin2 = org_admin();
         let dev: UserId = edict
@@ -396,7 +405,8 @@ impl Fixture {
                 protocol: PROTOCOL_VERSION,
                 agent_version: "test".into(),
                 holdings,
-                key_sequence: 0,
+                // The key set the fixture's ring starts with: no `keys` message to skip.
+                key_sequence: 1,
             },
         )
         .await;
@@ -1039,7 +1049,8 @@ async fn idle_connection_memory() {
                 protocol: PROTOCOL_VERSION,
                 agent_version: "test".into(),
                 holdings: vec![],
-                key_sequence: 0,
+                // The key set the fixture's ring starts with: no `keys` message to skip.
+                key_sequence: 1,
             },
         )
         .await;

@@ -149,11 +149,17 @@ impl WsProxy {
     }
 }
 
-/// A `rule_set` message with every team rule's content replaced by [`FORGED`], the layer's text
+/// A `decision` to revert turned into one to keep; or a `rule_set` message with every team rule's
+/// content replaced by [`FORGED`], the layer's text
 /// rendered again and the hash (in the document and in the message) recomputed; its revision and the
 /// organization's signature kept. `None` for any other message.
 fn forge(text: &str) -> Option<String> {
     let mut message: Value = serde_json::from_str(text).ok()?;
+    if message["type"] == json!("decision") && message["action"] == json!("revert") {
+        // A rejected change turned into a kept one, the organization's signature kept.
+        message["action"] = json!("keep");
+        return Some(message.to_string());
+    }
     if message["type"] != json!("rule_set") {
         return None;
     }
@@ -173,6 +179,17 @@ fn forge(text: &str) -> Option<String> {
 
 /// An approved team-layer rule whose content is `Always {name}.`, attached to `team`.
 async fn approved_rule(app: &TestApp, admin: &str, second: &str, team: &str, name: &str) {
+    approved_rule_in_mode(app, admin, second, team, name, json!({"mode": "block"})).await;
+}
+
+async fn approved_rule_in_mode(
+    app: &TestApp,
+    admin: &str,
+    second: &str,
+    team: &str,
+    name: &str,
+    enforcement: Value,
+) {
     let mut spec = rule_spec(name, "team");
     spec["content"] = json!(format!("Always {name}."));
     let rule = app.ok("/api/v1/rules", admin, spec).await;
@@ -184,7 +201,7 @@ async fn approved_rule(app: &TestApp, admin: &str, second: &str, team: &str, nam
     app.ok(
         &format!("/api/v1/teams/{team}/rules"),
         admin,
-        json!({"rule_id": rule, "enforcement": {"mode": "block"}}),
+        json!({"rule_id": rule, "enforcement": enforcement}),
     )
     .await;
 }
@@ -323,6 +340,133 @@ async fn a_proxy_that_rewrites_a_rule_set_is_refused_and_the_file_keeps_the_appr
     assert!(
         !seen_forged.load(Ordering::SeqCst),
         "the forged text was in the file at some moment"
+    );
+    machine.stop().await;
+}
+
+/// Decisions are signed for their agent (ADR 0022): the proxy turns the decision to revert a rejected
+/// change into one to keep it; the agent refuses it (`bad_signature`), reports it, and leaves the change
+/// undecided; once the proxy stops, the genuine decision reverts the change.
+#[tokio::test]
+async fn a_proxy_that_turns_a_revert_into_a_keep_is_refused() {
+    let app = TestApp::spawn_with_env(
+        Store::Postgres,
+        Layout::distributed(),
+        vec![
+            ("EDICT_RULESET_SIGNING_KEY".into(), hex::encode(SEED)),
+            ("EDICT_GATEWAY_POLL_MS".into(), "300".into()),
+        ],
+    )
+    .await;
+    let fingerprint = key_id_of(&ed25519_dalek::SigningKey::from_bytes(&SEED).verifying_key());
+    let admin = app.admin().await;
+    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
+    let team = app.ok("/api/v1/teams", &admin, json!({"name": "a"})).await;
+    let team = team["id"].as_str().unwrap().to_owned();
+    app.ok(
+        &format!("/api/v1/teams/{team}/members"),
+        &admin,
+        json!({"user_id": dev_id, "role": "member"}),
+    )
+    .await;
+    approved_rule_in_mode(
+        &app,
+        &admin,
+        &second,
+        &team,
+        "review diffs",
+        json!({"mode": "temporary", "temporary_timeout_secs": 3600}),
+    )
+    .await;
+    let upstream = format!("{}/ws", app.gateway.replace("http://", "ws://"));
+    let proxy = WsProxy::start(upstream).await;
+    let token = app
+        .ok(
+            "/api/v1/enrollment-tokens",
+            &admin,
+            json!({"user_id": dev_id, "uses": 1}),
+        )
+        .await;
+    let token = token["token"].as_str().unwrap();
+    let mut machine = Machine::new();
+    let output = machine
+        .command()
+        .args(["login", "--server", &app.base, "--output", "json"])
+        .args(["--enrollment-token", token, "--org-key", &fingerprint])
+        .args(["--gateway", &proxy.url()])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "edict-agent login");
+    machine.run();
+    let file = machine.team_file();
+    let written = wait_for_file(&file, "Always review diffs.")
+        .await
+        .expect("the temporary rule reaches the machine");
+
+    // From now on the proxy forges decisions. The developer edits the rule; the change is rejected.
+    proxy.tamper.store(true, Ordering::SeqCst);
+    let edited = written.replace("Always review diffs.", "Always review diffs, sometimes.");
+    std::fs::write(&file, &edited).unwrap();
+    let cr = eventually(Duration::from_secs(20), || async {
+        let (_, page) = app
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/change-requests?team={team}&status=pending"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        page["items"][0]["id"].as_str().map(str::to_owned)
+    })
+    .await
+    .expect("the edit opens a change request");
+    app.ok(
+        &format!("/api/v1/change-requests/{cr}/reject"),
+        &admin,
+        json!({"reason": "keep reviewing"}),
+    )
+    .await;
+    let reported = eventually(Duration::from_secs(30), || async {
+        let reported = reported_failures(&machine).await;
+        (!reported.is_empty()).then_some(reported)
+    })
+    .await;
+    let Some(reported) = reported else {
+        panic!(
+            "the agent reported no forged decision; proxy rewrote {} messages; status: {}",
+            proxy.tampered.load(Ordering::SeqCst),
+            machine.status().await
+        );
+    };
+    assert_eq!(reported, vec!["bad_signature"]);
+    assert!(proxy.tampered.load(Ordering::SeqCst) >= 1);
+    let status = machine.status().await;
+    assert_eq!(
+        status["integrity_failures"][0]["team"],
+        json!("decision"),
+        "{status}"
+    );
+    assert_eq!(
+        read(&file),
+        edited,
+        "the forged keep was not applied either"
+    );
+
+    // The proxy stops forging; on the next connection the genuine decision reverts the change.
+    proxy.tamper.store(false, Ordering::SeqCst);
+    let sync = machine.command().arg("sync").output().await.unwrap();
+    assert!(sync.status.success(), "edict-agent sync");
+    let reverted = eventually(Duration::from_secs(30), || async {
+        let text = read(&file);
+        (!text.contains("sometimes") && text.contains("Always review diffs.")).then_some(text)
+    })
+    .await;
+    assert!(
+        reverted.is_some(),
+        "the signed decision reverts the rejected change: {}",
+        read(&file)
     );
     machine.stop().await;
 }

@@ -95,13 +95,16 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: watc
 pub(super) enum Flow {
     Continue,
     /// Close, sending this error first when there is one.
-    Close(Option<GatewayMessage>),
+    Close(Option<Box<GatewayMessage>>),
 }
 
 /// The close of a revoked agent (or deactivated user).
 pub(super) fn revoked() -> Flow {
     tracing::info!("agent revoked; closing");
-    Flow::Close(Some(error("revoked", "the agent token is no longer valid")))
+    Flow::Close(Some(Box::new(error(
+        "revoked",
+        "the agent token is no longer valid",
+    ))))
 }
 
 /// The error of a connection that does not take messages fast enough.
@@ -415,11 +418,11 @@ impl Session {
                     return Flow::Close(None);
                 }
                 // Not a member of any fan-out yet: only its own replies are queued.
-                Ok(Io::Overflowed) => return Flow::Close(Some(too_slow())),
+                Ok(Io::Overflowed) => return Flow::Close(Some(Box::new(too_slow()))),
                 Ok(Io::Frame(Some(Ok(Message::Text(text))))) => break text,
                 Ok(Io::Frame(Some(Ok(Message::Close(_))))) => return Flow::Close(None),
                 Ok(Io::Frame(Some(Ok(Message::Binary(_))))) => {
-                    return Flow::Close(Some(error("malformed", "text frames only")));
+                    return Flow::Close(Some(Box::new(error("malformed", "text frames only"))));
                 }
                 Ok(Io::Frame(Some(Ok(_)))) => {}
             }
@@ -433,16 +436,21 @@ impl Session {
                 ..
             }) => {
                 if protocol != PROTOCOL_VERSION {
-                    return Flow::Close(Some(error(
+                    return Flow::Close(Some(Box::new(error(
                         "unsupported_protocol",
                         &format!("this gateway speaks protocol {PROTOCOL_VERSION}"),
-                    )));
+                    ))));
                 }
                 self.key_sequence = key_sequence;
                 holdings
             }
-            Ok(_) => return Flow::Close(Some(error("malformed", "the first message is hello"))),
-            Err(e) => return Flow::Close(Some(error("malformed", &e.to_string()))),
+            Ok(_) => {
+                return Flow::Close(Some(Box::new(error(
+                    "malformed",
+                    "the first message is hello",
+                ))));
+            }
+            Err(e) => return Flow::Close(Some(Box::new(error("malformed", &e.to_string())))),
         };
         let teams = match self.shared.edict.teams_of(self.agent.user).await {
             Ok(teams) => teams
@@ -594,7 +602,7 @@ impl Session {
                         tracing::debug!(%error, "write failed");
                         Flow::Close(None)
                     }
-                    Io::Overflowed => Flow::Close(Some(too_slow_push())),
+                    Io::Overflowed => Flow::Close(Some(Box::new(too_slow_push()))),
                 },
                 change = admissions.next() => match change.unwrap_or(Err(broadcast::error::RecvError::Closed)) {
                     // The event is authoritative (and may be read before the token is revoked).
@@ -676,7 +684,7 @@ impl Session {
         let body = match frame {
             Message::Text(body) => body,
             Message::Binary(_) => {
-                return Flow::Close(Some(error("malformed", "text frames only")));
+                return Flow::Close(Some(Box::new(error("malformed", "text frames only"))));
             }
             _ => return Flow::Continue,
         };
@@ -693,11 +701,11 @@ impl Session {
             Ok(failure @ AgentMessage::IntegrityFailure { .. }) => {
                 self.on_integrity_failure(&failure).await
             }
-            Ok(AgentMessage::Hello { .. }) => Flow::Close(Some(error(
+            Ok(AgentMessage::Hello { .. }) => Flow::Close(Some(Box::new(error(
                 "malformed",
                 "hello is only the first message; reconnect to resync",
-            ))),
-            Err(e) => Flow::Close(Some(error("malformed", &e.to_string()))),
+            )))),
+            Err(e) => Flow::Close(Some(Box::new(error("malformed", &e.to_string())))),
         }
     }
 
@@ -714,7 +722,7 @@ impl Session {
             self.shared.settings.write_timeout,
         );
         match offered {
-            Offered::Overflowed => Flow::Close(Some(too_slow_push())),
+            Offered::Overflowed => Flow::Close(Some(Box::new(too_slow_push()))),
             Offered::Stale
             | Offered::NotMember
             | Offered::Written
@@ -783,7 +791,7 @@ impl Session {
     /// (`too_slow`).
     fn push(&mut self, message: Bytes) -> Flow {
         if self.stalled() || self.membership.port.push(message).is_err() {
-            return Flow::Close(Some(too_slow_push()));
+            return Flow::Close(Some(Box::new(too_slow_push())));
         }
         Flow::Continue
     }
@@ -797,25 +805,25 @@ impl Session {
             match tokio::time::timeout(timeout, drain(port)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Flow::Close(None),
-                Err(_) => return Flow::Close(Some(too_slow())),
+                Err(_) => return Flow::Close(Some(Box::new(too_slow()))),
             }
             if port.push(message).is_err() {
-                return Flow::Close(Some(too_slow()));
+                return Flow::Close(Some(Box::new(too_slow())));
             }
         }
         match tokio::time::timeout(timeout, drain(port)).await {
             Ok(Ok(())) => Flow::Continue,
             Ok(Err(_)) => Flow::Close(None),
-            Err(_) => Flow::Close(Some(too_slow())),
+            Err(_) => Flow::Close(Some(Box::new(too_slow()))),
         }
     }
 
     pub(super) fn unavailable(&self, cause: &AppError) -> Flow {
         tracing::warn!(error = %cause, "closing: the store is unavailable");
-        Flow::Close(Some(error(
+        Flow::Close(Some(Box::new(error(
             "unavailable",
             "the gateway cannot reach its store; reconnect later",
-        )))
+        ))))
     }
 }
 

@@ -74,7 +74,7 @@ impl TeamRequests {
         if let Some(docs) = self.fresh(team) {
             return Ok(docs);
         }
-        let docs = Arc::new(edict.team_change_requests(team).await?);
+        let docs = Arc::new(edict.team_decisions(team).await?);
         self.read
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -88,7 +88,8 @@ impl Session {
     /// changed since this connection last sent them.
     pub(super) async fn send_decisions(&mut self, docs: &[Value]) -> Flow {
         for doc in docs {
-            let Some(decision) = decision_of(doc) else {
+            let Ok(decision) = serde_json::from_value::<GatewayMessage>(doc.clone()) else {
+                tracing::error!("a stored signed decision does not parse; not sent");
                 continue;
             };
             let GatewayMessage::Decision { change_request, .. } = &decision else {
@@ -136,6 +137,8 @@ pub(crate) fn decision_of(doc: &Value) -> Option<GatewayMessage> {
         until,
         rule: doc["rule"].as_str().map(str::to_owned),
         content_hash: doc["new_hash"].as_str().map(str::to_owned),
+        agent: doc["agent"].as_str().map(str::to_owned),
+        signature: None,
     })
 }
 
@@ -158,6 +161,8 @@ mod tests {
                 rule: Some("r".into()),
                 content_hash: Some("h".into()),
                 decision_id: Some("cr:3".into()),
+                agent: None,
+                signature: None,
             })
         );
         let doc = json!({"id": "cr", "file": "f", "status": "auto_reverted"});

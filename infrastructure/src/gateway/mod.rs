@@ -26,7 +26,7 @@
 mod connection;
 pub mod convergence;
 pub mod convergence_history;
-mod decisions;
+pub(crate) mod decisions;
 pub mod feed;
 mod handshake;
 mod inbound;

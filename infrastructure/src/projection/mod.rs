@@ -47,8 +47,9 @@ pub mod read_models;
 pub mod rebuild;
 pub mod runner;
 mod sql;
+pub(crate) use sql::served_docs_of_kind;
 
-pub use publisher::{ActiveKey, RulesetUpdate, SigningPublisher, WatchPublisher};
+pub use publisher::{ActiveKey, DecisionSigner, RulesetUpdate, SigningPublisher, WatchPublisher};
 pub use read_models::SqlReadModels;
 pub use rebuild::{RebuildPhase, RebuildProgress, RebuildReport};
 pub use runner::{Handled, ProjectionRunner};

@@ -130,6 +130,16 @@ pub struct SigningPublisher {
     key: Arc<dyn ActiveKey>,
 }
 
+/// Signs the decisions of change inbox documents a commit wrote (ADR 0022; the key ring).
+#[async_trait]
+pub trait DecisionSigner: Send + Sync {
+    /// Signs the decision of each decided change request among `docs`; answers how many.
+    ///
+    /// # Errors
+    /// When no key is held or the store fails (the key ring's sweep signs them later).
+    async fn sign(&self, docs: &[&Value]) -> Result<usize, String>;
+}
+
 /// Where the key that signs rule sets now is read (the key ring, ADR 0021; a fixed key in tests).
 pub trait ActiveKey: Send + Sync {
     /// The active signing key (`None` when this process does not hold it: publishing fails, and the
@@ -189,6 +199,25 @@ impl RulesetPublisher for SigningPublisher {
 }
 
 impl ProjectionRunner {
+    /// Signs the decisions among the change request documents of `dirty` (just committed), when this
+    /// runner has a signer; a failure is logged and left to the key ring's sweep.
+    pub(super) async fn sign_decisions(&self, dirty: &[(DocKey, Option<StoredDoc>)]) {
+        let Some(signer) = &self.decisions else {
+            return;
+        };
+        let docs: Vec<&Value> = dirty
+            .iter()
+            .filter(|((kind, _), _)| kind == "change_request")
+            .filter_map(|(_, doc)| doc.as_ref().map(|doc| &doc.doc))
+            .collect();
+        if docs.is_empty() {
+            return;
+        }
+        if let Err(error) = signer.sign(&docs).await {
+            tracing::warn!(projection = self.name(), %error, "cannot sign decisions; the sweep signs them");
+        }
+    }
+
     /// Hands the rule set documents among `dirty` (just committed) to the publisher. A publish that
     /// fails is logged and left to the publication loop, which retries it from the read model: the
     /// commit recorded the revision as owed (ADR 0014).

@@ -55,6 +55,8 @@ pub struct ProjectionRunner {
     pub(super) db: Database,
     pub(super) projection: Arc<dyn Projection>,
     pub(super) publisher: Option<Arc<dyn RulesetPublisher>>,
+    /// Signs the decisions of the change requests a commit wrote (ADR 0022).
+    pub(super) decisions: Option<Arc<dyn super::DecisionSigner>>,
     /// Documents this runner has written.
     written: AtomicU64,
     /// How many written documents trigger the next statistics refresh.
@@ -143,11 +145,19 @@ impl ProjectionRunner {
             db,
             projection,
             publisher,
+            decisions: None,
             written: AtomicU64::new(0),
             next_analyze: AtomicU64::new(FIRST_ANALYZE_AFTER),
             cache: Mutex::new(None),
             publication: PublicationLoop::default(),
         }
+    }
+
+    /// Signs the decisions of every change request document a commit writes with `signer`.
+    #[must_use]
+    pub fn with_decision_signer(mut self, signer: Arc<dyn super::DecisionSigner>) -> Self {
+        self.decisions = Some(signer);
+        self
     }
 
     /// The cached documents when they are valid for a batch that starts at `state` (else empty); the
@@ -436,6 +446,7 @@ impl ProjectionRunner {
         }
         self.keep_cache(state, events, cached, &dirty);
         self.publish(&dirty).await;
+        self.sign_decisions(&dirty).await;
         self.wrote(dirty.len() as u64);
         Ok(Batch::Applied)
     }
