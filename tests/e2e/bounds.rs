@@ -44,7 +44,21 @@ async fn h2_post(
     let tcp = tokio::net::TcpStream::connect(host_port(base))
         .await
         .expect("connect");
-    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    h2_post_on(tcp, base, path, content_length, total).await
+}
+
+/// [`h2_post`] over a connected transport (plain TCP, or TLS that negotiated `h2`).
+async fn h2_post_on<T>(
+    io: T,
+    base: &str,
+    path: &str,
+    content_length: Option<usize>,
+    total: usize,
+) -> Option<u16>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (client, connection) = h2::client::handshake(io).await.expect("h2 handshake");
     let driver = tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -117,6 +131,97 @@ async fn a_huge_http2_body_without_content_length_is_refused_with_413_and_never_
         app.call(Method::GET, "/health/live", None, None).await.0,
         StatusCode::OK
     );
+}
+
+/// A self-signed certificate for 127.0.0.1 in `dir`: (certificate file, key file, DER).
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+    let cert = params.self_signed(&key).expect("certificate");
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).expect("write");
+    std::fs::write(&key_file, key.serialize_pem()).expect("write");
+    (cert_file, key_file, cert.der().to_vec())
+}
+
+/// A TLS connection to `port` that negotiated HTTP/2 (ALPN `h2`), trusting `der` only.
+async fn tls_h2(
+    port: u16,
+    der: &[u8],
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(der.to_vec()))
+        .expect("root");
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .ok()?;
+    assert_eq!(
+        tls.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "no HTTP/2 over TLS"
+    );
+    Some(tls)
+}
+
+#[tokio::test]
+async fn a_huge_http2_body_over_tls_is_refused_with_413_and_never_buffered() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let (cert, key, der) = self_signed(data.path());
+    let port = crate::harness::free_port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_edict"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env(
+            "EDICT_GATEWAY_LISTEN",
+            format!("127.0.0.1:{}", crate::harness::free_port()),
+        )
+        .env(
+            "EDICT_DATABASE_URL",
+            format!("sqlite://{}", data.path().join("edict.db").display()),
+        )
+        .env("EDICT_DATA_DIR", data.path())
+        .env("EDICT_TLS_CERT", cert)
+        .env("EDICT_TLS_KEY", key)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn edict serve");
+    let base = format!("https://127.0.0.1:{port}");
+    let ready = crate::harness::eventually(Duration::from_secs(30), || async {
+        tls_h2(port, &der).await
+    })
+    .await;
+    assert!(ready.is_some(), "edict serve did not come up over TLS");
+    drop(ready);
+    // Let the first connection's task end before the baseline is read.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = child.id().expect("pid");
+    let before = proc_kb(pid, "VmRSS");
+    let tls = tls_h2(port, &der).await.expect("TLS");
+    let status = h2_post_on(tls, &base, "/api/v1/auth/login", None, HUGE).await;
+    let peak = proc_kb(pid, "VmHWM");
+    eprintln!(
+        "HTTP/2 over TLS, {HUGE}-byte body without content-length: status {status:?}; server RSS \
+         before {before} kB, peak (VmHWM) {peak} kB, growth {} kB",
+        peak.saturating_sub(before)
+    );
+    let _ = child.start_kill();
+    assert_eq!(status, Some(413));
+    assert!(peak.saturating_sub(before) < MAX_GROWTH_KB);
 }
 
 #[tokio::test]
