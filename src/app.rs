@@ -177,6 +177,12 @@ impl CommitHook for WakeProjections {
 /// # Errors
 /// When the store cannot be reached or migrated, or the first admin cannot be created.
 pub async fn build(settings: &Settings, nats: Option<&Nats>) -> Result<Built> {
+    // The embedded store holds secrets: its directory and files are private (issue 16).
+    edict_infrastructure::store::private::secure_data_dir(
+        &settings.data_dir,
+        &settings.database_url,
+    )
+    .with_context(|| format!("cannot secure {}", settings.data_dir.display()))?;
     let database = Database::connect(&settings.database_url)
         .await
         .context("cannot open the event store")?;
@@ -308,6 +314,10 @@ pub async fn build(settings: &Settings, nats: Option<&Nats>) -> Result<Built> {
                 database.clone(),
             )))
             .with_supervision(roles.clone(), probes)
+            .with_limits(edict_application::queries::WorkLimits {
+                max_agents_per_user: settings.limits.max_agents_per_user,
+                as_of_budget: std::time::Duration::from_millis(settings.limits.as_of_budget_ms),
+            })
             .with_org_keys(org_keys),
     );
     if let Some(admin) = &settings.admin {

@@ -11,7 +11,7 @@ use edict_infrastructure::gateway::{
 };
 use edict_infrastructure::nats::{self, NatsAuth, NatsRelay, NatsSettings, NatsTls, RelaySettings};
 use edict_infrastructure::settings::{
-    AuditSettings, BootstrapAdmin, QuorumSettings, Secret, Settings, TlsSettings,
+    AuditSettings, BootstrapAdmin, Limits, QuorumSettings, Secret, Settings, TlsSettings,
 };
 use edict_infrastructure::supervisor::{Supervisor, SupervisorSettings};
 use poem::Server;
@@ -116,6 +116,24 @@ pub struct ServeArgs {
     /// approval page is named from it, never from a request's Host header (default: this listener).
     #[arg(long, env = "EDICT_PUBLIC_URL")]
     public_url: Option<String>,
+    /// The largest HTTP request body in bytes, on every transport (413 past it).
+    #[arg(long, env = "EDICT_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    max_body_bytes: usize,
+    /// The largest WebSocket message the gateway reads from an agent, in bytes.
+    #[arg(long, env = "EDICT_WS_MAX_MESSAGE_BYTES", default_value_t = 256 * 1024)]
+    ws_max_message_bytes: usize,
+    /// Gateway sockets not yet authenticated at once (more are answered 503).
+    #[arg(long, env = "EDICT_WS_MAX_UNAUTHENTICATED", default_value_t = 256)]
+    ws_max_unauthenticated: usize,
+    /// Gateway sockets one agent token may hold at once (more are answered 429).
+    #[arg(long, env = "EDICT_WS_MAX_SOCKETS_PER_AGENT", default_value_t = 4)]
+    ws_max_sockets_per_agent: usize,
+    /// Enrolled agents one user may own.
+    #[arg(long, env = "EDICT_MAX_AGENTS_PER_USER", default_value_t = 20)]
+    max_agents_per_user: usize,
+    /// How long a time-travel read (`as_of`) may replay the log, in milliseconds.
+    #[arg(long, env = "EDICT_AS_OF_BUDGET_MS", default_value_t = 2000)]
+    as_of_budget_ms: u64,
     /// Seconds to let in-flight requests finish after SIGTERM.
     #[arg(long, default_value_t = 10)]
     shutdown_grace_secs: u64,
@@ -166,6 +184,14 @@ impl ServeArgs {
                 .context("EDICT_RULESET_SIGNING_KEY_NEXT")?;
         }
         settings.access_ttl_secs = self.access_ttl_secs;
+        settings.limits = Limits {
+            max_body_bytes: self.max_body_bytes.max(1),
+            ws_max_message_bytes: self.ws_max_message_bytes.max(1024),
+            ws_max_unauthenticated: self.ws_max_unauthenticated.max(1),
+            ws_max_sockets_per_agent: self.ws_max_sockets_per_agent.max(1),
+            max_agents_per_user: self.max_agents_per_user.max(1),
+            as_of_budget_ms: self.as_of_budget_ms,
+        };
         settings.quorum = QuorumSettings {
             organization: self.quorum_organization,
             team: self.quorum_team,
@@ -410,6 +436,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         None => None,
     };
     let mut gateway_urls = args.gateway_public_urls.clone();
+    let limits = settings.limits;
     if roles.contains(&Role::Gateway) {
         let feed: std::sync::Arc<dyn RulesetFeed> = match (&nats, &built.watch) {
             (Some(nats), _) => std::sync::Arc::new(NatsFeed(nats.clone())),
@@ -433,7 +460,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         };
         let gateway_settings = GatewaySettings {
             decision_interval: Duration::from_millis(args.gateway_poll_ms.max(100)),
-            ..GatewaySettings::default()
+            ..GatewaySettings::with_limits(&limits)
         };
         let (gateway, address) = Gateway::bind(
             gateway_bind,
@@ -515,11 +542,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         supervisor.spawn(&mut tasks, "api", move |stopped| {
             let bound = first.take();
             let endpoint = poem::EndpointExt::data(
-                edict_api::server::app(
-                    edict.clone(),
-                    edict_api::server::GatewayUrls(gateway_urls.clone()),
+                poem::EndpointExt::data(
+                    edict_api::server::app(
+                        edict.clone(),
+                        edict_api::server::GatewayUrls(gateway_urls.clone()),
+                    ),
+                    public_url.clone(),
                 ),
-                public_url.clone(),
+                edict_api::server::middleware::BodyLimit(limits.max_body_bytes),
             );
             let tls = tls.clone();
             async move {

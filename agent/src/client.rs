@@ -174,6 +174,20 @@ async fn resync(engine: &Sender<Command>) -> anyhow::Result<()> {
         .map_err(|e| anyhow!(e))
 }
 
+/// The largest message the agent reads from a gateway by default: 16 MiB. A gateway sends whole rule
+/// sets (at most 8 MiB each as the server sends them), so this is generous; it only keeps a rogue
+/// gateway from making the agent buffer tungstenite's default of 64 MiB per message.
+const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// The read limit: `EDICT_AGENT_MAX_MESSAGE_BYTES` when set to a number (at least 64 KiB), else
+/// [`MAX_MESSAGE_BYTES`].
+fn max_message_bytes() -> usize {
+    std::env::var("EDICT_AGENT_MAX_MESSAGE_BYTES")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(MAX_MESSAGE_BYTES, |v| v.max(64 << 10))
+}
+
 /// One connection; `Ok(true)` when the gateway welcomed the agent before it ended.
 async fn session(
     url: &str,
@@ -196,9 +210,12 @@ async fn session(
             .context("the agent token is not a valid header value")?,
     );
     headers.insert(PROTOCOL_HEADER, HeaderValue::from(PROTOCOL_VERSION));
+    let max_message = max_message_bytes();
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(4096)
-        .write_buffer_size(0);
+        .write_buffer_size(0)
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
     let connect =
         tokio_tungstenite::connect_async_tls_with_config(request, Some(ws_config), true, connector);
     let (ws, _) = tokio::select! {

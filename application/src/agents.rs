@@ -73,6 +73,7 @@ impl Edict {
                 "the machine's user is deactivated".into(),
             ));
         }
+        self.check_agent_cap(user).await?;
         let agent_id = AgentId::new();
         let command = AgentCommand::EnrollAgent {
             agent_id,

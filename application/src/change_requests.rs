@@ -436,8 +436,8 @@ impl Edict {
     pub async fn auto_revert_due(&self) -> Result<usize, AppError> {
         let now = self.clock.now();
         let filter = crate::read_models::DocFilter {
-            team: None,
             status: Some("pending".into()),
+            ..crate::read_models::DocFilter::default()
         };
         let metadata = crate::metadata::Metadata::system("timeout-scheduler");
         let mut reverted = 0;

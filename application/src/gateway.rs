@@ -309,7 +309,7 @@ impl Edict {
     ) -> Result<Vec<serde_json::Value>, AppError> {
         let filter = crate::read_models::DocFilter {
             team: Some(team.to_string()),
-            status: None,
+            ..crate::read_models::DocFilter::default()
         };
         let mut found = Vec::new();
         let mut after: Option<String> = None;

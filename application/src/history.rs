@@ -293,22 +293,37 @@ impl Edict {
         as_of: AsOf,
     ) -> Result<PastRuleset, AppError> {
         self.may_read_team(principal, team).await?;
+        let deadline = tokio::time::Instant::now() + self.limits.as_of_budget;
         let bound = self.bound(as_of).await?;
-        self.past_ruleset(team, bound)
+        self.past_ruleset(team, bound, deadline)
             .await?
             .ok_or_else(|| AppError::NotFound("rule set at that point".into()))
     }
 
-    /// The rule set of `team` at `bound`, if it had one.
+    /// The rule set of `team` at `bound`, if it had one, replayed by `deadline` (the request's share
+    /// of [`crate::queries::WorkLimits::as_of_budget`]).
+    ///
+    /// # Errors
+    /// 422 `as_of_too_costly` when the replay does not end by `deadline`.
     async fn past_ruleset(
         &self,
         team: &str,
         bound: LogBound,
+        deadline: tokio::time::Instant,
     ) -> Result<Option<PastRuleset>, AppError> {
-        let past = self
+        let replay = self
             .projections
-            .document_as_of(names::TEAM_RULESETS, "ruleset", team, bound)
-            .await?;
+            .document_as_of(names::TEAM_RULESETS, "ruleset", team, bound);
+        let past = tokio::time::timeout_at(deadline, replay)
+            .await
+            .map_err(|_| AppError::Rule {
+                rule: "as_of_too_costly".into(),
+                message: format!(
+                    "replaying the log to this point takes longer than the {} ms a time-travel \
+                     read may take; ask for a later point, or raise EDICT_AS_OF_BUDGET_MS",
+                    self.limits.as_of_budget.as_millis()
+                ),
+            })??;
         Ok(past.doc.map(|ruleset| PastRuleset {
             ruleset,
             through: past.through,
@@ -329,6 +344,7 @@ impl Edict {
         as_of: AsOf,
     ) -> Result<Vec<(Enforcement, bool)>, AppError> {
         self.agent(principal, agent).await?;
+        let deadline = tokio::time::Instant::now() + self.limits.as_of_budget;
         let (at, bound) = match as_of {
             AsOf::Time(time) => (time, LogBound::RecordedBy(time)),
             AsOf::Position(position) => match self.log.event_at(position).await? {
@@ -349,7 +365,7 @@ impl Edict {
             .by_agent_as_of(&agent.to_string(), at)
             .await?
         {
-            let latest = self.past_ruleset(&e.team_id, bound).await?;
+            let latest = self.past_ruleset(&e.team_id, bound, deadline).await?;
             let current = latest.is_some_and(|past| {
                 past.ruleset["revision"].as_u64() == Some(e.revision)
                     && past.ruleset["hash"].as_str() == Some(e.hash.as_str())

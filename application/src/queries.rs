@@ -30,6 +30,26 @@ pub const MAX_PAGE: usize = 200;
 /// The page size when none is asked for.
 pub const DEFAULT_PAGE: usize = 50;
 
+/// Bounds on the work one request may cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkLimits {
+    /// Enrolled (not revoked) agents one user may own (20); one more enrollment is a 422
+    /// `agent_limit`.
+    pub max_agents_per_user: usize,
+    /// How long a time-travel read (`as_of`) may replay the log (2 s); past it the read is a 422
+    /// `as_of_too_costly`.
+    pub as_of_budget: Duration,
+}
+
+impl Default for WorkLimits {
+    fn default() -> Self {
+        WorkLimits {
+            max_agents_per_user: 20,
+            as_of_budget: Duration::from_secs(2),
+        }
+    }
+}
+
 /// Which page of a list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PageRequest {
@@ -150,12 +170,31 @@ fn require_reader(principal: &Principal, what: &str) -> Result<(), AppError> {
 
 impl Edict {
     /// Waits (bounded) until `projection` covers `min_position`, then answers its freshness.
+    ///
+    /// A position below 0, or past the last event of the log, is a 400 at once: no wait could ever see
+    /// it (the position a command answers is committed, so never past the head).
     async fn fresh(
         &self,
         projection: &str,
         min_position: Option<i64>,
     ) -> Result<Freshness, AppError> {
         if let Some(position) = min_position {
+            if position < 0 {
+                return Err(AppError::BadParameter {
+                    parameter: "min_position".into(),
+                    message: format!("must be 0 or more, not {position}"),
+                });
+            }
+            let head = self.log.last_position().await?.unwrap_or(0);
+            if position > head {
+                return Err(AppError::BadParameter {
+                    parameter: "min_position".into(),
+                    message: format!(
+                        "position {position} is past the head of the log ({head}); pass the \
+                         position a command answered"
+                    ),
+                });
+            }
             let deadline = tokio::time::Instant::now() + MAX_CONSISTENCY_WAIT;
             while !self.read_models.covers(projection, position).await? {
                 if tokio::time::Instant::now() >= deadline {
@@ -170,42 +209,24 @@ impl Edict {
         Ok(self.read_models.status(projection).await?.into())
     }
 
-    /// A page of `kind` documents of `projection` matching `filter` and `keep`.
+    /// A page of `kind` documents of `projection` matching `filter`: one query, every filter in SQL
+    /// (on indexed columns where they are selective), never a scan of pages in memory.
     async fn page(
         &self,
         projection: &str,
         kind: &str,
         filter: &DocFilter,
         page: &PageRequest,
-        keep: impl Fn(&Value) -> bool,
     ) -> Result<Listed, AppError> {
         let freshness = self.fresh(projection, page.min_position).await?;
         let limit = page.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-        let mut items = Vec::new();
-        let mut cursor = page.after.clone();
-        let mut next = None;
-        'pages: loop {
-            let batch = self
-                .read_models
-                .list(projection, kind, filter, cursor.as_deref(), limit.max(100))
-                .await?;
-            for listed in batch.docs {
-                if keep(&listed.doc) {
-                    items.push(listed.doc);
-                    if items.len() == limit {
-                        next = Some(listed.sort_key);
-                        break 'pages;
-                    }
-                }
-                cursor = Some(listed.sort_key);
-            }
-            if batch.next.is_none() {
-                break;
-            }
-        }
+        let batch = self
+            .read_models
+            .list(projection, kind, filter, page.after.as_deref(), limit)
+            .await?;
         Ok(Listed {
-            items,
-            next,
+            items: batch.docs.into_iter().map(|listed| listed.doc).collect(),
+            next: batch.next,
             freshness,
         })
     }
@@ -238,13 +259,13 @@ impl Edict {
     ) -> Result<Listed, AppError> {
         require_user(principal)?;
         let filter = DocFilter {
-            team: None,
             status: query.status.clone(),
+            layer: query.layer.clone(),
+            tag: query.tag.clone(),
+            text: query.text.clone().filter(|text| !text.is_empty()),
+            ..DocFilter::default()
         };
-        self.page(names::RULE_CATALOG, "rule", &filter, page, |doc| {
-            query.matches(doc)
-        })
-        .await
+        self.page(names::RULE_CATALOG, "rule", &filter, page).await
     }
 
     /// A rule's catalog entry with its revision history. Any signed-in user.
@@ -273,13 +294,39 @@ impl Edict {
         page: &PageRequest,
     ) -> Result<Listed, AppError> {
         require_user(principal)?;
-        let filter = DocFilter { team: None, status };
-        let everyone = principal.can_read_all();
-        let me = principal.user().to_string();
-        self.page(names::DIRECTORY, "team", &filter, page, |doc| {
-            everyone || doc["members"].get(&me).is_some()
-        })
-        .await
+        let filter = DocFilter {
+            status,
+            member: (!principal.can_read_all()).then(|| principal.user().to_string()),
+            ..DocFilter::default()
+        };
+        self.page(names::DIRECTORY, "team", &filter, page).await
+    }
+
+    /// Refuses one more agent for `user` when it already owns [`WorkLimits::max_agents_per_user`]
+    /// enrolled agents (counted in the agent fleet read model, by an indexed query).
+    ///
+    /// # Errors
+    /// 422 `agent_limit`; 503 when the read model cannot be read.
+    pub(crate) async fn check_agent_cap(&self, user: edict_domain::UserId) -> Result<(), AppError> {
+        let max = self.limits.max_agents_per_user;
+        let filter = DocFilter {
+            status: Some("enrolled".into()),
+            owner: Some(user.to_string()),
+            ..DocFilter::default()
+        };
+        let held = self
+            .read_models
+            .list(names::AGENT_FLEET, "agent", &filter, None, max)
+            .await?;
+        if held.docs.len() >= max {
+            return Err(AppError::Rule {
+                rule: "agent_limit".into(),
+                message: format!(
+                    "this user already has {max} enrolled agents; revoke one before enrolling another"
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Checks that `principal` may read team `team`'s rule set: org_admin, auditor, a member, or an
@@ -354,16 +401,14 @@ impl Edict {
                 None => own_only = true,
             }
         }
-        let filter = DocFilter { team, status };
-        let me = principal.user().to_string();
-        self.page(
-            names::CHANGE_INBOX,
-            "change_request",
-            &filter,
-            page,
-            |doc| !own_only || doc["user"].as_str() == Some(me.as_str()),
-        )
-        .await
+        let filter = DocFilter {
+            team,
+            status,
+            owner: own_only.then(|| principal.user().to_string()),
+            ..DocFilter::default()
+        };
+        self.page(names::CHANGE_INBOX, "change_request", &filter, page)
+            .await
     }
 
     /// Users. org_admins and auditors.
@@ -377,9 +422,11 @@ impl Edict {
         page: &PageRequest,
     ) -> Result<Listed, AppError> {
         require_reader(principal, "users")?;
-        let filter = DocFilter { team: None, status };
-        self.page(names::DIRECTORY, "user", &filter, page, |_| true)
-            .await
+        let filter = DocFilter {
+            status,
+            ..DocFilter::default()
+        };
+        self.page(names::DIRECTORY, "user", &filter, page).await
     }
 
     /// Agents: all for org_admins and auditors, one's own for others.
@@ -393,13 +440,12 @@ impl Edict {
         page: &PageRequest,
     ) -> Result<Listed, AppError> {
         require_user(principal)?;
-        let everyone = principal.can_read_all();
-        let me = principal.user().to_string();
-        let filter = DocFilter { team: None, status };
-        self.page(names::AGENT_FLEET, "agent", &filter, page, |doc| {
-            everyone || doc["user"].as_str() == Some(me.as_str())
-        })
-        .await
+        let filter = DocFilter {
+            status,
+            owner: (!principal.can_read_all()).then(|| principal.user().to_string()),
+            ..DocFilter::default()
+        };
+        self.page(names::AGENT_FLEET, "agent", &filter, page).await
     }
 
     /// Which revision of the team's rule set each agent enforces, beside the latest revision. The team's

@@ -7,13 +7,25 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-/// A filter on the indexed columns of documents.
+/// A filter of documents, applied by the store in its query (every set field must match): the indexed
+/// columns (`team`, `status`) and fields of the documents themselves.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DocFilter {
     /// Only documents of this team.
     pub team: Option<String>,
     /// Only documents with this status.
     pub status: Option<String>,
+    /// Only documents whose `user` field is this id (the owner of an agent or a change request).
+    pub owner: Option<String>,
+    /// Only documents whose `members` object has this user id as a key (a team's member).
+    pub member: Option<String>,
+    /// Only documents whose `layer` field is this (rules).
+    pub layer: Option<String>,
+    /// Only documents whose `tags` array holds this tag (rules).
+    pub tag: Option<String>,
+    /// Only documents with this text in `name`, `description`, `content` or a tag, ignoring case
+    /// (ASCII case only on SQLite).
+    pub text: Option<String>,
 }
 
 /// A document in a list, with its sort key (the cursor that resumes after it).

@@ -97,6 +97,8 @@ pub struct Edict {
     pub(crate) roles: RoleRegistry,
     /// The dependencies readiness checks besides the store.
     pub(crate) probes: Vec<Arc<dyn Probe>>,
+    /// Bounds on the work a request may cause (attached with [`Edict::with_limits`]).
+    pub(crate) limits: crate::queries::WorkLimits,
 }
 
 impl std::fmt::Debug for Edict {
@@ -149,7 +151,15 @@ impl Edict {
             org_keys: None,
             roles: RoleRegistry::new(),
             probes: Vec::new(),
+            limits: crate::queries::WorkLimits::default(),
         }
+    }
+
+    /// Sets the bounds on the work a request may cause (agents per user, time-travel budget).
+    #[must_use]
+    pub fn with_limits(mut self, limits: crate::queries::WorkLimits) -> Edict {
+        self.limits = limits;
+        self
     }
 
     /// Attaches this process's role registry (written by its supervisor) and the probes of its

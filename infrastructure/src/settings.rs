@@ -80,6 +80,44 @@ impl Default for AuditSettings {
     }
 }
 
+/// Bounds on what clients may send and make the server do (issue 16); every one is configurable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest HTTP request body, on every transport (`EDICT_MAX_BODY_BYTES`, 1 MiB): a rule's
+    /// content is at most 64 KiB, a change's diff 256 KiB.
+    pub max_body_bytes: usize,
+    /// The largest WebSocket message the gateway reads from an agent (`EDICT_WS_MAX_MESSAGE_BYTES`,
+    /// 256 KiB). What an agent sends is small: `applied`, and reports whose diff the agent cuts at
+    /// 64 KiB (JSON escaping can at most double ordinary text; the rest of a report is a few hundred
+    /// bytes). What the gateway sends (whole rule sets) is not bounded by it.
+    pub ws_max_message_bytes: usize,
+    /// Gateway sockets that have not authenticated yet (upgrade requests being read or checked) at
+    /// once (`EDICT_WS_MAX_UNAUTHENTICATED`, 256); more are answered 503 at once.
+    pub ws_max_unauthenticated: usize,
+    /// Gateway sockets one agent token may hold at once (`EDICT_WS_MAX_SOCKETS_PER_AGENT`, 4); another
+    /// upgrade is answered 429.
+    pub ws_max_sockets_per_agent: usize,
+    /// Enrolled (not revoked) agents one user may own (`EDICT_MAX_AGENTS_PER_USER`, 20); another
+    /// enrollment is refused with 422 `agent_limit`.
+    pub max_agents_per_user: usize,
+    /// How long a time-travel read (`as_of`) may replay the log, milliseconds (`EDICT_AS_OF_BUDGET_MS`,
+    /// 2000); past it the read is refused with 422 `as_of_too_costly`.
+    pub as_of_budget_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1024 * 1024,
+            ws_max_message_bytes: 256 * 1024,
+            ws_max_unauthenticated: 256,
+            ws_max_sockets_per_agent: 4,
+            max_agents_per_user: 20,
+            as_of_budget_ms: 2000,
+        }
+    }
+}
+
 /// Everything `edict serve` needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -111,6 +149,8 @@ pub struct Settings {
     /// Whether this process loads the rule set signing key: only processes that publish rule sets or
     /// answer logins do (a gateway-only process never holds it).
     pub holds_ruleset_key: bool,
+    /// Bounds on input and work.
+    pub limits: Limits,
 }
 
 impl Settings {
@@ -130,6 +170,7 @@ impl Settings {
             ruleset_signing_key: None,
             ruleset_signing_key_next: None,
             holds_ruleset_key: true,
+            limits: Limits::default(),
         }
     }
 }

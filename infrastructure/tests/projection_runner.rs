@@ -891,6 +891,7 @@ async fn read_models_page_and_filter_the_served_generation(f: Fixture) {
     let filter = |team: Option<&str>, status: Option<&str>| DocFilter {
         team: team.map(str::to_owned),
         status: status.map(str::to_owned),
+        ..DocFilter::default()
     };
     let ids = |docs: Vec<edict_application::read_models::ListedDoc>| -> Vec<String> {
         docs.into_iter().map(|d| d.sort_key).collect()

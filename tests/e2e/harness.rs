@@ -231,6 +231,19 @@ impl TestApp {
         command
     }
 
+    /// The process id of the main server process (to read its memory from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("server running")
+    }
+
+    /// The data directory of the embedded store.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data_dir.path()
+    }
+
     /// Starts one more process of this deployment with `roles` (no HTTP API unless `api` is a role);
     /// answers its index for [`TestApp::kill_extra`].
     pub fn spawn_extra(&mut self, roles: &str) -> usize {

@@ -8,6 +8,7 @@ mod agents;
 mod api_errors;
 mod audit;
 mod auth;
+mod bounds;
 mod chaos;
 mod delivery;
 mod enrollment;

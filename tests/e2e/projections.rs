@@ -773,7 +773,7 @@ async fn queries_filter_page_and_read_their_own_writes() {
     );
     assert!(response.text().await.unwrap().contains("rule 0"));
 
-    // A position nobody reached yet: a bounded wait, then a clear 503.
+    // A position past the head of the log can never be reached: a 400 at once (issue 16).
     let (status, problem) = app
         .call(
             Method::GET,
@@ -782,7 +782,7 @@ async fn queries_filter_page_and_read_their_own_writes() {
             None,
         )
         .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
 }
 
 #[tokio::test]

@@ -107,44 +107,53 @@ fn problem_with_status(status: StatusCode, slug: &str, detail: String) -> Respon
         .body(body)
 }
 
-/// Refuses request bodies larger than [`super::MAX_BODY_BYTES`] with a 413, whether announced by
-/// `Content-Length` or streamed in chunks (poem's `SizeLimit` would also refuse bodiless GETs that send
-/// no `Content-Length`).
-pub async fn limit_body<E: Endpoint>(next: E, request: Request) -> poem::Result<Response> {
+/// The largest request body this server accepts (`EDICT_MAX_BODY_BYTES`), as request data; without it,
+/// [`super::MAX_BODY_BYTES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimit(pub usize);
+
+impl Default for BodyLimit {
+    fn default() -> Self {
+        BodyLimit(super::MAX_BODY_BYTES)
+    }
+}
+
+/// Refuses request bodies larger than the [`BodyLimit`] with a 413 on every transport: announced by
+/// `Content-Length` (refused before a byte is read), streamed in HTTP/1.1 chunks, or sent as HTTP/2 data
+/// frames without a length. Every body is read here, up to the limit and never beyond it, and handed on
+/// in memory, so no extractor behind it can buffer more (poem's `Json` reads a body whole). poem's
+/// `SizeLimit` only reads `Content-Length` and would refuse bodiless GETs that send none.
+pub async fn limit_body<E: Endpoint>(next: E, mut request: Request) -> poem::Result<Response> {
+    let limit = request.data::<BodyLimit>().copied().unwrap_or_default().0;
     let too_large = || {
         problem_with_status(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload-too-large",
-            format!(
-                "request bodies are limited to {} bytes",
-                super::MAX_BODY_BYTES
-            ),
+            format!("request bodies are limited to {limit} bytes"),
         )
     };
     let announced = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    match announced {
-        Some(length) if length > super::MAX_BODY_BYTES => Ok(too_large()),
-        Some(_) => next.call(request).await.map(IntoResponse::into_response),
-        None if request.headers().contains_key(header::TRANSFER_ENCODING) => {
-            let (parts, body) = request.into_parts();
-            match body.into_bytes_limit(super::MAX_BODY_BYTES).await {
-                Ok(bytes) => next
-                    .call(Request::from_parts(parts, Body::from(bytes)))
-                    .await
-                    .map(IntoResponse::into_response),
-                Err(_) => Ok(too_large()),
-            }
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|length| length > limit as u64) {
+        return Ok(too_large());
+    }
+    match request.take_body().into_bytes_limit(limit).await {
+        Ok(bytes) => {
+            request.set_body(bytes);
+            next.call(request).await.map(IntoResponse::into_response)
         }
-        None => next.call(request).await.map(IntoResponse::into_response),
+        Err(poem::error::ReadBodyError::PayloadTooLarge) => Ok(too_large()),
+        // A body that breaks off, or (HTTP/2) runs past its own content-length.
+        Err(error) => Ok(problem_with_status(
+            StatusCode::BAD_REQUEST,
+            "malformed-request",
+            format!("cannot read the request body: {error}"),
+        )),
     }
 }
-
-/// The largest body an idempotent POST may carry (bodies are hashed and replayed).
-const MAX_IDEMPOTENT_BODY: usize = 1024 * 1024;
 
 /// Replays the first successful response of a POST retried with the same `Idempotency-Key` and body.
 ///
@@ -189,8 +198,15 @@ pub async fn idempotency<E: Endpoint>(next: E, request: Request) -> poem::Result
         );
     }
     let (parts, body) = request.into_parts();
+    // `limit_body` runs before this middleware: the body is already in memory, within the limit.
+    let limit = parts
+        .extensions
+        .get::<BodyLimit>()
+        .copied()
+        .unwrap_or_default()
+        .0;
     let bytes = body
-        .into_bytes_limit(MAX_IDEMPOTENT_BODY)
+        .into_bytes_limit(limit)
         .await
         .map_err(|e| poem::Error::from_string(e.to_string(), StatusCode::PAYLOAD_TOO_LARGE))?;
     let mut hasher = Sha256::new();

@@ -55,7 +55,8 @@ Authenticate with `POST /api/v1/auth/login`, then send `Authorization: Bearer <a
 names it). A POST with an `Idempotency-Key` header can be retried safely: the first successful response is \
 replayed.";
 
-/// The largest request body accepted (a rule's content is at most 64 KiB, a change's diff 256 KiB).
+/// The largest request body accepted by default (`EDICT_MAX_BODY_BYTES`; a rule's content is at most
+/// 64 KiB, a change's diff 256 KiB).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The OpenAPI service: every operation of the API.
@@ -104,8 +105,8 @@ pub fn app(edict: Arc<Edict>, gateways: GatewayUrls) -> impl Endpoint {
             poem::endpoint::make_sync(|_| DEVICE_PAGE).map_to_response(),
         )
         .nest("/", api)
-        .around(middleware::limit_body)
         .around(middleware::idempotency)
+        .around(middleware::limit_body)
         .around(middleware::trace_request)
         .data(edict)
         .data(gateways)

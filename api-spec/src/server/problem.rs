@@ -68,6 +68,11 @@ pub enum ErrorResponse {
     /// The resource changed: `current_version` says where it is now.
     #[oai(status = 409, content_type = "application/problem+json")]
     Conflict(Json<Problem>),
+    /// The request body is larger than the server accepts (`EDICT_MAX_BODY_BYTES`, 1 MiB by
+    /// default), whether announced by `Content-Length` or streamed (HTTP/1.1 chunks, HTTP/2 frames);
+    /// it is not read past the limit.
+    #[oai(status = 413, content_type = "application/problem+json")]
+    PayloadTooLarge(Json<Problem>),
     /// A domain rule refused the request: `rule` names it.
     #[oai(status = 422, content_type = "application/problem+json")]
     Unprocessable(Json<Problem>),

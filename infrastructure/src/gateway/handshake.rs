@@ -1,14 +1,25 @@
 //! The upgrade request, read before the WebSocket handshake so that it can be authenticated (an async
 //! call) first: the request head is *peeked* from the socket, never consumed, and tungstenite then reads
-//! it again and answers with the verdict made here (101, or 401 / 404 / 426 without an upgrade).
+//! it again and answers with the verdict made here (101, or 401 / 404 / 426 / 429 without an upgrade).
+//!
+//! Caps: a socket holds one of the gateway's `max_unauthenticated` permits from its accept until its
+//! upgrade request has been authenticated ([`unauthenticated`]; without a permit it is answered 503 at
+//! once by [`refuse_busy`]), and an authenticated socket holds one of its agent's
+//! `max_sockets_per_agent` slots ([`Sockets`]) until it ends.
 
 use super::Shared;
 use edict_api::protocol::{PROTOCOL_HEADER, PROTOCOL_VERSION};
 use edict_application::error::AppError;
 use edict_application::principal::Principal;
 use edict_domain::{AgentId, UserId};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::handshake::server::ErrorResponse;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 
@@ -99,12 +110,112 @@ pub(crate) fn parse(head: &[u8]) -> Option<UpgradeRequest> {
     Some(request)
 }
 
+tokio::task_local! {
+    /// The permit of the socket this task serves while it is not authenticated yet.
+    static UNAUTHENTICATED: RefCell<Option<OwnedSemaphorePermit>>;
+}
+
+/// Serves a socket (`serve`) holding `permit` until its upgrade request is authenticated (or the
+/// socket ends).
+pub(crate) async fn unauthenticated(permit: OwnedSemaphorePermit, serve: impl Future<Output = ()>) {
+    UNAUTHENTICATED
+        .scope(RefCell::new(Some(permit)), serve)
+        .await;
+}
+
+/// Gives the permit of this task's socket back: it is authenticated (or refused).
+fn authenticated() {
+    let _ = UNAUTHENTICATED.try_with(|permit| permit.borrow_mut().take());
+}
+
+/// The answer to a socket over the cap of unauthenticated sockets.
+const BUSY: &str = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n\
+Content-Type: text/plain\r\nContent-Length: 56\r\n\r\ntoo many connections are authenticating; retry shortly\r\n";
+
+/// Answers a socket the gateway has no permit for (503, `Retry-After: 1`) and closes it, within a
+/// second whatever the client does.
+pub(crate) async fn refuse_busy(mut stream: TcpStream) {
+    let answer = async {
+        stream.write_all(BUSY.as_bytes()).await?;
+        stream.shutdown().await?;
+        // Read what the client sent until it closes, so the answer is not lost to a reset.
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
+}
+
+/// The sockets each agent holds.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Sockets(Arc<Mutex<HashMap<AgentId, usize>>>);
+
+impl Sockets {
+    /// A slot for one more socket of `agent`, unless it already holds `max`.
+    fn claim(&self, agent: AgentId, max: usize) -> Option<Slot> {
+        let mut held = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = held.entry(agent).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(Slot {
+            sockets: self.clone(),
+            agent,
+        })
+    }
+
+    /// How many sockets `agent` holds.
+    #[cfg(test)]
+    fn held(&self, agent: AgentId) -> usize {
+        let held = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        held.get(&agent).copied().unwrap_or(0)
+    }
+}
+
+/// One socket of an agent; given back when dropped (when the connection ends).
+pub(crate) struct Slot {
+    sockets: Sockets,
+    agent: AgentId,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot").field("agent", &self.agent).finish()
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut held = self
+            .sockets
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = held.get_mut(&self.agent) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                held.remove(&self.agent);
+            }
+        }
+    }
+}
+
 /// Who is connected.
 #[derive(Debug, Clone)]
 pub(crate) struct Agent {
     pub(crate) id: AgentId,
     pub(crate) user: UserId,
     pub(crate) bearer: String,
+    /// The socket's slot among its agent's: held as long as any clone of this is.
+    #[allow(dead_code)]
+    slot: Arc<Slot>,
 }
 
 /// Why the upgrade is refused.
@@ -119,11 +230,18 @@ fn refusal(status: StatusCode, message: &str) -> ErrorResponse {
     response
 }
 
-/// Decides the upgrade: the agent, or the refusal.
+/// Decides the upgrade: the agent, or the refusal. Either way the socket stops counting as
+/// unauthenticated.
 pub(crate) async fn admit(
     shared: &Shared,
     request: &UpgradeRequest,
 ) -> Result<Agent, ErrorResponse> {
+    let verdict = decide(shared, request).await;
+    authenticated();
+    verdict
+}
+
+async fn decide(shared: &Shared, request: &UpgradeRequest) -> Result<Agent, ErrorResponse> {
     if request.path != "/ws" {
         return Err(refusal(StatusCode::NOT_FOUND, "not found"));
     }
@@ -138,10 +256,23 @@ pub(crate) async fn admit(
                     "unsupported protocol version",
                 ));
             }
+            let max = shared.settings.max_sockets_per_agent;
+            let Some(slot) = shared.sockets.claim(id, max) else {
+                tracing::info!(agent = %id, max, "refused a socket over the agent's cap");
+                let mut refused = refusal(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!("this agent token already holds {max} connections"),
+                );
+                refused
+                    .headers_mut()
+                    .insert("retry-after", HeaderValue::from(5u32));
+                return Err(refused);
+            };
             Ok(Agent {
                 id,
                 user,
                 bearer: bearer.clone(),
+                slot: Arc::new(slot),
             })
         }
         Ok(Principal::User { .. }) | Err(AppError::Unauthenticated) => Err(refusal(
@@ -172,6 +303,28 @@ mod tests {
                 bearer: Some("eda_abc".into()),
                 protocol: Some("1".into()),
             })
+        );
+    }
+
+    #[test]
+    fn an_agent_holds_at_most_its_cap_of_sockets_and_gets_them_back() {
+        let sockets = Sockets::default();
+        let agent = AgentId::new();
+        let first = sockets.claim(agent, 2);
+        let second = sockets.claim(agent, 2);
+        assert!(first.is_some() && second.is_some());
+        assert!(sockets.claim(agent, 2).is_none());
+        assert!(
+            sockets.claim(AgentId::new(), 2).is_some(),
+            "another agent has its own cap"
+        );
+        drop(first);
+        assert_eq!(sockets.held(agent), 1);
+        assert!(sockets.claim(agent, 2).is_some());
+        assert_eq!(
+            sockets.held(agent),
+            1,
+            "the claim above was dropped at once"
         );
     }
 

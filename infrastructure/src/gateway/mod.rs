@@ -45,7 +45,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Semaphore, broadcast, watch};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -83,8 +83,22 @@ pub struct GatewaySettings {
     pub write_timeout: Duration,
     /// Messages queued per connection before a push closes it with `too_slow` (64).
     pub queue_capacity: usize,
-    /// The largest message sent or received (8 MiB): a rule set must fit.
+    /// The largest message read from an agent (256 KiB; `EDICT_WS_MAX_MESSAGE_BYTES`). An agent sends
+    /// `applied` (a few hundred bytes) and reports, whose diff the agent cuts at 64 KiB; JSON escaping
+    /// of ordinary text stays well under four times that. A larger frame is refused from its header,
+    /// before its payload is read, and closes the connection.
     pub max_message_size: usize,
+    /// The largest message sent to an agent (8 MiB): a whole rule set must fit. Only the write buffer
+    /// depends on it; what the gateway reads is bounded by `max_message_size`.
+    pub max_sent_message_size: usize,
+    /// Sockets whose upgrade request is being read or authenticated, at once (256;
+    /// `EDICT_WS_MAX_UNAUTHENTICATED`). One more is answered `503` with `Retry-After` at once and
+    /// closed, so slow or anonymous clients cannot hold the gateway's sockets.
+    pub max_unauthenticated: usize,
+    /// Sockets one agent token may hold at once, handshakes included (4;
+    /// `EDICT_WS_MAX_SOCKETS_PER_AGENT`): an agent holds one, and a reconnect may overlap the old
+    /// socket until it is seen closed. One more upgrade is answered `429`.
+    pub max_sockets_per_agent: usize,
 }
 
 impl Default for GatewaySettings {
@@ -99,23 +113,37 @@ impl Default for GatewaySettings {
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             queue_capacity: 64,
-            max_message_size: 8 << 20,
+            max_message_size: 256 << 10,
+            max_sent_message_size: 8 << 20,
+            max_unauthenticated: 256,
+            max_sockets_per_agent: 4,
         }
     }
 }
 
 impl GatewaySettings {
+    /// The defaults with the bounds of `limits` (what `edict serve` configures).
+    pub fn with_limits(limits: &crate::settings::Limits) -> Self {
+        GatewaySettings {
+            max_message_size: limits.ws_max_message_bytes,
+            max_unauthenticated: limits.ws_max_unauthenticated,
+            max_sockets_per_agent: limits.ws_max_sockets_per_agent,
+            ..GatewaySettings::default()
+        }
+    }
+
     /// The WebSocket buffers: a 1 KiB read buffer (what an agent sends is small: `applied`, reports;
     /// a larger frame grows it while it is read), no write buffering (each frame goes out at once).
     ///
     /// tungstenite refuses to buffer a frame larger than `max_write_buffer_size`, so it is the largest
-    /// message (a whole rule set), not the 64 KiB a small-message server would use; the buffer only
-    /// grows while a large frame is being written.
+    /// message sent (a whole rule set), not the 64 KiB a small-message server would use; the buffer
+    /// only grows while a large frame is being written. `max_message_size` and `max_frame_size` bound
+    /// only what is read.
     pub fn websocket_config(&self) -> WebSocketConfig {
         WebSocketConfig::default()
             .read_buffer_size(1024)
             .write_buffer_size(0)
-            .max_write_buffer_size(self.max_message_size.max(64 << 10) + 1024)
+            .max_write_buffer_size(self.max_sent_message_size.max(64 << 10) + 1024)
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_message_size))
     }
@@ -137,6 +165,10 @@ pub(crate) struct Shared {
     /// The organization's key sets, shared by the connections.
     pub(crate) keysets: keys::KeySets,
     pub(crate) settings: GatewaySettings,
+    /// Permits of the sockets not yet authenticated (see [`GatewaySettings::max_unauthenticated`]).
+    handshakes: Arc<Semaphore>,
+    /// The sockets each agent holds (see [`GatewaySettings::max_sockets_per_agent`]).
+    pub(crate) sockets: handshake::Sockets,
 }
 
 /// A bound gateway, not yet serving.
@@ -180,6 +212,8 @@ impl Gateway {
             recorder,
             team_requests: decisions::TeamRequests::new(settings.decision_interval / 2),
             keysets: keys::KeySets::new(settings.decision_interval / 2),
+            handshakes: Arc::new(Semaphore::new(settings.max_unauthenticated.max(1))),
+            sockets: handshake::Sockets::default(),
             settings,
         });
         Ok((
@@ -221,7 +255,18 @@ impl Gateway {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _peer)) => {
                         let _ = stream.set_nodelay(true);
-                        tasks.spawn(connection::serve(shared.clone(), stream, stopped.clone()));
+                        match Arc::clone(&shared.handshakes).try_acquire_owned() {
+                            // The permit is given back once the socket has authenticated (or ends).
+                            Ok(permit) => {
+                                tasks.spawn(handshake::unauthenticated(
+                                    permit,
+                                    connection::serve(shared.clone(), stream, stopped.clone()),
+                                ));
+                            }
+                            Err(_) => {
+                                tasks.spawn(handshake::refuse_busy(stream));
+                            }
+                        }
                     }
                     Err(error) => {
                         // Out of file descriptors and the like: pause instead of spinning.

@@ -46,6 +46,56 @@ impl SqlReadModels {
     }
 }
 
+/// A filter of [`DocFilter`] and its SQL on each store (`read_docs.doc` is JSON text). The expressions
+/// on `user` are those of the `read_docs_owner` index.
+#[derive(Debug, Clone, Copy)]
+enum DocField {
+    Team,
+    Status,
+    Owner,
+    Member,
+    Layer,
+    Tag,
+    /// Case-insensitive text; the parameter is already lowercase.
+    Text,
+}
+
+impl DocField {
+    fn condition(self, postgres: bool, p: &str) -> String {
+        match (self, postgres) {
+            (DocField::Team, _) => format!("d.team = {p}"),
+            (DocField::Status, _) => format!("d.status = {p}"),
+            (DocField::Owner, true) => format!("(d.doc::jsonb ->> 'user') = {p}"),
+            (DocField::Owner, false) => format!("json_extract(d.doc, '$.user') = {p}"),
+            (DocField::Member, true) => format!("(d.doc::jsonb -> 'members') ? {p}"),
+            (DocField::Member, false) => {
+                format!("EXISTS (SELECT 1 FROM json_each(d.doc, '$.members') m WHERE m.key = {p})")
+            }
+            (DocField::Layer, true) => format!("(d.doc::jsonb ->> 'layer') = {p}"),
+            (DocField::Layer, false) => format!("json_extract(d.doc, '$.layer') = {p}"),
+            (DocField::Tag, true) => format!("(d.doc::jsonb -> 'tags') ? {p}"),
+            (DocField::Tag, false) => {
+                format!("EXISTS (SELECT 1 FROM json_each(d.doc, '$.tags') t WHERE t.value = {p})")
+            }
+            (DocField::Text, true) => format!(
+                "(strpos(lower(d.doc::jsonb ->> 'name'), {p}) > 0 \
+                  OR strpos(lower(d.doc::jsonb ->> 'description'), {p}) > 0 \
+                  OR strpos(lower(d.doc::jsonb ->> 'content'), {p}) > 0 \
+                  OR (jsonb_typeof(d.doc::jsonb -> 'tags') = 'array' AND EXISTS ( \
+                      SELECT 1 FROM jsonb_array_elements_text(d.doc::jsonb -> 'tags') t(tag) \
+                       WHERE strpos(lower(t.tag), {p}) > 0)))"
+            ),
+            (DocField::Text, false) => format!(
+                "(instr(lower(json_extract(d.doc, '$.name')), {p}) > 0 \
+                  OR instr(lower(json_extract(d.doc, '$.description')), {p}) > 0 \
+                  OR instr(lower(json_extract(d.doc, '$.content')), {p}) > 0 \
+                  OR EXISTS (SELECT 1 FROM json_each(d.doc, '$.tags') t \
+                              WHERE instr(lower(t.value), {p}) > 0))"
+            ),
+        }
+    }
+}
+
 fn unavailable(error: sqlx::Error) -> ReadModelError {
     ReadModelError::Unavailable(error.to_string())
 }
@@ -114,25 +164,35 @@ impl ReadModels for SqlReadModels {
                 next: None,
             });
         }
-        // One statement text per combination of filters, so each can use its index.
+        // One statement text per combination of filters, so each can use its index; every filter
+        // runs in the query (none over pages in memory).
         let mut text = String::from(
             "SELECT d.sort_key, d.doc
                FROM read_docs d
                JOIN projection_state s ON s.name = d.projection AND s.generation = d.generation
               WHERE d.projection = $1 AND d.kind = $2",
         );
-        let mut binds: Vec<&str> = Vec::new();
-        for (column, value) in [
-            ("d.team", filter.team.as_deref()),
-            ("d.status", filter.status.as_deref()),
+        let postgres = matches!(self.db, Database::Postgres(_));
+        let mut binds: Vec<String> = Vec::new();
+        let needle = filter.text.as_ref().map(|text| text.to_lowercase());
+        for (field, value) in [
+            (DocField::Team, filter.team.as_ref()),
+            (DocField::Status, filter.status.as_ref()),
+            (DocField::Owner, filter.owner.as_ref()),
+            (DocField::Member, filter.member.as_ref()),
+            (DocField::Layer, filter.layer.as_ref()),
+            (DocField::Tag, filter.tag.as_ref()),
+            (DocField::Text, needle.as_ref()),
         ] {
             if let Some(value) = value {
-                binds.push(value);
-                text.push_str(&format!(" AND {column} = ${}", binds.len() + 2));
+                binds.push(value.clone());
+                let parameter = format!("${}", binds.len() + 2);
+                text.push_str(" AND ");
+                text.push_str(&field.condition(postgres, &parameter));
             }
         }
         if let Some(after) = after {
-            binds.push(after);
+            binds.push(after.to_owned());
             text.push_str(&format!(" AND d.sort_key > ${}", binds.len() + 2));
         }
         text.push_str(&format!(" ORDER BY d.sort_key LIMIT ${}", binds.len() + 3));
@@ -141,7 +201,7 @@ impl ReadModels for SqlReadModels {
         let rows: Vec<(String, String)> = on_pool!(&self.db, |pool| {
             let mut query = sqlx::query_as(&text).bind(projection).bind(kind);
             for value in &binds {
-                query = query.bind(*value);
+                query = query.bind(value.as_str());
             }
             query.bind(fetch).fetch_all(pool).await
         })

@@ -34,7 +34,7 @@ use chrono::{DateTime, Timelike, Utc};
 use edict_application::event_log::{Checkpoint, EventLog, EventLogError, LogFilter, RecordedEvent};
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{PgPool, Row, SqlitePool};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::Database;
 
@@ -76,21 +76,6 @@ SELECT events.global_position, events.transaction_id::text AS transaction_id_tex
        events.event_version, events.payload, events.metadata, events.recorded_at
   FROM events";
 
-/// [`POSTGRES_READ_ALL`] with the filters of a [`LogFilter`]: a NULL or empty parameter lets every
-/// event through. The horizon and the order are the same, so a filtered page is the matching part of a
-/// prefix of the log and a reader resuming after its last event skips nothing.
-const POSTGRES_READ_FILTERED: &str = "
- WHERE (events.transaction_id, events.global_position) > ($1::text::xid8, $2)
-   AND events.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-   AND (cardinality($4::text[]) = 0 OR events.aggregate_type = ANY($4::text[]))
-   AND ($5::text IS NULL OR events.aggregate_id = $5::text)
-   AND ($6::text IS NULL OR events.metadata->>'actor' = $6::text)
-   AND (cardinality($7::text[]) = 0 OR events.event_type = ANY($7::text[]))
-   AND ($8::timestamptz IS NULL OR events.recorded_at >= $8::timestamptz)
-   AND ($9::timestamptz IS NULL OR events.recorded_at <= $9::timestamptz)
- ORDER BY events.transaction_id, events.global_position
- LIMIT $3";
-
 /// One aggregate's stream, as loading it does: by sequence, without the horizon (every committed event
 /// of one aggregate is final; its sequence orders it).
 const POSTGRES_READ_AGGREGATE: &str = "
@@ -105,19 +90,6 @@ const SQLITE_COLUMNS: &str = "
 SELECT rowid AS global_position, aggregate_type, aggregate_id, sequence, event_type, event_version,
        payload, metadata, recorded_at
   FROM events";
-
-/// [`SQLITE_READ_ALL`] with the filters of a [`LogFilter`]; lists travel as JSON arrays (NULL: any).
-/// `recorded_at` is ISO-8601 text with milliseconds, so text comparison is time comparison.
-const SQLITE_READ_FILTERED: &str = "
- WHERE rowid > ?1
-   AND (?3 IS NULL OR aggregate_type IN (SELECT value FROM json_each(?3)))
-   AND (?4 IS NULL OR aggregate_id = ?4)
-   AND (?5 IS NULL OR json_extract(metadata, '$.actor') = ?5)
-   AND (?6 IS NULL OR event_type IN (SELECT value FROM json_each(?6)))
-   AND (?7 IS NULL OR recorded_at >= ?7)
-   AND (?8 IS NULL OR recorded_at <= ?8)
- ORDER BY rowid
- LIMIT ?2";
 
 const SQLITE_READ_AGGREGATE: &str = "
  WHERE aggregate_type = ? AND aggregate_id = ?
@@ -275,51 +247,136 @@ impl EventLog for Database {
     }
 }
 
+/// [`POSTGRES_READ_ALL`] with the filters of a [`LogFilter`], each in the statement only when it is
+/// set, so that the planner sees plain conditions and can use the indexes of the
+/// `20261205000100_bounded_reads` migration (aggregate type, event type, actor, recorded time). The
+/// horizon and the order are those of [`POSTGRES_READ_ALL`], so a filtered page is the matching part of
+/// a prefix of the log and a reader resuming after its last event skips nothing.
 async fn postgres_read_filtered(
     pool: &PgPool,
     after: Checkpoint,
     filter: &LogFilter,
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, EventLogError> {
-    let sql = format!("{POSTGRES_COLUMNS}{POSTGRES_READ_FILTERED}");
-    let rows = sqlx::query(&sql)
-        .bind(after.transaction_id.to_string())
-        .bind(after.position)
-        .bind(limit)
-        .bind(&filter.aggregate_types)
-        .bind(filter.aggregate_id.as_deref())
-        .bind(filter.actor.as_deref())
-        .bind(&filter.event_types)
-        .bind(filter.since)
-        .bind(filter.until)
-        .fetch_all(pool)
-        .await
-        .map_err(unavailable)?;
+    let mut query = QueryBuilder::<Postgres>::new(POSTGRES_COLUMNS);
+    query
+        .push(" WHERE (events.transaction_id, events.global_position) > (")
+        .push_bind(after.transaction_id.to_string())
+        .push("::text::xid8, ")
+        .push_bind(after.position)
+        .push(") AND events.transaction_id < pg_snapshot_xmin(pg_current_snapshot())");
+    match filter.aggregate_types.as_slice() {
+        [] => {}
+        [one] => {
+            query
+                .push(" AND events.aggregate_type = ")
+                .push_bind(one.clone());
+        }
+        many => {
+            query
+                .push(" AND events.aggregate_type = ANY(")
+                .push_bind(many.to_vec())
+                .push(")");
+        }
+    }
+    if let Some(id) = &filter.aggregate_id {
+        query
+            .push(" AND events.aggregate_id = ")
+            .push_bind(id.clone());
+    }
+    if let Some(actor) = &filter.actor {
+        // The expression of the `events_actor` index.
+        query
+            .push(" AND (events.metadata ->> 'actor') = ")
+            .push_bind(actor.clone());
+    }
+    match filter.event_types.as_slice() {
+        [] => {}
+        [one] => {
+            query
+                .push(" AND events.event_type = ")
+                .push_bind(one.clone());
+        }
+        many => {
+            query
+                .push(" AND events.event_type = ANY(")
+                .push_bind(many.to_vec())
+                .push(")");
+        }
+    }
+    if let Some(since) = filter.since {
+        query.push(" AND events.recorded_at >= ").push_bind(since);
+    }
+    if let Some(until) = filter.until {
+        query.push(" AND events.recorded_at <= ").push_bind(until);
+    }
+    query
+        .push(" ORDER BY events.transaction_id, events.global_position LIMIT ")
+        .push_bind(limit);
+    let rows = query.build().fetch_all(pool).await.map_err(unavailable)?;
     rows.iter().map(postgres_event).collect()
 }
 
+/// [`SQLITE_READ_ALL`] with the filters of a [`LogFilter`], each in the statement only when it is set
+/// (see [`postgres_read_filtered`]). `recorded_at` is ISO-8601 text with milliseconds, so text
+/// comparison is time comparison.
 async fn sqlite_read_filtered(
     pool: &SqlitePool,
     after: Checkpoint,
     filter: &LogFilter,
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, EventLogError> {
-    let list = |values: &[String]| {
-        (!values.is_empty()).then(|| serde_json::Value::from(values.to_vec()).to_string())
-    };
-    let sql = format!("{SQLITE_COLUMNS}{SQLITE_READ_FILTERED}");
-    let rows = sqlx::query(&sql)
-        .bind(after.position)
-        .bind(limit)
-        .bind(list(&filter.aggregate_types))
-        .bind(filter.aggregate_id.as_deref())
-        .bind(filter.actor.as_deref())
-        .bind(list(&filter.event_types))
-        .bind(filter.since.map(|t| sqlite_time(t, Round::Up)))
-        .bind(filter.until.map(|t| sqlite_time(t, Round::Down)))
-        .fetch_all(pool)
-        .await
-        .map_err(unavailable)?;
+    let mut query = QueryBuilder::<Sqlite>::new(SQLITE_COLUMNS);
+    query.push(" WHERE rowid > ").push_bind(after.position);
+    // One value is an equality wrapped in `unlikely()`: SQLite's planner, once `ANALYZE` has averaged
+    // a few frequent values over the table, would otherwise walk the whole log by rowid rather than
+    // the filter's index (which is in rowid order for one value). Several are an IN list, which it
+    // reads from the index and sorts (`unlikely()` around an IN list makes it walk the log instead).
+    let any_of =
+        |query: &mut QueryBuilder<'_, Sqlite>, column: &str, values: &[String]| match values {
+            [] => {}
+            [one] => {
+                query
+                    .push(format!(" AND unlikely({column} = "))
+                    .push_bind(one.clone())
+                    .push(")");
+            }
+            many => {
+                query.push(format!(" AND {column} IN ("));
+                let mut list = query.separated(", ");
+                for value in many {
+                    list.push_bind(value.clone());
+                }
+                list.push_unseparated(")");
+            }
+        };
+    any_of(&mut query, "aggregate_type", &filter.aggregate_types);
+    any_of(&mut query, "event_type", &filter.event_types);
+    if let Some(id) = &filter.aggregate_id {
+        query
+            .push(" AND unlikely(aggregate_id = ")
+            .push_bind(id.clone())
+            .push(")");
+    }
+    if let Some(actor) = &filter.actor {
+        // The expression of the `events_actor` index.
+        query
+            .push(" AND unlikely(json_extract(metadata, '$.actor') = ")
+            .push_bind(actor.clone())
+            .push(")");
+    }
+    if let Some(since) = filter.since {
+        query
+            .push(" AND recorded_at >= ")
+            .push_bind(sqlite_time(since, Round::Up));
+    }
+    if let Some(until) = filter.until {
+        query
+            .push(" AND recorded_at <= ")
+            .push_bind(sqlite_time(until, Round::Down));
+    }
+    query.push(" ORDER BY rowid LIMIT ").push_bind(limit);
+    let rows = query.build().fetch_all(pool).await.map_err(unavailable)?;
     rows.iter().map(sqlite_event).collect()
 }
 

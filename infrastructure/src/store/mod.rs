@@ -28,6 +28,7 @@ use sqlx::{PgPool, SqlitePool};
 
 pub mod bench;
 pub mod global_log;
+pub mod private;
 pub mod repository;
 pub mod testing;
 
@@ -147,11 +148,17 @@ impl Database {
             && let Some(parent) = options.get_filename().parent()
             && !parent.as_os_str().is_empty()
         {
-            tokio::fs::create_dir_all(parent).await.map_err(|source| {
-                StoreError::CreateDirectory {
-                    path: parent.to_path_buf(),
-                    source,
-                }
+            private::create_private_dir(parent).map_err(|source| StoreError::CreateDirectory {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        if !in_memory {
+            // Before SQLite opens it: its -wal and -shm files take the database file's mode.
+            let file = options.get_filename();
+            private::secure_sqlite_file(file).map_err(|source| StoreError::CreateDirectory {
+                path: file.to_path_buf(),
+                source,
             })?;
         }
         let mut pool = SqlitePoolOptions::new()
