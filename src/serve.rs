@@ -6,8 +6,9 @@ use crate::app;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use edict_infrastructure::audit::{self, ChainWriter, ChainWriterSettings};
+use edict_api::server::rate_limit::{RateLimitSettings, RateLimits};
 use edict_infrastructure::gateway::{
-    ConvergenceStore, Gateway, GatewaySettings, NatsFeed, RulesetFeed, WatchFeed,
+    ConvergenceStore, Gateway, GatewaySettings, NatsFeed, ReportRate, RulesetFeed, WatchFeed,
 };
 use edict_infrastructure::nats::{self, NatsAuth, NatsRelay, NatsSettings, NatsTls, RelaySettings};
 use edict_infrastructure::settings::{
@@ -18,6 +19,7 @@ use poem::Server;
 use poem::listener::{AcceptorExt, Listener, TcpListener};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -75,6 +77,10 @@ pub struct ServeArgs {
     /// Lifetime of access tokens, in seconds.
     #[arg(long, env = "EDICT_ACCESS_TTL_SECS", default_value_t = 900)]
     access_ttl_secs: u64,
+    /// Lifetime of a sign-in session, in seconds (refreshes do not extend it; its access tokens stop
+    /// working with it).
+    #[arg(long, env = "EDICT_SESSION_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    session_ttl_secs: u64,
     /// Approvals an organization-layer rule revision needs.
     #[arg(long, env = "EDICT_QUORUM_ORGANIZATION", default_value_t = 2)]
     quorum_organization: u32,
@@ -156,6 +162,7 @@ impl ServeArgs {
             edict_infrastructure::audit::ruleset_seed(key.expose())?;
         }
         settings.access_ttl_secs = self.access_ttl_secs;
+        settings.refresh_ttl_secs = self.session_ttl_secs.max(1);
         settings.quorum = QuorumSettings {
             organization: self.quorum_organization,
             team: self.quorum_team,
@@ -208,6 +215,16 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let grace = Duration::from_secs(args.shutdown_grace_secs);
     let mut settings = args.settings()?;
     let roles = args.roles();
+    // Rate limits (EDICT_RATE_*, EDICT_TRUSTED_PROXIES): the API's and the gateway's.
+    let rate_settings = RateLimitSettings::from_vars(|name| std::env::var(name).ok())
+        .map_err(anyhow::Error::msg)?;
+    let gateway_settings = GatewaySettings {
+        report_rate: ReportRate {
+            per_window: rate_settings.reports_per_agent,
+            window: rate_settings.window,
+        },
+        ..GatewaySettings::default()
+    };
     settings.holds_ruleset_key = roles
         .iter()
         .any(|role| matches!(role, Role::Api | Role::Projector));
@@ -400,7 +417,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             built.edict.clone(),
             feed.clone(),
             ConvergenceStore::new(built.database.clone()),
-            GatewaySettings::default(),
+            gateway_settings.clone(),
         )
         .await
         .with_context(|| format!("cannot listen for agents on {}", args.gateway_listen))?;
@@ -433,11 +450,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             }
         }
         let mut first = Some(gateway);
+        let gateway_settings = gateway_settings.clone();
         let edict = built.edict.clone();
         let database = built.database.clone();
         supervisor.spawn(&mut tasks, "gateway", move |stopped| {
             let bound = first.take();
             let (edict, database, feed) = (edict.clone(), database.clone(), feed.clone());
+            let gateway_settings = gateway_settings.clone();
             async move {
                 let gateway = match bound {
                     Some(gateway) => gateway,
@@ -448,7 +467,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                             edict,
                             feed,
                             ConvergenceStore::new(database),
-                            GatewaySettings::default(),
+                            gateway_settings,
                         )
                         .await?
                         .0
@@ -471,12 +490,21 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         let edict = built.edict.clone();
         let listen = settings.listen;
         let public_url = edict_api::server::PublicUrl(args.public_url());
+        let limits = Arc::new(RateLimits::new(&rate_settings));
+        spawn_housekeeping(
+            &supervisor,
+            &mut tasks,
+            edict.clone(),
+            limits.clone(),
+            rate_settings.window,
+        );
         supervisor.spawn(&mut tasks, "api", move |stopped| {
             let bound = first.take();
             let endpoint = poem::EndpointExt::data(
-                edict_api::server::app(
+                edict_api::server::app_with_limits(
                     edict.clone(),
                     edict_api::server::GatewayUrls(gateway_urls.clone(), org_keys.clone()),
+                    limits.clone(),
                 ),
                 public_url.clone(),
             );
@@ -516,6 +544,36 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     built.database.close().await;
     tracing::info!("edict stopped");
     Ok(())
+}
+
+/// The API's periodic chores: trims the rate limiters' idle keys and purges expired idempotency keys
+/// (once a window, at least once a minute).
+fn spawn_housekeeping(
+    supervisor: &Supervisor,
+    tasks: &mut JoinSet<()>,
+    edict: Arc<edict_application::Edict>,
+    limits: Arc<RateLimits>,
+    window: Duration,
+) {
+    let every = window.clamp(Duration::from_secs(1), Duration::from_secs(60));
+    supervisor.spawn(tasks, "housekeeping", move |mut stopped| {
+        let (edict, limits) = (edict.clone(), limits.clone());
+        async move {
+            loop {
+                limits.retain_recent();
+                match edict.idempotency().purge_expired().await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::debug!(purged, "expired idempotency keys purged"),
+                    Err(error) => tracing::warn!(%error, "cannot purge expired idempotency keys"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    _ = stopped.wait_for(|stop| *stop) => break,
+                }
+            }
+            Ok::<(), String>(())
+        }
+    });
 }
 
 /// Resolves once `stopped` turns `true` (or its sender is gone).

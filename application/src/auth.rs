@@ -346,11 +346,25 @@ pub trait IdempotencyKeys: Send + Sync {
         body: &str,
     ) -> Result<(), String>;
 
+    /// Records that the request of a claimed key succeeded with a response that carried a secret
+    /// (a token): the response itself is not kept, so a retry is told so instead of getting it.
+    ///
+    /// # Errors
+    /// A message when the store fails.
+    async fn complete_withheld(&self, principal: &str, key: &str, status: u16)
+    -> Result<(), String>;
+
     /// Releases a claimed key whose request failed.
     ///
     /// # Errors
     /// A message when the store fails.
     async fn release(&self, principal: &str, key: &str) -> Result<(), String>;
+
+    /// Deletes every expired key (and its remembered response); answers how many.
+    ///
+    /// # Errors
+    /// A message when the store fails.
+    async fn purge_expired(&self) -> Result<u64, String>;
 }
 
 /// What to do with a request that carries an idempotency key.
@@ -364,6 +378,11 @@ pub enum IdempotencyClaim {
         status: u16,
         /// Its body.
         body: String,
+    },
+    /// Answered before with a secret (a token), which was not kept: it cannot be replayed.
+    Withheld {
+        /// The first response's status.
+        status: u16,
     },
     /// The key was used for a different request.
     Mismatch,

@@ -2,9 +2,11 @@
 
 use super::common;
 use super::problem::{ApiResult, ErrorResponse};
+use super::rate_limit::{LimitedResult, RateLimits};
 use super::security::BearerAuth;
 use edict_application::Edict;
 use edict_application::auth::Tokens;
+use poem::Request;
 use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
@@ -65,23 +67,33 @@ impl AuthApi {
     /// Signs in with email and password; answers an access token and a refresh token.
     ///
     /// A wrong email and a wrong password are the same 401; a deactivated user cannot sign in.
+    /// Attempts are limited per client address and per account (429 with `Retry-After`), before
+    /// the password is checked.
     #[oai(path = "/api/v1/auth/login", method = "post")]
     async fn login(
         &self,
         edict: Data<&Arc<Edict>>,
+        limits: Data<&Arc<RateLimits>>,
+        request: &Request,
         body: Json<LoginRequest>,
-    ) -> ApiResult<Json<TokensDto>> {
+    ) -> LimitedResult<Json<TokensDto>> {
+        limits.login(request, &body.email)?;
         let tokens = edict.login(&body.email, &body.password).await?;
         Ok(Json(tokens.into()))
     }
 
-    /// Exchanges a refresh token for new tokens; the old refresh token stops working.
+    /// Exchanges a refresh token for new tokens; the old refresh token stops working. Presenting a
+    /// refresh token that was already exchanged signs the whole session out (someone else holds a
+    /// copy of it): its access and refresh tokens stop working. Limited per client address (429).
     #[oai(path = "/api/v1/auth/refresh", method = "post")]
     async fn refresh(
         &self,
         edict: Data<&Arc<Edict>>,
+        limits: Data<&Arc<RateLimits>>,
+        request: &Request,
         body: Json<RefreshRequest>,
-    ) -> ApiResult<Json<TokensDto>> {
+    ) -> LimitedResult<Json<TokensDto>> {
+        limits.refresh(request)?;
         let tokens = edict.refresh(&body.refresh_token).await?;
         Ok(Json(tokens.into()))
     }

@@ -21,6 +21,7 @@ pub use enrollment::{GatewayUrls, PublicUrl};
 pub mod middleware;
 pub mod problem;
 mod queries;
+pub mod rate_limit;
 mod rules;
 pub mod security;
 mod teams;
@@ -88,8 +89,18 @@ pub fn spec_json() -> String {
     api_service().spec()
 }
 
-/// The whole HTTP application: the API, Swagger UI at `/docs`, the spec at `/openapi.json`.
+/// The whole HTTP application: the API, Swagger UI at `/docs`, the spec at `/openapi.json`; with the
+/// default rate limits.
 pub fn app(edict: Arc<Edict>, gateways: GatewayUrls) -> impl Endpoint {
+    app_with_limits(edict, gateways, Arc::new(rate_limit::RateLimits::default()))
+}
+
+/// [`app`] with the rate limits `limits` (`edict serve` keeps them to trim them periodically).
+pub fn app_with_limits(
+    edict: Arc<Edict>,
+    gateways: GatewayUrls,
+    limits: Arc<rate_limit::RateLimits>,
+) -> impl Endpoint {
     let api = api_service();
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
@@ -106,6 +117,7 @@ pub fn app(edict: Arc<Edict>, gateways: GatewayUrls) -> impl Endpoint {
         .around(middleware::trace_request)
         .data(edict)
         .data(gateways)
+        .data(limits)
 }
 
 /// The page a person opens to approve a device (`edict-agent login`): sign in, enter the code, read

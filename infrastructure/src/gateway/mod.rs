@@ -36,6 +36,7 @@ mod wire;
 
 pub use convergence::{ConvergenceError, ConvergenceStore, Enforced};
 pub use feed::{FeedError, NatsFeed, Payload, RulesetFeed, Rulesets, WatchFeed};
+pub use inbound::ReportRate;
 
 use edict_application::Edict;
 use edict_application::gateway::AdmissionChange;
@@ -84,6 +85,8 @@ pub struct GatewaySettings {
     pub queue_capacity: usize,
     /// The largest message sent or received (8 MiB): a rule set must fit.
     pub max_message_size: usize,
+    /// Reports each agent may send (120 a minute); past it a report is not acknowledged.
+    pub report_rate: ReportRate,
 }
 
 impl Default for GatewaySettings {
@@ -99,6 +102,7 @@ impl Default for GatewaySettings {
             write_timeout: Duration::from_secs(10),
             queue_capacity: 64,
             max_message_size: 8 << 20,
+            report_rate: ReportRate::default(),
         }
     }
 }
@@ -133,6 +137,8 @@ pub(crate) struct Shared {
     pub(crate) recorder: recorder::Recorder,
     /// The change requests of each team, shared by the connections' decision polls.
     pub(crate) team_requests: decisions::TeamRequests,
+    /// Each agent's report budget.
+    pub(crate) reports: inbound::ReportLimiter,
     pub(crate) settings: GatewaySettings,
 }
 
@@ -176,6 +182,7 @@ impl Gateway {
             convergence,
             recorder,
             team_requests: decisions::TeamRequests::new(settings.decision_interval / 2),
+            reports: inbound::ReportLimiter::new(settings.report_rate),
             settings,
         });
         Ok((
