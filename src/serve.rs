@@ -5,8 +5,8 @@
 use crate::app;
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use edict_infrastructure::audit::{self, ChainWriter, ChainWriterSettings};
 use edict_api::server::rate_limit::{RateLimitSettings, RateLimits};
+use edict_infrastructure::audit::{self, ChainWriter, ChainWriterSettings};
 use edict_infrastructure::gateway::{
     ConvergenceStore, Gateway, GatewaySettings, NatsFeed, ReportRate, RulesetFeed, WatchFeed,
 };

@@ -351,8 +351,12 @@ pub trait IdempotencyKeys: Send + Sync {
     ///
     /// # Errors
     /// A message when the store fails.
-    async fn complete_withheld(&self, principal: &str, key: &str, status: u16)
-    -> Result<(), String>;
+    async fn complete_withheld(
+        &self,
+        principal: &str,
+        key: &str,
+        status: u16,
+    ) -> Result<(), String>;
 
     /// Releases a claimed key whose request failed.
     ///

@@ -71,13 +71,13 @@ impl IdempotencyStore {
         }
         let row: Option<(String, i64, String, i64)> = on_pool!(&self.db, |pool| {
             sqlx::query_as(
-            "SELECT request_hash, status, body, withheld FROM idempotency_keys \
-             WHERE principal = $1 AND key = $2"
-        )
-        .bind(principal)
-        .bind(key)
-        .fetch_optional(pool)
-        .await
+                "SELECT request_hash, status, body, withheld FROM idempotency_keys \
+             WHERE principal = $1 AND key = $2",
+            )
+            .bind(principal)
+            .bind(key)
+            .fetch_optional(pool)
+            .await
         })?;
         Ok(match row {
             // Released between our insert and our read: treat as in progress, the client retries.

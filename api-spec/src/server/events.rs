@@ -208,9 +208,16 @@ impl EventsApi {
         after_position: Query<Option<i64>>,
         limit: Query<Option<u32>>,
     ) -> LimitedResult<Json<EventPageDto>> {
-        let filtered = [&aggregate_type.0, &aggregate_id.0, &actor.0, &event_type.0, &since.0, &until.0]
-            .iter()
-            .any(|filter| filter.as_deref().is_some_and(|value| !value.is_empty()));
+        let filtered = [
+            &aggregate_type.0,
+            &aggregate_id.0,
+            &actor.0,
+            &event_type.0,
+            &since.0,
+            &until.0,
+        ]
+        .iter()
+        .any(|filter| filter.as_deref().is_some_and(|value| !value.is_empty()));
         if filtered {
             limits.costly_read(&auth.0)?;
         }
@@ -235,11 +242,7 @@ impl EventsApi {
         };
         let start = match (after.0, after_position.0) {
             (Some(_), Some(_)) => {
-                return Err(bad(
-                    "after",
-                    "give either after or after_position, not both",
-                )
-                .into());
+                return Err(bad("after", "give either after or after_position, not both").into());
             }
             (Some(cursor), None) => decode_cursor(&cursor)
                 .ok_or_else(|| bad("after", "not a cursor this API returned"))?,

@@ -27,9 +27,9 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 use ipnet::IpNet;
 use poem::http::{HeaderValue, StatusCode, header};
 use poem::{IntoResponse, Request, Response};
+use poem_openapi::ApiResponse;
 use poem_openapi::payload::Json;
 use poem_openapi::registry::{MetaResponses, Registry};
-use poem_openapi::ApiResponse;
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
@@ -110,8 +110,10 @@ impl RateLimitSettings {
             number("EDICT_RATE_LOGIN_PER_ADDRESS", settings.login_per_address)?;
         settings.login_per_account =
             number("EDICT_RATE_LOGIN_PER_ACCOUNT", settings.login_per_account)?;
-        settings.refresh_per_address =
-            number("EDICT_RATE_REFRESH_PER_ADDRESS", settings.refresh_per_address)?;
+        settings.refresh_per_address = number(
+            "EDICT_RATE_REFRESH_PER_ADDRESS",
+            settings.refresh_per_address,
+        )?;
         settings.device_code_per_address = number(
             "EDICT_RATE_DEVICE_CODE_PER_ADDRESS",
             settings.device_code_per_address,
@@ -527,7 +529,10 @@ mod tests {
             client_address(ip("127.0.0.1"), &["garbage", "10.0.0.2"], &trusted),
             ip("10.0.0.2")
         );
-        assert_eq!(client_address(ip("127.0.0.1"), &[], &trusted), ip("127.0.0.1"));
+        assert_eq!(
+            client_address(ip("127.0.0.1"), &[], &trusted),
+            ip("127.0.0.1")
+        );
     }
 
     #[test]
@@ -551,8 +556,9 @@ mod tests {
         assert_eq!(settings.trusted_proxies.len(), 2);
         assert!(RateLimitSettings::from_vars(|_| Some("x".into())).is_err());
         assert!(
-            RateLimitSettings::from_vars(|n| (n == "EDICT_TRUSTED_PROXIES")
-                .then(|| "not-an-ip".to_owned()))
+            RateLimitSettings::from_vars(
+                |n| (n == "EDICT_TRUSTED_PROXIES").then(|| "not-an-ip".to_owned())
+            )
             .is_err()
         );
     }

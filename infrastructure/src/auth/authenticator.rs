@@ -254,7 +254,9 @@ impl Authenticator for LocalAuthenticator {
             return Ok(None);
         };
         // The session's end binds its access tokens too (signed out, revoked, or simply over).
-        if session.revoked_at.is_some() || session.expires_at <= now() || session.user_id != claims.sub
+        if session.revoked_at.is_some()
+            || session.expires_at <= now()
+            || session.user_id != claims.sub
         {
             return Ok(None);
         }
