@@ -23,10 +23,10 @@ use tokio::sync::Mutex;
 mod bench_agents;
 #[path = "bench_audit.rs"]
 mod bench_audit;
-#[path = "bench_loopback.rs"]
-mod bench_loopback;
 #[path = "bench_logins.rs"]
 mod bench_logins;
+#[path = "bench_loopback.rs"]
+mod bench_loopback;
 #[path = "bench_projections.rs"]
 mod bench_projections;
 

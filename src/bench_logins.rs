@@ -181,15 +181,21 @@ async fn create_users(base: &str, count: u32) -> Result<()> {
     let created = Arc::new(Semaphore::new(4));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..count {
-        let (admin, token, base, created) =
-            (admin.clone(), token.clone(), base.to_owned(), created.clone());
+        let (admin, token, base, created) = (
+            admin.clone(),
+            token.clone(),
+            base.to_owned(),
+            created.clone(),
+        );
         tasks.spawn(async move {
             let _permit = created.acquire().await?;
             admin
                 .post(format!("{base}/api/v1/users"))
                 .bearer_auth(token)
-                .json(&json!({"email": format!("good-{i}@example.com"), "name": format!("Good {i}"),
-                              "password": USER_PASSWORD, "roles": []}))
+                .json(
+                    &json!({"email": format!("good-{i}@example.com"), "name": format!("Good {i}"),
+                              "password": USER_PASSWORD, "roles": []}),
+                )
                 .send()
                 .await?
                 .error_for_status()?;
@@ -281,7 +287,8 @@ async fn phase(
     ));
     for (i, client) in good_clients.into_iter().enumerate() {
         ticks.tick().await;
-        let (base, latencies, failures) = (base.to_owned(), latencies.clone(), good_failures.clone());
+        let (base, latencies, failures) =
+            (base.to_owned(), latencies.clone(), good_failures.clone());
         good.spawn(async move {
             let sent = Instant::now();
             let status = sign_in(
@@ -343,7 +350,10 @@ pub async fn logins(args: LoginsArgs) -> Result<()> {
     create_users(&server.base, users).await?;
     tracing::info!("baseline: good sign-ins only");
     phases.push(phase("baseline", &server.base, &args, users, false).await?);
-    tracing::info!(rate = args.attack_rate, "attack: good sign-ins among bad ones");
+    tracing::info!(
+        rate = args.attack_rate,
+        "attack: good sign-ins among bad ones"
+    );
     phases.push(phase("attack, rate limits on", &server.base, &args, users, true).await?);
     server.shut().await;
 

@@ -82,9 +82,12 @@ impl AuthApi {
         Ok(Json(tokens.into()))
     }
 
-    /// Exchanges a refresh token for new tokens; the old refresh token stops working. Presenting a
-    /// refresh token that was already exchanged signs the whole session out (someone else holds a
-    /// copy of it): its access and refresh tokens stop working. Limited per client address (429).
+    /// Exchanges a refresh token for new tokens; the old refresh token stops working.
+    ///
+    /// Presenting a refresh token that was already exchanged signs the whole session out (someone
+    /// else holds a copy of it): its access and refresh tokens stop working. A session ends at the
+    /// latest `EDICT_SESSION_TTL_SECS` after the sign-in, refreshes or not. Limited per client
+    /// address (429 with `Retry-After`).
     #[oai(path = "/api/v1/auth/refresh", method = "post")]
     async fn refresh(
         &self,

@@ -51,8 +51,10 @@ project layers) to every developer machine and enforces it there. Every change i
 Authenticate with `POST /api/v1/auth/login`, then send `Authorization: Bearer <access_token>`. Errors are \
 `application/problem+json` (RFC 9457): 400 malformed, 401, 403, 404, 409 version conflict (with \
 `current_version`; send `If-Match: <version>` to change only what you saw), 422 a domain rule broken (`rule` \
-names it). A POST with an `Idempotency-Key` header can be retried safely: the first successful response is \
-replayed.";
+names it), 429 too many requests (sign-in, token and enrollment endpoints, costly reads: wait the \
+`Retry-After` seconds). A POST with an `Idempotency-Key` header can be retried safely: the first successful \
+response is replayed, except one that carried a secret (a token), which is never kept: its retry answers 409 \
+`idempotency-response-withheld`.";
 
 /// The largest request body accepted (a rule's content is at most 64 KiB, a change's diff 256 KiB).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
