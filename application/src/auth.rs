@@ -102,6 +102,17 @@ pub enum DevicePoll {
     },
 }
 
+/// Which queue a sign-in's password hash waits in: the client of a sign-in that failed lately is
+/// `Suspect`, and its hashes run one at a time, behind each other rather than in front of everyone's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HashPriority {
+    /// A client with no recent failure.
+    #[default]
+    Normal,
+    /// A client whose sign-in failed within the rate-limit window.
+    Suspect,
+}
+
 /// The tokens a login or refresh hands out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Tokens {
@@ -160,7 +171,7 @@ pub trait Authenticator: Send + Sync {
     /// [`AuthError::Backend`].
     async fn unregister(&self, user: UserId) -> Result<(), AuthError>;
 
-    /// The user whose credentials match, if any.
+    /// The user whose credentials match, if any; the hash waits in the lane of `priority`.
     ///
     /// # Errors
     /// [`AuthError::Backend`].
@@ -168,6 +179,7 @@ pub trait Authenticator: Send + Sync {
         &self,
         email: &str,
         password: &str,
+        priority: HashPriority,
     ) -> Result<Option<UserId>, AuthError>;
 
     /// Whether `password` is the current password of `user`.

@@ -6,6 +6,7 @@ use super::rate_limit::{LimitedResult, RateLimits};
 use super::security::BearerAuth;
 use edict_application::Edict;
 use edict_application::auth::Tokens;
+use edict_application::error::AppError;
 use poem::Request;
 use poem::web::Data;
 use poem_openapi::payload::Json;
@@ -78,7 +79,15 @@ impl AuthApi {
         body: Json<LoginRequest>,
     ) -> LimitedResult<Json<TokensDto>> {
         limits.login(request, &body.email)?;
-        let tokens = edict.login(&body.email, &body.password).await?;
+        let priority = limits.sign_in_priority(request);
+        let tokens = edict
+            .login_with_priority(&body.email, &body.password, priority)
+            .await
+            .inspect_err(|error| {
+                if matches!(error, AppError::Unauthenticated) {
+                    limits.sign_in_failed(request);
+                }
+            })?;
         Ok(Json(tokens.into()))
     }
 

@@ -17,10 +17,16 @@
 //! trusted proxy (addresses further left were written by whoever sent the request and prove nothing).
 //! IPv6 clients are counted per /64, the block one subscriber usually holds.
 //!
+//! A client whose sign-in failed within the window is *suspect*: its next password hashes wait in a
+//! lane of their own that runs one at a time (`edict_infrastructure::auth::password`), so a flood of
+//! guesses, even within its addresses' budgets, queues behind itself and not in front of
+//! legitimate sign-ins.
+//!
 //! Limiters keep one small state per key seen; [`RateLimits::retain_recent`], called periodically by
 //! `edict serve`, drops the keys that are back to a full budget.
 
 use super::problem::{ErrorResponse, Problem};
+use edict_application::auth::HashPriority;
 use edict_application::error::AppError;
 use edict_application::principal::Principal;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
@@ -30,10 +36,12 @@ use poem::{IntoResponse, Request, Response};
 use poem_openapi::ApiResponse;
 use poem_openapi::payload::Json;
 use poem_openapi::registry::{MetaResponses, Registry};
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// The limits, as configured (`EDICT_RATE_*`, `EDICT_TRUSTED_PROXIES`). A count of 0 turns a limit
 /// off.
@@ -310,6 +318,9 @@ impl<K: Hash + Eq + Clone> Limit<K> {
 /// Every HTTP rate limit of one API process (shared by its requests).
 pub struct RateLimits {
     trusted_proxies: Vec<IpNet>,
+    window: Duration,
+    /// When each client's last sign-in failed (kept for a window): its next hashes are suspect.
+    failed_sign_ins: Mutex<HashMap<IpAddr, Instant>>,
     login_address: Limit<IpAddr>,
     login_account: Limit<String>,
     refresh: Limit<IpAddr>,
@@ -339,6 +350,8 @@ impl RateLimits {
     pub fn new(settings: &RateLimitSettings) -> Self {
         Self {
             trusted_proxies: settings.trusted_proxies.clone(),
+            window: settings.window,
+            failed_sign_ins: Mutex::new(HashMap::new()),
             login_address: Limit::new(
                 settings.quota(settings.login_per_address),
                 "sign-in attempts from this address",
@@ -377,6 +390,34 @@ impl RateLimits {
     pub fn login(&self, request: &Request, email: &str) -> Result<(), Throttled> {
         self.login_address.check(&self.client(request))?;
         self.login_account.check(&email.trim().to_lowercase())
+    }
+
+    /// The hashing lane of a sign-in from the client of `request`: suspect when a sign-in of this
+    /// client failed within the window.
+    pub fn sign_in_priority(&self, request: &Request) -> HashPriority {
+        let client = self.client(request);
+        let failed = self
+            .failed_sign_ins
+            .lock()
+            .map(|failed| {
+                failed
+                    .get(&client)
+                    .is_some_and(|at| at.elapsed() < self.window)
+            })
+            .unwrap_or(false);
+        if failed {
+            HashPriority::Suspect
+        } else {
+            HashPriority::Normal
+        }
+    }
+
+    /// Records that a sign-in from the client of `request` failed.
+    pub fn sign_in_failed(&self, request: &Request) {
+        let client = self.client(request);
+        if let Ok(mut failed) = self.failed_sign_ins.lock() {
+            failed.insert(client, Instant::now());
+        }
     }
 
     /// A token refresh from the client of `request`.
@@ -421,6 +462,10 @@ impl RateLimits {
 
     /// Drops the state of keys that are back to a full budget (call it about once a window).
     pub fn retain_recent(&self) {
+        if let Ok(mut failed) = self.failed_sign_ins.lock() {
+            failed.retain(|_, at| at.elapsed() < self.window);
+            failed.shrink_to_fit();
+        }
         self.login_address.retain_recent();
         self.login_account.retain_recent();
         self.refresh.retain_recent();

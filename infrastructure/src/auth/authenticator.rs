@@ -1,8 +1,8 @@
 //! [`LocalAuthenticator`]: the [`Authenticator`] port over the auth tables, argon2 and HS256 JWTs.
 
 use super::{
-    AuthStore, AuthStoreError, TokenKeys, hash_password, new_opaque_token, token_digest,
-    verify_password,
+    AuthStore, AuthStoreError, HashPriority, TokenKeys, hash_password, hash_password_in,
+    new_opaque_token, token_digest, verify_password, verify_password_in,
 };
 use super::{DeviceRow, EnrollmentTokenRow};
 use async_trait::async_trait;
@@ -175,13 +175,14 @@ impl Authenticator for LocalAuthenticator {
         &self,
         email: &str,
         password: &str,
+        priority: HashPriority,
     ) -> Result<Option<UserId>, AuthError> {
         let Some((user, hash)) = self.store.credentials_by_email(email).await? else {
             // Hash anyway so a missing account takes as long as a wrong password.
-            let _ = hash_password(password.to_owned()).await;
+            let _ = hash_password_in(priority, password.to_owned()).await;
             return Ok(None);
         };
-        if verify_password(password.to_owned(), hash)
+        if verify_password_in(priority, password.to_owned(), hash)
             .await
             .map_err(backend)?
         {
