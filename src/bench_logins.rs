@@ -64,6 +64,7 @@ struct Phase {
     bad_skipped: u64,
     bad_refused_401: u64,
     bad_limited_429: u64,
+    /// Bad sign-ins that got no answer (a connection error or the 60 s client timeout).
     bad_other: u64,
     achieved_attack_rate: f64,
 }
@@ -277,7 +278,9 @@ async fn phase(
                 });
                 while tasks.try_join_next().is_some() {}
             }
+            let attacked = started.elapsed().as_secs_f64();
             while tasks.join_next().await.is_some() {}
+            attacked
         })
     });
 
@@ -308,10 +311,10 @@ async fn phase(
         });
     }
     while good.join_next().await.is_some() {}
-    if let Some(attacker) = attacker {
-        attacker.await?;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
+    let attacked = match attacker {
+        Some(attacker) => attacker.await?,
+        None => 1.0,
+    };
     let histogram = latencies.lock().await;
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
     Ok(Phase {
@@ -326,7 +329,7 @@ async fn phase(
         bad_refused_401: tally.refused.load(Ordering::Relaxed),
         bad_limited_429: tally.limited.load(Ordering::Relaxed),
         bad_other: tally.other.load(Ordering::Relaxed),
-        achieved_attack_rate: tally.sent.load(Ordering::Relaxed) as f64 / elapsed,
+        achieved_attack_rate: tally.sent.load(Ordering::Relaxed) as f64 / attacked,
     })
 }
 
@@ -397,7 +400,7 @@ pub async fn logins(args: LoginsArgs) -> Result<()> {
             for p in &report.phases {
                 output::line(&format!(
                     "  {:<24} good: {} ok, {} failed, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms | \
-                     bad: {:.0}/s sent ({} skipped), {} got 401, {} got 429, {} other",
+                     bad: {:.0}/s sent ({} skipped), {} got 401, {} got 429, {} unanswered",
                     p.name,
                     p.good_sign_ins,
                     p.good_failures,

@@ -79,13 +79,13 @@ impl AuthApi {
         body: Json<LoginRequest>,
     ) -> LimitedResult<Json<TokensDto>> {
         limits.login(request, &body.email)?;
-        let priority = limits.sign_in_priority(request);
+        let sign_in = limits.sign_in(request);
         let tokens = edict
-            .login_with_priority(&body.email, &body.password, priority)
+            .login_with_priority(&body.email, &body.password, sign_in.priority)
             .await
             .inspect_err(|error| {
                 if matches!(error, AppError::Unauthenticated) {
-                    limits.sign_in_failed(request);
+                    sign_in.failed();
                 }
             })?;
         Ok(Json(tokens.into()))

@@ -17,7 +17,8 @@
 //! trusted proxy (addresses further left were written by whoever sent the request and prove nothing).
 //! IPv6 clients are counted per /64, the block one subscriber usually holds.
 //!
-//! A client whose sign-in failed within the window is *suspect*: its next password hashes wait in a
+//! A client whose sign-in failed within the window, or that has another sign-in running, is
+//! *suspect*: its next password hashes wait in a
 //! lane of their own that runs one at a time (`edict_infrastructure::auth::password`), so a flood of
 //! guesses, even within its addresses' budgets, queues behind itself and not in front of
 //! legitimate sign-ins.
@@ -315,12 +316,46 @@ impl<K: Hash + Eq + Clone> Limit<K> {
     }
 }
 
+/// A client's sign-ins as the hashing lanes see them.
+#[derive(Debug, Default)]
+struct SignInState {
+    running: u32,
+    failed_at: Option<Instant>,
+}
+
+/// A running sign-in ([`RateLimits::sign_in`]); its end is recorded when it is dropped.
+pub struct SignIn<'a> {
+    limits: &'a RateLimits,
+    client: IpAddr,
+    /// The lane its password hash waits in.
+    pub priority: HashPriority,
+}
+
+impl SignIn<'_> {
+    /// The sign-in failed (wrong email or password): the client is suspect for a window.
+    pub fn failed(&self) {
+        if let Ok(mut clients) = self.limits.sign_ins.lock() {
+            clients.entry(self.client).or_default().failed_at = Some(Instant::now());
+        }
+    }
+}
+
+impl Drop for SignIn<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut clients) = self.limits.sign_ins.lock()
+            && let Some(state) = clients.get_mut(&self.client)
+        {
+            state.running = state.running.saturating_sub(1);
+        }
+    }
+}
+
 /// Every HTTP rate limit of one API process (shared by its requests).
 pub struct RateLimits {
     trusted_proxies: Vec<IpNet>,
     window: Duration,
-    /// When each client's last sign-in failed (kept for a window): its next hashes are suspect.
-    failed_sign_ins: Mutex<HashMap<IpAddr, Instant>>,
+    /// Each client's running sign-ins and last failure (kept for a window).
+    sign_ins: Mutex<HashMap<IpAddr, SignInState>>,
     login_address: Limit<IpAddr>,
     login_account: Limit<String>,
     refresh: Limit<IpAddr>,
@@ -351,7 +386,7 @@ impl RateLimits {
         Self {
             trusted_proxies: settings.trusted_proxies.clone(),
             window: settings.window,
-            failed_sign_ins: Mutex::new(HashMap::new()),
+            sign_ins: Mutex::new(HashMap::new()),
             login_address: Limit::new(
                 settings.quota(settings.login_per_address),
                 "sign-in attempts from this address",
@@ -392,31 +427,24 @@ impl RateLimits {
         self.login_account.check(&email.trim().to_lowercase())
     }
 
-    /// The hashing lane of a sign-in from the client of `request`: suspect when a sign-in of this
-    /// client failed within the window.
-    pub fn sign_in_priority(&self, request: &Request) -> HashPriority {
+    /// Starts a sign-in from the client of `request`: its password hash is suspect when a sign-in
+    /// of this client failed within the window, or another one of it is still running (a guesser
+    /// sends many at once; a person signs in once). Hand the guard the outcome when it is known.
+    pub fn sign_in(&self, request: &Request) -> SignIn<'_> {
         let client = self.client(request);
-        let failed = self
-            .failed_sign_ins
-            .lock()
-            .map(|failed| {
-                failed
-                    .get(&client)
-                    .is_some_and(|at| at.elapsed() < self.window)
-            })
-            .unwrap_or(false);
-        if failed {
-            HashPriority::Suspect
-        } else {
-            HashPriority::Normal
-        }
-    }
-
-    /// Records that a sign-in from the client of `request` failed.
-    pub fn sign_in_failed(&self, request: &Request) {
-        let client = self.client(request);
-        if let Ok(mut failed) = self.failed_sign_ins.lock() {
-            failed.insert(client, Instant::now());
+        let suspect = self.sign_ins.lock().is_ok_and(|mut clients| {
+            let state = clients.entry(client).or_default();
+            state.running += 1;
+            state.running > 1 || state.failed_at.is_some_and(|at| at.elapsed() < self.window)
+        });
+        SignIn {
+            limits: self,
+            client,
+            priority: if suspect {
+                HashPriority::Suspect
+            } else {
+                HashPriority::Normal
+            },
         }
     }
 
@@ -462,9 +490,11 @@ impl RateLimits {
 
     /// Drops the state of keys that are back to a full budget (call it about once a window).
     pub fn retain_recent(&self) {
-        if let Ok(mut failed) = self.failed_sign_ins.lock() {
-            failed.retain(|_, at| at.elapsed() < self.window);
-            failed.shrink_to_fit();
+        if let Ok(mut clients) = self.sign_ins.lock() {
+            clients.retain(|_, state| {
+                state.running > 0 || state.failed_at.is_some_and(|at| at.elapsed() < self.window)
+            });
+            clients.shrink_to_fit();
         }
         self.login_address.retain_recent();
         self.login_account.retain_recent();
@@ -606,6 +636,23 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_client_with_a_running_or_failed_sign_in_is_suspect() {
+        let limits = RateLimits::default();
+        let request = Request::builder().finish();
+        let first = limits.sign_in(&request);
+        assert_eq!(first.priority, HashPriority::Normal);
+        let second = limits.sign_in(&request);
+        assert_eq!(second.priority, HashPriority::Suspect, "two at once");
+        drop(second);
+        drop(first);
+        let third = limits.sign_in(&request);
+        assert_eq!(third.priority, HashPriority::Normal, "one at a time again");
+        third.failed();
+        drop(third);
+        assert_eq!(limits.sign_in(&request).priority, HashPriority::Suspect);
     }
 
     #[test]
