@@ -23,6 +23,8 @@ use tokio::sync::Mutex;
 mod bench_agents;
 #[path = "bench_audit.rs"]
 mod bench_audit;
+#[path = "bench_logins.rs"]
+mod bench_logins;
 #[path = "bench_loopback.rs"]
 mod bench_loopback;
 #[path = "bench_projections.rs"]
@@ -56,6 +58,9 @@ pub enum BenchCommand {
     Agents(bench_agents::AgentsArgs),
     /// The real edict-agent: detect → revert latency of a block-mode section, idle RSS and CPU.
     AgentRevert(bench_agents::bench_agent_revert::AgentRevertArgs),
+    /// Good sign-ins' latency (p50/p99) alone and while bad sign-ins arrive at --attack-rate from
+    /// other addresses (see docs/benchmarks.md).
+    Logins(bench_logins::LoginsArgs),
     /// The floor under `bench agents` on this machine: the same push (a frame to each of N loopback
     /// TCP connections, an answer from each) with nothing of Edict in it.
     Loopback(bench_loopback::LoopbackArgs),
@@ -144,6 +149,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
             bench_agents::bench_agent_revert::agent_revert(args).await
         }
         BenchCommand::Loopback(args) => bench_loopback::loopback(args).await,
+        BenchCommand::Logins(args) => bench_logins::logins(args).await,
     }
 }
 

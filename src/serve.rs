@@ -5,9 +5,10 @@
 use crate::app;
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use edict_api::server::rate_limit::{RateLimitSettings, RateLimits};
 use edict_infrastructure::audit::{self, ChainWriter, ChainWriterSettings};
 use edict_infrastructure::gateway::{
-    ConvergenceStore, Gateway, GatewaySettings, NatsFeed, RulesetFeed, WatchFeed,
+    ConvergenceStore, Gateway, GatewaySettings, NatsFeed, ReportRate, RulesetFeed, WatchFeed,
 };
 use edict_infrastructure::nats::{self, NatsAuth, NatsRelay, NatsSettings, NatsTls, RelaySettings};
 use edict_infrastructure::settings::{
@@ -18,6 +19,7 @@ use poem::Server;
 use poem::listener::{AcceptorExt, Listener, TcpListener};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -75,6 +77,10 @@ pub struct ServeArgs {
     /// Lifetime of access tokens, in seconds.
     #[arg(long, env = "EDICT_ACCESS_TTL_SECS", default_value_t = 900)]
     access_ttl_secs: u64,
+    /// Lifetime of a sign-in session, in seconds (refreshes do not extend it; its access tokens stop
+    /// working with it).
+    #[arg(long, env = "EDICT_SESSION_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    session_ttl_secs: u64,
     /// Approvals an organization-layer rule revision needs.
     #[arg(long, env = "EDICT_QUORUM_ORGANIZATION", default_value_t = 2)]
     quorum_organization: u32,
@@ -192,6 +198,7 @@ impl ServeArgs {
             max_agents_per_user: self.max_agents_per_user.max(1),
             as_of_budget_ms: self.as_of_budget_ms,
         };
+        settings.refresh_ttl_secs = self.session_ttl_secs.max(1);
         settings.quorum = QuorumSettings {
             organization: self.quorum_organization,
             team: self.quorum_team,
@@ -244,6 +251,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let grace = Duration::from_secs(args.shutdown_grace_secs);
     let mut settings = args.settings()?;
     let roles = args.roles();
+    // Rate limits (EDICT_RATE_*, EDICT_TRUSTED_PROXIES): the API's and the gateway's.
+    let rate_settings = RateLimitSettings::from_vars(|name| std::env::var(name).ok())
+        .map_err(anyhow::Error::msg)?;
+    let report_rate = ReportRate {
+        per_window: rate_settings.reports_per_agent,
+        window: rate_settings.window,
+    };
     settings.holds_ruleset_key = roles
         .iter()
         .any(|role| matches!(role, Role::Api | Role::Projector));
@@ -460,6 +474,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         };
         let gateway_settings = GatewaySettings {
             decision_interval: Duration::from_millis(args.gateway_poll_ms.max(100)),
+            report_rate,
             ..GatewaySettings::with_limits(&limits)
         };
         let (gateway, address) = Gateway::bind(
@@ -500,6 +515,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             }
         }
         let mut first = Some(gateway);
+        let gateway_settings = gateway_settings.clone();
         let edict = built.edict.clone();
         let database = built.database.clone();
         supervisor.spawn(&mut tasks, "gateway", move |stopped| {
@@ -539,13 +555,22 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         let edict = built.edict.clone();
         let listen = settings.listen;
         let public_url = edict_api::server::PublicUrl(args.public_url());
+        let rate_limits = Arc::new(RateLimits::new(&rate_settings));
+        spawn_housekeeping(
+            &supervisor,
+            &mut tasks,
+            edict.clone(),
+            rate_limits.clone(),
+            rate_settings.window,
+        );
         supervisor.spawn(&mut tasks, "api", move |stopped| {
             let bound = first.take();
             let endpoint = poem::EndpointExt::data(
                 poem::EndpointExt::data(
-                    edict_api::server::app(
+                    edict_api::server::app_with_limits(
                         edict.clone(),
                         edict_api::server::GatewayUrls(gateway_urls.clone()),
+                        rate_limits.clone(),
                     ),
                     public_url.clone(),
                 ),
@@ -587,6 +612,36 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     built.database.close().await;
     tracing::info!("edict stopped");
     Ok(())
+}
+
+/// The API's periodic chores: trims the rate limiters' idle keys and purges expired idempotency keys
+/// (once a window, at least once a minute).
+fn spawn_housekeeping(
+    supervisor: &Supervisor,
+    tasks: &mut JoinSet<()>,
+    edict: Arc<edict_application::Edict>,
+    limits: Arc<RateLimits>,
+    window: Duration,
+) {
+    let every = window.clamp(Duration::from_secs(1), Duration::from_secs(60));
+    supervisor.spawn(tasks, "housekeeping", move |mut stopped| {
+        let (edict, limits) = (edict.clone(), limits.clone());
+        async move {
+            loop {
+                limits.retain_recent();
+                match edict.idempotency().purge_expired().await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::debug!(purged, "expired idempotency keys purged"),
+                    Err(error) => tracing::warn!(%error, "cannot purge expired idempotency keys"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    _ = stopped.wait_for(|stop| *stop) => break,
+                }
+            }
+            Ok::<(), String>(())
+        }
+    });
 }
 
 /// Resolves once `stopped` turns `true` (or its sender is gone).

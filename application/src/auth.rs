@@ -102,6 +102,17 @@ pub enum DevicePoll {
     },
 }
 
+/// Which queue a sign-in's password hash waits in: the client of a sign-in that failed lately is
+/// `Suspect`, and its hashes run one at a time, behind each other rather than in front of everyone's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HashPriority {
+    /// A client with no recent failure.
+    #[default]
+    Normal,
+    /// A client whose sign-in failed within the rate-limit window.
+    Suspect,
+}
+
 /// The tokens a login or refresh hands out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Tokens {
@@ -160,7 +171,7 @@ pub trait Authenticator: Send + Sync {
     /// [`AuthError::Backend`].
     async fn unregister(&self, user: UserId) -> Result<(), AuthError>;
 
-    /// The user whose credentials match, if any.
+    /// The user whose credentials match, if any; the hash waits in the lane of `priority`.
     ///
     /// # Errors
     /// [`AuthError::Backend`].
@@ -168,6 +179,7 @@ pub trait Authenticator: Send + Sync {
         &self,
         email: &str,
         password: &str,
+        priority: HashPriority,
     ) -> Result<Option<UserId>, AuthError>;
 
     /// Whether `password` is the current password of `user`.
@@ -346,11 +358,29 @@ pub trait IdempotencyKeys: Send + Sync {
         body: &str,
     ) -> Result<(), String>;
 
+    /// Records that the request of a claimed key succeeded with a response that carried a secret
+    /// (a token): the response itself is not kept, so a retry is told so instead of getting it.
+    ///
+    /// # Errors
+    /// A message when the store fails.
+    async fn complete_withheld(
+        &self,
+        principal: &str,
+        key: &str,
+        status: u16,
+    ) -> Result<(), String>;
+
     /// Releases a claimed key whose request failed.
     ///
     /// # Errors
     /// A message when the store fails.
     async fn release(&self, principal: &str, key: &str) -> Result<(), String>;
+
+    /// Deletes every expired key (and its remembered response); answers how many.
+    ///
+    /// # Errors
+    /// A message when the store fails.
+    async fn purge_expired(&self) -> Result<u64, String>;
 }
 
 /// What to do with a request that carries an idempotency key.
@@ -364,6 +394,11 @@ pub enum IdempotencyClaim {
         status: u16,
         /// Its body.
         body: String,
+    },
+    /// Answered before with a secret (a token), which was not kept: it cannot be replayed.
+    Withheld {
+        /// The first response's status.
+        status: u16,
     },
     /// The key was used for a different request.
     Mismatch,

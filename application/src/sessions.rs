@@ -4,7 +4,7 @@
 //! that must still be open, and the user must exist and be active. A deactivation or a revoked role takes
 //! effect on the next request, not when the token expires.
 
-use crate::auth::Tokens;
+use crate::auth::{HashPriority, Tokens};
 use crate::error::{AppError, DomainFailure};
 use crate::metadata::Metadata;
 use crate::principal::Principal;
@@ -106,6 +106,20 @@ impl Edict {
     /// # Errors
     /// 401 for an unknown email, a wrong password or a deactivated user (the same answer for all three).
     pub async fn login(&self, email: &str, password: &str) -> Result<Tokens, AppError> {
+        self.login_with_priority(email, password, HashPriority::Normal)
+            .await
+    }
+
+    /// [`Edict::login`], its password hash waiting in the lane of `priority`.
+    ///
+    /// # Errors
+    /// As [`Edict::login`].
+    pub async fn login_with_priority(
+        &self,
+        email: &str,
+        password: &str,
+        priority: HashPriority,
+    ) -> Result<Tokens, AppError> {
         // An email that cannot exist (or would upset the store, like a NUL) is just a wrong login.
         let Ok(email) = Email::parse(email) else {
             return Err(AppError::Unauthenticated);
@@ -113,7 +127,11 @@ impl Edict {
         if password.len() > 1024 || password.contains('\0') {
             return Err(AppError::Unauthenticated);
         }
-        let Some(user) = self.auth.check_password(email.as_str(), password).await? else {
+        let Some(user) = self
+            .auth
+            .check_password(email.as_str(), password, priority)
+            .await?
+        else {
             return Err(AppError::Unauthenticated);
         };
         self.active_user(user).await?;

@@ -3,7 +3,10 @@
 //!
 //! A key is claimed before the request runs (a row with status 0), so two concurrent retries cannot both
 //! run. Only successful responses are kept; a failed request changed nothing, so its key is released and a
-//! retry runs again. Keys expire after a day.
+//! retry runs again. A response that carried a secret (a token) is never stored: the row keeps only its
+//! status with `withheld` set, and a retry learns that the request succeeded but its answer is gone.
+//! Keys expire after a day; [`IdempotencyStore::purge_expired_at`] deletes the expired rows (`edict
+//! serve` runs it periodically).
 
 use crate::store::Database;
 use async_trait::async_trait;
@@ -66,25 +69,69 @@ impl IdempotencyStore {
         if inserted == 1 {
             return Ok(Claim::Fresh);
         }
-        let row: Option<(String, i64, String)> = on_pool!(&self.db, |pool| {
+        let row: Option<(String, i64, String, i64)> = on_pool!(&self.db, |pool| {
             sqlx::query_as(
-            "SELECT request_hash, status, body FROM idempotency_keys WHERE principal = $1 AND key = $2"
-        )
-        .bind(principal)
-        .bind(key)
-        .fetch_optional(pool)
-        .await
+                "SELECT request_hash, status, body, withheld FROM idempotency_keys \
+             WHERE principal = $1 AND key = $2",
+            )
+            .bind(principal)
+            .bind(key)
+            .fetch_optional(pool)
+            .await
         })?;
         Ok(match row {
             // Released between our insert and our read: treat as in progress, the client retries.
             None => Claim::InProgress,
-            Some((hash, _, _)) if hash != request_hash => Claim::Mismatch,
-            Some((_, 0, _)) => Claim::InProgress,
-            Some((_, status, body)) => Claim::Replay {
+            Some((hash, _, _, _)) if hash != request_hash => Claim::Mismatch,
+            Some((_, 0, _, _)) => Claim::InProgress,
+            Some((_, status, _, withheld)) if withheld != 0 => Claim::Withheld {
+                status: u16::try_from(status).unwrap_or(200),
+            },
+            Some((_, status, body, _)) => Claim::Replay {
                 status: u16::try_from(status).unwrap_or(200),
                 body,
             },
         })
+    }
+
+    /// Records that the request of a claimed key succeeded with `status` and a response that carried
+    /// a secret: the body is not stored.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn remember_withheld(
+        &self,
+        principal: &str,
+        key: &str,
+        status: u16,
+    ) -> Result<(), sqlx::Error> {
+        on_pool!(&self.db, |pool| sqlx::query(
+            "UPDATE idempotency_keys SET status = $3, body = '', withheld = 1 \
+             WHERE principal = $1 AND key = $2"
+        )
+        .bind(principal)
+        .bind(key)
+        .bind(i64::from(status))
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Deletes the keys expired at `now` (seconds since the epoch): responses older than
+    /// [`KEY_LIFETIME_SECS`] and claims whose request died; answers how many.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn purge_expired_at(&self, now: i64) -> Result<u64, sqlx::Error> {
+        on_pool!(&self.db, |pool| sqlx::query(
+            "DELETE FROM idempotency_keys WHERE created_at < $1 OR (status = 0 AND created_at < $2)"
+        )
+        .bind(now - KEY_LIFETIME_SECS)
+        .bind(now - STALE_CLAIM_SECS)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))
     }
 
     /// Remembers the response to a claimed key.
@@ -152,7 +199,24 @@ impl IdempotencyKeys for IdempotencyStore {
             .map_err(|e| e.to_string())
     }
 
+    async fn complete_withheld(
+        &self,
+        principal: &str,
+        key: &str,
+        status: u16,
+    ) -> Result<(), String> {
+        self.remember_withheld(principal, key, status)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     async fn release(&self, principal: &str, key: &str) -> Result<(), String> {
         self.forget(principal, key).await.map_err(|e| e.to_string())
+    }
+
+    async fn purge_expired(&self) -> Result<u64, String> {
+        self.purge_expired_at(now())
+            .await
+            .map_err(|e| e.to_string())
     }
 }

@@ -47,7 +47,17 @@ async fn login_refresh_and_logout(store: Store) {
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
-    // Logout closes the session: its access token and refresh token stop working.
+    // Presenting the exchanged refresh token again ended that session (tests/e2e/secrets.rs): sign in
+    // anew. Logout closes the session: its access token and refresh token stop working.
+    let (status, renewed) = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{renewed}");
     let new_access = renewed["access_token"].as_str().unwrap();
     let (status, _) = app
         .call(Method::POST, "/api/v1/auth/logout", Some(new_access), None)

@@ -220,12 +220,16 @@ impl AgentsApi {
     async fn enforced(
         &self,
         edict: Data<&Arc<Edict>>,
+        limits: Data<&Arc<super::rate_limit::RateLimits>>,
         auth: BearerAuth,
         id: Path<String>,
         as_of: Query<Option<String>>,
-    ) -> ApiResult<Json<Vec<super::teams::EnforcedDto>>> {
+    ) -> super::rate_limit::LimitedResult<Json<Vec<super::teams::EnforcedDto>>> {
         if let Some(as_of) = as_of.0 {
-            return super::events::enforced_as_of(&edict, &auth.0, agent_id(&id)?, &as_of).await;
+            limits.costly_read(&auth.0)?;
+            return Ok(
+                super::events::enforced_as_of(&edict, &auth.0, agent_id(&id)?, &as_of).await?,
+            );
         }
         let enforced = edict.agent_enforced(&auth.0, agent_id(&id)?).await?;
         Ok(Json(

@@ -113,12 +113,14 @@ impl AuditApi {
     async fn export(
         &self,
         edict: Data<&Arc<Edict>>,
+        limits: Data<&Arc<super::rate_limit::RateLimits>>,
         auth: BearerAuth,
         /// Only events recorded at or after this time (RFC 3339).
         since: Query<Option<chrono::DateTime<chrono::Utc>>>,
         /// Only events recorded at or before this time (RFC 3339).
         until: Query<Option<chrono::DateTime<chrono::Utc>>>,
-    ) -> ApiResult<ExportResponse> {
+    ) -> super::rate_limit::LimitedResult<ExportResponse> {
+        limits.costly_read(&auth.0)?;
         let reader = edict.export_events(
             &auth.0,
             ExportRange {

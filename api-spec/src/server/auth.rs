@@ -2,9 +2,12 @@
 
 use super::common;
 use super::problem::{ApiResult, ErrorResponse};
+use super::rate_limit::{LimitedResult, RateLimits};
 use super::security::BearerAuth;
 use edict_application::Edict;
 use edict_application::auth::Tokens;
+use edict_application::error::AppError;
+use poem::Request;
 use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
@@ -65,23 +68,44 @@ impl AuthApi {
     /// Signs in with email and password; answers an access token and a refresh token.
     ///
     /// A wrong email and a wrong password are the same 401; a deactivated user cannot sign in.
+    /// Attempts are limited per client address and per account (429 with `Retry-After`), before
+    /// the password is checked.
     #[oai(path = "/api/v1/auth/login", method = "post")]
     async fn login(
         &self,
         edict: Data<&Arc<Edict>>,
+        limits: Data<&Arc<RateLimits>>,
+        request: &Request,
         body: Json<LoginRequest>,
-    ) -> ApiResult<Json<TokensDto>> {
-        let tokens = edict.login(&body.email, &body.password).await?;
+    ) -> LimitedResult<Json<TokensDto>> {
+        limits.login(request, &body.email)?;
+        let sign_in = limits.sign_in(request);
+        let tokens = edict
+            .login_with_priority(&body.email, &body.password, sign_in.priority)
+            .await
+            .inspect_err(|error| {
+                if matches!(error, AppError::Unauthenticated) {
+                    sign_in.failed();
+                }
+            })?;
         Ok(Json(tokens.into()))
     }
 
     /// Exchanges a refresh token for new tokens; the old refresh token stops working.
+    ///
+    /// Presenting a refresh token that was already exchanged signs the whole session out (someone
+    /// else holds a copy of it): its access and refresh tokens stop working. A session ends at the
+    /// latest `EDICT_SESSION_TTL_SECS` after the sign-in, refreshes or not. Limited per client
+    /// address (429 with `Retry-After`).
     #[oai(path = "/api/v1/auth/refresh", method = "post")]
     async fn refresh(
         &self,
         edict: Data<&Arc<Edict>>,
+        limits: Data<&Arc<RateLimits>>,
+        request: &Request,
         body: Json<RefreshRequest>,
-    ) -> ApiResult<Json<TokensDto>> {
+    ) -> LimitedResult<Json<TokensDto>> {
+        limits.refresh(request)?;
         let tokens = edict.refresh(&body.refresh_token).await?;
         Ok(Json(tokens.into()))
     }

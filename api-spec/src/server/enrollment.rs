@@ -8,6 +8,7 @@
 
 use super::common::{self, invalid};
 use super::problem::{ApiResult, ErrorResponse, Problem};
+use super::rate_limit::{LimitedResult, RateLimits};
 use super::security::BearerAuth;
 use chrono::{DateTime, TimeZone, Utc};
 use edict_application::Edict;
@@ -310,13 +311,16 @@ pub struct EnrollmentApi;
 impl EnrollmentApi {
     /// Starts the device code flow (no credentials): answers the codes; show `user_code` and
     /// `verification_uri` to the person, keep `device_code` and poll `POST /api/v1/device/token`.
+    /// Limited per client address (429 with `Retry-After`).
     #[oai(path = "/api/v1/device/code", method = "post")]
     async fn device_code(
         &self,
         edict: Data<&Arc<Edict>>,
+        limits: Data<&Arc<RateLimits>>,
         request: &Request,
         body: Json<MachineDto>,
-    ) -> ApiResult<Json<DeviceCodeDto>> {
+    ) -> LimitedResult<Json<DeviceCodeDto>> {
+        limits.device_code(request)?;
         let (machine_id, machine_name) = machine(&body.machine_id, &body.machine_name)?;
         let grant = edict
             .start_device_authorization(&machine_id, &machine_name)
@@ -336,14 +340,17 @@ impl EnrollmentApi {
 
     /// The agent's poll: its credentials once a user approved, else a 400 problem naming the state
     /// (`authorization-pending`, `slow-down`, `access-denied`, `expired-token`, `invalid-grant`).
+    /// Polls are limited per client address (429 with `Retry-After`).
     #[oai(path = "/api/v1/device/token", method = "post")]
     async fn device_token(
         &self,
         edict: Data<&Arc<Edict>>,
+        limits: Data<&Arc<RateLimits>>,
         gateways: Data<&GatewayUrls>,
         request: &Request,
         body: Json<DeviceTokenRequestDto>,
-    ) -> ApiResult<Json<AgentCredentialsDto>> {
+    ) -> LimitedResult<Json<AgentCredentialsDto>> {
+        limits.device_poll(request)?;
         let (org_keys, key_sequence) = org_keys(&edict).await?;
         match edict.poll_device_authorization(&body.device_code).await? {
             DeviceOutcome::Enrolled { agent_id, token } => Ok(Json(AgentCredentialsDto {
@@ -353,7 +360,7 @@ impl EnrollmentApi {
                 org_keys,
                 key_sequence,
             })),
-            DeviceOutcome::Waiting(poll) => Err(poll_problem(&poll)),
+            DeviceOutcome::Waiting(poll) => Err(poll_problem(&poll).into()),
         }
     }
 
@@ -485,14 +492,17 @@ impl EnrollmentApi {
     }
 
     /// Trades an enrollment token for an agent token (no other credentials; one use of the token).
+    /// Limited per client address (429 with `Retry-After`).
     #[oai(path = "/api/v1/agents/enroll", method = "post")]
     async fn enroll_with_token(
         &self,
         edict: Data<&Arc<Edict>>,
+        limits: Data<&Arc<RateLimits>>,
         gateways: Data<&GatewayUrls>,
         request: &Request,
         body: Json<TokenEnrollDto>,
-    ) -> ApiResult<Json<AgentCredentialsDto>> {
+    ) -> LimitedResult<Json<AgentCredentialsDto>> {
+        limits.enroll(request)?;
         let (machine_id, machine_name) = machine(&body.machine_id, &body.machine_name)?;
         let ctx = common::context(request)?;
         let (org_keys, key_sequence) = org_keys(&edict).await?;

@@ -5,6 +5,7 @@
 //! call [`ruleset_as_of`] and [`enforced_as_of`] here.
 
 use super::problem::{ApiResult, ErrorResponse};
+use super::rate_limit::{LimitedResult, RateLimits};
 use super::security::BearerAuth;
 use super::teams::EnforcedDto;
 use chrono::{DateTime, Utc};
@@ -195,6 +196,7 @@ impl EventsApi {
     async fn list(
         &self,
         edict: Data<&Arc<Edict>>,
+        limits: Data<&Arc<RateLimits>>,
         auth: BearerAuth,
         aggregate_type: Query<Option<String>>,
         aggregate_id: Query<Option<String>>,
@@ -205,7 +207,20 @@ impl EventsApi {
         after: Query<Option<String>>,
         after_position: Query<Option<i64>>,
         limit: Query<Option<u32>>,
-    ) -> ApiResult<Json<EventPageDto>> {
+    ) -> LimitedResult<Json<EventPageDto>> {
+        let filtered = [
+            &aggregate_type.0,
+            &aggregate_id.0,
+            &actor.0,
+            &event_type.0,
+            &since.0,
+            &until.0,
+        ]
+        .iter()
+        .any(|filter| filter.as_deref().is_some_and(|value| !value.is_empty()));
+        if filtered {
+            limits.costly_read(&auth.0)?;
+        }
         let aggregate_types = list(aggregate_type.0);
         if let Some(unknown) = aggregate_types
             .iter()
@@ -214,7 +229,8 @@ impl EventsApi {
             return Err(bad(
                 "aggregate_type",
                 format!("{unknown:?} is not one of {}", AGGREGATE_TYPES.join(", ")),
-            ));
+            )
+            .into());
         }
         let filter = LogFilter {
             aggregate_types,
@@ -226,15 +242,12 @@ impl EventsApi {
         };
         let start = match (after.0, after_position.0) {
             (Some(_), Some(_)) => {
-                return Err(bad(
-                    "after",
-                    "give either after or after_position, not both",
-                ));
+                return Err(bad("after", "give either after or after_position, not both").into());
             }
             (Some(cursor), None) => decode_cursor(&cursor)
                 .ok_or_else(|| bad("after", "not a cursor this API returned"))?,
             (None, Some(position)) if position < 0 => {
-                return Err(bad("after_position", "must be 0 or more"));
+                return Err(bad("after_position", "must be 0 or more").into());
             }
             (None, Some(position)) => {
                 edict
@@ -258,10 +271,12 @@ impl EventsApi {
     async fn rule_history(
         &self,
         edict: Data<&Arc<Edict>>,
+        limits: Data<&Arc<RateLimits>>,
         auth: BearerAuth,
         id: Path<String>,
-    ) -> ApiResult<Json<HistoryDto>> {
-        history(&edict, &auth.0, Audited::Rule, &id).await
+    ) -> LimitedResult<Json<HistoryDto>> {
+        limits.costly_read(&auth.0)?;
+        Ok(history(&edict, &auth.0, Audited::Rule, &id).await?)
     }
 
     /// Every event of the team, oldest first, each with its actor, time and the team's state after it.
@@ -270,10 +285,12 @@ impl EventsApi {
     async fn team_history(
         &self,
         edict: Data<&Arc<Edict>>,
+        limits: Data<&Arc<RateLimits>>,
         auth: BearerAuth,
         id: Path<String>,
-    ) -> ApiResult<Json<HistoryDto>> {
-        history(&edict, &auth.0, Audited::Team, &id).await
+    ) -> LimitedResult<Json<HistoryDto>> {
+        limits.costly_read(&auth.0)?;
+        Ok(history(&edict, &auth.0, Audited::Team, &id).await?)
     }
 
     /// Every event of the change request, oldest first, each with its actor, time and the change
@@ -282,10 +299,12 @@ impl EventsApi {
     async fn change_request_history(
         &self,
         edict: Data<&Arc<Edict>>,
+        limits: Data<&Arc<RateLimits>>,
         auth: BearerAuth,
         id: Path<String>,
-    ) -> ApiResult<Json<HistoryDto>> {
-        history(&edict, &auth.0, Audited::ChangeRequest, &id).await
+    ) -> LimitedResult<Json<HistoryDto>> {
+        limits.costly_read(&auth.0)?;
+        Ok(history(&edict, &auth.0, Audited::ChangeRequest, &id).await?)
     }
 
     /// Every event of the user, oldest first, each with its actor, time and the user's state after it
@@ -294,10 +313,12 @@ impl EventsApi {
     async fn user_history(
         &self,
         edict: Data<&Arc<Edict>>,
+        limits: Data<&Arc<RateLimits>>,
         auth: BearerAuth,
         id: Path<String>,
-    ) -> ApiResult<Json<HistoryDto>> {
-        history(&edict, &auth.0, Audited::User, &id).await
+    ) -> LimitedResult<Json<HistoryDto>> {
+        limits.costly_read(&auth.0)?;
+        Ok(history(&edict, &auth.0, Audited::User, &id).await?)
     }
 
     /// Every event of the agent, oldest first, each with its actor, time and the agent's state after
@@ -306,10 +327,12 @@ impl EventsApi {
     async fn agent_history(
         &self,
         edict: Data<&Arc<Edict>>,
+        limits: Data<&Arc<RateLimits>>,
         auth: BearerAuth,
         id: Path<String>,
-    ) -> ApiResult<Json<HistoryDto>> {
-        history(&edict, &auth.0, Audited::Agent, &id).await
+    ) -> LimitedResult<Json<HistoryDto>> {
+        limits.costly_read(&auth.0)?;
+        Ok(history(&edict, &auth.0, Audited::Agent, &id).await?)
     }
 }
 

@@ -155,25 +155,39 @@ pub async fn limit_body<E: Endpoint>(next: E, mut request: Request) -> poem::Res
     }
 }
 
+/// The operations whose successful response carries a secret: tokens of every kind (sign-in and
+/// refresh, device codes and the agent token a poll collects, enrollment tokens, agent tokens).
+pub fn carries_secret(method: &Method, path: &str) -> bool {
+    method == Method::POST
+        && (path.starts_with("/api/v1/auth/")
+            || path.starts_with("/api/v1/device/code")
+            || path.starts_with("/api/v1/device/token")
+            || path == "/api/v1/enrollment-tokens"
+            || path == "/api/v1/agents"
+            || path == "/api/v1/agents/enroll")
+}
+
 /// Replays the first successful response of a POST retried with the same `Idempotency-Key` and body.
 ///
 /// The key belongs to the authenticated user (a request without valid credentials is not looked up;
-/// it goes on to fail with 401). A key reused with another body is a 422; a key whose first request is
-/// still running is a 409.
+/// it goes on to fail with 401, or, for the operations that need no credentials, runs as if it had no
+/// key). A key reused with another body is a 422; a key whose first request is still running is a 409.
+///
+/// A response that carries a secret ([`carries_secret`]) is never stored: the key remembers only
+/// that its request succeeded, and a retry gets a 409 `idempotency-response-withheld` (the request
+/// is not run again). Such responses are also marked `Cache-Control: no-store`.
 pub async fn idempotency<E: Endpoint>(next: E, request: Request) -> poem::Result<Response> {
     let key = request
         .headers()
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let path = request.uri().path();
-    // Responses that carry secrets (tokens) are never stored: such requests run without replay.
-    let carries_secret = path.starts_with("/api/v1/auth/") || path == "/api/v1/agents";
-    let (Some(key), true, false) = (key, request.method() == Method::POST, carries_secret) else {
-        return next.call(request).await.map(IntoResponse::into_response);
+    let secret = carries_secret(request.method(), request.uri().path());
+    let (Some(key), true) = (key, request.method() == Method::POST) else {
+        return call_marking_secrets(next, request, secret).await;
     };
     let Some(edict) = request.data::<Arc<Edict>>().cloned() else {
-        return next.call(request).await.map(IntoResponse::into_response);
+        return call_marking_secrets(next, request, secret).await;
     };
     let token = request
         .headers()
@@ -186,7 +200,7 @@ pub async fn idempotency<E: Endpoint>(next: E, request: Request) -> poem::Result
         None => None,
     };
     let Some(principal) = principal else {
-        return next.call(request).await.map(IntoResponse::into_response);
+        return call_marking_secrets(next, request, secret).await;
     };
     if key.is_empty() || key.len() > 255 {
         return Ok(
@@ -236,6 +250,19 @@ pub async fn idempotency<E: Endpoint>(next: E, request: Request) -> poem::Result
                 .header("idempotent-replayed", "true")
                 .body(body))
         }
+        IdempotencyClaim::Withheld { status } => {
+            let mut problem = Problem::new(
+                StatusCode::CONFLICT,
+                "idempotency-response-withheld",
+                format!(
+                    "the request with this Idempotency-Key succeeded (status {status}) and was not run \
+                     again; its response held a secret, which is never kept: look the resource up, \
+                     or revoke it and make another"
+                ),
+            );
+            problem.rule = Some("idempotency_response_withheld".into());
+            Ok(ErrorResponse::Conflict(Json(problem)).into_response())
+        }
         IdempotencyClaim::Mismatch => {
             let mut problem = Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -257,7 +284,16 @@ pub async fn idempotency<E: Endpoint>(next: E, request: Request) -> poem::Result
                 Ok(response) => response.into_response(),
                 Err(error) => problem_response(error),
             };
-            if response.status().is_success() {
+            if response.status().is_success() && secret {
+                if let Err(e) = edict
+                    .idempotency()
+                    .complete_withheld(&owner, &key, response.status().as_u16())
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not remember an idempotent request");
+                }
+                Ok(no_store(response))
+            } else if response.status().is_success() {
                 let (parts, body) = response.into_parts();
                 let bytes = match body.into_vec().await {
                     Ok(bytes) => bytes,
@@ -286,4 +322,22 @@ pub async fn idempotency<E: Endpoint>(next: E, request: Request) -> poem::Result
             }
         }
     }
+}
+
+/// Runs a request without idempotency; a response that carries a secret is marked `no-store`.
+async fn call_marking_secrets<E: Endpoint>(
+    next: E,
+    request: Request,
+    secret: bool,
+) -> poem::Result<Response> {
+    let response = next.call(request).await.map(IntoResponse::into_response)?;
+    Ok(if secret { no_store(response) } else { response })
+}
+
+/// `Cache-Control: no-store` (RFC 6749 §5.1: responses with tokens must not be cached).
+fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }

@@ -22,6 +22,7 @@ pub use enrollment::{GatewayUrls, PublicUrl};
 pub mod middleware;
 pub mod problem;
 mod queries;
+pub mod rate_limit;
 mod rules;
 pub mod security;
 mod teams;
@@ -52,8 +53,10 @@ project layers) to every developer machine and enforces it there. Every change i
 Authenticate with `POST /api/v1/auth/login`, then send `Authorization: Bearer <access_token>`. Errors are \
 `application/problem+json` (RFC 9457): 400 malformed, 401, 403, 404, 409 version conflict (with \
 `current_version`; send `If-Match: <version>` to change only what you saw), 422 a domain rule broken (`rule` \
-names it). A POST with an `Idempotency-Key` header can be retried safely: the first successful response is \
-replayed.";
+names it), 429 too many requests (sign-in, token and enrollment endpoints, costly reads: wait the \
+`Retry-After` seconds). A POST with an `Idempotency-Key` header can be retried safely: the first successful \
+response is replayed, except one that carried a secret (a token), which is never kept: its retry answers 409 \
+`idempotency-response-withheld`.";
 
 /// The largest request body accepted by default (`EDICT_MAX_BODY_BYTES`; a rule's content is at most
 /// 64 KiB, a change's diff 256 KiB).
@@ -92,8 +95,18 @@ pub fn spec_json() -> String {
     api_service().spec()
 }
 
-/// The whole HTTP application: the API, Swagger UI at `/docs`, the spec at `/openapi.json`.
+/// The whole HTTP application: the API, Swagger UI at `/docs`, the spec at `/openapi.json`; with the
+/// default rate limits.
 pub fn app(edict: Arc<Edict>, gateways: GatewayUrls) -> impl Endpoint {
+    app_with_limits(edict, gateways, Arc::new(rate_limit::RateLimits::default()))
+}
+
+/// [`app`] with the rate limits `limits` (`edict serve` keeps them to trim them periodically).
+pub fn app_with_limits(
+    edict: Arc<Edict>,
+    gateways: GatewayUrls,
+    limits: Arc<rate_limit::RateLimits>,
+) -> impl Endpoint {
     let api = api_service();
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
@@ -110,6 +123,7 @@ pub fn app(edict: Arc<Edict>, gateways: GatewayUrls) -> impl Endpoint {
         .around(middleware::trace_request)
         .data(edict)
         .data(gateways)
+        .data(limits)
 }
 
 /// The page a person opens to approve a device (`edict-agent login`): sign in, enter the code, read

@@ -429,13 +429,15 @@ impl TeamsApi {
     async fn ruleset(
         &self,
         edict: Data<&Arc<Edict>>,
+        limits: Data<&Arc<super::rate_limit::RateLimits>>,
         auth: BearerAuth,
         id: Path<String>,
         min_position: Query<Option<i64>>,
         as_of: Query<Option<String>>,
-    ) -> ApiResult<Json<Value>> {
+    ) -> super::rate_limit::LimitedResult<Json<Value>> {
         if let Some(as_of) = as_of.0 {
-            return super::events::ruleset_as_of(&edict, &auth.0, &id, &as_of).await;
+            limits.costly_read(&auth.0)?;
+            return Ok(super::events::ruleset_as_of(&edict, &auth.0, &id, &as_of).await?);
         }
         let fetched = edict.team_ruleset(&auth.0, &id, min_position.0).await?;
         Ok(Json(q::with_freshness(fetched)))

@@ -1,8 +1,8 @@
 //! [`LocalAuthenticator`]: the [`Authenticator`] port over the auth tables, argon2 and HS256 JWTs.
 
 use super::{
-    AuthStore, AuthStoreError, TokenKeys, hash_password, new_opaque_token, token_digest,
-    verify_password,
+    AuthStore, AuthStoreError, HashPriority, TokenKeys, hash_password, hash_password_in,
+    new_opaque_token, token_digest, verify_password, verify_password_in,
 };
 use super::{DeviceRow, EnrollmentTokenRow};
 use async_trait::async_trait;
@@ -121,16 +121,27 @@ impl LocalAuthenticator {
         }
     }
 
-    fn issue(&self, user: &str, session: &str, refresh_token: String) -> Result<Tokens, AuthError> {
-        let issued_at = u64::try_from(now()).unwrap_or_default();
+    /// Tokens for `session`, whose access token lives [`Self::access_ttl_secs`] but never past the
+    /// session's end (`session_expires_at`).
+    fn issue(
+        &self,
+        user: &str,
+        session: &str,
+        session_expires_at: i64,
+        refresh_token: String,
+    ) -> Result<Tokens, AuthError> {
+        let now = now();
+        let issued_at = u64::try_from(now).unwrap_or_default();
+        let left = u64::try_from(session_expires_at.saturating_sub(now)).unwrap_or_default();
+        let ttl = self.access_ttl_secs.min(left);
         let access_token = self
             .keys
-            .issue(user, session, issued_at, self.access_ttl_secs)
+            .issue(user, session, issued_at, ttl)
             .map_err(backend)?;
         Ok(Tokens {
             access_token,
             refresh_token,
-            expires_in: self.access_ttl_secs,
+            expires_in: ttl,
         })
     }
 }
@@ -164,13 +175,14 @@ impl Authenticator for LocalAuthenticator {
         &self,
         email: &str,
         password: &str,
+        priority: HashPriority,
     ) -> Result<Option<UserId>, AuthError> {
         let Some((user, hash)) = self.store.credentials_by_email(email).await? else {
             // Hash anyway so a missing account takes as long as a wrong password.
-            let _ = hash_password(password.to_owned()).await;
+            let _ = hash_password_in(priority, password.to_owned()).await;
             return Ok(None);
         };
-        if verify_password(password.to_owned(), hash)
+        if verify_password_in(priority, password.to_owned(), hash)
             .await
             .map_err(backend)?
         {
@@ -210,19 +222,28 @@ impl Authenticator for LocalAuthenticator {
                 expires_at,
             )
             .await?;
-        self.issue(&user.to_string(), &session, refresh)
+        self.issue(&user.to_string(), &session, expires_at, refresh)
     }
 
     async fn refresh(&self, refresh_token: &str) -> Result<Option<(UserId, Tokens)>, AuthError> {
         let fresh = new_opaque_token(REFRESH_PREFIX);
+        let presented = token_digest(refresh_token);
         let Some(session) = self
             .store
-            .rotate_refresh(&token_digest(refresh_token), &token_digest(&fresh), now())
+            .rotate_refresh(&presented, &token_digest(&fresh), now())
             .await?
         else {
+            // A refresh token that was already exchanged: whoever presents it holds a copy (stolen,
+            // or the legitimate client after a thief), so the session ends for both (RFC 9700 §4.14).
+            if let Some(session) = self.store.revoke_rotated(&presented, now()).await? {
+                tracing::warn!(
+                    session,
+                    "a rotated refresh token was presented again: the session is revoked"
+                );
+            }
             return Ok(None);
         };
-        let tokens = self.issue(&session.user_id, &session.id, fresh)?;
+        let tokens = self.issue(&session.user_id, &session.id, session.expires_at, fresh)?;
         Ok(Some((parse_user(&session.user_id)?, tokens)))
     }
 
@@ -233,7 +254,11 @@ impl Authenticator for LocalAuthenticator {
         let Some(session) = self.store.session(&claims.sid).await? else {
             return Ok(None);
         };
-        if session.revoked_at.is_some() || session.user_id != claims.sub {
+        // The session's end binds its access tokens too (signed out, revoked, or simply over).
+        if session.revoked_at.is_some()
+            || session.expires_at <= now()
+            || session.user_id != claims.sub
+        {
             return Ok(None);
         }
         Ok(Some(AccessGrant {

@@ -14,6 +14,9 @@ mod token;
 
 pub use authenticator::{AGENT_TOKEN_PREFIX, LocalAuthenticator};
 pub use enrollment::{DeviceRow, EnrollmentTokenRow};
-pub use password::{PasswordError, hash_password, verify_password};
+pub use password::{
+    HashPriority, PasswordError, hash_password, hash_password_in, verify_password,
+    verify_password_in,
+};
 pub use sql::{AgentTokenRecord, AuthStore, AuthStoreError, Session};
 pub use token::{AccessClaims, TokenError, TokenKeys, new_opaque_token, token_digest};

@@ -1,12 +1,27 @@
 //! Password hashing with argon2id (the crate's defaults: 19 MiB, 2 passes), off the async threads.
+//!
+//! Hashes wait in one of two lanes ([`HashPriority`]): sign-ins from clients with no recent failure
+//! take the normal lane; those from a client that failed lately (a guesser, or someone who mistyped)
+//! take the suspect lane, which runs one hash at a time. A flood of bad sign-ins then queues behind
+//! itself, not in front of the legitimate ones, and takes at most one core.
 
 use argon2::Argon2;
+pub use edict_application::auth::HashPriority;
 use std::sync::LazyLock;
 use tokio::sync::Semaphore;
 
-/// Hashes running at once: each takes 19 MiB and a core for tens of milliseconds, so a burst of logins
-/// (or of attackers) queues here instead of exhausting memory.
+/// Hashes running at once in the normal lane: each takes 19 MiB and a core for tens of milliseconds,
+/// so a burst of logins queues here instead of exhausting memory.
 static HASHING: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(4));
+/// Hashes running at once in the suspect lane.
+static SUSPECT_HASHING: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(1));
+
+fn lane(priority: HashPriority) -> &'static Semaphore {
+    match priority {
+        HashPriority::Normal => &HASHING,
+        HashPriority::Suspect => &SUSPECT_HASHING,
+    }
+}
 use argon2::password_hash::{
     PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core,
 };
@@ -27,7 +42,18 @@ pub enum PasswordError {
 /// # Errors
 /// [`PasswordError::Hashing`] when argon2 fails (it does not for sane inputs).
 pub async fn hash_password(password: String) -> Result<String, PasswordError> {
-    let _permit = HASHING
+    hash_password_in(HashPriority::Normal, password).await
+}
+
+/// [`hash_password`] in the lane of `priority`.
+///
+/// # Errors
+/// [`PasswordError::Hashing`].
+pub async fn hash_password_in(
+    priority: HashPriority,
+    password: String,
+) -> Result<String, PasswordError> {
+    let _permit = lane(priority)
         .acquire()
         .await
         .map_err(|e| PasswordError::Hashing(e.to_string()))?;
@@ -47,7 +73,19 @@ pub async fn hash_password(password: String) -> Result<String, PasswordError> {
 /// # Errors
 /// [`PasswordError::Malformed`] when `hash` is not a PHC string.
 pub async fn verify_password(password: String, hash: String) -> Result<bool, PasswordError> {
-    let _permit = HASHING
+    verify_password_in(HashPriority::Normal, password, hash).await
+}
+
+/// [`verify_password`] in the lane of `priority`.
+///
+/// # Errors
+/// [`PasswordError::Malformed`] when `hash` is not a PHC string.
+pub async fn verify_password_in(
+    priority: HashPriority,
+    password: String,
+    hash: String,
+) -> Result<bool, PasswordError> {
+    let _permit = lane(priority)
         .acquire()
         .await
         .map_err(|e| PasswordError::Hashing(e.to_string()))?;

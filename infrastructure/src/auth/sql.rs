@@ -256,8 +256,10 @@ impl AuthStore {
         .await)?)
     }
 
-    /// Swaps the refresh token of an open, unexpired session: the old token stops working.
-    /// Returns the session, or `None` when the old token is unknown, revoked or expired.
+    /// Swaps the refresh token of an open, unexpired session: the old token stops working, and its
+    /// digest is kept in `refresh_rotations` so that presenting it again is recognised
+    /// ([`Self::revoke_rotated`]). Returns the session, or `None` when the old token is unknown,
+    /// revoked or expired.
     ///
     /// # Errors
     /// [`AuthStoreError::Database`].
@@ -267,6 +269,17 @@ impl AuthStore {
         new_digest: &str,
         now: i64,
     ) -> Result<Option<Session>, AuthStoreError> {
+        // Recorded first: a rotation that dies half-way leaves the token current, never forgotten.
+        on_pool!(&self.db, |pool| sqlx::query(
+            "INSERT INTO refresh_rotations (digest, session_id, rotated_at) \
+             SELECT $1, id, $2 FROM sessions WHERE refresh_digest = $1 \
+             ON CONFLICT (digest) DO NOTHING"
+        )
+        .bind(old_digest)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
         Ok(on_pool!(&self.db, |pool| sqlx::query_as::<_, Session>(
             "UPDATE sessions SET refresh_digest = $2 \
              WHERE refresh_digest = $1 AND revoked_at IS NULL AND expires_at > $3 \
@@ -277,6 +290,28 @@ impl AuthStore {
         .bind(now)
         .fetch_optional(pool)
         .await)?)
+    }
+
+    /// Revokes the session a rotated (already exchanged) refresh token belonged to; answers its id,
+    /// or `None` when `digest` was never rotated.
+    ///
+    /// # Errors
+    /// [`AuthStoreError::Database`].
+    pub async fn revoke_rotated(
+        &self,
+        digest: &str,
+        now: i64,
+    ) -> Result<Option<String>, AuthStoreError> {
+        let session: Option<String> = on_pool!(&self.db, |pool| sqlx::query_scalar(
+            "SELECT session_id FROM refresh_rotations WHERE digest = $1"
+        )
+        .bind(digest)
+        .fetch_optional(pool)
+        .await)?;
+        if let Some(id) = &session {
+            self.revoke_session(id, now).await?;
+        }
+        Ok(session)
     }
 
     /// Revokes one session.

@@ -1,5 +1,12 @@
 //! What the agent sends after `hello`: `applied` (recorded as convergence), `report` (recorded
 //! through the `record_report` use case, then acknowledged) and `refused` (logged).
+//!
+//! Reports are rate-limited per agent ([`ReportRate`], across all its connections to this gateway).
+//! A report past the limit is neither recorded nor acknowledged, and the connection stays open: the
+//! protocol says the agent drops a report from its outbox only on its `report_ack`, so the agent
+//! keeps it and sends it again on its next connection, when the budget has refilled. (An `error`
+//! frame would close the connection, and the agent would reconnect at once and resend its whole
+//! outbox: more load, not less.)
 
 use super::connection::{Flow, Session, encoded};
 use super::recorder::Applied;
@@ -8,6 +15,66 @@ use edict_application::RequestContext;
 use edict_application::error::AppError;
 use edict_application::gateway::{AgentReport, IntegrityReport, ReportKind as AppReportKind};
 use edict_application::principal::Principal;
+use edict_domain::AgentId;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// How many reports one agent may send per window (`EDICT_RATE_REPORTS_PER_AGENT` per
+/// `EDICT_RATE_WINDOW_SECS`; default 120 a minute): a burst of `per_window`, then one more every
+/// `window / per_window`. `per_window` 0 turns the limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportRate {
+    /// Reports per window.
+    pub per_window: u32,
+    /// The window.
+    pub window: Duration,
+}
+
+impl Default for ReportRate {
+    fn default() -> Self {
+        Self {
+            per_window: 120,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The gateway's report limiter, keyed by agent.
+pub(crate) struct ReportLimiter {
+    limiter: Option<DefaultKeyedRateLimiter<AgentId>>,
+    checks: AtomicU32,
+}
+
+impl ReportLimiter {
+    pub(crate) fn new(rate: ReportRate) -> Self {
+        let limiter = NonZeroU32::new(rate.per_window).and_then(|count| {
+            let period = (rate.window / count.get()).max(Duration::from_nanos(1));
+            Quota::with_period(period).map(|quota| RateLimiter::keyed(quota.allow_burst(count)))
+        });
+        Self {
+            limiter,
+            checks: AtomicU32::new(0),
+        }
+    }
+
+    /// Takes one report of `agent` from its budget; how long until the next one fits when none is
+    /// left.
+    fn check(&self, agent: AgentId) -> Result<(), Duration> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        // The agents whose budget is full again are forgotten now and then (keys are agents, so
+        // the map is bounded by the fleet anyway).
+        if self.checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
+            limiter.retain_recent();
+        }
+        limiter
+            .check_key(&agent)
+            .map_err(|not_until| not_until.wait_time_from(limiter.clock().now()))
+    }
+}
 
 impl Session {
     pub(super) async fn on_applied(&mut self, holding: Holding) -> Flow {
@@ -107,6 +174,17 @@ impl Session {
 
     pub(super) async fn on_report(&mut self, report: Report) -> Flow {
         let report_id = report.report_id.clone();
+        if let Err(wait) = self.shared.reports.check(self.agent.id) {
+            // Not acknowledged: the agent keeps it in its outbox and sends it again on its next
+            // connection (see the module's doc).
+            tracing::warn!(
+                agent = %self.agent.id,
+                report_id,
+                retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                "agent report over the rate limit: not recorded, not acknowledged"
+            );
+            return Flow::Continue;
+        }
         let principal = Principal::Agent {
             id: self.agent.id,
             user: self.agent.user,

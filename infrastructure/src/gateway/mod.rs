@@ -37,6 +37,7 @@ mod wire;
 
 pub use convergence::{ConvergenceError, ConvergenceStore, Enforced};
 pub use feed::{FeedError, NatsFeed, Payload, RulesetFeed, Rulesets, WatchFeed};
+pub use inbound::ReportRate;
 
 use edict_application::Edict;
 use edict_application::gateway::AdmissionChange;
@@ -99,6 +100,8 @@ pub struct GatewaySettings {
     /// `EDICT_WS_MAX_SOCKETS_PER_AGENT`): an agent holds one, and a reconnect may overlap the old
     /// socket until it is seen closed. One more upgrade is answered `429`.
     pub max_sockets_per_agent: usize,
+    /// Reports each agent may send (120 a minute); past it a report is not acknowledged.
+    pub report_rate: ReportRate,
 }
 
 impl Default for GatewaySettings {
@@ -117,6 +120,7 @@ impl Default for GatewaySettings {
             max_sent_message_size: 8 << 20,
             max_unauthenticated: 256,
             max_sockets_per_agent: 4,
+            report_rate: ReportRate::default(),
         }
     }
 }
@@ -164,6 +168,8 @@ pub(crate) struct Shared {
     pub(crate) team_requests: decisions::TeamRequests,
     /// The organization's key sets, shared by the connections.
     pub(crate) keysets: keys::KeySets,
+    /// Each agent's report budget.
+    pub(crate) reports: inbound::ReportLimiter,
     pub(crate) settings: GatewaySettings,
     /// Permits of the sockets not yet authenticated (see [`GatewaySettings::max_unauthenticated`]).
     handshakes: Arc<Semaphore>,
@@ -214,6 +220,7 @@ impl Gateway {
             keysets: keys::KeySets::new(settings.decision_interval / 2),
             handshakes: Arc::new(Semaphore::new(settings.max_unauthenticated.max(1))),
             sockets: handshake::Sockets::default(),
+            reports: inbound::ReportLimiter::new(settings.report_rate),
             settings,
         });
         Ok((
