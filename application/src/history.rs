@@ -314,6 +314,15 @@ impl Edict {
         let replay = self
             .projections
             .document_as_of(names::TEAM_RULESETS, "ruleset", team, bound);
+        // A budget already spent refuses the replay outright (a timeout polls its future once first,
+        // so a replay that finishes in one poll would pass a budget of zero).
+        let spent = tokio::time::Instant::now() >= deadline;
+        let replay = async move {
+            if spent {
+                std::future::pending::<()>().await;
+            }
+            replay.await
+        };
         let past = tokio::time::timeout_at(deadline, replay)
             .await
             .map_err(|_| AppError::Rule {
