@@ -515,7 +515,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             }
         }
         let mut first = Some(gateway);
-        let gateway_settings = gateway_settings.clone();
         let edict = built.edict.clone();
         let database = built.database.clone();
         supervisor.spawn(&mut tasks, "gateway", move |stopped| {

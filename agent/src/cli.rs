@@ -521,6 +521,7 @@ fn status(snapshot: &Snapshot, paths: &Paths, format: Format) -> anyhow::Result<
     let rulesets = snapshot.rulesets()?;
     let outbox = snapshot.outbox()?;
     let actions = snapshot.actions()?;
+    let chain = snapshot.key_chain()?;
     let value = json!({
         "server": api,
         "gateways": server.as_deref().map(|s| s.lines().collect::<Vec<_>>()).unwrap_or_default(),
@@ -537,8 +538,8 @@ fn status(snapshot: &Snapshot, paths: &Paths, format: Format) -> anyhow::Result<
         "refused_downgrades": snapshot.refused_downgrades()?,
         "refused_downgrades_total": snapshot.refused_downgrade_count()?,
         "org_keys": snapshot.org_keys()?.iter().map(|k| k.key_id.clone()).collect::<Vec<_>>(),
-        "key_sequence": snapshot.key_chain()?.sequence,
-        "retired_keys": snapshot.key_chain()?.retired.iter().map(|k| k.key_id.clone()).collect::<Vec<_>>(),
+        "key_sequence": chain.sequence,
+        "retired_keys": chain.retired.iter().map(|k| k.key_id.clone()).collect::<Vec<_>>(),
         "integrity_failures": snapshot.integrity_failures()?.into_iter().map(|(_, f)| f).collect::<Vec<_>>(),
         "integrity_failures_total": snapshot.integrity_failure_count()?,
         "refused_files": crate::files::refused(paths, &snapshot.watched()?),
@@ -590,7 +591,7 @@ fn status(snapshot: &Snapshot, paths: &Paths, format: Format) -> anyhow::Result<
             format!(
                 "{} (key set {})",
                 crate::login::fingerprints(&org_keys),
-                snapshot.key_chain()?.sequence
+                chain.sequence
             )
         }
     ));

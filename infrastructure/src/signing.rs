@@ -558,8 +558,11 @@ impl KeyRing {
             let Some(mut decision) = crate::gateway::decisions::decision_of(doc) else {
                 continue;
             };
-            let (Some(team), Some(version)) = (doc["team"].as_str(), doc["version"].as_i64())
-            else {
+            let (Some(change_request), Some(team), Some(version)) = (
+                doc["id"].as_str(),
+                doc["team"].as_str(),
+                doc["version"].as_i64(),
+            ) else {
                 continue;
             };
             let Some(statement) = decision.decision_statement() else {
@@ -573,7 +576,6 @@ impl KeyRing {
                 *slot = Some(signature);
             }
             let document = serde_json::to_string(&decision).map_err(|error| error.to_string())?;
-            let change_request = doc["id"].as_str().unwrap_or_default();
             on_pool!(&self.db, |pool| sqlx::query(UPSERT_DECISION)
                 .bind(change_request)
                 .bind(team)

@@ -4,8 +4,10 @@
 //! one logs in after it. Each ends up enforcing the rule set signed by the new key; none reports an
 //! integrity failure; and a rule set signed by the retired key is refused afterwards.
 
-use crate::harness::{Layout, Machine, Store, TestApp, eventually};
-use crate::signing::{SEED, approved_rule, attach, forged, kv_get, kv_put, read, wait_for_file};
+use crate::harness::{Machine, TestApp, eventually};
+use crate::signing::{
+    SEED, SignedOrg, approved_rule, attach, forged, kv_get, kv_put, read, wait_for_file,
+};
 use edict_api::ruleset::{key_id_of, sign};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -33,28 +35,16 @@ async fn signing_keys(app: &TestApp, token: &str) -> (StatusCode, Value) {
 
 #[tokio::test]
 async fn a_key_rotation_reaches_online_offline_and_new_agents_and_retires_the_old_key() {
-    let app = TestApp::spawn_with_env(
-        Store::Postgres,
-        Layout::distributed(),
-        vec![
-            ("EDICT_RULESET_SIGNING_KEY".into(), hex::encode(SEED)),
-            ("EDICT_GATEWAY_POLL_MS".into(), "300".into()),
-        ],
-    )
-    .await;
+    let SignedOrg {
+        app,
+        admin,
+        second,
+        dev_id,
+        dev,
+        team,
+    } = SignedOrg::start(&[("EDICT_GATEWAY_POLL_MS", "300")]).await;
     let old_key = ed25519_dalek::SigningKey::from_bytes(&SEED);
     let old_id = key_id_of(&old_key.verifying_key());
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
-    let (dev_id, dev) = app.user(&admin, "dev", &["member"]).await;
-    let team = app.ok("/api/v1/teams", &admin, json!({"name": "a"})).await;
-    let team = team["id"].as_str().unwrap().to_owned();
-    app.ok(
-        &format!("/api/v1/teams/{team}/members"),
-        &admin,
-        json!({"user_id": dev_id, "role": "member"}),
-    )
-    .await;
     let one = approved_rule(&app, &admin, &second, "rule one").await;
     attach(&app, &admin, &team, &one).await;
 

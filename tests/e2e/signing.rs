@@ -66,6 +66,44 @@ impl Machine {
     }
 }
 
+/// A running distributed Edict that signs with [`SEED`] (and `env`), an org_admin, a second org_admin,
+/// a member `dev` and a team `a` they belong to: the start of every signing test.
+pub(crate) struct SignedOrg {
+    pub app: TestApp,
+    pub admin: String,
+    pub second: String,
+    pub dev_id: String,
+    pub dev: String,
+    pub team: String,
+}
+
+impl SignedOrg {
+    pub(crate) async fn start(env: &[(&str, &str)]) -> SignedOrg {
+        let mut vars = vec![("EDICT_RULESET_SIGNING_KEY".to_owned(), hex::encode(SEED))];
+        vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let app = TestApp::spawn_with_env(Store::Postgres, Layout::distributed(), vars).await;
+        let admin = app.admin().await;
+        let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+        let (dev_id, dev) = app.user(&admin, "dev", &["member"]).await;
+        let team = app.ok("/api/v1/teams", &admin, json!({"name": "a"})).await;
+        let team = team["id"].as_str().unwrap().to_owned();
+        app.ok(
+            &format!("/api/v1/teams/{team}/members"),
+            &admin,
+            json!({"user_id": dev_id, "role": "member"}),
+        )
+        .await;
+        SignedOrg {
+            app,
+            admin,
+            second,
+            dev_id,
+            dev,
+            team,
+        }
+    }
+}
+
 pub(crate) fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }

@@ -5,8 +5,9 @@
 //! connection (the agent converges) without ever seeing a rule's text in clear.
 
 use crate::harness::{
-    ADMIN_EMAIL, ADMIN_PASSWORD, Layout, Machine, Store, TestApp, eventually, free_port, rule_spec,
+    ADMIN_EMAIL, ADMIN_PASSWORD, Machine, TestApp, eventually, free_port, rule_spec,
 };
+use crate::signing::SignedOrg;
 use edict_api::ruleset::{Layer, RuleSetDoc, key_id_of, render_layer};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -206,6 +207,33 @@ async fn approved_rule_in_mode(
     .await;
 }
 
+/// A machine of `dev_id` logged in with the organization's key pinned, told to connect through a
+/// [`WsProxy`] in front of the gateway.
+async fn logged_in_through_proxy(app: &TestApp, admin: &str, dev_id: &str) -> (WsProxy, Machine) {
+    let fingerprint = key_id_of(&ed25519_dalek::SigningKey::from_bytes(&SEED).verifying_key());
+    let upstream = format!("{}/ws", app.gateway.replace("http://", "ws://"));
+    let proxy = WsProxy::start(upstream).await;
+    let token = app
+        .ok(
+            "/api/v1/enrollment-tokens",
+            admin,
+            json!({"user_id": dev_id, "uses": 1}),
+        )
+        .await;
+    let token = token["token"].as_str().unwrap();
+    let machine = Machine::new();
+    let output = machine
+        .command()
+        .args(["login", "--server", &app.base, "--output", "json"])
+        .args(["--enrollment-token", token, "--org-key", &fingerprint])
+        .args(["--gateway", &proxy.url()])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "edict-agent login");
+    (proxy, machine)
+}
+
 /// The integrity failures the agent recorded and told a gateway of: their reasons.
 async fn reported_failures(machine: &Machine) -> Vec<String> {
     machine.status().await["integrity_failures"]
@@ -220,47 +248,17 @@ async fn reported_failures(machine: &Machine) -> Vec<String> {
 
 #[tokio::test]
 async fn a_proxy_that_rewrites_a_rule_set_is_refused_and_the_file_keeps_the_approved_rule() {
-    let app = TestApp::spawn_with_env(
-        Store::Postgres,
-        Layout::distributed(),
-        vec![("EDICT_RULESET_SIGNING_KEY".into(), hex::encode(SEED))],
-    )
-    .await;
-    let fingerprint = key_id_of(&ed25519_dalek::SigningKey::from_bytes(&SEED).verifying_key());
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
-    let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
-    let team = app.ok("/api/v1/teams", &admin, json!({"name": "a"})).await;
-    let team = team["id"].as_str().unwrap().to_owned();
-    app.ok(
-        &format!("/api/v1/teams/{team}/members"),
-        &admin,
-        json!({"user_id": dev_id, "role": "member"}),
-    )
-    .await;
+    let SignedOrg {
+        app,
+        admin,
+        second,
+        dev_id,
+        team,
+        ..
+    } = SignedOrg::start(&[]).await;
     approved_rule(&app, &admin, &second, &team, "rule one").await;
 
-    let upstream = format!("{}/ws", app.gateway.replace("http://", "ws://"));
-    let proxy = WsProxy::start(upstream).await;
-    let token = app
-        .ok(
-            "/api/v1/enrollment-tokens",
-            &admin,
-            json!({"user_id": dev_id, "uses": 1}),
-        )
-        .await;
-    let token = token["token"].as_str().unwrap();
-    let mut machine = Machine::new();
-    let output = machine
-        .command()
-        .args(["login", "--server", &app.base, "--output", "json"])
-        .args(["--enrollment-token", token, "--org-key", &fingerprint])
-        .args(["--gateway", &proxy.url()])
-        .stdout(Stdio::piped())
-        .output()
-        .await
-        .unwrap();
-    assert!(output.status.success(), "edict-agent login");
+    let (proxy, mut machine) = logged_in_through_proxy(&app, &admin, &dev_id).await;
 
     // Whatever the agent writes, at any moment: a watcher that samples the file all along.
     let file = machine.team_file();
@@ -349,27 +347,14 @@ async fn a_proxy_that_rewrites_a_rule_set_is_refused_and_the_file_keeps_the_appr
 /// undecided; once the proxy stops, the genuine decision reverts the change.
 #[tokio::test]
 async fn a_proxy_that_turns_a_revert_into_a_keep_is_refused() {
-    let app = TestApp::spawn_with_env(
-        Store::Postgres,
-        Layout::distributed(),
-        vec![
-            ("EDICT_RULESET_SIGNING_KEY".into(), hex::encode(SEED)),
-            ("EDICT_GATEWAY_POLL_MS".into(), "300".into()),
-        ],
-    )
-    .await;
-    let fingerprint = key_id_of(&ed25519_dalek::SigningKey::from_bytes(&SEED).verifying_key());
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
-    let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
-    let team = app.ok("/api/v1/teams", &admin, json!({"name": "a"})).await;
-    let team = team["id"].as_str().unwrap().to_owned();
-    app.ok(
-        &format!("/api/v1/teams/{team}/members"),
-        &admin,
-        json!({"user_id": dev_id, "role": "member"}),
-    )
-    .await;
+    let SignedOrg {
+        app,
+        admin,
+        second,
+        dev_id,
+        team,
+        ..
+    } = SignedOrg::start(&[("EDICT_GATEWAY_POLL_MS", "300")]).await;
     approved_rule_in_mode(
         &app,
         &admin,
@@ -379,26 +364,7 @@ async fn a_proxy_that_turns_a_revert_into_a_keep_is_refused() {
         json!({"mode": "temporary", "temporary_timeout_secs": 3600}),
     )
     .await;
-    let upstream = format!("{}/ws", app.gateway.replace("http://", "ws://"));
-    let proxy = WsProxy::start(upstream).await;
-    let token = app
-        .ok(
-            "/api/v1/enrollment-tokens",
-            &admin,
-            json!({"user_id": dev_id, "uses": 1}),
-        )
-        .await;
-    let token = token["token"].as_str().unwrap();
-    let mut machine = Machine::new();
-    let output = machine
-        .command()
-        .args(["login", "--server", &app.base, "--output", "json"])
-        .args(["--enrollment-token", token, "--org-key", &fingerprint])
-        .args(["--gateway", &proxy.url()])
-        .output()
-        .await
-        .unwrap();
-    assert!(output.status.success(), "edict-agent login");
+    let (proxy, mut machine) = logged_in_through_proxy(&app, &admin, &dev_id).await;
     machine.run();
     let file = machine.team_file();
     let written = wait_for_file(&file, "Always review diffs.")
