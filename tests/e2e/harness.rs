@@ -97,7 +97,21 @@ pub struct TestApp {
 }
 
 /// A port nothing listens on now.
+/// A port free at the time of asking, chosen below the kernel's ephemeral range (32768 and up here): a port
+/// the kernel hands out for `:0` is also the next one it may give an outgoing connection (to PostgreSQL, to
+/// NATS, from any other test), which then holds it when the server binds ("Address already in use").
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Each test binary starts at its own offset so two binaries running at once seldom try the same ports.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let offset = std::process::id() % 22_000;
+    for _ in 0..200 {
+        let step = u32::from(NEXT.fetch_add(1, Ordering::Relaxed));
+        let port = 10_000 + ((offset + step * 7) % 22_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local addr").port()
 }
@@ -115,6 +129,13 @@ async fn psql(url: &str, sql: &str) {
         .await
         .expect("run psql");
     assert!(status.success(), "psql failed: {sql}");
+}
+
+/// How a started server process came out of its start.
+enum Ready {
+    Yes,
+    Exited(std::process::ExitStatus),
+    TimedOut,
 }
 
 impl TestApp {
@@ -165,37 +186,57 @@ impl TestApp {
     }
 
     /// Starts (or restarts) the server process on this app's store.
+    /// A port taken between choosing it and binding it makes the server exit at once: it is started again on
+    /// other ports (the gateway's too when this is the first start), up to three times.
     pub async fn start(&mut self) {
-        let port = free_port();
-        self.base = format!("http://127.0.0.1:{port}");
-        // The gateway keeps its address across restarts: agents reconnect to where they enrolled.
-        if self.gateway.is_empty() {
-            self.gateway = format!("http://127.0.0.1:{}", free_port());
-        }
-        let roles = self.layout.roles.clone();
-        let child = self
-            .command(roles.as_deref(), port)
-            .spawn()
-            .expect("spawn edict serve");
-        self.child = Some(child);
-        let client = self.client.clone();
-        let url = format!("{}/health/ready", self.base);
-        let ready = eventually(Duration::from_secs(30), || {
-            let client = client.clone();
-            let url = url.clone();
-            async move {
-                match client.get(&url).send().await {
-                    Ok(r) if r.status().is_success() => Some(()),
-                    _ => None,
-                }
+        let first_start = self.gateway.is_empty();
+        for attempt in 1..=3 {
+            let port = free_port();
+            self.base = format!("http://127.0.0.1:{port}");
+            // The gateway keeps its address across restarts: agents reconnect to where they enrolled.
+            if first_start {
+                self.gateway = format!("http://127.0.0.1:{}", free_port());
             }
-        })
-        .await;
-        assert!(
-            ready.is_some(),
-            "edict serve did not become ready on {}",
-            self.base
-        );
+            let roles = self.layout.roles.clone();
+            let child = self
+                .command(roles.as_deref(), port)
+                .spawn()
+                .expect("spawn edict serve");
+            self.child = Some(child);
+            match self.wait_ready().await {
+                Ready::Yes => return,
+                // Its stderr (inherited) says why; the next attempt takes other ports.
+                Ready::Exited(_) if attempt < 3 => {}
+                Ready::Exited(status) => {
+                    panic!(
+                        "edict serve exited before it was ready on {}: {status}",
+                        self.base
+                    )
+                }
+                Ready::TimedOut => break,
+            }
+        }
+        panic!("edict serve did not become ready on {}", self.base);
+    }
+
+    /// Waits until the server answers ready, exits, or 30 s pass.
+    async fn wait_ready(&mut self) -> Ready {
+        let url = format!("{}/health/ready", self.base);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = self.client.get(&url).send().await
+                && r.status().is_success()
+            {
+                return Ready::Yes;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Ready::Exited(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ready::TimedOut
     }
 
     /// The `edict serve` command of this deployment with `roles`, listening on `port`.
