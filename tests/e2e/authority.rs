@@ -564,6 +564,21 @@ async fn a_role_that_may_never_call_a_route_gets_403_before_any_body_validation(
             "org_admin POST {path}: {status} {problem}"
         );
     }
+    // The body is not even read: past the body limit, still a 403 (an org_admin gets the 413).
+    let huge = json!({"name": "x".repeat(2 * 1024 * 1024)});
+    let (status, problem) = app
+        .call(
+            Method::POST,
+            "/api/v1/rules",
+            Some(&member),
+            Some(huge.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    let (status, _) = app
+        .call(Method::POST, "/api/v1/rules", Some(&admin), Some(huge))
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     // Without a token: 401 before validation too.
     let (status, problem) = app
         .call(
