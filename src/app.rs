@@ -318,7 +318,10 @@ pub async fn build(settings: &Settings, nats: Option<&Nats>) -> Result<Built> {
                 max_agents_per_user: settings.limits.max_agents_per_user,
                 as_of_budget: std::time::Duration::from_millis(settings.limits.as_of_budget_ms),
             })
-            .with_org_keys(org_keys),
+            .with_org_keys(org_keys)
+            .with_probation(edict_application::probation::Probation::from_secs(
+                settings.quorum.probation_secs,
+            )),
     );
     if let Some(admin) = &settings.admin {
         let created = edict

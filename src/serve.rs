@@ -90,6 +90,10 @@ pub struct ServeArgs {
     /// Approvals a project-layer rule revision needs.
     #[arg(long, env = "EDICT_QUORUM_PROJECT", default_value_t = 1)]
     quorum_project: u32,
+    /// Seconds an org_admin whom another admin created, granted org_admin, reactivated or gave a new
+    /// password does not count towards a quorum (0: no probation; docs/adr/0023).
+    #[arg(long, env = "EDICT_QUORUM_PROBATION_SECS", default_value_t = 7 * 24 * 3600)]
+    quorum_probation_secs: u64,
     /// How often the scheduler looks for change requests past their timeout, in milliseconds.
     #[arg(long, env = "EDICT_SCHEDULER_INTERVAL_MS", default_value_t = 5000)]
     scheduler_interval_ms: u64,
@@ -203,6 +207,7 @@ impl ServeArgs {
             organization: self.quorum_organization,
             team: self.quorum_team,
             project: self.quorum_project,
+            probation_secs: self.quorum_probation_secs,
         };
         Ok(settings)
     }

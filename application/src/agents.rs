@@ -56,7 +56,7 @@ impl Edict {
         Ok(Enrollment { outcome, token })
     }
 
-    /// Enrolls a machine for `user`, who must exist and be active (no token yet).
+    /// Enrolls a machine for `user`, who must exist, be active and not be an auditor (no token yet).
     pub(crate) async fn enroll(
         &self,
         user: UserId,
@@ -73,6 +73,7 @@ impl Edict {
                 "the machine's user is deactivated".into(),
             ));
         }
+        crate::enrollment::refuse_auditor_owner(&owner)?;
         self.check_agent_cap(user).await?;
         let agent_id = AgentId::new();
         let command = AgentCommand::EnrollAgent {

@@ -327,6 +327,11 @@ impl Edict {
         id: ChangeRequestId,
         request: &RequestContext,
     ) -> Result<Outcome, AppError> {
+        if !principal.is_user() {
+            return Err(AppError::Forbidden(
+                "agents report and appeal; the developer withdraws, signed in".into(),
+            ));
+        }
         self.authorize_requester(principal, id).await?;
         self.change_command(principal, id, request, |by, at| {
             ChangeRequestCommand::Withdraw { by, at }
@@ -399,7 +404,8 @@ impl Edict {
     /// A change request, rebuilt from its events.
     ///
     /// # Errors
-    /// 403 unless org_admin, auditor, a team_admin of its team, its developer or their agent; 404.
+    /// 403 unless org_admin, auditor, a team_admin of its team or its developer (signed in: agents
+    /// report and appeal, they do not read); 404.
     pub async fn change_request(
         &self,
         principal: &Principal,
@@ -412,6 +418,12 @@ impl Edict {
             ChangeRequest::exists,
         )
         .await?;
+        // Agent tokens report and appeal; reading change requests is their users' business.
+        if !principal.is_user() {
+            return Err(AppError::Forbidden(
+                "agents cannot read change requests over HTTP".into(),
+            ));
+        }
         if principal.can_read_all() || change.user() == Some(principal.user()) {
             return Ok(change);
         }

@@ -39,6 +39,21 @@ pub enum DeviceOutcome {
     Waiting(DevicePoll),
 }
 
+/// Auditors change nothing, so they own no agents (an agent reports changes and appeals decisions):
+/// no enrollment token is made for one, and none enrolls a machine for one.
+///
+/// # Errors
+/// 403 when `owner` holds the auditor role (and is not an org_admin).
+pub(crate) fn refuse_auditor_owner(owner: &edict_domain::user::User) -> Result<(), AppError> {
+    use edict_domain::user::GlobalRole;
+    if owner.has_role(GlobalRole::Auditor) && !owner.has_role(GlobalRole::OrgAdmin) {
+        return Err(AppError::Forbidden(
+            "auditors change nothing: an auditor owns no agents".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl Edict {
     fn require_org_admin(principal: &Principal, what: &str) -> Result<(), AppError> {
         if principal.is_org_admin() {
@@ -51,7 +66,8 @@ impl Edict {
     /// Creates an enrollment token for `user` (the caller by default): org_admin only.
     ///
     /// # Errors
-    /// 403; 404 for an unknown user; 422 for `uses` or `expires_in_secs` out of range.
+    /// 403 (also for a token owned by an auditor); 404 for an unknown user; 422 for `uses` or
+    /// `expires_in_secs` out of range.
     pub async fn create_enrollment_token(
         &self,
         principal: &Principal,
@@ -81,6 +97,7 @@ impl Edict {
         if !owner.exists() {
             return Err(AppError::NotFound("user".into()));
         }
+        refuse_auditor_owner(&owner)?;
         let expires_at = self.clock.now().timestamp() + expires_in_secs;
         Ok(self
             .auth
@@ -196,6 +213,13 @@ impl Edict {
         approve: bool,
         request: &RequestContext,
     ) -> Result<Option<Outcome>, AppError> {
+        if principal.has_role(edict_domain::user::GlobalRole::Auditor) && !principal.is_org_admin()
+        {
+            return Err(AppError::Forbidden(
+                "auditors change nothing, machines included: they neither approve nor deny devices"
+                    .into(),
+            ));
+        }
         let pending = self.device_request(principal, user_code).await?;
         if pending.status != DeviceStatus::Pending {
             return Err(AppError::Rule {
@@ -206,11 +230,6 @@ impl Edict {
                 )
                 .to_lowercase(),
             });
-        }
-        if approve && principal.has_role(edict_domain::user::GlobalRole::Auditor) {
-            return Err(AppError::Forbidden(
-                "auditors change nothing, machines included".into(),
-            ));
         }
         if !self
             .auth

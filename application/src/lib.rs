@@ -2,7 +2,7 @@
 //!
 //! - [`service`]: [`Edict`], the use cases, split by aggregate into [`rules`], [`teams`],
 //!   [`change_requests`], [`users`], [`agents`] and [`sessions`] (login, tokens, authentication).
-//! - [`principal`]: who is calling and what they may do.
+//! - [`principal`]: who is calling and what they may do; [`probation`]: who counts towards a quorum.
 //! - [`command`]: the command executor (load, check expected version, decide, commit) that replaces
 //!   `CqrsFramework`, so a caller learns the new version of what it changed.
 //! - [`event_log`]: the commit-ordered global log every store must offer (`read_all`).
@@ -26,6 +26,7 @@ pub mod gateway;
 pub mod history;
 pub mod metadata;
 pub mod principal;
+pub mod probation;
 pub mod queries;
 pub mod read_models;
 pub mod rules;

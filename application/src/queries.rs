@@ -336,6 +336,8 @@ impl Edict {
         principal: &Principal,
         team: &str,
     ) -> Result<(), AppError> {
+        // Agents get their rule sets over the gateway, signed; HTTP reads are their users'.
+        require_user(principal)?;
         if principal.can_read_all() {
             return Ok(());
         }
@@ -357,7 +359,7 @@ impl Edict {
     /// A team's effective rule set (revision, hash, rules per layer, rendered text).
     ///
     /// # Errors
-    /// 403 unless a member (or their agent), an auditor or an org_admin; 404.
+    /// 403 unless a member, an auditor or an org_admin (agents read theirs over the gateway); 404.
     pub async fn team_ruleset(
         &self,
         principal: &Principal,

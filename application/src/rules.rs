@@ -105,7 +105,9 @@ impl Edict {
     /// Records an approval; the revision comes into force when the layer's quorum is reached.
     ///
     /// # Errors
-    /// 403, 404, 409, 422 (`not_pending`, `self_approval`, `already_approved_by`).
+    /// 403, 404, 409, 422 (`not_pending`, `self_approval`, `already_approved_by`,
+    /// `approver_on_probation`: an org_admin another admin created, granted the role, reactivated or
+    /// gave a new password within the probation does not count, see [`crate::probation`]).
     pub async fn approve_rule(
         &self,
         principal: &Principal,
@@ -119,6 +121,9 @@ impl Edict {
             return Err(AppError::NotFound("rule".into()));
         };
         let quorum = self.quorum.for_layer(layer);
+        // An approval counts only from an org_admin in standing: a sock puppet on probation is refused
+        // (docs/adr/0023-quorum-one-person-cannot-stretch.md).
+        self.check_standing(principal.user()).await?;
         self.rule_command(principal, id, "approve rules", request, |approver, at| {
             RuleCommand::ApproveRule {
                 approver,

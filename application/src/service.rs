@@ -99,6 +99,9 @@ pub struct Edict {
     pub(crate) probes: Vec<Arc<dyn Probe>>,
     /// Bounds on the work a request may cause (attached with [`Edict::with_limits`]).
     pub(crate) limits: crate::queries::WorkLimits,
+    /// How long a new or restored org_admin does not count towards a quorum (attached with
+    /// [`Edict::with_probation`]).
+    pub(crate) probation: crate::probation::Probation,
 }
 
 impl std::fmt::Debug for Edict {
@@ -152,6 +155,7 @@ impl Edict {
             roles: RoleRegistry::new(),
             probes: Vec::new(),
             limits: crate::queries::WorkLimits::default(),
+            probation: crate::probation::Probation::default(),
         }
     }
 

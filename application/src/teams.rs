@@ -1,5 +1,10 @@
 //! Use cases of teams: create and archive (org_admin); rename, members and attached rules (org_admin or
 //! a team_admin of that team); read (org_admin, auditor, the team's members).
+//!
+//! Authority is not stretched through teams: only an org_admin appoints a team_admin, and a team_admin
+//! neither demotes nor removes another team_admin (they were appointed by an org_admin; a team_admin
+//! may step down themself). Auditors change nothing: one is never appointed team_admin, and one who
+//! holds a team role acts as nothing through it.
 
 use crate::error::{AppError, DomainFailure};
 use crate::principal::Principal;
@@ -7,6 +12,7 @@ use crate::service::{Edict, Outcome, RequestContext};
 use chrono::{DateTime, Utc};
 use edict_domain::rule::Rule;
 use edict_domain::team::{Team, TeamCommand, TeamError, TeamName, TeamRole};
+use edict_domain::user::GlobalRole;
 use edict_domain::value::Enforcement;
 use edict_domain::{RuleId, TeamId, UserId};
 
@@ -69,6 +75,11 @@ impl Edict {
     ) -> Result<Option<u64>, AppError> {
         if principal.is_org_admin() {
             return Ok(None);
+        }
+        if principal.has_role(GlobalRole::Auditor) {
+            return Err(AppError::Forbidden(format!(
+                "auditors change nothing: an auditor may not {action}"
+            )));
         }
         if gate == Gate::TeamAdmin && principal.is_user() {
             let team =
@@ -180,6 +191,9 @@ impl Edict {
         let granted = self
             .authorize_team(principal, id, Gate::TeamAdmin, "add members")
             .await?;
+        if role == TeamRole::TeamAdmin {
+            Self::require_appointer(principal)?;
+        }
         let target = self.users.load(&user.to_string()).await?;
         if !target.exists() {
             return Err(AppError::NotFound("user".into()));
@@ -189,6 +203,9 @@ impl Edict {
                 rule: "user_deactivated".into(),
                 message: "a deactivated user cannot join a team".into(),
             });
+        }
+        if role == TeamRole::TeamAdmin {
+            Self::refuse_auditor_appointment(&target)?;
         }
         self.decide_team(principal, id, granted, request, |by, at| {
             TeamCommand::AddMember { user, role, by, at }
@@ -208,14 +225,19 @@ impl Edict {
         role: TeamRole,
         request: &RequestContext,
     ) -> Result<Outcome, AppError> {
-        self.team_command(
-            principal,
-            id,
-            Gate::TeamAdmin,
-            "change member roles",
-            request,
-            |by, at| TeamCommand::ChangeMemberRole { user, role, by, at },
-        )
+        let granted = self
+            .authorize_team(principal, id, Gate::TeamAdmin, "change member roles")
+            .await?;
+        if role == TeamRole::TeamAdmin {
+            Self::require_appointer(principal)?;
+            let target = self.users.load(&user.to_string()).await?;
+            Self::refuse_auditor_appointment(&target)?;
+        }
+        self.refuse_demoting_a_team_admin(principal, id, user, "change the role of")
+            .await?;
+        self.decide_team(principal, id, granted, request, |by, at| {
+            TeamCommand::ChangeMemberRole { user, role, by, at }
+        })
         .await
     }
 
@@ -230,15 +252,58 @@ impl Edict {
         user: UserId,
         request: &RequestContext,
     ) -> Result<Outcome, AppError> {
-        self.team_command(
-            principal,
-            id,
-            Gate::TeamAdmin,
-            "remove members",
-            request,
-            |by, at| TeamCommand::RemoveMember { user, by, at },
-        )
+        let granted = self
+            .authorize_team(principal, id, Gate::TeamAdmin, "remove members")
+            .await?;
+        self.refuse_demoting_a_team_admin(principal, id, user, "remove")
+            .await?;
+        self.decide_team(principal, id, granted, request, |by, at| {
+            TeamCommand::RemoveMember { user, by, at }
+        })
         .await
+    }
+
+    /// Only an org_admin appoints a team_admin.
+    fn require_appointer(principal: &Principal) -> Result<(), AppError> {
+        if principal.is_org_admin() {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden(
+                "only an org_admin may appoint a team_admin".into(),
+            ))
+        }
+    }
+
+    /// An auditor is never appointed team_admin (auditors change nothing).
+    fn refuse_auditor_appointment(target: &edict_domain::user::User) -> Result<(), AppError> {
+        if target.has_role(GlobalRole::Auditor) && !target.has_role(GlobalRole::OrgAdmin) {
+            return Err(AppError::Rule {
+                rule: "auditors_change_nothing".into(),
+                message: "an auditor cannot be a team_admin".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A team_admin (not an org_admin) may not demote or remove another team_admin: team_admins are
+    /// appointed by org_admins, and only they undo it. Stepping down oneself is allowed.
+    async fn refuse_demoting_a_team_admin(
+        &self,
+        principal: &Principal,
+        id: TeamId,
+        user: UserId,
+        action: &str,
+    ) -> Result<(), AppError> {
+        if principal.is_org_admin() || user == principal.user() {
+            return Ok(());
+        }
+        let team = self.teams.load(&id.to_string()).await?;
+        if team.is_team_admin(user) {
+            return Err(AppError::Forbidden(format!(
+                "only an org_admin may {action} a team_admin"
+            )));
+        }
+        Ok(())
     }
 
     /// Attaches an approved rule with an enforcement.

@@ -45,6 +45,9 @@ pub struct QuorumSettings {
     pub team: u32,
     /// Project-layer rules (default 1).
     pub project: u32,
+    /// Seconds an org_admin whom another admin created, granted the role, reactivated or gave a new
+    /// password does not count towards a quorum (`EDICT_QUORUM_PROBATION_SECS`, default 7 days).
+    pub probation_secs: u64,
 }
 
 impl Default for QuorumSettings {
@@ -53,6 +56,7 @@ impl Default for QuorumSettings {
             organization: 2,
             team: 1,
             project: 1,
+            probation_secs: 7 * 24 * 3600,
         }
     }
 }

@@ -8,6 +8,7 @@ mod agents;
 mod api_errors;
 mod audit;
 mod auth;
+mod authority;
 mod bounds;
 mod chaos;
 mod delivery;

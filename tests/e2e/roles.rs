@@ -355,7 +355,7 @@ async fn every_endpoint_checks_roles() {
         row(
             Method::PUT,
             format!("/api/v1/teams/{team}/members/{other_id}"),
-            Some(json!({"role": "team_admin"})),
+            Some(json!({"role": "member"})),
             "auditor",
             "team_admin",
         ),

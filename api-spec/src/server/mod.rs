@@ -12,6 +12,7 @@ mod admin;
 mod agents;
 mod audit;
 mod auth;
+pub mod authorization;
 mod change_requests;
 mod common;
 mod enrollment;
@@ -120,6 +121,8 @@ pub fn app_with_limits(
         .nest("/", api)
         .around(middleware::idempotency)
         .around(middleware::limit_body)
+        // Who may call each route, checked before the body is read (403 before 400/422).
+        .around(authorization::gate)
         .around(middleware::trace_request)
         .data(edict)
         .data(gateways)
