@@ -1,8 +1,9 @@
 //! Agents: `/api/v1/agents`, the machines that enforce rules.
 
 use super::common::{self, invalid};
+use super::documents::AgentPage;
 use super::problem::ApiResult;
-use super::queries::{self as q, PageDto};
+use super::queries as q;
 use super::security::BearerAuth;
 use chrono::{DateTime, Utc};
 use edict_application::Edict;
@@ -206,11 +207,11 @@ impl AgentsApi {
         after: Query<Option<String>>,
         limit: Query<Option<u32>>,
         min_position: Query<Option<i64>>,
-    ) -> ApiResult<Json<PageDto>> {
+    ) -> ApiResult<Json<AgentPage>> {
         let page = q::page(after.0, limit.0, min_position.0);
-        Ok(Json(
-            edict.list_agents(&auth.0, status.0, &page).await?.into(),
-        ))
+        Ok(Json(AgentPage::of(
+            edict.list_agents(&auth.0, status.0, &page).await?,
+        )?))
     }
 
     /// The rule sets this agent enforces: per team, the revision it applied and since when. Its owner,

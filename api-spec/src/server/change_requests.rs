@@ -1,8 +1,9 @@
 //! Change requests: `/api/v1/change-requests`, opened from agents' reports, decided by team admins.
 
 use super::common::{self, CommandAccepted, invalid};
+use super::documents::ChangeRequestPage;
 use super::problem::ApiResult;
-use super::queries::{self as q, PageDto};
+use super::queries as q;
 use super::rules::{LayerDto, ReasonDto};
 use super::security::BearerAuth;
 use chrono::{DateTime, Utc};
@@ -426,13 +427,12 @@ impl ChangeRequestsApi {
         after: Query<Option<String>>,
         limit: Query<Option<u32>>,
         min_position: Query<Option<i64>>,
-    ) -> ApiResult<Json<PageDto>> {
+    ) -> ApiResult<Json<ChangeRequestPage>> {
         let page = q::page(after.0, limit.0, min_position.0);
-        Ok(Json(
+        Ok(Json(ChangeRequestPage::of(
             edict
                 .list_change_requests(&auth.0, team.0, status.0, &page)
-                .await?
-                .into(),
-        ))
+                .await?,
+        )?))
     }
 }

@@ -4,6 +4,7 @@
 //! and `GET /api/v1/agents/{id}/enforced` (time travel), whose handlers live with their resources and
 //! call [`ruleset_as_of`] and [`enforced_as_of`] here.
 
+use super::documents::{AsOfEntry, RuleSetDocument, typed};
 use super::problem::{ApiResult, ErrorResponse};
 use super::rate_limit::{LimitedResult, RateLimits};
 use super::security::BearerAuth;
@@ -20,6 +21,7 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 #[derive(Tags)]
@@ -62,8 +64,9 @@ pub struct EventDto {
     pub event_type: String,
     /// The payload's schema version, e.g. `1.0`.
     pub event_version: String,
-    /// The event as stored.
-    pub payload: Value,
+    /// The event's data as stored: one key, the event type, holding the event's fields (a free JSON
+    /// object; every field around it is typed).
+    pub payload: JsonObject,
     /// Who, which request, which causal chain, from where.
     pub metadata: EventMetadataDto,
     /// When the store recorded it.
@@ -88,7 +91,7 @@ impl From<RecordedEvent> for EventDto {
             sequence: e.sequence,
             event_type: e.event_type,
             event_version: e.event_version,
-            payload: e.payload,
+            payload: object(e.payload),
             metadata,
             recorded_at: e.recorded_at,
         }
@@ -111,8 +114,9 @@ pub struct EventPageDto {
 pub struct HistoryEntryDto {
     /// The event, with its metadata.
     pub event: EventDto,
-    /// The resource's state after the event, as the write side holds it (replayed event by event).
-    pub state: Value,
+    /// The resource's state after the event, as the write side holds it (replayed event by event; a
+    /// free JSON object).
+    pub state: JsonObject,
 }
 
 /// Every event of one resource, oldest first.
@@ -132,8 +136,20 @@ impl From<HistoryEntry> for HistoryEntryDto {
     fn from(entry: HistoryEntry) -> Self {
         HistoryEntryDto {
             event: entry.event.into(),
-            state: entry.state,
+            state: object(entry.state),
         }
+    }
+}
+
+/// A free JSON object (documented as `type: object`).
+pub type JsonObject = BTreeMap<String, Value>;
+
+/// The members of a JSON object; anything else (never stored: payloads and states are objects) under
+/// `value`.
+fn object(value: Value) -> JsonObject {
+    match value {
+        Value::Object(map) => map.into_iter().collect(),
+        other => BTreeMap::from([("value".to_owned(), other)]),
     }
 }
 
@@ -372,22 +388,17 @@ pub async fn ruleset_as_of(
     principal: &Principal,
     team: &str,
     as_of: &str,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RuleSetDocument>> {
     let as_of_parsed = AsOf::parse(as_of)?;
     let past = edict
         .team_ruleset_as_of(principal, team, as_of_parsed)
         .await?;
-    let mut ruleset = past.ruleset;
-    if let Value::Object(map) = &mut ruleset {
-        map.insert(
-            "as_of".into(),
-            serde_json::json!({
-                "requested": as_of,
-                "position": past.through.map(|c| c.position),
-                "events_replayed": past.events,
-            }),
-        );
-    }
+    let mut ruleset: RuleSetDocument = typed(past.ruleset, "RuleSetDocument")?;
+    ruleset.as_of = Some(AsOfEntry {
+        requested: as_of.to_owned(),
+        position: past.through.map(|c| c.position),
+        events_replayed: past.events,
+    });
     Ok(Json(ruleset))
 }
 

@@ -14,6 +14,7 @@ mod audit;
 mod auth;
 mod change_requests;
 mod common;
+mod documents;
 mod enrollment;
 mod events;
 mod health;

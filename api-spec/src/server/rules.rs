@@ -1,8 +1,9 @@
 //! The rule library: `/api/v1/rules`.
 
 use super::common::{self, CommandAccepted, invalid};
+use super::documents::{self, RuleEntryFresh, RulePage};
 use super::problem::ApiResult;
-use super::queries::{self as q, PageDto};
+use super::queries as q;
 use super::security::BearerAuth;
 use chrono::{DateTime, Utc};
 use edict_application::Edict;
@@ -18,7 +19,6 @@ use poem_openapi::param::Path;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi, Tags};
-use serde_json::Value;
 use std::sync::Arc;
 
 #[derive(Tags)]
@@ -487,7 +487,7 @@ impl RulesApi {
         after: Query<Option<String>>,
         limit: Query<Option<u32>>,
         min_position: Query<Option<i64>>,
-    ) -> ApiResult<Json<PageDto>> {
+    ) -> ApiResult<Json<RulePage>> {
         let query = edict_application::queries::RuleQuery {
             status: status.0,
             layer: layer.0,
@@ -495,7 +495,9 @@ impl RulesApi {
             text: q.0,
         };
         let page = q::page(after.0, limit.0, min_position.0);
-        Ok(Json(edict.list_rules(&auth.0, &query, &page).await?.into()))
+        Ok(Json(RulePage::of(
+            edict.list_rules(&auth.0, &query, &page).await?,
+        )?))
     }
 
     /// A rule's catalog entry with every revision (number, spec, state, approvals). Any signed-in user.
@@ -506,8 +508,8 @@ impl RulesApi {
         auth: BearerAuth,
         id: Path<String>,
         min_position: Query<Option<i64>>,
-    ) -> ApiResult<Json<Value>> {
+    ) -> ApiResult<Json<RuleEntryFresh>> {
         let fetched = edict.rule_entry(&auth.0, &id, min_position.0).await?;
-        Ok(Json(q::with_freshness(fetched)))
+        Ok(Json(documents::rule_entry(fetched)?))
     }
 }

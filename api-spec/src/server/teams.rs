@@ -1,8 +1,9 @@
 //! Teams: `/api/v1/teams`, their members and the rules they enforce.
 
 use super::common::{self, CommandAccepted, invalid};
+use super::documents::{self, RuleSetDocument, TeamPage};
 use super::problem::ApiResult;
-use super::queries::{self as q, PageDto};
+use super::queries as q;
 use super::rules::{EnforcementDto, LayerDto};
 use super::security::BearerAuth;
 use chrono::{DateTime, Utc};
@@ -17,7 +18,6 @@ use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::payload::PlainText;
 use poem_openapi::{Enum, Object, OpenApi, Tags};
-use serde_json::Value;
 use std::sync::Arc;
 
 #[derive(Tags)]
@@ -412,11 +412,11 @@ impl TeamsApi {
         after: Query<Option<String>>,
         limit: Query<Option<u32>>,
         min_position: Query<Option<i64>>,
-    ) -> ApiResult<Json<PageDto>> {
+    ) -> ApiResult<Json<TeamPage>> {
         let page = q::page(after.0, limit.0, min_position.0);
-        Ok(Json(
-            edict.list_teams(&auth.0, status.0, &page).await?.into(),
-        ))
+        Ok(Json(TeamPage::of(
+            edict.list_teams(&auth.0, status.0, &page).await?,
+        )?))
     }
 
     /// The team's effective rule set: organization rules plus its attached rules, per layer, with each
@@ -434,13 +434,13 @@ impl TeamsApi {
         id: Path<String>,
         min_position: Query<Option<i64>>,
         as_of: Query<Option<String>>,
-    ) -> super::rate_limit::LimitedResult<Json<Value>> {
+    ) -> super::rate_limit::LimitedResult<Json<RuleSetDocument>> {
         if let Some(as_of) = as_of.0 {
             limits.costly_read(&auth.0)?;
             return Ok(super::events::ruleset_as_of(&edict, &auth.0, &id, &as_of).await?);
         }
         let fetched = edict.team_ruleset(&auth.0, &id, min_position.0).await?;
-        Ok(Json(q::with_freshness(fetched)))
+        Ok(Json(documents::ruleset(fetched)?))
     }
 
     /// The rendered managed section of one layer (`organization`, `team` or `project`), as Markdown.

@@ -1,8 +1,9 @@
 //! Users: `/api/v1/users`.
 
 use super::common::{self, CommandAccepted, Done, invalid};
+use super::documents::UserPage;
 use super::problem::ApiResult;
-use super::queries::{self as q, PageDto};
+use super::queries as q;
 use super::security::BearerAuth;
 use chrono::{DateTime, Utc};
 use edict_application::Edict;
@@ -278,10 +279,10 @@ impl UsersApi {
         after: Query<Option<String>>,
         limit: Query<Option<u32>>,
         min_position: Query<Option<i64>>,
-    ) -> ApiResult<Json<PageDto>> {
+    ) -> ApiResult<Json<UserPage>> {
         let page = q::page(after.0, limit.0, min_position.0);
-        Ok(Json(
-            edict.list_users(&auth.0, status.0, &page).await?.into(),
-        ))
+        Ok(Json(UserPage::of(
+            edict.list_users(&auth.0, status.0, &page).await?,
+        )?))
     }
 }
