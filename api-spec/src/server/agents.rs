@@ -1,6 +1,6 @@
 //! Agents: `/api/v1/agents`, the machines that enforce rules.
 
-use super::common::{self, invalid};
+use super::common::{self, Tagged, invalid};
 use super::documents::AgentPage;
 use super::problem::ApiResult;
 use super::queries as q;
@@ -12,6 +12,7 @@ use edict_domain::value::Reason;
 use edict_domain::{AgentId, UserId};
 use poem::Request;
 use poem::web::Data;
+use poem_openapi::param::Header;
 use poem_openapi::param::Path;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
@@ -166,11 +167,15 @@ impl AgentsApi {
         edict: Data<&Arc<Edict>>,
         auth: BearerAuth,
         id: Path<String>,
-    ) -> ApiResult<Json<AgentDto>> {
+        /// A version from an earlier answer's `ETag`: 304 without a body while it is still current.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
+    ) -> ApiResult<Tagged<AgentDto>> {
         let agent = edict.agent(&auth.0, agent_id(&id)?).await?;
-        AgentDto::from_agent(&agent)
-            .map(Json)
-            .ok_or_else(|| edict_application::error::AppError::NotFound("agent".into()).into())
+        let agent = AgentDto::from_agent(&agent)
+            .ok_or_else(|| edict_application::error::AppError::NotFound("agent".into()))?;
+        let version = agent.version;
+        Ok(common::tagged(agent, version, if_none_match.as_deref()))
     }
 
     /// Revokes an agent: its token is refused at once. Its owner or an org_admin.

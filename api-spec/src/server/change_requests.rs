@@ -1,6 +1,6 @@
 //! Change requests: `/api/v1/change-requests`, opened from agents' reports, decided by team admins.
 
-use super::common::{self, CommandAccepted, invalid};
+use super::common::{self, CommandAccepted, Tagged, invalid};
 use super::documents::ChangeRequestPage;
 use super::problem::ApiResult;
 use super::queries as q;
@@ -16,6 +16,7 @@ use edict_domain::value::Sha256Hex;
 use edict_domain::{ChangeRequestId, RuleId, TeamId};
 use poem::Request;
 use poem::web::Data;
+use poem_openapi::param::Header;
 use poem_openapi::param::Path;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
@@ -258,13 +259,16 @@ impl ChangeRequestsApi {
         edict: Data<&Arc<Edict>>,
         auth: BearerAuth,
         id: Path<String>,
-    ) -> ApiResult<Json<ChangeRequestDto>> {
+        /// A version from an earlier answer's `ETag`: 304 without a body while it is still current.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
+    ) -> ApiResult<Tagged<ChangeRequestDto>> {
         let change = edict.change_request(&auth.0, cr_id(&id)?).await?;
-        ChangeRequestDto::from_change(&change)
-            .map(Json)
-            .ok_or_else(|| {
-                edict_application::error::AppError::NotFound("change request".into()).into()
-            })
+        let change = ChangeRequestDto::from_change(&change).ok_or_else(|| {
+            edict_application::error::AppError::NotFound("change request".into())
+        })?;
+        let version = change.version;
+        Ok(common::tagged(change, version, if_none_match.as_deref()))
     }
 
     /// Amends a pending change request with a later report on the same file. Its agent only.

@@ -388,7 +388,7 @@ pub async fn ruleset_as_of(
     principal: &Principal,
     team: &str,
     as_of: &str,
-) -> ApiResult<Json<RuleSetDocument>> {
+) -> ApiResult<RuleSetDocument> {
     let as_of_parsed = AsOf::parse(as_of)?;
     let past = edict
         .team_ruleset_as_of(principal, team, as_of_parsed)
@@ -399,7 +399,7 @@ pub async fn ruleset_as_of(
         position: past.through.map(|c| c.position),
         events_replayed: past.events,
     });
-    Ok(Json(ruleset))
+    Ok(ruleset)
 }
 
 /// `GET /api/v1/agents/{id}/enforced?as_of=…`: per team, the revision the agent had applied at that

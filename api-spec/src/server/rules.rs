@@ -1,6 +1,6 @@
 //! The rule library: `/api/v1/rules`.
 
-use super::common::{self, CommandAccepted, invalid};
+use super::common::{self, CommandAccepted, Tagged, invalid};
 use super::documents::{self, RuleEntryFresh, RulePage};
 use super::problem::ApiResult;
 use super::queries as q;
@@ -15,6 +15,7 @@ use edict_domain::rule::{
 use edict_domain::value::{Enforcement, EnforcementMode, Layer, Reason};
 use poem::Request;
 use poem::web::Data;
+use poem_openapi::param::Header;
 use poem_openapi::param::Path;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
@@ -347,13 +348,17 @@ impl RulesApi {
         edict: Data<&Arc<Edict>>,
         auth: BearerAuth,
         id: Path<String>,
-    ) -> ApiResult<Json<RuleDto>> {
+        /// A version from an earlier answer's `ETag`: 304 without a body while it is still current.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
+    ) -> ApiResult<Tagged<RuleDto>> {
         let rule = edict
             .rule(&auth.0, common::id::<RuleId>(&id, "rule")?)
             .await?;
-        RuleDto::from_rule(&rule)
-            .map(Json)
-            .ok_or_else(|| edict_application::error::AppError::NotFound("rule".into()).into())
+        let rule = RuleDto::from_rule(&rule)
+            .ok_or_else(|| edict_application::error::AppError::NotFound("rule".into()))?;
+        let version = rule.version;
+        Ok(common::tagged(rule, version, if_none_match.as_deref()))
     }
 
     /// Replaces the spec of the draft or rejected revision (a rejected one returns to draft). org_admin.

@@ -1,6 +1,6 @@
 //! Teams: `/api/v1/teams`, their members and the rules they enforce.
 
-use super::common::{self, CommandAccepted, invalid};
+use super::common::{self, CommandAccepted, Tagged, invalid};
 use super::documents::{self, RuleSetDocument, TeamPage};
 use super::problem::ApiResult;
 use super::queries as q;
@@ -13,6 +13,7 @@ use edict_domain::{RuleId, TeamId, UserId};
 use poem::Request;
 use poem::web::Data;
 use poem_openapi::ApiResponse;
+use poem_openapi::param::Header;
 use poem_openapi::param::Path;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
@@ -236,13 +237,17 @@ impl TeamsApi {
         edict: Data<&Arc<Edict>>,
         auth: BearerAuth,
         id: Path<String>,
-    ) -> ApiResult<Json<TeamDto>> {
+        /// A version from an earlier answer's `ETag`: 304 without a body while it is still current.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
+    ) -> ApiResult<Tagged<TeamDto>> {
         let team = edict
             .team(&auth.0, common::id::<TeamId>(&id, "team")?)
             .await?;
-        TeamDto::from_team(&team)
-            .map(Json)
-            .ok_or_else(|| edict_application::error::AppError::NotFound("team".into()).into())
+        let team = TeamDto::from_team(&team)
+            .ok_or_else(|| edict_application::error::AppError::NotFound("team".into()))?;
+        let version = team.version;
+        Ok(common::tagged(team, version, if_none_match.as_deref()))
     }
 
     /// Renames a team. org_admin or team_admin.
@@ -434,13 +439,23 @@ impl TeamsApi {
         id: Path<String>,
         min_position: Query<Option<i64>>,
         as_of: Query<Option<String>>,
-    ) -> super::rate_limit::LimitedResult<Json<RuleSetDocument>> {
-        if let Some(as_of) = as_of.0 {
+        /// A version from an earlier answer's `ETag`: 304 without a body while it is still current.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
+    ) -> super::rate_limit::LimitedResult<Tagged<RuleSetDocument>> {
+        let ruleset = if let Some(as_of) = as_of.0 {
             limits.costly_read(&auth.0)?;
-            return Ok(super::events::ruleset_as_of(&edict, &auth.0, &id, &as_of).await?);
-        }
-        let fetched = edict.team_ruleset(&auth.0, &id, min_position.0).await?;
-        Ok(Json(documents::ruleset(fetched)?))
+            super::events::ruleset_as_of(&edict, &auth.0, &id, &as_of).await?
+        } else {
+            let fetched = edict.team_ruleset(&auth.0, &id, min_position.0).await?;
+            documents::ruleset(fetched)?
+        };
+        let revision = ruleset.revision;
+        Ok(common::tagged(
+            ruleset,
+            revision,
+            if_none_match.as_deref(),
+        ))
     }
 
     /// The rendered managed section of one layer (`organization`, `team` or `project`), as Markdown.

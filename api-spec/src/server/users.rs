@@ -1,6 +1,6 @@
 //! Users: `/api/v1/users`.
 
-use super::common::{self, CommandAccepted, Done, invalid};
+use super::common::{self, CommandAccepted, Done, Tagged, invalid};
 use super::documents::UserPage;
 use super::problem::ApiResult;
 use super::queries as q;
@@ -12,6 +12,7 @@ use edict_domain::UserId;
 use edict_domain::user::{Email, GlobalRole, PersonName, User};
 use poem::Request;
 use poem::web::Data;
+use poem_openapi::param::Header;
 use poem_openapi::param::Path;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
@@ -128,10 +129,11 @@ fn user_id(raw: &str) -> Result<UserId, super::problem::ErrorResponse> {
     common::id::<UserId>(raw, "user")
 }
 
-fn found(user: &User) -> ApiResult<Json<UserDto>> {
-    UserDto::from_user(user)
-        .map(Json)
-        .ok_or_else(|| edict_application::error::AppError::NotFound("user".into()).into())
+fn found(user: &User, if_none_match: Option<&str>) -> ApiResult<Tagged<UserDto>> {
+    let user = UserDto::from_user(user)
+        .ok_or_else(|| edict_application::error::AppError::NotFound("user".into()))?;
+    let version = user.version;
+    Ok(common::tagged(user, version, if_none_match))
 }
 
 /// Users.
@@ -160,9 +162,16 @@ impl UsersApi {
 
     /// The signed-in user.
     #[oai(path = "/api/v1/users/me", method = "get")]
-    async fn me(&self, edict: Data<&Arc<Edict>>, auth: BearerAuth) -> ApiResult<Json<UserDto>> {
+    async fn me(
+        &self,
+        edict: Data<&Arc<Edict>>,
+        auth: BearerAuth,
+        /// A version from an earlier answer's `ETag`: 304 without a body while it is still current.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
+    ) -> ApiResult<Tagged<UserDto>> {
         let user = edict.user(&auth.0, auth.0.user()).await?;
-        found(&user)
+        found(&user, if_none_match.as_deref())
     }
 
     /// A user. org_admin, auditor, or the user themself.
@@ -172,9 +181,12 @@ impl UsersApi {
         edict: Data<&Arc<Edict>>,
         auth: BearerAuth,
         id: Path<String>,
-    ) -> ApiResult<Json<UserDto>> {
+        /// A version from an earlier answer's `ETag`: 304 without a body while it is still current.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
+    ) -> ApiResult<Tagged<UserDto>> {
         let user = edict.user(&auth.0, user_id(&id)?).await?;
-        found(&user)
+        found(&user, if_none_match.as_deref())
     }
 
     /// Grants a global role. org_admin.
