@@ -10,6 +10,7 @@ mod audit;
 mod auth;
 mod bounds;
 mod chaos;
+mod contract;
 mod delivery;
 mod enrollment;
 mod health;

@@ -1,7 +1,7 @@
 //! Agents: `/api/v1/agents`, the machines that enforce rules.
 
 use super::common::{self, Tagged, invalid};
-use super::documents::AgentPage;
+use super::contract::documents::AgentPage;
 use super::problem::ApiResult;
 use super::queries as q;
 use super::security::BearerAuth;
@@ -35,6 +35,7 @@ pub struct EnrollDto {
     #[oai(default)]
     pub machine_name: String,
     /// The user the machine belongs to (default: you; someone else: org_admin only).
+    #[oai(nullable)]
     pub user_id: Option<String>,
 }
 
@@ -56,6 +57,7 @@ pub struct EnrolledDto {
 #[derive(Debug, Clone, Object)]
 pub struct RevokeDto {
     /// Why (optional).
+    #[oai(nullable)]
     pub reason: Option<String>,
 }
 
@@ -80,6 +82,7 @@ pub struct AgentDto {
     /// key, a signature that does not match, signed for another team, or edited in its snapshot).
     pub integrity_failures: u64,
     /// The last one.
+    #[oai(nullable)]
     pub last_integrity_failure: Option<IntegrityFailureDto>,
 }
 

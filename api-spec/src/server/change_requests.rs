@@ -1,7 +1,7 @@
 //! Change requests: `/api/v1/change-requests`, opened from agents' reports, decided by team admins.
 
 use super::common::{self, CommandAccepted, Tagged, invalid};
-use super::documents::ChangeRequestPage;
+use super::contract::documents::ChangeRequestPage;
 use super::problem::ApiResult;
 use super::queries as q;
 use super::rules::{LayerDto, ReasonDto};
@@ -82,6 +82,7 @@ pub struct ExceptionRequestDto {
     /// Time-limited or permanent.
     pub kind: ExceptionKindDto,
     /// For time-limited: until when.
+    #[oai(nullable)]
     pub until: Option<DateTime<Utc>>,
 }
 
@@ -89,6 +90,7 @@ pub struct ExceptionRequestDto {
 #[derive(Debug, Clone, Object)]
 pub struct GrantDto {
     /// Until when the change may stand (absent: for good).
+    #[oai(nullable)]
     pub until: Option<DateTime<Utc>>,
 }
 
@@ -264,9 +266,8 @@ impl ChangeRequestsApi {
         if_none_match: Header<Option<String>>,
     ) -> ApiResult<Tagged<ChangeRequestDto>> {
         let change = edict.change_request(&auth.0, cr_id(&id)?).await?;
-        let change = ChangeRequestDto::from_change(&change).ok_or_else(|| {
-            edict_application::error::AppError::NotFound("change request".into())
-        })?;
+        let change = ChangeRequestDto::from_change(&change)
+            .ok_or_else(|| edict_application::error::AppError::NotFound("change request".into()))?;
         let version = change.version;
         Ok(common::tagged(change, version, if_none_match.as_deref()))
     }

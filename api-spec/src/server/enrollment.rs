@@ -201,6 +201,7 @@ pub struct DeviceApprovedDto {
 #[derive(Debug, Clone, Object)]
 pub struct NewEnrollmentTokenDto {
     /// Whose machines it enrolls (default: you).
+    #[oai(nullable)]
     pub user_id: Option<String>,
     /// How many machines (default 1).
     #[oai(default = "one")]

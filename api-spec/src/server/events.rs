@@ -4,7 +4,7 @@
 //! and `GET /api/v1/agents/{id}/enforced` (time travel), whose handlers live with their resources and
 //! call [`ruleset_as_of`] and [`enforced_as_of`] here.
 
-use super::documents::{AsOfEntry, RuleSetDocument, typed};
+use super::contract::documents::{AsOfEntry, RuleSetDocument, typed};
 use super::problem::{ApiResult, ErrorResponse};
 use super::rate_limit::{LimitedResult, RateLimits};
 use super::security::BearerAuth;
@@ -158,8 +158,14 @@ fn encode_cursor(checkpoint: Checkpoint) -> String {
     format!("{}.{}", checkpoint.transaction_id, checkpoint.position)
 }
 
+/// The checkpoint of a cursor [`encode_cursor`] wrote: two runs of decimal digits (no sign, no
+/// other character) that fit a transaction id and a non-negative position; anything else is `None`.
 fn decode_cursor(raw: &str) -> Option<Checkpoint> {
     let (transaction_id, position) = raw.split_once('.')?;
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    if !digits(transaction_id) || !digits(position) {
+        return None;
+    }
     Some(Checkpoint {
         transaction_id: transaction_id.parse().ok()?,
         position: position.parse().ok()?,
@@ -443,6 +449,50 @@ mod tests {
         assert_eq!(decode_cursor(&encode_cursor(checkpoint)), Some(checkpoint));
         assert_eq!(decode_cursor("42"), None);
         assert_eq!(decode_cursor("a.b"), None);
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn decoding_any_string_never_panics(raw in ".*") {
+            let _ = decode_cursor(&raw);
+        }
+
+        #[test]
+        fn every_checkpoint_round_trips(transaction_id in any::<u64>(), position in 0..=i64::MAX) {
+            let checkpoint = Checkpoint { transaction_id, position };
+            prop_assert_eq!(decode_cursor(&encode_cursor(checkpoint)), Some(checkpoint));
+        }
+
+        #[test]
+        fn a_decoded_cursor_is_the_cursor_it_came_from(raw in "[0-9+-]{0,22}\\.[0-9+-]{0,22}") {
+            // Whatever decodes writes back to exactly the same text: no sign, no leading zero
+            // ambiguity beyond what the digits say, no negative position.
+            if let Some(checkpoint) = decode_cursor(&raw) {
+                prop_assert!(checkpoint.position >= 0);
+                let (t, p) = raw.split_once('.').unwrap();
+                prop_assert_eq!(t.parse::<u64>().ok(), Some(checkpoint.transaction_id));
+                prop_assert_eq!(p.parse::<i64>().ok(), Some(checkpoint.position));
+                prop_assert!(!raw.contains('-') && !raw.contains('+'));
+            }
+        }
+
+        #[test]
+        fn negative_or_overflowing_parts_are_refused(
+            transaction_id in any::<u64>(),
+            position in 0..=i64::MAX,
+            negative in 1..=i64::MAX,
+        ) {
+            prop_assert_eq!(decode_cursor(&format!("-{transaction_id}.{position}")), None);
+            prop_assert_eq!(decode_cursor(&format!("{transaction_id}.-{negative}")), None);
+            prop_assert_eq!(decode_cursor(&format!("+{transaction_id}.{position}")), None);
+            prop_assert_eq!(decode_cursor(&format!("{transaction_id}.+{position}")), None);
+            prop_assert_eq!(decode_cursor(&format!("{transaction_id}0.{position}")).is_some(),
+                transaction_id.checked_mul(10).is_some());
+            prop_assert_eq!(decode_cursor(&format!("{}.{position}", u128::from(u64::MAX) + 1)), None);
+            prop_assert_eq!(decode_cursor(&format!("{transaction_id}.{}", i128::from(i64::MAX) + 1)), None);
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ mod audit;
 mod auth;
 mod change_requests;
 mod common;
-mod documents;
+mod contract;
 mod enrollment;
 mod events;
 mod health;
@@ -122,6 +122,7 @@ pub fn app_with_limits(
         .around(middleware::idempotency)
         .around(middleware::limit_body)
         .around(middleware::trace_request)
+        .around(contract::allow_header)
         .data(edict)
         .data(gateways)
         .data(limits)

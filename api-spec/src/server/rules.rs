@@ -1,7 +1,7 @@
 //! The rule library: `/api/v1/rules`.
 
 use super::common::{self, CommandAccepted, Tagged, invalid};
-use super::documents::{self, RuleEntryFresh, RulePage};
+use super::contract::documents::{self, RuleEntryFresh, RulePage};
 use super::problem::ApiResult;
 use super::queries as q;
 use super::security::BearerAuth;

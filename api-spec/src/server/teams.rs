@@ -1,7 +1,7 @@
 //! Teams: `/api/v1/teams`, their members and the rules they enforce.
 
 use super::common::{self, CommandAccepted, Tagged, invalid};
-use super::documents::{self, RuleSetDocument, TeamPage};
+use super::contract::documents::{self, RuleSetDocument, TeamPage};
 use super::problem::ApiResult;
 use super::queries as q;
 use super::rules::{EnforcementDto, LayerDto};
@@ -451,11 +451,7 @@ impl TeamsApi {
             documents::ruleset(fetched)?
         };
         let revision = ruleset.revision;
-        Ok(common::tagged(
-            ruleset,
-            revision,
-            if_none_match.as_deref(),
-        ))
+        Ok(common::tagged(ruleset, revision, if_none_match.as_deref()))
     }
 
     /// The rendered managed section of one layer (`organization`, `team` or `project`), as Markdown.

@@ -1,7 +1,7 @@
 //! Users: `/api/v1/users`.
 
 use super::common::{self, CommandAccepted, Done, Tagged, invalid};
-use super::documents::UserPage;
+use super::contract::documents::UserPage;
 use super::problem::ApiResult;
 use super::queries as q;
 use super::security::BearerAuth;
@@ -85,6 +85,7 @@ pub struct RoleDto {
 pub struct PasswordDto {
     /// The current password (required to change your own).
     #[oai(write_only)]
+    #[oai(nullable)]
     pub current_password: Option<String>,
     /// The new password: 12 to 1024 characters.
     #[oai(write_only)]

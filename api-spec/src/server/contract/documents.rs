@@ -10,11 +10,11 @@
 //! Times inside documents are [`Timestamp`]s: the text the projection wrote (RFC 3339, UTC, `Z`),
 //! passed through unchanged.
 
-use super::problem::{ErrorResponse, Problem};
-use super::queries::FreshnessDto;
-use super::rules::{EnforcementDto, LayerDto, ModeDto};
-use super::teams::TeamRoleDto;
-use super::users::GlobalRoleDto;
+use crate::server::problem::{ErrorResponse, Problem};
+use crate::server::queries::FreshnessDto;
+use crate::server::rules::{EnforcementDto, LayerDto, ModeDto};
+use crate::server::teams::TeamRoleDto;
+use crate::server::users::GlobalRoleDto;
 use chrono::{DateTime, SecondsFormat, Utc};
 use edict_application::queries::{Fetched, Freshness, Listed};
 use poem::http::StatusCode;
