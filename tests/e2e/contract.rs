@@ -1,6 +1,7 @@
 //! The contract as a client sees it: single resources carry their version as a strong `ETag` and answer
 //! 304 to an `If-None-Match` naming it; a 405 says which methods the route takes; a bad event-log cursor
-//! is a 400; `min_position=0` (nothing to wait for) is answered at once.
+//! is a 400; `min_position=0` (nothing to wait for) is answered at once; a JSON number or boolean is not
+//! taken where the spec says string.
 
 use crate::harness::{Store, TestApp, rule_spec};
 use reqwest::{Method, StatusCode};
@@ -211,4 +212,44 @@ async fn min_position_zero_is_answered_at_once() {
             started.elapsed()
         );
     }
+}
+
+#[tokio::test]
+async fn a_number_or_boolean_is_not_taken_for_a_string() {
+    let app = TestApp::spawn(Store::Sqlite).await;
+    let admin = app.admin().await;
+    for body in [
+        json!({"name": false}),
+        json!({"name": 42}),
+        json!({"name": ["Core"]}),
+    ] {
+        let (status, problem) = app
+            .call(
+                Method::POST,
+                "/api/v1/teams",
+                Some(&admin),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {problem}");
+    }
+    let (status, problem) = app
+        .call(
+            Method::POST,
+            "/api/v1/agents",
+            Some(&admin),
+            Some(json!({"machine_id": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    let (status, page) = app
+        .call(
+            Method::GET,
+            "/api/v1/teams?min_position=0",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["items"], json!([]), "nothing was created");
 }

@@ -2,6 +2,7 @@
 
 use super::common::{self, Tagged, invalid};
 use super::contract::documents::AgentPage;
+use super::contract::text::Text;
 use super::problem::ApiResult;
 use super::queries as q;
 use super::security::BearerAuth;
@@ -30,13 +31,14 @@ enum AgentTags {
 #[derive(Debug, Clone, Object)]
 pub struct EnrollDto {
     /// A stable id of the machine (1 to 200 characters).
-    pub machine_id: String,
+    pub machine_id: Text,
     /// A name people recognize.
     #[oai(default)]
-    pub machine_name: String,
+    #[oai(nullable)]
+    pub machine_name: Text,
     /// The user the machine belongs to (default: you; someone else: org_admin only).
     #[oai(nullable)]
-    pub user_id: Option<String>,
+    pub user_id: Option<Text>,
 }
 
 /// An enrolled agent and its token.
@@ -58,7 +60,7 @@ pub struct EnrolledDto {
 pub struct RevokeDto {
     /// Why (optional).
     #[oai(nullable)]
-    pub reason: Option<String>,
+    pub reason: Option<Text>,
 }
 
 /// An enrolled agent.

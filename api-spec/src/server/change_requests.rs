@@ -2,6 +2,7 @@
 
 use super::common::{self, CommandAccepted, Tagged, invalid};
 use super::contract::documents::ChangeRequestPage;
+use super::contract::text::Text;
 use super::problem::ApiResult;
 use super::queries as q;
 use super::rules::{LayerDto, ReasonDto};
@@ -34,34 +35,36 @@ enum ChangeRequestTags {
 #[derive(Debug, Clone, Object)]
 pub struct ReportDto {
     /// The team whose rule set the file carries.
-    pub team_id: String,
+    pub team_id: Text,
     /// The rule whose section changed.
-    pub rule_id: String,
+    pub rule_id: Text,
     /// The changed file.
-    pub file: String,
+    pub file: Text,
     /// The file's layer.
     pub layer: LayerDto,
     /// SHA-256 (hex) of the section as Edict wrote it.
-    pub original_hash: String,
+    pub original_hash: Text,
     /// SHA-256 (hex) of the section after the change.
-    pub new_hash: String,
+    pub new_hash: Text,
     /// The change, as a unified diff (at most 256 KiB).
     #[oai(default)]
-    pub diff: String,
+    #[oai(nullable)]
+    pub diff: Text,
     /// The agent's id for this report; the same report sent twice opens one change request.
-    pub report_id: String,
+    pub report_id: Text,
 }
 
 /// A later report on the same file.
 #[derive(Debug, Clone, Object)]
 pub struct AmendDto {
     /// SHA-256 (hex) of the section now.
-    pub new_hash: String,
+    pub new_hash: Text,
     /// The change from the original.
     #[oai(default)]
-    pub diff: String,
+    #[oai(nullable)]
+    pub diff: Text,
     /// The agent's id for this report.
-    pub report_id: String,
+    pub report_id: Text,
 }
 
 /// The kind of exception asked for.
@@ -78,7 +81,7 @@ pub enum ExceptionKindDto {
 #[derive(Debug, Clone, Object)]
 pub struct ExceptionRequestDto {
     /// Why the change should stand.
-    pub justification: String,
+    pub justification: Text,
     /// Time-limited or permanent.
     pub kind: ExceptionKindDto,
     /// For time-limited: until when.

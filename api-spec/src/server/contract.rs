@@ -3,6 +3,7 @@
 //! checks that every operation documents the statuses it can answer.
 
 pub mod documents;
+pub mod text;
 
 use poem::http::{HeaderValue, StatusCode, header};
 use poem::{Endpoint, IntoResponse, Request, Response};

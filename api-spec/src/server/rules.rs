@@ -2,6 +2,7 @@
 
 use super::common::{self, CommandAccepted, Tagged, invalid};
 use super::contract::documents::{self, RuleEntryFresh, RulePage};
+use super::contract::text::Text;
 use super::problem::ApiResult;
 use super::queries as q;
 use super::security::BearerAuth;
@@ -79,6 +80,7 @@ pub struct EnforcementDto {
     pub mode: ModeDto,
     /// Required for `temporary` (1 s to 30 days), forbidden otherwise.
     #[oai(skip_serializing_if_is_none)]
+    #[oai(nullable)]
     pub temporary_timeout_secs: Option<u64>,
 }
 
@@ -114,26 +116,31 @@ impl From<Enforcement> for EnforcementDto {
 #[derive(Debug, Clone, Object)]
 pub struct RuleSpecDto {
     /// 1 to 200 characters.
-    pub name: String,
+    pub name: Text,
     /// What the rule is for (at most 2000 characters).
     #[oai(default)]
-    pub description: String,
+    #[oai(nullable)]
+    pub description: Text,
     /// The managed section; fixed for the life of the rule.
     pub layer: LayerDto,
     /// The Markdown rendered into the managed section (at most 64 KiB).
-    pub content: String,
+    pub content: Text,
     /// The heading it is rendered under.
     #[oai(skip_serializing_if_is_none)]
-    pub category: Option<String>,
+    #[oai(nullable)]
+    pub category: Option<Text>,
     /// Higher renders first within a category.
     #[oai(default)]
+    #[oai(nullable)]
     pub priority: i32,
     /// Lowercase tags: `[a-z0-9][a-z0-9_-]{0,49}`.
     #[oai(default)]
-    pub tags: Vec<String>,
+    #[oai(nullable)]
+    pub tags: Vec<Text>,
     /// Path globs a project-layer rule applies to (empty: the whole project). Only for `project`.
     #[oai(default)]
-    pub triggers: Vec<String>,
+    #[oai(nullable)]
+    pub triggers: Vec<Text>,
 }
 
 impl RuleSpecDto {
@@ -169,18 +176,14 @@ impl RuleSpecDto {
 impl From<&RuleSpec> for RuleSpecDto {
     fn from(spec: &RuleSpec) -> Self {
         RuleSpecDto {
-            name: spec.name.as_str().to_owned(),
-            description: spec.description.as_str().to_owned(),
+            name: spec.name.as_str().into(),
+            description: spec.description.as_str().into(),
             layer: spec.layer.into(),
-            content: spec.content.as_str().to_owned(),
-            category: spec.category.as_ref().map(|c| c.as_str().to_owned()),
+            content: spec.content.as_str().into(),
+            category: spec.category.as_ref().map(|c| c.as_str().into()),
             priority: spec.priority,
-            tags: spec.tags.iter().map(|t| t.as_str().to_owned()).collect(),
-            triggers: spec
-                .triggers
-                .iter()
-                .map(|t| t.as_str().to_owned())
-                .collect(),
+            tags: spec.tags.iter().map(|t| t.as_str().into()).collect(),
+            triggers: spec.triggers.iter().map(|t| t.as_str().into()).collect(),
         }
     }
 }
@@ -189,7 +192,7 @@ impl From<&RuleSpec> for RuleSpecDto {
 #[derive(Debug, Clone, Object)]
 pub struct ReasonDto {
     /// Non-blank, at most 2000 characters.
-    pub reason: String,
+    pub reason: Text,
 }
 
 impl ReasonDto {

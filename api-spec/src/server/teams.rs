@@ -2,6 +2,7 @@
 
 use super::common::{self, CommandAccepted, Tagged, invalid};
 use super::contract::documents::{self, RuleSetDocument, TeamPage};
+use super::contract::text::Text;
 use super::problem::ApiResult;
 use super::queries as q;
 use super::rules::{EnforcementDto, LayerDto};
@@ -31,7 +32,7 @@ enum TeamTags {
 #[derive(Debug, Clone, Object)]
 pub struct TeamNameDto {
     /// 1 to 100 characters.
-    pub name: String,
+    pub name: Text,
 }
 
 /// A member's role in a team.
@@ -66,7 +67,7 @@ impl From<TeamRole> for TeamRoleDto {
 #[derive(Debug, Clone, Object)]
 pub struct AddMemberDto {
     /// The user's id.
-    pub user_id: String,
+    pub user_id: Text,
     /// Their role in the team.
     pub role: TeamRoleDto,
 }
@@ -82,7 +83,7 @@ pub struct MemberRoleDto {
 #[derive(Debug, Clone, Object)]
 pub struct AttachRuleDto {
     /// An approved team- or project-layer rule (organization rules apply to every team already).
-    pub rule_id: String,
+    pub rule_id: Text,
     /// How the team enforces it.
     pub enforcement: EnforcementDto,
 }

@@ -2,6 +2,7 @@
 
 use super::common::{self, CommandAccepted, Done, Tagged, invalid};
 use super::contract::documents::UserPage;
+use super::contract::text::Text;
 use super::problem::ApiResult;
 use super::queries as q;
 use super::security::BearerAuth;
@@ -62,14 +63,15 @@ impl From<GlobalRole> for GlobalRoleDto {
 #[derive(Debug, Clone, Object)]
 pub struct NewUserDto {
     /// Unique email; it is their sign-in name.
-    pub email: String,
+    pub email: Text,
     /// Their name.
-    pub name: String,
+    pub name: Text,
     /// Their first password: 12 to 1024 characters.
     #[oai(write_only)]
-    pub password: String,
+    pub password: Text,
     /// Their global roles.
     #[oai(default)]
+    #[oai(nullable)]
     pub roles: Vec<GlobalRoleDto>,
 }
 
@@ -86,10 +88,10 @@ pub struct PasswordDto {
     /// The current password (required to change your own).
     #[oai(write_only)]
     #[oai(nullable)]
-    pub current_password: Option<String>,
+    pub current_password: Option<Text>,
     /// The new password: 12 to 1024 characters.
     #[oai(write_only)]
-    pub new_password: String,
+    pub new_password: Text,
 }
 
 /// A user.
@@ -154,7 +156,7 @@ impl UsersApi {
         let new = NewUser {
             email: Email::parse(&body.email).map_err(invalid)?,
             name: PersonName::parse(&body.name).map_err(invalid)?,
-            password: body.password.clone(),
+            password: body.password.to_string(),
             roles: body.roles.iter().map(|r| (*r).into()).collect(),
         };
         let ctx = common::context(request)?;
