@@ -196,7 +196,8 @@ impl Edict {
                 });
             }
             let deadline = tokio::time::Instant::now() + MAX_CONSISTENCY_WAIT;
-            while !self.read_models.covers(projection, position).await? {
+            // Position 0 is before the first event: every read model covers it.
+            while position > 0 && !self.read_models.covers(projection, position).await? {
                 if tokio::time::Instant::now() >= deadline {
                     return Err(AppError::NotYetConsistent {
                         projection: projection.to_owned(),

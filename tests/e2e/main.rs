@@ -11,6 +11,7 @@ mod auth;
 mod authority;
 mod bounds;
 mod chaos;
+mod contract;
 mod delivery;
 mod enrollment;
 mod health;

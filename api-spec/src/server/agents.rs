@@ -1,8 +1,10 @@
 //! Agents: `/api/v1/agents`, the machines that enforce rules.
 
-use super::common::{self, invalid};
+use super::common::{self, Tagged, invalid};
+use super::contract::documents::AgentPage;
+use super::contract::text::Text;
 use super::problem::ApiResult;
-use super::queries::{self as q, PageDto};
+use super::queries as q;
 use super::security::BearerAuth;
 use chrono::{DateTime, Utc};
 use edict_application::Edict;
@@ -11,6 +13,7 @@ use edict_domain::value::Reason;
 use edict_domain::{AgentId, UserId};
 use poem::Request;
 use poem::web::Data;
+use poem_openapi::param::Header;
 use poem_openapi::param::Path;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
@@ -28,12 +31,14 @@ enum AgentTags {
 #[derive(Debug, Clone, Object)]
 pub struct EnrollDto {
     /// A stable id of the machine (1 to 200 characters).
-    pub machine_id: String,
+    pub machine_id: Text,
     /// A name people recognize.
     #[oai(default)]
-    pub machine_name: String,
+    #[oai(nullable)]
+    pub machine_name: Text,
     /// The user the machine belongs to (default: you; someone else: org_admin only).
-    pub user_id: Option<String>,
+    #[oai(nullable)]
+    pub user_id: Option<Text>,
 }
 
 /// An enrolled agent and its token.
@@ -54,7 +59,8 @@ pub struct EnrolledDto {
 #[derive(Debug, Clone, Object)]
 pub struct RevokeDto {
     /// Why (optional).
-    pub reason: Option<String>,
+    #[oai(nullable)]
+    pub reason: Option<Text>,
 }
 
 /// An enrolled agent.
@@ -78,6 +84,7 @@ pub struct AgentDto {
     /// key, a signature that does not match, signed for another team, or edited in its snapshot).
     pub integrity_failures: u64,
     /// The last one.
+    #[oai(nullable)]
     pub last_integrity_failure: Option<IntegrityFailureDto>,
 }
 
@@ -165,11 +172,15 @@ impl AgentsApi {
         edict: Data<&Arc<Edict>>,
         auth: BearerAuth,
         id: Path<String>,
-    ) -> ApiResult<Json<AgentDto>> {
+        /// A version from an earlier answer's `ETag`: 304 without a body while it is still current.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
+    ) -> ApiResult<Tagged<AgentDto>> {
         let agent = edict.agent(&auth.0, agent_id(&id)?).await?;
-        AgentDto::from_agent(&agent)
-            .map(Json)
-            .ok_or_else(|| edict_application::error::AppError::NotFound("agent".into()).into())
+        let agent = AgentDto::from_agent(&agent)
+            .ok_or_else(|| edict_application::error::AppError::NotFound("agent".into()))?;
+        let version = agent.version;
+        Ok(common::tagged(agent, version, if_none_match.as_deref()))
     }
 
     /// Revokes an agent: its token is refused at once. Its owner or an org_admin.
@@ -206,11 +217,11 @@ impl AgentsApi {
         after: Query<Option<String>>,
         limit: Query<Option<u32>>,
         min_position: Query<Option<i64>>,
-    ) -> ApiResult<Json<PageDto>> {
+    ) -> ApiResult<Json<AgentPage>> {
         let page = q::page(after.0, limit.0, min_position.0);
-        Ok(Json(
-            edict.list_agents(&auth.0, status.0, &page).await?.into(),
-        ))
+        Ok(Json(AgentPage::of(
+            edict.list_agents(&auth.0, status.0, &page).await?,
+        )?))
     }
 
     /// The rule sets this agent enforces: per team, the revision it applied and since when. Its owner,

@@ -1,8 +1,10 @@
 //! Change requests: `/api/v1/change-requests`, opened from agents' reports, decided by team admins.
 
-use super::common::{self, CommandAccepted, invalid};
+use super::common::{self, CommandAccepted, Tagged, invalid};
+use super::contract::documents::ChangeRequestPage;
+use super::contract::text::Text;
 use super::problem::ApiResult;
-use super::queries::{self as q, PageDto};
+use super::queries as q;
 use super::rules::{LayerDto, ReasonDto};
 use super::security::BearerAuth;
 use chrono::{DateTime, Utc};
@@ -15,6 +17,7 @@ use edict_domain::value::Sha256Hex;
 use edict_domain::{ChangeRequestId, RuleId, TeamId};
 use poem::Request;
 use poem::web::Data;
+use poem_openapi::param::Header;
 use poem_openapi::param::Path;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
@@ -32,34 +35,36 @@ enum ChangeRequestTags {
 #[derive(Debug, Clone, Object)]
 pub struct ReportDto {
     /// The team whose rule set the file carries.
-    pub team_id: String,
+    pub team_id: Text,
     /// The rule whose section changed.
-    pub rule_id: String,
+    pub rule_id: Text,
     /// The changed file.
-    pub file: String,
+    pub file: Text,
     /// The file's layer.
     pub layer: LayerDto,
     /// SHA-256 (hex) of the section as Edict wrote it.
-    pub original_hash: String,
+    pub original_hash: Text,
     /// SHA-256 (hex) of the section after the change.
-    pub new_hash: String,
+    pub new_hash: Text,
     /// The change, as a unified diff (at most 256 KiB).
     #[oai(default)]
-    pub diff: String,
+    #[oai(nullable)]
+    pub diff: Text,
     /// The agent's id for this report; the same report sent twice opens one change request.
-    pub report_id: String,
+    pub report_id: Text,
 }
 
 /// A later report on the same file.
 #[derive(Debug, Clone, Object)]
 pub struct AmendDto {
     /// SHA-256 (hex) of the section now.
-    pub new_hash: String,
+    pub new_hash: Text,
     /// The change from the original.
     #[oai(default)]
-    pub diff: String,
+    #[oai(nullable)]
+    pub diff: Text,
     /// The agent's id for this report.
-    pub report_id: String,
+    pub report_id: Text,
 }
 
 /// The kind of exception asked for.
@@ -76,10 +81,11 @@ pub enum ExceptionKindDto {
 #[derive(Debug, Clone, Object)]
 pub struct ExceptionRequestDto {
     /// Why the change should stand.
-    pub justification: String,
+    pub justification: Text,
     /// Time-limited or permanent.
     pub kind: ExceptionKindDto,
     /// For time-limited: until when.
+    #[oai(nullable)]
     pub until: Option<DateTime<Utc>>,
 }
 
@@ -87,6 +93,7 @@ pub struct ExceptionRequestDto {
 #[derive(Debug, Clone, Object)]
 pub struct GrantDto {
     /// Until when the change may stand (absent: for good).
+    #[oai(nullable)]
     pub until: Option<DateTime<Utc>>,
 }
 
@@ -257,13 +264,15 @@ impl ChangeRequestsApi {
         edict: Data<&Arc<Edict>>,
         auth: BearerAuth,
         id: Path<String>,
-    ) -> ApiResult<Json<ChangeRequestDto>> {
+        /// A version from an earlier answer's `ETag`: 304 without a body while it is still current.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
+    ) -> ApiResult<Tagged<ChangeRequestDto>> {
         let change = edict.change_request(&auth.0, cr_id(&id)?).await?;
-        ChangeRequestDto::from_change(&change)
-            .map(Json)
-            .ok_or_else(|| {
-                edict_application::error::AppError::NotFound("change request".into()).into()
-            })
+        let change = ChangeRequestDto::from_change(&change)
+            .ok_or_else(|| edict_application::error::AppError::NotFound("change request".into()))?;
+        let version = change.version;
+        Ok(common::tagged(change, version, if_none_match.as_deref()))
     }
 
     /// Amends a pending change request with a later report on the same file. Its agent only.
@@ -426,13 +435,12 @@ impl ChangeRequestsApi {
         after: Query<Option<String>>,
         limit: Query<Option<u32>>,
         min_position: Query<Option<i64>>,
-    ) -> ApiResult<Json<PageDto>> {
+    ) -> ApiResult<Json<ChangeRequestPage>> {
         let page = q::page(after.0, limit.0, min_position.0);
-        Ok(Json(
+        Ok(Json(ChangeRequestPage::of(
             edict
                 .list_change_requests(&auth.0, team.0, status.0, &page)
-                .await?
-                .into(),
-        ))
+                .await?,
+        )?))
     }
 }

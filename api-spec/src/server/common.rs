@@ -1,5 +1,6 @@
-//! What every resource module shares: the request context from headers, the command answer, parsing
-//! ids and values with errors that name the field.
+//! What every resource module shares: the request context from headers, the command answer, a single
+//! resource's `ETag` (its version) and `If-None-Match`, parsing ids and values with errors that name the
+//! field.
 
 use super::middleware::RequestId;
 use super::problem::ErrorResponse;
@@ -7,7 +8,9 @@ use edict_application::error::AppError;
 use edict_application::{Outcome, RequestContext};
 use edict_domain::value::ValueError;
 use poem::Request;
-use poem_openapi::Object;
+use poem_openapi::payload::Json;
+use poem_openapi::types::ToJSON;
+use poem_openapi::{ApiResponse, Object};
 
 /// The answer to a command.
 #[derive(Debug, Clone, Object)]
@@ -95,9 +98,72 @@ pub fn invalid(error: ValueError) -> ErrorResponse {
     ErrorResponse::from(AppError::from(error))
 }
 
+/// A single resource, with its version as a strong `ETag`; 304 when `If-None-Match` names that version.
+#[derive(Debug, ApiResponse)]
+pub enum Tagged<T: ToJSON + Send + Sync> {
+    /// The resource. `ETag` is its version (`"7"`): send it as `If-None-Match` to be told when it has
+    /// not changed, or as `If-Match` on a write to change only this version.
+    #[oai(status = 200)]
+    Ok(
+        Json<T>,
+        /// The resource's version, as a strong entity tag.
+        #[oai(header = "ETag")]
+        String,
+    ),
+    /// `If-None-Match` names the current version: the resource has not changed. No body.
+    #[oai(status = 304)]
+    NotModified(
+        /// The resource's version, as a strong entity tag.
+        #[oai(header = "ETag")]
+        String,
+    ),
+}
+
+/// `body` at `version`, or 304 when `if_none_match` (the request's `If-None-Match`) names that
+/// version.
+pub fn tagged<T: ToJSON + Send + Sync>(
+    body: T,
+    version: u64,
+    if_none_match: Option<&str>,
+) -> Tagged<T> {
+    let etag = format!("\"{version}\"");
+    if if_none_match.is_some_and(|header| none_match_names(header, version)) {
+        Tagged::NotModified(etag)
+    } else {
+        Tagged::Ok(Json(body), etag)
+    }
+}
+
+/// Whether an `If-None-Match` value names `version`: `*`, or a list of entity tags compared weakly
+/// (RFC 9110 §13.1.2), one of which is `"version"` or `W/"version"`.
+fn none_match_names(header: &str, version: u64) -> bool {
+    let header = header.trim();
+    header == "*"
+        || header.split(',').any(|tag| {
+            let tag = tag.trim();
+            let tag = tag.strip_prefix("W/").unwrap_or(tag);
+            tag.strip_prefix('"')
+                .and_then(|tag| tag.strip_suffix('"'))
+                .and_then(|tag| tag.parse::<u64>().ok())
+                == Some(version)
+        })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_if_match;
+    use super::{none_match_names, parse_if_match};
+
+    #[test]
+    fn if_none_match_names_a_version_by_strong_or_weak_tag_in_a_list_or_star() {
+        assert!(none_match_names("\"3\"", 3));
+        assert!(none_match_names("W/\"3\"", 3));
+        assert!(none_match_names("\"1\", \"3\"", 3));
+        assert!(none_match_names("*", 3));
+        assert!(!none_match_names("\"4\"", 3));
+        assert!(!none_match_names("3", 3));
+        assert!(!none_match_names("\"-3\"", 3));
+        assert!(!none_match_names("", 3));
+    }
 
     #[test]
     fn if_match_accepts_bare_quoted_and_weak_versions() {

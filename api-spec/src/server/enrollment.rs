@@ -7,6 +7,7 @@
 //! the state: `authorization-pending`, `slow-down`, `access-denied`, `expired-token`, `invalid-grant`.
 
 use super::common::{self, invalid};
+use super::contract::text::Text;
 use super::problem::{ApiResult, ErrorResponse, Problem};
 use super::rate_limit::{LimitedResult, RateLimits};
 use super::security::BearerAuth;
@@ -65,10 +66,11 @@ pub struct PublicUrl(pub String);
 #[derive(Debug, Clone, Object)]
 pub struct MachineDto {
     /// A stable id of the machine (1 to 200 characters).
-    pub machine_id: String,
+    pub machine_id: Text,
     /// A name people recognize.
     #[oai(default)]
-    pub machine_name: String,
+    #[oai(nullable)]
+    pub machine_name: Text,
 }
 
 /// A device authorization, for the agent.
@@ -90,7 +92,7 @@ pub struct DeviceCodeDto {
 #[derive(Debug, Clone, Object)]
 pub struct DeviceTokenRequestDto {
     /// The device code from `POST /api/v1/device/code`.
-    pub device_code: String,
+    pub device_code: Text,
 }
 
 /// An agent's credentials, shown once.
@@ -201,16 +203,20 @@ pub struct DeviceApprovedDto {
 #[derive(Debug, Clone, Object)]
 pub struct NewEnrollmentTokenDto {
     /// Whose machines it enrolls (default: you).
-    pub user_id: Option<String>,
+    #[oai(nullable)]
+    pub user_id: Option<Text>,
     /// How many machines (default 1).
     #[oai(default = "one")]
+    #[oai(nullable)]
     pub uses: u32,
     /// Seconds it stays valid (default one day; 60 to 90 days).
     #[oai(default = "one_day")]
+    #[oai(nullable)]
     pub expires_in_secs: i64,
     /// What it is for (at most 200 characters).
     #[oai(default)]
-    pub note: String,
+    #[oai(nullable)]
+    pub note: Text,
 }
 
 fn one() -> u32 {
@@ -272,12 +278,13 @@ impl EnrollmentTokenDto {
 #[derive(Debug, Clone, Object)]
 pub struct TokenEnrollDto {
     /// The enrollment token (`ede_…`).
-    pub enrollment_token: String,
+    pub enrollment_token: Text,
     /// A stable id of the machine (1 to 200 characters).
-    pub machine_id: String,
+    pub machine_id: Text,
     /// A name people recognize.
     #[oai(default)]
-    pub machine_name: String,
+    #[oai(nullable)]
+    pub machine_name: Text,
 }
 
 fn machine(id: &str, name: &str) -> Result<(MachineId, MachineName), ErrorResponse> {

@@ -4,6 +4,7 @@
 //! and `GET /api/v1/agents/{id}/enforced` (time travel), whose handlers live with their resources and
 //! call [`ruleset_as_of`] and [`enforced_as_of`] here.
 
+use super::contract::documents::{AsOfEntry, RuleSetDocument, typed};
 use super::problem::{ApiResult, ErrorResponse};
 use super::rate_limit::{LimitedResult, RateLimits};
 use super::security::BearerAuth;
@@ -20,6 +21,7 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 #[derive(Tags)]
@@ -62,8 +64,9 @@ pub struct EventDto {
     pub event_type: String,
     /// The payload's schema version, e.g. `1.0`.
     pub event_version: String,
-    /// The event as stored.
-    pub payload: Value,
+    /// The event's data as stored: one key, the event type, holding the event's fields (a free JSON
+    /// object; every field around it is typed).
+    pub payload: JsonObject,
     /// Who, which request, which causal chain, from where.
     pub metadata: EventMetadataDto,
     /// When the store recorded it.
@@ -88,7 +91,7 @@ impl From<RecordedEvent> for EventDto {
             sequence: e.sequence,
             event_type: e.event_type,
             event_version: e.event_version,
-            payload: e.payload,
+            payload: object(e.payload),
             metadata,
             recorded_at: e.recorded_at,
         }
@@ -111,8 +114,9 @@ pub struct EventPageDto {
 pub struct HistoryEntryDto {
     /// The event, with its metadata.
     pub event: EventDto,
-    /// The resource's state after the event, as the write side holds it (replayed event by event).
-    pub state: Value,
+    /// The resource's state after the event, as the write side holds it (replayed event by event; a
+    /// free JSON object).
+    pub state: JsonObject,
 }
 
 /// Every event of one resource, oldest first.
@@ -132,8 +136,20 @@ impl From<HistoryEntry> for HistoryEntryDto {
     fn from(entry: HistoryEntry) -> Self {
         HistoryEntryDto {
             event: entry.event.into(),
-            state: entry.state,
+            state: object(entry.state),
         }
+    }
+}
+
+/// A free JSON object (documented as `type: object`).
+pub type JsonObject = BTreeMap<String, Value>;
+
+/// The members of a JSON object; anything else (never stored: payloads and states are objects) under
+/// `value`.
+fn object(value: Value) -> JsonObject {
+    match value {
+        Value::Object(map) => map.into_iter().collect(),
+        other => BTreeMap::from([("value".to_owned(), other)]),
     }
 }
 
@@ -142,8 +158,14 @@ fn encode_cursor(checkpoint: Checkpoint) -> String {
     format!("{}.{}", checkpoint.transaction_id, checkpoint.position)
 }
 
+/// The checkpoint of a cursor [`encode_cursor`] wrote: two runs of decimal digits (no sign, no
+/// other character) that fit a transaction id and a non-negative position; anything else is `None`.
 fn decode_cursor(raw: &str) -> Option<Checkpoint> {
     let (transaction_id, position) = raw.split_once('.')?;
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    if !digits(transaction_id) || !digits(position) {
+        return None;
+    }
     Some(Checkpoint {
         transaction_id: transaction_id.parse().ok()?,
         position: position.parse().ok()?,
@@ -372,23 +394,18 @@ pub async fn ruleset_as_of(
     principal: &Principal,
     team: &str,
     as_of: &str,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<RuleSetDocument> {
     let as_of_parsed = AsOf::parse(as_of)?;
     let past = edict
         .team_ruleset_as_of(principal, team, as_of_parsed)
         .await?;
-    let mut ruleset = past.ruleset;
-    if let Value::Object(map) = &mut ruleset {
-        map.insert(
-            "as_of".into(),
-            serde_json::json!({
-                "requested": as_of,
-                "position": past.through.map(|c| c.position),
-                "events_replayed": past.events,
-            }),
-        );
-    }
-    Ok(Json(ruleset))
+    let mut ruleset: RuleSetDocument = typed(past.ruleset, "RuleSetDocument")?;
+    ruleset.as_of = Some(AsOfEntry {
+        requested: as_of.to_owned(),
+        position: past.through.map(|c| c.position),
+        events_replayed: past.events,
+    });
+    Ok(ruleset)
 }
 
 /// `GET /api/v1/agents/{id}/enforced?as_of=…`: per team, the revision the agent had applied at that
@@ -432,6 +449,50 @@ mod tests {
         assert_eq!(decode_cursor(&encode_cursor(checkpoint)), Some(checkpoint));
         assert_eq!(decode_cursor("42"), None);
         assert_eq!(decode_cursor("a.b"), None);
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn decoding_any_string_never_panics(raw in ".*") {
+            let _ = decode_cursor(&raw);
+        }
+
+        #[test]
+        fn every_checkpoint_round_trips(transaction_id in any::<u64>(), position in 0..=i64::MAX) {
+            let checkpoint = Checkpoint { transaction_id, position };
+            prop_assert_eq!(decode_cursor(&encode_cursor(checkpoint)), Some(checkpoint));
+        }
+
+        #[test]
+        fn a_decoded_cursor_is_the_cursor_it_came_from(raw in "[0-9+-]{0,22}\\.[0-9+-]{0,22}") {
+            // Whatever decodes writes back to exactly the same text: no sign, no leading zero
+            // ambiguity beyond what the digits say, no negative position.
+            if let Some(checkpoint) = decode_cursor(&raw) {
+                prop_assert!(checkpoint.position >= 0);
+                let (t, p) = raw.split_once('.').unwrap();
+                prop_assert_eq!(t.parse::<u64>().ok(), Some(checkpoint.transaction_id));
+                prop_assert_eq!(p.parse::<i64>().ok(), Some(checkpoint.position));
+                prop_assert!(!raw.contains('-') && !raw.contains('+'));
+            }
+        }
+
+        #[test]
+        fn negative_or_overflowing_parts_are_refused(
+            transaction_id in any::<u64>(),
+            position in 0..=i64::MAX,
+            negative in 1..=i64::MAX,
+        ) {
+            prop_assert_eq!(decode_cursor(&format!("-{transaction_id}.{position}")), None);
+            prop_assert_eq!(decode_cursor(&format!("{transaction_id}.-{negative}")), None);
+            prop_assert_eq!(decode_cursor(&format!("+{transaction_id}.{position}")), None);
+            prop_assert_eq!(decode_cursor(&format!("{transaction_id}.+{position}")), None);
+            prop_assert_eq!(decode_cursor(&format!("{transaction_id}0.{position}")).is_some(),
+                transaction_id.checked_mul(10).is_some());
+            prop_assert_eq!(decode_cursor(&format!("{}.{position}", u128::from(u64::MAX) + 1)), None);
+            prop_assert_eq!(decode_cursor(&format!("{transaction_id}.{}", i128::from(i64::MAX) + 1)), None);
+        }
     }
 
     #[test]

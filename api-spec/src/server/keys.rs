@@ -96,6 +96,7 @@ pub struct RotateDto {
     /// Seconds between the steps (2 to 7,776,000; default 86,400): the next key is announced at
     /// once, becomes active after this long, and the previous key is retired after as long again.
     #[oai(default = "default_overlap")]
+    #[oai(nullable)]
     pub overlap_secs: u64,
 }
 

@@ -15,6 +15,7 @@ mod auth;
 pub mod authorization;
 mod change_requests;
 mod common;
+mod contract;
 mod enrollment;
 mod events;
 mod health;
@@ -124,6 +125,7 @@ pub fn app_with_limits(
         // Who may call each route, checked before the body is read (403 before 400/422).
         .around(authorization::gate)
         .around(middleware::trace_request)
+        .around(contract::allow_header)
         .data(edict)
         .data(gateways)
         .data(limits)

@@ -73,6 +73,10 @@ pub enum ErrorResponse {
     /// it is not read past the limit.
     #[oai(status = 413, content_type = "application/problem+json")]
     PayloadTooLarge(Json<Problem>),
+    /// The request body's `Content-Type` is not one the operation takes (`application/json`), or is
+    /// missing.
+    #[oai(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Json<Problem>),
     /// A domain rule refused the request: `rule` names it.
     #[oai(status = 422, content_type = "application/problem+json")]
     Unprocessable(Json<Problem>),

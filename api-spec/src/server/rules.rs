@@ -1,8 +1,10 @@
 //! The rule library: `/api/v1/rules`.
 
-use super::common::{self, CommandAccepted, invalid};
+use super::common::{self, CommandAccepted, Tagged, invalid};
+use super::contract::documents::{self, RuleEntryFresh, RulePage};
+use super::contract::text::Text;
 use super::problem::ApiResult;
-use super::queries::{self as q, PageDto};
+use super::queries as q;
 use super::security::BearerAuth;
 use chrono::{DateTime, Utc};
 use edict_application::Edict;
@@ -14,11 +16,11 @@ use edict_domain::rule::{
 use edict_domain::value::{Enforcement, EnforcementMode, Layer, Reason};
 use poem::Request;
 use poem::web::Data;
+use poem_openapi::param::Header;
 use poem_openapi::param::Path;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi, Tags};
-use serde_json::Value;
 use std::sync::Arc;
 
 #[derive(Tags)]
@@ -78,6 +80,7 @@ pub struct EnforcementDto {
     pub mode: ModeDto,
     /// Required for `temporary` (1 s to 30 days), forbidden otherwise.
     #[oai(skip_serializing_if_is_none)]
+    #[oai(nullable)]
     pub temporary_timeout_secs: Option<u64>,
 }
 
@@ -113,26 +116,31 @@ impl From<Enforcement> for EnforcementDto {
 #[derive(Debug, Clone, Object)]
 pub struct RuleSpecDto {
     /// 1 to 200 characters.
-    pub name: String,
+    pub name: Text,
     /// What the rule is for (at most 2000 characters).
     #[oai(default)]
-    pub description: String,
+    #[oai(nullable)]
+    pub description: Text,
     /// The managed section; fixed for the life of the rule.
     pub layer: LayerDto,
     /// The Markdown rendered into the managed section (at most 64 KiB).
-    pub content: String,
+    pub content: Text,
     /// The heading it is rendered under.
     #[oai(skip_serializing_if_is_none)]
-    pub category: Option<String>,
+    #[oai(nullable)]
+    pub category: Option<Text>,
     /// Higher renders first within a category.
     #[oai(default)]
+    #[oai(nullable)]
     pub priority: i32,
     /// Lowercase tags: `[a-z0-9][a-z0-9_-]{0,49}`.
     #[oai(default)]
-    pub tags: Vec<String>,
+    #[oai(nullable)]
+    pub tags: Vec<Text>,
     /// Path globs a project-layer rule applies to (empty: the whole project). Only for `project`.
     #[oai(default)]
-    pub triggers: Vec<String>,
+    #[oai(nullable)]
+    pub triggers: Vec<Text>,
 }
 
 impl RuleSpecDto {
@@ -168,18 +176,14 @@ impl RuleSpecDto {
 impl From<&RuleSpec> for RuleSpecDto {
     fn from(spec: &RuleSpec) -> Self {
         RuleSpecDto {
-            name: spec.name.as_str().to_owned(),
-            description: spec.description.as_str().to_owned(),
+            name: spec.name.as_str().into(),
+            description: spec.description.as_str().into(),
             layer: spec.layer.into(),
-            content: spec.content.as_str().to_owned(),
-            category: spec.category.as_ref().map(|c| c.as_str().to_owned()),
+            content: spec.content.as_str().into(),
+            category: spec.category.as_ref().map(|c| c.as_str().into()),
             priority: spec.priority,
-            tags: spec.tags.iter().map(|t| t.as_str().to_owned()).collect(),
-            triggers: spec
-                .triggers
-                .iter()
-                .map(|t| t.as_str().to_owned())
-                .collect(),
+            tags: spec.tags.iter().map(|t| t.as_str().into()).collect(),
+            triggers: spec.triggers.iter().map(|t| t.as_str().into()).collect(),
         }
     }
 }
@@ -188,7 +192,7 @@ impl From<&RuleSpec> for RuleSpecDto {
 #[derive(Debug, Clone, Object)]
 pub struct ReasonDto {
     /// Non-blank, at most 2000 characters.
-    pub reason: String,
+    pub reason: Text,
 }
 
 impl ReasonDto {
@@ -347,13 +351,17 @@ impl RulesApi {
         edict: Data<&Arc<Edict>>,
         auth: BearerAuth,
         id: Path<String>,
-    ) -> ApiResult<Json<RuleDto>> {
+        /// A version from an earlier answer's `ETag`: 304 without a body while it is still current.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
+    ) -> ApiResult<Tagged<RuleDto>> {
         let rule = edict
             .rule(&auth.0, common::id::<RuleId>(&id, "rule")?)
             .await?;
-        RuleDto::from_rule(&rule)
-            .map(Json)
-            .ok_or_else(|| edict_application::error::AppError::NotFound("rule".into()).into())
+        let rule = RuleDto::from_rule(&rule)
+            .ok_or_else(|| edict_application::error::AppError::NotFound("rule".into()))?;
+        let version = rule.version;
+        Ok(common::tagged(rule, version, if_none_match.as_deref()))
     }
 
     /// Replaces the spec of the draft or rejected revision (a rejected one returns to draft). org_admin.
@@ -487,7 +495,7 @@ impl RulesApi {
         after: Query<Option<String>>,
         limit: Query<Option<u32>>,
         min_position: Query<Option<i64>>,
-    ) -> ApiResult<Json<PageDto>> {
+    ) -> ApiResult<Json<RulePage>> {
         let query = edict_application::queries::RuleQuery {
             status: status.0,
             layer: layer.0,
@@ -495,7 +503,9 @@ impl RulesApi {
             text: q.0,
         };
         let page = q::page(after.0, limit.0, min_position.0);
-        Ok(Json(edict.list_rules(&auth.0, &query, &page).await?.into()))
+        Ok(Json(RulePage::of(
+            edict.list_rules(&auth.0, &query, &page).await?,
+        )?))
     }
 
     /// A rule's catalog entry with every revision (number, spec, state, approvals). Any signed-in user.
@@ -506,8 +516,8 @@ impl RulesApi {
         auth: BearerAuth,
         id: Path<String>,
         min_position: Query<Option<i64>>,
-    ) -> ApiResult<Json<Value>> {
+    ) -> ApiResult<Json<RuleEntryFresh>> {
         let fetched = edict.rule_entry(&auth.0, &id, min_position.0).await?;
-        Ok(Json(q::with_freshness(fetched)))
+        Ok(Json(documents::rule_entry(fetched)?))
     }
 }

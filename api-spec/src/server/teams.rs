@@ -1,8 +1,10 @@
 //! Teams: `/api/v1/teams`, their members and the rules they enforce.
 
-use super::common::{self, CommandAccepted, invalid};
+use super::common::{self, CommandAccepted, Tagged, invalid};
+use super::contract::documents::{self, RuleSetDocument, TeamPage};
+use super::contract::text::Text;
 use super::problem::ApiResult;
-use super::queries::{self as q, PageDto};
+use super::queries as q;
 use super::rules::{EnforcementDto, LayerDto};
 use super::security::BearerAuth;
 use chrono::{DateTime, Utc};
@@ -12,12 +14,12 @@ use edict_domain::{RuleId, TeamId, UserId};
 use poem::Request;
 use poem::web::Data;
 use poem_openapi::ApiResponse;
+use poem_openapi::param::Header;
 use poem_openapi::param::Path;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::payload::PlainText;
 use poem_openapi::{Enum, Object, OpenApi, Tags};
-use serde_json::Value;
 use std::sync::Arc;
 
 #[derive(Tags)]
@@ -30,7 +32,7 @@ enum TeamTags {
 #[derive(Debug, Clone, Object)]
 pub struct TeamNameDto {
     /// 1 to 100 characters.
-    pub name: String,
+    pub name: Text,
 }
 
 /// A member's role in a team.
@@ -65,7 +67,7 @@ impl From<TeamRole> for TeamRoleDto {
 #[derive(Debug, Clone, Object)]
 pub struct AddMemberDto {
     /// The user's id.
-    pub user_id: String,
+    pub user_id: Text,
     /// Their role in the team.
     pub role: TeamRoleDto,
 }
@@ -81,7 +83,7 @@ pub struct MemberRoleDto {
 #[derive(Debug, Clone, Object)]
 pub struct AttachRuleDto {
     /// An approved team- or project-layer rule (organization rules apply to every team already).
-    pub rule_id: String,
+    pub rule_id: Text,
     /// How the team enforces it.
     pub enforcement: EnforcementDto,
 }
@@ -236,13 +238,17 @@ impl TeamsApi {
         edict: Data<&Arc<Edict>>,
         auth: BearerAuth,
         id: Path<String>,
-    ) -> ApiResult<Json<TeamDto>> {
+        /// A version from an earlier answer's `ETag`: 304 without a body while it is still current.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
+    ) -> ApiResult<Tagged<TeamDto>> {
         let team = edict
             .team(&auth.0, common::id::<TeamId>(&id, "team")?)
             .await?;
-        TeamDto::from_team(&team)
-            .map(Json)
-            .ok_or_else(|| edict_application::error::AppError::NotFound("team".into()).into())
+        let team = TeamDto::from_team(&team)
+            .ok_or_else(|| edict_application::error::AppError::NotFound("team".into()))?;
+        let version = team.version;
+        Ok(common::tagged(team, version, if_none_match.as_deref()))
     }
 
     /// Renames a team. org_admin or team_admin.
@@ -412,11 +418,11 @@ impl TeamsApi {
         after: Query<Option<String>>,
         limit: Query<Option<u32>>,
         min_position: Query<Option<i64>>,
-    ) -> ApiResult<Json<PageDto>> {
+    ) -> ApiResult<Json<TeamPage>> {
         let page = q::page(after.0, limit.0, min_position.0);
-        Ok(Json(
-            edict.list_teams(&auth.0, status.0, &page).await?.into(),
-        ))
+        Ok(Json(TeamPage::of(
+            edict.list_teams(&auth.0, status.0, &page).await?,
+        )?))
     }
 
     /// The team's effective rule set: organization rules plus its attached rules, per layer, with each
@@ -434,13 +440,19 @@ impl TeamsApi {
         id: Path<String>,
         min_position: Query<Option<i64>>,
         as_of: Query<Option<String>>,
-    ) -> super::rate_limit::LimitedResult<Json<Value>> {
-        if let Some(as_of) = as_of.0 {
+        /// A version from an earlier answer's `ETag`: 304 without a body while it is still current.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
+    ) -> super::rate_limit::LimitedResult<Tagged<RuleSetDocument>> {
+        let ruleset = if let Some(as_of) = as_of.0 {
             limits.costly_read(&auth.0)?;
-            return Ok(super::events::ruleset_as_of(&edict, &auth.0, &id, &as_of).await?);
-        }
-        let fetched = edict.team_ruleset(&auth.0, &id, min_position.0).await?;
-        Ok(Json(q::with_freshness(fetched)))
+            super::events::ruleset_as_of(&edict, &auth.0, &id, &as_of).await?
+        } else {
+            let fetched = edict.team_ruleset(&auth.0, &id, min_position.0).await?;
+            documents::ruleset(fetched)?
+        };
+        let revision = ruleset.revision;
+        Ok(common::tagged(ruleset, revision, if_none_match.as_deref()))
     }
 
     /// The rendered managed section of one layer (`organization`, `team` or `project`), as Markdown.

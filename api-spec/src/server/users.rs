@@ -1,8 +1,10 @@
 //! Users: `/api/v1/users`.
 
-use super::common::{self, CommandAccepted, Done, invalid};
+use super::common::{self, CommandAccepted, Done, Tagged, invalid};
+use super::contract::documents::UserPage;
+use super::contract::text::Text;
 use super::problem::ApiResult;
-use super::queries::{self as q, PageDto};
+use super::queries as q;
 use super::security::BearerAuth;
 use chrono::{DateTime, Utc};
 use edict_application::Edict;
@@ -11,6 +13,7 @@ use edict_domain::UserId;
 use edict_domain::user::{Email, GlobalRole, PersonName, User};
 use poem::Request;
 use poem::web::Data;
+use poem_openapi::param::Header;
 use poem_openapi::param::Path;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
@@ -60,14 +63,15 @@ impl From<GlobalRole> for GlobalRoleDto {
 #[derive(Debug, Clone, Object)]
 pub struct NewUserDto {
     /// Unique email; it is their sign-in name.
-    pub email: String,
+    pub email: Text,
     /// Their name.
-    pub name: String,
+    pub name: Text,
     /// Their first password: 12 to 1024 characters.
     #[oai(write_only)]
-    pub password: String,
+    pub password: Text,
     /// Their global roles.
     #[oai(default)]
+    #[oai(nullable)]
     pub roles: Vec<GlobalRoleDto>,
 }
 
@@ -83,10 +87,11 @@ pub struct RoleDto {
 pub struct PasswordDto {
     /// The current password (required to change your own).
     #[oai(write_only)]
-    pub current_password: Option<String>,
+    #[oai(nullable)]
+    pub current_password: Option<Text>,
     /// The new password: 12 to 1024 characters.
     #[oai(write_only)]
-    pub new_password: String,
+    pub new_password: Text,
 }
 
 /// A user.
@@ -127,10 +132,11 @@ fn user_id(raw: &str) -> Result<UserId, super::problem::ErrorResponse> {
     common::id::<UserId>(raw, "user")
 }
 
-fn found(user: &User) -> ApiResult<Json<UserDto>> {
-    UserDto::from_user(user)
-        .map(Json)
-        .ok_or_else(|| edict_application::error::AppError::NotFound("user".into()).into())
+fn found(user: &User, if_none_match: Option<&str>) -> ApiResult<Tagged<UserDto>> {
+    let user = UserDto::from_user(user)
+        .ok_or_else(|| edict_application::error::AppError::NotFound("user".into()))?;
+    let version = user.version;
+    Ok(common::tagged(user, version, if_none_match))
 }
 
 /// Users.
@@ -150,7 +156,7 @@ impl UsersApi {
         let new = NewUser {
             email: Email::parse(&body.email).map_err(invalid)?,
             name: PersonName::parse(&body.name).map_err(invalid)?,
-            password: body.password.clone(),
+            password: body.password.to_string(),
             roles: body.roles.iter().map(|r| (*r).into()).collect(),
         };
         let ctx = common::context(request)?;
@@ -159,9 +165,16 @@ impl UsersApi {
 
     /// The signed-in user.
     #[oai(path = "/api/v1/users/me", method = "get")]
-    async fn me(&self, edict: Data<&Arc<Edict>>, auth: BearerAuth) -> ApiResult<Json<UserDto>> {
+    async fn me(
+        &self,
+        edict: Data<&Arc<Edict>>,
+        auth: BearerAuth,
+        /// A version from an earlier answer's `ETag`: 304 without a body while it is still current.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
+    ) -> ApiResult<Tagged<UserDto>> {
         let user = edict.user(&auth.0, auth.0.user()).await?;
-        found(&user)
+        found(&user, if_none_match.as_deref())
     }
 
     /// A user. org_admin, auditor, or the user themself.
@@ -171,9 +184,12 @@ impl UsersApi {
         edict: Data<&Arc<Edict>>,
         auth: BearerAuth,
         id: Path<String>,
-    ) -> ApiResult<Json<UserDto>> {
+        /// A version from an earlier answer's `ETag`: 304 without a body while it is still current.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
+    ) -> ApiResult<Tagged<UserDto>> {
         let user = edict.user(&auth.0, user_id(&id)?).await?;
-        found(&user)
+        found(&user, if_none_match.as_deref())
     }
 
     /// Grants a global role. org_admin.
@@ -278,10 +294,10 @@ impl UsersApi {
         after: Query<Option<String>>,
         limit: Query<Option<u32>>,
         min_position: Query<Option<i64>>,
-    ) -> ApiResult<Json<PageDto>> {
+    ) -> ApiResult<Json<UserPage>> {
         let page = q::page(after.0, limit.0, min_position.0);
-        Ok(Json(
-            edict.list_users(&auth.0, status.0, &page).await?.into(),
-        ))
+        Ok(Json(UserPage::of(
+            edict.list_users(&auth.0, status.0, &page).await?,
+        )?))
     }
 }
