@@ -1055,6 +1055,42 @@ mod tests {
     }
 
     #[test]
+    fn a_taken_removal_drops_the_team_and_its_floor_survives_reopening_and_never_lowers()
+    -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let doc = RuleSetDoc {
+            team_id: uuid::Uuid::from_u128(1),
+            team_name: "T".into(),
+            archived: false,
+            revision: 2,
+            hash: "h".into(),
+            updated_at: chrono::DateTime::default(),
+            position: 1,
+            layers: Layers::default(),
+            signature: None,
+        };
+        {
+            let snap = Snapshot::open(dir.path())?;
+            snap.put_ruleset(&StoredRuleSet {
+                team: "t".into(),
+                revision: 2,
+                hash: "h".into(),
+                doc,
+            })?;
+            assert_eq!(snap.removal_floor("t")?, 0);
+            snap.take_removal("t", 42)?;
+            assert!(snap.holdings()?.is_empty());
+        }
+        let snap = Snapshot::open(dir.path())?;
+        assert_eq!(snap.removal_floor("t")?, 42);
+        assert_eq!(snap.removal_floor("other")?, 0);
+        // An older removal taken somehow never lowers the floor.
+        snap.take_removal("t", 7)?;
+        assert_eq!(snap.removal_floor("t")?, 42);
+        Ok(())
+    }
+
+    #[test]
     fn an_acknowledged_report_leaves_the_outbox_and_order_is_kept() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let snap = Snapshot::open(dir.path())?;
