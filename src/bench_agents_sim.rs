@@ -633,7 +633,12 @@ mod tests {
             (current.kind.as_str(), current.revision),
             ("current", Some(3))
         );
-        let removed = read(&GatewayMessage::Removed { team: "t".into() });
+        let removed = read(&GatewayMessage::Removed {
+            team: "t".into(),
+            agent: None,
+            position: None,
+            signature: None,
+        });
         assert_eq!(removed.kind, "removed");
     }
 }

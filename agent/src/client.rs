@@ -294,7 +294,25 @@ async fn session(
                     GatewayMessage::Welcome { agent_id, teams, .. } => {
                         tracing::info!(agent_id, ?teams, "welcomed");
                         welcomed = true;
-                        blocking(snapshot, move |s| s.set_identity(keys::AGENT_ID, &agent_id)).await?;
+                        // The id from the login answer stands: a gateway that names another agent
+                        // must not make this one take that agent's signed decisions and removals.
+                        let named = agent_id.clone();
+                        let known = blocking(snapshot, |s| s.identity(keys::AGENT_ID)).await?;
+                        match known {
+                            Some(known) if !known.is_empty() => {
+                                if known != named {
+                                    tracing::error!(
+                                        known,
+                                        named,
+                                        "the gateway named another agent id; keeping the one from the login"
+                                    );
+                                }
+                            }
+                            _ => {
+                                blocking(snapshot, move |s| s.set_identity(keys::AGENT_ID, &named))
+                                    .await?;
+                            }
+                        }
                         set_connected(snapshot, true).await;
                         flush(snapshot, &mut sink, &mut sent).await?;
                         report_integrity(snapshot, &mut sink).await?;
@@ -332,13 +350,8 @@ async fn session(
                             report_integrity(snapshot, &mut sink).await?;
                         }
                     }
-                    GatewayMessage::Removed { team } => {
-                        let t = team.clone();
-                        blocking(snapshot, move |s| s.remove_ruleset(&t)).await?;
-                        if let Err(e) = resync(engine).await {
-                            tracing::warn!(error = %e, team, "removing the sections of a team");
-                        }
-                        tracing::info!(team, "team removed");
+                    message @ GatewayMessage::Removed { .. } => {
+                        take_removal(snapshot, engine, &mut sink, &message).await?;
                     }
                     GatewayMessage::ReportAck { report_id, change_request } => {
                         let _ = engine.send(Command::Ack { report_id, change_request });
@@ -485,6 +498,70 @@ async fn trusted_decision(
             Ok(None)
         }
         None => Ok(None),
+    }
+}
+
+/// Drops a team's sections on a `removed` that verifies (ADR 0024): signed by a trusted key, for
+/// this agent, and later in the log than any removal of the team taken before. Any other is not
+/// acted on (the team's rules stay enforced), recorded as an integrity failure (team `removal`, hash =
+/// the team) and reported.
+async fn take_removal<S>(
+    snapshot: &Arc<Snapshot>,
+    engine: &Sender<Command>,
+    sink: &mut S,
+    message: &GatewayMessage,
+) -> anyhow::Result<()>
+where
+    S: futures::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    let Some(statement) = message.removal_statement() else {
+        return Ok(());
+    };
+    let team = statement.team.to_owned();
+    let t = team.clone();
+    let (agent, keys, floor, held) = blocking(snapshot, move |s| {
+        let held = s.holdings()?.iter().any(|holding| holding.team == t);
+        Ok((
+            s.identity(keys::AGENT_ID)?.unwrap_or_default(),
+            s.org_keys()?,
+            s.removal_floor(&t)?,
+            held,
+        ))
+    })
+    .await?;
+    let signature = match message {
+        GatewayMessage::Removed { signature, .. } => signature.as_ref(),
+        _ => None,
+    };
+    match statement.verify(&agent, floor, signature, &keys) {
+        Ok(()) => {
+            let (t, position) = (team.clone(), statement.position);
+            blocking(snapshot, move |s| s.take_removal(&t, position)).await?;
+            if let Err(e) = resync(engine).await {
+                tracing::warn!(error = %e, team, "removing the sections of a team");
+            }
+            tracing::info!(team, position, held, "team removed");
+            Ok(())
+        }
+        Err(error) => {
+            tracing::error!(
+                team,
+                reason = error.code(),
+                %error,
+                "refused an untrusted removal; still enforcing the team's rules"
+            );
+            let failure = crate::snapshot::IntegrityFailure {
+                team: "removal".to_owned(),
+                revision: statement.position,
+                hash: team.clone(),
+                reason: error.code().to_owned(),
+                detail: format!("removal of team {team}: {error}"),
+                at: chrono::Utc::now().to_rfc3339(),
+                reported: false,
+            };
+            blocking(snapshot, move |s| s.record_integrity_failure(&failure)).await?;
+            report_integrity(snapshot, sink).await
+        }
     }
 }
 

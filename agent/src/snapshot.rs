@@ -48,6 +48,9 @@ const REFUSALS: TableDefinition<u64, &str> = TableDefinition::new("refusals");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const REFUSED_COUNT: &str = "refused_downgrades";
 const INTEGRITY: TableDefinition<u64, &str> = TableDefinition::new("integrity");
+/// Per team, the log position of the last signed removal the agent took (ADR 0024): a removal at or
+/// before it is a replay.
+const REMOVALS: TableDefinition<&str, u64> = TableDefinition::new("removals");
 const INTEGRITY_COUNT: &str = "integrity_failures";
 
 /// How many recent actions the snapshot keeps.
@@ -332,6 +335,7 @@ impl Snapshot {
         txn.open_table(REFUSALS)?;
         txn.open_table(COUNTERS)?;
         txn.open_table(INTEGRITY)?;
+        txn.open_table(REMOVALS)?;
         txn.commit()?;
         Ok(Snapshot { db })
     }
@@ -664,6 +668,34 @@ impl Snapshot {
     /// On a database failure.
     pub fn remove_ruleset(&self, team: &str) -> Result<()> {
         self.remove_str(RULESETS, team)
+    }
+
+    /// The log position of the last signed removal of `team` the agent took (0 for none).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn removal_floor(&self, team: &str) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(REMOVALS)?;
+        Ok(table.get(team)?.map_or(0, |v| v.value()))
+    }
+
+    /// Takes a verified removal of `team` at log position `position` (ADR 0024): forgets its rule set
+    /// and raises the team's removal floor to `position`, in one transaction, so the same removal
+    /// is never taken twice (not even after a restart).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn take_removal(&self, team: &str, position: u64) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(RULESETS)?.remove(team)?;
+        {
+            let mut floors = txn.open_table(REMOVALS)?;
+            let floor = floors.get(team)?.map_or(0, |v| v.value());
+            floors.insert(team, floor.max(position))?;
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     /// The rule sets in force, by team id.
@@ -1019,6 +1051,42 @@ mod tests {
         assert_eq!(snap.identity(keys::TOKEN)?.as_deref(), Some("tok"));
         assert_eq!(snap.watched()?, vec![PathBuf::from("/proj")]);
         assert_eq!(snap.actions()?.len(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn a_taken_removal_drops_the_team_and_its_floor_survives_reopening_and_never_lowers()
+    -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let doc = RuleSetDoc {
+            team_id: uuid::Uuid::from_u128(1),
+            team_name: "T".into(),
+            archived: false,
+            revision: 2,
+            hash: "h".into(),
+            updated_at: chrono::DateTime::default(),
+            position: 1,
+            layers: Layers::default(),
+            signature: None,
+        };
+        {
+            let snap = Snapshot::open(dir.path())?;
+            snap.put_ruleset(&StoredRuleSet {
+                team: "t".into(),
+                revision: 2,
+                hash: "h".into(),
+                doc,
+            })?;
+            assert_eq!(snap.removal_floor("t")?, 0);
+            snap.take_removal("t", 42)?;
+            assert!(snap.holdings()?.is_empty());
+        }
+        let snap = Snapshot::open(dir.path())?;
+        assert_eq!(snap.removal_floor("t")?, 42);
+        assert_eq!(snap.removal_floor("other")?, 0);
+        // An older removal taken somehow never lowers the floor.
+        snap.take_removal("t", 7)?;
+        assert_eq!(snap.removal_floor("t")?, 42);
         Ok(())
     }
 

@@ -13,7 +13,7 @@
 //!    sets newer than the one the agent named ([`GatewayMessage::Keys`]); then, per team, either
 //!    [`GatewayMessage::Current`] (the agent's revision and hash are the latest) or
 //!    [`GatewayMessage::RuleSet`] (the full latest rule set); [`GatewayMessage::Removed`] for a team the
-//!    agent holds but no longer belongs to.
+//!    agent holds but no longer belongs to (signed for the agent, ADR 0024: sent once signed).
 //! 3. From then on the gateway pushes every new revision of the agent's teams as a `RuleSet`, in revision
 //!    order, never skipping one silently: an agent too slow to take them is disconnected and resyncs with a
 //!    new `Hello`.
@@ -152,7 +152,7 @@ pub enum AgentMessage {
         /// The hash it claimed.
         hash: String,
         /// A stable code: `unsigned`, `unknown_key`, `bad_signature`, `hash_mismatch`,
-        /// `misaddressed`, `no_pinned_key`, `tampered_snapshot`.
+        /// `misaddressed`, `no_pinned_key`, `tampered_snapshot`, `replayed`.
         reason: String,
         /// For a human.
         detail: String,
@@ -204,10 +204,23 @@ pub enum GatewayMessage {
         /// The document.
         ruleset: Box<RuleSetDoc>,
     },
-    /// The agent no longer receives this team's rules: remove its sections.
+    /// The agent's user left this team: remove its sections. Signed for the agent where it is
+    /// projected (ADR 0024, [`crate::ruleset::RemovalStatement`]); the agent drops the team only on a
+    /// removal that verifies for itself and is later than any removal of the team it took, and
+    /// reports any other as an `integrity_failure`.
     Removed {
         /// The team.
         team: String,
+        /// The agent it is for (inside the signature).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<String>,
+        /// The global log position of the leave (inside the signature): a removal at or before one
+        /// the agent took already is refused, so an old removal cannot be replayed after a rejoin.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        position: Option<u64>,
+        /// The organization's signature over the above.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<crate::ruleset::RuleSetSignature>,
     },
     /// A report was recorded.
     ReportAck {
@@ -269,6 +282,25 @@ impl DecisionAction {
 }
 
 impl GatewayMessage {
+    /// What a `removed` says, as its signature covers it (`None` for any other message; an agent of
+    /// `""` and position 0 for a removal that names none, which no agent's check accepts).
+    pub fn removal_statement(&self) -> Option<crate::ruleset::RemovalStatement<'_>> {
+        let GatewayMessage::Removed {
+            team,
+            agent,
+            position,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        Some(crate::ruleset::RemovalStatement {
+            agent: agent.as_deref().unwrap_or_default(),
+            team,
+            position: position.unwrap_or_default(),
+        })
+    }
+
     /// What a `decision` says, as its signature covers it (`None` for any other message; an agent of
     /// `""` for a decision that names none, which no agent's check accepts).
     pub fn decision_statement(&self) -> Option<crate::ruleset::DecisionStatement<'_>> {

@@ -38,11 +38,13 @@ mod decision;
 mod hash;
 mod keys;
 mod markers;
+mod removal;
 mod signature;
 
 pub use decision::DecisionStatement;
 pub use keys::{KeyChain, KeyEntry, KeySet, KeySetRefused, KeyState, keyset_bytes};
 pub use markers::{RuleSpan, between_rules, split_rules};
+pub use removal::RemovalStatement;
 pub use signature::{
     IntegrityError, OrgKey, RuleSetSignature, canonical_bytes, key_id_of, parse_public_key, sign,
     verify,

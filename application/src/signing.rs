@@ -61,6 +61,11 @@ pub trait OrgKeys: Send + Sync {
     /// The signed decisions of `team`'s change requests (ADR 0022): `decision` messages (JSON) as an
     /// agent is sent them, each naming its agent.
     async fn team_decisions(&self, team: &str) -> Result<Vec<serde_json::Value>, AppError>;
+    /// The signed removals of `agent` (ADR 0024): `removed` messages (JSON) as the agent is sent
+    /// them, one per team its user left. None by default.
+    async fn agent_removals(&self, _agent: &str) -> Result<Vec<serde_json::Value>, AppError> {
+        Ok(Vec::new())
+    }
     /// Starts a rotation: announces a next key at once, makes it active after `overlap` (re-signing
     /// every rule set) and retires the previous one after another `overlap`.
     ///
@@ -106,6 +111,20 @@ impl Edict {
     ) -> Result<Vec<serde_json::Value>, AppError> {
         match &self.org_keys {
             Some(keys) => keys.team_decisions(&team.to_string()).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The signed removals of `agent`, one per team its user left (none when no keys are attached).
+    ///
+    /// # Errors
+    /// [`AppError::Unavailable`] when the store cannot be read.
+    pub async fn agent_removals(
+        &self,
+        agent: edict_domain::AgentId,
+    ) -> Result<Vec<serde_json::Value>, AppError> {
+        match &self.org_keys {
+            Some(keys) => keys.agent_removals(&agent.to_string()).await,
             None => Ok(Vec::new()),
         }
     }

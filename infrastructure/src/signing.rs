@@ -17,6 +17,10 @@
 //! that holds keys) issues the key set that makes the next key active (signed by the old one; the
 //! holders re-sign every rule set with the new key), and after a second overlap the one that retires the
 //! old key (signed by the new one).
+//!
+//! The ring also signs what projections hand it: the decisions of the change inbox (ADR 0022, into
+//! `decision_signatures`) and the removals of the directory (ADR 0024, into `removal_signatures`, one per
+//! agent of a user who left a team).
 
 use crate::audit::{KeyOrigin, parse_seed, ruleset_signing_key};
 use crate::projection::ActiveKey;
@@ -481,6 +485,20 @@ impl OrgKeys for KeyRing {
             .collect())
     }
 
+    async fn agent_removals(&self, agent: &str) -> Result<Vec<serde_json::Value>, AppError> {
+        let documents: Vec<String> = on_pool!(&self.db, |pool| sqlx::query_scalar(
+            "SELECT document FROM removal_signatures WHERE agent = $1 ORDER BY team"
+        )
+        .bind(agent)
+        .fetch_all(pool)
+        .await)
+        .map_err(unavailable)?;
+        Ok(documents
+            .iter()
+            .filter_map(|text| serde_json::from_str(text).ok())
+            .collect())
+    }
+
     async fn rotate(&self, overlap: Duration) -> Result<OrgKeyStatus, AppError> {
         let ring = self.read().await.map_err(unavailable)?.unwrap_or_default();
         if ring.rotation.is_some() {
@@ -633,10 +651,211 @@ impl KeyRing {
     }
 }
 
+/// Replaces a signed removal only by a later removal of the same agent and team, or by the same one
+/// signed with another key.
+const UPSERT_REMOVAL: &str = "
+INSERT INTO removal_signatures (agent, team, user_id, position, key_id, document)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (agent, team) DO UPDATE
+   SET user_id = excluded.user_id, position = excluded.position, key_id = excluded.key_id,
+       document = excluded.document
+ WHERE removal_signatures.position < excluded.position
+    OR (removal_signatures.position = excluded.position AND removal_signatures.key_id <> excluded.key_id)";
+
+/// The agents ever enrolled for a user, from the log itself (the agent fleet's read model may lag
+/// behind the directory): the payload holds the user id; the match is checked again on the parsed
+/// payload.
+const AGENTS_OF_POSTGRES: &str = "SELECT aggregate_id, payload::text FROM events \
+     WHERE aggregate_type = 'Agent' AND event_type = 'AgentEnrolled' AND payload::text LIKE $1";
+const AGENTS_OF_SQLITE: &str = "SELECT aggregate_id, payload FROM events \
+     WHERE aggregate_type = 'Agent' AND event_type = 'AgentEnrolled' AND payload LIKE $1";
+
+/// `(user, team)` of a `MemberAdded` / `MemberRemoved` payload (as cqrs-es stores it: the variant
+/// name around the fields).
+fn membership_of(event_type: &str, payload: &serde_json::Value) -> Option<(String, String)> {
+    let fields = payload.get(event_type).unwrap_or(payload);
+    Some((
+        fields["user"].as_str()?.to_owned(),
+        fields["team_id"].as_str()?.to_owned(),
+    ))
+}
+
+/// The `removed` message for `agent`, signed by `key`.
+fn signed_removal(
+    key: &SigningKey,
+    agent: &str,
+    team: &str,
+    position: u64,
+    issued_at: DateTime<Utc>,
+) -> edict_api::protocol::GatewayMessage {
+    let signature = edict_api::ruleset::RemovalStatement {
+        agent,
+        team,
+        position,
+    }
+    .sign(key, issued_at);
+    edict_api::protocol::GatewayMessage::Removed {
+        team: team.to_owned(),
+        agent: Some(agent.to_owned()),
+        position: Some(position),
+        signature: Some(signature),
+    }
+}
+
+impl KeyRing {
+    /// The agents ever enrolled for `user`.
+    async fn agents_of(&self, user: &str) -> Result<Vec<String>, String> {
+        let pattern = format!("%{user}%");
+        let rows: Vec<(String, String)> = match &self.db {
+            Database::Postgres(pool) => {
+                sqlx::query_as(AGENTS_OF_POSTGRES)
+                    .bind(&pattern)
+                    .fetch_all(pool)
+                    .await
+            }
+            Database::Sqlite(pool) => {
+                sqlx::query_as(AGENTS_OF_SQLITE)
+                    .bind(&pattern)
+                    .fetch_all(pool)
+                    .await
+            }
+        }
+        .map_err(|error| error.to_string())?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, payload)| {
+                serde_json::from_str::<serde_json::Value>(payload).is_ok_and(|payload| {
+                    let fields = payload.get("AgentEnrolled").unwrap_or(&payload);
+                    fields["user"].as_str() == Some(user)
+                })
+            })
+            .map(|(agent, _)| agent)
+            .collect())
+    }
+
+    /// Signs a removal for every agent of the user of each `MemberRemoved` among `events` (in log
+    /// order), and deletes the earlier removals of a user a `MemberAdded` brings back to the team
+    /// (ADR 0024). The issue time is the event's own, so signing the same removal again yields the
+    /// same bytes. Answers how many were signed.
+    ///
+    /// # Errors
+    /// When this process holds no active key, or the store fails.
+    pub async fn sign_removals_of(
+        &self,
+        events: &[edict_application::event_log::RecordedEvent],
+    ) -> Result<usize, String> {
+        let mut signed = 0;
+        for event in events {
+            let removed = match event.event_type.as_str() {
+                "MemberRemoved" => true,
+                "MemberAdded" => false,
+                _ => continue,
+            };
+            let Some((user, team)) = membership_of(&event.event_type, &event.payload) else {
+                continue;
+            };
+            let position = event.global_position;
+            if !removed {
+                on_pool!(&self.db, |pool| sqlx::query(
+                    "DELETE FROM removal_signatures WHERE user_id = $1 AND team = $2 AND position < $3"
+                )
+                .bind(&user)
+                .bind(&team)
+                .bind(position)
+                .execute(pool)
+                .await
+                .map(drop))
+                .map_err(|error| error.to_string())?;
+                continue;
+            }
+            let key = self
+                .active()
+                .ok_or("this process does not hold the active signing key")?;
+            let key_id = key_id_of(&key.verifying_key());
+            let position_u64 = u64::try_from(position).map_err(|error| error.to_string())?;
+            for agent in self.agents_of(&user).await? {
+                let removal = signed_removal(&key, &agent, &team, position_u64, event.recorded_at);
+                let document =
+                    serde_json::to_string(&removal).map_err(|error| error.to_string())?;
+                on_pool!(&self.db, |pool| sqlx::query(UPSERT_REMOVAL)
+                    .bind(&agent)
+                    .bind(&team)
+                    .bind(&user)
+                    .bind(position)
+                    .bind(&key_id)
+                    .bind(&document)
+                    .execute(pool)
+                    .await
+                    .map(drop))
+                .map_err(|error| error.to_string())?;
+                signed += 1;
+            }
+        }
+        Ok(signed)
+    }
+
+    /// Signs again, with the active key, every removal signed by another one (after a rotation),
+    /// keeping its position and issue time. Answers how many were signed.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn sweep_removals(&self) -> Result<usize, String> {
+        let Some(key) = self.active() else {
+            return Ok(0);
+        };
+        let key_id = key_id_of(&key.verifying_key());
+        let rows: Vec<(String, String, String, i64, String)> = on_pool!(&self.db, |pool| {
+            sqlx::query_as(
+                "SELECT agent, team, user_id, position, document FROM removal_signatures \
+                 WHERE key_id <> $1",
+            )
+            .bind(&key_id)
+            .fetch_all(pool)
+            .await
+        })
+        .map_err(|error| error.to_string())?;
+        let mut signed = 0;
+        for (agent, team, user, position, document) in rows {
+            let issued_at = serde_json::from_str::<edict_api::protocol::GatewayMessage>(&document)
+                .ok()
+                .and_then(|message| match message {
+                    edict_api::protocol::GatewayMessage::Removed { signature, .. } => {
+                        signature.map(|signature| signature.issued_at)
+                    }
+                    _ => None,
+                })
+                .unwrap_or_else(Utc::now);
+            let position_u64 = u64::try_from(position).map_err(|error| error.to_string())?;
+            let removal = signed_removal(&key, &agent, &team, position_u64, issued_at);
+            let document = serde_json::to_string(&removal).map_err(|error| error.to_string())?;
+            on_pool!(&self.db, |pool| sqlx::query(UPSERT_REMOVAL)
+                .bind(&agent)
+                .bind(&team)
+                .bind(&user)
+                .bind(position)
+                .bind(&key_id)
+                .bind(&document)
+                .execute(pool)
+                .await
+                .map(drop))
+            .map_err(|error| error.to_string())?;
+            signed += 1;
+        }
+        Ok(signed)
+    }
+}
+
 #[async_trait]
 impl crate::projection::DecisionSigner for KeyRing {
     async fn sign(&self, docs: &[&serde_json::Value]) -> Result<usize, String> {
         self.sign_decisions(docs).await
+    }
+
+    async fn sign_removals(
+        &self,
+        events: &[edict_application::event_log::RecordedEvent],
+    ) -> Result<usize, String> {
+        self.sign_removals_of(events).await
     }
 }
 
@@ -645,7 +864,8 @@ const SWEEP_EVERY: u32 = 10;
 
 /// Advances `ring`'s rotations every second until `stop` completes; after the active key changed in
 /// this process, calls `resign` (which signs every published rule set again) and signs every decision
-/// again. Every ten seconds, signs the decisions the projection did not (ADR 0022).
+/// again. Every ten seconds, signs the decisions the projection did not (ADR 0022), and signs again
+/// with the active key the removals signed by another one (ADR 0024).
 pub async fn keep<F, Fut>(ring: Arc<KeyRing>, resign: F, stop: impl Future<Output = ()>)
 where
     F: Fn() -> Fut,
@@ -680,6 +900,123 @@ where
                 Ok(signed) => tracing::info!(signed, "signed the decisions still owed"),
                 Err(error) => tracing::warn!(%error, "cannot sign the decisions"),
             }
+            match ring.sweep_removals().await {
+                Ok(0) => {}
+                Ok(signed) => {
+                    tracing::info!(signed, "signed the removals again with the active key")
+                }
+                Err(error) => tracing::warn!(%error, "cannot sign the removals"),
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edict_api::protocol::GatewayMessage;
+    use edict_api::ruleset::RemovalStatement;
+    use edict_application::event_log::RecordedEvent;
+    use serde_json::json;
+
+    const USER: &str = "00000000-0000-0000-0000-00000000000b";
+    const TEAM: &str = "00000000-0000-0000-0000-000000000002";
+
+    fn membership(event_type: &str, position: i64) -> RecordedEvent {
+        RecordedEvent {
+            global_position: position,
+            transaction_id: 0,
+            aggregate_type: "Team".into(),
+            aggregate_id: TEAM.into(),
+            sequence: position,
+            event_type: event_type.into(),
+            event_version: "1.0".into(),
+            payload: json!({ event_type: {"team_id": TEAM, "user": USER, "by": USER,
+                                          "role": "member", "at": "2026-12-05T06:00:00Z"} }),
+            metadata: json!({}),
+            recorded_at: Utc::now(),
+        }
+    }
+
+    async fn ring() -> (KeyRing, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/edict.db", dir.path().display());
+        let db = Database::connect(&url).await.unwrap();
+        db.migrate().await.unwrap();
+        for (agent, user) in [("agent-1", USER), ("agent-2", USER), ("agent-3", TEAM)] {
+            let payload = json!({"AgentEnrolled": {"agent_id": agent, "user": user}});
+            on_pool!(&db, |pool| sqlx::query(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                 event_version, payload, metadata) VALUES ('Agent', $1, 1, 'AgentEnrolled', '1.0', $2, '{}')"
+            )
+            .bind(agent)
+            .bind(payload.to_string())
+            .execute(pool)
+            .await
+            .map(drop))
+            .unwrap();
+        }
+        let (ring, _) = KeyRing::holding(db, None, None).await.unwrap();
+        (ring, dir)
+    }
+
+    async fn removals(ring: &KeyRing, agent: &str) -> Vec<GatewayMessage> {
+        ring.agent_removals(agent)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|doc| serde_json::from_value(doc).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_leave_is_signed_for_each_agent_of_the_user_and_a_rejoin_withdraws_it() {
+        let (ring, _dir) = ring().await;
+        let keys = [OrgKey::of(&ring.active().unwrap().verifying_key())];
+        assert_eq!(
+            ring.sign_removals_of(&[membership("MemberRemoved", 10)])
+                .await
+                .unwrap(),
+            2
+        );
+        for agent in ["agent-1", "agent-2"] {
+            let sent = removals(&ring, agent).await;
+            assert_eq!(sent.len(), 1, "{sent:?}");
+            let GatewayMessage::Removed { signature, .. } = &sent[0] else {
+                panic!("{sent:?}");
+            };
+            let statement = sent[0].removal_statement().unwrap();
+            assert_eq!(
+                statement,
+                RemovalStatement {
+                    agent,
+                    team: TEAM,
+                    position: 10
+                }
+            );
+            assert_eq!(
+                statement.verify(agent, 0, signature.as_ref(), &keys),
+                Ok(())
+            );
+        }
+        // Another user's agent gets nothing.
+        assert!(removals(&ring, "agent-3").await.is_empty());
+        // An older leave replayed through the runner (a rebuild's batches) never replaces a later one.
+        ring.sign_removals_of(&[membership("MemberRemoved", 4)])
+            .await
+            .unwrap();
+        assert_eq!(
+            removals(&ring, "agent-1").await[0]
+                .removal_statement()
+                .unwrap()
+                .position,
+            10
+        );
+        // The user rejoins: no removal is left to send.
+        ring.sign_removals_of(&[membership("MemberAdded", 12)])
+            .await
+            .unwrap();
+        assert!(removals(&ring, "agent-1").await.is_empty());
+        assert!(removals(&ring, "agent-2").await.is_empty());
     }
 }

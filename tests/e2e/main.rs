@@ -21,6 +21,7 @@ mod nats_auth;
 mod openapi;
 mod projections;
 mod rate_limits;
+mod removals;
 mod roles;
 mod rotation;
 mod secrets;

@@ -86,11 +86,22 @@ pub enum IntegrityError {
     /// The agent holds no key to verify with (enrolled before rule sets were signed).
     #[error("no organization key is pinned: run `edict-agent login` again")]
     NoPinnedKey,
+    /// A signed statement older than one the agent already acted on (a removal from before the
+    /// user rejoined the team, ADR 0024).
+    #[error(
+        "the statement is from log position {position}, not after {floor} the agent already took"
+    )]
+    Replayed {
+        /// The statement's position.
+        position: u64,
+        /// The position the agent holds.
+        floor: u64,
+    },
 }
 
 impl IntegrityError {
     /// A stable code (`unsigned`, `unknown_key`, `bad_signature`, `hash_mismatch`, `misaddressed`,
-    /// `no_pinned_key`).
+    /// `no_pinned_key`, `replayed`).
     pub fn code(&self) -> &'static str {
         match self {
             IntegrityError::Unsigned => "unsigned",
@@ -99,6 +110,7 @@ impl IntegrityError {
             IntegrityError::HashMismatch => "hash_mismatch",
             IntegrityError::Misaddressed { .. } => "misaddressed",
             IntegrityError::NoPinnedKey => "no_pinned_key",
+            IntegrityError::Replayed { .. } => "replayed",
         }
     }
 }

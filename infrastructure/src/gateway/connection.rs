@@ -232,6 +232,8 @@ pub(super) struct Session {
     /// The organization key set the agent holds, as far as this connection knows (its `hello`, then
     /// what it was sent).
     pub(super) key_sequence: u64,
+    /// The teams the agent is owed a signed removal of (see `removals`).
+    pub(super) owed_removals: BTreeSet<String>,
     last_seen: Instant,
 }
 
@@ -251,6 +253,7 @@ async fn run(shared: Arc<Shared>, agent: Agent, ws: Socket, mut shutdown: watch:
         membership,
         decided: HashMap::new(),
         key_sequence: 0,
+        owed_removals: BTreeSet::new(),
         last_seen: Instant::now(),
     };
     let flow = if let Flow::Close(reason) = Box::pin(session.recheck()).await {
@@ -487,13 +490,11 @@ impl Session {
         }
         for holding in &holdings {
             if !self.teams.contains(&holding.team) {
-                let removed = GatewayMessage::Removed {
-                    team: holding.team.clone(),
-                };
-                if let Flow::Close(reason) = self.reply(encoded(&removed)).await {
-                    return Flow::Close(reason);
-                }
+                self.owed_removals.insert(holding.team.clone());
             }
+        }
+        if let Flow::Close(reason) = self.send_removals().await {
+            return Flow::Close(reason);
         }
         self.join_teams()
     }
@@ -752,17 +753,15 @@ impl Session {
         }
     }
 
-    /// Takes the agent's teams as re-read (`teams`, with the latest rule set of each): `removed` for
-    /// a team it left, the rule set of a revision it was not sent yet.
+    /// Takes the agent's teams as re-read (`teams`, with the latest rule set of each): a team it
+    /// left is owed a signed removal (sent by `removals`), the rule set of a revision it was not sent
+    /// yet is offered.
     pub(super) fn apply_teams(&mut self, teams: BTreeSet<String>, latest: &[Arc<Payload>]) -> Flow {
         let gone: Vec<String> = self.teams.difference(&teams).cloned().collect();
         for team in gone {
             self.membership.leave(&team);
             self.membership.port.forget(&team);
-            let removed = GatewayMessage::Removed { team };
-            if let Flow::Close(reason) = self.push(encoded(&removed)) {
-                return Flow::Close(reason);
-            }
+            self.owed_removals.insert(team);
         }
         if self.teams != teams {
             self.teams = teams;

@@ -33,6 +33,7 @@ mod inbound;
 mod keys;
 mod polls;
 mod recorder;
+mod removals;
 mod wire;
 
 pub use convergence::{ConvergenceError, ConvergenceStore, Enforced};

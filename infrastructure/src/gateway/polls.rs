@@ -92,12 +92,18 @@ impl Session {
                 tracing::warn!(%error, "cannot re-check the agent token; keeping the connection");
                 Flow::Continue
             }
-            Polled::Teams(Ok((teams, latest))) => self.apply_teams(teams, &latest),
+            Polled::Teams(Ok((teams, latest))) => match self.apply_teams(teams, &latest) {
+                Flow::Continue => self.send_removals().await,
+                close => close,
+            },
             Polled::Teams(Err(error)) => {
                 tracing::warn!(%error, "cannot re-read the agent's teams");
                 Flow::Continue
             }
             Polled::Decisions(docs, keysets) => {
+                if let Flow::Close(reason) = self.send_removals().await {
+                    return Flow::Close(reason);
+                }
                 if let Some(keysets) = keysets
                     && let Flow::Close(reason) = self.send_keys(&keysets).await
                 {

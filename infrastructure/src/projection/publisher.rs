@@ -138,7 +138,23 @@ pub trait DecisionSigner: Send + Sync {
     /// # Errors
     /// When no key is held or the store fails (the key ring's sweep signs them later).
     async fn sign(&self, docs: &[&Value]) -> Result<usize, String>;
+
+    /// Signs a removal for each agent of the user of every `MemberRemoved` among `events` (just
+    /// committed by the directory, in log order), and withdraws those a `MemberAdded` makes
+    /// stale (ADR 0024); answers how many were signed. None by default.
+    ///
+    /// # Errors
+    /// When no key is held or the store fails.
+    async fn sign_removals(
+        &self,
+        _events: &[edict_application::event_log::RecordedEvent],
+    ) -> Result<usize, String> {
+        Ok(0)
+    }
 }
+
+/// The projection whose commits carry the membership events removals are signed from.
+const MEMBERSHIP_PROJECTION: &str = "directory";
 
 /// Where the key that signs rule sets now is read (the key ring, ADR 0021; a fixed key in tests).
 pub trait ActiveKey: Send + Sync {
@@ -215,6 +231,31 @@ impl ProjectionRunner {
         }
         if let Err(error) = signer.sign(&docs).await {
             tracing::warn!(projection = self.name(), %error, "cannot sign decisions; the sweep signs them");
+        }
+    }
+
+    /// Signs the removals among `events` (just committed), when this runner is the directory's and
+    /// has a signer (ADR 0024); a failure is logged (a rebuild of the directory signs them again).
+    pub(super) async fn sign_removals(
+        &self,
+        events: &[edict_application::event_log::RecordedEvent],
+    ) {
+        let Some(signer) = &self.decisions else {
+            return;
+        };
+        if self.name() != MEMBERSHIP_PROJECTION
+            || !events
+                .iter()
+                .any(|event| matches!(event.event_type.as_str(), "MemberRemoved" | "MemberAdded"))
+        {
+            return;
+        }
+        if let Err(error) = signer.sign_removals(events).await {
+            tracing::error!(
+                projection = self.name(),
+                %error,
+                "cannot sign removals; agents keep the teams their users left until they are signed"
+            );
         }
     }
 

@@ -447,6 +447,7 @@ impl ProjectionRunner {
         self.keep_cache(state, events, cached, &dirty);
         self.publish(&dirty).await;
         self.sign_decisions(&dirty).await;
+        self.sign_removals(events).await;
         self.wrote(dirty.len() as u64);
         Ok(Batch::Applied)
     }
