@@ -375,7 +375,8 @@ async fn session(
                 *holding = Some(applied);
             }
             ("removed", ..) => *holding = None,
-            ("report_ack" | "decision", ..) => {}
+            // Key sets (ADR 0021) come at each connection of an agent that named none.
+            ("report_ack" | "decision" | "keys", ..) => {}
             ("error", ..) => {
                 tracing::debug!(code = ?message.code, "gateway error");
                 shared.errors.fetch_add(1, Ordering::Relaxed);
