@@ -271,23 +271,16 @@ async fn session(
                     }
                     Some(Ok(_)) => continue,
                 };
-                let message: GatewayMessage = match serde_json::from_str(text.as_str()) {
-                    Ok(message) => message,
-                    Err(e) => {
-                        // An unreadable rule set is not applied: the agent keeps enforcing the
-                        // revision it holds, and the server sees it has not converged.
-                        if let Ok(value) = serde_json::from_str::<serde_json::Value>(text.as_str())
-                            && value["type"] == "rule_set"
-                        {
-                            tracing::error!(
-                                team = value["team"].as_str(),
-                                revision = value["revision"].as_u64(),
-                                error = %e,
-                                "unreadable rule set; not applied"
-                            );
-                            continue;
-                        }
-                        return Err(anyhow::Error::from(e).context("a malformed gateway message"));
+                let message = match crate::frame::decode(text.as_str()) {
+                    crate::frame::Frame::Message(message) => *message,
+                    // An unreadable rule set is not applied: the agent keeps enforcing the
+                    // revision it holds, and the server sees it has not converged.
+                    crate::frame::Frame::UnreadableRuleSet { team, revision, error } => {
+                        tracing::error!(team, revision, %error, "unreadable rule set; not applied");
+                        continue;
+                    }
+                    crate::frame::Frame::Malformed(error) => {
+                        return Err(anyhow::Error::from(error).context("a malformed gateway message"));
                     }
                 };
                 match message {

@@ -12,6 +12,7 @@ pub mod client;
 pub mod daemon;
 pub mod enforce;
 pub mod files;
+pub mod frame;
 pub mod login;
 pub mod output;
 pub mod ruleset;

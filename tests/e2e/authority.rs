@@ -4,10 +4,11 @@
 //! tokens do only what agents do; a caller whose role may never call a route gets 403 before any
 //! 400/422 about the body.
 
-use crate::harness::{Store, TestApp, rule_spec};
+use crate::harness::{Store, TestApp, eventually, rule_spec};
 use crate::on_both_stores;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use std::time::Duration;
 
 const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const HASH_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -507,8 +508,14 @@ async fn agent_tokens_only_do_what_agents_do() {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
-    // Its user still reads them.
-    get(&app, &dev, &format!("/api/v1/teams/{team}/ruleset")).await;
+    // Its user still reads them (the rule set once its projection has caught up with the attachment).
+    let path = format!("/api/v1/teams/{team}/ruleset");
+    let read = eventually(Duration::from_secs(10), || async {
+        let (status, _) = app.call(Method::GET, &path, Some(&dev), None).await;
+        (status == StatusCode::OK).then_some(())
+    })
+    .await;
+    assert!(read.is_some(), "the member reads the team's rule set");
     get(&app, &dev, &format!("/api/v1/change-requests/{change}")).await;
 }
 

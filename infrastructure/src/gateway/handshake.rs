@@ -54,7 +54,7 @@ pub(crate) async fn peek_request(stream: &TcpStream, timeout: Duration) -> Optio
             return None;
         }
         if let Some(end) = find_head_end(&buffer[..read]) {
-            return parse(&buffer[..end]);
+            return parse(&buffer[..end + 4]);
         }
         if read == buffer.len() {
             if buffer.len() == MAX_HEAD {
@@ -74,36 +74,41 @@ pub(crate) async fn peek_request(stream: &TcpStream, timeout: Duration) -> Optio
     }
 }
 
+/// Where the head's closing blank line (`\r\n\r\n`) starts.
 fn find_head_end(bytes: &[u8]) -> Option<usize> {
     bytes.windows(4).position(|w| w == b"\r\n\r\n")
 }
 
-/// Parses a request head (request line and headers).
+/// The most headers an upgrade request may carry.
+const MAX_HEADERS: usize = 64;
+
+/// Parses a complete request head (request line, headers and the closing blank line) with `httparse`:
+/// `None` when it is not a well-formed HTTP/1.x request head, is incomplete, or has more than
+/// [`MAX_HEADERS`] headers. Header names are matched case-insensitively; a header value that is not UTF-8
+/// is ignored.
 pub(crate) fn parse(head: &[u8]) -> Option<UpgradeRequest> {
-    let head = std::str::from_utf8(head).ok()?;
-    let mut lines = head.split("\r\n");
-    let mut request_line = lines.next()?.split(' ');
-    let _method = request_line.next()?;
-    let target = request_line.next()?;
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    if !parsed.parse(head).ok()?.is_complete() {
+        return None;
+    }
+    let target = parsed.path?;
     let path = target.split('?').next().unwrap_or(target).to_owned();
     let mut request = UpgradeRequest {
         path,
         ..UpgradeRequest::default()
     };
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
+    for header in parsed.headers.iter() {
+        let Ok(value) = std::str::from_utf8(header.value) else {
             continue;
         };
         let value = value.trim();
-        if name.trim().eq_ignore_ascii_case("authorization") {
+        if header.name.eq_ignore_ascii_case("authorization") {
             let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
             if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() {
                 request.bearer = Some(token.trim().to_owned());
             }
-        } else if name
-            .trim()
-            .eq_ignore_ascii_case(edict_api::protocol::PROTOCOL_HEADER)
-        {
+        } else if header.name.eq_ignore_ascii_case(PROTOCOL_HEADER) {
             request.protocol = Some(value.to_owned());
         }
     }
@@ -295,7 +300,8 @@ mod tests {
 
     #[test]
     fn the_path_bearer_and_protocol_are_read_case_insensitively() {
-        let head = b"GET /ws?x=1 HTTP/1.1\r\nHost: h\r\nauthorization: bearer eda_abc\r\nedict-protocol: 1";
+        let head =
+            b"GET /ws?x=1 HTTP/1.1\r\nHost: h\r\nauthorization: bearer eda_abc\r\nedict-protocol: 1\r\n\r\n";
         assert_eq!(
             parse(head),
             Some(UpgradeRequest {
@@ -330,7 +336,58 @@ mod tests {
 
     #[test]
     fn a_request_without_credentials_has_no_bearer() {
-        let head = b"GET /ws HTTP/1.1\r\nAuthorization: Basic Zm9v";
+        let head = b"GET /ws HTTP/1.1\r\nAuthorization: Basic Zm9v\r\n\r\n";
         assert_eq!(parse(head).and_then(|r| r.bearer), None);
+    }
+
+    #[test]
+    fn an_incomplete_or_malformed_head_is_refused() {
+        assert_eq!(parse(b"GET /ws HTTP/1.1\r\nAuthorization: Bearer x"), None);
+        assert_eq!(parse(b"GET /ws HTTP/1.1\r\nBad Header: x\r\n\r\n"), None);
+        assert_eq!(parse(b"\x16\x03\x01 not http\r\n\r\n"), None);
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: y\r\n")).collect();
+        assert_eq!(
+            parse(format!("GET /ws HTTP/1.1\r\n{many}\r\n").as_bytes()),
+            None
+        );
+    }
+
+    proptest::proptest! {
+        /// Any bytes a client sends as its head: an answer, never a panic.
+        #[test]
+        fn any_bytes_parse_without_panicking(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+            let _ = parse(&bytes);
+            let _ = find_head_end(&bytes);
+        }
+
+        /// A well-formed upgrade request, whatever the case of its header names, the headers around them
+        /// and the query, gives back its path, bearer token and protocol.
+        #[test]
+        fn a_well_formed_head_gives_back_its_parts(
+            path in "/[a-z0-9_/-]{0,40}",
+            query in proptest::option::of("[a-z0-9=&]{0,20}"),
+            token in "[A-Za-z0-9_.-]{1,80}",
+            protocol in "[0-9]{1,3}",
+            upper in proptest::prelude::any::<bool>(),
+            extra in proptest::collection::vec(("[A-Za-z][A-Za-z0-9-]{0,20}", "[ -~]{0,40}"), 0..10),
+        ) {
+            let case = |name: &str| if upper { name.to_ascii_uppercase() } else { name.to_owned() };
+            let target = match &query { Some(q) => format!("{path}?{q}"), None => path.clone() };
+            let mut head = format!("GET {target} HTTP/1.1\r\nHost: gateway\r\n");
+            for (name, value) in &extra {
+                if name.eq_ignore_ascii_case("authorization") || name.eq_ignore_ascii_case(PROTOCOL_HEADER) {
+                    continue;
+                }
+                head.push_str(&format!("{name}: {value}\r\n"));
+            }
+            head.push_str(&format!("{}: Bearer {token}\r\n", case("Authorization")));
+            head.push_str(&format!("{}: {protocol}\r\n\r\n", case(PROTOCOL_HEADER)));
+            let request = parse(head.as_bytes());
+            proptest::prop_assert_eq!(request, Some(UpgradeRequest {
+                path: path.clone(),
+                bearer: Some(token.clone()),
+                protocol: Some(protocol.clone()),
+            }));
+        }
     }
 }
