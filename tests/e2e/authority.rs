@@ -571,21 +571,18 @@ async fn a_role_that_may_never_call_a_route_gets_403_before_any_body_validation(
             "org_admin POST {path}: {status} {problem}"
         );
     }
-    // The body is not even read: past the body limit, still a 403 (an org_admin gets the 413).
-    let huge = json!({"name": "x".repeat(2 * 1024 * 1024)});
-    let (status, problem) = app
-        .call(
-            Method::POST,
-            "/api/v1/rules",
-            Some(&member),
-            Some(huge.clone()),
-        )
-        .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
-    let (status, _) = app
-        .call(Method::POST, "/api/v1/rules", Some(&admin), Some(huge))
-        .await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    // The body is not even read: a request announcing a body past the limit, and sending none of it, is
+    // answered at once, a 403 for the member (an org_admin gets the 413). Sending the body instead would
+    // race the server's early answer and close (a broken pipe on the client).
+    let announced = 2 * 1024 * 1024;
+    assert_eq!(
+        status_before_the_body(&app.base, &member, announced).await,
+        403
+    );
+    assert_eq!(
+        status_before_the_body(&app.base, &admin, announced).await,
+        413
+    );
     // Without a token: 401 before validation too.
     let (status, problem) = app
         .call(
@@ -596,4 +593,29 @@ async fn a_role_that_may_never_call_a_route_gets_403_before_any_body_validation(
         )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+}
+
+/// The status `POST /api/v1/rules` answers to a request head announcing `length` bytes of body, none of
+/// them sent: an answer within 10 s shows the server did not wait for the body.
+async fn status_before_the_body(base: &str, token: &str, length: usize) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /api/v1/rules HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("send head");
+    let mut answer = vec![0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("answered without the body")
+        .expect("read the answer");
+    let line = String::from_utf8_lossy(&answer[..read]);
+    line.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {line}"))
 }
