@@ -3,6 +3,7 @@
 //!
 //! - [`chain`]: the canonical bytes of an event and the chained SHA-256 (pure);
 //! - [`checkpoint`]: signed checkpoints and the exact bytes an ed25519 signature covers (pure);
+//! - [`links`]: the link checks of `edict audit verify` over stored chain rows and events (pure);
 //! - [`offline`]: verifying an exported file line by line against signed checkpoints (pure);
 //! - this module: the [`AuditTrail`] port (the chain and checkpoint tables an adapter keeps beside the
 //!   log), the [`ExportReader`] that pages through the log with each event's hashes, and the use cases
@@ -13,6 +14,7 @@
 
 pub mod chain;
 pub mod checkpoint;
+pub mod links;
 pub mod offline;
 
 use crate::error::AppError;
