@@ -3,14 +3,18 @@
 //! Starts Edict in this process on a temporary SQLite store with the default rate limits, creates
 //! `--good-rate × --seconds` users, then measures, in one run:
 //! 1. *baseline*: good sign-ins only, `--good-rate` a second (each user once, from its own address);
-//! 2. *attack*: the same good sign-ins while `--attack-rate` bad sign-ins a second (wrong passwords for
-//!    unknown accounts) arrive from `--attackers` other addresses;
-//! 3. with `--compare-unlimited`, the attack again on a second server whose sign-in limits are off.
+//! 2. *attack, known clients*: the same good sign-ins (each user again, from the address it signed in
+//!    from) while `--attack-rate` bad sign-ins a second (wrong passwords for unknown accounts) arrive
+//!    from `--attackers` other addresses;
+//! 3. *attack, first sign-ins*: as many other users, who never signed in, each from a new address,
+//!    while the same attack comes from `--attackers` fresh addresses;
+//! 4. with `--compare-unlimited`, the attack on first sign-ins again on a second server whose sign-in
+//!    limits are off.
 //!
-//! Every client address is real: on loopback, sockets bound to 127.1.0.x (good) and 127.100.0.x
-//! (attackers) are distinct peers to the server. Latency is measured per request from its send to its
-//! answer (open loop: a slow answer does not delay the next request). Password hashing (argon2id,
-//! four at a time) is the expensive part; a bad sign-in over its address's limit is refused before
+//! Every client address is real: on loopback, sockets bound to 127.1.0.x and 127.2.0.x (good) and
+//! 127.100.0.x and 127.160.0.x (attackers) are distinct peers to the server. Latency is measured per request from its send to its
+//! answer (open loop: a slow answer does not delay the next request). Password hashing (argon2id, in
+//! the lanes of `edict_infrastructure::auth::password`) is the expensive part; a bad sign-in over its address's limit is refused before
 //! hashing.
 
 use crate::app;
@@ -164,8 +168,30 @@ async fn sign_in(client: &reqwest::Client, base: &str, email: &str, password: &s
     }
 }
 
-/// Creates `count` users (`good-<i>@example.com`) through the API.
-async fn create_users(base: &str, count: u32) -> Result<()> {
+/// Who signs in during a phase: users `<prefix>-<i>@example.com`, each from address `i` of `block`,
+/// and the attackers' address block.
+#[derive(Debug, Clone, Copy)]
+struct Cohort {
+    prefix: &'static str,
+    block: u8,
+    attackers: u8,
+}
+
+/// Users who signed in during the baseline, attacked from 127.100.0.x.
+const KNOWN: Cohort = Cohort {
+    prefix: "good",
+    block: 1,
+    attackers: 100,
+};
+/// Users who never signed in, attacked from 127.160.0.x.
+const NEWCOMERS: Cohort = Cohort {
+    prefix: "new",
+    block: 2,
+    attackers: 160,
+};
+
+/// Creates `count` users (`<prefix>-<i>@example.com`) through the API.
+async fn create_users(base: &str, prefix: &'static str, count: u32) -> Result<()> {
     let admin = reqwest::Client::new();
     let tokens: serde_json::Value = admin
         .post(format!("{base}/api/v1/auth/login"))
@@ -194,7 +220,7 @@ async fn create_users(base: &str, count: u32) -> Result<()> {
                 .post(format!("{base}/api/v1/users"))
                 .bearer_auth(token)
                 .json(
-                    &json!({"email": format!("good-{i}@example.com"), "name": format!("Good {i}"),
+                    &json!({"email": format!("{prefix}-{i}@example.com"), "name": format!("User {prefix} {i}"),
                               "password": USER_PASSWORD, "roles": []}),
                 )
                 .send()
@@ -224,13 +250,14 @@ async fn phase(
     base: &str,
     args: &LoginsArgs,
     users: u32,
+    cohort: Cohort,
     attack: bool,
 ) -> Result<Phase> {
     let good_clients: Vec<reqwest::Client> = (0..users)
-        .map(|i| client_from(address(1, i)))
+        .map(|i| client_from(address(cohort.block, i)))
         .collect::<Result<_>>()?;
     let bad_clients: Vec<reqwest::Client> = (0..args.attackers.max(1))
-        .map(|i| client_from(address(100, i)))
+        .map(|i| client_from(address(cohort.attackers, i)))
         .collect::<Result<_>>()?;
     let latencies = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let good_failures = Arc::new(AtomicU64::new(0));
@@ -297,7 +324,7 @@ async fn phase(
             let status = sign_in(
                 &client,
                 &base,
-                &format!("good-{i}@example.com"),
+                &format!("{}-{i}@example.com", cohort.prefix),
                 USER_PASSWORD,
             )
             .await;
@@ -342,7 +369,7 @@ pub async fn logins(args: LoginsArgs) -> Result<()> {
         bail!("--seconds and --good-rate must be at least 1");
     }
     let users = u32::try_from(u64::from(args.good_rate) * args.seconds).unwrap_or(u32::MAX);
-    if users > 250 * 99 || args.attackers > 250 * 150 {
+    if users > 250 || args.attackers > 250 * 60 {
         bail!("too many users or attackers for the loopback address plan");
     }
     let limits = RateLimitSettings::default();
@@ -350,14 +377,40 @@ pub async fn logins(args: LoginsArgs) -> Result<()> {
 
     tracing::info!(users, "starting a server with the default rate limits");
     let server = start(limits.clone()).await?;
-    create_users(&server.base, users).await?;
-    tracing::info!("baseline: good sign-ins only");
-    phases.push(phase("baseline", &server.base, &args, users, false).await?);
+    create_users(&server.base, KNOWN.prefix, users).await?;
+    create_users(&server.base, NEWCOMERS.prefix, users).await?;
+    tracing::info!("baseline: first sign-ins only");
+    phases.push(phase("baseline", &server.base, &args, users, KNOWN, false).await?);
     tracing::info!(
         rate = args.attack_rate,
-        "attack: good sign-ins among bad ones"
+        "attack: known clients sign in again among bad sign-ins"
     );
-    phases.push(phase("attack, rate limits on", &server.base, &args, users, true).await?);
+    phases.push(
+        phase(
+            "attack, known clients",
+            &server.base,
+            &args,
+            users,
+            KNOWN,
+            true,
+        )
+        .await?,
+    );
+    tracing::info!(
+        rate = args.attack_rate,
+        "attack: first sign-ins among bad sign-ins"
+    );
+    phases.push(
+        phase(
+            "attack, first sign-ins",
+            &server.base,
+            &args,
+            users,
+            NEWCOMERS,
+            true,
+        )
+        .await?,
+    );
     server.shut().await;
 
     if args.compare_unlimited {
@@ -368,8 +421,18 @@ pub async fn logins(args: LoginsArgs) -> Result<()> {
         };
         tracing::info!("attack again, sign-in limits off");
         let server = start(unlimited).await?;
-        create_users(&server.base, users).await?;
-        phases.push(phase("attack, rate limits off", &server.base, &args, users, true).await?);
+        create_users(&server.base, NEWCOMERS.prefix, users).await?;
+        phases.push(
+            phase(
+                "attack, first, no limits",
+                &server.base,
+                &args,
+                users,
+                NEWCOMERS,
+                true,
+            )
+            .await?,
+        );
         server.shut().await;
     }
 
@@ -399,7 +462,7 @@ pub async fn logins(args: LoginsArgs) -> Result<()> {
             ));
             for p in &report.phases {
                 output::line(&format!(
-                    "  {:<24} good: {} ok, {} failed, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms | \
+                    "  {:<26} good: {} ok, {} failed, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms | \
                      bad: {:.0}/s sent ({} skipped), {} got 401, {} got 429, {} unanswered",
                     p.name,
                     p.good_sign_ins,

@@ -103,12 +103,16 @@ pub enum DevicePoll {
 }
 
 /// Which queue a sign-in's password hash waits in: the client of a sign-in that failed lately is
-/// `Suspect`, and its hashes run one at a time, behind each other rather than in front of everyone's.
+/// `Suspect`, and its hashes run one at a time, behind each other rather than in front of everyone's;
+/// a client that signed in to the same account before is `Known`, and its hashes have a lane no
+/// stranger's sign-in can fill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HashPriority {
     /// A client with no recent failure.
     #[default]
     Normal,
+    /// A client with no recent failure that signed in to this account from this address lately.
+    Known,
     /// A client whose sign-in failed within the rate-limit window.
     Suspect,
 }

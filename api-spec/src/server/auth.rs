@@ -79,7 +79,7 @@ impl AuthApi {
         body: Json<LoginRequest>,
     ) -> LimitedResult<Json<TokensDto>> {
         limits.login(request, &body.email)?;
-        let sign_in = limits.sign_in(request);
+        let sign_in = limits.sign_in(request, &body.email);
         let tokens = edict
             .login_with_priority(&body.email, &body.password, sign_in.priority)
             .await
@@ -88,6 +88,7 @@ impl AuthApi {
                     sign_in.failed();
                 }
             })?;
+        sign_in.succeeded();
         Ok(Json(tokens.into()))
     }
 

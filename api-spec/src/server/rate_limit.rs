@@ -21,7 +21,11 @@
 //! *suspect*: its next password hashes wait in a
 //! lane of their own that runs one at a time (`edict_infrastructure::auth::password`), so a flood of
 //! guesses, even within its addresses' budgets, queues behind itself and not in front of
-//! legitimate sign-ins.
+//! legitimate sign-ins. A client that signed in to an account successfully within
+//! `EDICT_RATE_KNOWN_CLIENT_SECS` (30 days) is *known* for that account: its next sign-in to it (with
+//! no failure since) hashes in a lane strangers cannot reach, so the first guesses of many new
+//! addresses do not delay the people who sign in every day. The known pairs (address, account) are
+//! kept in memory, at most [`KNOWN_CLIENTS_MAX`]; a process that starts knows none.
 //!
 //! Limiters keep one small state per key seen; [`RateLimits::retain_recent`], called periodically by
 //! `edict serve`, drops the keys that are back to a full budget.
@@ -68,6 +72,9 @@ pub struct RateLimitSettings {
     /// Costly reads per principal (`EDICT_RATE_COSTLY_READS_PER_PRINCIPAL`, 300): `as_of` replays,
     /// exports, histories, event-log pages with a filter.
     pub costly_reads_per_principal: u32,
+    /// How long a successful sign-in makes its address known for its account
+    /// (`EDICT_RATE_KNOWN_CLIENT_SECS`, 30 days; 0: nobody is known).
+    pub known_client: Duration,
     /// Peers whose `X-Forwarded-For` is believed (`EDICT_TRUSTED_PROXIES`, comma-separated addresses or
     /// CIDR ranges; default none).
     pub trusted_proxies: Vec<IpNet>,
@@ -85,6 +92,7 @@ impl Default for RateLimitSettings {
             enroll_per_address: 30,
             reports_per_agent: 120,
             costly_reads_per_principal: 300,
+            known_client: Duration::from_secs(30 * 24 * 3600),
             trusted_proxies: Vec::new(),
         }
     }
@@ -139,6 +147,10 @@ impl RateLimitSettings {
             "EDICT_RATE_COSTLY_READS_PER_PRINCIPAL",
             settings.costly_reads_per_principal,
         )?;
+        settings.known_client = Duration::from_secs(u64::from(number(
+            "EDICT_RATE_KNOWN_CLIENT_SECS",
+            u32::try_from(settings.known_client.as_secs()).unwrap_or(u32::MAX),
+        )?));
         if let Some(list) = var("EDICT_TRUSTED_PROXIES") {
             settings.trusted_proxies = parse_proxies(&list)?;
         }
@@ -323,19 +335,41 @@ struct SignInState {
     failed_at: Option<Instant>,
 }
 
+/// The most (address, account) pairs kept known at once; past it, a new success makes no pair known
+/// until old ones expire (only correct passwords add pairs, so filling it takes valid credentials).
+pub const KNOWN_CLIENTS_MAX: usize = 100_000;
+
 /// A running sign-in ([`RateLimits::sign_in`]); its end is recorded when it is dropped.
 pub struct SignIn<'a> {
     limits: &'a RateLimits,
     client: IpAddr,
+    account: String,
     /// The lane its password hash waits in.
     pub priority: HashPriority,
 }
 
 impl SignIn<'_> {
-    /// The sign-in failed (wrong email or password): the client is suspect for a window.
+    /// The sign-in failed (wrong email or password): the client is suspect for a window, and no longer
+    /// known for the account.
     pub fn failed(&self) {
         if let Ok(mut clients) = self.limits.sign_ins.lock() {
             clients.entry(self.client).or_default().failed_at = Some(Instant::now());
+        }
+        if let Ok(mut known) = self.limits.known.lock() {
+            known.remove(&(self.client, self.account.clone()));
+        }
+    }
+
+    /// The sign-in succeeded: the client is known for the account.
+    pub fn succeeded(&self) {
+        if self.limits.known_client.is_zero() {
+            return;
+        }
+        if let Ok(mut known) = self.limits.known.lock() {
+            let key = (self.client, self.account.clone());
+            if known.len() < KNOWN_CLIENTS_MAX || known.contains_key(&key) {
+                known.insert(key, Instant::now());
+            }
         }
     }
 }
@@ -356,6 +390,10 @@ pub struct RateLimits {
     window: Duration,
     /// Each client's running sign-ins and last failure (kept for a window).
     sign_ins: Mutex<HashMap<IpAddr, SignInState>>,
+    /// How long a success keeps its (address, account) known.
+    known_client: Duration,
+    /// Each (address, account) pair's last successful sign-in.
+    known: Mutex<HashMap<(IpAddr, String), Instant>>,
     login_address: Limit<IpAddr>,
     login_account: Limit<String>,
     refresh: Limit<IpAddr>,
@@ -387,6 +425,8 @@ impl RateLimits {
             trusted_proxies: settings.trusted_proxies.clone(),
             window: settings.window,
             sign_ins: Mutex::new(HashMap::new()),
+            known_client: settings.known_client,
+            known: Mutex::new(HashMap::new()),
             login_address: Limit::new(
                 settings.quota(settings.login_per_address),
                 "sign-in attempts from this address",
@@ -424,24 +464,35 @@ impl RateLimits {
     /// [`Throttled`] when the address or the account has no room left.
     pub fn login(&self, request: &Request, email: &str) -> Result<(), Throttled> {
         self.login_address.check(&self.client(request))?;
-        self.login_account.check(&email.trim().to_lowercase())
+        self.login_account.check(&account_key(email))
     }
 
-    /// Starts a sign-in from the client of `request`: its password hash is suspect when a sign-in
-    /// of this client failed within the window, or another one of it is still running (a guesser
-    /// sends many at once; a person signs in once). Hand the guard the outcome when it is known.
-    pub fn sign_in(&self, request: &Request) -> SignIn<'_> {
+    /// Starts a sign-in to `email` from the client of `request`: its password hash is suspect when a
+    /// sign-in of this client failed within the window, or another one of it is still running (a
+    /// guesser sends many at once; a person signs in once); else known when this client signed in to
+    /// this account lately. Hand the guard the outcome when it is known.
+    pub fn sign_in(&self, request: &Request, email: &str) -> SignIn<'_> {
         let client = self.client(request);
+        let account = account_key(email);
         let suspect = self.sign_ins.lock().is_ok_and(|mut clients| {
             let state = clients.entry(client).or_default();
             state.running += 1;
             state.running > 1 || state.failed_at.is_some_and(|at| at.elapsed() < self.window)
         });
+        let known = !suspect
+            && self.known.lock().is_ok_and(|known| {
+                known
+                    .get(&(client, account.clone()))
+                    .is_some_and(|at| at.elapsed() < self.known_client)
+            });
         SignIn {
             limits: self,
             client,
+            account,
             priority: if suspect {
                 HashPriority::Suspect
+            } else if known {
+                HashPriority::Known
             } else {
                 HashPriority::Normal
             },
@@ -496,6 +547,10 @@ impl RateLimits {
             });
             clients.shrink_to_fit();
         }
+        if let Ok(mut known) = self.known.lock() {
+            known.retain(|_, at| at.elapsed() < self.known_client);
+            known.shrink_to_fit();
+        }
         self.login_address.retain_recent();
         self.login_account.retain_recent();
         self.refresh.retain_recent();
@@ -533,6 +588,11 @@ impl RateLimits {
             .collect();
         bucket(client_address(peer, &forwarded, &self.trusted_proxies))
     }
+}
+
+/// An account as the limits count it: the email as typed, trimmed and lower-cased.
+fn account_key(email: &str) -> String {
+    email.trim().to_lowercase()
 }
 
 /// The client behind `peer`: `peer` itself unless it is a trusted proxy, else the right-most address
@@ -642,17 +702,76 @@ mod tests {
     fn a_client_with_a_running_or_failed_sign_in_is_suspect() {
         let limits = RateLimits::default();
         let request = Request::builder().finish();
-        let first = limits.sign_in(&request);
+        let first = limits.sign_in(&request, "a@example.com");
         assert_eq!(first.priority, HashPriority::Normal);
-        let second = limits.sign_in(&request);
+        let second = limits.sign_in(&request, "a@example.com");
         assert_eq!(second.priority, HashPriority::Suspect, "two at once");
         drop(second);
         drop(first);
-        let third = limits.sign_in(&request);
+        let third = limits.sign_in(&request, "a@example.com");
         assert_eq!(third.priority, HashPriority::Normal, "one at a time again");
         third.failed();
         drop(third);
-        assert_eq!(limits.sign_in(&request).priority, HashPriority::Suspect);
+        assert_eq!(
+            limits.sign_in(&request, "a@example.com").priority,
+            HashPriority::Suspect
+        );
+    }
+
+    #[test]
+    fn a_client_that_signed_in_to_an_account_is_known_for_that_account_only() {
+        let limits = RateLimits::default();
+        let request = Request::builder().finish();
+        let first = limits.sign_in(&request, "a@example.com");
+        assert_eq!(first.priority, HashPriority::Normal, "never signed in");
+        first.succeeded();
+        drop(first);
+        let again = limits.sign_in(&request, " A@Example.com");
+        assert_eq!(again.priority, HashPriority::Known, "the same account");
+        drop(again);
+        let other = limits.sign_in(&request, "b@example.com");
+        assert_eq!(other.priority, HashPriority::Normal, "another account");
+        other.failed();
+        drop(other);
+        assert_eq!(
+            limits.sign_in(&request, "a@example.com").priority,
+            HashPriority::Suspect,
+            "a failure from the address outranks being known"
+        );
+        let forgetful = RateLimits::new(&RateLimitSettings {
+            known_client: Duration::ZERO,
+            ..RateLimitSettings::default()
+        });
+        let first = forgetful.sign_in(&request, "a@example.com");
+        first.succeeded();
+        drop(first);
+        assert_eq!(
+            forgetful.sign_in(&request, "a@example.com").priority,
+            HashPriority::Normal,
+            "EDICT_RATE_KNOWN_CLIENT_SECS=0 knows nobody"
+        );
+    }
+
+    #[test]
+    fn a_failed_sign_in_forgets_the_pair() {
+        let limits = RateLimits::new(&RateLimitSettings {
+            window: Duration::from_millis(1),
+            ..RateLimitSettings::default()
+        });
+        let request = Request::builder().finish();
+        let first = limits.sign_in(&request, "a@example.com");
+        first.succeeded();
+        drop(first);
+        let wrong = limits.sign_in(&request, "a@example.com");
+        assert_eq!(wrong.priority, HashPriority::Known);
+        wrong.failed();
+        drop(wrong);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(
+            limits.sign_in(&request, "a@example.com").priority,
+            HashPriority::Normal,
+            "after the suspect window, a failed pair is a stranger again"
+        );
     }
 
     #[test]
