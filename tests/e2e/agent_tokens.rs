@@ -223,6 +223,36 @@ async fn the_owner_lists_their_tokens_without_secrets_and_others_cannot() {
     assert_eq!(again.status(), StatusCode::CONFLICT);
     let body: Value = again.json().await.unwrap();
     assert!(!body.to_string().contains("eda_"), "{body}");
+
+    // A renewal asked again with the same token (its answer was lost) revokes the lost answer's
+    // token: one renewal is live at a time.
+    let first_answer: Value = first.json().await.unwrap();
+    let lost = first_answer["token"].as_str().unwrap().to_owned();
+    assert_eq!(probe(&app, &lost).await, StatusCode::FORBIDDEN);
+    let (status, retried) = app
+        .call(
+            Method::POST,
+            "/api/v1/agent/token",
+            Some(new_token),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    assert_eq!(probe(&app, &lost).await, StatusCode::UNAUTHORIZED);
+    let retried = retried["token"].as_str().unwrap();
+    assert_eq!(probe(&app, retried).await, StatusCode::FORBIDDEN);
+    let (_, listed) = tokens(&app, &dev, None).await;
+    let states: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["active", "revoked", "renewed", "renewed"],
+        "{listed}"
+    );
 }
 
 /// The organization's active public key (64 hex digits), for `login --agent-token --org-key`.
