@@ -15,7 +15,7 @@ use edict_application::service::Ports;
 use edict_application::supervision::{Probe, RoleRegistry};
 use edict_application::{CommitHook, Edict, NoHook};
 use edict_domain::rule::ApprovalQuorum;
-use edict_infrastructure::auth::{AuthStore, LocalAuthenticator, TokenKeys};
+use edict_infrastructure::auth::{AgentTokenLifetime, AuthStore, LocalAuthenticator, TokenKeys};
 use edict_infrastructure::idempotency::IdempotencyStore;
 use edict_infrastructure::nats::{KvRulesetPublisher, Nats};
 use edict_infrastructure::projection::{
@@ -203,7 +203,11 @@ pub async fn build(settings: &Settings, nats: Option<&Nats>) -> Result<Built> {
         TokenKeys::from_secret(&secret),
         settings.access_ttl_secs,
         settings.refresh_ttl_secs,
-    );
+    )
+    .with_agent_tokens(AgentTokenLifetime {
+        ttl_secs: i64::try_from(settings.agent_token_ttl_secs).unwrap_or(i64::MAX / 4),
+        grace_secs: i64::try_from(settings.agent_token_grace_secs).unwrap_or(i64::MAX / 4),
+    });
     let quorum = ApprovalQuorum::parse(
         settings.quorum.organization,
         settings.quorum.team,

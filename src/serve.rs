@@ -81,6 +81,19 @@ pub struct ServeArgs {
     /// working with it).
     #[arg(long, env = "EDICT_SESSION_TTL_SECS", default_value_t = 30 * 24 * 3600)]
     session_ttl_secs: u64,
+    /// Lifetime of a new agent token, in seconds: agents renew theirs past half of it
+    /// (`POST /api/v1/agent/token`); one not renewed in time stops working and its machine logs in
+    /// again.
+    #[arg(long, env = "EDICT_AGENT_TOKEN_TTL_SECS", default_value_t = 90 * 24 * 3600)]
+    agent_token_ttl_secs: u64,
+    /// How long an agent token keeps working after the agent renewed it, in seconds (so a lost
+    /// answer does not strand the machine).
+    #[arg(
+        long,
+        env = "EDICT_AGENT_TOKEN_RENEWAL_GRACE_SECS",
+        default_value_t = 600
+    )]
+    agent_token_renewal_grace_secs: u64,
     /// Approvals an organization-layer rule revision needs.
     #[arg(long, env = "EDICT_QUORUM_ORGANIZATION", default_value_t = 2)]
     quorum_organization: u32,
@@ -203,6 +216,8 @@ impl ServeArgs {
             as_of_budget_ms: self.as_of_budget_ms,
         };
         settings.refresh_ttl_secs = self.session_ttl_secs.max(1);
+        settings.agent_token_ttl_secs = self.agent_token_ttl_secs.max(1);
+        settings.agent_token_grace_secs = self.agent_token_renewal_grace_secs;
         settings.quorum = QuorumSettings {
             organization: self.quorum_organization,
             team: self.quorum_team,

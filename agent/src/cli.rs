@@ -341,6 +341,8 @@ async fn login(
         (_, Some(token)) => login::Credentials {
             agent_id: String::new(),
             token: token.to_owned(),
+            issued_at: None,
+            expires_at: None,
             gateway_urls: Vec::new(),
             org_keys: Vec::new(),
             key_sequence: 0,
@@ -384,7 +386,21 @@ async fn login(
     snapshot.set_org_keys(&org_keys, credentials.key_sequence)?;
     snapshot.set_identity(keys::API, server)?;
     snapshot.set_identity(keys::SERVER, &gateways.join("\n"))?;
-    snapshot.set_identity(keys::TOKEN, &credentials.token)?;
+    // The token with its lifetime, in one transaction (an unknown one is renewed at the first chance).
+    let renew_at = crate::renew::renew_at(
+        chrono::Utc::now().timestamp(),
+        credentials.issued_at,
+        credentials.expires_at,
+    );
+    snapshot.replace_token(
+        None,
+        &credentials.token,
+        &credentials
+            .expires_at
+            .map(|at| at.to_rfc3339())
+            .unwrap_or_default(),
+        &renew_at.map(|at| at.to_string()).unwrap_or_default(),
+    )?;
     if !credentials.agent_id.is_empty() {
         snapshot.set_identity(keys::AGENT_ID, &credentials.agent_id)?;
     }
@@ -527,6 +543,7 @@ fn status(snapshot: &Snapshot, paths: &Paths, format: Format) -> anyhow::Result<
         "gateways": server.as_deref().map(|s| s.lines().collect::<Vec<_>>()).unwrap_or_default(),
         "agent_id": agent_id,
         "logged_in": snapshot.identity(keys::TOKEN)?.is_some(),
+        "token_expires_at": snapshot.identity(keys::TOKEN_EXPIRES_AT)?.filter(|at| !at.is_empty()),
         "connected": connected,
         "connection_changed_at": since,
         "rulesets": rulesets.iter().map(|r| json!({

@@ -35,7 +35,7 @@ pub struct ClientConfig {
     /// The gateway URLs (`http(s)://host[:port]` or full `ws(s)://…/ws`), tried in turn: a failed
     /// connection moves on to the next one.
     pub urls: Vec<String>,
-    /// The agent token.
+    /// The agent token at start (each connection reads the snapshot's, renewed since perhaps).
     pub token: String,
     /// The first reconnect delay.
     pub backoff_min: Duration,
@@ -203,10 +203,15 @@ async fn session(
     tls.check(&url)?;
     let connector = tls.ws_connector()?;
     let mut request = url.as_str().into_client_request()?;
+    // The token as the snapshot holds it now: renewed since the start, perhaps (ADR 0025).
+    let token = blocking(snapshot, |s| s.identity(keys::TOKEN))
+        .await?
+        .filter(|token| !token.is_empty())
+        .unwrap_or_else(|| config.token.clone());
     let headers = request.headers_mut();
     headers.insert(
         "Authorization",
-        HeaderValue::from_str(&format!("Bearer {}", config.token))
+        HeaderValue::from_str(&format!("Bearer {token}"))
             .context("the agent token is not a valid header value")?,
     );
     headers.insert(PROTOCOL_HEADER, HeaderValue::from(PROTOCOL_VERSION));
@@ -356,9 +361,18 @@ async fn session(
                             report_integrity(snapshot, &mut sink).await?;
                         }
                     }
-                    GatewayMessage::Error { code, message } => {
-                        tracing::warn!(code, message, "the gateway reported an error");
-                    }
+                    GatewayMessage::Error { code, message } => match code.as_str() {
+                        // The gateway closes next; the next connection reads the token again.
+                        edict_api::protocol::TOKEN_EXPIRED => tracing::warn!(
+                            message,
+                            "the agent token expired; reconnecting with the renewed token if there is one, else log in again"
+                        ),
+                        edict_api::protocol::REVOKED => tracing::error!(
+                            message,
+                            "the agent token was revoked (agent revoked, or its user deactivated or their password changed): log in again"
+                        ),
+                        _ => tracing::warn!(code, message, "the gateway reported an error"),
+                    },
                 }
             }
         }

@@ -112,6 +112,14 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> an
         tx.clone(),
         client_config.as_ref().map(|c| c.reconnect.clone()),
     ));
+    // The token is renewed past half its life (ADR 0025); the client reconnects with the new one.
+    let renewer = client_config.as_ref().map(|config| {
+        tokio::spawn(crate::renew::run(
+            snapshot.clone(),
+            config.reconnect.clone(),
+            stop_rx.clone(),
+        ))
+    });
     let client = match client_config {
         Some(config) => Some(tokio::spawn(client::run(
             config,
@@ -132,6 +140,9 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> an
     let _ = stop_tx.send(true);
     if let Some(client) = client {
         let _ = client.await;
+    }
+    if let Some(renewer) = renewer {
+        let _ = renewer.await;
     }
     let _ = tx.send(Command::Shutdown);
     let _ = tokio::task::spawn_blocking(move || engine.join()).await;

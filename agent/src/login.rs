@@ -21,6 +21,13 @@ pub struct Credentials {
     pub agent_id: String,
     /// Its agent token.
     pub token: String,
+    /// When the token was issued (absent from a server older than ADR 0025).
+    #[serde(default)]
+    pub issued_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the token stops working (absent from a server older than ADR 0025: the agent renews
+    /// such a token at its first chance).
+    #[serde(default)]
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Where to connect.
     pub gateway_urls: Vec<String>,
     /// The organization's public keys that sign rule sets (none from a server that predates them).

@@ -62,6 +62,11 @@ pub const MAX_REFUSALS: usize = 100;
 pub mod keys {
     /// The agent token (bearer of the WebSocket upgrade).
     pub const TOKEN: &str = "agent_token";
+    /// When the agent token expires, as the server said (RFC 3339; empty or absent: unknown).
+    pub const TOKEN_EXPIRES_AT: &str = "agent_token_expires_at";
+    /// When the agent renews its token (seconds since the epoch on this machine's clock: the token's
+    /// half-life from when it was received; empty or absent: at the first chance).
+    pub const TOKEN_RENEW_AT: &str = "agent_token_renew_at";
     /// The gateway URLs to connect to, one per line, in order.
     pub const SERVER: &str = "server_url";
     /// The API URL the agent logged in with.
@@ -873,6 +878,36 @@ impl Snapshot {
         self.put_str(IDENTITY, key, value)
     }
 
+    /// Stores a new agent token with its expiry and renewal time, in one transaction, provided the
+    /// token held is still `previous` (when given): a renewal never overwrites the token of a login
+    /// that happened meanwhile. Whether it was stored.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn replace_token(
+        &self,
+        previous: Option<&str>,
+        token: &str,
+        expires_at: &str,
+        renew_at: &str,
+    ) -> Result<bool> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(IDENTITY)?;
+            if let Some(previous) = previous {
+                let held = table.get(keys::TOKEN)?.map(|v| v.value().to_owned());
+                if held.as_deref() != Some(previous) {
+                    return Ok(false);
+                }
+            }
+            table.insert(keys::TOKEN, token)?;
+            table.insert(keys::TOKEN_EXPIRES_AT, expires_at)?;
+            table.insert(keys::TOKEN_RENEW_AT, renew_at)?;
+        }
+        txn.commit()?;
+        Ok(true)
+    }
+
     /// An identity value ([`keys`]).
     ///
     /// # Errors
@@ -961,6 +996,34 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_renewed_token_replaces_the_one_it_renewed_and_never_a_newer_login() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let snapshot = Snapshot::open(dir.path())?;
+        assert!(snapshot.replace_token(None, "eda_first", "", "")?);
+        assert!(snapshot.replace_token(
+            Some("eda_first"),
+            "eda_second",
+            "2027-01-01T00:00:00Z",
+            "42"
+        )?);
+        assert_eq!(
+            snapshot.identity(keys::TOKEN)?.as_deref(),
+            Some("eda_second")
+        );
+        assert_eq!(
+            snapshot.identity(keys::TOKEN_RENEW_AT)?.as_deref(),
+            Some("42")
+        );
+        // A renewal of the first token, answered after a login stored the second: not stored.
+        assert!(!snapshot.replace_token(Some("eda_first"), "eda_late", "", "")?);
+        assert_eq!(
+            snapshot.identity(keys::TOKEN)?.as_deref(),
+            Some("eda_second")
+        );
+        Ok(())
+    }
     use crate::ruleset::Layers;
     use edict_api::protocol::ReportKind;
 

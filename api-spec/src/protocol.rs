@@ -38,6 +38,12 @@
 //!    projected (ADR 0022); the agent applies only one that verifies, and reports any other as an
 //!    `integrity_failure`.
 //!
+//! The agent token has a lifetime (ADR 0025): a connection is closed with [`GatewayMessage::Error`]
+//! code [`TOKEN_EXPIRED`] when its token expires (or, renewed, its grace ends), at the latest at the
+//! gateway's next token re-check; code [`REVOKED`] when the token is revoked (the agent was revoked, its
+//! user deactivated or their password changed). After `token_expired` the agent reconnects with its
+//! renewed token; after `revoked` it must log in again.
+//!
 //! Either side may close; the agent reconnects with jittered exponential backoff and starts again at 1.
 //! WebSocket pings keep the connection alive; a gateway closes a connection idle for longer than its idle
 //! timeout. A malformed message is answered with [`GatewayMessage::Error`] and the connection is closed.
@@ -50,6 +56,12 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// The HTTP header carrying the protocol version in the upgrade request.
 pub const PROTOCOL_HEADER: &str = "Edict-Protocol";
+
+/// The [`GatewayMessage::Error`] code of a connection closed because its agent token expired.
+pub const TOKEN_EXPIRED: &str = "token_expired";
+
+/// The [`GatewayMessage::Error`] code of a connection closed because its agent token was revoked.
+pub const REVOKED: &str = "revoked";
 
 /// A rule set the agent holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,7 +276,8 @@ pub enum GatewayMessage {
     },
     /// A protocol error; the gateway closes the connection after it.
     Error {
-        /// A stable code (`malformed`, `unsupported_protocol`, `too_slow`, …).
+        /// A stable code (`malformed`, `unsupported_protocol`, `too_slow`, `revoked`,
+        /// `token_expired`, …).
         code: String,
         /// For a human.
         message: String,

@@ -13,9 +13,12 @@ use edict_domain::{AgentId, UserId};
 pub struct Enrollment {
     /// The command's outcome (the agent's id and version).
     pub outcome: Outcome,
-    /// The agent token.
-    pub token: String,
+    /// The agent token and its lifetime.
+    pub token: crate::auth::IssuedAgentToken,
 }
+
+/// The most agent tokens listed at once (a user's agents are capped; each renewal adds one).
+pub const MAX_LISTED_TOKENS: u32 = 500;
 
 impl Edict {
     /// Enrolls a machine for `user` (the caller by default).
@@ -152,6 +155,51 @@ impl Edict {
             .await?;
         self.auth.revoke_agent_tokens(id).await?;
         Ok(outcome)
+    }
+
+    /// Renews the token the agent presents (`bearer`): a new one for the configured lifetime; the
+    /// presented one keeps working for the renewal grace only (ADR 0025).
+    ///
+    /// # Errors
+    /// 403 for users; 401 when the token is not valid (revoked, expired, or the agent was revoked).
+    pub async fn renew_agent_token(
+        &self,
+        principal: &Principal,
+        bearer: &str,
+    ) -> Result<(AgentId, crate::auth::AgentTokenRenewal), AppError> {
+        let Principal::Agent { id, .. } = principal else {
+            return Err(AppError::Forbidden(
+                "only an agent renews its token, with that token".into(),
+            ));
+        };
+        match self.auth.renew_agent_token(bearer).await? {
+            Some(renewal) => Ok((*id, renewal)),
+            None => Err(AppError::Unauthenticated),
+        }
+    }
+
+    /// The agent tokens of `user`'s agents (the caller by default), newest first: never their
+    /// secrets.
+    ///
+    /// # Errors
+    /// 403 for agents, and for anyone but the user themself or an org_admin.
+    pub async fn agent_tokens(
+        &self,
+        principal: &Principal,
+        user: Option<UserId>,
+    ) -> Result<Vec<crate::auth::AgentTokenInfo>, AppError> {
+        if !principal.is_user() {
+            return Err(AppError::Forbidden(
+                "agents cannot list agent tokens".into(),
+            ));
+        }
+        let user = user.unwrap_or(principal.user());
+        if user != principal.user() && !principal.is_org_admin() {
+            return Err(AppError::Forbidden(
+                "users list their own agents' tokens; only an org_admin lists anyone's".into(),
+            ));
+        }
+        Ok(self.auth.agent_tokens_of(user, MAX_LISTED_TOKENS).await?)
     }
 
     /// An agent, rebuilt from its events.

@@ -137,6 +137,103 @@ pub struct AccessGrant {
     pub session: String,
 }
 
+/// An agent token as issued: its secret (shown once, stored only as a digest) and its lifetime.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuedAgentToken {
+    /// The secret (`eda_…`).
+    pub token: String,
+    /// When it was issued (seconds since the epoch).
+    pub issued_at: i64,
+    /// When it stops working (seconds since the epoch).
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for IssuedAgentToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedAgentToken")
+            .field("token", &"<redacted>")
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// A renewal: the new token, and until when the one that asked keeps working.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentTokenRenewal {
+    /// The new token.
+    pub issued: IssuedAgentToken,
+    /// The end of the renewed token's grace (seconds since the epoch).
+    pub previous_expires_at: i64,
+}
+
+/// What a presented agent token is worth now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentTokenCheck {
+    /// It stands for `agent` of `user` until `expires_at` (seconds since the epoch; for a renewed
+    /// token, the end of its renewal grace).
+    Valid {
+        /// The agent.
+        agent: AgentId,
+        /// Its user.
+        user: UserId,
+        /// When it stops working.
+        expires_at: i64,
+    },
+    /// It was valid, and its lifetime (or its renewal grace) is over.
+    Expired,
+    /// Unknown or revoked.
+    Refused,
+}
+
+impl AgentTokenCheck {
+    /// The agent and user of a valid token.
+    pub fn valid(self) -> Option<(AgentId, UserId)> {
+        match self {
+            AgentTokenCheck::Valid { agent, user, .. } => Some((agent, user)),
+            _ => None,
+        }
+    }
+}
+
+/// Where an agent token stands, as its owner sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentTokenState {
+    /// It works.
+    Active,
+    /// It was renewed: it works until its grace ends (`expires_at`).
+    Renewed,
+    /// Its lifetime is over.
+    Expired,
+    /// It was revoked (the agent was revoked, its owner's password changed, or its owner was
+    /// deactivated).
+    Revoked,
+}
+
+/// An agent token as listed to its owner: never its secret or its digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentTokenInfo {
+    /// Its public handle.
+    pub id: String,
+    /// The agent it stands for.
+    pub agent: AgentId,
+    /// The agent's user.
+    pub user: UserId,
+    /// When it was issued (seconds since the epoch).
+    pub issued_at: i64,
+    /// When it stops (or stopped) working.
+    pub expires_at: i64,
+    /// Whether it was issued by a renewal (else at enrollment).
+    pub from_renewal: bool,
+    /// When it was renewed, if it was.
+    pub renewed_at: Option<i64>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<i64>,
+    /// Where it stands now.
+    pub state: AgentTokenState,
+}
+
 /// Why the authentication port failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -229,24 +326,53 @@ pub trait Authenticator: Send + Sync {
     /// [`AuthError::Backend`].
     async fn close_user_sessions(&self, user: UserId, keep: Option<&str>) -> Result<(), AuthError>;
 
-    /// Issues a new token for an enrolled agent; shown once, stored only as a digest.
+    /// Issues a new token for an enrolled agent, valid for the configured lifetime; shown once,
+    /// stored only as a digest.
     ///
     /// # Errors
     /// [`AuthError::Backend`].
-    async fn issue_agent_token(&self, agent: AgentId, user: UserId) -> Result<String, AuthError>;
+    async fn issue_agent_token(
+        &self,
+        agent: AgentId,
+        user: UserId,
+    ) -> Result<IssuedAgentToken, AuthError>;
 
-    /// The agent (and its user) an unrevoked agent token stands for.
+    /// What an agent token stands for now: valid (unrevoked, unexpired), expired, or refused.
     ///
     /// # Errors
     /// [`AuthError::Backend`].
-    async fn verify_agent_token(&self, token: &str)
-    -> Result<Option<(AgentId, UserId)>, AuthError>;
+    async fn verify_agent_token(&self, token: &str) -> Result<AgentTokenCheck, AuthError>;
+
+    /// Renews a valid agent token: a new token for the same agent, valid for the configured
+    /// lifetime; the presented one keeps working only for the renewal grace. A token renewed twice
+    /// (its first answer was lost) revokes the token of the first renewal, so one renewal is live at
+    /// a time. `None` when the presented token is not valid.
+    ///
+    /// # Errors
+    /// [`AuthError::Backend`].
+    async fn renew_agent_token(&self, token: &str) -> Result<Option<AgentTokenRenewal>, AuthError>;
 
     /// Revokes every token of `agent`.
     ///
     /// # Errors
     /// [`AuthError::Backend`].
     async fn revoke_agent_tokens(&self, agent: AgentId) -> Result<(), AuthError>;
+
+    /// Revokes every agent token of `user`'s agents (a password change, a deactivation).
+    ///
+    /// # Errors
+    /// [`AuthError::Backend`].
+    async fn revoke_user_agent_tokens(&self, user: UserId) -> Result<(), AuthError>;
+
+    /// The agent tokens of `user`'s agents, newest first (at most `limit`).
+    ///
+    /// # Errors
+    /// [`AuthError::Backend`].
+    async fn agent_tokens_of(
+        &self,
+        user: UserId,
+        limit: u32,
+    ) -> Result<Vec<AgentTokenInfo>, AuthError>;
 
     /// Creates an enrollment token for `user`, good for `uses` machines until `expires_at`; answers it
     /// with its secret (shown once, stored only as a digest).

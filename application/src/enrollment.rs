@@ -33,7 +33,7 @@ pub enum DeviceOutcome {
         /// The agent's id.
         agent_id: String,
         /// Its token.
-        token: String,
+        token: crate::auth::IssuedAgentToken,
     },
     /// Not yet, or not at all.
     Waiting(DevicePoll),

@@ -10,6 +10,7 @@
 //! The gateway answers `report_ack` only after the use case succeeded, so the agent keeps the report in
 //! its outbox until it is recorded.
 
+use crate::auth::AgentTokenCheck;
 use crate::change_requests::ChangeReport;
 use crate::error::AppError;
 use crate::principal::Principal;
@@ -335,10 +336,11 @@ impl Edict {
 }
 
 impl Edict {
-    /// Whether a connected agent may stay connected: its token is still unrevoked and stands for
-    /// `principal`, and its user is still active. Cheaper than [`Edict::authenticate`] (it does not
-    /// replay the agent's events), so a gateway can ask it every second per connection. Revoking an
-    /// agent revokes its tokens right after recording the revocation, so this sees it.
+    /// Whether a connected agent may stay connected: its token is still unrevoked and unexpired and
+    /// stands for `principal`, and its user is still active; if so, until when its token lasts.
+    /// Cheaper than [`Edict::authenticate`] (it does not replay the agent's events), so a gateway can
+    /// ask it every second per connection. Revoking an agent revokes its tokens right after recording
+    /// the revocation, so this sees it.
     ///
     /// # Errors
     /// 503 when the store cannot be read.
@@ -346,16 +348,40 @@ impl Edict {
         &self,
         principal: &Principal,
         bearer: &str,
-    ) -> Result<bool, AppError> {
+    ) -> Result<AgentAdmission, AppError> {
         let Principal::Agent { id, user } = principal else {
-            return Ok(false);
+            return Ok(AgentAdmission::Refused);
         };
-        if self.auth.verify_agent_token(bearer).await? != Some((*id, *user)) {
-            return Ok(false);
-        }
+        let expires_at = match self.auth.verify_agent_token(bearer).await? {
+            AgentTokenCheck::Valid {
+                agent,
+                user: owner,
+                expires_at,
+            } if agent == *id && owner == *user => expires_at,
+            AgentTokenCheck::Expired => return Ok(AgentAdmission::Expired),
+            _ => return Ok(AgentAdmission::Refused),
+        };
         let owner = self.users.load(&user.to_string()).await?;
-        Ok(owner.exists() && owner.active())
+        Ok(if owner.exists() && owner.active() {
+            AgentAdmission::Admitted { expires_at }
+        } else {
+            AgentAdmission::Refused
+        })
     }
+}
+
+/// Whether a connected agent may stay connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentAdmission {
+    /// Yes, until its token expires (seconds since the epoch).
+    Admitted {
+        /// When the token stops working.
+        expires_at: i64,
+    },
+    /// Its token expired (or its renewal grace is over): the agent should use its renewed token.
+    Expired,
+    /// Its token was revoked, the agent or its user is gone.
+    Refused,
 }
 
 /// A change in the log that ends live agent connections.
@@ -365,6 +391,9 @@ pub enum AdmissionChange {
     AgentRevoked(edict_domain::AgentId),
     /// The user was deactivated (all their agents are refused).
     UserDeactivated(edict_domain::UserId),
+    /// The user's password changed: their agent tokens were revoked before the event was written, so
+    /// their connections re-check their tokens at once.
+    PasswordChanged(edict_domain::UserId),
     /// The user joined or left a team: their agents' teams are read again. Sent once the directory
     /// read model shows it (or after a bounded wait).
     MembershipChanged(edict_domain::UserId),
@@ -420,6 +449,11 @@ impl Edict {
                         .parse()
                         .ok()
                         .map(AdmissionChange::UserDeactivated),
+                    ("User", "PasswordChanged") => event
+                        .aggregate_id
+                        .parse()
+                        .ok()
+                        .map(AdmissionChange::PasswordChanged),
                     ("Team", "MemberAdded" | "MemberRemoved") => event
                         .payload
                         .get(&event.event_type)

@@ -163,13 +163,14 @@ impl Edict {
         }
     }
 
-    /// Who presents `bearer`: a user with an open session, or an unrevoked agent.
+    /// Who presents `bearer`: a user with an open session, or an agent whose token is unrevoked and
+    /// unexpired.
     ///
     /// # Errors
     /// 401 when the token is not valid now.
     pub async fn authenticate(&self, bearer: &str) -> Result<Principal, AppError> {
         if bearer.starts_with(AGENT_TOKEN_PREFIX) {
-            let Some((agent, user)) = self.auth.verify_agent_token(bearer).await? else {
+            let Some((agent, user)) = self.auth.verify_agent_token(bearer).await?.valid() else {
                 return Err(AppError::Unauthenticated);
             };
             let state: Agent = self.agents.load(&agent.to_string()).await?;

@@ -1,5 +1,6 @@
 //! Use cases of users: created by an org_admin (there is no self-registration), roles granted and
-//! revoked, deactivated (which closes their sessions at once), passwords changed.
+//! revoked, deactivated (which closes their sessions at once), passwords changed. A deactivation and a
+//! password change also revoke every agent token of the user (ADR 0025).
 
 use crate::error::AppError;
 use crate::principal::Principal;
@@ -131,7 +132,8 @@ impl Edict {
         .await
     }
 
-    /// Deactivates a user: their sessions close at once and they cannot sign in.
+    /// Deactivates a user: their sessions close at once, they cannot sign in, and their agents'
+    /// tokens are revoked.
     ///
     /// # Errors
     /// 403; 404; 409; 422 (`deactivated`, `cannot_deactivate_self`).
@@ -153,13 +155,15 @@ impl Edict {
                 UserCommand::DeactivateUser { by, at }
             })
             .await?;
-        // Agents keep their tokens: a deactivated user's agents are refused (their owner is inactive) and
-        // come back with a reactivation; machines need no new enrollment.
+        // Their agents' tokens are revoked too (ADR 0025): a reactivation does not bring them back, the
+        // machines enroll again. Until the revocation lands, the agents are refused anyway (their owner
+        // is inactive); gateways close their connections on the event.
         self.auth.close_user_sessions(id, None).await?;
+        self.auth.revoke_user_agent_tokens(id).await?;
         Ok(outcome)
     }
 
-    /// Reactivates a user (they sign in again; old sessions stay closed).
+    /// Reactivates a user (they sign in again; old sessions and agent tokens stay revoked).
     ///
     /// # Errors
     /// 403; 404; 409; 422 (`not_deactivated`).
@@ -177,6 +181,7 @@ impl Edict {
     }
 
     /// Changes a password: a user their own (with the current password), an org_admin anyone else's.
+    /// Every agent token of the user is revoked (their machines enroll again).
     ///
     /// # Errors
     /// 403 (someone else's password, or a wrong current password); 404; 422 (policy).
@@ -208,6 +213,9 @@ impl Edict {
         // The hash first: the event then records a change that happened. Every other session closes (a
         // stolen one does not survive); the session that changed its own password stays open.
         self.auth.set_password(id, new).await?;
+        // Every agent token of the user goes with the old password (ADR 0025), before the event: a
+        // gateway that reads the event re-checks its connections' tokens and finds them revoked.
+        self.auth.revoke_user_agent_tokens(id).await?;
         let outcome = self
             .user_command(principal, id, request, |by, at| {
                 UserCommand::ChangePassword { by, at }

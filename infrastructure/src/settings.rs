@@ -139,6 +139,11 @@ pub struct Settings {
     pub access_ttl_secs: u64,
     /// Lifetime of a session's refresh token, seconds.
     pub refresh_ttl_secs: u64,
+    /// Lifetime of a new agent token, seconds (`EDICT_AGENT_TOKEN_TTL_SECS`, default 90 days; ADR 0025).
+    pub agent_token_ttl_secs: u64,
+    /// How long a renewed agent token keeps working after its renewal, seconds
+    /// (`EDICT_AGENT_TOKEN_RENEWAL_GRACE_SECS`, default 10 minutes).
+    pub agent_token_grace_secs: u64,
     /// Approval quorums.
     pub quorum: QuorumSettings,
     /// Checkpoints of the hash chain.
@@ -169,6 +174,8 @@ impl Settings {
             jwt_secret: None,
             access_ttl_secs: 15 * 60,
             refresh_ttl_secs: 30 * 24 * 3600,
+            agent_token_ttl_secs: 90 * 24 * 3600,
+            agent_token_grace_secs: 600,
             quorum: QuorumSettings::default(),
             audit: AuditSettings::default(),
             ruleset_signing_key: None,

@@ -263,7 +263,7 @@ impl Fixture {
             .await
             .unwrap();
         fixture.agent = enrollment.outcome.id.parse().unwrap();
-        fixture.token = enrollment.token;
+        fixture.token = enrollment.token.token;
         fixture.catch_up().await;
         let settings = GatewaySettings {
             // Long enough that pushes in these tests come from the feed, not the refresh.

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod agent_tokens;
 mod agents;
 mod api_errors;
 mod audit;

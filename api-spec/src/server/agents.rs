@@ -19,6 +19,7 @@ use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
 
+use super::enrollment::at;
 use std::sync::Arc;
 
 #[derive(Tags)]
@@ -53,6 +54,60 @@ pub struct EnrolledDto {
     pub position: Option<i64>,
     /// The agent token: shown once, give it to `edict-agent`.
     pub token: String,
+    /// When the token was issued.
+    pub issued_at: DateTime<Utc>,
+    /// When the token stops working: the agent renews it before (`POST /api/v1/agent/token`).
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A renewed agent token.
+#[derive(Debug, Clone, Object)]
+pub struct RenewedTokenDto {
+    /// The agent it stands for.
+    pub agent_id: String,
+    /// The new agent token: shown once (never kept by `Idempotency-Key` replays).
+    pub token: String,
+    /// When it was issued.
+    pub issued_at: DateTime<Utc>,
+    /// When it stops working.
+    pub expires_at: DateTime<Utc>,
+    /// Until when the token that asked keeps working (the renewal grace).
+    pub previous_expires_at: DateTime<Utc>,
+}
+
+/// An agent token as listed to its owner: never its secret.
+#[derive(Debug, Clone, Object)]
+pub struct AgentTokenDto {
+    /// Its handle.
+    pub id: String,
+    /// The agent it stands for.
+    pub agent_id: String,
+    /// The agent's machine name (empty when the agent cannot be read).
+    pub machine_name: String,
+    /// The agent's user.
+    pub user_id: String,
+    /// When it was issued (at enrollment, or by a renewal).
+    pub issued_at: DateTime<Utc>,
+    /// Whether a renewal issued it (else the enrollment).
+    pub from_renewal: bool,
+    /// When it stops (or stopped) working.
+    pub expires_at: DateTime<Utc>,
+    /// When the agent renewed it (it works until `expires_at`, the end of the renewal grace).
+    #[oai(nullable)]
+    pub renewed_at: Option<DateTime<Utc>>,
+    /// When it was revoked (the agent was revoked, its user's password changed, or its user was
+    /// deactivated).
+    #[oai(nullable)]
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// `active`, `renewed` (in its grace), `expired` or `revoked`.
+    pub state: String,
+}
+
+/// Agent tokens, newest first.
+#[derive(Debug, Clone, Object)]
+pub struct AgentTokenListDto {
+    /// The tokens (at most 500).
+    pub items: Vec<AgentTokenDto>,
 }
 
 /// A revocation.
@@ -161,8 +216,91 @@ impl AgentsApi {
             id: enrollment.outcome.id,
             version: enrollment.outcome.version,
             position: enrollment.outcome.position,
-            token: enrollment.token,
+            issued_at: at(enrollment.token.issued_at),
+            expires_at: at(enrollment.token.expires_at),
+            token: enrollment.token.token,
         }))
+    }
+
+    /// Renews the calling agent's token: answers a new token and its expiry (shown once; a retry
+    /// with the same `Idempotency-Key` is told so, never given it again). The token that asked keeps
+    /// working for a short grace (`previous_expires_at`), so a lost answer can be asked again, and is
+    /// refused after it; asking again revokes the token of the lost answer. Agents only, with the agent
+    /// token to renew; `edict-agent` renews on its own past half its token's life.
+    #[oai(path = "/api/v1/agent/token", method = "post")]
+    async fn renew_token(
+        &self,
+        edict: Data<&Arc<Edict>>,
+        auth: BearerAuth,
+        request: &Request,
+    ) -> ApiResult<Json<RenewedTokenDto>> {
+        let bearer = request
+            .header(poem::http::header::AUTHORIZATION)
+            .and_then(|v| {
+                v.split_once(' ')
+                    .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            })
+            .map(|(_, token)| token.trim().to_owned())
+            .unwrap_or_default();
+        let (agent, renewal) = edict.renew_agent_token(&auth.0, &bearer).await?;
+        Ok(Json(RenewedTokenDto {
+            agent_id: agent.to_string(),
+            issued_at: at(renewal.issued.issued_at),
+            expires_at: at(renewal.issued.expires_at),
+            previous_expires_at: at(renewal.previous_expires_at),
+            token: renewal.issued.token,
+        }))
+    }
+
+    /// The agent tokens of a user's machines (`user_id`, default: you), newest first, with where each
+    /// stands; never a secret. Yours; an org_admin lists anyone's.
+    #[oai(path = "/api/v1/agent-tokens", method = "get")]
+    async fn tokens(
+        &self,
+        edict: Data<&Arc<Edict>>,
+        auth: BearerAuth,
+        user_id: Query<Option<String>>,
+    ) -> ApiResult<Json<AgentTokenListDto>> {
+        let user = user_id
+            .0
+            .as_deref()
+            .map(|raw| common::id::<UserId>(raw, "user"))
+            .transpose()?;
+        let tokens = edict.agent_tokens(&auth.0, user).await?;
+        let mut names: std::collections::HashMap<AgentId, String> =
+            std::collections::HashMap::new();
+        let mut items = Vec::with_capacity(tokens.len());
+        for token in tokens {
+            let machine_name = match names.get(&token.agent) {
+                Some(name) => name.clone(),
+                None => {
+                    let name = edict
+                        .agent(&auth.0, token.agent)
+                        .await
+                        .ok()
+                        .and_then(|agent| agent.machine_name().map(|n| n.as_str().to_owned()))
+                        .unwrap_or_default();
+                    names.insert(token.agent, name.clone());
+                    name
+                }
+            };
+            items.push(AgentTokenDto {
+                id: token.id,
+                agent_id: token.agent.to_string(),
+                machine_name,
+                user_id: token.user.to_string(),
+                issued_at: at(token.issued_at),
+                from_renewal: token.from_renewal,
+                expires_at: at(token.expires_at),
+                renewed_at: token.renewed_at.map(at),
+                revoked_at: token.revoked_at.map(at),
+                state: serde_json::to_value(token.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+            });
+        }
+        Ok(Json(AgentTokenListDto { items }))
     }
 
     /// An agent. Its owner, an auditor or an org_admin.

@@ -231,6 +231,9 @@ pub const TABLE: &[Row] = &[
     row("GET", "/api/v1/agents/{id}", USERS, true),
     row("POST", "/api/v1/agents/{id}/revoke", OWN, true),
     row("GET", "/api/v1/agents/{id}/enforced", USERS, true),
+    // Agent tokens: an agent renews its own; a user lists their machines' (an org_admin anyone's).
+    row("POST", "/api/v1/agent/token", AGENT, false),
+    row("GET", "/api/v1/agent-tokens", OWN, true),
     // History and the audit trail.
     row("GET", "/api/v1/events", AUDIT, false),
     row("GET", "/api/v1/rules/{id}/history", AUDIT, false),

@@ -102,6 +102,10 @@ pub struct AgentCredentialsDto {
     pub agent_id: String,
     /// Its agent token.
     pub token: String,
+    /// When the token was issued.
+    pub issued_at: DateTime<Utc>,
+    /// When the token stops working: the agent renews it before (`POST /api/v1/agent/token`).
+    pub expires_at: DateTime<Utc>,
     /// The gateways to connect to (WebSocket URLs), in order.
     pub gateway_urls: Vec<String>,
     /// The organization's public keys that sign rule sets: the agent pins them and refuses any rule
@@ -253,7 +257,7 @@ pub struct EnrollmentTokenDto {
     pub revoked: bool,
 }
 
-fn at(secs: i64) -> DateTime<Utc> {
+pub(super) fn at(secs: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(secs, 0).single().unwrap_or_default()
 }
 
@@ -362,7 +366,9 @@ impl EnrollmentApi {
         match edict.poll_device_authorization(&body.device_code).await? {
             DeviceOutcome::Enrolled { agent_id, token } => Ok(Json(AgentCredentialsDto {
                 agent_id,
-                token,
+                issued_at: at(token.issued_at),
+                expires_at: at(token.expires_at),
+                token: token.token,
                 gateway_urls: gateways.for_request(request),
                 org_keys,
                 key_sequence,
@@ -518,7 +524,9 @@ impl EnrollmentApi {
             .await?;
         Ok(Json(AgentCredentialsDto {
             agent_id: enrollment.outcome.id,
-            token: enrollment.token,
+            issued_at: at(enrollment.token.issued_at),
+            expires_at: at(enrollment.token.expires_at),
+            token: enrollment.token.token,
             gateway_urls: gateways.for_request(request),
             org_keys,
             key_sequence,

@@ -164,7 +164,8 @@ pub fn carries_secret(method: &Method, path: &str) -> bool {
             || path.starts_with("/api/v1/device/token")
             || path == "/api/v1/enrollment-tokens"
             || path == "/api/v1/agents"
-            || path == "/api/v1/agents/enroll")
+            || path == "/api/v1/agents/enroll"
+            || path == "/api/v1/agent/token")
 }
 
 /// Replays the first successful response of a POST retried with the same `Idempotency-Key` and body.

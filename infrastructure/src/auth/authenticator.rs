@@ -1,14 +1,15 @@
 //! [`LocalAuthenticator`]: the [`Authenticator`] port over the auth tables, argon2 and HS256 JWTs.
 
+use super::{AgentTokenRecord, DeviceRow, EnrollmentTokenRow, NewAgentToken};
 use super::{
     AuthStore, AuthStoreError, HashPriority, TokenKeys, hash_password, hash_password_in,
     new_opaque_token, token_digest, verify_password, verify_password_in,
 };
-use super::{DeviceRow, EnrollmentTokenRow};
 use async_trait::async_trait;
 use edict_application::auth::{
-    AccessGrant, AuthError, Authenticator, DeviceGrant, DevicePoll, DeviceRequest, DeviceStatus,
-    ENROLLMENT_TOKEN_PREFIX, EnrollmentTokenInfo, Tokens,
+    AccessGrant, AgentTokenCheck, AgentTokenInfo, AgentTokenRenewal, AgentTokenState, AuthError,
+    Authenticator, DeviceGrant, DevicePoll, DeviceRequest, DeviceStatus, ENROLLMENT_TOKEN_PREFIX,
+    EnrollmentTokenInfo, IssuedAgentToken, Tokens,
 };
 use edict_domain::{AgentId, UserId};
 use rand::Rng;
@@ -25,6 +26,49 @@ pub struct LocalAuthenticator {
     keys: TokenKeys,
     access_ttl_secs: u64,
     refresh_ttl_secs: u64,
+    agent_tokens: AgentTokenLifetime,
+}
+
+/// How long agent tokens live (ADR 0025).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentTokenLifetime {
+    /// The lifetime of a new token, seconds (`EDICT_AGENT_TOKEN_TTL_SECS`, default 90 days).
+    pub ttl_secs: i64,
+    /// How long a renewed token keeps working after its renewal, seconds
+    /// (`EDICT_AGENT_TOKEN_RENEWAL_GRACE_SECS`, default 10 minutes).
+    pub grace_secs: i64,
+}
+
+impl Default for AgentTokenLifetime {
+    fn default() -> Self {
+        Self {
+            ttl_secs: 90 * 24 * 3600,
+            grace_secs: 600,
+        }
+    }
+}
+
+impl AgentTokenLifetime {
+    /// When `record` stops working: its stored expiry, or (a row written by an older server) its
+    /// creation plus the lifetime.
+    fn expires_at(&self, record: &AgentTokenRecord) -> i64 {
+        record
+            .expires_at
+            .unwrap_or_else(|| record.created_at.saturating_add(self.ttl_secs))
+    }
+
+    /// Where `record` stands at `now`.
+    fn state(&self, record: &AgentTokenRecord, now: i64) -> AgentTokenState {
+        if record.revoked_at.is_some() {
+            AgentTokenState::Revoked
+        } else if self.expires_at(record) <= now {
+            AgentTokenState::Expired
+        } else if record.replaced_at.is_some() {
+            AgentTokenState::Renewed
+        } else {
+            AgentTokenState::Active
+        }
+    }
 }
 
 impl From<AuthStoreError> for AuthError {
@@ -105,6 +149,11 @@ fn parse_user(id: &str) -> Result<UserId, AuthError> {
         .map_err(|_| AuthError::Backend(format!("stored user id {id:?} is not a uuid")))
 }
 
+fn parse_agent(id: &str) -> Result<AgentId, AuthError> {
+    id.parse()
+        .map_err(|_| AuthError::Backend(format!("stored agent id {id:?} is not a uuid")))
+}
+
 impl LocalAuthenticator {
     /// An authenticator over `store`, signing with `keys`.
     pub fn new(
@@ -118,7 +167,27 @@ impl LocalAuthenticator {
             keys,
             access_ttl_secs,
             refresh_ttl_secs,
+            agent_tokens: AgentTokenLifetime::default(),
         }
+    }
+
+    /// The same, with agent tokens living `lifetime`.
+    #[must_use]
+    pub fn with_agent_tokens(mut self, lifetime: AgentTokenLifetime) -> Self {
+        self.agent_tokens = lifetime;
+        self
+    }
+
+    /// A new agent token row's secret and lifetime.
+    fn new_agent_token(&self) -> (IssuedAgentToken, String) {
+        let token = new_opaque_token(AGENT_TOKEN_PREFIX);
+        let issued_at = now();
+        let issued = IssuedAgentToken {
+            token,
+            issued_at,
+            expires_at: issued_at.saturating_add(self.agent_tokens.ttl_secs.max(1)),
+        };
+        (issued, Uuid::now_v7().to_string())
     }
 
     /// Tokens for `session`, whose access token lives [`Self::access_ttl_secs`] but never past the
@@ -278,36 +347,74 @@ impl Authenticator for LocalAuthenticator {
             .await?)
     }
 
-    async fn issue_agent_token(&self, agent: AgentId, user: UserId) -> Result<String, AuthError> {
-        let token = new_opaque_token(AGENT_TOKEN_PREFIX);
+    async fn issue_agent_token(
+        &self,
+        agent: AgentId,
+        user: UserId,
+    ) -> Result<IssuedAgentToken, AuthError> {
+        let (issued, id) = self.new_agent_token();
         self.store
-            .put_agent_token(
-                &token_digest(&token),
-                &agent.to_string(),
-                &user.to_string(),
-                now(),
-            )
+            .put_agent_token(NewAgentToken {
+                id: &id,
+                digest: &token_digest(&issued.token),
+                agent_id: &agent.to_string(),
+                user_id: &user.to_string(),
+                now: issued.issued_at,
+                expires_at: issued.expires_at,
+            })
             .await?;
-        Ok(token)
+        Ok(issued)
     }
 
-    async fn verify_agent_token(
-        &self,
-        token: &str,
-    ) -> Result<Option<(AgentId, UserId)>, AuthError> {
+    async fn verify_agent_token(&self, token: &str) -> Result<AgentTokenCheck, AuthError> {
         let Some(record) = self.store.agent_token(&token_digest(token)).await? else {
+            return Ok(AgentTokenCheck::Refused);
+        };
+        match self.agent_tokens.state(&record, now()) {
+            AgentTokenState::Revoked => return Ok(AgentTokenCheck::Refused),
+            AgentTokenState::Expired => return Ok(AgentTokenCheck::Expired),
+            AgentTokenState::Active | AgentTokenState::Renewed => {}
+        }
+        Ok(AgentTokenCheck::Valid {
+            agent: parse_agent(&record.agent_id)?,
+            user: parse_user(&record.user_id)?,
+            expires_at: self.agent_tokens.expires_at(&record),
+        })
+    }
+
+    async fn renew_agent_token(&self, token: &str) -> Result<Option<AgentTokenRenewal>, AuthError> {
+        let digest = token_digest(token);
+        let Some(record) = self.store.agent_token(&digest).await? else {
             return Ok(None);
         };
-        if record.revoked_at.is_some() {
+        if !matches!(
+            self.agent_tokens.state(&record, now()),
+            AgentTokenState::Active | AgentTokenState::Renewed
+        ) {
             return Ok(None);
         }
-        let agent = record.agent_id.parse().map_err(|_| {
-            backend(format!(
-                "stored agent id {:?} is not a uuid",
-                record.agent_id
-            ))
-        })?;
-        Ok(Some((agent, parse_user(&record.user_id)?)))
+        let (issued, id) = self.new_agent_token();
+        let grace_until = issued
+            .issued_at
+            .saturating_add(self.agent_tokens.grace_secs.max(0));
+        self.store
+            .renew_agent_token(
+                &digest,
+                NewAgentToken {
+                    id: &id,
+                    digest: &token_digest(&issued.token),
+                    agent_id: &record.agent_id,
+                    user_id: &record.user_id,
+                    now: issued.issued_at,
+                    expires_at: issued.expires_at,
+                },
+                grace_until,
+            )
+            .await?;
+        Ok(Some(AgentTokenRenewal {
+            previous_expires_at: self.agent_tokens.expires_at(&record).min(grace_until),
+            issued,
+        }))
     }
 
     async fn revoke_agent_tokens(&self, agent: AgentId) -> Result<(), AuthError> {
@@ -315,6 +422,39 @@ impl Authenticator for LocalAuthenticator {
             .store
             .revoke_agent_tokens(&agent.to_string(), now())
             .await?)
+    }
+
+    async fn revoke_user_agent_tokens(&self, user: UserId) -> Result<(), AuthError> {
+        Ok(self
+            .store
+            .revoke_user_agent_tokens(&user.to_string(), now())
+            .await?)
+    }
+
+    async fn agent_tokens_of(
+        &self,
+        user: UserId,
+        limit: u32,
+    ) -> Result<Vec<AgentTokenInfo>, AuthError> {
+        let now = now();
+        self.store
+            .agent_tokens_of(&user.to_string(), i64::from(limit))
+            .await?
+            .into_iter()
+            .map(|record| {
+                Ok(AgentTokenInfo {
+                    state: self.agent_tokens.state(&record, now),
+                    expires_at: self.agent_tokens.expires_at(&record),
+                    id: record.id.unwrap_or_default(),
+                    agent: parse_agent(&record.agent_id)?,
+                    user: parse_user(&record.user_id)?,
+                    issued_at: record.created_at,
+                    from_renewal: record.renewed_from.is_some(),
+                    renewed_at: record.replaced_at,
+                    revoked_at: record.revoked_at,
+                })
+            })
+            .collect()
     }
 
     async fn create_enrollment_token(
@@ -532,5 +672,54 @@ mod user_code_tests {
         assert_eq!(normalize_user_code(" BCDFGHJK "), "BCDF-GHJK");
         assert_eq!(normalize_user_code("bc df gh jk"), "BCDF-GHJK");
         assert_eq!(normalize_user_code("short"), "SHORT");
+    }
+}
+
+#[cfg(test)]
+mod agent_token_tests {
+    use super::{AgentTokenLifetime, AgentTokenRecord};
+    use edict_application::auth::AgentTokenState;
+
+    fn record(expires_at: Option<i64>) -> AgentTokenRecord {
+        AgentTokenRecord {
+            id: Some("t".into()),
+            agent_id: "a".into(),
+            user_id: "u".into(),
+            created_at: 1_000,
+            expires_at,
+            renewed_from: None,
+            replaced_at: None,
+            revoked_at: None,
+        }
+    }
+
+    const LIFETIME: AgentTokenLifetime = AgentTokenLifetime {
+        ttl_secs: 100,
+        grace_secs: 10,
+    };
+
+    #[test]
+    fn a_token_works_until_its_expiry_and_not_at_it() {
+        let token = record(Some(2_000));
+        assert_eq!(LIFETIME.state(&token, 1_999), AgentTokenState::Active);
+        assert_eq!(LIFETIME.state(&token, 2_000), AgentTokenState::Expired);
+    }
+
+    #[test]
+    fn a_row_without_expiry_lives_the_lifetime_from_its_creation() {
+        let token = record(None);
+        assert_eq!(LIFETIME.expires_at(&token), 1_100);
+        assert_eq!(LIFETIME.state(&token, 1_099), AgentTokenState::Active);
+        assert_eq!(LIFETIME.state(&token, 1_100), AgentTokenState::Expired);
+    }
+
+    #[test]
+    fn a_renewed_token_is_renewed_until_its_grace_ends_and_revocation_wins_over_all() {
+        let mut token = record(Some(1_510));
+        token.replaced_at = Some(1_500);
+        assert_eq!(LIFETIME.state(&token, 1_505), AgentTokenState::Renewed);
+        assert_eq!(LIFETIME.state(&token, 1_510), AgentTokenState::Expired);
+        token.revoked_at = Some(1_501);
+        assert_eq!(LIFETIME.state(&token, 1_505), AgentTokenState::Revoked);
     }
 }

@@ -12,11 +12,11 @@ mod password;
 mod sql;
 mod token;
 
-pub use authenticator::{AGENT_TOKEN_PREFIX, LocalAuthenticator};
+pub use authenticator::{AGENT_TOKEN_PREFIX, AgentTokenLifetime, LocalAuthenticator};
 pub use enrollment::{DeviceRow, EnrollmentTokenRow};
 pub use password::{
     HashPriority, PasswordError, hash_password, hash_password_in, verify_password,
     verify_password_in,
 };
-pub use sql::{AgentTokenRecord, AuthStore, AuthStoreError, Session};
+pub use sql::{AgentTokenRecord, AuthStore, AuthStoreError, NewAgentToken, Session};
 pub use token::{AccessClaims, TokenError, TokenKeys, new_opaque_token, token_digest};

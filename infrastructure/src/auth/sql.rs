@@ -33,12 +33,44 @@ pub struct Session {
 /// What an agent token stands for.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AgentTokenRecord {
+    /// Its public handle (listed to its owner).
+    pub id: Option<String>,
     /// The enrolled agent.
     pub agent_id: String,
     /// The user the agent was enrolled for.
     pub user_id: String,
+    /// When it was issued.
+    pub created_at: i64,
+    /// When it stops working (`None` for a row written by a server older than ADR 0025: its
+    /// creation plus the configured lifetime).
+    pub expires_at: Option<i64>,
+    /// Whether it was issued by a renewal.
+    pub renewed_from: Option<String>,
+    /// When it was renewed, if it was.
+    pub replaced_at: Option<i64>,
     /// When it was revoked, if it was.
     pub revoked_at: Option<i64>,
+}
+
+/// The columns of [`AgentTokenRecord`].
+const AGENT_TOKEN_COLUMNS: &str =
+    "id, agent_id, user_id, created_at, expires_at, renewed_from, replaced_at, revoked_at";
+
+/// A new agent token row.
+#[derive(Debug, Clone, Copy)]
+pub struct NewAgentToken<'a> {
+    /// Its public handle.
+    pub id: &'a str,
+    /// The digest of its secret.
+    pub digest: &'a str,
+    /// The agent.
+    pub agent_id: &'a str,
+    /// Its user.
+    pub user_id: &'a str,
+    /// When it is issued.
+    pub now: i64,
+    /// When it stops working.
+    pub expires_at: i64,
 }
 
 /// Reads and writes the authentication tables.
@@ -354,28 +386,79 @@ impl AuthStore {
         Ok(())
     }
 
-    /// Stores an agent token's digest.
+    /// Stores an agent token's digest, issued at enrollment.
     ///
     /// # Errors
     /// [`AuthStoreError::Database`].
-    pub async fn put_agent_token(
-        &self,
-        digest: &str,
-        agent_id: &str,
-        user_id: &str,
-        now: i64,
-    ) -> Result<(), AuthStoreError> {
+    pub async fn put_agent_token(&self, new: NewAgentToken<'_>) -> Result<(), AuthStoreError> {
         on_pool!(&self.db, |pool| {
             sqlx::query(
-            "INSERT INTO agent_tokens (token_digest, agent_id, user_id, created_at) VALUES ($1, $2, $3, $4)"
-        )
-        .bind(digest)
-        .bind(agent_id)
-        .bind(user_id)
-        .bind(now)
-        .execute(pool)
+                "INSERT INTO agent_tokens (token_digest, id, agent_id, user_id, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(new.digest)
+            .bind(new.id)
+            .bind(new.agent_id)
+            .bind(new.user_id)
+            .bind(new.now)
+            .bind(new.expires_at)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// Renews the token whose digest is `old_digest` into `new` (same agent and user), in one
+    /// transaction: a token an earlier renewal of the old one issued is revoked (its answer was lost:
+    /// one renewal is live at a time), the new row is stored, and the old token is marked renewed and
+    /// cut to `grace_until` (never lengthened).
+    ///
+    /// # Errors
+    /// [`AuthStoreError::Database`].
+    pub async fn renew_agent_token(
+        &self,
+        old_digest: &str,
+        new: NewAgentToken<'_>,
+        grace_until: i64,
+    ) -> Result<(), AuthStoreError> {
+        on_pool!(&self.db, |pool| {
+            async {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "UPDATE agent_tokens SET revoked_at = $2 WHERE renewed_from = $1 AND revoked_at IS NULL",
+            )
+            .bind(old_digest)
+            .bind(new.now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO agent_tokens \
+                 (token_digest, id, agent_id, user_id, created_at, expires_at, renewed_from) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(new.digest)
+            .bind(new.id)
+            .bind(new.agent_id)
+            .bind(new.user_id)
+            .bind(new.now)
+            .bind(new.expires_at)
+            .bind(old_digest)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE agent_tokens SET replaced_at = COALESCE(replaced_at, $2), \
+                 expires_at = CASE WHEN expires_at IS NULL OR expires_at > $3 THEN $3 ELSE expires_at END \
+                 WHERE token_digest = $1",
+            )
+            .bind(old_digest)
+            .bind(new.now)
+            .bind(grace_until)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await
+        }
         .await
-        .map(|done| done.rows_affected())
         })?;
         Ok(())
     }
@@ -388,15 +471,57 @@ impl AuthStore {
         &self,
         digest: &str,
     ) -> Result<Option<AgentTokenRecord>, AuthStoreError> {
+        let sql = format!("SELECT {AGENT_TOKEN_COLUMNS} FROM agent_tokens WHERE token_digest = $1");
         Ok(on_pool!(&self.db, |pool| sqlx::query_as::<
             _,
             AgentTokenRecord,
-        >(
-            "SELECT agent_id, user_id, revoked_at FROM agent_tokens WHERE token_digest = $1"
-        )
+        >(&sql)
         .bind(digest)
         .fetch_optional(pool)
         .await)?)
+    }
+
+    /// The agent tokens of `user_id`'s agents, newest first, at most `limit`.
+    ///
+    /// # Errors
+    /// [`AuthStoreError::Database`].
+    pub async fn agent_tokens_of(
+        &self,
+        user_id: &str,
+        limit: i64,
+    ) -> Result<Vec<AgentTokenRecord>, AuthStoreError> {
+        let sql = format!(
+            "SELECT {AGENT_TOKEN_COLUMNS} FROM agent_tokens WHERE user_id = $1 \
+             ORDER BY created_at DESC, id DESC LIMIT $2"
+        );
+        Ok(on_pool!(&self.db, |pool| sqlx::query_as::<
+            _,
+            AgentTokenRecord,
+        >(&sql)
+        .bind(user_id)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)?)
+    }
+
+    /// Revokes every agent token of `user_id`.
+    ///
+    /// # Errors
+    /// [`AuthStoreError::Database`].
+    pub async fn revoke_user_agent_tokens(
+        &self,
+        user_id: &str,
+        now: i64,
+    ) -> Result<(), AuthStoreError> {
+        on_pool!(&self.db, |pool| sqlx::query(
+            "UPDATE agent_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL"
+        )
+        .bind(user_id)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(())
     }
 
     /// Revokes every token of `agent_id`.

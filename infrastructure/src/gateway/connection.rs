@@ -10,10 +10,11 @@
 //! silently; replies (`welcome`, acks) are written at once, waiting up to the write timeout.
 //!
 //! Revocation: the gateway tails the log for `AgentRevoked` / `UserDeactivated` and tells every
-//! connection (see `watch_admissions`), which closes at once; a connection re-checks its token once
+//! connection (see `watch_admissions`), which closes at once (`PasswordChanged`: it re-checks its token
+//! at once, revoked before the event was written); a connection re-checks its token once
 //! right after subscribing (closing the window between the upgrade's authentication and the
-//! subscription), whenever it missed some of those notices, and every `revocation_check` as a safety
-//! net.
+//! subscription), whenever it missed some of those notices, every `revocation_check` as a safety
+//! net, and when its token expires (closed with `token_expired`: ADR 0025).
 //!
 //! Membership: the same watch tells of `MemberAdded` / `MemberRemoved` (once the directory read model
 //! shows them) and `TeamArchived`; the connections concerned re-read the agent's teams at once (the
@@ -36,7 +37,7 @@ use super::polls::Poll;
 use super::wire::{self, Offered, Port, Wire};
 use edict_api::protocol::{AgentMessage, GatewayMessage, Holding, PROTOCOL_VERSION};
 use edict_application::error::AppError;
-use edict_application::gateway::AdmissionChange;
+use edict_application::gateway::{AdmissionChange, AgentAdmission};
 use edict_application::principal::Principal;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -102,8 +103,18 @@ pub(super) enum Flow {
 pub(super) fn revoked() -> Flow {
     tracing::info!("agent revoked; closing");
     Flow::Close(Some(Box::new(error(
-        "revoked",
+        edict_api::protocol::REVOKED,
         "the agent token is no longer valid",
+    ))))
+}
+
+/// The close of an agent whose token expired (its lifetime, or the grace after its renewal, is
+/// over): the agent reconnects with its renewed token, or must log in again.
+pub(super) fn expired() -> Flow {
+    tracing::info!("agent token expired; closing");
+    Flow::Close(Some(Box::new(error(
+        edict_api::protocol::TOKEN_EXPIRED,
+        "the agent token expired; connect with the renewed token, or log in again",
     ))))
 }
 
@@ -234,6 +245,9 @@ pub(super) struct Session {
     pub(super) key_sequence: u64,
     /// The teams the agent is owed a signed removal of (see `removals`).
     pub(super) owed_removals: BTreeSet<String>,
+    /// When the agent token expires, as the last re-check found it: the re-check is due then at the
+    /// latest, so a connection does not outlive its token (ADR 0025).
+    token_deadline: Option<Instant>,
     last_seen: Instant,
 }
 
@@ -254,6 +268,7 @@ async fn run(shared: Arc<Shared>, agent: Agent, ws: Socket, mut shutdown: watch:
         decided: HashMap::new(),
         key_sequence: 0,
         owed_removals: BTreeSet::new(),
+        token_deadline: None,
         last_seen: Instant::now(),
     };
     let flow = if let Flow::Close(reason) = Box::pin(session.recheck()).await {
@@ -590,6 +605,11 @@ impl Session {
         // The read in flight, if any; a read due meanwhile waits for it to finish.
         let mut polling: Option<Poll> = None;
         loop {
+            if let Some(expiry) = self.token_deadline
+                && expiry < due.recheck
+            {
+                due.recheck = expiry;
+            }
             let idle = polling.is_none();
             let deadline = due.next(idle);
             if timer.deadline() != deadline || timer.is_elapsed() {
@@ -609,6 +629,11 @@ impl Session {
                     // The event is authoritative (and may be read before the token is revoked).
                     Ok(AdmissionChange::AgentRevoked(agent)) if agent == self.agent.id => revoked(),
                     Ok(AdmissionChange::UserDeactivated(user)) if user == self.agent.user => revoked(),
+                    // The tokens were revoked before the event was written: the re-check sees it
+                    // (and a token issued after that password change stays connected).
+                    Ok(AdmissionChange::PasswordChanged(user)) if user == self.agent.user => {
+                        Box::pin(self.recheck()).await
+                    }
                     Ok(AdmissionChange::MembershipChanged(user)) if user == self.agent.user => {
                         due.refresh = Instant::now();
                         Flow::Continue
@@ -639,6 +664,8 @@ impl Session {
                     match due.take(now, idle, &settings) {
                         Some(Timer::Ping) => self.on_ping(settings.idle_timeout),
                         Some(Timer::Recheck) => {
+                            // Set again by the answer: a failed re-check waits a whole period.
+                            self.token_deadline = None;
                             polling = Some(self.start_recheck());
                             Flow::Continue
                         }
@@ -738,14 +765,27 @@ impl Session {
             id: self.agent.id,
             user: self.agent.user,
         };
-        match self
+        let admission = self
             .shared
             .edict
             .agent_still_admitted(&principal, &self.agent.bearer)
-            .await
-        {
-            Ok(true) => Flow::Continue,
-            Ok(false) => revoked(),
+            .await;
+        self.on_admission(admission)
+    }
+
+    /// Acts on a token re-check: a revoked agent, deactivated user or expired token is closed; an
+    /// admitted one is re-checked again when its token expires at the latest (ADR 0025).
+    pub(super) fn on_admission(&mut self, admission: Result<AgentAdmission, AppError>) -> Flow {
+        match admission {
+            Ok(AgentAdmission::Admitted { expires_at }) => {
+                let left = expires_at.saturating_sub(chrono::Utc::now().timestamp());
+                self.token_deadline = Some(
+                    Instant::now() + Duration::from_secs(u64::try_from(left).unwrap_or_default()),
+                );
+                Flow::Continue
+            }
+            Ok(AgentAdmission::Expired) => expired(),
+            Ok(AgentAdmission::Refused) => revoked(),
             Err(error) => {
                 tracing::warn!(%error, "cannot re-check the agent token; keeping the connection");
                 Flow::Continue

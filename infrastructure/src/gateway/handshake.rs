@@ -280,9 +280,13 @@ async fn decide(shared: &Shared, request: &UpgradeRequest) -> Result<Agent, Erro
                 slot: Arc::new(slot),
             })
         }
-        Ok(Principal::User { .. }) | Err(AppError::Unauthenticated) => Err(refusal(
+        Ok(Principal::User { .. }) => Err(refusal(
             StatusCode::UNAUTHORIZED,
             "an agent token is required",
+        )),
+        Err(AppError::Unauthenticated) => Err(refusal(
+            StatusCode::UNAUTHORIZED,
+            "the agent token is unknown, revoked or expired",
         )),
         Err(error) => {
             tracing::warn!(%error, "cannot authenticate an agent");

@@ -9,7 +9,7 @@
 //! The future lives on the heap only while the read runs.
 
 use super::Shared;
-use super::connection::{Flow, Session, revoked};
+use super::connection::{Flow, Session};
 use super::feed::Payload;
 use edict_api::ruleset::KeySet;
 use edict_application::error::AppError;
@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 /// The answer of a periodic read.
 pub(super) enum Polled {
-    /// Whether the agent token still stands.
-    Admitted(Result<bool, AppError>),
+    /// Whether the agent token still stands, and until when.
+    Admitted(Result<edict_application::gateway::AgentAdmission, AppError>),
     /// The agent's teams and the latest rule set of each.
     Teams(Result<(BTreeSet<String>, Vec<Arc<Payload>>), AppError>),
     /// The agent's change requests, and the organization's key sets.
@@ -86,12 +86,7 @@ impl Session {
     /// Acts on a read's answer.
     pub(super) async fn on_polled(&mut self, polled: Polled) -> Flow {
         match polled {
-            Polled::Admitted(Ok(true)) => Flow::Continue,
-            Polled::Admitted(Ok(false)) => revoked(),
-            Polled::Admitted(Err(error)) => {
-                tracing::warn!(%error, "cannot re-check the agent token; keeping the connection");
-                Flow::Continue
-            }
+            Polled::Admitted(admission) => self.on_admission(admission),
             Polled::Teams(Ok((teams, latest))) => match self.apply_teams(teams, &latest) {
                 Flow::Continue => self.send_removals().await,
                 close => close,
