@@ -1,4 +1,4 @@
-//! Bulk event seeding for rebuild benchmarks (`edict bench`, the `projection_rebuild_rate` test).
+//! Bulk event seeding for rebuild benchmarks (`edict-bench`, the `projection_rebuild_rate` test).
 //!
 //! [`seed_events`] inserts rows straight into the `events` table in the shape postgres-es / sqlite-es
 //! write (the same seven columns; position, transaction id and time from their defaults), many per

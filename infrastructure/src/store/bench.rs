@@ -1,4 +1,4 @@
-//! The append micro-benchmark (`edict bench commands` builds on it) and the raw PostgreSQL ceiling it is
+//! The append micro-benchmark (`edict-bench commands` builds on it) and the raw PostgreSQL ceiling it is
 //! compared with.
 //!
 //! [`bench_appends`] drives the real write path below the aggregate: `EventRepository::persist`, one event

@@ -1,16 +1,16 @@
-//! `edict bench verify`: how fast the tamper-evidence chain is written, verified and exported.
+//! `edict-bench verify`: how fast the tamper-evidence chain is written, verified and exported.
 //!
 //! Seeds `--events` events shaped like Edict's (rule payloads of a few hundred bytes, full metadata)
 //! straight into a scratch store, chains them with the `audit` role's writer (a signed checkpoint every
 //! 1,000 events), then times `edict audit verify`'s check over the whole chain (goal: 1,000,000 events
 //! in at most 10 s) and an NDJSON export of the whole log to a sink (events/s).
 
-use crate::bench::ScratchPostgres;
-use crate::events_export::{ExportFormat, export_to};
-use crate::output::{self, OutputFormat};
+use crate::ScratchPostgres;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use ed25519_dalek::SigningKey;
+use edict::events_export::{ExportFormat, export_to};
+use edict::output::{self, OutputFormat};
 use edict_application::audit::{ExportRange, ExportReader};
 use edict_infrastructure::audit::{
     AuditStore, ChainWriter, ChainWriterSettings, VerifyOptions, verify_database,
@@ -25,7 +25,7 @@ use std::time::Instant;
 /// The goal: this many seconds for a million events.
 const GOAL_SECONDS_PER_MILLION: f64 = 10.0;
 
-/// Options of `edict bench verify`.
+/// Options of `edict-bench verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Events to seed, chain, verify and export.
@@ -103,7 +103,7 @@ fn event(i: u64) -> SeedEvent {
     }
 }
 
-/// Runs `edict bench verify`.
+/// Runs `edict-bench verify`.
 pub async fn verify(args: VerifyArgs) -> Result<()> {
     let mut reports = Vec::new();
     for store in &args.stores {

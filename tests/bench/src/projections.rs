@@ -1,4 +1,4 @@
-//! `edict bench rebuild` and `edict bench lag`: what the read models cost.
+//! `edict-bench rebuild` and `edict-bench lag`: what the read models cost.
 //!
 //! - [`rebuild`]: how fast the `team_rulesets` projection folds a long, realistic history, on the live path
 //!   (catch-up in batched transactions) and as a rebuild (replay in memory, bulk writes, swap), and that
@@ -8,13 +8,13 @@
 //!   load.
 
 use super::{Fleet, ScratchPostgres, Step, step, wait_live};
-use crate::app;
-use crate::output::{self, OutputFormat};
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, TimeDelta, Utc};
 use clap::Args;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
+use edict::app;
+use edict::output::{self, OutputFormat};
 use edict_domain::rule::{
     ApprovalQuorum, Category, Description, PathGlob, RuleCommand, RuleContent, RuleName, RuleSpec,
     Tag, WorkingState,
@@ -40,9 +40,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-/// The rebuild rate `edict bench rebuild` aims for, events per second (at 1,000,000 events).
+/// The rebuild rate `edict-bench rebuild` aims for, events per second (at 1,000,000 events).
 const REBUILD_GOAL_PER_SEC: f64 = 50_000.0;
-/// The lag `edict bench lag` aims for at the 99th percentile, milliseconds (at 500 commands/s).
+/// The lag `edict-bench lag` aims for at the 99th percentile, milliseconds (at 500 commands/s).
 const LAG_GOAL_P99_MS: f64 = 50.0;
 /// How often the lag sampler reads `projection_state`.
 const SAMPLE_EVERY: Duration = Duration::from_millis(2);
@@ -52,9 +52,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------------------
-// edict bench rebuild
+// edict-bench rebuild
 
-/// The store `edict bench rebuild` runs on.
+/// The store `edict-bench rebuild` runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StoreKind {
     /// A scratch PostgreSQL database (created and dropped).
@@ -63,7 +63,7 @@ pub enum StoreKind {
     Sqlite,
 }
 
-/// Options of `edict bench rebuild`.
+/// Options of `edict-bench rebuild`.
 #[derive(Debug, Args)]
 pub struct RebuildArgs {
     /// Events to seed.
@@ -99,7 +99,7 @@ impl Fold {
     }
 }
 
-/// What `edict bench rebuild` measured.
+/// What `edict-bench rebuild` measured.
 #[derive(Debug, Clone, Serialize)]
 struct RebuildReport {
     store: &'static str,
@@ -1194,9 +1194,9 @@ impl History {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// edict bench lag
+// edict-bench lag
 
-/// Options of `edict bench lag`.
+/// Options of `edict-bench lag`.
 #[derive(Debug, Args)]
 pub struct LagArgs {
     /// Offered load, commands per second (all clients together, on a fixed schedule).
@@ -1232,7 +1232,7 @@ struct ProjectionLag {
     max_ms: f64,
 }
 
-/// What `edict bench lag` measured.
+/// What `edict-bench lag` measured.
 #[derive(Debug, Clone, Serialize)]
 struct LagReport {
     offered_rate: u64,
@@ -1264,7 +1264,7 @@ struct LagReport {
 ///    2 ms on its own connection, and records for each projection when its checkpoint moved (the
 ///    instant the answer arrived, so a sample is late rather than early by up to one read).
 /// 4. `--clients` clients offer `--rate` commands per second for `--seconds` on a fixed schedule (the
-///    rule lifecycle of `edict bench commands`: draft, edit, submit, approve by the other admin). For
+///    rule lifecycle of `edict-bench commands`: draft, edit, submit, approve by the other admin). For
 ///    each successful command it records when the response arrived and the `position` in its body.
 /// 5. After the load, it waits (up to 10 s) until every projection has passed the last command, then
 ///    looks up the transaction id of every recorded position in one query. A command's lag in a
@@ -1696,7 +1696,7 @@ struct Driven {
     elapsed: Duration,
 }
 
-/// Like `drive` of `edict bench commands` at a fixed rate, but records each successful command's
+/// Like `drive` of `edict-bench commands` at a fixed rate, but records each successful command's
 /// response instant and position.
 async fn drive_recording(
     fleet: &Fleet,
