@@ -16,9 +16,9 @@ use edict_infrastructure::audit::verify::BreakKind;
 use edict_infrastructure::audit::{
     AuditStore, ChainWriter, ChainWriterSettings, VerifyOptions, VerifyReport, verify_database,
 };
-use edict_infrastructure::projection::bench::{SeedEvent, seed_events};
 use edict_infrastructure::store::Database;
-use edict_infrastructure::store::testing::{
+use edict_test_kit::seed::{SeedEvent, seed_events};
+use edict_test_kit::{
     create_isolated_postgres, drop_isolated_postgres, eventually, test_database_url,
 };
 use serde_json::json;

@@ -5,6 +5,7 @@
 // Tests state their expectations with unwrap/expect: a failure is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use edict_test_kit::nats::{fresh_prefix, test_nats_url};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,17 +14,10 @@ use edict_infrastructure::nats::{self, KvRulesetPublisher, NatsSettings};
 use edict_projections::RulesetPublisher;
 use serde_json::json;
 
-fn nats_url() -> String {
-    std::env::var("EDICT_TEST_NATS_URL")
-        .ok()
-        .filter(|url| !url.trim().is_empty())
-        .unwrap_or_else(|| nats::DEFAULT_NATS_URL.to_owned())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_sets_put_in_the_bucket_reach_the_gateway_once_per_revision() {
-    let prefix = format!("t{}_", uuid::Uuid::new_v4().simple());
-    let nats = nats::connect(NatsSettings::new(nats_url(), &prefix).unwrap())
+    let prefix = fresh_prefix();
+    let nats = nats::connect(NatsSettings::new(test_nats_url(), &prefix).unwrap())
         .await
         .expect("connect to nats");
     nats.ensure_streams().await.unwrap();

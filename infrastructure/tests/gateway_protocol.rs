@@ -45,10 +45,10 @@ use edict_infrastructure::gateway::{ConvergenceStore, Gateway, GatewaySettings, 
 use edict_infrastructure::idempotency::IdempotencyStore;
 use edict_infrastructure::projection::{ProjectionRunner, SqlReadModels, WatchPublisher};
 use edict_infrastructure::store::Database;
-use edict_infrastructure::store::testing::{
+use edict_projections::RulesetPublisher;
+use edict_test_kit::{
     create_isolated_postgres, drop_isolated_postgres, eventually, test_database_url,
 };
-use edict_projections::RulesetPublisher;
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;

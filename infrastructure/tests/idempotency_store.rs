@@ -8,9 +8,7 @@
 use edict_application::auth::IdempotencyClaim;
 use edict_infrastructure::idempotency::{IdempotencyStore, KEY_LIFETIME_SECS};
 use edict_infrastructure::store::Database;
-use edict_infrastructure::store::testing::{
-    create_isolated_postgres, drop_isolated_postgres, test_database_url,
-};
+use edict_test_kit::{create_isolated_postgres, drop_isolated_postgres, test_database_url};
 
 /// Runs `case` on a fresh PostgreSQL database and on a fresh SQLite file.
 async fn on_both<F, Fut>(case: F)

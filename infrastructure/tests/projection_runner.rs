@@ -30,11 +30,11 @@ use edict_application::read_models::{DocFilter, ReadModelError, ReadModels};
 use edict_infrastructure::projection::{
     Handled, ProjectionRunner, RebuildPhase, RunnerError, SqlReadModels, WatchPublisher,
 };
-use edict_infrastructure::store::testing::{
-    create_isolated_postgres, drop_isolated_postgres, eventually, test_database_url,
-};
 use edict_infrastructure::store::{Database, EventRepository};
 use edict_projections::{DocMeta, Docs, Projection, ProjectionError, RULESET_KIND};
+use edict_test_kit::{
+    create_isolated_postgres, drop_isolated_postgres, eventually, test_database_url,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 

@@ -21,25 +21,15 @@ use edict_infrastructure::gateway::{NatsFeed, Rulesets, WatchFeed};
 use edict_infrastructure::nats::{self, KvRulesetPublisher, Nats, NatsSettings};
 use edict_infrastructure::projection::{ProjectionRunner, WatchPublisher};
 use edict_infrastructure::store::Database;
-use edict_infrastructure::store::testing::{
-    create_isolated_postgres, drop_isolated_postgres, eventually, test_database_url,
-};
 use edict_projections::{
     DocMeta, Docs, Projection, ProjectionError, RULESET_KIND, RulesetPublisher,
 };
+use edict_test_kit::nats::{fresh_prefix, test_nats_url};
+use edict_test_kit::{
+    create_isolated_postgres, drop_isolated_postgres, eventually, test_database_url,
+};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
-
-fn nats_url() -> String {
-    std::env::var("EDICT_TEST_NATS_URL")
-        .ok()
-        .filter(|url| !url.trim().is_empty())
-        .unwrap_or_else(|| nats::DEFAULT_NATS_URL.to_owned())
-}
-
-fn fresh_prefix() -> String {
-    format!("t{}_", uuid::Uuid::new_v4().simple())
-}
 
 async fn connect(url: &str, prefix: &str) -> Nats {
     nats::connect(NatsSettings::new(url, prefix).unwrap())
@@ -77,7 +67,7 @@ where
     F: FnOnce(Nats) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let nats = connect(&nats_url(), &fresh_prefix()).await;
+    let nats = connect(&test_nats_url(), &fresh_prefix()).await;
     nats.ensure_streams().await.unwrap();
     let outcome = tokio::spawn(case(nats.clone())).await;
     delete_streams(&nats).await;
@@ -128,7 +118,7 @@ async fn a_lower_revision_published_after_a_higher_one_is_ignored() {
 async fn two_publishers_racing_revisions_n_and_n_plus_1_always_leave_n_plus_1() {
     on_shared_nats(|nats| async move {
         // Two publishers on two connections, as two projector replicas would be.
-        let other = connect(&nats_url(), nats.prefix().as_str()).await;
+        let other = connect(&test_nats_url(), nats.prefix().as_str()).await;
         let first = Arc::new(KvRulesetPublisher::open(&nats).await.unwrap());
         let second = Arc::new(KvRulesetPublisher::open(&other).await.unwrap());
         const ROUNDS: u64 = 60;
@@ -171,8 +161,7 @@ async fn two_publishers_racing_revisions_n_and_n_plus_1_always_leave_n_plus_1() 
 // ---------------------------------------------------------------------------------------------------
 // At-least-once publication from the read model.
 
-#[path = "support/tally.rs"]
-mod tally;
+use edict_test_kit::tally;
 
 /// A projection of rule sets over the tally aggregate: aggregate `<team>` is a team whose rule set
 /// revision is its event count.

@@ -19,10 +19,10 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, AggregateError, CqrsFramework, DomainEvent, EventStore};
 use edict_application::event_log::{Checkpoint, EventLog, EventLogError, RecordedEvent};
-use edict_infrastructure::store::testing::{
+use edict_infrastructure::store::{Database, EventRepository};
+use edict_test_kit::{
     create_isolated_postgres, drop_isolated_postgres, eventually, test_database_url,
 };
-use edict_infrastructure::store::{Database, EventRepository};
 use serde::{Deserialize, Serialize};
 
 // ---------------------------------------------------------------------------------------------------

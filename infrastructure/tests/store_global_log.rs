@@ -16,14 +16,11 @@ use std::time::Duration;
 
 use edict_application::event_log::{Checkpoint, EventLog, RecordedEvent};
 use edict_infrastructure::store::Database;
-use edict_infrastructure::store::testing::{
-    create_isolated_postgres, drop_isolated_postgres, test_database_url,
-};
+use edict_test_kit::{create_isolated_postgres, drop_isolated_postgres, test_database_url};
 use serde_json::json;
 use sqlx::PgPool;
 
-#[path = "support/tally.rs"]
-mod tally;
+use edict_test_kit::tally;
 use tally::{TallyEvent, cqrs};
 
 fn key(event: &RecordedEvent) -> (String, i64) {

@@ -17,7 +17,6 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use edict::output::{self, OutputFormat};
 use edict_infrastructure::nats::{self, NatsSettings};
-use edict_infrastructure::store::testing;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -282,7 +281,7 @@ pub async fn agents(args: AgentsArgs) -> Result<()> {
     }
     raise_fd_limit(args.count);
     let (database, url) =
-        testing::create_isolated_postgres(&args.scratch.postgres_url, "edict_bench_ag")
+        edict_test_kit::create_isolated_postgres(&args.scratch.postgres_url, "edict_bench_ag")
             .await
             .context("cannot create a scratch PostgreSQL database")?;
     database.close().await;
@@ -303,7 +302,9 @@ pub async fn agents(args: AgentsArgs) -> Result<()> {
     }
     .await;
     cleanup_nats(&args.nats_url, &prefix).await;
-    if let Err(error) = testing::drop_isolated_postgres(&args.scratch.postgres_url, &url).await {
+    if let Err(error) =
+        edict_test_kit::drop_isolated_postgres(&args.scratch.postgres_url, &url).await
+    {
         tracing::warn!(%error, "cannot drop the scratch database");
     }
     let _ = std::fs::remove_dir_all(&dir);

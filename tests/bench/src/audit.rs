@@ -15,8 +15,8 @@ use edict_application::audit::{ExportRange, ExportReader};
 use edict_infrastructure::audit::{
     AuditStore, ChainWriter, ChainWriterSettings, VerifyOptions, verify_database,
 };
-use edict_infrastructure::projection::bench::{SeedEvent, seed_events};
-use edict_infrastructure::store::{Database, testing};
+use edict_infrastructure::store::Database;
+use edict_test_kit::seed::{SeedEvent, seed_events};
 use serde::Serialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -109,7 +109,7 @@ pub async fn verify(args: VerifyArgs) -> Result<()> {
     for store in &args.stores {
         let report = match store.as_str() {
             "postgres" => {
-                let (database, url) = testing::create_isolated_postgres(
+                let (database, url) = edict_test_kit::create_isolated_postgres(
                     &args.scratch.postgres_url,
                     "edict_bench_audit",
                 )
@@ -120,7 +120,7 @@ pub async fn verify(args: VerifyArgs) -> Result<()> {
                 if args.keep {
                     tracing::info!(%url, "kept the scratch database");
                 } else if let Err(error) =
-                    testing::drop_isolated_postgres(&args.scratch.postgres_url, &url).await
+                    edict_test_kit::drop_isolated_postgres(&args.scratch.postgres_url, &url).await
                 {
                     tracing::warn!(%error, "cannot drop the scratch database");
                 }

@@ -16,7 +16,6 @@ use clap::{Args, Parser, Subcommand};
 use edict::app;
 use edict::output::{self, OutputFormat};
 use edict_infrastructure::settings::{BootstrapAdmin, Secret, Settings};
-use edict_infrastructure::store::{bench as store_bench, testing};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -27,6 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 mod agents;
+mod appends;
 mod audit;
 mod logins;
 mod loopback;
@@ -182,14 +182,16 @@ async fn commands(args: CommandsArgs) -> Result<()> {
     for store in &args.stores {
         let report = match store.as_str() {
             "postgres" => {
-                let (database, url) =
-                    testing::create_isolated_postgres(&args.scratch.postgres_url, "edict_bench")
-                        .await
-                        .context("cannot create a scratch PostgreSQL database")?;
+                let (database, url) = edict_test_kit::create_isolated_postgres(
+                    &args.scratch.postgres_url,
+                    "edict_bench",
+                )
+                .await
+                .context("cannot create a scratch PostgreSQL database")?;
                 database.close().await;
                 let report = bench_store("postgres", url.clone(), &args).await;
                 if let Err(error) =
-                    testing::drop_isolated_postgres(&args.scratch.postgres_url, &url).await
+                    edict_test_kit::drop_isolated_postgres(&args.scratch.postgres_url, &url).await
                 {
                     tracing::warn!(%error, "cannot drop the scratch database");
                 }
@@ -213,10 +215,9 @@ async fn commands(args: CommandsArgs) -> Result<()> {
     let pgbench = if args.no_pgbench {
         None
     } else {
-        let tps =
-            store_bench::pgbench_ceiling(&args.scratch.postgres_url, args.clients, args.seconds)
-                .await
-                .context("cannot run pgbench")?;
+        let tps = appends::pgbench_ceiling(&args.scratch.postgres_url, args.clients, args.seconds)
+            .await
+            .context("cannot run pgbench")?;
         Some(tps)
     };
     let report = Report {
@@ -315,7 +316,7 @@ async fn bench_store(kind: &str, url: String, args: &CommandsArgs) -> Result<Sto
 
     tracing::info!(store = kind, "measuring raw appends");
     let database = edict_infrastructure::store::Database::connect(&url).await?;
-    let appends = store_bench::bench_appends(&database, args.clients, duration).await;
+    let appends = appends::bench_appends(&database, args.clients, duration).await;
     database.close().await;
     Ok(StoreReport {
         store: kind.to_owned(),

@@ -22,10 +22,10 @@ use edict_domain::rule::{
 use edict_domain::team::{TeamCommand, TeamName, TeamRole};
 use edict_domain::{Enforcement, Layer, Reason, Rule, RuleId, Team, TeamId, UserId};
 use edict_infrastructure::nats::{self, Nats, NatsRelay, NatsSettings, RelaySettings};
-use edict_infrastructure::projection::bench::{SeedEvent, seed_events};
 use edict_infrastructure::projection::{ProjectionRunner, RebuildPhase, RebuildProgress};
 use edict_infrastructure::settings::{BootstrapAdmin, Secret, Settings};
-use edict_infrastructure::store::{Database, testing};
+use edict_infrastructure::store::Database;
+use edict_test_kit::seed::{SeedEvent, seed_events};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::json;
@@ -135,7 +135,7 @@ struct RebuildReport {
 ///    and enforcement changes of organization rules (each of which recomputes every team).
 ///    Every event comes from a command handled by the real `Rule` and `Team` aggregates in memory and is
 ///    stored as cqrs-es stores it (payload, type, version, metadata), streamed into
-///    `projection::bench::seed_events` without holding the history in memory.
+///    `edict_test_kit::seed::seed_events` without holding the history in memory.
 /// 2. Live path: a fresh `ProjectionRunner` for `team_rulesets` catches up from the start of the log,
 ///    as a projector that starts from scratch does (500 events per transaction, documents loaded
 ///    through SQL inside it); events per second.
@@ -172,7 +172,7 @@ impl Scratch {
         match kind {
             StoreKind::Postgres => {
                 let (database, url) =
-                    testing::create_isolated_postgres(admin_url, "edict_bench_rebuild")
+                    edict_test_kit::create_isolated_postgres(admin_url, "edict_bench_rebuild")
                         .await
                         .context("cannot create a scratch PostgreSQL database")?;
                 Ok((
@@ -209,7 +209,7 @@ impl Scratch {
     async fn remove(self) {
         match self {
             Scratch::Postgres { admin_url, url } => {
-                if let Err(error) = testing::drop_isolated_postgres(&admin_url, &url).await {
+                if let Err(error) = edict_test_kit::drop_isolated_postgres(&admin_url, &url).await {
                     tracing::warn!(%error, "cannot drop the scratch database");
                 }
             }
@@ -1276,7 +1276,7 @@ struct LagReport {
 ///    prefix's NATS streams (best effort).
 pub async fn lag(args: LagArgs) -> Result<()> {
     let (database, url) =
-        testing::create_isolated_postgres(&args.scratch.postgres_url, "edict_bench_lag")
+        edict_test_kit::create_isolated_postgres(&args.scratch.postgres_url, "edict_bench_lag")
             .await
             .context("cannot create a scratch PostgreSQL database")?;
     database.close().await;
@@ -1304,7 +1304,9 @@ pub async fn lag(args: LagArgs) -> Result<()> {
         result
     }
     .await;
-    if let Err(error) = testing::drop_isolated_postgres(&args.scratch.postgres_url, &url).await {
+    if let Err(error) =
+        edict_test_kit::drop_isolated_postgres(&args.scratch.postgres_url, &url).await
+    {
         tracing::warn!(%error, "cannot drop the scratch database");
     }
     let report = result?;
