@@ -26,9 +26,9 @@ use edict_infrastructure::nats::{
 use edict_infrastructure::projection::ProjectionRunner;
 use edict_infrastructure::store::Database;
 use edict_projections::{DocMeta, Docs, Projection, ProjectionError};
-use edict_test_kit::nats::{fresh_prefix, test_nats_url};
+use edict_test_kit::nats::{delete_streams, fresh_prefix, test_nats_url};
 use edict_test_kit::{
-    create_isolated_postgres, drop_isolated_postgres, eventually, test_database_url,
+    create_isolated_postgres, drop_isolated_postgres, eventually, run_isolated, test_database_url,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -137,24 +137,18 @@ where
         .await
         .expect("connect to nats");
     nats.ensure_streams().await.expect("ensure the streams");
-    let outcome = tokio::spawn(case(Fixture {
-        db: db.clone(),
-        nats: nats.clone(),
-    }))
+    run_isolated(
+        case(Fixture {
+            db: db.clone(),
+            nats: nats.clone(),
+        }),
+        async {
+            delete_streams(&nats).await;
+            db.close().await;
+            let _ = drop_isolated_postgres(&admin_url, &url).await;
+        },
+    )
     .await;
-    let js = nats.jetstream();
-    let _ = js.delete_stream(nats.prefix().events_stream()).await;
-    let _ = js
-        .delete_stream(format!("KV_{}", nats.prefix().rulesets_bucket()))
-        .await;
-    db.close().await;
-    let _ = drop_isolated_postgres(&admin_url, &url).await;
-    if let Err(error) = outcome {
-        match error.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(error) => panic!("test task failed: {error}"),
-        }
-    }
 }
 
 fn runner(fixture: &Fixture) -> Arc<ProjectionRunner> {

@@ -25,9 +25,10 @@ use edict_infrastructure::nats::{
 use edict_infrastructure::projection::RulesetUpdate;
 use edict_infrastructure::store::Database;
 use edict_projections::RulesetPublisher;
-use edict_test_kit::nats::{fresh_prefix, test_nats_url};
+use edict_test_kit::nats::{delete_streams, fresh_prefix, test_nats_url};
+use edict_test_kit::resume_panic;
 use edict_test_kit::{
-    create_isolated_postgres, drop_isolated_postgres, eventually, test_database_url,
+    create_isolated_postgres, drop_isolated_postgres, eventually, run_isolated, test_database_url,
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -84,25 +85,12 @@ where
         db: db.clone(),
         nats: nats.clone(),
     };
-    let outcome = tokio::spawn(case(fixture)).await;
-    delete_streams(&nats).await;
-    db.close().await;
-    let _ = drop_isolated_postgres(&admin_url, &url).await;
-    if let Err(error) = outcome {
-        match error.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(error) => panic!("test task failed: {error}"),
-        }
-    }
-}
-
-/// Best effort: the prefix's streams go away with the test.
-async fn delete_streams(nats: &Nats) {
-    let js = nats.jetstream();
-    let _ = js.delete_stream(nats.prefix().events_stream()).await;
-    let _ = js
-        .delete_stream(format!("KV_{}", nats.prefix().rulesets_bucket()))
-        .await;
+    run_isolated(case(fixture), async {
+        delete_streams(&nats).await;
+        db.close().await;
+        let _ = drop_isolated_postgres(&admin_url, &url).await;
+    })
+    .await;
 }
 
 /// A running relay: its status and a way to stop it gracefully or to kill it.
@@ -660,12 +648,7 @@ async fn the_rulesets_bucket_works_on_this_server_and_gateways_see_every_revisio
     })
     .await;
     delete_streams(&nats).await;
-    if let Err(error) = outcome {
-        match error.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(error) => panic!("test task failed: {error}"),
-        }
-    }
+    resume_panic(outcome);
 }
 
 // ---------------------------------------------------------------------------------------------------

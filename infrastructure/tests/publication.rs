@@ -24,9 +24,9 @@ use edict_infrastructure::store::Database;
 use edict_projections::{
     DocMeta, Docs, Projection, ProjectionError, RULESET_KIND, RulesetPublisher,
 };
-use edict_test_kit::nats::{fresh_prefix, test_nats_url};
+use edict_test_kit::nats::{delete_streams, fresh_prefix, test_nats_url};
 use edict_test_kit::{
-    create_isolated_postgres, drop_isolated_postgres, eventually, test_database_url,
+    create_isolated_postgres, drop_isolated_postgres, eventually, run_isolated, test_database_url,
 };
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -35,14 +35,6 @@ async fn connect(url: &str, prefix: &str) -> Nats {
     nats::connect(NatsSettings::new(url, prefix).unwrap())
         .await
         .expect("connect to nats")
-}
-
-async fn delete_streams(nats: &Nats) {
-    let js = nats.jetstream();
-    let _ = js.delete_stream(nats.prefix().events_stream()).await;
-    let _ = js
-        .delete_stream(format!("KV_{}", nats.prefix().rulesets_bucket()))
-        .await;
 }
 
 /// The rule set the bucket holds for `team`.
@@ -69,14 +61,10 @@ where
 {
     let nats = connect(&test_nats_url(), &fresh_prefix()).await;
     nats.ensure_streams().await.unwrap();
-    let outcome = tokio::spawn(case(nats.clone())).await;
-    delete_streams(&nats).await;
-    if let Err(error) = outcome {
-        match error.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(error) => panic!("test task failed: {error}"),
-        }
-    }
+    run_isolated(case(nats.clone()), async {
+        delete_streams(&nats).await;
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -283,12 +271,14 @@ async fn postgres_a_failed_publish_is_retried_from_the_read_model() {
     let (db, url) = create_isolated_postgres(&admin_url, "edict_test_publication")
         .await
         .expect("create an isolated PostgreSQL database");
-    let outcome = tokio::spawn(a_failed_publish_is_retried_from_the_read_model(db.clone())).await;
-    db.close().await;
-    let _ = drop_isolated_postgres(&admin_url, &url).await;
-    if let Err(error) = outcome {
-        std::panic::resume_unwind(error.into_panic());
-    }
+    run_isolated(
+        a_failed_publish_is_retried_from_the_read_model(db.clone()),
+        async {
+            db.close().await;
+            let _ = drop_isolated_postgres(&admin_url, &url).await;
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -99,7 +99,7 @@ pub struct ScratchPostgres {
     #[arg(
         long,
         env = "EDICT_TEST_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        default_value = edict_test_kit::DEFAULT_TEST_DATABASE_URL
     )]
     pub postgres_url: String,
 }

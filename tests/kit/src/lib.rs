@@ -4,7 +4,10 @@
 //! - [`postgres`]: the test PostgreSQL server (`EDICT_TEST_DATABASE_URL`, one place) and one fresh,
 //!   migrated database per test or benchmark run;
 //! - [`nats`]: the test NATS server (`EDICT_TEST_NATS_URL`, one place) and a fresh prefix per test;
-//! - [`eventually`]: waiting on a condition is a bounded poll, never a bare sleep;
+//! - [`store`]: a scratch event store on either backend, and [`on_both_backends!`] (one test per case and
+//!   backend);
+//! - [`eventually`]: waiting on a condition is a bounded poll, never a bare sleep; [`run_isolated`]: a
+//!   case on a task of its own, cleaned up after even when it panics;
 //! - [`seed`]: bulk event seeding straight into the events table (rebuild and audit benchmarks, and the
 //!   tests that need a long history fast);
 //! - [`tally`]: a small aggregate appended through the real write path (store, relay and projector tests).
@@ -15,6 +18,7 @@ use std::time::Duration;
 pub mod nats;
 pub mod postgres;
 pub mod seed;
+pub mod store;
 pub mod tally;
 
 pub use postgres::{
@@ -37,6 +41,34 @@ where
             return None;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `case` on a task of its own (so that its panic is caught), then `cleanup`, then lets the case's
+/// panic go on: what a test made is removed even when it fails.
+///
+/// # Panics
+/// When `case` panicked (with its panic), or its task failed otherwise.
+pub async fn run_isolated<Case, Cleanup>(case: Case, cleanup: Cleanup)
+where
+    Case: Future<Output = ()> + Send + 'static,
+    Cleanup: Future<Output = ()>,
+{
+    let outcome = tokio::spawn(case).await;
+    cleanup.await;
+    resume_panic(outcome);
+}
+
+/// Lets the panic of a test's task go on in the test (nothing when the task ended well).
+///
+/// # Panics
+/// With the task's panic, or when the task failed otherwise (cancelled).
+pub fn resume_panic(outcome: Result<(), tokio::task::JoinError>) {
+    if let Err(error) = outcome {
+        match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(error) => panic!("test task failed: {error}"),
+        }
     }
 }
 
