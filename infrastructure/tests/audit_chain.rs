@@ -16,56 +16,34 @@ use edict_infrastructure::audit::verify::BreakKind;
 use edict_infrastructure::audit::{
     AuditStore, ChainWriter, ChainWriterSettings, VerifyOptions, VerifyReport, verify_database,
 };
-use edict_infrastructure::projection::bench::{SeedEvent, seed_events};
 use edict_infrastructure::store::Database;
-use edict_infrastructure::store::testing::{
-    create_isolated_postgres, drop_isolated_postgres, eventually, test_database_url,
-};
+use edict_test_kit::eventually;
+use edict_test_kit::seed::{SeedEvent, seed_events};
+use edict_test_kit::store::{Backend, ScratchStore};
 use serde_json::json;
 
 /// A fresh migrated store and how to drop it.
 struct Scratch {
     db: Database,
-    postgres_url: Option<String>,
-    dir: Option<std::path::PathBuf>,
+    store: ScratchStore,
 }
 
 impl Scratch {
     async fn new(kind: &str) -> Scratch {
-        if kind == "postgres" {
-            let (db, url) = create_isolated_postgres(&test_database_url(), "edict_test_audit")
-                .await
-                .unwrap();
-            Scratch {
-                db,
-                postgres_url: Some(url),
-                dir: None,
-            }
+        let backend = if kind == "postgres" {
+            Backend::Postgres
         } else {
-            let dir = std::env::temp_dir().join(format!(
-                "edict-audit-test-{}",
-                uuid::Uuid::new_v4().simple()
-            ));
-            let db = Database::connect(&format!("sqlite://{}/events.db", dir.display()))
-                .await
-                .unwrap();
-            db.migrate().await.unwrap();
-            Scratch {
-                db,
-                postgres_url: None,
-                dir: Some(dir),
-            }
+            Backend::Sqlite
+        };
+        let store = ScratchStore::new(backend, "audit").await;
+        Scratch {
+            db: store.db.clone(),
+            store,
         }
     }
 
     async fn drop(self) {
-        self.db.close().await;
-        if let Some(url) = &self.postgres_url {
-            let _ = drop_isolated_postgres(&test_database_url(), url).await;
-        }
-        if let Some(dir) = &self.dir {
-            let _ = tokio::fs::remove_dir_all(dir).await;
-        }
+        self.store.teardown().await;
     }
 
     async fn execute(&self, sql: &str) {

@@ -11,9 +11,7 @@
 use chrono::{DateTime, Utc};
 use edict_application::event_log::{Checkpoint, EventLog, LogFilter, RecordedEvent};
 use edict_infrastructure::store::Database;
-use edict_infrastructure::store::testing::{
-    create_isolated_postgres, drop_isolated_postgres, test_database_url,
-};
+use edict_test_kit::{create_isolated_postgres, drop_isolated_postgres, test_database_url};
 use std::time::{Duration, Instant};
 
 /// Events of the log that no filter below asks for.

@@ -9,9 +9,7 @@
 use edict_application::read_models::{DocFilter, ReadModels};
 use edict_infrastructure::projection::SqlReadModels;
 use edict_infrastructure::store::Database;
-use edict_infrastructure::store::testing::{
-    create_isolated_postgres, drop_isolated_postgres, test_database_url,
-};
+use edict_test_kit::{create_isolated_postgres, drop_isolated_postgres, test_database_url};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 

@@ -8,9 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use edict_application::read_models::{ConvergenceReads, Enforcement};
 use edict_infrastructure::gateway::convergence::ConvergenceStore;
 use edict_infrastructure::store::Database;
-use edict_infrastructure::store::testing::{
-    create_isolated_postgres, drop_isolated_postgres, test_database_url,
-};
+use edict_test_kit::{create_isolated_postgres, drop_isolated_postgres, test_database_url};
 
 fn at(seconds: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000, 0).unwrap() + Duration::milliseconds(seconds * 1000)

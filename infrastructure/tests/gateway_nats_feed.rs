@@ -5,6 +5,8 @@
 // Tests state their expectations with unwrap/expect: a failure is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use edict_test_kit::nats::{delete_streams, fresh_prefix, test_nats_url};
+use edict_test_kit::resume_panic;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,17 +15,10 @@ use edict_infrastructure::nats::{self, KvRulesetPublisher, NatsSettings};
 use edict_projections::RulesetPublisher;
 use serde_json::json;
 
-fn nats_url() -> String {
-    std::env::var("EDICT_TEST_NATS_URL")
-        .ok()
-        .filter(|url| !url.trim().is_empty())
-        .unwrap_or_else(|| nats::DEFAULT_NATS_URL.to_owned())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_sets_put_in_the_bucket_reach_the_gateway_once_per_revision() {
-    let prefix = format!("t{}_", uuid::Uuid::new_v4().simple());
-    let nats = nats::connect(NatsSettings::new(nats_url(), &prefix).unwrap())
+    let prefix = fresh_prefix();
+    let nats = nats::connect(NatsSettings::new(test_nats_url(), &prefix).unwrap())
         .await
         .expect("connect to nats");
     nats.ensure_streams().await.unwrap();
@@ -109,15 +104,6 @@ async fn rule_sets_put_in_the_bucket_reach_the_gateway_once_per_revision() {
     .await;
     let _ = stop.send(true);
     let _ = follower.await;
-    let js = nats.jetstream();
-    let _ = js.delete_stream(nats.prefix().events_stream()).await;
-    let _ = js
-        .delete_stream(format!("KV_{}", nats.prefix().rulesets_bucket()))
-        .await;
-    if let Err(error) = outcome {
-        match error.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(error) => panic!("test task failed: {error}"),
-        }
-    }
+    delete_streams(&nats).await;
+    resume_panic(outcome);
 }

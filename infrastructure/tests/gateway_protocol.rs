@@ -14,7 +14,6 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,10 +44,9 @@ use edict_infrastructure::gateway::{ConvergenceStore, Gateway, GatewaySettings, 
 use edict_infrastructure::idempotency::IdempotencyStore;
 use edict_infrastructure::projection::{ProjectionRunner, SqlReadModels, WatchPublisher};
 use edict_infrastructure::store::Database;
-use edict_infrastructure::store::testing::{
-    create_isolated_postgres, drop_isolated_postgres, eventually, test_database_url,
-};
 use edict_projections::RulesetPublisher;
+use edict_test_kit::store::{Backend, ScratchStore};
+use edict_test_kit::{eventually, on_both_backends, run_isolated};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -111,17 +109,10 @@ fn edict_over(db: &Database) -> Edict {
     })
 }
 
-#[derive(Debug, Clone)]
-enum Owner {
-    Postgres { admin_url: String },
-    Sqlite { dir: PathBuf },
-}
-
 #[derive(Clone)]
 struct Fixture {
     db: Database,
-    url: String,
-    owner: Owner,
+    store: ScratchStore,
     edict: Arc<Edict>,
     runners: Arc<Vec<ProjectionRunner>>,
     convergence: ConvergenceStore,
@@ -154,25 +145,8 @@ fn ctx() -> RequestContext {
 
 impl Fixture {
     async fn new(backend: Backend) -> Fixture {
-        let (db, url, owner) = match backend {
-            Backend::Postgres => {
-                let admin_url = test_database_url();
-                let (db, url) = create_isolated_postgres(&admin_url, "edict_test_gateway")
-                    .await
-                    .expect("create an isolated PostgreSQL database");
-                (db, url, Owner::Postgres { admin_url })
-            }
-            Backend::Sqlite => {
-                let dir = std::env::temp_dir().join(format!(
-                    "edict-gateway-test-{}",
-                    uuid::Uuid::new_v4().simple()
-                ));
-                let url = format!("sqlite://{}/edict.db", dir.display());
-                let db = Database::connect(&url).await.expect("open SQLite");
-                db.migrate().await.expect("migrate SQLite");
-                (db, url, Owner::Sqlite { dir })
-            }
-        };
+        let store = ScratchStore::new(backend, "gateway").await;
+        let db = store.db.clone();
         let watch = WatchPublisher::new();
         let publisher: Arc<dyn RulesetPublisher> = Arc::new(watch.clone());
         // Decisions reach agents signed (ADR 0022): the change inbox's runner signs them with a key
@@ -230,8 +204,7 @@ impl Fixture {
             .unwrap();
         let mut fixture = Fixture {
             db: db.clone(),
-            url,
-            owner,
+            store,
             edict: edict.clone(),
             runners: Arc::new(runners),
             convergence: ConvergenceStore::new(db.clone()),
@@ -361,15 +334,7 @@ impl Fixture {
     }
 
     async fn teardown(self) {
-        self.db.close().await;
-        match self.owner {
-            Owner::Postgres { admin_url } => {
-                let _ = drop_isolated_postgres(&admin_url, &self.url).await;
-            }
-            Owner::Sqlite { dir } => {
-                let _ = tokio::fs::remove_dir_all(dir).await;
-            }
-        }
+        self.store.teardown().await;
     }
 
     /// Opens `/ws` with `token` and `protocol`; the HTTP status when the upgrade is refused.
@@ -952,50 +917,16 @@ async fn deactivating_the_user_closes_its_agents_connection(fixture: Fixture) {
 // ---------------------------------------------------------------------------------------------------
 // Running each case on both stores.
 
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Postgres,
-    Sqlite,
-}
-
 async fn run<F, Fut>(backend: Backend, case: F)
 where
     F: FnOnce(Fixture) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let fixture = Fixture::new(backend).await;
-    let outcome = tokio::spawn(case(fixture.clone())).await;
-    fixture.teardown().await;
-    if let Err(error) = outcome {
-        match error.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(error) => panic!("test task failed: {error}"),
-        }
-    }
+    run_isolated(case(fixture.clone()), fixture.teardown()).await;
 }
 
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::run(super::Backend::Postgres, super::$case).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::run(super::Backend::Sqlite, super::$case).await;
-                }
-            )*
-        }
-    };
-}
-
-both!(
+on_both_backends!(
     unknown_tokens_get_401_and_other_protocols_426,
     hello_gets_welcome_then_rule_sets_or_current,
     a_new_revision_is_pushed,

@@ -8,9 +8,7 @@
 use edict_application::auth::IdempotencyClaim;
 use edict_infrastructure::idempotency::{IdempotencyStore, KEY_LIFETIME_SECS};
 use edict_infrastructure::store::Database;
-use edict_infrastructure::store::testing::{
-    create_isolated_postgres, drop_isolated_postgres, test_database_url,
-};
+use edict_test_kit::store::{Backend, ScratchStore};
 
 /// Runs `case` on a fresh PostgreSQL database and on a fresh SQLite file.
 async fn on_both<F, Fut>(case: F)
@@ -18,21 +16,11 @@ where
     F: Fn(Database) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let admin = test_database_url();
-    let (db, url) = create_isolated_postgres(&admin, "edict_test_idempotency")
-        .await
-        .unwrap();
-    case(db.clone()).await;
-    db.close().await;
-    drop_isolated_postgres(&admin, &url).await.unwrap();
-
-    let dir = tempfile::tempdir().unwrap();
-    let db = Database::connect(&format!("sqlite://{}/edict.db", dir.path().display()))
-        .await
-        .unwrap();
-    db.migrate().await.unwrap();
-    case(db.clone()).await;
-    db.close().await;
+    for backend in [Backend::Postgres, Backend::Sqlite] {
+        let store = ScratchStore::new(backend, "idempotency").await;
+        case(store.db.clone()).await;
+        store.teardown().await;
+    }
 }
 
 async fn rows(db: &Database) -> i64 {

@@ -17,13 +17,13 @@ use edict_infrastructure::nats::{
     self, Nats, NatsAuth, NatsError, NatsRelay, NatsSettings, NatsTls, RelaySettings,
 };
 use edict_infrastructure::settings::Secret;
-use edict_infrastructure::store::testing::{
+use edict_test_kit::nats::fresh_prefix;
+use edict_test_kit::{
     create_isolated_postgres, drop_isolated_postgres, eventually, test_database_url,
 };
 use tokio::process::{Child, Command};
 
-#[path = "support/tally.rs"]
-mod tally;
+use edict_test_kit::tally;
 
 const PASSWORD: &str = "pw-5f1e0c9a-never-logged";
 const TOKEN: &str = "tok-93b2d1c4-never-logged";
@@ -102,10 +102,6 @@ impl Server {
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
-}
-
-fn fresh_prefix() -> String {
-    format!("t{}_", uuid::Uuid::new_v4().simple())
 }
 
 fn settings(url: &str, auth: NatsAuth, tls: NatsTls) -> NatsSettings {

@@ -25,10 +25,11 @@ use edict_infrastructure::nats::{
 };
 use edict_infrastructure::projection::ProjectionRunner;
 use edict_infrastructure::store::Database;
-use edict_infrastructure::store::testing::{
-    create_isolated_postgres, drop_isolated_postgres, eventually, test_database_url,
-};
 use edict_projections::{DocMeta, Docs, Projection, ProjectionError};
+use edict_test_kit::nats::{delete_streams, fresh_prefix, test_nats_url};
+use edict_test_kit::{
+    create_isolated_postgres, drop_isolated_postgres, eventually, run_isolated, test_database_url,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -38,8 +39,7 @@ const WAIT: Duration = Duration::from_secs(60);
 // ---------------------------------------------------------------------------------------------------
 // A small aggregate appended through the real write path.
 
-#[path = "support/tally.rs"]
-mod tally;
+use edict_test_kit::tally;
 
 /// Appends `commands` commands of 1 to 3 events each, round robin over 5 aggregates named `<tag>-<i>`.
 /// Returns the number of events.
@@ -105,13 +105,6 @@ impl Projection for Follow {
 // ---------------------------------------------------------------------------------------------------
 // Fixture.
 
-fn nats_url() -> String {
-    std::env::var("EDICT_TEST_NATS_URL")
-        .ok()
-        .filter(|url| !url.trim().is_empty())
-        .unwrap_or_else(|| nats::DEFAULT_NATS_URL.to_owned())
-}
-
 #[derive(Clone)]
 struct Fixture {
     db: Database,
@@ -124,7 +117,7 @@ where
     F: FnOnce(Fixture) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    with_fixture_on(nats_url(), case).await;
+    with_fixture_on(test_nats_url(), case).await;
 }
 
 async fn with_fixture_on<F, Fut>(nats_url: String, case: F)
@@ -139,29 +132,23 @@ where
     let (db, url) = create_isolated_postgres(&admin_url, "edict_test_nats_projector")
         .await
         .expect("create an isolated PostgreSQL database");
-    let prefix = format!("t{}_", uuid::Uuid::new_v4().simple());
+    let prefix = fresh_prefix();
     let nats = nats::connect(NatsSettings::new(nats_url, &prefix).unwrap())
         .await
         .expect("connect to nats");
     nats.ensure_streams().await.expect("ensure the streams");
-    let outcome = tokio::spawn(case(Fixture {
-        db: db.clone(),
-        nats: nats.clone(),
-    }))
+    run_isolated(
+        case(Fixture {
+            db: db.clone(),
+            nats: nats.clone(),
+        }),
+        async {
+            delete_streams(&nats).await;
+            db.close().await;
+            let _ = drop_isolated_postgres(&admin_url, &url).await;
+        },
+    )
     .await;
-    let js = nats.jetstream();
-    let _ = js.delete_stream(nats.prefix().events_stream()).await;
-    let _ = js
-        .delete_stream(format!("KV_{}", nats.prefix().rulesets_bucket()))
-        .await;
-    db.close().await;
-    let _ = drop_isolated_postgres(&admin_url, &url).await;
-    if let Err(error) = outcome {
-        match error.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(error) => panic!("test task failed: {error}"),
-        }
-    }
 }
 
 fn runner(fixture: &Fixture) -> Arc<ProjectionRunner> {

@@ -24,10 +24,12 @@ use edict_infrastructure::nats::{
 };
 use edict_infrastructure::projection::RulesetUpdate;
 use edict_infrastructure::store::Database;
-use edict_infrastructure::store::testing::{
-    create_isolated_postgres, drop_isolated_postgres, eventually, test_database_url,
-};
 use edict_projections::RulesetPublisher;
+use edict_test_kit::nats::{delete_streams, fresh_prefix, test_nats_url};
+use edict_test_kit::resume_panic;
+use edict_test_kit::{
+    create_isolated_postgres, drop_isolated_postgres, eventually, run_isolated, test_database_url,
+};
 use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::{oneshot, watch};
@@ -36,8 +38,7 @@ use tokio::task::JoinHandle;
 // ---------------------------------------------------------------------------------------------------
 // A small aggregate appended through the real write path (cqrs-es event-store mode).
 
-#[path = "support/tally.rs"]
-mod tally;
+use edict_test_kit::tally;
 
 /// Appends `commands` commands of 1 to 3 events each, round robin over 7 aggregates. Returns the number
 /// of events.
@@ -47,17 +48,6 @@ async fn append(db: &Database, tag: &str, commands: u64) -> u64 {
 
 // ---------------------------------------------------------------------------------------------------
 // Fixture: a database, a prefix, a connection.
-
-fn nats_url() -> String {
-    std::env::var("EDICT_TEST_NATS_URL")
-        .ok()
-        .filter(|url| !url.trim().is_empty())
-        .unwrap_or_else(|| nats::DEFAULT_NATS_URL.to_owned())
-}
-
-fn fresh_prefix() -> String {
-    format!("t{}_", uuid::Uuid::new_v4().simple())
-}
 
 #[derive(Clone)]
 struct Fixture {
@@ -72,7 +62,7 @@ where
     F: FnOnce(Fixture) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let settings = NatsSettings::new(nats_url(), &fresh_prefix()).unwrap();
+    let settings = NatsSettings::new(test_nats_url(), &fresh_prefix()).unwrap();
     with_fixture_on(settings, case).await;
 }
 
@@ -95,25 +85,12 @@ where
         db: db.clone(),
         nats: nats.clone(),
     };
-    let outcome = tokio::spawn(case(fixture)).await;
-    delete_streams(&nats).await;
-    db.close().await;
-    let _ = drop_isolated_postgres(&admin_url, &url).await;
-    if let Err(error) = outcome {
-        match error.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(error) => panic!("test task failed: {error}"),
-        }
-    }
-}
-
-/// Best effort: the prefix's streams go away with the test.
-async fn delete_streams(nats: &Nats) {
-    let js = nats.jetstream();
-    let _ = js.delete_stream(nats.prefix().events_stream()).await;
-    let _ = js
-        .delete_stream(format!("KV_{}", nats.prefix().rulesets_bucket()))
-        .await;
+    run_isolated(case(fixture), async {
+        delete_streams(&nats).await;
+        db.close().await;
+        let _ = drop_isolated_postgres(&admin_url, &url).await;
+    })
+    .await;
 }
 
 /// A running relay: its status and a way to stop it gracefully or to kill it.
@@ -614,7 +591,7 @@ async fn next_update(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rulesets_bucket_works_on_this_server_and_gateways_see_every_revision() {
-    let settings = NatsSettings::new(nats_url(), &fresh_prefix()).unwrap();
+    let settings = NatsSettings::new(test_nats_url(), &fresh_prefix()).unwrap();
     let nats = nats::connect(settings).await.unwrap();
     let outcome = tokio::spawn({
         let nats = nats.clone();
@@ -671,12 +648,7 @@ async fn the_rulesets_bucket_works_on_this_server_and_gateways_see_every_revisio
     })
     .await;
     delete_streams(&nats).await;
-    if let Err(error) = outcome {
-        match error.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(error) => panic!("test task failed: {error}"),
-        }
-    }
+    resume_panic(outcome);
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@
 //! ```
 //!
 //! For each store it seeds `EDICT_BENCH_EVENTS` events (default 200,000) straight into the `events`
-//! table with `projection::bench::seed_events`, then rebuilds and prints events per second, for two
+//! table with `edict_test_kit::seed::seed_events`, then rebuilds and prints events per second, for two
 //! workloads:
 //!
 //! - `bench_tally`: counts events per counter (10,000) and per team (100); each event reads and writes
@@ -38,12 +38,10 @@ use edict_domain::rule::{
 use edict_domain::team::{TeamEvent, TeamName, TeamRole};
 use edict_domain::{Enforcement, Layer, RuleId, TeamId, UserId};
 use edict_infrastructure::projection::ProjectionRunner;
-use edict_infrastructure::projection::bench::{SeedEvent, seed_events};
 use edict_infrastructure::store::Database;
-use edict_infrastructure::store::testing::{
-    create_isolated_postgres, drop_isolated_postgres, test_database_url,
-};
 use edict_projections::{DocMeta, Docs, Projection, ProjectionError, RecordedEvent};
+use edict_test_kit::seed::{SeedEvent, seed_events};
+use edict_test_kit::{create_isolated_postgres, drop_isolated_postgres, test_database_url};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};

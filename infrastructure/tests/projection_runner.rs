@@ -16,7 +16,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,11 +29,10 @@ use edict_application::read_models::{DocFilter, ReadModelError, ReadModels};
 use edict_infrastructure::projection::{
     Handled, ProjectionRunner, RebuildPhase, RunnerError, SqlReadModels, WatchPublisher,
 };
-use edict_infrastructure::store::testing::{
-    create_isolated_postgres, drop_isolated_postgres, eventually, test_database_url,
-};
 use edict_infrastructure::store::{Database, EventRepository};
 use edict_projections::{DocMeta, Docs, Projection, ProjectionError, RULESET_KIND};
+use edict_test_kit::store::{Backend, ScratchStore};
+use edict_test_kit::{eventually, on_both_backends, run_isolated};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -277,69 +275,16 @@ impl Projection for Tally {
 // ---------------------------------------------------------------------------------------------------
 // Fixtures: one isolated store per test, removed afterwards (also when the case panics).
 
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Postgres,
-    Sqlite,
-}
+type Fixture = ScratchStore;
 
-#[derive(Debug, Clone)]
-struct Fixture {
-    db: Database,
-    url: String,
-    owner: Owner,
-}
-
-#[derive(Debug, Clone)]
-enum Owner {
-    Postgres { admin_url: String },
-    Sqlite { dir: PathBuf },
-}
-
-impl Fixture {
-    async fn new(backend: Backend) -> Fixture {
-        match backend {
-            Backend::Postgres => {
-                let admin_url = test_database_url();
-                let (db, url) = create_isolated_postgres(&admin_url, "edict_test_projection")
-                    .await
-                    .expect("create an isolated PostgreSQL database");
-                Fixture {
-                    db,
-                    url,
-                    owner: Owner::Postgres { admin_url },
-                }
-            }
-            Backend::Sqlite => {
-                let dir = std::env::temp_dir().join(format!(
-                    "edict-projection-test-{}",
-                    uuid::Uuid::new_v4().simple()
-                ));
-                let url = format!("sqlite://{}/edict.db", dir.display());
-                let db = Database::connect(&url).await.expect("open SQLite");
-                db.migrate().await.expect("migrate SQLite");
-                Fixture {
-                    db,
-                    url,
-                    owner: Owner::Sqlite { dir },
-                }
-            }
-        }
-    }
-
-    async fn teardown(self) {
-        self.db.close().await;
-        match self.owner {
-            Owner::Postgres { admin_url } => {
-                let _ = drop_isolated_postgres(&admin_url, &self.url).await;
-            }
-            Owner::Sqlite { dir } => {
-                let _ = tokio::fs::remove_dir_all(dir).await;
-            }
-        }
-    }
-
+/// What the cases ask of their store beyond [`ScratchStore`].
+trait FixtureExt {
     /// A second, independent connection pool to the same database (another process, in effect).
+    async fn reconnect(&self) -> Database;
+    fn runner(&self, projection: &Tally) -> ProjectionRunner;
+}
+
+impl FixtureExt for Fixture {
     async fn reconnect(&self) -> Database {
         Database::connect(&self.url).await.unwrap()
     }
@@ -354,39 +299,11 @@ where
     F: FnOnce(Fixture) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let fixture = Fixture::new(backend).await;
-    let outcome = tokio::spawn(case(fixture.clone())).await;
-    fixture.teardown().await;
-    if let Err(error) = outcome {
-        match error.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(error) => panic!("test task failed: {error}"),
-        }
-    }
+    let fixture = ScratchStore::new(backend, "projection").await;
+    run_isolated(case(fixture.clone()), fixture.teardown()).await;
 }
 
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::run(super::Backend::Postgres, super::$case).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::run(super::Backend::Sqlite, super::$case).await;
-                }
-            )*
-        }
-    };
-}
-
-both!(
+on_both_backends!(
     catch_up_applies_every_event_once_and_again_changes_nothing,
     in_order_messages_apply_and_redeliveries_are_duplicates,
     a_lost_message_is_caught_up_from_the_store,

@@ -21,38 +21,20 @@ use edict_infrastructure::gateway::{NatsFeed, Rulesets, WatchFeed};
 use edict_infrastructure::nats::{self, KvRulesetPublisher, Nats, NatsSettings};
 use edict_infrastructure::projection::{ProjectionRunner, WatchPublisher};
 use edict_infrastructure::store::Database;
-use edict_infrastructure::store::testing::{
-    create_isolated_postgres, drop_isolated_postgres, eventually, test_database_url,
-};
 use edict_projections::{
     DocMeta, Docs, Projection, ProjectionError, RULESET_KIND, RulesetPublisher,
 };
+use edict_test_kit::nats::{delete_streams, fresh_prefix, test_nats_url};
+use edict_test_kit::{
+    create_isolated_postgres, drop_isolated_postgres, eventually, run_isolated, test_database_url,
+};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
-
-fn nats_url() -> String {
-    std::env::var("EDICT_TEST_NATS_URL")
-        .ok()
-        .filter(|url| !url.trim().is_empty())
-        .unwrap_or_else(|| nats::DEFAULT_NATS_URL.to_owned())
-}
-
-fn fresh_prefix() -> String {
-    format!("t{}_", uuid::Uuid::new_v4().simple())
-}
 
 async fn connect(url: &str, prefix: &str) -> Nats {
     nats::connect(NatsSettings::new(url, prefix).unwrap())
         .await
         .expect("connect to nats")
-}
-
-async fn delete_streams(nats: &Nats) {
-    let js = nats.jetstream();
-    let _ = js.delete_stream(nats.prefix().events_stream()).await;
-    let _ = js
-        .delete_stream(format!("KV_{}", nats.prefix().rulesets_bucket()))
-        .await;
 }
 
 /// The rule set the bucket holds for `team`.
@@ -77,16 +59,12 @@ where
     F: FnOnce(Nats) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let nats = connect(&nats_url(), &fresh_prefix()).await;
+    let nats = connect(&test_nats_url(), &fresh_prefix()).await;
     nats.ensure_streams().await.unwrap();
-    let outcome = tokio::spawn(case(nats.clone())).await;
-    delete_streams(&nats).await;
-    if let Err(error) = outcome {
-        match error.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(error) => panic!("test task failed: {error}"),
-        }
-    }
+    run_isolated(case(nats.clone()), async {
+        delete_streams(&nats).await;
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -128,7 +106,7 @@ async fn a_lower_revision_published_after_a_higher_one_is_ignored() {
 async fn two_publishers_racing_revisions_n_and_n_plus_1_always_leave_n_plus_1() {
     on_shared_nats(|nats| async move {
         // Two publishers on two connections, as two projector replicas would be.
-        let other = connect(&nats_url(), nats.prefix().as_str()).await;
+        let other = connect(&test_nats_url(), nats.prefix().as_str()).await;
         let first = Arc::new(KvRulesetPublisher::open(&nats).await.unwrap());
         let second = Arc::new(KvRulesetPublisher::open(&other).await.unwrap());
         const ROUNDS: u64 = 60;
@@ -171,8 +149,7 @@ async fn two_publishers_racing_revisions_n_and_n_plus_1_always_leave_n_plus_1() 
 // ---------------------------------------------------------------------------------------------------
 // At-least-once publication from the read model.
 
-#[path = "support/tally.rs"]
-mod tally;
+use edict_test_kit::tally;
 
 /// A projection of rule sets over the tally aggregate: aggregate `<team>` is a team whose rule set
 /// revision is its event count.
@@ -294,12 +271,14 @@ async fn postgres_a_failed_publish_is_retried_from_the_read_model() {
     let (db, url) = create_isolated_postgres(&admin_url, "edict_test_publication")
         .await
         .expect("create an isolated PostgreSQL database");
-    let outcome = tokio::spawn(a_failed_publish_is_retried_from_the_read_model(db.clone())).await;
-    db.close().await;
-    let _ = drop_isolated_postgres(&admin_url, &url).await;
-    if let Err(error) = outcome {
-        std::panic::resume_unwind(error.into_panic());
-    }
+    run_isolated(
+        a_failed_publish_is_retried_from_the_read_model(db.clone()),
+        async {
+            db.close().await;
+            let _ = drop_isolated_postgres(&admin_url, &url).await;
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

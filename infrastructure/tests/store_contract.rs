@@ -10,7 +10,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,10 +18,9 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, AggregateError, CqrsFramework, DomainEvent, EventStore};
 use edict_application::event_log::{Checkpoint, EventLog, EventLogError, RecordedEvent};
-use edict_infrastructure::store::testing::{
-    create_isolated_postgres, drop_isolated_postgres, eventually, test_database_url,
-};
 use edict_infrastructure::store::{Database, EventRepository};
+use edict_test_kit::store::{Backend, ScratchStore};
+use edict_test_kit::{eventually, on_both_backends, run_isolated};
 use serde::{Deserialize, Serialize};
 
 // ---------------------------------------------------------------------------------------------------
@@ -196,109 +194,19 @@ async fn read_at_least(db: &Database, count: usize) -> Vec<RecordedEvent> {
 // ---------------------------------------------------------------------------------------------------
 // Fixtures: one isolated store per test, removed afterwards (also when the case panics).
 
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Postgres,
-    Sqlite,
-}
-
-#[derive(Debug, Clone)]
-struct Fixture {
-    db: Database,
-    url: String,
-    /// The PostgreSQL admin URL, or the SQLite temporary directory.
-    owner: Owner,
-}
-
-#[derive(Debug, Clone)]
-enum Owner {
-    Postgres { admin_url: String },
-    Sqlite { dir: PathBuf },
-}
-
-impl Fixture {
-    async fn new(backend: Backend) -> Fixture {
-        match backend {
-            Backend::Postgres => {
-                let admin_url = test_database_url();
-                let (db, url) = create_isolated_postgres(&admin_url, "edict_test_store")
-                    .await
-                    .expect("create an isolated PostgreSQL database");
-                Fixture {
-                    db,
-                    url,
-                    owner: Owner::Postgres { admin_url },
-                }
-            }
-            Backend::Sqlite => {
-                let dir = std::env::temp_dir().join(format!(
-                    "edict-store-test-{}",
-                    uuid::Uuid::new_v4().simple()
-                ));
-                // A nested, missing directory: connect must create it.
-                let url = format!("sqlite://{}/data/events.db", dir.display());
-                let db = Database::connect(&url).await.expect("open SQLite");
-                db.migrate().await.expect("migrate SQLite");
-                Fixture {
-                    db,
-                    url,
-                    owner: Owner::Sqlite { dir },
-                }
-            }
-        }
-    }
-
-    async fn teardown(self) {
-        self.db.close().await;
-        match self.owner {
-            Owner::Postgres { admin_url } => {
-                let _ = drop_isolated_postgres(&admin_url, &self.url).await;
-            }
-            Owner::Sqlite { dir } => {
-                let _ = tokio::fs::remove_dir_all(dir).await;
-            }
-        }
-    }
-}
+type Fixture = ScratchStore;
 
 async fn run<F, Fut>(backend: Backend, case: F)
 where
     F: FnOnce(Fixture) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let fixture = Fixture::new(backend).await;
-    let outcome = tokio::spawn(case(fixture.clone())).await;
-    fixture.teardown().await;
-    if let Err(error) = outcome {
-        match error.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(error) => panic!("test task failed: {error}"),
-        }
-    }
+    // A nested, missing directory on SQLite: connect must create it.
+    let fixture = ScratchStore::new(backend, "store").await;
+    run_isolated(case(fixture.clone()), fixture.teardown()).await;
 }
 
-macro_rules! contract_tests {
-    ($($case:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::run(super::Backend::Postgres, super::$case).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::run(super::Backend::Sqlite, super::$case).await;
-                }
-            )*
-        }
-    };
-}
-
-contract_tests!(
+on_both_backends!(
     load_returns_what_was_appended,
     conflicting_append_is_an_aggregate_conflict,
     read_all_returns_every_event_in_commit_order_with_metadata_and_time,

@@ -16,14 +16,13 @@ use std::time::Duration;
 
 use edict_application::event_log::{Checkpoint, EventLog, RecordedEvent};
 use edict_infrastructure::store::Database;
-use edict_infrastructure::store::testing::{
-    create_isolated_postgres, drop_isolated_postgres, test_database_url,
+use edict_test_kit::{
+    create_isolated_postgres, drop_isolated_postgres, run_isolated, test_database_url,
 };
 use serde_json::json;
 use sqlx::PgPool;
 
-#[path = "support/tally.rs"]
-mod tally;
+use edict_test_kit::tally;
 use tally::{TallyEvent, cqrs};
 
 fn key(event: &RecordedEvent) -> (String, i64) {
@@ -47,15 +46,11 @@ where
     let Database::Postgres(pool) = db.clone() else {
         unreachable!("create_isolated_postgres opens PostgreSQL")
     };
-    let outcome = tokio::spawn(case(db.clone(), pool)).await;
-    db.close().await;
-    let _ = drop_isolated_postgres(&admin_url, &url).await;
-    if let Err(error) = outcome {
-        match error.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(error) => panic!("test task failed: {error}"),
-        }
-    }
+    run_isolated(case(db.clone(), pool), async {
+        db.close().await;
+        let _ = drop_isolated_postgres(&admin_url, &url).await;
+    })
+    .await;
 }
 
 /// Reads from `from` until `count` events arrived (a bounded poll), then checks nothing more is there.

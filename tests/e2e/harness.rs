@@ -2,7 +2,6 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use std::future::Future;
 use std::net::TcpListener;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -22,34 +21,11 @@ pub enum Store {
     Sqlite,
 }
 
-/// The PostgreSQL server tests create their databases on.
-pub fn admin_database_url() -> String {
-    std::env::var("EDICT_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// Polls `probe` until it answers `Some`, or `timeout` passes.
-pub async fn eventually<T, F, Fut>(timeout: Duration, mut probe: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await {
-            return Some(value);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-/// The NATS server tests share (each test uses its own prefix).
-pub fn shared_nats_url() -> String {
-    std::env::var("EDICT_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
-}
+// The PostgreSQL server tests create their databases on, bounded polling, and the NATS server tests share
+// (each test uses its own prefix): the test kit's, under the names the tests use.
+pub use edict_test_kit::eventually;
+pub use edict_test_kit::nats::test_nats_url as shared_nats_url;
+pub use edict_test_kit::test_database_url as admin_database_url;
 
 /// How a test deployment is laid out.
 #[derive(Debug, Clone, Default)]

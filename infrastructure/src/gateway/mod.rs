@@ -17,7 +17,7 @@
 //! Gateways hold no state that matters: any gateway serves any agent, everything is re-derived from
 //! the store and the feed at each `hello`.
 //!
-//! Memory per idle connection (measured by `edict bench agents`, see `docs/benchmarks.md`): the
+//! Memory per idle connection (measured by `edict-bench agents`, see `docs/benchmarks.md`): the
 //! WebSocket buffers are set small ([`GatewaySettings::websocket_config`]; tungstenite's defaults cost
 //! about 134 KB per connection), and the connection task's future stays small because its rare, deep
 //! calls (authentication, the greeting, reports, the timers' reads) are boxed while they run rather

@@ -37,10 +37,8 @@
 //!   owed in `ruleset_publication` and the runner's publication loop retries them until published, ADR
 //!   0014), and [`WatchPublisher`], the in-process rule set channel of the embedded mode;
 //! - `polling`: [`ProjectionRunner::run_polling`], the embedded transport;
-//! - [`bench`](mod@bench): bulk event seeding for rebuild benchmarks;
 //! - `sql`: the statements, written once for both databases.
 
-pub mod bench;
 mod polling;
 pub mod publisher;
 pub mod read_models;

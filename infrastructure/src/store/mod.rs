@@ -13,9 +13,7 @@
 //! - [`repository`]: [`EventRepository`], the one cqrs-es repository type every aggregate is stored with
 //!   (`PersistedEventStore::new_event_store(db.event_repository())`, event-store mode only);
 //! - [`global_log`]: the [`EventLog`](edict_application::event_log::EventLog) port, reading every event of
-//!   every aggregate in commit order;
-//! - [`testing`]: one fresh PostgreSQL database per test or benchmark run, and bounded polling;
-//! - [`bench`]: the append micro-benchmark and the raw PostgreSQL ceiling it is compared with.
+//!   every aggregate in commit order.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -26,11 +24,9 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-pub mod bench;
 pub mod global_log;
 pub mod private;
 pub mod repository;
-pub mod testing;
 
 pub use repository::EventRepository;
 
@@ -75,9 +71,6 @@ pub enum StoreError {
     /// A statement failed.
     #[error("event store query failed")]
     Query(#[source] sqlx::Error),
-    /// The `pgbench` ceiling measurement failed.
-    #[error("pgbench failed: {0}")]
-    Pgbench(String),
 }
 
 /// An open event store: a connection pool to PostgreSQL or to an SQLite file.

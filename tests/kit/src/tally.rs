@@ -1,7 +1,5 @@
 //! A small aggregate for the store, relay and projector tests, appended through the real write path
-//! (cqrs-es over the event repository). Included by the tests that need it (`#[path]`), so not every
-//! item is used by each.
-#![allow(dead_code, clippy::unwrap_used)]
+//! (cqrs-es over the event repository).
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::PersistedEventStore;
@@ -18,7 +16,11 @@ pub struct Tally {
 /// The one event: the count reached `n`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TallyEvent {
-    Counted { n: u64 },
+    /// The count reached `n`.
+    Counted {
+        /// The count.
+        n: u64,
+    },
 }
 
 impl DomainEvent for TallyEvent {
@@ -31,6 +33,7 @@ impl DomainEvent for TallyEvent {
     }
 }
 
+/// The error of a command that never fails.
 #[derive(Debug, thiserror::Error)]
 #[error("never fails")]
 pub struct TallyError;
@@ -62,6 +65,7 @@ impl Aggregate for Tally {
     }
 }
 
+/// The command side of [`Tally`] over the event store.
 pub type Cqrs = CqrsFramework<Tally, PersistedEventStore<EventRepository, Tally>>;
 
 /// The command side over `db`.
@@ -75,6 +79,10 @@ pub fn cqrs(db: &Database) -> Cqrs {
 
 /// Appends `commands` commands of 1 to 3 events each, round robin over `aggregates` aggregates named
 /// `<tag>-<i>`. Returns the number of events.
+///
+/// # Panics
+/// When a command fails (a test helper: that is the test failing).
+#[allow(clippy::unwrap_used)]
 pub async fn append_over(db: &Database, tag: &str, commands: u64, aggregates: u64) -> u64 {
     let cqrs = cqrs(db);
     let mut events = 0;

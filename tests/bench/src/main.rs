@@ -1,15 +1,21 @@
-//! `edict bench`: measurements that print figures (the speed targets are met here, not in timed tests).
+//! `edict-bench`: measurements that print figures (the speed targets are met here, not in timed tests).
+//! Not part of the product: a workspace crate of its own (`tests/bench`), built with
+//! `cargo build --release -p edict -p edict-agent -p edict-bench`; the benches that run Edict as child
+//! processes take the `edict` and `edict-agent` binaries beside this one.
 //!
-//! `edict bench commands` starts Edict in this process on each store (a scratch PostgreSQL database and a
+//! Layout: this file holds the command line, what the benches share (the scratch PostgreSQL server,
+//! sign-in, the rule lifecycle `Fleet`) and `edict-bench commands`; `agents.rs` (with `agents/sim.rs`
+//! and `agents/revert.rs`), `audit.rs`, `logins.rs`, `loopback.rs` and `projections.rs` the others.
+//!
+//! `edict-bench commands` starts Edict in this process on each store (a scratch PostgreSQL database and a
 //! temporary SQLite file), drives its HTTP API with concurrent clients, measures raw appends at the
 //! store, and runs pgbench with the same transaction shape as the ceiling.
 
-use crate::app;
-use crate::output::{self, OutputFormat};
 use anyhow::{Context, Result, bail};
-use clap::{Args, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use edict::app;
+use edict::output::{self, OutputFormat};
 use edict_infrastructure::settings::{BootstrapAdmin, Secret, Settings};
-use edict_infrastructure::store::{bench as store_bench, testing};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -19,16 +25,36 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
-#[path = "bench_agents.rs"]
-mod bench_agents;
-#[path = "bench_audit.rs"]
-mod bench_audit;
-#[path = "bench_logins.rs"]
-mod bench_logins;
-#[path = "bench_loopback.rs"]
-mod bench_loopback;
-#[path = "bench_projections.rs"]
-mod bench_projections;
+mod agents;
+mod appends;
+mod audit;
+mod logins;
+mod loopback;
+mod projections;
+
+/// Measures Edict on this machine (see docs/benchmarks.md).
+#[derive(Debug, Parser)]
+#[command(name = "edict-bench", version, about)]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "EDICT_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    edict_infrastructure::telemetry::init(cli.log_json, "info");
+    match run(cli.command).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            output::print_error(&error);
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
 
 /// What to measure.
 #[derive(Debug, Subcommand)]
@@ -42,28 +68,28 @@ pub enum BenchCommand {
     /// Seeds --events events made by the real Rule and Team aggregates (about 2,000 rules, 200 teams,
     /// then review cycles, enforcement changes, attach/detach) into a scratch store, times a fresh
     /// runner's catch_up() from the start and then rebuild(), and compares their content hashes.
-    Rebuild(bench_projections::RebuildArgs),
+    Rebuild(projections::RebuildArgs),
     /// Lag from a command's response to its event being applied by each read model, under a fixed
     /// offered load, with the API, the relay and the five projectors on PostgreSQL and NATS.
     ///
     /// A sampler reads projection_state every 2 ms; each command's lag in a projection is the first
     /// sample whose checkpoint covers the command's event, minus the instant its response arrived.
-    Lag(bench_projections::LagArgs),
+    Lag(projections::LagArgs),
     /// How fast the tamper-evidence chain is written, verified (goal: 1,000,000 events in at most
     /// 10 s) and exported, over --events seeded events.
-    Verify(bench_audit::VerifyArgs),
+    Verify(audit::VerifyArgs),
     /// Propagation latency from a command to N simulated agents' `applied`, gateway memory per idle
     /// connection, and a reconnect storm (kill and restart the gateway), with the server as child
     /// processes on PostgreSQL and NATS (see docs/benchmarks.md).
-    Agents(bench_agents::AgentsArgs),
+    Agents(agents::AgentsArgs),
     /// The real edict-agent: detect → revert latency of a block-mode section, idle RSS and CPU.
-    AgentRevert(bench_agents::bench_agent_revert::AgentRevertArgs),
+    AgentRevert(agents::revert::AgentRevertArgs),
     /// Good sign-ins' latency (p50/p99) alone and while bad sign-ins arrive at --attack-rate from
     /// other addresses (see docs/benchmarks.md).
-    Logins(bench_logins::LoginsArgs),
+    Logins(logins::LoginsArgs),
     /// The floor under `bench agents` on this machine: the same push (a frame to each of N loopback
     /// TCP connections, an answer from each) with nothing of Edict in it.
-    Loopback(bench_loopback::LoopbackArgs),
+    Loopback(loopback::LoopbackArgs),
 }
 
 /// The PostgreSQL server a bench creates (and drops) its scratch databases on.
@@ -73,12 +99,12 @@ pub struct ScratchPostgres {
     #[arg(
         long,
         env = "EDICT_TEST_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        default_value = edict_test_kit::DEFAULT_TEST_DATABASE_URL
     )]
     pub postgres_url: String,
 }
 
-/// Options of `edict bench commands`.
+/// Options of `edict-bench commands`.
 #[derive(Debug, Args)]
 pub struct CommandsArgs {
     /// Concurrent clients.
@@ -141,15 +167,13 @@ struct Report {
 pub async fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Commands(args) => commands(args).await,
-        BenchCommand::Rebuild(args) => bench_projections::rebuild(args).await,
-        BenchCommand::Lag(args) => bench_projections::lag(args).await,
-        BenchCommand::Verify(args) => bench_audit::verify(args).await,
-        BenchCommand::Agents(args) => bench_agents::agents(args).await,
-        BenchCommand::AgentRevert(args) => {
-            bench_agents::bench_agent_revert::agent_revert(args).await
-        }
-        BenchCommand::Loopback(args) => bench_loopback::loopback(args).await,
-        BenchCommand::Logins(args) => bench_logins::logins(args).await,
+        BenchCommand::Rebuild(args) => projections::rebuild(args).await,
+        BenchCommand::Lag(args) => projections::lag(args).await,
+        BenchCommand::Verify(args) => audit::verify(args).await,
+        BenchCommand::Agents(args) => agents::agents(args).await,
+        BenchCommand::AgentRevert(args) => agents::revert::agent_revert(args).await,
+        BenchCommand::Loopback(args) => loopback::loopback(args).await,
+        BenchCommand::Logins(args) => logins::logins(args).await,
     }
 }
 
@@ -158,14 +182,16 @@ async fn commands(args: CommandsArgs) -> Result<()> {
     for store in &args.stores {
         let report = match store.as_str() {
             "postgres" => {
-                let (database, url) =
-                    testing::create_isolated_postgres(&args.scratch.postgres_url, "edict_bench")
-                        .await
-                        .context("cannot create a scratch PostgreSQL database")?;
+                let (database, url) = edict_test_kit::create_isolated_postgres(
+                    &args.scratch.postgres_url,
+                    "edict_bench",
+                )
+                .await
+                .context("cannot create a scratch PostgreSQL database")?;
                 database.close().await;
                 let report = bench_store("postgres", url.clone(), &args).await;
                 if let Err(error) =
-                    testing::drop_isolated_postgres(&args.scratch.postgres_url, &url).await
+                    edict_test_kit::drop_isolated_postgres(&args.scratch.postgres_url, &url).await
                 {
                     tracing::warn!(%error, "cannot drop the scratch database");
                 }
@@ -189,10 +215,9 @@ async fn commands(args: CommandsArgs) -> Result<()> {
     let pgbench = if args.no_pgbench {
         None
     } else {
-        let tps =
-            store_bench::pgbench_ceiling(&args.scratch.postgres_url, args.clients, args.seconds)
-                .await
-                .context("cannot run pgbench")?;
+        let tps = appends::pgbench_ceiling(&args.scratch.postgres_url, args.clients, args.seconds)
+            .await
+            .context("cannot run pgbench")?;
         Some(tps)
     };
     let report = Report {
@@ -291,7 +316,7 @@ async fn bench_store(kind: &str, url: String, args: &CommandsArgs) -> Result<Sto
 
     tracing::info!(store = kind, "measuring raw appends");
     let database = edict_infrastructure::store::Database::connect(&url).await?;
-    let appends = store_bench::bench_appends(&database, args.clients, duration).await;
+    let appends = appends::bench_appends(&database, args.clients, duration).await;
     database.close().await;
     Ok(StoreReport {
         store: kind.to_owned(),

@@ -1,10 +1,10 @@
-//! The append micro-benchmark (`edict bench commands` builds on it) and the raw PostgreSQL ceiling it is
-//! compared with.
+//! The append micro-benchmark of `edict-bench commands` and the raw PostgreSQL ceiling it is compared
+//! with.
 //!
 //! [`bench_appends`] drives the real write path below the aggregate: `EventRepository::persist`, one event
 //! per transaction, exactly the statements postgres-es / sqlite-es issue for a one-event command. It writes
 //! rows of aggregate type [`BENCH_AGGREGATE_TYPE`] into the events table it is given, so run it against a
-//! scratch database ([`super::testing::create_isolated_postgres`]).
+//! scratch database ([`edict_test_kit::create_isolated_postgres`]).
 //!
 //! [`pgbench_ceiling`] runs PostgreSQL's own `pgbench` with the same transaction shape (BEGIN, one INSERT
 //! into a table shaped like ours, COMMIT) to show how far the store is from what the server can do.
@@ -18,8 +18,9 @@ use cqrs_es::persist::{PersistedEventRepository, SerializedEvent};
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
-use super::testing::{create_isolated_postgres, drop_isolated_postgres};
-use super::{Database, EventRepository, StoreError};
+use anyhow::{Context, Result, bail};
+use edict_infrastructure::store::{Database, EventRepository};
+use edict_test_kit::{create_isolated_postgres, drop_isolated_postgres};
 
 /// The aggregate type of the rows [`bench_appends`] writes.
 pub const BENCH_AGGREGATE_TYPE: &str = "BenchCounter";
@@ -179,10 +180,10 @@ END;
 /// else whatever `pgbench` is on `PATH`.
 ///
 /// # Errors
-/// [`StoreError`] when the scratch database cannot be created, and [`StoreError::Pgbench`] when pgbench
-/// cannot be run, fails, or prints no `tps = …` line.
+/// When the scratch database cannot be created, or pgbench cannot be run, fails, or prints no `tps = …`
+/// line.
 #[tracing::instrument(skip(url), err)]
-pub async fn pgbench_ceiling(url: &str, clients: usize, seconds: u64) -> Result<f64, StoreError> {
+pub async fn pgbench_ceiling(url: &str, clients: usize, seconds: u64) -> Result<f64> {
     let (database, scratch_url) = create_isolated_postgres(url, "edict_pgbench").await?;
     database.close().await;
     let result = run_pgbench(&scratch_url, clients.max(1), seconds.max(1)).await;
@@ -192,16 +193,14 @@ pub async fn pgbench_ceiling(url: &str, clients: usize, seconds: u64) -> Result<
     result
 }
 
-async fn run_pgbench(url: &str, clients: usize, seconds: u64) -> Result<f64, StoreError> {
+async fn run_pgbench(url: &str, clients: usize, seconds: u64) -> Result<f64> {
     let script = std::env::temp_dir().join(format!(
         "edict-pgbench-{}.sql",
         uuid::Uuid::new_v4().simple()
     ));
     tokio::fs::write(&script, PGBENCH_SCRIPT)
         .await
-        .map_err(|error| {
-            StoreError::Pgbench(format!("cannot write {}: {error}", script.display()))
-        })?;
+        .with_context(|| format!("pgbench failed: cannot write {}", script.display()))?;
     let binary = if std::path::Path::new("/usr/bin/pgbench").exists() {
         "/usr/bin/pgbench"
     } else {
@@ -220,18 +219,17 @@ async fn run_pgbench(url: &str, clients: usize, seconds: u64) -> Result<f64, Sto
         .output()
         .await;
     let _ = tokio::fs::remove_file(&script).await;
-    let output =
-        output.map_err(|error| StoreError::Pgbench(format!("cannot run {binary}: {error}")))?;
+    let output = output.with_context(|| format!("pgbench failed: cannot run {binary}"))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(StoreError::Pgbench(format!(
-            "{binary} exited with {}: {}",
+        bail!(
+            "pgbench failed: {binary} exited with {}: {}",
             output.status,
             stderr.trim()
-        )));
+        );
     }
-    parse_tps(&stdout).ok_or_else(|| StoreError::Pgbench(format!("no tps line in: {stdout}")))
+    parse_tps(&stdout).with_context(|| format!("pgbench failed: no tps line in: {stdout}"))
 }
 
 /// The value of pgbench's `tps = 1234.5 (without initial connection time)` line.
@@ -266,5 +264,59 @@ mod tests {
                    tps = 9876.543210 (without initial connection time)\n";
         assert_eq!(parse_tps(out), Some(9876.543210));
         assert_eq!(parse_tps("nothing here"), None);
+    }
+}
+
+/// The append benchmark and the pgbench ceiling run end to end (briefly) against real stores.
+#[cfg(test)]
+mod end_to_end {
+    use super::*;
+    use edict_application::event_log::{Checkpoint, EventLog};
+    use edict_test_kit::test_database_url;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bench_appends_commits_single_event_transactions_on_postgres() {
+        let admin_url = test_database_url();
+        let (db, url) = create_isolated_postgres(&admin_url, "edict_test_bench")
+            .await
+            .unwrap();
+        let stats = bench_appends(&db, 4, Duration::from_millis(500)).await;
+        let log = db.read_all(Checkpoint::START, 1_000_000).await;
+        db.close().await;
+        let _ = drop_isolated_postgres(&admin_url, &url).await;
+
+        assert_eq!(stats.failures, 0, "{stats:?}");
+        assert!(stats.appends > 0, "{stats:?}");
+        assert!(stats.per_sec > 0.0 && stats.p50 <= stats.p99, "{stats:?}");
+        let log = log.unwrap();
+        // Every committed append is one event (some may still be below the read horizon: at most).
+        assert!(log.len() as u64 <= stats.appends);
+        assert!(log.iter().all(|e| e.aggregate_type == BENCH_AGGREGATE_TYPE));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bench_appends_commits_single_event_transactions_on_sqlite() {
+        let dir = std::env::temp_dir().join(format!(
+            "edict-bench-test-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let db = Database::connect(&format!("sqlite://{}/events.db", dir.display()))
+            .await
+            .unwrap();
+        db.migrate().await.unwrap();
+        let stats = bench_appends(&db, 4, Duration::from_millis(500)).await;
+        let log = db.read_all(Checkpoint::START, 1_000_000).await;
+        db.close().await;
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+
+        assert_eq!(stats.failures, 0, "{stats:?}");
+        assert!(stats.appends > 0, "{stats:?}");
+        assert_eq!(log.unwrap().len() as u64, stats.appends);
+    }
+
+    #[tokio::test]
+    async fn pgbench_ceiling_reports_transactions_per_second() {
+        let tps = pgbench_ceiling(&test_database_url(), 2, 1).await.unwrap();
+        assert!(tps > 0.0, "{tps}");
     }
 }

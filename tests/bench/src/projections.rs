@@ -1,4 +1,4 @@
-//! `edict bench rebuild` and `edict bench lag`: what the read models cost.
+//! `edict-bench rebuild` and `edict-bench lag`: what the read models cost.
 //!
 //! - [`rebuild`]: how fast the `team_rulesets` projection folds a long, realistic history, on the live path
 //!   (catch-up in batched transactions) and as a rebuild (replay in memory, bulk writes, swap), and that
@@ -8,13 +8,13 @@
 //!   load.
 
 use super::{Fleet, ScratchPostgres, Step, step, wait_live};
-use crate::app;
-use crate::output::{self, OutputFormat};
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, TimeDelta, Utc};
 use clap::Args;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
+use edict::app;
+use edict::output::{self, OutputFormat};
 use edict_domain::rule::{
     ApprovalQuorum, Category, Description, PathGlob, RuleCommand, RuleContent, RuleName, RuleSpec,
     Tag, WorkingState,
@@ -22,10 +22,10 @@ use edict_domain::rule::{
 use edict_domain::team::{TeamCommand, TeamName, TeamRole};
 use edict_domain::{Enforcement, Layer, Reason, Rule, RuleId, Team, TeamId, UserId};
 use edict_infrastructure::nats::{self, Nats, NatsRelay, NatsSettings, RelaySettings};
-use edict_infrastructure::projection::bench::{SeedEvent, seed_events};
 use edict_infrastructure::projection::{ProjectionRunner, RebuildPhase, RebuildProgress};
 use edict_infrastructure::settings::{BootstrapAdmin, Secret, Settings};
-use edict_infrastructure::store::{Database, testing};
+use edict_infrastructure::store::Database;
+use edict_test_kit::seed::{SeedEvent, seed_events};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::json;
@@ -40,9 +40,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-/// The rebuild rate `edict bench rebuild` aims for, events per second (at 1,000,000 events).
+/// The rebuild rate `edict-bench rebuild` aims for, events per second (at 1,000,000 events).
 const REBUILD_GOAL_PER_SEC: f64 = 50_000.0;
-/// The lag `edict bench lag` aims for at the 99th percentile, milliseconds (at 500 commands/s).
+/// The lag `edict-bench lag` aims for at the 99th percentile, milliseconds (at 500 commands/s).
 const LAG_GOAL_P99_MS: f64 = 50.0;
 /// How often the lag sampler reads `projection_state`.
 const SAMPLE_EVERY: Duration = Duration::from_millis(2);
@@ -52,9 +52,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------------------
-// edict bench rebuild
+// edict-bench rebuild
 
-/// The store `edict bench rebuild` runs on.
+/// The store `edict-bench rebuild` runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StoreKind {
     /// A scratch PostgreSQL database (created and dropped).
@@ -63,7 +63,7 @@ pub enum StoreKind {
     Sqlite,
 }
 
-/// Options of `edict bench rebuild`.
+/// Options of `edict-bench rebuild`.
 #[derive(Debug, Args)]
 pub struct RebuildArgs {
     /// Events to seed.
@@ -99,7 +99,7 @@ impl Fold {
     }
 }
 
-/// What `edict bench rebuild` measured.
+/// What `edict-bench rebuild` measured.
 #[derive(Debug, Clone, Serialize)]
 struct RebuildReport {
     store: &'static str,
@@ -135,7 +135,7 @@ struct RebuildReport {
 ///    and enforcement changes of organization rules (each of which recomputes every team).
 ///    Every event comes from a command handled by the real `Rule` and `Team` aggregates in memory and is
 ///    stored as cqrs-es stores it (payload, type, version, metadata), streamed into
-///    `projection::bench::seed_events` without holding the history in memory.
+///    `edict_test_kit::seed::seed_events` without holding the history in memory.
 /// 2. Live path: a fresh `ProjectionRunner` for `team_rulesets` catches up from the start of the log,
 ///    as a projector that starts from scratch does (500 events per transaction, documents loaded
 ///    through SQL inside it); events per second.
@@ -172,7 +172,7 @@ impl Scratch {
         match kind {
             StoreKind::Postgres => {
                 let (database, url) =
-                    testing::create_isolated_postgres(admin_url, "edict_bench_rebuild")
+                    edict_test_kit::create_isolated_postgres(admin_url, "edict_bench_rebuild")
                         .await
                         .context("cannot create a scratch PostgreSQL database")?;
                 Ok((
@@ -209,7 +209,7 @@ impl Scratch {
     async fn remove(self) {
         match self {
             Scratch::Postgres { admin_url, url } => {
-                if let Err(error) = testing::drop_isolated_postgres(&admin_url, &url).await {
+                if let Err(error) = edict_test_kit::drop_isolated_postgres(&admin_url, &url).await {
                     tracing::warn!(%error, "cannot drop the scratch database");
                 }
             }
@@ -1194,9 +1194,9 @@ impl History {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// edict bench lag
+// edict-bench lag
 
-/// Options of `edict bench lag`.
+/// Options of `edict-bench lag`.
 #[derive(Debug, Args)]
 pub struct LagArgs {
     /// Offered load, commands per second (all clients together, on a fixed schedule).
@@ -1232,7 +1232,7 @@ struct ProjectionLag {
     max_ms: f64,
 }
 
-/// What `edict bench lag` measured.
+/// What `edict-bench lag` measured.
 #[derive(Debug, Clone, Serialize)]
 struct LagReport {
     offered_rate: u64,
@@ -1264,7 +1264,7 @@ struct LagReport {
 ///    2 ms on its own connection, and records for each projection when its checkpoint moved (the
 ///    instant the answer arrived, so a sample is late rather than early by up to one read).
 /// 4. `--clients` clients offer `--rate` commands per second for `--seconds` on a fixed schedule (the
-///    rule lifecycle of `edict bench commands`: draft, edit, submit, approve by the other admin). For
+///    rule lifecycle of `edict-bench commands`: draft, edit, submit, approve by the other admin). For
 ///    each successful command it records when the response arrived and the `position` in its body.
 /// 5. After the load, it waits (up to 10 s) until every projection has passed the last command, then
 ///    looks up the transaction id of every recorded position in one query. A command's lag in a
@@ -1276,7 +1276,7 @@ struct LagReport {
 ///    prefix's NATS streams (best effort).
 pub async fn lag(args: LagArgs) -> Result<()> {
     let (database, url) =
-        testing::create_isolated_postgres(&args.scratch.postgres_url, "edict_bench_lag")
+        edict_test_kit::create_isolated_postgres(&args.scratch.postgres_url, "edict_bench_lag")
             .await
             .context("cannot create a scratch PostgreSQL database")?;
     database.close().await;
@@ -1304,7 +1304,9 @@ pub async fn lag(args: LagArgs) -> Result<()> {
         result
     }
     .await;
-    if let Err(error) = testing::drop_isolated_postgres(&args.scratch.postgres_url, &url).await {
+    if let Err(error) =
+        edict_test_kit::drop_isolated_postgres(&args.scratch.postgres_url, &url).await
+    {
         tracing::warn!(%error, "cannot drop the scratch database");
     }
     let report = result?;
@@ -1696,7 +1698,7 @@ struct Driven {
     elapsed: Duration,
 }
 
-/// Like `drive` of `edict bench commands` at a fixed rate, but records each successful command's
+/// Like `drive` of `edict-bench commands` at a fixed rate, but records each successful command's
 /// response instant and position.
 async fn drive_recording(
     fleet: &Fleet,

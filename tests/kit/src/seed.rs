@@ -1,4 +1,5 @@
-//! Bulk event seeding for rebuild benchmarks (`edict bench`, the `projection_rebuild_rate` test).
+//! Bulk event seeding for rebuild and audit benchmarks (`edict-bench rebuild`, `edict-bench verify`) and
+//! the tests that need a long history fast (`projection_rebuild_rate`, `audit_chain`).
 //!
 //! [`seed_events`] inserts rows straight into the `events` table in the shape postgres-es / sqlite-es
 //! write (the same seven columns; position, transaction id and time from their defaults), many per
@@ -10,7 +11,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 use sqlx::{QueryBuilder, Sqlite};
 
-use crate::store::{Database, StoreError};
+use edict_infrastructure::store::{Database, StoreError};
 
 /// Rows per statement on PostgreSQL (columns bound as arrays).
 const POSTGRES_ROWS: usize = 10_000;

@@ -1,17 +1,17 @@
-//! `edict bench loopback`: the floor under `edict bench agents` on this machine.
+//! `edict-bench loopback`: the floor under `edict-bench agents` on this machine.
 //!
 //! The same exchange as a push to N agents of one team, with nothing of Edict in it: N loopback TCP
 //! connections; one thread (the "gateway") writes a frame of the rule set's size to every
 //! connection, one `write` each, then reads the answers; another process (the "agents", this binary
 //! again) waits on all of its sockets with epoll and answers each frame at once with an
 //! `applied`-sized message. Both share the machine's cores, as the gateway and the simulated agents
-//! of `edict bench agents` do (two processes: each holds one socket per connection). What it prints is
+//! of `edict-bench agents` do (two processes: each holds one socket per connection). What it prints is
 //! the least time the kernel's loopback TCP needs for that exchange here: no implementation of the
 //! gateway and the agents on this machine can beat it.
 
-use crate::output::{self, OutputFormat};
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use edict::output::{self, OutputFormat};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Options of `edict bench loopback`.
+/// Options of `edict-bench loopback`.
 #[derive(Debug, Args)]
 pub struct LoopbackArgs {
     /// Connections (agents of one team).
@@ -52,13 +52,13 @@ pub struct LoopbackArgs {
 struct Round {
     /// The last frame written.
     writes_done_ms: f64,
-    /// The last answer written by the agents (what `edict bench agents` calls the last `applied`).
+    /// The last answer written by the agents (what `edict-bench agents` calls the last `applied`).
     last_answer_ms: f64,
     /// Every answer read back by the writer.
     answers_read_ms: f64,
 }
 
-/// What `edict bench loopback` measured.
+/// What `edict-bench loopback` measured.
 #[derive(Debug, Clone, Serialize)]
 struct LoopbackReport {
     count: usize,
@@ -71,12 +71,12 @@ struct LoopbackReport {
     per_answer_max_ms: f64,
 }
 
-/// Runs `edict bench loopback`.
+/// Runs `edict-bench loopback`.
 pub async fn loopback(args: LoopbackArgs) -> Result<()> {
     if args.count == 0 || args.frame_bytes == 0 || args.answer_bytes == 0 {
         bail!("--count, --frame-bytes and --answer-bytes must be at least 1");
     }
-    super::bench_agents::raise_fd_limit(args.count + 64);
+    super::agents::raise_fd_limit(args.count + 64);
     if let Some(addr) = args.agents_of {
         return tokio::task::spawn_blocking(move || agents(addr, &args))
             .await
@@ -97,7 +97,7 @@ fn measure(args: &LoopbackArgs) -> Result<LoopbackReport> {
     let addr = listener.local_addr()?;
     let exe = std::env::current_exe().context("cannot find this executable")?;
     let mut child = Command::new(exe)
-        .args(["bench", "loopback", "--agents-of", &addr.to_string()])
+        .args(["loopback", "--agents-of", &addr.to_string()])
         .args(["--count", &args.count.to_string()])
         .args(["--rounds", &args.rounds.to_string()])
         .args(["--frame-bytes", &args.frame_bytes.to_string()])

@@ -1,20 +1,16 @@
-//! Isolation and waiting helpers for tests and benchmarks (used by other crates' tests too, hence not
-//! `cfg(test)`).
+//! Scratch PostgreSQL databases for tests and benchmarks.
 //!
 //! Tests run in parallel against one shared PostgreSQL server. Each one creates its own database with
 //! [`create_isolated_postgres`] (a fresh `<prefix>_<uuid>`, migrated) and drops it at the end with
 //! [`drop_isolated_postgres`]. [`test_database_url`] names the server: `EDICT_TEST_DATABASE_URL`, else
 //! [`DEFAULT_TEST_DATABASE_URL`].
-//!
-//! Waiting on a condition is a bounded poll with [`eventually`], never a bare sleep.
 
-use std::future::Future;
 use std::time::Duration;
 
+use anyhow::{Context, Result, bail};
+use edict_infrastructure::store::Database;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
-
-use super::{Database, StoreError, redact};
 
 /// The server tests use when `EDICT_TEST_DATABASE_URL` is not set (local trust authentication).
 pub const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -35,13 +31,12 @@ pub fn test_database_url() -> String {
 /// name fits PostgreSQL's 63.
 ///
 /// # Errors
-/// [`StoreError::Connect`] when the server cannot be reached, [`StoreError::Query`] when `CREATE DATABASE`
-/// fails, [`StoreError::Migrate`] when the schema cannot be created.
+/// When the server cannot be reached, `CREATE DATABASE` fails, or the schema cannot be created.
 #[tracing::instrument(skip_all, fields(name_prefix), err)]
 pub async fn create_isolated_postgres(
     admin_url: &str,
     name_prefix: &str,
-) -> Result<(Database, String), StoreError> {
+) -> Result<(Database, String)> {
     let name = format!(
         "{}_{}",
         sanitize_prefix(name_prefix),
@@ -50,7 +45,7 @@ pub async fn create_isolated_postgres(
     let url = with_database(admin_url, &name)?;
     let mut admin = PgConnection::connect(admin_url)
         .await
-        .map_err(StoreError::Connect)?;
+        .context("cannot connect to the test PostgreSQL server")?;
     // CREATE DATABASE copies template1 and fails when another session is copying it at the same moment
     // ("source database is being accessed by other users"); parallel tests make that likely, so retry.
     let mut attempt = 0;
@@ -64,7 +59,7 @@ pub async fn create_isolated_postgres(
             Err(error) if attempt < 20 && is_template_busy(&error) => {
                 tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
             }
-            Err(error) => return Err(StoreError::Query(error)),
+            Err(error) => return Err(error).context(format!("cannot create database {name}")),
         }
     }
     // Best effort: the admin connection is not needed any more.
@@ -78,15 +73,16 @@ pub async fn create_isolated_postgres(
 /// `admin_url`, terminating its remaining connections. Close your own pool first to avoid noisy errors.
 ///
 /// # Errors
-/// [`StoreError::InvalidUrl`] when `database_url` names no database, [`StoreError::Connect`] or
-/// [`StoreError::Query`] when the drop fails. Callers cleaning up after a test usually ignore them.
+/// When `database_url` names no database, or the drop fails. Callers cleaning up after a test usually
+/// ignore them.
 #[tracing::instrument(skip_all, err)]
-pub async fn drop_isolated_postgres(admin_url: &str, database_url: &str) -> Result<(), StoreError> {
-    let name =
-        database_name(database_url).ok_or_else(|| StoreError::InvalidUrl(redact(database_url)))?;
+pub async fn drop_isolated_postgres(admin_url: &str, database_url: &str) -> Result<()> {
+    let Some(name) = database_name(database_url) else {
+        bail!("the database URL names no database");
+    };
     let mut admin = PgConnection::connect(admin_url)
         .await
-        .map_err(StoreError::Connect)?;
+        .context("cannot connect to the test PostgreSQL server")?;
     let dropped = sqlx::query(&format!(
         "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
         name.replace('"', "\"\"")
@@ -94,28 +90,9 @@ pub async fn drop_isolated_postgres(admin_url: &str, database_url: &str) -> Resu
     .execute(&mut admin)
     .await
     .map(drop)
-    .map_err(StoreError::Query);
+    .with_context(|| format!("cannot drop database {name}"));
     let _ = admin.close().await;
     dropped
-}
-
-/// Polls `probe` every 20 ms until it returns `Some`, for at most `timeout`. Returns that value, or
-/// `None` when the time is up (the probe runs at least once).
-pub async fn eventually<T, F, Fut>(timeout: Duration, mut probe: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await {
-            return Some(value);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn sanitize_prefix(prefix: &str) -> String {
@@ -147,10 +124,10 @@ fn is_template_busy(error: &sqlx::Error) -> bool {
 }
 
 /// `url` with its path (the database name) replaced by `name`, keeping user, host, port and query.
-fn with_database(url: &str, name: &str) -> Result<String, StoreError> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| StoreError::InvalidUrl(redact(url)))?;
+fn with_database(url: &str, name: &str) -> Result<String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        bail!("the test database URL has no scheme");
+    };
     let (before_query, query) = match rest.split_once('?') {
         Some((before, query)) => (before, Some(query)),
         None => (rest, None),
@@ -208,19 +185,5 @@ mod tests {
         assert_eq!(sanitize_prefix("Store-Contract!"), "store_contract_");
         assert_eq!(sanitize_prefix(""), "edict");
         assert_eq!(sanitize_prefix(&"x".repeat(80)).len(), 30);
-    }
-
-    #[tokio::test]
-    async fn eventually_returns_the_first_some_or_gives_up() {
-        let mut calls = 0;
-        let found = eventually(Duration::from_secs(1), || {
-            calls += 1;
-            let value = (calls >= 3).then_some(calls);
-            async move { value }
-        })
-        .await;
-        assert_eq!(found, Some(3));
-        let never: Option<()> = eventually(Duration::from_millis(50), || async { None }).await;
-        assert_eq!(never, None);
     }
 }

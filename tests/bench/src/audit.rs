@@ -1,22 +1,22 @@
-//! `edict bench verify`: how fast the tamper-evidence chain is written, verified and exported.
+//! `edict-bench verify`: how fast the tamper-evidence chain is written, verified and exported.
 //!
 //! Seeds `--events` events shaped like Edict's (rule payloads of a few hundred bytes, full metadata)
 //! straight into a scratch store, chains them with the `audit` role's writer (a signed checkpoint every
 //! 1,000 events), then times `edict audit verify`'s check over the whole chain (goal: 1,000,000 events
 //! in at most 10 s) and an NDJSON export of the whole log to a sink (events/s).
 
-use crate::bench::ScratchPostgres;
-use crate::events_export::{ExportFormat, export_to};
-use crate::output::{self, OutputFormat};
+use crate::ScratchPostgres;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use ed25519_dalek::SigningKey;
+use edict::events_export::{ExportFormat, export_to};
+use edict::output::{self, OutputFormat};
 use edict_application::audit::{ExportRange, ExportReader};
 use edict_infrastructure::audit::{
     AuditStore, ChainWriter, ChainWriterSettings, VerifyOptions, verify_database,
 };
-use edict_infrastructure::projection::bench::{SeedEvent, seed_events};
-use edict_infrastructure::store::{Database, testing};
+use edict_infrastructure::store::Database;
+use edict_test_kit::seed::{SeedEvent, seed_events};
 use serde::Serialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use std::time::Instant;
 /// The goal: this many seconds for a million events.
 const GOAL_SECONDS_PER_MILLION: f64 = 10.0;
 
-/// Options of `edict bench verify`.
+/// Options of `edict-bench verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Events to seed, chain, verify and export.
@@ -103,13 +103,13 @@ fn event(i: u64) -> SeedEvent {
     }
 }
 
-/// Runs `edict bench verify`.
+/// Runs `edict-bench verify`.
 pub async fn verify(args: VerifyArgs) -> Result<()> {
     let mut reports = Vec::new();
     for store in &args.stores {
         let report = match store.as_str() {
             "postgres" => {
-                let (database, url) = testing::create_isolated_postgres(
+                let (database, url) = edict_test_kit::create_isolated_postgres(
                     &args.scratch.postgres_url,
                     "edict_bench_audit",
                 )
@@ -120,7 +120,7 @@ pub async fn verify(args: VerifyArgs) -> Result<()> {
                 if args.keep {
                     tracing::info!(%url, "kept the scratch database");
                 } else if let Err(error) =
-                    testing::drop_isolated_postgres(&args.scratch.postgres_url, &url).await
+                    edict_test_kit::drop_isolated_postgres(&args.scratch.postgres_url, &url).await
                 {
                     tracing::warn!(%error, "cannot drop the scratch database");
                 }

@@ -1,29 +1,26 @@
-//! `edict bench agents`: the gateway under N simulated agents, with the server in child processes.
+//! `edict-bench agents`: the gateway under N simulated agents, with the server in child processes.
 //!
 //! Layout: this file holds the run (deployment, setup, the three measurements, the report);
-//! `bench_agents_sim.rs` the simulated agents (the real protocol over tokio-tungstenite) and
-//! `bench_agent_revert.rs` the `edict bench agent-revert` measurement of the real `edict-agent`.
+//! `agents/sim.rs` the simulated agents (the real protocol over tokio-tungstenite) and
+//! `agents/revert.rs` the `edict-bench agent-revert` measurement of the real `edict-agent`.
 //!
-//! The deployment is two `edict serve` children of this process (the same binary) on a scratch
+//! The deployment is two `edict serve` children of this process (the `edict` binary beside this one) on a scratch
 //! PostgreSQL database and a fresh NATS prefix: `core` runs the API, the relay and the projectors;
 //! `gateway` runs the gateway role alone, so its memory can be read from `/proc/<pid>/status` and it can
 //! be killed and restarted. The simulated agents live in this process.
 
-#[path = "bench_agent_revert.rs"]
-pub(super) mod bench_agent_revert;
-#[path = "bench_agents_sim.rs"]
-mod bench_agents_sim;
+pub(super) mod revert;
+mod sim;
 
 use super::{ScratchPostgres, login, wait_live};
-use crate::output::{self, OutputFormat};
 use anyhow::{Context, Result, bail};
-use bench_agents_sim::{Sims, SimsConfig};
 use clap::Args;
+use edict::output::{self, OutputFormat};
 use edict_infrastructure::nats::{self, NatsSettings};
-use edict_infrastructure::store::testing;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::{Value, json};
+use sim::{Sims, SimsConfig};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -44,7 +41,7 @@ const CONVERGE_TIMEOUT: Duration = Duration::from_secs(20);
 const ADMIN_EMAIL: &str = "bench-admin@example.com";
 const ADMIN_PASSWORD: &str = "bench-password-1";
 
-/// Options of `edict bench agents`.
+/// Options of `edict-bench agents`.
 #[derive(Debug, Args)]
 pub struct AgentsArgs {
     /// Simulated agents.
@@ -252,7 +249,7 @@ struct PayloadBuilds {
     builds: u64,
 }
 
-/// What `edict bench agents` measured.
+/// What `edict-bench agents` measured.
 #[derive(Debug, Clone, Default, Serialize)]
 struct AgentsReport {
     count: usize,
@@ -277,14 +274,14 @@ struct AgentsReport {
     goal_storm_seconds: f64,
 }
 
-/// Runs `edict bench agents`.
+/// Runs `edict-bench agents`.
 pub async fn agents(args: AgentsArgs) -> Result<()> {
     if args.count == 0 || args.teams == 0 || args.teams > args.count {
         bail!("--count must be at least 1 and at least --teams (≥ 1)");
     }
     raise_fd_limit(args.count);
     let (database, url) =
-        testing::create_isolated_postgres(&args.scratch.postgres_url, "edict_bench_ag")
+        edict_test_kit::create_isolated_postgres(&args.scratch.postgres_url, "edict_bench_ag")
             .await
             .context("cannot create a scratch PostgreSQL database")?;
     database.close().await;
@@ -305,7 +302,9 @@ pub async fn agents(args: AgentsArgs) -> Result<()> {
     }
     .await;
     cleanup_nats(&args.nats_url, &prefix).await;
-    if let Err(error) = testing::drop_isolated_postgres(&args.scratch.postgres_url, &url).await {
+    if let Err(error) =
+        edict_test_kit::drop_isolated_postgres(&args.scratch.postgres_url, &url).await
+    {
         tracing::warn!(%error, "cannot drop the scratch database");
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -365,14 +364,22 @@ pub(super) struct ServeChild {
 }
 
 impl ServeChild {
-    /// Starts `edict serve` with `args` and `env`, logging to `log`: this very binary, or the one
-    /// `EDICT_BENCH_SERVER` names (to measure another build of the server under the same load
-    /// generator).
+    /// Starts `edict serve` with `args` and `env`, logging to `log`: the `edict` binary beside this one
+    /// (same build), or the one `EDICT_BENCH_SERVER` names (to measure another build of the server under
+    /// the same load generator).
     pub(super) fn spawn(args: &[String], env: &[(String, String)], log: &Path) -> Result<Self> {
         let exe = match std::env::var_os("EDICT_BENCH_SERVER") {
             Some(server) => PathBuf::from(server),
-            None => std::env::current_exe().context("cannot find the edict binary")?,
+            None => std::env::current_exe()
+                .context("cannot find this executable")?
+                .with_file_name("edict"),
         };
+        if !exe.exists() {
+            bail!(
+                "{} is missing: build it beside edict-bench (cargo build --release -p edict -p edict-bench)",
+                exe.display()
+            );
+        }
         let file = std::fs::File::create(log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         let mut command = Command::new(exe);

@@ -1,4 +1,4 @@
-//! `edict bench agent-revert`: the real `edict-agent run` (the binary beside this one) against a real
+//! `edict-bench agent-revert`: the real `edict-agent run` (the binary beside this one) against a real
 //! server, timing how fast it restores a block-mode managed section after an edit, then its idle
 //! footprint.
 //!
@@ -16,10 +16,10 @@
 //!    CPU time (`/proc/<pid>/stat`) over `--idle-seconds`.
 
 use super::{ServeChild, cpu_time, free_port, rss_kib};
-use crate::bench::{login, wait_live};
-use crate::output::{self, OutputFormat};
+use crate::{login, wait_live};
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use edict::output::{self, OutputFormat};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -32,7 +32,7 @@ use tokio::process::{Child, Command};
 const GOAL_REVERT_P99_MS: f64 = 100.0;
 const GOAL_IDLE_RSS_KIB: u64 = 20 * 1024;
 
-/// Options of `edict bench agent-revert`.
+/// Options of `edict-bench agent-revert`.
 #[derive(Debug, Args)]
 pub struct AgentRevertArgs {
     /// Edits of the managed section.
@@ -69,7 +69,7 @@ struct RevertReport {
     samples_ms: Vec<Option<f64>>,
 }
 
-/// Runs `edict bench agent-revert`.
+/// Runs `edict-bench agent-revert`.
 pub async fn agent_revert(args: AgentRevertArgs) -> Result<()> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let dir = std::env::temp_dir().join(format!("edict-bench-revert-{}", &id[..8]));
@@ -243,11 +243,11 @@ impl Machine {
     }
 
     fn command(&self) -> Result<Command> {
-        let exe = std::env::current_exe().context("cannot find the edict binary")?;
+        let exe = std::env::current_exe().context("cannot find this executable")?;
         let agent = exe.with_file_name("edict-agent");
         if !agent.exists() {
             bail!(
-                "{} is missing: build it beside edict (cargo build --release)",
+                "{} is missing: build it beside edict-bench (cargo build --release -p edict -p edict-agent -p edict-bench)",
                 agent.display()
             );
         }

@@ -1,4 +1,4 @@
-//! `edict bench logins`: do legitimate sign-ins keep their latency while bad ones pour in?
+//! `edict-bench logins`: do legitimate sign-ins keep their latency while bad ones pour in?
 //!
 //! Starts Edict in this process on a temporary SQLite store with the default rate limits, creates
 //! `--good-rate × --seconds` users, then measures, in one run:
@@ -17,10 +17,10 @@
 //! the lanes of `edict_infrastructure::auth::password`) is the expensive part; a bad sign-in over its address's limit is refused before
 //! hashing.
 
-use crate::app;
-use crate::output::{self, OutputFormat};
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use edict::app;
+use edict::output::{self, OutputFormat};
 use edict_api::server::rate_limit::{RateLimitSettings, RateLimits};
 use edict_infrastructure::settings::{BootstrapAdmin, Secret, Settings};
 use hdrhistogram::Histogram;
@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, Semaphore};
 
-/// `edict bench logins` options.
+/// `edict-bench logins` options.
 #[derive(Debug, Args)]
 pub struct LoginsArgs {
     /// Bad sign-ins a second during the attack.
@@ -360,7 +360,7 @@ async fn phase(
     })
 }
 
-/// Runs `edict bench logins`.
+/// Runs `edict-bench logins`.
 ///
 /// # Errors
 /// When a server cannot start or users cannot be created.

@@ -1,4 +1,4 @@
-//! The simulated agents of `edict bench agents`: one task and one WebSocket per agent, speaking the
+//! The simulated agents of `edict-bench agents`: one task and one WebSocket per agent, speaking the
 //! real protocol (`edict_api::protocol`) as `edict-agent`'s client does, minus the files and redb.
 //!
 //! The upgrade is tokio-tungstenite's; after it, a [`Link`] reads and writes the frames itself (a
@@ -395,7 +395,7 @@ async fn session(
 
 /// What a simulated agent reads of a gateway message ([`edict_api::protocol::GatewayMessage`]): its
 /// type and the fields it acts on. The rule set's content is skipped while parsing, not decoded (the
-/// real agent renders it; that cost is the agent's, measured by `edict bench agent-revert`): the
+/// real agent renders it; that cost is the agent's, measured by `edict-bench agent-revert`): the
 /// simulated agents share the machine with the gateway they measure.
 #[derive(serde::Deserialize)]
 struct Incoming {

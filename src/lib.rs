@@ -1,0 +1,99 @@
+//! `edict`: the composition root and command-line interface of Edict (the binary, `src/main.rs`, only
+//! calls [`main`]).
+//!
+//! `serve` runs the roles (API, relay, projectors) on the embedded default (SQLite under `./.edict/`) or
+//! on PostgreSQL (`EDICT_DATABASE_URL`) and NATS (`EDICT_NATS_URL`); `projections` lists, inspects and
+//! rebuilds the read models; `openapi` prints the API's spec. The benchmarks (`edict-bench`,
+//! `tests/bench`) start Edict through [`app`] and reuse [`output`] and [`events_export`].
+
+mod api_client;
+pub mod app;
+mod audit_cli;
+mod events_cli;
+pub mod events_export;
+mod events_tail;
+mod keys_cli;
+pub mod output;
+mod projections_cli;
+mod serve;
+mod tls;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Edict: distributes and enforces the managed section of CLAUDE.md files.
+#[derive(Debug, Parser)]
+#[command(name = "edict", version, about)]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "EDICT_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP API (and, later, the other roles) in this process.
+    Serve(serve::ServeArgs),
+    /// List, inspect and rebuild the read models.
+    #[command(subcommand)]
+    Projections(projections_cli::ProjectionsCommand),
+    /// Follow and export the global log of events.
+    #[command(subcommand)]
+    Events(events_cli::EventsCommand),
+    /// Verify the history's hash chain and signed checkpoints.
+    #[command(subcommand)]
+    Audit(audit_cli::AuditCommand),
+    /// The organization's rule set signing keys: status, rotation.
+    #[command(subcommand)]
+    Keys(keys_cli::KeysCommand),
+    /// Print the OpenAPI spec of the HTTP API.
+    Openapi {
+        /// `yaml` (default, the committed form) or `json`.
+        #[arg(long, default_value = "yaml")]
+        format: output::SpecFormat,
+    },
+}
+
+/// The default address of `serve`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// The default data directory of the embedded store.
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from(".edict")
+}
+
+/// Parses a listen address.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|e| {
+        format!("invalid listen address {s:?}: {e} (expected host:port, e.g. 127.0.0.1:8080)")
+    })
+}
+
+/// Parses the command line and runs the command.
+pub async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    edict_infrastructure::telemetry::init(cli.log_json, level);
+    let result: Result<()> = match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Projections(command) => projections_cli::run(command).await,
+        Command::Events(command) => events_cli::run(command).await,
+        Command::Audit(command) => audit_cli::run(command).await,
+        Command::Keys(command) => keys_cli::run(command).await,
+        Command::Openapi { format } => output::print_spec(format),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            output::print_error(&error);
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
