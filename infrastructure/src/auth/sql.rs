@@ -513,15 +513,7 @@ impl AuthStore {
         user_id: &str,
         now: i64,
     ) -> Result<(), AuthStoreError> {
-        on_pool!(&self.db, |pool| sqlx::query(
-            "UPDATE agent_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL"
-        )
-        .bind(user_id)
-        .bind(now)
-        .execute(pool)
-        .await
-        .map(|done| done.rows_affected()))?;
-        Ok(())
+        self.revoke_tokens_of("user_id", user_id, now).await
     }
 
     /// Revokes every token of `agent_id`.
@@ -533,14 +525,25 @@ impl AuthStore {
         agent_id: &str,
         now: i64,
     ) -> Result<(), AuthStoreError> {
-        on_pool!(&self.db, |pool| sqlx::query(
-            "UPDATE agent_tokens SET revoked_at = $2 WHERE agent_id = $1 AND revoked_at IS NULL"
-        )
-        .bind(agent_id)
-        .bind(now)
-        .execute(pool)
-        .await
-        .map(|done| done.rows_affected()))?;
+        self.revoke_tokens_of("agent_id", agent_id, now).await
+    }
+
+    /// Revokes every unrevoked agent token whose `column` (`user_id` or `agent_id`) is `id`.
+    async fn revoke_tokens_of(
+        &self,
+        column: &'static str,
+        id: &str,
+        now: i64,
+    ) -> Result<(), AuthStoreError> {
+        let sql = format!(
+            "UPDATE agent_tokens SET revoked_at = $2 WHERE {column} = $1 AND revoked_at IS NULL"
+        );
+        on_pool!(&self.db, |pool| sqlx::query(&sql)
+            .bind(id)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
         Ok(())
     }
 }
