@@ -510,8 +510,14 @@ async fn downgrading_gateway(
     listener: TcpListener,
     seen: Arc<Mutex<Vec<AgentMessage>>>,
 ) -> anyhow::Result<()> {
-    let (stream, _) = listener.accept().await?;
-    let mut ws = tokio_tungstenite::accept_async(stream).await?;
+    // The agent also calls the HTTP API on this port (it renews a token of unknown expiry at once):
+    // only a WebSocket upgrade is served, anything else is dropped and the next connection taken.
+    let mut ws = loop {
+        let (stream, _) = listener.accept().await?;
+        if let Ok(ws) = tokio_tungstenite::accept_async(stream).await {
+            break ws;
+        }
+    };
     let rule_set = |revision: u64, _label: &str, content: &str| {
         let doc = revision_doc(revision, "", content);
         GatewayMessage::RuleSet {
