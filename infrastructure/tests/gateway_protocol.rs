@@ -248,7 +248,7 @@ impl Fixture {
             fixture.addr,
             edict,
             Arc::new(WatchFeed(watch)),
-            fixture.convergence.clone(),
+            Arc::new(fixture.convergence.clone()),
             settings,
         )
         .await

@@ -552,7 +552,7 @@ async fn a_gateway_reconciles_its_cache_with_the_bucket() {
         let rulesets = Rulesets::new();
         let feed = NatsFeed(nats.clone());
         // The gateway holds revision 1 of team-1, and nothing of team-2.
-        rulesets.publish(&edict_infrastructure::projection::RulesetUpdate {
+        rulesets.publish(&edict_application::delivery::RulesetUpdate {
             team: "team-1".to_owned(),
             ruleset: Arc::new(ruleset("team-1", 1)),
         });

@@ -36,8 +36,9 @@
 use super::wire::{Offered, Port};
 use crate::nats::rulesets::current_rulesets;
 use crate::nats::{Nats, watch_rulesets};
-use crate::projection::{RulesetUpdate, WatchPublisher};
+use crate::projection::WatchPublisher;
 use async_trait::async_trait;
+use edict_application::delivery::{FeedError, RulesetFeed, RulesetUpdate};
 use futures::stream::BoxStream;
 use futures::{StreamExt, stream};
 use serde_json::Value;
@@ -58,44 +59,6 @@ const STALL_LIMIT: Duration = Duration::from_secs(10);
 /// How often a gateway reconciles its cache with the feed's current rule sets, a safety net under
 /// the stream (which a lag or a lost watch message would leave behind).
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
-
-/// The rule set feed failed.
-#[derive(Debug, thiserror::Error)]
-pub enum FeedError {
-    /// The transport failed; the gateway opens the feed again.
-    #[error("rule set feed unavailable: {0}")]
-    Unavailable(String),
-    /// The consumer fell behind and missed updates; the gateway re-reads what it serves.
-    #[error("rule set feed lagged by {0} updates")]
-    Lagged(u64),
-}
-
-/// The published rule sets, as a stream.
-#[async_trait]
-pub trait RulesetFeed: Send + Sync + 'static {
-    /// Opens the stream of rule sets published from now on (an adapter may start with the current
-    /// ones).
-    ///
-    /// # Errors
-    /// [`FeedError::Unavailable`] when the transport cannot be opened; items are errors when it fails
-    /// later ([`FeedError::Lagged`] when updates were missed).
-    async fn open(&self)
-    -> Result<BoxStream<'static, Result<RulesetUpdate, FeedError>>, FeedError>;
-
-    /// The current rule set of each of `teams` the feed holds (teams it holds none of are left out):
-    /// what a gateway reconciles its cache with after its stream lagged, and periodically.
-    ///
-    /// # Errors
-    /// [`FeedError::Unavailable`] when the transport cannot be read, and from a feed that keeps no
-    /// current values (the default): a gateway then drops its cache after a lag instead, so its next
-    /// reads go to the read model.
-    async fn current(&self, teams: &[String]) -> Result<Vec<RulesetUpdate>, FeedError> {
-        let _ = teams;
-        Err(FeedError::Unavailable(
-            "this feed keeps no current values".to_owned(),
-        ))
-    }
-}
 
 /// The id of the key that signed a published rule set document.
 fn signer_of(doc: &Value) -> Option<&str> {

@@ -26,7 +26,7 @@
 mod connection;
 pub mod convergence;
 pub mod convergence_history;
-pub(crate) mod decisions;
+mod decisions;
 pub mod feed;
 mod handshake;
 mod inbound;
@@ -37,10 +37,11 @@ mod removals;
 mod wire;
 
 pub use convergence::{ConvergenceError, ConvergenceStore, Enforced};
-pub use feed::{FeedError, NatsFeed, Payload, RulesetFeed, Rulesets, WatchFeed};
+pub use feed::{NatsFeed, Payload, Rulesets, WatchFeed};
 pub use inbound::ReportRate;
 
 use edict_application::Edict;
+use edict_application::delivery::{ConvergenceRecords, RulesetFeed};
 use edict_application::gateway::AdmissionChange;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -127,16 +128,6 @@ impl Default for GatewaySettings {
 }
 
 impl GatewaySettings {
-    /// The defaults with the bounds of `limits` (what `edict serve` configures).
-    pub fn with_limits(limits: &crate::settings::Limits) -> Self {
-        GatewaySettings {
-            max_message_size: limits.ws_max_message_bytes,
-            max_unauthenticated: limits.ws_max_unauthenticated,
-            max_sockets_per_agent: limits.ws_max_sockets_per_agent,
-            ..GatewaySettings::default()
-        }
-    }
-
     /// The WebSocket buffers: a 1 KiB read buffer (what an agent sends is small: `applied`, reports;
     /// a larger frame grows it while it is read), no write buffering (each frame goes out at once).
     ///
@@ -162,7 +153,7 @@ pub(crate) struct Shared {
     pub(crate) rulesets: Rulesets,
     /// Where published (signed) rule sets are read when a team is not cached yet.
     pub(crate) feed: Arc<dyn RulesetFeed>,
-    pub(crate) convergence: ConvergenceStore,
+    pub(crate) convergence: Arc<dyn ConvergenceRecords>,
     /// Where connections hand their agents' `applied`.
     pub(crate) recorder: recorder::Recorder,
     /// The change requests of each team, shared by the connections' decision polls.
@@ -203,7 +194,7 @@ impl Gateway {
         addr: SocketAddr,
         edict: Arc<Edict>,
         feed: Arc<dyn RulesetFeed>,
-        convergence: ConvergenceStore,
+        convergence: Arc<dyn ConvergenceRecords>,
         settings: GatewaySettings,
     ) -> std::io::Result<(Gateway, SocketAddr)> {
         let listener = TcpListener::bind(addr).await?;
@@ -252,7 +243,7 @@ impl Gateway {
         tasks.spawn(watch_admissions(shared.clone(), stopped.clone()));
         tasks.spawn(recorder::run(
             shared.recorder.clone(),
-            shared.convergence.clone(),
+            Arc::clone(&shared.convergence),
             stopped.clone(),
         ));
         tracing::info!(listen = ?listener.local_addr().ok(), "gateway serving /ws");

@@ -2,7 +2,7 @@
 //!
 //! A connection hands each `applied` to the gateway's one [`Recorder`] and goes on at once: the
 //! recorder keeps the latest `applied` per (agent, team) not yet written, and its task takes them all
-//! whenever there are some and writes them through [`ConvergenceStore::record_many`], a thousand per
+//! whenever there are some and writes them through [`ConvergenceRecords::record_many`], a thousand per
 //! write (one statement on PostgreSQL). So a
 //! push to 10,000 agents never parks 10,000 connection tasks on the database pool (where the next
 //! push, the handshakes and the timers of every connection would wait behind them), and a database
@@ -19,8 +19,8 @@
 //! at the second only (the table keeps the latest anyway). A failed write is logged; the agent's next
 //! `applied` (next revision or next connection) records it again.
 
-use super::convergence::{AppliedRow, ConvergenceStore};
 use chrono::{DateTime, Utc};
+use edict_application::delivery::{AppliedRow, ConvergenceRecords};
 use edict_domain::AgentId;
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -101,7 +101,7 @@ impl Recorder {
 /// Writes what `recorder` gathers until `stopped`, then what is left.
 pub(crate) async fn run(
     recorder: Recorder,
-    convergence: ConvergenceStore,
+    convergence: Arc<dyn ConvergenceRecords>,
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
@@ -112,7 +112,7 @@ pub(crate) async fn run(
         if !stopping {
             stopping = settle(&recorder, &mut stopped).await;
         }
-        write(&convergence, recorder.take()).await;
+        write(convergence.as_ref(), recorder.take()).await;
         if stopping {
             return;
         }
@@ -139,7 +139,7 @@ async fn settle(recorder: &Recorder, stopped: &mut watch::Receiver<bool>) -> boo
 }
 
 /// Writes `pending`, [`ROWS_PER_WRITE`] per write, [`WRITERS`] writes at a time.
-async fn write(convergence: &ConvergenceStore, pending: Pending) {
+async fn write(convergence: &dyn ConvergenceRecords, pending: Pending) {
     let applied: Vec<(String, String, Latest)> = pending
         .into_iter()
         .map(|((agent, team), latest)| (agent.to_string(), team, latest))

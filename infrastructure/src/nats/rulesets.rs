@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use async_nats::jetstream::kv;
 use async_trait::async_trait;
+use edict_application::delivery::RulesetUpdate;
 use edict_projections::RulesetPublisher;
 use futures::{Stream, StreamExt};
 
 use super::{Nats, NatsError};
-use crate::projection::RulesetUpdate;
 use crate::projection::publisher::revision_of;
 
 /// Compare-and-set rounds before a publish gives up (each lost round means another publisher wrote

@@ -47,7 +47,7 @@ pub mod runner;
 mod sql;
 pub(crate) use sql::served_docs_of_kind;
 
-pub use publisher::{ActiveKey, DecisionSigner, RulesetUpdate, SigningPublisher, WatchPublisher};
+pub use publisher::{ActiveKey, DecisionSigner, SigningPublisher, WatchPublisher};
 pub use read_models::SqlReadModels;
 pub use rebuild::{RebuildPhase, RebuildProgress, RebuildReport};
 pub use runner::{Handled, ProjectionRunner};

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use edict_application::delivery::RulesetUpdate;
 use edict_projections::{DocKey, RULESET_KIND, RulesetPublisher, StoredDoc};
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -39,15 +40,6 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// Owed rule sets read per query.
 const OWED_PAGE: i64 = 100;
-
-/// One published rule set.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RulesetUpdate {
-    /// The team id.
-    pub team: String,
-    /// The rule set document, as the projection stored it.
-    pub ruleset: Arc<Value>,
-}
 
 /// The revision of a rule set document (`None` without one, which orders below any revision).
 pub(crate) fn revision_of(ruleset: &Value) -> Option<u64> {
