@@ -8,13 +8,15 @@ use clap::Args;
 use edict_api::server::rate_limit::{RateLimitSettings, RateLimits};
 use edict_application::delivery::{ConvergenceRecords, RulesetFeed};
 use edict_infrastructure::audit::{self, ChainWriter, ChainWriterSettings};
-use edict_infrastructure::gateway::{
-    ConvergenceStore, Gateway, GatewaySettings, NatsFeed, ReportRate, WatchFeed,
+use edict_infrastructure::gateway::{Gateway, GatewaySettings, ReportRate};
+use edict_infrastructure::nats::{
+    self, NatsAuth, NatsFeed, NatsRelay, NatsSettings, NatsTls, RelaySettings,
 };
-use edict_infrastructure::nats::{self, NatsAuth, NatsRelay, NatsSettings, NatsTls, RelaySettings};
+use edict_infrastructure::projection::WatchFeed;
 use edict_infrastructure::settings::{
     AuditSettings, BootstrapAdmin, Limits, QuorumSettings, Secret, Settings, TlsSettings,
 };
+use edict_infrastructure::store::ConvergenceStore;
 use edict_infrastructure::supervisor::{Supervisor, SupervisorSettings};
 use poem::Server;
 use poem::listener::{AcceptorExt, Listener, TcpListener};

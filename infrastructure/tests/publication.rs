@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use edict_application::event_log::RecordedEvent;
-use edict_infrastructure::gateway::{NatsFeed, Rulesets, WatchFeed};
-use edict_infrastructure::nats::{self, KvRulesetPublisher, Nats, NatsSettings};
-use edict_infrastructure::projection::{ProjectionRunner, WatchPublisher};
+use edict_infrastructure::gateway::Rulesets;
+use edict_infrastructure::nats::{self, KvRulesetPublisher, Nats, NatsFeed, NatsSettings};
+use edict_infrastructure::projection::{ProjectionRunner, WatchFeed, WatchPublisher};
 use edict_infrastructure::store::Database;
 use edict_projections::{
     DocMeta, Docs, Projection, ProjectionError, RULESET_KIND, RulesetPublisher,

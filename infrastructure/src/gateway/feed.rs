@@ -1,7 +1,8 @@
 //! Where a gateway learns of new rule sets, and the payloads it sends.
 //!
-//! - [`RulesetFeed`]: the stream of published rule sets, with two adapters: [`WatchFeed`] (the embedded
-//!   mode's in-process [`WatchPublisher`]) and [`NatsFeed`] (the distributed mode's KV bucket watch).
+//! - [`RulesetFeed`] (a port of `edict_application::delivery`): the stream of published rule sets; its
+//!   adapters are in `edict-infrastructure` (the in-process publisher's `WatchFeed`, the KV bucket's
+//!   `NatsFeed`).
 //! - [`Rulesets`]: one serialized `rule_set` message per (team, revision), encoded once as the
 //!   WebSocket frame every connection of the team writes as it is (reference-counted `Bytes`), the
 //!   latest per team kept, each new one fanned out to the ports of the team's connections by the
@@ -34,13 +35,8 @@
 //! [`Rulesets::built`], so a benchmark can check it.
 
 use super::wire::{Offered, Port};
-use crate::nats::rulesets::current_rulesets;
-use crate::nats::{Nats, watch_rulesets};
-use crate::projection::WatchPublisher;
-use async_trait::async_trait;
 use edict_application::delivery::{FeedError, RulesetFeed, RulesetUpdate};
-use futures::stream::BoxStream;
-use futures::{StreamExt, stream};
+use futures::StreamExt;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -63,65 +59,6 @@ const RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
 /// The id of the key that signed a published rule set document.
 fn signer_of(doc: &Value) -> Option<&str> {
     doc["signature"]["key_id"].as_str()
-}
-
-/// The embedded mode's feed: the projection runner's in-process [`WatchPublisher`].
-#[derive(Debug, Clone)]
-pub struct WatchFeed(pub WatchPublisher);
-
-#[async_trait]
-impl RulesetFeed for WatchFeed {
-    async fn open(
-        &self,
-    ) -> Result<BoxStream<'static, Result<RulesetUpdate, FeedError>>, FeedError> {
-        let receiver = self.0.subscribe();
-        Ok(stream::unfold(receiver, |mut receiver| async move {
-            match receiver.recv().await {
-                Ok(update) => Some((Ok(update), receiver)),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    Some((Err(FeedError::Lagged(n)), receiver))
-                }
-                Err(broadcast::error::RecvError::Closed) => None,
-            }
-        })
-        .boxed())
-    }
-
-    async fn current(&self, teams: &[String]) -> Result<Vec<RulesetUpdate>, FeedError> {
-        Ok(teams
-            .iter()
-            .filter_map(|team| {
-                self.0.current(team).map(|ruleset| RulesetUpdate {
-                    team: team.clone(),
-                    ruleset,
-                })
-            })
-            .collect())
-    }
-}
-
-/// The distributed mode's feed: a watch of the `<prefix>rulesets` KV bucket.
-#[derive(Debug, Clone)]
-pub struct NatsFeed(pub Nats);
-
-#[async_trait]
-impl RulesetFeed for NatsFeed {
-    async fn open(
-        &self,
-    ) -> Result<BoxStream<'static, Result<RulesetUpdate, FeedError>>, FeedError> {
-        let watch = watch_rulesets(&self.0)
-            .await
-            .map_err(|e| FeedError::Unavailable(e.to_string()))?;
-        Ok(watch
-            .map(|item| item.map_err(|e| FeedError::Unavailable(e.to_string())))
-            .boxed())
-    }
-
-    async fn current(&self, teams: &[String]) -> Result<Vec<RulesetUpdate>, FeedError> {
-        current_rulesets(&self.0, teams)
-            .await
-            .map_err(|e| FeedError::Unavailable(e.to_string()))
-    }
 }
 
 /// One rule set revision, serialized once as the `rule_set` message every connection sends.

@@ -11,8 +11,8 @@
 //!   bounded queue of frames encoded once, which the connection's task drains);
 //! - [`feed`]: where new rule sets come from ([`RulesetFeed`]: NATS KV watch or the in-process
 //!   publisher) and the shared, once-serialized payload per (team, revision);
-//! - [`convergence`]: the `agent_convergence` table (which revision each agent enforces), written by
-//!   `recorder` (one task per gateway, in batches, off the connections' path).
+//! - `recorder`: the agents' `applied`, written through [`ConvergenceRecords`] (one task per
+//!   gateway, in batches, off the connections' path).
 //!
 //! Gateways hold no state that matters: any gateway serves any agent, everything is re-derived from
 //! the store and the feed at each `hello`.
@@ -24,8 +24,6 @@
 //! than inlined into every idle connection's state.
 
 mod connection;
-pub mod convergence;
-pub mod convergence_history;
 mod decisions;
 pub mod feed;
 mod handshake;
@@ -36,8 +34,7 @@ mod recorder;
 mod removals;
 mod wire;
 
-pub use convergence::{ConvergenceError, ConvergenceStore, Enforced};
-pub use feed::{NatsFeed, Payload, Rulesets, WatchFeed};
+pub use feed::{Payload, Rulesets};
 pub use inbound::ReportRate;
 
 use edict_application::Edict;

@@ -1,6 +1,8 @@
 //! The `agent_convergence` table: which revision of each team's rule set each agent enforces, and since
-//! when. The gateway writes a row when an agent reports `applied`; the admin API reads it per team
-//! ([`ConvergenceStore::convergence`]) or per agent ([`ConvergenceStore::agent_enforced`]).
+//! when. The gateway writes a row when an agent reports `applied` (through the
+//! [`ConvergenceRecords`] port, in batches); the admin API reads it per team
+//! ([`ConvergenceStore::convergence`]) or per agent ([`ConvergenceStore::agent_enforced`]), through
+//! the `ConvergenceReads` port.
 //!
 //! Operational state, not an event: the next `applied` of each agent rewrites it. The SQL is the
 //! dialect PostgreSQL and SQLite share, run on whichever pool the store holds.
