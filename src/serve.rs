@@ -5,10 +5,10 @@
 use crate::app;
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use edict_api::gateway::{Gateway, GatewaySettings, ReportRate};
 use edict_api::server::rate_limit::{RateLimitSettings, RateLimits};
 use edict_application::delivery::{ConvergenceRecords, RulesetFeed};
 use edict_infrastructure::audit::{self, ChainWriter, ChainWriterSettings};
-use edict_infrastructure::gateway::{Gateway, GatewaySettings, ReportRate};
 use edict_infrastructure::nats::{
     self, NatsAuth, NatsFeed, NatsRelay, NatsSettings, NatsTls, RelaySettings,
 };

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use edict_api::gateway::Rulesets;
 use edict_application::event_log::RecordedEvent;
-use edict_infrastructure::gateway::Rulesets;
 use edict_infrastructure::nats::{self, KvRulesetPublisher, Nats, NatsFeed, NatsSettings};
 use edict_infrastructure::projection::{ProjectionRunner, WatchFeed, WatchPublisher};
 use edict_infrastructure::store::Database;

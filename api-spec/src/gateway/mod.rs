@@ -1,41 +1,53 @@
 //! The agent gateway: the server side of the agent ↔ gateway WebSocket protocol
-//! (`edict_api::protocol`), on its own listener, route `/ws` only.
+//! ([`crate::protocol`]), on its own listener, route `/ws` only. Behind the `gateway` feature.
+//!
+//! It depends on the application only: Edict's use cases ([`Edict`]) and the two ports it drives,
+//! [`RulesetFeed`] (where published rule sets come from) and [`ConvergenceRecords`] (where the
+//! agents' `applied` are written), both in `edict_application::delivery`. Their adapters (the NATS KV
+//! watch, the in-process publisher, the convergence tables) are in `edict-infrastructure`, and the
+//! composition root (`edict serve`) hands them to [`Gateway::bind`] (ADR 0026).
 //!
 //! Layout:
-//! - this file: [`Gateway`] (bind, accept loop, shutdown) and [`GatewaySettings`];
+//! - this file: [`Gateway`] (bind, accept loop, shutdown, the log watch for revocations and
+//!   membership changes) and [`GatewaySettings`];
 //! - `handshake`: the upgrade request, peeked and authenticated before the WebSocket handshake
 //!   (401 for anything but a valid agent token, 426 for another protocol version, 404 off `/ws`);
 //! - `connection`: one agent's session (hello, pushes, timers, revocation), with `inbound` (the
-//!   agent's `applied` and `report`), `decisions` (decided change requests, polled), `polls` (the
-//!   periodic reads, run beside the connection's loop) and `wire` (the connection's socket and its
-//!   bounded queue of frames encoded once, which the connection's task drains);
-//! - [`feed`]: where new rule sets come from ([`RulesetFeed`]: NATS KV watch or the in-process
-//!   publisher) and the shared, once-serialized payload per (team, revision);
+//!   agent's `applied` and `report`), `decisions` (decided change requests, polled), `keys` (the
+//!   organization's key sets), `removals` (teams the agent left), `polls` (the periodic reads, run
+//!   beside the connection's loop) and `wire` (the connection's socket and its bounded queue of
+//!   frames encoded once, which the connection's task drains);
+//! - `rulesets`: [`Rulesets`], the shared, once-serialized [`Payload`] per (team, revision); `feed`:
+//!   how that cache follows the [`RulesetFeed`]; `fanout`: the thread that offers each new revision
+//!   to the ports of its team; `gate`: the connections' reads held while a fan-out runs;
 //! - `recorder`: the agents' `applied`, written through [`ConvergenceRecords`] (one task per
 //!   gateway, in batches, off the connections' path).
 //!
 //! Gateways hold no state that matters: any gateway serves any agent, everything is re-derived from
 //! the store and the feed at each `hello`.
 //!
-//! Memory per idle connection (measured by `edict-bench agents`, see `docs/benchmarks.md`): the
-//! WebSocket buffers are set small ([`GatewaySettings::websocket_config`]; tungstenite's defaults cost
-//! about 134 KB per connection), and the connection task's future stays small because its rare, deep
-//! calls (authentication, the greeting, reports, the timers' reads) are boxed while they run rather
-//! than inlined into every idle connection's state.
+//! An idle connection costs little memory: the WebSocket buffers are set small
+//! ([`GatewaySettings::websocket_config`]), and the connection task's future stays small because its
+//! rare, deep calls (authentication, the greeting, reports, the timers' reads) are boxed while they
+//! run rather than inlined into every idle connection's state. Measurements: `docs/benchmarks.md`
+//! (`edict-bench agents`).
 
 mod connection;
 mod decisions;
-pub mod feed;
+mod fanout;
+mod feed;
+mod gate;
 mod handshake;
 mod inbound;
 mod keys;
 mod polls;
 mod recorder;
 mod removals;
+mod rulesets;
 mod wire;
 
-pub use feed::{Payload, Rulesets};
 pub use inbound::ReportRate;
+pub use rulesets::{Payload, Rulesets};
 
 use edict_application::Edict;
 use edict_application::delivery::{ConvergenceRecords, RulesetFeed};

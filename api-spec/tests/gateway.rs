@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cqrs_es::persist::PersistedEventStore;
+use edict_api::gateway::{Gateway, GatewaySettings};
 use edict_api::protocol::{
     AgentMessage, DecisionAction, GatewayMessage, Holding, PROTOCOL_HEADER, PROTOCOL_VERSION,
     Report, ReportKind,
@@ -40,7 +41,6 @@ use edict_domain::user::{Email, GlobalRole, PersonName};
 use edict_domain::{AgentId, ChangeRequestId, Enforcement, EnforcementMode, Layer};
 use edict_domain::{RuleId, TeamId, UserId};
 use edict_infrastructure::auth::{AuthStore, LocalAuthenticator, TokenKeys};
-use edict_infrastructure::gateway::{Gateway, GatewaySettings};
 use edict_infrastructure::idempotency::IdempotencyStore;
 use edict_infrastructure::projection::{
     ProjectionRunner, SqlReadModels, WatchFeed, WatchPublisher,
@@ -943,7 +943,7 @@ on_both_backends!(
 );
 
 // ---------------------------------------------------------------------------------------------------
-// A measurement, not a check: `cargo test -p edict-infrastructure --release --test gateway_protocol
+// A measurement, not a check: `cargo test -p edict-api --release --test gateway
 // -- --ignored --nocapture idle_connection_memory`.
 
 fn rss_kib() -> u64 {

@@ -15,7 +15,7 @@
 //! connection never reverts a later, approved change of the same file.
 
 use super::connection::{Flow, Session, encoded};
-use edict_api::protocol::GatewayMessage;
+use crate::protocol::GatewayMessage;
 use edict_application::Edict;
 use edict_application::error::AppError;
 use edict_domain::TeamId;

@@ -2,17 +2,17 @@
 //!
 //! A connection hands each `applied` to the gateway's one [`Recorder`] and goes on at once: the
 //! recorder keeps the latest `applied` per (agent, team) not yet written, and its task takes them all
-//! whenever there are some and writes them through [`ConvergenceRecords::record_many`], a thousand per
-//! write (one statement on PostgreSQL). So a
-//! push to 10,000 agents never parks 10,000 connection tasks on the database pool (where the next
-//! push, the handshakes and the timers of every connection would wait behind them), and a database
-//! that falls behind delays the *recording* only, never the next push.
+//! whenever there are some and writes them through the [`ConvergenceRecords`] port,
+//! [`ROWS_PER_WRITE`] per write, [`WRITERS`] writes at a time. So a push to a team's agents never
+//! parks their connection tasks on the database pool (where the next push, the handshakes and the
+//! timers of every connection would wait behind them), and a database that falls behind delays the
+//! *recording* only, never the next push.
 //!
 //! The recorder writes once a burst of acks is over (no new `applied` for [`SETTLE`], or
-//! [`MAX_DELAY`] after the first unwritten one, whichever comes first): a revision pushed to 10,000
-//! agents brings 10,000 acks within a fraction of a second, and the database's work for them (tens of
-//! microseconds of CPU per row, on the same machine as the gateway more often than not) then comes
-//! after the fan-out instead of competing with it. The convergence view lags the acks by that much.
+//! [`MAX_DELAY`] after the first unwritten one, whichever comes first): a revision pushed to a team
+//! brings one ack per agent in a burst, and the database's work for them (often on the same machine
+//! as the gateway) then comes after the fan-out instead of competing with it (ADR 0011; measurements
+//! in `docs/benchmarks.md`). The convergence view lags the acks by that much.
 //!
 //! What is pending is bounded by the (agent, team) pairs (one entry each, overwritten by a newer
 //! `applied`): when the writes fall behind, an agent that applied two revisions meanwhile is recorded
