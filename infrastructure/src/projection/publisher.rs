@@ -9,7 +9,8 @@
 //! replica's) and publishes the served document again, with backoff, until it succeeds. Publishers
 //! compare and set on the revision, so a late or repeated publish never replaces a newer revision.
 //!
-//! The embedded mode's publisher, [`WatchPublisher`], is in [`watch`](super::watch).
+//! The embedded mode's publisher, [`WatchPublisher`](super::WatchPublisher), is in
+//! [`watch`](super::watch).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
