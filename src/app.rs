@@ -303,7 +303,7 @@ pub async fn build(settings: &Settings, nats: Option<&Nats>) -> Result<Built> {
         read_models: Arc::new(SqlReadModels::new(database.clone())),
         projections: projections.clone(),
         on_commit,
-        convergence: Arc::new(edict_infrastructure::gateway::ConvergenceStore::new(
+        convergence: Arc::new(edict_infrastructure::store::ConvergenceStore::new(
             database.clone(),
         )),
     };

@@ -5,15 +5,18 @@
 use crate::app;
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use edict_api::gateway::{Gateway, GatewaySettings, ReportRate};
 use edict_api::server::rate_limit::{RateLimitSettings, RateLimits};
+use edict_application::delivery::{ConvergenceRecords, RulesetFeed};
 use edict_infrastructure::audit::{self, ChainWriter, ChainWriterSettings};
-use edict_infrastructure::gateway::{
-    ConvergenceStore, Gateway, GatewaySettings, NatsFeed, ReportRate, RulesetFeed, WatchFeed,
+use edict_infrastructure::nats::{
+    self, NatsAuth, NatsFeed, NatsRelay, NatsSettings, NatsTls, RelaySettings,
 };
-use edict_infrastructure::nats::{self, NatsAuth, NatsRelay, NatsSettings, NatsTls, RelaySettings};
+use edict_infrastructure::projection::WatchFeed;
 use edict_infrastructure::settings::{
     AuditSettings, BootstrapAdmin, Limits, QuorumSettings, Secret, Settings, TlsSettings,
 };
+use edict_infrastructure::store::ConvergenceStore;
 use edict_infrastructure::supervisor::{Supervisor, SupervisorSettings};
 use poem::Server;
 use poem::listener::{AcceptorExt, Listener, TcpListener};
@@ -495,13 +498,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         let gateway_settings = GatewaySettings {
             decision_interval: Duration::from_millis(args.gateway_poll_ms.max(100)),
             report_rate,
-            ..GatewaySettings::with_limits(&limits)
+            ..gateway_settings(&limits)
         };
+        let convergence: Arc<dyn ConvergenceRecords> =
+            Arc::new(ConvergenceStore::new(built.database.clone()));
         let (gateway, address) = Gateway::bind(
             gateway_bind,
             built.edict.clone(),
             feed.clone(),
-            ConvergenceStore::new(built.database.clone()),
+            Arc::clone(&convergence),
             gateway_settings.clone(),
         )
         .await
@@ -536,25 +541,18 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         }
         let mut first = Some(gateway);
         let edict = built.edict.clone();
-        let database = built.database.clone();
         supervisor.spawn(&mut tasks, "gateway", move |stopped| {
             let bound = first.take();
-            let (edict, database, feed) = (edict.clone(), database.clone(), feed.clone());
+            let (edict, convergence, feed) = (edict.clone(), convergence.clone(), feed.clone());
             let gateway_settings = gateway_settings.clone();
             async move {
                 let gateway = match bound {
                     Some(gateway) => gateway,
                     // Started again: on the same address, which agents were told.
                     None => {
-                        Gateway::bind(
-                            address,
-                            edict,
-                            feed,
-                            ConvergenceStore::new(database),
-                            gateway_settings.clone(),
-                        )
-                        .await?
-                        .0
+                        Gateway::bind(address, edict, feed, convergence, gateway_settings.clone())
+                            .await?
+                            .0
                     }
                 };
                 gateway.run(stopping(stopped)).await;
@@ -664,6 +662,16 @@ fn spawn_housekeeping(
 }
 
 /// Resolves once `stopped` turns `true` (or its sender is gone).
+/// The gateway's defaults with the bounds of `limits` (`EDICT_WS_*`).
+fn gateway_settings(limits: &Limits) -> GatewaySettings {
+    GatewaySettings {
+        max_message_size: limits.ws_max_message_bytes,
+        max_unauthenticated: limits.ws_max_unauthenticated,
+        max_sockets_per_agent: limits.ws_max_sockets_per_agent,
+        ..GatewaySettings::default()
+    }
+}
+
 async fn stopping(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }

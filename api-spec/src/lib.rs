@@ -1,4 +1,5 @@
-//! Edict's wire contract.
+//! Edict's two edges: the HTTP API with its OpenAPI spec, and the agent gateway with its protocol
+//! (ADR 0026).
 //!
 //! - [`protocol`]: the messages agents and gateways exchange (serde only; the agent depends on this crate
 //!   without default features).
@@ -6,7 +7,13 @@
 //!   by the server's projection and the agent (serde only).
 //! - `server` (default feature): the poem-openapi HTTP API. The spec it generates is committed as
 //!   `api-spec/openapi.yaml`, and a test fails when the two differ.
+//! - `gateway` (default feature): the agent gateway, the WebSocket server of [`protocol`].
+//!
+//! Both servers depend on `edict-application` (its use cases and ports) and never on
+//! `edict-infrastructure`: the composition root hands them their adapters.
 
+#[cfg(feature = "gateway")]
+pub mod gateway;
 pub mod protocol;
 pub mod ruleset;
 #[cfg(feature = "server")]

@@ -9,6 +9,7 @@
 //! - [`auth`]: the authentication and idempotency ports.
 //! - [`history`]: replay for auditors (the filtered log, aggregate histories, time travel).
 //! - [`gateway`]: what the agent gateway asks of Edict (recording enforcement reports, an agent's teams).
+//! - [`delivery`]: the ports the agent gateway drives (the rule set feed, the convergence records).
 //! - [`audit`]: the hash chain over the log, signed checkpoints, the export with hashes.
 //! - [`supervision`]: the states of this process's roles and the probes readiness runs.
 //! - [`metadata`], [`clock`], [`error`].
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod change_requests;
 pub mod clock;
 pub mod command;
+pub mod delivery;
 pub mod enrollment;
 pub mod error;
 pub mod event_log;

@@ -5,8 +5,6 @@
 //! - [`auth`]: credentials (argon2), sessions and JWT access tokens, agent tokens.
 //! - [`nats`]: the NATS JetStream transport: the event relay, projection consumers, the rule set bucket.
 //! - [`projection`]: the projection runner (live path, catch-up, rebuild) and the read-model store.
-//! - [`gateway`]: the agent gateway (WebSocket `/ws`): rule sets to agents, their reports and
-//!   convergence back.
 //! - [`idempotency`]: remembered responses for `Idempotency-Key` retries.
 //! - [`settings`]: configuration from the environment, with secrets wrapped.
 //! - [`supervisor`]: restarts the roles of a process with backoff and keeps their states.
@@ -25,7 +23,6 @@ macro_rules! on_pool {
 
 pub mod audit;
 pub mod auth;
-pub mod gateway;
 pub mod idempotency;
 pub mod nats;
 pub mod projection;

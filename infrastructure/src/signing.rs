@@ -573,7 +573,8 @@ impl KeyRing {
         let key_id = key_id_of(&key.verifying_key());
         let mut signed = 0;
         for doc in docs {
-            let Some(mut decision) = crate::gateway::decisions::decision_of(doc) else {
+            let Some(mut decision) = edict_projections::change_inbox::decision::decision_of(doc)
+            else {
                 continue;
             };
             let (Some(change_request), Some(team), Some(version)) = (
@@ -640,7 +641,7 @@ impl KeyRing {
                 let version = doc["version"].as_i64().unwrap_or_default();
                 match held.get(doc["id"].as_str().unwrap_or_default()) {
                     Some((signed, key_id)) => *signed < version || *key_id != active,
-                    None => crate::gateway::decisions::decision_of(doc).is_some(),
+                    None => edict_projections::change_inbox::decision::decision_of(doc).is_some(),
                 }
             })
             .collect();

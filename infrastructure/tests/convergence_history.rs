@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use edict_application::read_models::{ConvergenceReads, Enforcement};
-use edict_infrastructure::gateway::convergence::ConvergenceStore;
+use edict_infrastructure::store::ConvergenceStore;
 use edict_infrastructure::store::Database;
 use edict_test_kit::{create_isolated_postgres, drop_isolated_postgres, test_database_url};
 

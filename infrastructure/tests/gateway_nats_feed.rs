@@ -10,8 +10,8 @@ use edict_test_kit::resume_panic;
 use std::sync::Arc;
 use std::time::Duration;
 
-use edict_infrastructure::gateway::{NatsFeed, Rulesets};
-use edict_infrastructure::nats::{self, KvRulesetPublisher, NatsSettings};
+use edict_api::gateway::Rulesets;
+use edict_infrastructure::nats::{self, KvRulesetPublisher, NatsFeed, NatsSettings};
 use edict_projections::RulesetPublisher;
 use serde_json::json;
 

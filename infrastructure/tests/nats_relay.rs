@@ -17,12 +17,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_nats::jetstream::stream::Stream as JsStream;
+use edict_application::delivery::RulesetUpdate;
 use edict_application::event_log::{Checkpoint, EventLog, RecordedEvent, RelayedEvent};
 use edict_infrastructure::nats::{
     self, KvRulesetPublisher, Nats, NatsError, NatsRelay, NatsSettings, RelaySettings, RelayStatus,
     message_id, relay_checkpoint, watch_rulesets,
 };
-use edict_infrastructure::projection::RulesetUpdate;
 use edict_infrastructure::store::Database;
 use edict_projections::RulesetPublisher;
 use edict_test_kit::nats::{delete_streams, fresh_prefix, test_nats_url};

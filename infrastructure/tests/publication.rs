@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use edict_api::gateway::Rulesets;
 use edict_application::event_log::RecordedEvent;
-use edict_infrastructure::gateway::{NatsFeed, Rulesets, WatchFeed};
-use edict_infrastructure::nats::{self, KvRulesetPublisher, Nats, NatsSettings};
-use edict_infrastructure::projection::{ProjectionRunner, WatchPublisher};
+use edict_infrastructure::nats::{self, KvRulesetPublisher, Nats, NatsFeed, NatsSettings};
+use edict_infrastructure::projection::{ProjectionRunner, WatchFeed, WatchPublisher};
 use edict_infrastructure::store::Database;
 use edict_projections::{
     DocMeta, Docs, Projection, ProjectionError, RULESET_KIND, RulesetPublisher,
@@ -552,7 +552,7 @@ async fn a_gateway_reconciles_its_cache_with_the_bucket() {
         let rulesets = Rulesets::new();
         let feed = NatsFeed(nats.clone());
         // The gateway holds revision 1 of team-1, and nothing of team-2.
-        rulesets.publish(&edict_infrastructure::projection::RulesetUpdate {
+        rulesets.publish(&edict_application::delivery::RulesetUpdate {
             team: "team-1".to_owned(),
             ruleset: Arc::new(ruleset("team-1", 1)),
         });

@@ -3,6 +3,8 @@
 //! opening order). Team admins list their team's pending requests from it; agents and developers
 //! follow the decisions. The fold mirrors the ChangeRequest aggregate's `apply`.
 
+pub mod decision;
+
 use crate::decode::{AggregateType, AnyEvent, decode_followed};
 use crate::{DocMeta, Docs, Projection, ProjectionError, RecordedEvent, inconsistent, version_of};
 use async_trait::async_trait;

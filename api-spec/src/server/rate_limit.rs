@@ -19,7 +19,7 @@
 //!
 //! A client whose sign-in failed within the window, or that has another sign-in running, is
 //! *suspect*: its next password hashes wait in a
-//! lane of their own that runs one at a time (`edict_infrastructure::auth::password`), so a flood of
+//! lane of their own that runs one at a time (the auth adapter's password lanes), so a flood of
 //! guesses, even within its addresses' budgets, queues behind itself and not in front of
 //! legitimate sign-ins. A client that signed in to an account successfully within
 //! `EDICT_RATE_KNOWN_CLIENT_SECS` (30 days) is *known* for that account: its next sign-in to it (with

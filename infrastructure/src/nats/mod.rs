@@ -22,7 +22,7 @@
 //!   streams ([`Nats::ensure_streams`]);
 //! - [`relay`]: [`NatsRelay`], the one active publisher per deployment (PostgreSQL advisory lock);
 //! - [`projector`]: [`run_projector`], a durable pull consumer driving one projection;
-//! - [`rulesets`]: [`KvRulesetPublisher`] and [`watch_rulesets`].
+//! - [`rulesets`]: [`KvRulesetPublisher`], [`watch_rulesets`] and the gateways' [`NatsFeed`].
 //!
 //! Credentials ([`NatsAuth`]: user and password, token, nkey seed or a `.creds` file) and TLS ([`NatsTls`]: a CA
 //! file, a client certificate) are set through [`NatsSettings`]; secrets stay inside [`Secret`] and never
@@ -49,7 +49,7 @@ pub(crate) mod backoff;
 
 pub use projector::{ProjectorError, ProjectorSettings, run_projector};
 pub use relay::{NatsRelay, RelaySettings, RelayState, RelayStatus, relay_checkpoint};
-pub use rulesets::{KvRulesetPublisher, watch_rulesets};
+pub use rulesets::{KvRulesetPublisher, NatsFeed, watch_rulesets};
 
 /// The server used when `EDICT_NATS_URL` is not set.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";

@@ -4,6 +4,9 @@
 //! Writes are a compare-and-set on the rule set revision ([`KvRulesetPublisher`]): the bucket never goes
 //! from revision N+1 back to N.
 //!
+//! Gateways read the bucket through [`NatsFeed`], their [`RulesetFeed`]: a watch of the bucket
+//! ([`watch_rulesets`]) and its current values ([`current_rulesets`]).
+//!
 //! The bucket keeps one revision per key. Its stream is created by [`Nats::ensure_streams`] (by hand:
 //! `create_key_value` fails on nats-server 2.9); here it is only opened with `get_key_value`.
 
@@ -11,11 +14,12 @@ use std::sync::Arc;
 
 use async_nats::jetstream::kv;
 use async_trait::async_trait;
+use edict_application::delivery::{FeedError, RulesetFeed, RulesetUpdate};
 use edict_projections::RulesetPublisher;
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 
 use super::{Nats, NatsError};
-use crate::projection::RulesetUpdate;
 use crate::projection::publisher::revision_of;
 
 /// Compare-and-set rounds before a publish gives up (each lost round means another publisher wrote
@@ -185,4 +189,28 @@ async fn open_bucket(nats: &Nats) -> Result<kv::Store, NatsError> {
         .get_key_value(bucket.as_str())
         .await
         .map_err(|error| NatsError::jetstream(format!("open bucket {bucket}"), error))
+}
+
+/// The distributed mode's feed: a watch of the `<prefix>rulesets` KV bucket.
+#[derive(Debug, Clone)]
+pub struct NatsFeed(pub Nats);
+
+#[async_trait]
+impl RulesetFeed for NatsFeed {
+    async fn open(
+        &self,
+    ) -> Result<BoxStream<'static, Result<RulesetUpdate, FeedError>>, FeedError> {
+        let watch = watch_rulesets(&self.0)
+            .await
+            .map_err(|e| FeedError::Unavailable(e.to_string()))?;
+        Ok(watch
+            .map(|item| item.map_err(|e| FeedError::Unavailable(e.to_string())))
+            .boxed())
+    }
+
+    async fn current(&self, teams: &[String]) -> Result<Vec<RulesetUpdate>, FeedError> {
+        current_rulesets(&self.0, teams)
+            .await
+            .map_err(|e| FeedError::Unavailable(e.to_string()))
+    }
 }

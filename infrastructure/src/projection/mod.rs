@@ -35,7 +35,9 @@
 //! - [`read_models`]: [`SqlReadModels`], the `ReadModels` port over the served generations;
 //! - [`publisher`]: publishing rule sets (at least once: the revisions a batch commits are recorded as
 //!   owed in `ruleset_publication` and the runner's publication loop retries them until published, ADR
-//!   0014), and [`WatchPublisher`], the in-process rule set channel of the embedded mode;
+//!   0014);
+//! - [`watch`]: [`WatchPublisher`], the in-process rule set channel of the embedded mode, and
+//!   [`WatchFeed`], the gateway's feed over it;
 //! - `polling`: [`ProjectionRunner::run_polling`], the embedded transport;
 //! - `sql`: the statements, written once for both databases.
 
@@ -45,12 +47,14 @@ pub mod read_models;
 pub mod rebuild;
 pub mod runner;
 mod sql;
+pub mod watch;
 pub(crate) use sql::served_docs_of_kind;
 
-pub use publisher::{ActiveKey, DecisionSigner, RulesetUpdate, SigningPublisher, WatchPublisher};
+pub use publisher::{ActiveKey, DecisionSigner, SigningPublisher};
 pub use read_models::SqlReadModels;
 pub use rebuild::{RebuildPhase, RebuildProgress, RebuildReport};
 pub use runner::{Handled, ProjectionRunner};
+pub use watch::{WatchFeed, WatchPublisher};
 
 /// Why a runner could not make progress.
 ///

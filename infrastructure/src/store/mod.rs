@@ -13,7 +13,10 @@
 //! - [`repository`]: [`EventRepository`], the one cqrs-es repository type every aggregate is stored with
 //!   (`PersistedEventStore::new_event_store(db.event_repository())`, event-store mode only);
 //! - [`global_log`]: the [`EventLog`](edict_application::event_log::EventLog) port, reading every event of
-//!   every aggregate in commit order.
+//!   every aggregate in commit order;
+//! - [`convergence`], [`convergence_history`]: which revision each agent enforces, now and in the past
+//!   ([`ConvergenceStore`]: the gateway's `ConvergenceRecords` port and the query side's
+//!   `ConvergenceReads`).
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -24,10 +27,13 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub mod convergence;
+pub mod convergence_history;
 pub mod global_log;
 pub mod private;
 pub mod repository;
 
+pub use convergence::{ConvergenceError, ConvergenceStore, Enforced};
 pub use repository::EventRepository;
 
 /// The PostgreSQL schema, embedded at compile time.

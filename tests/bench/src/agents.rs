@@ -499,7 +499,8 @@ impl Deployment {
             ),
             (
                 "RUST_LOG".to_owned(),
-                "warn,edict_infrastructure::gateway::feed=info".to_owned(),
+                "warn,edict_api::gateway::rulesets=info,edict_api::gateway::fanout=info,edict_api::gateway::feed=info"
+                    .to_owned(),
             ),
             ("EDICT_LOG_JSON".to_owned(), "true".to_owned()),
         ];

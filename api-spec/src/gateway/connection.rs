@@ -31,11 +31,12 @@
 //! decisions in `decisions`.
 
 use super::Shared;
-use super::feed::{Gate, Payload};
+use super::gate::Gate;
 use super::handshake::{Agent, admit, peek_request};
 use super::polls::Poll;
+use super::rulesets::Payload;
 use super::wire::{self, Offered, Port, Wire};
-use edict_api::protocol::{AgentMessage, GatewayMessage, Holding, PROTOCOL_VERSION};
+use crate::protocol::{AgentMessage, GatewayMessage, Holding, PROTOCOL_VERSION};
 use edict_application::error::AppError;
 use edict_application::gateway::{AdmissionChange, AgentAdmission};
 use edict_application::principal::Principal;
@@ -103,7 +104,7 @@ pub(super) enum Flow {
 pub(super) fn revoked() -> Flow {
     tracing::info!("agent revoked; closing");
     Flow::Close(Some(Box::new(error(
-        edict_api::protocol::REVOKED,
+        crate::protocol::REVOKED,
         "the agent token is no longer valid",
     ))))
 }
@@ -113,7 +114,7 @@ pub(super) fn revoked() -> Flow {
 pub(super) fn expired() -> Flow {
     tracing::info!("agent token expired; closing");
     Flow::Close(Some(Box::new(error(
-        edict_api::protocol::TOKEN_EXPIRED,
+        crate::protocol::TOKEN_EXPIRED,
         "the agent token expired; connect with the renewed token, or log in again",
     ))))
 }
@@ -885,7 +886,7 @@ mod tests {
 
     #[test]
     fn applied_is_read_directly_as_the_full_parse_reads_it() {
-        use edict_api::protocol::{AgentMessage, Holding};
+        use crate::protocol::{AgentMessage, Holding};
         let holding = Holding {
             team: "t\u{e9}am".into(),
             revision: 7,

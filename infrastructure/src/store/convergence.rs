@@ -1,12 +1,15 @@
 //! The `agent_convergence` table: which revision of each team's rule set each agent enforces, and since
-//! when. The gateway writes a row when an agent reports `applied`; the admin API reads it per team
-//! ([`ConvergenceStore::convergence`]) or per agent ([`ConvergenceStore::agent_enforced`]).
+//! when. The gateway writes a row when an agent reports `applied` (through the
+//! [`ConvergenceRecords`] port, in batches); the admin API reads it per team
+//! ([`ConvergenceStore::convergence`]) or per agent ([`ConvergenceStore::agent_enforced`]), through
+//! the `ConvergenceReads` port.
 //!
 //! Operational state, not an event: the next `applied` of each agent rewrites it. The SQL is the
 //! dialect PostgreSQL and SQLite share, run on whichever pool the store holds.
 
 use crate::store::Database;
 use chrono::{DateTime, Utc};
+use edict_application::delivery::{AppliedRow, ConvergenceRecords, ConvergenceUnavailable};
 use serde::Serialize;
 
 /// The convergence table could not be read or written.
@@ -54,21 +57,6 @@ impl From<Row> for Enforced {
 #[derive(Debug, Clone)]
 pub struct ConvergenceStore {
     db: Database,
-}
-
-/// One `applied` for [`ConvergenceStore::record_many`].
-#[derive(Debug, Clone, Copy)]
-pub struct AppliedRow<'a> {
-    /// The agent.
-    pub agent: &'a str,
-    /// The team.
-    pub team: &'a str,
-    /// The revision it applied.
-    pub revision: u64,
-    /// Its hash.
-    pub hash: &'a str,
-    /// When the gateway learned of it.
-    pub at: DateTime<Utc>,
 }
 
 impl ConvergenceStore {
@@ -199,6 +187,15 @@ impl ConvergenceStore {
         .fetch_all(pool)
         .await)?;
         Ok(rows.into_iter().map(Enforced::from).collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl ConvergenceRecords for ConvergenceStore {
+    async fn record_many(&self, applied: &[AppliedRow<'_>]) -> Result<(), ConvergenceUnavailable> {
+        ConvergenceStore::record_many(self, applied)
+            .await
+            .map_err(|ConvergenceError(error)| ConvergenceUnavailable(error.to_string()))
     }
 }
 

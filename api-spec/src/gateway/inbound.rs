@@ -10,7 +10,7 @@
 
 use super::connection::{Flow, Session, encoded};
 use super::recorder::Applied;
-use edict_api::protocol::{AgentMessage, GatewayMessage, Holding, Report, ReportKind};
+use crate::protocol::{AgentMessage, GatewayMessage, Holding, Report, ReportKind};
 use edict_application::RequestContext;
 use edict_application::error::AppError;
 use edict_application::gateway::{AgentReport, IntegrityReport, ReportKind as AppReportKind};

@@ -7,7 +7,7 @@
 //! decisions poll for those not signed yet. A team the user rejoined meanwhile is no longer owed.
 
 use super::connection::{Flow, Session, encoded};
-use edict_api::protocol::GatewayMessage;
+use crate::protocol::GatewayMessage;
 
 impl Session {
     /// Sends the signed removal of every team owed one that the store holds.

@@ -7,8 +7,8 @@
 //! keys it already trusts, so a gateway can withhold a key set but never forge one.
 
 use super::connection::{Flow, Session, encoded};
-use edict_api::protocol::GatewayMessage;
-use edict_api::ruleset::KeySet;
+use crate::protocol::GatewayMessage;
+use crate::ruleset::KeySet;
 use edict_application::Edict;
 use edict_application::error::AppError;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -1,46 +1,56 @@
 //! The agent gateway: the server side of the agent ↔ gateway WebSocket protocol
-//! (`edict_api::protocol`), on its own listener, route `/ws` only.
+//! ([`crate::protocol`]), on its own listener, route `/ws` only. Behind the `gateway` feature.
+//!
+//! It depends on the application only: Edict's use cases ([`Edict`]) and the two ports it drives,
+//! [`RulesetFeed`] (where published rule sets come from) and [`ConvergenceRecords`] (where the
+//! agents' `applied` are written), both in `edict_application::delivery`. Their adapters (the NATS KV
+//! watch, the in-process publisher, the convergence tables) are in `edict-infrastructure`, and the
+//! composition root (`edict serve`) hands them to [`Gateway::bind`] (ADR 0026).
 //!
 //! Layout:
-//! - this file: [`Gateway`] (bind, accept loop, shutdown) and [`GatewaySettings`];
+//! - this file: [`Gateway`] (bind, accept loop, shutdown, the log watch for revocations and
+//!   membership changes) and [`GatewaySettings`];
 //! - `handshake`: the upgrade request, peeked and authenticated before the WebSocket handshake
 //!   (401 for anything but a valid agent token, 426 for another protocol version, 404 off `/ws`);
 //! - `connection`: one agent's session (hello, pushes, timers, revocation), with `inbound` (the
-//!   agent's `applied` and `report`), `decisions` (decided change requests, polled), `polls` (the
-//!   periodic reads, run beside the connection's loop) and `wire` (the connection's socket and its
-//!   bounded queue of frames encoded once, which the connection's task drains);
-//! - [`feed`]: where new rule sets come from ([`RulesetFeed`]: NATS KV watch or the in-process
-//!   publisher) and the shared, once-serialized payload per (team, revision);
-//! - [`convergence`]: the `agent_convergence` table (which revision each agent enforces), written by
-//!   `recorder` (one task per gateway, in batches, off the connections' path).
+//!   agent's `applied` and `report`), `decisions` (decided change requests, polled), `keys` (the
+//!   organization's key sets), `removals` (teams the agent left), `polls` (the periodic reads, run
+//!   beside the connection's loop) and `wire` (the connection's socket and its bounded queue of
+//!   frames encoded once, which the connection's task drains);
+//! - `rulesets`: [`Rulesets`], the shared, once-serialized [`Payload`] per (team, revision); `feed`:
+//!   how that cache follows the [`RulesetFeed`]; `fanout`: the thread that offers each new revision
+//!   to the ports of its team; `gate`: the connections' reads held while a fan-out runs;
+//! - `recorder`: the agents' `applied`, written through [`ConvergenceRecords`] (one task per
+//!   gateway, in batches, off the connections' path).
 //!
 //! Gateways hold no state that matters: any gateway serves any agent, everything is re-derived from
 //! the store and the feed at each `hello`.
 //!
-//! Memory per idle connection (measured by `edict-bench agents`, see `docs/benchmarks.md`): the
-//! WebSocket buffers are set small ([`GatewaySettings::websocket_config`]; tungstenite's defaults cost
-//! about 134 KB per connection), and the connection task's future stays small because its rare, deep
-//! calls (authentication, the greeting, reports, the timers' reads) are boxed while they run rather
-//! than inlined into every idle connection's state.
+//! An idle connection costs little memory: the WebSocket buffers are set small
+//! ([`GatewaySettings::websocket_config`]), and the connection task's future stays small because its
+//! rare, deep calls (authentication, the greeting, reports, the timers' reads) are boxed while they
+//! run rather than inlined into every idle connection's state. Measurements: `docs/benchmarks.md`
+//! (`edict-bench agents`).
 
 mod connection;
-pub mod convergence;
-pub mod convergence_history;
-pub(crate) mod decisions;
-pub mod feed;
+mod decisions;
+mod fanout;
+mod feed;
+mod gate;
 mod handshake;
 mod inbound;
 mod keys;
 mod polls;
 mod recorder;
 mod removals;
+mod rulesets;
 mod wire;
 
-pub use convergence::{ConvergenceError, ConvergenceStore, Enforced};
-pub use feed::{FeedError, NatsFeed, Payload, RulesetFeed, Rulesets, WatchFeed};
 pub use inbound::ReportRate;
+pub use rulesets::{Payload, Rulesets};
 
 use edict_application::Edict;
+use edict_application::delivery::{ConvergenceRecords, RulesetFeed};
 use edict_application::gateway::AdmissionChange;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -127,16 +137,6 @@ impl Default for GatewaySettings {
 }
 
 impl GatewaySettings {
-    /// The defaults with the bounds of `limits` (what `edict serve` configures).
-    pub fn with_limits(limits: &crate::settings::Limits) -> Self {
-        GatewaySettings {
-            max_message_size: limits.ws_max_message_bytes,
-            max_unauthenticated: limits.ws_max_unauthenticated,
-            max_sockets_per_agent: limits.ws_max_sockets_per_agent,
-            ..GatewaySettings::default()
-        }
-    }
-
     /// The WebSocket buffers: a 1 KiB read buffer (what an agent sends is small: `applied`, reports;
     /// a larger frame grows it while it is read), no write buffering (each frame goes out at once).
     ///
@@ -162,7 +162,7 @@ pub(crate) struct Shared {
     pub(crate) rulesets: Rulesets,
     /// Where published (signed) rule sets are read when a team is not cached yet.
     pub(crate) feed: Arc<dyn RulesetFeed>,
-    pub(crate) convergence: ConvergenceStore,
+    pub(crate) convergence: Arc<dyn ConvergenceRecords>,
     /// Where connections hand their agents' `applied`.
     pub(crate) recorder: recorder::Recorder,
     /// The change requests of each team, shared by the connections' decision polls.
@@ -203,7 +203,7 @@ impl Gateway {
         addr: SocketAddr,
         edict: Arc<Edict>,
         feed: Arc<dyn RulesetFeed>,
-        convergence: ConvergenceStore,
+        convergence: Arc<dyn ConvergenceRecords>,
         settings: GatewaySettings,
     ) -> std::io::Result<(Gateway, SocketAddr)> {
         let listener = TcpListener::bind(addr).await?;
@@ -252,7 +252,7 @@ impl Gateway {
         tasks.spawn(watch_admissions(shared.clone(), stopped.clone()));
         tasks.spawn(recorder::run(
             shared.recorder.clone(),
-            shared.convergence.clone(),
+            Arc::clone(&shared.convergence),
             stopped.clone(),
         ));
         tracing::info!(listen = ?listener.local_addr().ok(), "gateway serving /ws");

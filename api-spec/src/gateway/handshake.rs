@@ -8,7 +8,7 @@
 //! `max_sockets_per_agent` slots ([`Sockets`]) until it ends.
 
 use super::Shared;
-use edict_api::protocol::{PROTOCOL_HEADER, PROTOCOL_VERSION};
+use crate::protocol::{PROTOCOL_HEADER, PROTOCOL_VERSION};
 use edict_application::error::AppError;
 use edict_application::principal::Principal;
 use edict_domain::{AgentId, UserId};

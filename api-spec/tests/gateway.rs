@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cqrs_es::persist::PersistedEventStore;
+use edict_api::gateway::{Gateway, GatewaySettings};
 use edict_api::protocol::{
     AgentMessage, DecisionAction, GatewayMessage, Holding, PROTOCOL_HEADER, PROTOCOL_VERSION,
     Report, ReportKind,
@@ -40,10 +41,11 @@ use edict_domain::user::{Email, GlobalRole, PersonName};
 use edict_domain::{AgentId, ChangeRequestId, Enforcement, EnforcementMode, Layer};
 use edict_domain::{RuleId, TeamId, UserId};
 use edict_infrastructure::auth::{AuthStore, LocalAuthenticator, TokenKeys};
-use edict_infrastructure::gateway::{ConvergenceStore, Gateway, GatewaySettings, WatchFeed};
 use edict_infrastructure::idempotency::IdempotencyStore;
-use edict_infrastructure::projection::{ProjectionRunner, SqlReadModels, WatchPublisher};
-use edict_infrastructure::store::Database;
+use edict_infrastructure::projection::{
+    ProjectionRunner, SqlReadModels, WatchFeed, WatchPublisher,
+};
+use edict_infrastructure::store::{ConvergenceStore, Database};
 use edict_projections::RulesetPublisher;
 use edict_test_kit::store::{Backend, ScratchStore};
 use edict_test_kit::{eventually, on_both_backends, run_isolated};
@@ -103,7 +105,7 @@ fn edict_over(db: &Database) -> Edict {
         read_models: Arc::new(SqlReadModels::new(db.clone())),
         projections: Arc::new(NoRebuild),
         on_commit: Arc::new(NoHook),
-        convergence: Arc::new(edict_infrastructure::gateway::ConvergenceStore::new(
+        convergence: Arc::new(edict_infrastructure::store::ConvergenceStore::new(
             db.clone(),
         )),
     })
@@ -248,7 +250,7 @@ impl Fixture {
             fixture.addr,
             edict,
             Arc::new(WatchFeed(watch)),
-            fixture.convergence.clone(),
+            Arc::new(fixture.convergence.clone()),
             settings,
         )
         .await
@@ -941,7 +943,7 @@ on_both_backends!(
 );
 
 // ---------------------------------------------------------------------------------------------------
-// A measurement, not a check: `cargo test -p edict-infrastructure --release --test gateway_protocol
+// A measurement, not a check: `cargo test -p edict-api --release --test gateway
 // -- --ignored --nocapture idle_connection_memory`.
 
 fn rss_kib() -> u64 {

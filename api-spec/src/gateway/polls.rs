@@ -4,14 +4,14 @@
 //! Each read is a boxed future that owns what it needs (the shared state, the agent, a copy of its
 //! teams) and answers a [`Polled`]; the loop keeps at most one in flight, goes on taking pushes and
 //! frames meanwhile, and applies the answer when it comes. So a push never waits behind a slow
-//! database read: with 10,000 connections each reading every few seconds, the pool is busy, and a read
-//! awaited inline used to hold back the next rule set of that connection by as long as it queued.
+//! database read: with many connections each reading every few seconds, the pool is busy, and a read
+//! awaited inline would hold back the next rule set of that connection by as long as it queued.
 //! The future lives on the heap only while the read runs.
 
 use super::Shared;
 use super::connection::{Flow, Session};
-use super::feed::Payload;
-use edict_api::ruleset::KeySet;
+use super::rulesets::Payload;
+use crate::ruleset::KeySet;
 use edict_application::error::AppError;
 use edict_application::principal::Principal;
 use serde_json::Value;

@@ -2,25 +2,25 @@
 //!
 //! A connection hands each `applied` to the gateway's one [`Recorder`] and goes on at once: the
 //! recorder keeps the latest `applied` per (agent, team) not yet written, and its task takes them all
-//! whenever there are some and writes them through [`ConvergenceStore::record_many`], a thousand per
-//! write (one statement on PostgreSQL). So a
-//! push to 10,000 agents never parks 10,000 connection tasks on the database pool (where the next
-//! push, the handshakes and the timers of every connection would wait behind them), and a database
-//! that falls behind delays the *recording* only, never the next push.
+//! whenever there are some and writes them through the [`ConvergenceRecords`] port,
+//! [`ROWS_PER_WRITE`] per write, [`WRITERS`] writes at a time. So a push to a team's agents never
+//! parks their connection tasks on the database pool (where the next push, the handshakes and the
+//! timers of every connection would wait behind them), and a database that falls behind delays the
+//! *recording* only, never the next push.
 //!
 //! The recorder writes once a burst of acks is over (no new `applied` for [`SETTLE`], or
-//! [`MAX_DELAY`] after the first unwritten one, whichever comes first): a revision pushed to 10,000
-//! agents brings 10,000 acks within a fraction of a second, and the database's work for them (tens of
-//! microseconds of CPU per row, on the same machine as the gateway more often than not) then comes
-//! after the fan-out instead of competing with it. The convergence view lags the acks by that much.
+//! [`MAX_DELAY`] after the first unwritten one, whichever comes first): a revision pushed to a team
+//! brings one ack per agent in a burst, and the database's work for them (often on the same machine
+//! as the gateway) then comes after the fan-out instead of competing with it (ADR 0011; measurements
+//! in `docs/benchmarks.md`). The convergence view lags the acks by that much.
 //!
 //! What is pending is bounded by the (agent, team) pairs (one entry each, overwritten by a newer
 //! `applied`): when the writes fall behind, an agent that applied two revisions meanwhile is recorded
 //! at the second only (the table keeps the latest anyway). A failed write is logged; the agent's next
 //! `applied` (next revision or next connection) records it again.
 
-use super::convergence::{AppliedRow, ConvergenceStore};
 use chrono::{DateTime, Utc};
+use edict_application::delivery::{AppliedRow, ConvergenceRecords};
 use edict_domain::AgentId;
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -101,7 +101,7 @@ impl Recorder {
 /// Writes what `recorder` gathers until `stopped`, then what is left.
 pub(crate) async fn run(
     recorder: Recorder,
-    convergence: ConvergenceStore,
+    convergence: Arc<dyn ConvergenceRecords>,
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
@@ -112,7 +112,7 @@ pub(crate) async fn run(
         if !stopping {
             stopping = settle(&recorder, &mut stopped).await;
         }
-        write(&convergence, recorder.take()).await;
+        write(convergence.as_ref(), recorder.take()).await;
         if stopping {
             return;
         }
@@ -139,7 +139,7 @@ async fn settle(recorder: &Recorder, stopped: &mut watch::Receiver<bool>) -> boo
 }
 
 /// Writes `pending`, [`ROWS_PER_WRITE`] per write, [`WRITERS`] writes at a time.
-async fn write(convergence: &ConvergenceStore, pending: Pending) {
+async fn write(convergence: &dyn ConvergenceRecords, pending: Pending) {
     let applied: Vec<(String, String, Latest)> = pending
         .into_iter()
         .map(|((agent, team), latest)| (agent.to_string(), team, latest))
