@@ -1,10 +1,11 @@
 //! `edict`: the composition root and command-line interface of Edict (the binary, `src/main.rs`, only
 //! calls [`main`]).
 //!
-//! `serve` runs the roles (API, relay, projectors) on the embedded default (SQLite under `./.edict/`) or
-//! on PostgreSQL (`EDICT_DATABASE_URL`) and NATS (`EDICT_NATS_URL`); `projections` lists, inspects and
-//! rebuilds the read models; `openapi` prints the API's spec. The benchmarks (`edict-bench`,
-//! `tests/bench`) start Edict through [`app`] and reuse [`output`] and [`events_export`].
+//! `serve` runs the roles (API, relay, projectors, gateway, audit writer) on the embedded default
+//! (SQLite under `./.edict/`) or on PostgreSQL (`EDICT_DATABASE_URL`) and NATS (`EDICT_NATS_URL`);
+//! `projections` lists, inspects and rebuilds the read models; `openapi` prints the API's spec. The
+//! benchmarks (`edict-bench`, `tests/bench`) start Edict through [`app`] and reuse [`output`] and
+//! [`events_export`].
 
 mod api_client;
 pub mod app;
@@ -36,7 +37,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the HTTP API (and, later, the other roles) in this process.
+    /// Run the roles of Edict (API, relay, projectors, gateway, audit writer, or those `--roles` names)
+    /// in this process.
     Serve(serve::ServeArgs),
     /// List, inspect and rebuild the read models.
     #[command(subcommand)]

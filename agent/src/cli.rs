@@ -447,13 +447,7 @@ async fn sync(
         .context("the agent is not running: start it with `edict-agent run`")?;
     let before = snapshot.identity(keys::CONNECTED_SINCE)?;
     drop(snapshot);
-    let signalled = tokio::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .await
-        .context("running kill")?;
-    if !signalled.success() {
+    if !hang_up(&pid)? {
         bail!("the agent (pid {pid}) is not running: start it with `edict-agent run`");
     }
     let deadline = tokio::time::Instant::now() + timeout;
@@ -472,6 +466,26 @@ async fn sync(
             );
         }
     }
+}
+
+/// Sends SIGHUP to the daemon whose pid the snapshot holds. Answers false when no process of that pid
+/// can be signalled (it ended, it belongs to another user) or the pid is not one.
+#[cfg(unix)]
+#[allow(clippy::unnecessary_wraps)] // the same signature as on other systems
+fn hang_up(pid: &str) -> anyhow::Result<bool> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    Ok(match pid.trim().parse::<i32>() {
+        // Never 0 or below: those would signal a whole process group.
+        Ok(pid) if pid > 0 => kill(Pid::from_raw(pid), Signal::SIGHUP).is_ok(),
+        _ => false,
+    })
+}
+
+/// Signals are Unix only.
+#[cfg(not(unix))]
+fn hang_up(_pid: &str) -> anyhow::Result<bool> {
+    bail!("`edict-agent sync` signals the daemon, which needs a Unix system")
 }
 
 /// Requests an exception through the API, with this machine's agent token.
@@ -648,5 +662,31 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn a_running_daemon_is_hung_up_on() -> anyhow::Result<()> {
+        let mut daemon = std::process::Command::new("sleep").arg("30").spawn()?;
+        assert!(hang_up(&daemon.id().to_string())?);
+        assert_eq!(daemon.wait()?.signal(), Some(libc::SIGHUP));
+        Ok(())
+    }
+
+    #[test]
+    fn a_stale_or_unreadable_pid_is_not_running() -> anyhow::Result<()> {
+        let mut ended = std::process::Command::new("true").spawn()?;
+        let pid = ended.id().to_string();
+        ended.wait()?;
+        assert!(!hang_up(&pid)?);
+        assert!(!hang_up("0")?);
+        assert!(!hang_up("-1")?);
+        assert!(!hang_up("not a pid")?);
+        Ok(())
     }
 }

@@ -17,6 +17,7 @@ use anyhow::{Context, anyhow, bail};
 use edict_api::protocol::{
     AgentMessage, GatewayMessage, Holding, PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
+use edict_backoff::Backoff;
 use futures::{SinkExt, StreamExt};
 use rand::Rng;
 use std::collections::HashSet;
@@ -37,10 +38,8 @@ pub struct ClientConfig {
     pub urls: Vec<String>,
     /// The agent token at start (each connection reads the snapshot's, renewed since perhaps).
     pub token: String,
-    /// The first reconnect delay.
-    pub backoff_min: Duration,
-    /// The largest reconnect delay.
-    pub backoff_max: Duration,
+    /// The reconnect delays (by connections in a row without a welcome).
+    pub backoff: Backoff,
     /// How often a ping is sent on an idle connection.
     pub ping_interval: Duration,
     /// Notified to drop the connection and reconnect at once (`edict-agent sync`).
@@ -62,8 +61,7 @@ impl ClientConfig {
         ClientConfig {
             urls,
             token,
-            backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(30),
+            backoff: Backoff::jittered(Duration::from_millis(100), Duration::from_secs(30)),
             ping_interval: Duration::from_secs(20),
             reconnect: Arc::new(Notify::new()),
         }
@@ -95,13 +93,6 @@ pub fn ws_url(server: &str) -> anyhow::Result<String> {
     Ok(url)
 }
 
-/// A delay drawn uniformly from `[base / 2, base]`.
-fn jitter(base: Duration) -> Duration {
-    let half = base / 2;
-    let spread = u64::try_from((base - half).as_millis()).unwrap_or(u64::MAX);
-    half + Duration::from_millis(rand::thread_rng().gen_range(0..=spread))
-}
-
 /// Connects, serves, reconnects, until `stop` turns true.
 pub async fn run(
     config: ClientConfig,
@@ -110,7 +101,8 @@ pub async fn run(
     outbox: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut backoff = config.backoff_min;
+    // Connections in a row without a welcome.
+    let mut failures = 0;
     // Agents start on different gateways of the list, so one gateway does not take them all.
     let mut next = if config.urls.is_empty() {
         0
@@ -126,7 +118,7 @@ pub async fn run(
             break;
         };
         match session(url, &config, &snapshot, &engine, &outbox, &mut stop).await {
-            Ok(true) => backoff = config.backoff_min,
+            Ok(true) => failures = 0,
             Ok(false) => next += 1,
             Err(e) => {
                 tracing::warn!(url, error = format!("{e:#}"), "gateway connection");
@@ -137,13 +129,13 @@ pub async fn run(
         if *stop.borrow() {
             break;
         }
-        let delay = jitter(backoff);
+        let delay = config.backoff.delay(failures);
         tracing::debug!(?delay, "reconnecting");
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             _ = stop.changed() => break,
         }
-        backoff = (backoff * 2).min(config.backoff_max);
+        failures = failures.saturating_add(1);
     }
 }
 
@@ -634,13 +626,5 @@ mod tests {
         assert!(ws_url("ftp://x").is_err());
         assert!(ws_url("localhost").is_err());
         Ok(())
-    }
-
-    #[test]
-    fn jitter_stays_within_half_and_full_delay() {
-        for _ in 0..100 {
-            let d = jitter(Duration::from_millis(400));
-            assert!(d >= Duration::from_millis(200) && d <= Duration::from_millis(400));
-        }
     }
 }

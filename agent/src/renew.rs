@@ -17,6 +17,7 @@
 use crate::snapshot::{Snapshot, keys};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
+use edict_backoff::Backoff;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,10 +25,8 @@ use tokio::sync::{Notify, watch};
 
 /// The longest the renewer sleeps before looking at the snapshot again.
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
-/// The first retry delay after a failed renewal.
-const RETRY_MIN: Duration = Duration::from_secs(30);
-/// The largest retry delay.
-const RETRY_MAX: Duration = Duration::from_secs(300);
+/// The retry delays after failed renewals: 30 s doubling to 5 min.
+const RETRY: Backoff = Backoff::exact(Duration::from_secs(30), Duration::from_secs(300));
 
 /// What the server answers a renewal (and, in part, an enrollment).
 #[derive(Debug, Clone, Deserialize)]
@@ -117,23 +116,24 @@ pub async fn renew(api: &str, token: &str) -> anyhow::Result<RenewedToken> {
 /// Renews the token whenever it falls due, until `stop` turns true; after each renewal `reconnect`
 /// is notified, so the gateway connection is made again with the new token.
 pub async fn run(snapshot: Arc<Snapshot>, reconnect: Arc<Notify>, mut stop: watch::Receiver<bool>) {
-    let mut retry = RETRY_MIN;
+    // Failed renewals in a row.
+    let mut failures = 0;
     loop {
         if *stop.borrow() {
             return;
         }
         let wait = match attempt(&snapshot, &reconnect).await {
             Ok(Some(wait)) => {
-                retry = RETRY_MIN;
+                failures = 0;
                 wait
             }
             Ok(None) => {
-                retry = RETRY_MIN;
+                failures = 0;
                 MAX_SLEEP
             }
             Err(error) => {
-                let wait = retry;
-                retry = (retry * 2).min(RETRY_MAX);
+                let wait = RETRY.delay(failures);
+                failures = failures.saturating_add(1);
                 tracing::warn!(
                     error = format!("{error:#}"),
                     retry_in = ?wait,

@@ -22,7 +22,7 @@
 //!    burst of acks is over: visible through the API within about a second). While a gateway writes a new
 //!    revision to a team's connections it reads none of its connections: what agents send meanwhile
 //!    (`Applied`, reports, pongs) waits in their sockets and is read once the revision is written to
-//!    every connection (tens of milliseconds for 10,000 agents).
+//!    every connection (what that costs at scale: ADR 0013).
 //!    A rule set of a lower revision than the agent holds is not stored: the agent answers
 //!    [`AgentMessage::Refused`] instead of `Applied` (the same revision with another hash is stored: a
 //!    rebuild with a new renderer keeps revisions and changes hashes).

@@ -2,7 +2,7 @@
 //! verify` (the real binary) proves a clean history, and names the event or checkpoint someone edited,
 //! deleted or forged directly in the database; an export verifies offline and its edits are named.
 
-use crate::harness::{Layout, Store, TestApp, eventually, rule_spec};
+use crate::harness::{Layout, Signal, Store, TestApp, eventually, rule_spec, signal};
 use crate::on_both_stores;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -470,19 +470,8 @@ async fn a_writer_stopped_with_sigterm_chains_and_signs_the_tail_before_it_exits
     .expect("the writer chains the history");
 
     // Frozen, the writer cannot chain what comes next; it is asked to stop before it runs again.
-    let pid = audited.writer.id().expect("the writer runs").to_string();
-    let signal = |name: &'static str| {
-        let pid = pid.clone();
-        async move {
-            let status = Command::new("kill")
-                .args([name, &pid])
-                .status()
-                .await
-                .unwrap();
-            assert!(status.success(), "kill {name} {pid}");
-        }
-    };
-    signal("-STOP").await;
+    let pid = audited.writer.id().expect("the writer runs");
+    signal(pid, Signal::SIGSTOP);
     let export = audited
         .teams_in_log(&["Tail one", "Tail two", "Tail three"])
         .await;
@@ -490,8 +479,8 @@ async fn a_writer_stopped_with_sigterm_chains_and_signs_the_tail_before_it_exits
         export.iter().any(|e| !e["hash"].is_string()),
         "the frozen writer chained events"
     );
-    signal("-TERM").await;
-    signal("-CONT").await;
+    signal(pid, Signal::SIGTERM);
+    signal(pid, Signal::SIGCONT);
     let status = tokio::time::timeout(Duration::from_secs(20), audited.writer.wait())
         .await
         .expect("the writer stops on SIGTERM")

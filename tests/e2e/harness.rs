@@ -1,5 +1,6 @@
 //! Starting and stopping `edict serve` for a test, and talking to it.
 
+pub use nix::sys::signal::Signal;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::net::TcpListener;
@@ -292,12 +293,7 @@ impl TestApp {
     /// Sends SIGTERM and waits for a clean exit; answers the exit status.
     pub async fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("server running");
-        let pid = child.id().expect("pid");
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(status.success());
+        signal(child.id().expect("pid"), Signal::SIGTERM);
         tokio::time::timeout(Duration::from_secs(15), child.wait())
             .await
             .expect("server exits within 15 s of SIGTERM")
@@ -614,4 +610,11 @@ impl Machine {
             daemon.wait().await.unwrap();
         }
     }
+}
+
+/// Sends `signal` to the process `pid` (one the test started); panics when it cannot.
+pub fn signal(pid: u32, signal: Signal) {
+    let raw = i32::try_from(pid).expect("a pid fits an i32");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), signal)
+        .unwrap_or_else(|error| panic!("{signal} to {pid}: {error}"));
 }

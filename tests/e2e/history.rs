@@ -1,7 +1,7 @@
 //! The history, for auditors: the global log listed with filters and pages, a resource's history with its
 //! state after each event, time travel of a team's rule set, and `edict events tail` following the log.
 
-use crate::harness::{Store, TestApp, rule_spec};
+use crate::harness::{Signal, Store, TestApp, rule_spec, signal};
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -600,12 +600,7 @@ async fn next_line(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildS
 
 /// SIGINT, then the exit status.
 async fn interrupt(mut child: tokio::process::Child) -> std::process::ExitStatus {
-    let pid = child.id().unwrap();
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal(child.id().unwrap(), Signal::SIGINT);
     tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
         .expect("tail exits within 10 s of Ctrl-C")

@@ -5,7 +5,8 @@
 //! HTTPS and connects to the gateway over `wss://` with `--ca-file`.
 
 use crate::harness::{
-    ADMIN_EMAIL, ADMIN_PASSWORD, Layout, Store, TestApp, agent_binary, eventually, free_port,
+    ADMIN_EMAIL, ADMIN_PASSWORD, Layout, Signal, Store, TestApp, agent_binary, eventually,
+    free_port, signal,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -285,11 +286,7 @@ async fn the_api_serves_https_only_and_reloads_its_certificate() {
     replace(&pki.cert_file(), cert.as_bytes(), Some(cert_mtime));
     assert_eq!(stamp(&pki.cert_file()), (cert_len, cert_mtime));
     let pid = server.child.id().unwrap();
-    let signalled = std::process::Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(signalled.success());
+    signal(pid, Signal::SIGHUP);
     let served = eventually(Duration::from_secs(15), || async {
         (pki.served(server.port).await.as_deref() == Some(&third[..])).then_some(())
     })
@@ -307,10 +304,7 @@ async fn the_api_serves_https_only_and_reloads_its_certificate() {
     // A broken replacement is not taken: the last good certificate stays in force (every handshake
     // meanwhile succeeds), and the next good one is taken after it.
     replace(&pki.cert_file(), b"not a certificate", None);
-    std::process::Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .unwrap();
+    signal(pid, Signal::SIGHUP);
     let fourth = pki.install("fourth");
     let served = eventually(Duration::from_secs(15), || async {
         let served = pki.served(server.port).await;

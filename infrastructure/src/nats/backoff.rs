@@ -1,22 +1,19 @@
-//! Jittered exponential backoff for retries against NATS and the store.
-//!
-//! Jitter keeps the relay, the projectors and every client of a restarted server from retrying in
-//! lockstep.
+//! The retry delays of the server's loops against NATS and the store (the relay, the projectors, the
+//! supervisor, the audit writer, the NATS connection): an [`edict_backoff::Backoff`] from 50 ms,
+//! jittered, capped by each caller.
 
 use std::time::Duration;
 
-use rand::Rng;
+use edict_backoff::Backoff;
 
 /// The first delay (before jitter).
-const BASE: Duration = Duration::from_millis(50);
+const FIRST: Duration = Duration::from_millis(50);
 
 /// The delay before retry number `attempt` (from 0): `50 ms × 2^attempt`, capped at `cap`, then a
-/// random value between half of it and all of it.
+/// random value between half of it and all of it. The growth stops at `2^16` (about 55 min) whatever
+/// the cap.
 pub(crate) fn jittered(attempt: usize, cap: Duration) -> Duration {
-    let exponent = u32::try_from(attempt.min(16)).unwrap_or(16);
-    let ceiling = BASE.saturating_mul(1 << exponent).min(cap);
-    let half = ceiling / 2;
-    half + half.mul_f64(rand::thread_rng().r#gen::<f64>())
+    Backoff::jittered(FIRST, cap).delay_after(attempt.min(16))
 }
 
 #[cfg(test)]

@@ -18,6 +18,8 @@ use clap::Args;
 use edict::output::{self, OutputFormat};
 use edict_infrastructure::nats::{self, NatsSettings};
 use hdrhistogram::Histogram;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sim::{Sims, SimsConfig};
@@ -407,10 +409,9 @@ impl ServeChild {
 
     /// SIGTERM (graceful), then SIGKILL after 10 s.
     pub(super) async fn stop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid.to_string())
-            .status();
+        if let Ok(pid) = i32::try_from(self.pid) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
         if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
             .await
             .is_err()

@@ -14,7 +14,7 @@
 //! each agent holds and when it sent the `applied` of that revision.
 
 use edict_api::protocol::{AgentMessage, Holding, PROTOCOL_HEADER, PROTOCOL_VERSION};
-use rand::Rng;
+use edict_backoff::Backoff;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -27,8 +27,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// The reconnect delays of `edict-agent`'s client.
+const BACKOFF: Backoff = Backoff::jittered(Duration::from_millis(100), Duration::from_secs(30));
 
 /// What the simulated fleet is.
 pub(super) struct SimsConfig {
@@ -218,17 +218,11 @@ impl Sims {
     }
 }
 
-/// A delay drawn uniformly from `[base / 2, base]`, as `edict-agent` draws it.
-fn jitter(base: Duration) -> Duration {
-    let half = base / 2;
-    let spread = u64::try_from((base - half).as_millis()).unwrap_or(u64::MAX);
-    half + Duration::from_millis(rand::thread_rng().gen_range(0..=spread))
-}
-
 /// One agent: connect, serve, reconnect, until stopped.
 async fn agent(i: usize, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut holding: Option<Holding> = None;
-    let mut backoff = BACKOFF_MIN;
+    // Connections in a row without a welcome.
+    let mut failures = 0;
     loop {
         if *stop.borrow() {
             return;
@@ -243,13 +237,13 @@ async fn agent(i: usize, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             return;
         }
         if welcomed {
-            backoff = BACKOFF_MIN;
+            failures = 0;
         }
         tokio::select! {
-            () = tokio::time::sleep(jitter(backoff)) => {}
+            () = tokio::time::sleep(BACKOFF.delay(failures)) => {}
             _ = stop.changed() => return,
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        failures = failures.saturating_add(1);
     }
 }
 

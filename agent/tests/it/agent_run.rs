@@ -5,6 +5,8 @@ use edict_api::protocol::{
     AgentMessage, GatewayMessage, Holding, PROTOCOL_VERSION, Report, ReportKind,
 };
 use futures::{SinkExt, StreamExt};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -464,13 +466,8 @@ async fn the_agent_enforces_a_block_rule_online_and_offline_and_delivers_reports
 
 /// Sends SIGTERM and waits (bounded) for a clean exit.
 async fn stop(agent: &mut Agent) -> anyhow::Result<()> {
-    let pid = agent.0.id().to_string();
-    anyhow::ensure!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()?
-            .success()
-    );
+    let pid = Pid::from_raw(i32::try_from(agent.0.id())?);
+    kill(pid, Signal::SIGTERM)?;
     let mut exited = None;
     let done = eventually(Duration::from_secs(5), || {
         exited = agent.0.try_wait().ok().flatten();
