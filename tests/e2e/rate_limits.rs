@@ -389,3 +389,61 @@ async fn agent_reports_past_the_budget_are_not_acknowledged() {
         "r4 was over the budget and must not be acknowledged"
     );
 }
+
+/// Token renewals have a budget per agent, shared by the tokens it renews into (a stolen token
+/// cannot churn tokens, nor load the store, faster than the budget); another agent has its own.
+#[tokio::test]
+async fn agent_token_renewals_are_limited_per_agent() {
+    let app = spawn(&[("EDICT_RATE_TOKEN_RENEWALS_PER_AGENT", "2")]).await;
+    let admin = app.admin().await;
+    let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
+    let enroll = |machine: &'static str| {
+        let (app, admin, dev_id) = (&app, admin.clone(), dev_id.clone());
+        async move {
+            app.ok(
+                "/api/v1/agents",
+                &admin,
+                json!({"machine_id": machine, "machine_name": machine, "user_id": dev_id}),
+            )
+            .await["token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let renew = |token: String| {
+        let app = &app;
+        async move {
+            let response = app
+                .send(
+                    Method::POST,
+                    "/api/v1/agent/token",
+                    Some(&token),
+                    Some(json!({})),
+                    &[],
+                )
+                .await;
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+            (status, retry_after, response.json::<Value>().await.unwrap())
+        }
+    };
+    let mut token = enroll("renewing").await;
+    for _ in 0..2 {
+        let (status, _, body) = renew(token).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        token = body["token"].as_str().unwrap().to_owned();
+    }
+    assert_limited(&renew(token.clone()).await, "third renewal by one agent");
+    // The refused renewal changed nothing: the newest token still works.
+    let (status, body) = app
+        .call(Method::GET, "/api/v1/users/me", Some(&token), None)
+        .await;
+    assert_ne!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let other = enroll("other").await;
+    let (status, _, body) = renew(other).await;
+    assert_eq!(status, StatusCode::OK, "another agent: {body}");
+}

@@ -5,6 +5,7 @@ use super::contract::documents::AgentPage;
 use super::contract::text::Text;
 use super::problem::ApiResult;
 use super::queries as q;
+use super::rate_limit::{LimitedResult, RateLimits};
 use super::security::BearerAuth;
 use chrono::{DateTime, Utc};
 use edict_application::Edict;
@@ -226,14 +227,17 @@ impl AgentsApi {
     /// with the same `Idempotency-Key` is told so, never given it again). The token that asked keeps
     /// working for a short grace (`previous_expires_at`), so a lost answer can be asked again, and is
     /// refused after it; asking again revokes the token of the lost answer. Agents only, with the agent
-    /// token to renew; `edict-agent` renews on its own past half its token's life.
+    /// token to renew; `edict-agent` renews on its own past half its token's life. Limited per agent
+    /// (429 with `Retry-After`).
     #[oai(path = "/api/v1/agent/token", method = "post")]
     async fn renew_token(
         &self,
         edict: Data<&Arc<Edict>>,
+        limits: Data<&Arc<RateLimits>>,
         auth: BearerAuth,
         request: &Request,
-    ) -> ApiResult<Json<RenewedTokenDto>> {
+    ) -> LimitedResult<Json<RenewedTokenDto>> {
+        limits.token_renewal(&auth.0)?;
         let bearer = request
             .header(poem::http::header::AUTHORIZATION)
             .and_then(|v| {
@@ -369,11 +373,11 @@ impl AgentsApi {
     async fn enforced(
         &self,
         edict: Data<&Arc<Edict>>,
-        limits: Data<&Arc<super::rate_limit::RateLimits>>,
+        limits: Data<&Arc<RateLimits>>,
         auth: BearerAuth,
         id: Path<String>,
         as_of: Query<Option<String>>,
-    ) -> super::rate_limit::LimitedResult<Json<Vec<super::teams::EnforcedDto>>> {
+    ) -> LimitedResult<Json<Vec<super::teams::EnforcedDto>>> {
         if let Some(as_of) = as_of.0 {
             limits.costly_read(&auth.0)?;
             return Ok(

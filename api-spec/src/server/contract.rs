@@ -79,8 +79,9 @@ mod tests {
     use serde_json::Value;
 
     /// The operations whose handlers answer through a rate limit (`LimitedResult`, see `rate_limit.rs`).
-    const RATE_LIMITED: [&str; 14] = [
+    const RATE_LIMITED: [&str; 15] = [
         "POST /api/v1/auth/login",
+        "POST /api/v1/agent/token",
         "POST /api/v1/auth/refresh",
         "POST /api/v1/device/code",
         "POST /api/v1/device/token",

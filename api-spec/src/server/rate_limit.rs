@@ -69,6 +69,9 @@ pub struct RateLimitSettings {
     pub enroll_per_address: u32,
     /// Reports per agent over the gateway (`EDICT_RATE_REPORTS_PER_AGENT`, 120).
     pub reports_per_agent: u32,
+    /// Agent-token renewals per agent (`EDICT_RATE_TOKEN_RENEWALS_PER_AGENT`, 10): an agent renews
+    /// once in half its token's life, more only after a lost answer.
+    pub token_renewals_per_agent: u32,
     /// Costly reads per principal (`EDICT_RATE_COSTLY_READS_PER_PRINCIPAL`, 300): `as_of` replays,
     /// exports, histories, event-log pages with a filter.
     pub costly_reads_per_principal: u32,
@@ -91,6 +94,7 @@ impl Default for RateLimitSettings {
             device_poll_per_address: 120,
             enroll_per_address: 30,
             reports_per_agent: 120,
+            token_renewals_per_agent: 10,
             costly_reads_per_principal: 300,
             known_client: Duration::from_secs(30 * 24 * 3600),
             trusted_proxies: Vec::new(),
@@ -143,6 +147,10 @@ impl RateLimitSettings {
             number("EDICT_RATE_ENROLL_PER_ADDRESS", settings.enroll_per_address)?;
         settings.reports_per_agent =
             number("EDICT_RATE_REPORTS_PER_AGENT", settings.reports_per_agent)?;
+        settings.token_renewals_per_agent = number(
+            "EDICT_RATE_TOKEN_RENEWALS_PER_AGENT",
+            settings.token_renewals_per_agent,
+        )?;
         settings.costly_reads_per_principal = number(
             "EDICT_RATE_COSTLY_READS_PER_PRINCIPAL",
             settings.costly_reads_per_principal,
@@ -400,6 +408,7 @@ pub struct RateLimits {
     device_code: Limit<IpAddr>,
     device_poll: Limit<IpAddr>,
     enroll: Limit<IpAddr>,
+    token_renewals: Limit<String>,
     costly_reads: Limit<String>,
 }
 
@@ -450,6 +459,10 @@ impl RateLimits {
             enroll: Limit::new(
                 settings.quota(settings.enroll_per_address),
                 "enrollments from this address",
+            ),
+            token_renewals: Limit::new(
+                settings.quota(settings.token_renewals_per_agent),
+                "token renewals by this agent",
             ),
             costly_reads: Limit::new(
                 settings.quota(settings.costly_reads_per_principal),
@@ -531,6 +544,15 @@ impl RateLimits {
         self.enroll.check(&self.client(request))
     }
 
+    /// A renewal of its token by the agent `principal` (the budget is the agent's, whichever of its
+    /// tokens asks).
+    ///
+    /// # Errors
+    /// [`Throttled`].
+    pub fn token_renewal(&self, principal: &Principal) -> Result<(), Throttled> {
+        self.token_renewals.check(&principal.actor())
+    }
+
     /// A costly read by `principal`.
     ///
     /// # Errors
@@ -557,6 +579,7 @@ impl RateLimits {
         self.device_code.retain_recent();
         self.device_poll.retain_recent();
         self.enroll.retain_recent();
+        self.token_renewals.retain_recent();
         self.costly_reads.retain_recent();
     }
 
@@ -568,6 +591,7 @@ impl RateLimits {
             + self.device_code.len()
             + self.device_poll.len()
             + self.enroll.len()
+            + self.token_renewals.len()
             + self.costly_reads.len()
     }
 
