@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! EDICT_BENCH_EVENTS=1000000 cargo test --release -p edict-infrastructure \
-//!     --test projection_rebuild_rate -- --ignored --nocapture
+//!     --test it projection_rebuild_rate:: -- --ignored --nocapture
 //! ```
 //!
 //! For each store it seeds `EDICT_BENCH_EVENTS` events (default 200,000) straight into the `events`

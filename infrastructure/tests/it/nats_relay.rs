@@ -652,8 +652,8 @@ async fn the_rulesets_bucket_works_on_this_server_and_gateways_see_every_revisio
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Measurement (not a check): `cargo test --release -p edict-infrastructure --test nats_relay --
-// --ignored --nocapture relay_publish_rate`.
+// Measurement (not a check): `cargo test --release -p edict-infrastructure --test it --
+// --ignored --nocapture nats_relay::relay_publish_rate`.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement; run by hand"]

@@ -601,8 +601,8 @@ async fn the_projector_recovers_from_a_nats_server_restart() {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Measurement (not a check): `cargo test --release -p edict-infrastructure --test nats_projector --
-// --ignored --nocapture event_to_read_model_lag`.
+// Measurement (not a check): `cargo test --release -p edict-infrastructure --test it --
+// --ignored --nocapture nats_projector::event_to_read_model_lag`.
 
 /// Commands per second and for how long.
 const LAG_RATE: u64 = 500;
