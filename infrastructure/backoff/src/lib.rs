@@ -1,5 +1,6 @@
 //! Retry delays: exponential backoff, capped, optionally jittered. The one copy every retry loop of
-//! Edict uses (the server's relay, projectors, supervisor, audit writer and NATS connection; the agent's
+//! Edict uses (the server's relay, projectors, supervisor, audit writer, NATS connection and owed rule-set
+//! publisher; the agent's
 //! gateway client and token renewer), each with its own first delay and cap.
 //!
 //! A [`Backoff`] is a policy, not a counter: the caller counts its failures in a row (resetting the

@@ -436,8 +436,8 @@ async fn publish_owed_page(
 
 /// The pause after `failures` failed passes in a row: 250 ms, doubling, at most [`MAX_RETRY_PAUSE`].
 fn retry_pause(failures: u32) -> Duration {
-    let doubled = Duration::from_millis(250).saturating_mul(1 << failures.saturating_sub(1).min(8));
-    doubled.min(MAX_RETRY_PAUSE)
+    edict_backoff::Backoff::exact(Duration::from_millis(250), MAX_RETRY_PAUSE)
+        .delay(failures.saturating_sub(1))
 }
 
 #[cfg(test)]
