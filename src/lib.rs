@@ -39,7 +39,7 @@ struct Cli {
 enum Command {
     /// Run the roles of Edict (API, relay, projectors, gateway, audit writer, or those `--roles` names)
     /// in this process.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// List, inspect and rebuild the read models.
     #[command(subcommand)]
     Projections(projections_cli::ProjectionsCommand),
@@ -84,7 +84,7 @@ pub async fn main() -> std::process::ExitCode {
     };
     edict_infrastructure::telemetry::init(cli.log_json, level);
     let result: Result<()> = match cli.command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Projections(command) => projections_cli::run(command).await,
         Command::Events(command) => events_cli::run(command).await,
         Command::Audit(command) => audit_cli::run(command).await,

@@ -9,6 +9,7 @@ use edict_api::gateway::{Gateway, GatewaySettings, ReportRate};
 use edict_api::server::rate_limit::{RateLimitSettings, RateLimits};
 use edict_application::delivery::{ConvergenceRecords, RulesetFeed};
 use edict_infrastructure::audit::{self, ChainWriter, ChainWriterSettings};
+use edict_infrastructure::metrics::{self, MetricsAccess};
 use edict_infrastructure::nats::{
     self, NatsAuth, NatsFeed, NatsRelay, NatsSettings, NatsTls, RelaySettings,
 };
@@ -160,6 +161,14 @@ pub struct ServeArgs {
     /// How long a time-travel read (`as_of`) may replay the log, in milliseconds.
     #[arg(long, env = "EDICT_AS_OF_BUDGET_MS", default_value_t = 2000)]
     as_of_budget_ms: u64,
+    /// Who may read `/metrics` on the API and gateway ports: `loopback` (default), `any`, or
+    /// comma-separated addresses and networks (beside loopback). Behind the gateway's TLS bridge the
+    /// gateway port serves them only with `any`.
+    #[arg(long, env = "EDICT_METRICS_ALLOW", default_value = "loopback")]
+    metrics_allow: String,
+    /// How often the gauges read from the store (lags, convergence) are sampled, in milliseconds.
+    #[arg(long, env = "EDICT_METRICS_SAMPLE_MS", default_value_t = 5000)]
+    metrics_sample_ms: u64,
     /// Seconds to let in-flight requests finish after SIGTERM.
     #[arg(long, default_value_t = 10)]
     shutdown_grace_secs: u64,
@@ -303,6 +312,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         }
         None => None,
     };
+    let metrics_access = MetricsAccess::parse(&args.metrics_allow).map_err(anyhow::Error::msg)?;
+    let metrics_handle = metrics::install().map_err(anyhow::Error::msg)?;
     let built = app::build(&settings, nats.as_ref()).await?;
     if roles.contains(&Role::Gateway) && nats.is_none() && !roles.contains(&Role::Projector) {
         bail!(
@@ -322,6 +333,26 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         },
         stopped.clone(),
     );
+    {
+        // Every process samples the gauges read from the store: a stalled relay or audit writer shows
+        // in the metrics of the processes that still run.
+        let sources = metrics::Sources {
+            database: built.database.clone(),
+            relay: nats
+                .as_ref()
+                .filter(|_| built.store_kind == "postgres")
+                .map(|nats| nats.prefix().clone()),
+        };
+        let (edict, handle) = (built.edict.clone(), metrics_handle.clone());
+        let interval = Duration::from_millis(args.metrics_sample_ms.max(100));
+        supervisor.spawn(&mut tasks, "metrics", move |stopped| {
+            let (edict, handle, sources) = (edict.clone(), handle.clone(), sources.clone());
+            async move {
+                metrics::sample(edict, handle, sources, interval, stopping(stopped)).await;
+                Ok::<(), String>(())
+            }
+        });
+    }
     if roles.contains(&Role::Relay)
         && let Some(nats) = nats.clone()
     {
@@ -495,9 +526,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             }
             None => (args.gateway_listen, None),
         };
+        let gateway_access = if bridge.is_some() {
+            metrics_access.behind_relay()
+        } else {
+            metrics_access.clone()
+        };
         let gateway_settings = GatewaySettings {
             decision_interval: Duration::from_millis(args.gateway_poll_ms.max(100)),
             report_rate,
+            metrics: Some(metrics::exposition(metrics_handle.clone(), gateway_access)),
             ..gateway_settings(&limits)
         };
         let convergence: Arc<dyn ConvergenceRecords> =
@@ -573,6 +610,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         let listen = settings.listen;
         let public_url = edict_api::server::PublicUrl(args.public_url());
         let rate_limits = Arc::new(RateLimits::new(&rate_settings));
+        let exposition = metrics::exposition(metrics_handle.clone(), metrics_access.clone());
         spawn_housekeeping(
             &supervisor,
             &mut tasks,
@@ -593,6 +631,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 ),
                 edict_api::server::middleware::BodyLimit(limits.max_body_bytes),
             );
+            let endpoint = poem::EndpointExt::data(endpoint, exposition.clone());
             let tls = tls.clone();
             async move {
                 let acceptor = match bound {

@@ -103,6 +103,37 @@ where
     ) -> Result<Committed, CommandError<A::Error>>
     where
         A::Command: Clone,
+        for<'c> &'c A::Command: Into<&'static str>,
+    {
+        let name: &'static str = (&command).into();
+        let started = std::time::Instant::now();
+        let result = self.decide(id, command, expected_version, metadata).await;
+        let labels = [
+            ("aggregate", A::TYPE),
+            ("command", name),
+            ("outcome", crate::metrics::outcome(&result)),
+        ];
+        metrics::counter!(crate::metrics::names::COMMANDS, &labels).increment(1);
+        metrics::histogram!(crate::metrics::names::COMMAND_DURATION, &labels)
+            .record(started.elapsed());
+        if let Ok(committed) = &result
+            && committed.events > 0
+        {
+            metrics::counter!(crate::metrics::names::EVENTS_APPENDED, "aggregate" => A::TYPE)
+                .increment(committed.events as u64);
+        }
+        result
+    }
+
+    async fn decide(
+        &self,
+        id: &str,
+        command: A::Command,
+        expected_version: Option<u64>,
+        metadata: &Metadata,
+    ) -> Result<Committed, CommandError<A::Error>>
+    where
+        A::Command: Clone,
     {
         let mut attempt = 0;
         loop {
@@ -178,6 +209,7 @@ impl<A, ES> Commands<A> for CommandService<A, ES>
 where
     A: Aggregate + Versioned + 'static,
     A::Command: Clone + Send + Sync,
+    for<'c> &'c A::Command: Into<&'static str>,
     A::Error: Send,
     ES: EventStore<A>,
     ES::AC: Send,

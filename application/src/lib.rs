@@ -11,6 +11,7 @@
 //! - [`gateway`]: what the agent gateway asks of Edict (recording enforcement reports, an agent's teams).
 //! - [`delivery`]: the ports the agent gateway drives (the rule set feed, the convergence records).
 //! - [`audit`]: the hash chain over the log, signed checkpoints, the export with hashes.
+//! - [`metrics`]: what Edict measures (names, help texts, the gauges sampled from the store).
 //! - [`supervision`]: the states of this process's roles and the probes readiness runs.
 //! - [`metadata`], [`clock`], [`error`].
 
@@ -27,6 +28,7 @@ pub mod event_log;
 pub mod gateway;
 pub mod history;
 pub mod metadata;
+pub mod metrics;
 pub mod principal;
 pub mod probation;
 pub mod queries;

@@ -7,6 +7,7 @@
 //! - [`projection`]: the projection runner (live path, catch-up, rebuild) and the read-model store.
 //! - [`idempotency`]: remembered responses for `Idempotency-Key` retries.
 //! - [`settings`]: configuration from the environment, with secrets wrapped.
+//! - [`metrics`]: the Prometheus recorder, who may read `/metrics`, the gauges sampled from the store.
 //! - [`supervisor`]: restarts the roles of a process with backoff and keeps their states.
 //! - [`telemetry`]: the tracing subscriber.
 
@@ -24,6 +25,7 @@ macro_rules! on_pool {
 pub mod audit;
 pub mod auth;
 pub mod idempotency;
+pub mod metrics;
 pub mod nats;
 pub mod projection;
 pub mod settings;

@@ -9,6 +9,7 @@
 
 use crate::nats::{Nats, backoff};
 use async_trait::async_trait;
+use edict_application::metrics::names;
 use edict_application::supervision::{Probe, RoleRegistry};
 use std::fmt::Display;
 use std::future::Future;
@@ -97,6 +98,7 @@ impl Supervisor {
                 break;
             }
             self.registry.running(&name);
+            metrics::gauge!(names::ROLE_UP, "role" => name.clone()).set(1.0);
             let started = tokio::time::Instant::now();
             // Its own task: a panic of the role ends that task only, and is seen here.
             let mut run = AbortOnDrop(tokio::spawn(start(self.stopping.clone())));
@@ -118,6 +120,8 @@ impl Supervisor {
             let retry_at = chrono::Utc::now()
                 + chrono::Duration::from_std(pause).unwrap_or(chrono::Duration::zero());
             self.registry.restarting(&name, &error, retry_at);
+            metrics::gauge!(names::ROLE_UP, "role" => name.clone()).set(0.0);
+            metrics::counter!(names::ROLE_RESTARTS, "role" => name.clone()).increment(1);
             tracing::error!(role = name, %error, retry_in = ?pause, "role ended; starting it again");
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
@@ -125,6 +129,7 @@ impl Supervisor {
             }
         }
         self.registry.stopped(&name);
+        metrics::gauge!(names::ROLE_UP, "role" => name).set(0.0);
     }
 }
 

@@ -39,6 +39,7 @@ use super::wire::{self, Offered, Port, Wire};
 use crate::protocol::{AgentMessage, GatewayMessage, Holding, PROTOCOL_VERSION};
 use edict_application::error::AppError;
 use edict_application::gateway::{AdmissionChange, AgentAdmission};
+use edict_application::metrics::names;
 use edict_application::principal::Principal;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -65,10 +66,18 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: watc
     let Some(request) = peek_request(&stream, settings.handshake_timeout).await else {
         return;
     };
+    if super::probes::is_probe(&request) {
+        super::probes::answer(&shared, stream, &request).await;
+        return;
+    }
     // Boxed (here and below): what runs rarely and deep (authentication, the handshake, the greeting,
     // reports, the timers' reads) lives on the heap while it runs, instead of widening the state every
     // idle connection keeps.
     let verdict = Box::pin(admit(&shared, &request)).await;
+    if let Err(refusal) = &verdict {
+        metrics::counter!(names::GATEWAY_REFUSED, "status" => refusal.status().as_str().to_owned())
+            .increment(1);
+    }
     let agent = verdict.as_ref().ok().cloned();
     // The callback's signature, large error type included, is tungstenite's `Callback`.
     #[allow(clippy::result_large_err)]
@@ -121,6 +130,7 @@ pub(super) fn expired() -> Flow {
 
 /// The error of a connection that does not take messages fast enough.
 fn too_slow() -> GatewayMessage {
+    metrics::counter!(names::GATEWAY_TOO_SLOW).increment(1);
     error(
         "too_slow",
         "this connection does not take messages fast enough",
@@ -129,6 +139,7 @@ fn too_slow() -> GatewayMessage {
 
 /// The error of a connection whose queue a push found full or stalled.
 fn too_slow_push() -> GatewayMessage {
+    metrics::counter!(names::GATEWAY_TOO_SLOW).increment(1);
     error(
         "too_slow",
         "this connection does not take messages fast enough; send hello again",
@@ -252,7 +263,24 @@ pub(super) struct Session {
     last_seen: Instant,
 }
 
+/// Counts a connection in `edict_gateway_connections` while it lives.
+struct Connected;
+
+impl Connected {
+    fn new() -> Self {
+        metrics::gauge!(names::GATEWAY_CONNECTIONS).increment(1.0);
+        Connected
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        metrics::gauge!(names::GATEWAY_CONNECTIONS).decrement(1.0);
+    }
+}
+
 async fn run(shared: Arc<Shared>, agent: Agent, ws: Socket, mut shutdown: watch::Receiver<bool>) {
+    let _connected = Connected::new();
     let settings = shared.settings.clone();
     let mut admissions = received(shared.admissions.subscribe());
     let membership = Membership {
@@ -833,6 +861,7 @@ impl Session {
         if self.stalled() || self.membership.port.push(message).is_err() {
             return Flow::Close(Some(Box::new(too_slow_push())));
         }
+        metrics::counter!(names::GATEWAY_PUSHES).increment(1);
         Flow::Continue
     }
 

@@ -18,6 +18,7 @@
 use super::gate::Gate;
 use super::rulesets::Payload;
 use super::wire::{Offered, Port};
+use edict_application::metrics::names;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
@@ -147,6 +148,8 @@ fn fan_out(members: &Members, gate: &Gate, payload: &Payload, stall_limit: Durat
         }
     }
     drop(closed);
+    metrics::counter!(names::GATEWAY_PUSHES).increment((written + queued) as u64);
+    metrics::histogram!(names::GATEWAY_FANOUT).record(started.elapsed());
     tracing::info!(
         team = &*payload.team,
         revision = payload.revision,

@@ -37,6 +37,10 @@ pub(crate) struct UpgradeRequest {
     pub bearer: Option<String>,
     /// The `Edict-Protocol` header.
     pub protocol: Option<String>,
+    /// The request method (`GET` for an upgrade).
+    pub method: String,
+    /// Whether it asks for an upgrade (an `Upgrade` header).
+    pub upgrade: bool,
 }
 
 /// Peeks the request head of `stream` (until the blank line), for at most `timeout`. `None` when the
@@ -96,6 +100,7 @@ pub(crate) fn parse(head: &[u8]) -> Option<UpgradeRequest> {
     let path = target.split('?').next().unwrap_or(target).to_owned();
     let mut request = UpgradeRequest {
         path,
+        method: parsed.method.unwrap_or_default().to_owned(),
         ..UpgradeRequest::default()
     };
     for header in parsed.headers.iter() {
@@ -108,6 +113,8 @@ pub(crate) fn parse(head: &[u8]) -> Option<UpgradeRequest> {
             if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() {
                 request.bearer = Some(token.trim().to_owned());
             }
+        } else if header.name.eq_ignore_ascii_case("upgrade") {
+            request.upgrade = true;
         } else if header.name.eq_ignore_ascii_case(PROTOCOL_HEADER) {
             request.protocol = Some(value.to_owned());
         }
@@ -312,6 +319,8 @@ mod tests {
                 path: "/ws".into(),
                 bearer: Some("eda_abc".into()),
                 protocol: Some("1".into()),
+                method: "GET".into(),
+                upgrade: false,
             })
         );
     }
@@ -391,6 +400,8 @@ mod tests {
                 path: path.clone(),
                 bearer: Some(token.clone()),
                 protocol: Some(protocol.clone()),
+                method: "GET".into(),
+                upgrade: extra.iter().any(|(name, _)| name.eq_ignore_ascii_case("upgrade")),
             }));
         }
     }

@@ -14,6 +14,7 @@ use crate::protocol::{AgentMessage, GatewayMessage, Holding, Report, ReportKind}
 use edict_application::RequestContext;
 use edict_application::error::AppError;
 use edict_application::gateway::{AgentReport, IntegrityReport, ReportKind as AppReportKind};
+use edict_application::metrics::names;
 use edict_application::principal::Principal;
 use edict_domain::AgentId;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
@@ -85,6 +86,7 @@ impl Session {
             );
             return Flow::Continue;
         }
+        metrics::counter!(names::GATEWAY_ACKS, "outcome" => "applied").increment(1);
         // Recorded by the gateway's recorder task, in batches, so that this connection is free for
         // the next push at once (see `recorder`).
         self.shared.recorder.record(Applied {
@@ -127,6 +129,7 @@ impl Session {
     /// as an event of the agent (the fleet API shows it); a failure to record is logged, not retried
     /// (the agent sends each failure once).
     pub(super) async fn on_integrity_failure(&mut self, failure: &AgentMessage) -> Flow {
+        metrics::counter!(names::GATEWAY_ACKS, "outcome" => "refused").increment(1);
         let AgentMessage::IntegrityFailure {
             team,
             revision,

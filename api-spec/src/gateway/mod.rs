@@ -12,6 +12,8 @@
 //!   membership changes) and [`GatewaySettings`];
 //! - `handshake`: the upgrade request, peeked and authenticated before the WebSocket handshake
 //!   (401 for anything but a valid agent token, 426 for another protocol version, 404 off `/ws`);
+//! - `probes`: `/health/live`, `/health/ready` and `/metrics` on the gateway port (plain HTTP, no
+//!   upgrade);
 //! - `connection`: one agent's session (hello, pushes, timers, revocation), with `inbound` (the
 //!   agent's `applied` and `report`), `decisions` (decided change requests, polled), `keys` (the
 //!   organization's key sets), `removals` (teams the agent left), `polls` (the periodic reads, run
@@ -41,6 +43,7 @@ mod handshake;
 mod inbound;
 mod keys;
 mod polls;
+mod probes;
 mod recorder;
 mod removals;
 mod rulesets;
@@ -113,6 +116,8 @@ pub struct GatewaySettings {
     pub max_sockets_per_agent: usize,
     /// Reports each agent may send (120 a minute); past it a report is not acknowledged.
     pub report_rate: ReportRate,
+    /// The metrics page served at `/metrics` on the gateway port (none: 404).
+    pub metrics: Option<edict_application::metrics::Exposition>,
 }
 
 impl Default for GatewaySettings {
@@ -132,6 +137,7 @@ impl Default for GatewaySettings {
             max_unauthenticated: 256,
             max_sockets_per_agent: 4,
             report_rate: ReportRate::default(),
+            metrics: None,
         }
     }
 }

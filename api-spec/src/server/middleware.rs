@@ -35,6 +35,8 @@ pub async fn trace_request<E: Endpoint>(next: E, mut request: Request) -> poem::
         .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned);
     request.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
+    let method = request.method().clone();
+    let route = route_label(&method, request.uri().path());
     async move {
         let started = std::time::Instant::now();
         let result = next.call(request).await;
@@ -51,7 +53,9 @@ pub async fn trace_request<E: Endpoint>(next: E, mut request: Request) -> poem::
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         let status = response.status().as_u16();
-        let millis = started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = started.elapsed();
+        record(&method, route, status, elapsed);
+        let millis = elapsed.as_secs_f64() * 1000.0;
         if status >= 500 {
             tracing::error!(status, millis, "request failed");
         } else {
@@ -61,6 +65,44 @@ pub async fn trace_request<E: Endpoint>(next: E, mut request: Request) -> poem::
     }
     .instrument(span)
     .await
+}
+
+/// The `route` label of a request: the template of its route (`/api/v1/rules/{id}`), one of the
+/// pages outside the API, or `unmatched` (so a label never carries what a client typed).
+fn route_label(method: &poem::http::Method, path: &str) -> &'static str {
+    if let Some(row) = super::authorization::route(method, path) {
+        return row.path;
+    }
+    match path {
+        "/metrics" => "/metrics",
+        "/device" => "/device",
+        "/openapi.json" => "/openapi.json",
+        _ if path == "/docs" || path.starts_with("/docs/") => "/docs",
+        _ => "unmatched",
+    }
+}
+
+/// Counts a served request and its duration (`edict_http_*`).
+fn record(
+    method: &poem::http::Method,
+    route: &'static str,
+    status: u16,
+    elapsed: std::time::Duration,
+) {
+    use edict_application::metrics::names;
+    let method = match *method {
+        poem::http::Method::GET => "GET",
+        poem::http::Method::POST => "POST",
+        poem::http::Method::PUT => "PUT",
+        poem::http::Method::PATCH => "PATCH",
+        poem::http::Method::DELETE => "DELETE",
+        poem::http::Method::HEAD => "HEAD",
+        poem::http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
+    metrics::counter!(names::HTTP_REQUESTS, "route" => route, "method" => method, "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!(names::HTTP_DURATION, "route" => route, "method" => method).record(elapsed);
 }
 
 /// Any error that is not already problem+json becomes one, keeping its status.

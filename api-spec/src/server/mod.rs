@@ -20,6 +20,7 @@ mod enrollment;
 mod events;
 mod health;
 mod keys;
+pub mod metrics;
 pub use enrollment::{GatewayUrls, PublicUrl};
 pub mod middleware;
 pub mod problem;
@@ -115,6 +116,7 @@ pub fn app_with_limits(
     Route::new()
         .nest("/docs", docs)
         .at("/openapi.json", spec)
+        .at("/metrics", metrics::page)
         .at(
             "/device",
             poem::endpoint::make_sync(|_| DEVICE_PAGE).map_to_response(),

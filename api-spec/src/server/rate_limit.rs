@@ -597,6 +597,12 @@ impl RateLimits {
 
     /// The client of `request`, as the limits count it (see the module's doc).
     pub fn client(&self, request: &Request) -> IpAddr {
+        bucket(self.origin(request))
+    }
+
+    /// The client of `request`: the TCP peer, or the address a trusted proxy names (see the module's
+    /// doc), not grouped by network.
+    pub fn origin(&self, request: &Request) -> IpAddr {
         let peer = request
             .remote_addr()
             .as_socket_addr()
@@ -610,7 +616,7 @@ impl RateLimits {
             .map(str::trim)
             .filter(|value| !value.is_empty())
             .collect();
-        bucket(client_address(peer, &forwarded, &self.trusted_proxies))
+        client_address(peer, &forwarded, &self.trusted_proxies)
     }
 }
 

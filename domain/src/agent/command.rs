@@ -7,7 +7,7 @@ use crate::{AgentId, RuleId, TeamId, UserId};
 use chrono::{DateTime, Utc};
 
 /// A command on the [`Agent`](super::Agent) aggregate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, strum::IntoStaticStr)]
 pub enum AgentCommand {
     /// Enrolls a machine of a user, who is also the actor (they consented in the device flow).
     EnrollAgent {

@@ -8,7 +8,7 @@ use crate::{AgentId, ChangeRequestId, ExceptionId, RuleId, TeamId, UserId};
 use chrono::{DateTime, Utc};
 
 /// A command on the [`ChangeRequest`](super::ChangeRequest) aggregate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, strum::IntoStaticStr)]
 pub enum ChangeRequestCommand {
     /// Opens a change request from an agent's report of an edit to a managed section.
     OpenChangeRequest {

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use std::num::NonZeroU32;
 
 /// A command on the [`Rule`](super::Rule) aggregate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, strum::IntoStaticStr)]
 pub enum RuleCommand {
     /// Creates the rule with revision 1 as a draft. On the organization layer it also sets the
     /// organization enforcement to block.

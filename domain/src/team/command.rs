@@ -7,7 +7,7 @@ use crate::{RuleId, TeamId, UserId};
 use chrono::{DateTime, Utc};
 
 /// A command on the [`Team`](super::Team) aggregate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, strum::IntoStaticStr)]
 pub enum TeamCommand {
     /// Creates the team (without members: add them, team admins first).
     CreateTeam {

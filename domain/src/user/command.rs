@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
 
 /// A command on the [`User`](super::User) aggregate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, strum::IntoStaticStr)]
 pub enum UserCommand {
     /// Creates the user, active.
     CreateUser {

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use edict_application::event_log::{Checkpoint, EventLog, RecordedEvent, RelayedEvent};
+use edict_application::metrics::names;
 use edict_application::read_models::ProjectionStatus;
 use edict_projections::{
     DocKey, DocLoader, Docs, Projection, ProjectionError, RulesetPublisher, StoredDoc,
@@ -332,6 +333,27 @@ impl ProjectionRunner {
     /// projection fails on one of them, the ones before it are committed and the projection is stopped
     /// just before it. `None` when someone else moved the projection meanwhile (reload and retry).
     async fn apply_or_stop(
+        &self,
+        state: &State,
+        events: &[RecordedEvent],
+    ) -> Result<Option<u64>, RunnerError> {
+        let result = self.apply_unmeasured(state, events).await;
+        match &result {
+            Ok(Some(applied)) => {
+                metrics::counter!(names::PROJECTION_APPLIED, "projection" => self.name())
+                    .increment(*applied);
+            }
+            Ok(None) => {}
+            Err(_) => {
+                metrics::counter!(names::PROJECTION_ERRORS, "projection" => self.name())
+                    .increment(1);
+            }
+        }
+        result
+    }
+
+    /// [`Self::apply_or_stop`], unmeasured.
+    async fn apply_unmeasured(
         &self,
         state: &State,
         events: &[RecordedEvent],

@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
 use edict_application::event_log::{Checkpoint, EventLog, RelayedEvent};
+use edict_application::metrics::names;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -186,6 +187,7 @@ impl NatsRelay {
             match self.step(&mut state, &mut streams_ready).await {
                 Ok(published) => {
                     failures = 0;
+                    metrics::counter!(names::RELAY_PUBLISHED).increment(published as u64);
                     if published > 0 {
                         last_published = Instant::now();
                     }
@@ -215,6 +217,7 @@ impl NatsRelay {
                     }
                 }
                 Err(error) => {
+                    metrics::counter!(names::RELAY_PUBLISH_ERRORS).increment(1);
                     let delay = backoff::jittered(failures, self.settings.max_backoff);
                     tracing::warn!(
                         error = format!("{error:#}"),
