@@ -146,6 +146,16 @@ pub fn describe() {
         Unit::Seconds,
         "Time to serve an HTTP request, by route and method."
     );
+    // The counters without labels exist from the start (at 0), so that a rate over them is defined
+    // before their first event.
+    for counter in [
+        RELAY_PUBLISHED,
+        RELAY_PUBLISH_ERRORS,
+        GATEWAY_PUSHES,
+        GATEWAY_TOO_SLOW,
+    ] {
+        metrics::counter!(counter).absolute(0);
+    }
 }
 
 /// The outcome label of a command's result.
@@ -174,6 +184,8 @@ impl Edict {
             Err(error) => tracing::debug!(%error, "metrics: cannot read the log's head"),
         }
         for name in self.projections.names() {
+            // Exists from the start, so that a rate over it is defined before the first error.
+            metrics::counter!(names::PROJECTION_ERRORS, "projection" => name.clone()).increment(0);
             match self.read_models.status(&name).await {
                 Ok(status) => {
                     gauge!(names::PROJECTION_LAG, "projection" => name.clone())

@@ -81,6 +81,7 @@ impl Supervisor {
         E: Display + Send + 'static,
     {
         let name = name.into();
+        metrics::counter!(names::ROLE_RESTARTS, "role" => name.clone()).increment(0);
         let supervisor = self.clone();
         self.registry.running(&name);
         tasks.spawn(async move { supervisor.supervise(name, start).await });

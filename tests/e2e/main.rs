@@ -18,6 +18,7 @@ mod enrollment;
 mod health;
 mod history;
 mod metadata;
+mod metrics;
 mod nats_auth;
 mod openapi;
 mod projections;

@@ -41,6 +41,8 @@ pub(crate) struct UpgradeRequest {
     pub method: String,
     /// Whether it asks for an upgrade (an `Upgrade` header).
     pub upgrade: bool,
+    /// Whether a proxy relayed it (`X-Forwarded-For` or `Forwarded`): its peer is not its client.
+    pub forwarded: bool,
 }
 
 /// Peeks the request head of `stream` (until the blank line), for at most `timeout`. `None` when the
@@ -115,6 +117,10 @@ pub(crate) fn parse(head: &[u8]) -> Option<UpgradeRequest> {
             }
         } else if header.name.eq_ignore_ascii_case("upgrade") {
             request.upgrade = true;
+        } else if header.name.eq_ignore_ascii_case("x-forwarded-for")
+            || header.name.eq_ignore_ascii_case("forwarded")
+        {
+            request.forwarded = true;
         } else if header.name.eq_ignore_ascii_case(PROTOCOL_HEADER) {
             request.protocol = Some(value.to_owned());
         }
@@ -321,6 +327,7 @@ mod tests {
                 protocol: Some("1".into()),
                 method: "GET".into(),
                 upgrade: false,
+                forwarded: false,
             })
         );
     }
@@ -402,6 +409,9 @@ mod tests {
                 protocol: Some(protocol.clone()),
                 method: "GET".into(),
                 upgrade: extra.iter().any(|(name, _)| name.eq_ignore_ascii_case("upgrade")),
+                forwarded: extra.iter().any(|(name, _)| {
+                    name.eq_ignore_ascii_case("x-forwarded-for") || name.eq_ignore_ascii_case("forwarded")
+                }),
             }));
         }
     }

@@ -32,7 +32,7 @@ pub(crate) async fn answer(shared: &Shared, mut stream: TcpStream, request: &Upg
             false,
         ),
         "/health/ready" => ready(shared).await,
-        _ => metrics(shared, &stream),
+        _ => metrics(shared, &stream, request.forwarded),
     };
     let reason = match status {
         200 => "OK",
@@ -92,12 +92,18 @@ async fn ready(shared: &Shared) -> (u16, &'static str, String, bool) {
     (503, "application/problem+json", body.to_string(), true)
 }
 
-fn metrics(shared: &Shared, stream: &TcpStream) -> (u16, &'static str, String, bool) {
+/// The metrics page, to an allowed peer; a request a proxy relayed is refused (the gateway trusts no
+/// proxy: its peer says nothing about the client).
+fn metrics(
+    shared: &Shared,
+    stream: &TcpStream,
+    forwarded: bool,
+) -> (u16, &'static str, String, bool) {
     let Some(exposition) = &shared.settings.metrics else {
         return problem(404, "not_found", "no metrics in this process");
     };
     match stream.peer_addr() {
-        Ok(peer) if exposition.allows(peer.ip()) => (
+        Ok(peer) if !forwarded && exposition.allows(peer.ip()) => (
             200,
             "text/plain; version=0.0.4; charset=utf-8",
             exposition.render(),
