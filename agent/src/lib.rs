@@ -5,8 +5,8 @@
 //! Layout: [`section`] (markers and merge), [`ruleset`] (the rule set document and renderer),
 //! [`snapshot`] (redb state), [`files`] (paths, rendering per layer, atomic writes), [`enforce`] (the
 //! decisions on a changed file), [`watch`] (notify watcher), [`client`] (the gateway connection),
-//! [`daemon`] (`run`), [`login`] (enrollment), [`renew`] (the agent token's renewal), [`cli`] and
-//! [`output`].
+//! [`daemon`] (`run`), [`login`] (enrollment), [`renew`] (the agent token's renewal), [`service`] (the
+//! systemd or launchd unit), [`cli`] and [`output`].
 
 pub mod cli;
 pub mod client;
@@ -19,6 +19,7 @@ pub mod output;
 pub mod renew;
 pub mod ruleset;
 pub mod section;
+pub mod service;
 pub mod snapshot;
 pub mod tls;
 pub mod watch;

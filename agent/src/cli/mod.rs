@@ -9,7 +9,10 @@
 mod appeal;
 mod control;
 mod login;
+mod service;
 mod status;
+
+pub use service::{ServiceAction, ServiceArgs};
 
 use crate::daemon::{self, DaemonConfig};
 use crate::enforce::EnforceConfig;
@@ -20,6 +23,9 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The organization layer's file unless `--org-file` names another.
+pub const DEFAULT_ORG_FILE: &str = "/etc/claude-code/CLAUDE.md";
 
 /// Edict agent: keeps the Edict-managed sections of your CLAUDE.md files as your organization's rules
 /// say, and reports changes to them.
@@ -37,7 +43,7 @@ pub struct Cli {
         long,
         global = true,
         env = "EDICT_AGENT_ORG_FILE",
-        default_value = "/etc/claude-code/CLAUDE.md"
+        default_value = DEFAULT_ORG_FILE
     )]
     pub org_file: PathBuf,
     /// Allow plain http:// and ws:// to another machine (otherwise only to loopback); `status` shows it.
@@ -150,6 +156,13 @@ pub enum Command {
         #[arg(long)]
         until: Option<chrono::DateTime<chrono::Utc>>,
     },
+    /// Runs the agent as your service (a systemd user unit, or a launchd agent on macOS), with the
+    /// global options given here.
+    Service {
+        /// What to do.
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
 }
 
 impl Cli {
@@ -177,6 +190,10 @@ impl Cli {
 /// # Errors
 /// Whatever the command fails with.
 pub async fn execute(cli: Cli) -> anyhow::Result<()> {
+    // Before anything opens (and so creates) the data directory.
+    if let Command::Service { action } = &cli.command {
+        return service::execute(&cli, action);
+    }
     let data_dir = cli.data_dir()?;
     let ca_file = cli
         .ca_file
@@ -279,6 +296,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             )
             .await
         }
+        Command::Service { action } => service::execute(&cli, action),
         Command::Appeal {
             change,
             reason,
