@@ -6,11 +6,12 @@
 //! [`snapshot`] (redb state), [`files`] (paths, rendering per layer, atomic writes), [`enforce`] (the
 //! decisions on a changed file), [`watch`] (notify watcher), [`client`] (the gateway connection),
 //! [`daemon`] (`run`), [`login`] (enrollment), [`renew`] (the agent token's renewal), [`service`] (the
-//! systemd or launchd unit), [`cli`] and [`output`].
+//! systemd or launchd unit), [`doctor`] (the checks of `edict-agent doctor`), [`cli`] and [`output`].
 
 pub mod cli;
 pub mod client;
 pub mod daemon;
+pub mod doctor;
 pub mod enforce;
 pub mod files;
 pub mod frame;

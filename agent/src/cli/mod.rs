@@ -1,13 +1,14 @@
 //! The command line: `login`, `run`, `status`, `watch`, `unwatch`, `list`, `changes`, `sync`,
-//! `appeal`. Every command but `run` opens the snapshot, does its small job and exits; the snapshot may
-//! be open in a running agent at the same time.
+//! `appeal`, `doctor`, `service`. Every command but `run` does its small job and exits; the snapshot
+//! may be open in a running agent at the same time (`service` never opens it).
 //!
 //! Layout: this file holds the options and the dispatch, and the small local commands (`watch`,
-//! `unwatch`, `list`, `changes`); [`login`], [`status`], [`control`] (`sync` and the signals of `run`)
-//! and [`appeal`] one command group each.
+//! `unwatch`, `list`, `changes`); [`login`], [`status`], [`control`] (`sync` and the signals of `run`),
+//! [`appeal`], [`doctor`] and [`service`] one command group each.
 
 mod appeal;
 mod control;
+mod doctor;
 mod login;
 mod service;
 mod status;
@@ -156,6 +157,13 @@ pub enum Command {
         #[arg(long)]
         until: Option<chrono::DateTime<chrono::Utc>>,
     },
+    /// Checks the server and gateways, the pinned organization key, the managed files, the clock
+    /// and the data directory: each ok, warn or fail with a reason and a hint. Exits 1 when one fails.
+    Doctor {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
     /// Runs the agent as your service (a systemd user unit, or a launchd agent on macOS), with the
     /// global options given here.
     Service {
@@ -205,10 +213,12 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         ca_file: match (&ca_file, &cli.command) {
             (Some(path), _) => Some(path.clone()),
             (None, Command::Login { .. }) => None,
-            // Without --ca-file, the one login (or the last run) was given.
-            (None, _) => Snapshot::open(&data_dir)
+            // Without --ca-file, the one login (or the last run) was given (not creating a snapshot
+            // where there is none: `doctor` reports that).
+            (None, _) if Snapshot::file_in(&data_dir).is_file() => Snapshot::open(&data_dir)
                 .ok()
                 .and_then(|s| crate::tls::recorded_ca_file(&s).ok().flatten()),
+            (None, _) => None,
         },
     });
     match &cli.command {
@@ -297,6 +307,13 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Service { action } => service::execute(&cli, action),
+        Command::Doctor { output: format } => {
+            let config = crate::doctor::DoctorConfig {
+                data_dir,
+                paths: cli.paths()?,
+            };
+            doctor::doctor(&config, *format).await
+        }
         Command::Appeal {
             change,
             reason,
