@@ -1,5 +1,5 @@
 //! Rules reach machines: the real `edict serve` (with its gateway) and the real `edict-agent run`
-//! processes, with a temporary HOME and organization file.
+//! processes, with a temporary HOME and organization file; `edict-agent doctor` checks such a machine.
 
 use crate::harness::{Layout, Machine, Store, TestApp, eventually, free_port, rule_spec};
 use reqwest::{Method, StatusCode};
@@ -988,4 +988,106 @@ async fn each_rule_of_a_section_is_enforced_by_its_own_mode() {
         read(&machine.team_file())
     );
     machine.stop().await;
+}
+
+/// `edict-agent doctor --output json`: its exit success and its checks by name.
+async fn doctor(machine: &Machine) -> (bool, Vec<Value>) {
+    let output = machine
+        .command()
+        .args(["doctor", "--output", "json"])
+        .stdout(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["ok"], output.status.success(), "{report}");
+    (
+        output.status.success(),
+        report["checks"].as_array().unwrap().clone(),
+    )
+}
+
+fn check<'a>(checks: &'a [Value], name: &str) -> &'a Value {
+    checks
+        .iter()
+        .find(|c| c["name"].as_str().unwrap().starts_with(name))
+        .unwrap_or_else(|| panic!("no check {name}: {checks:?}"))
+}
+
+#[tokio::test]
+async fn doctor_passes_a_healthy_machine_and_fails_a_group_writable_file_and_an_unreachable_server()
+{
+    use std::os::unix::fs::PermissionsExt;
+    let mut app = TestApp::spawn(Store::Sqlite).await;
+    let admin = app.admin().await;
+    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
+    let enrollment = app
+        .ok(
+            "/api/v1/enrollment-tokens",
+            &admin,
+            json!({"user_id": dev_id, "note": "doctor"}),
+        )
+        .await;
+    let mut machine = Machine::new();
+    machine
+        .enroll_with_token(&app.base, enrollment["token"].as_str().unwrap())
+        .await;
+    team_with_rule(
+        &app,
+        &admin,
+        &second,
+        &dev_id,
+        "check the machine",
+        json!({"mode": "block"}),
+    )
+    .await;
+    machine.run();
+    wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
+        t.contains("Always check the machine.")
+    })
+    .await
+    .expect("the team file is written");
+
+    // Healthy, while the daemon holds the snapshot: every check passes.
+    let (ok, checks) = doctor(&machine).await;
+    assert!(ok, "{checks:#?}");
+    assert!(
+        checks.iter().all(|c| c["level"] == "ok"),
+        "every check ok: {checks:#?}"
+    );
+    for name in [
+        "data dir", "login", "server", "clock", "gateway ", "org key",
+    ] {
+        check(&checks, name);
+    }
+    let team_file = format!("file {}", machine.team_file().display());
+    assert!(
+        check(&checks, "org key")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("which this agent trusts")
+    );
+
+    // A team file the group may write: the rules could be rewritten under the agent.
+    std::fs::set_permissions(machine.team_file(), std::fs::Permissions::from_mode(0o664)).unwrap();
+    let (ok, checks) = doctor(&machine).await;
+    assert!(!ok, "a failed check fails doctor: {checks:#?}");
+    let file = check(&checks, &team_file);
+    assert_eq!(file["level"], "fail", "{file}");
+    assert!(file["hint"].as_str().unwrap().contains("chmod go-w"));
+    assert_eq!(check(&checks, "server")["level"], "ok");
+    std::fs::set_permissions(machine.team_file(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(doctor(&machine).await.0, "fixed, it passes again");
+
+    // The server stopped: neither the server nor its gateway answers.
+    machine.stop().await;
+    app.stop().await;
+    let (ok, checks) = doctor(&machine).await;
+    assert!(!ok, "{checks:#?}");
+    let server = check(&checks, "server");
+    assert_eq!(server["level"], "fail", "{server}");
+    assert!(server["reason"].as_str().unwrap().contains("cannot reach"));
+    assert_eq!(check(&checks, "gateway ")["level"], "fail");
+    assert_eq!(check(&checks, &team_file)["level"], "ok");
 }

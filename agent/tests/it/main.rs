@@ -2,7 +2,9 @@
 //! (`CARGO_BIN_EXE_edict-agent`) in a temporary home, organization file and data directory of its own.
 //!
 //! - `agent_run`: `edict-agent run` against a fake gateway written there;
-//! - `snapshot_integrity`: a rule set edited inside the redb snapshot is refused at start.
+//! - `snapshot_integrity`: a rule set edited inside the redb snapshot is refused at start;
+//! - `service`: `service install|status|uninstall` against a temporary unit directory.
 
 mod agent_run;
+mod service;
 mod snapshot_integrity;
