@@ -648,6 +648,33 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             }
         });
     }
+    if !roles.contains(&Role::Api) {
+        // No API here: the listen address serves the probes and the metrics only.
+        let listener = TcpListener::bind(settings.listen)
+            .into_acceptor()
+            .await
+            .with_context(|| format!("cannot serve the probes on {}", settings.listen))?;
+        tracing::info!(listen = %settings.listen, "edict probes and metrics on http://{}", settings.listen);
+        let mut first = Some(listener);
+        let (edict, listen) = (built.edict.clone(), settings.listen);
+        let exposition = metrics::exposition(metrics_handle.clone(), metrics_access.clone());
+        supervisor.spawn(&mut tasks, "probes", move |stopped| {
+            let bound = first.take();
+            let endpoint = poem::EndpointExt::data(
+                edict_api::server::probes_app(edict.clone()),
+                exposition.clone(),
+            );
+            async move {
+                let acceptor = match bound {
+                    Some(acceptor) => acceptor,
+                    None => TcpListener::bind(listen).into_acceptor().await?,
+                };
+                Server::new_with_acceptor(acceptor)
+                    .run_with_graceful_shutdown(endpoint, stopping(stopped), Some(grace))
+                    .await
+            }
+        });
+    }
     tracing::info!(
         roles = ?roles,
         store = built.store_kind,

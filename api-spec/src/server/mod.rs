@@ -133,6 +133,19 @@ pub fn app_with_limits(
         .data(limits)
 }
 
+/// The port of a process that runs no API role (a relay, projector or audit process): the probes
+/// (`/health/live`, `/health/ready`) and `/metrics` only, so orchestrators and scrapers see every role.
+pub fn probes_app(edict: Arc<Edict>) -> impl Endpoint {
+    Route::new()
+        .at("/metrics", metrics::page)
+        .nest(
+            "/",
+            OpenApiService::new(health::HealthApi, "Edict probes", env!("CARGO_PKG_VERSION")),
+        )
+        .around(middleware::trace_request)
+        .data(edict)
+}
+
 /// The page a person opens to approve a device (`edict-agent login`): sign in, enter the code, read
 /// what asks, consent explicitly. It only calls the API; nothing is approved by opening a link.
 const DEVICE_PAGE: poem::web::Html<&str> = poem::web::Html(include_str!("device.html"));

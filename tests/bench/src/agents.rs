@@ -549,6 +549,9 @@ impl Deployment {
                 "gateway".into(),
                 "--gateway-listen".into(),
                 addr.to_string(),
+                // Its probes and metrics port (no API role): any free one.
+                "--listen".into(),
+                "127.0.0.1:0".into(),
             ],
             env,
             &dir.join(format!("gateway-{n}.log")),
