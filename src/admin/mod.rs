@@ -99,9 +99,12 @@ pub async fn run(command: AdminCommand, root: fn() -> clap::Command) -> Result<(
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut command, "edict", &mut script);
             use std::io::Write;
-            crate::output::raw_stdout()
-                .write_all(&script)
-                .context("cannot write the script")
+            match crate::output::raw_stdout().write_all(&script) {
+                Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(error).context("cannot write the script")
+                }
+                _ => Ok(()),
+            }
         }
     }
 }

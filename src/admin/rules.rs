@@ -83,7 +83,7 @@ pub enum RulesCommand {
         id: String,
         /// The enforcement.
         #[command(flatten)]
-        enforcement: Enforcement,
+        enforcement: EnforcementArgs,
     },
     /// Archives a rule: it accepts no further change.
     Archive {
@@ -173,7 +173,7 @@ impl Spec {
 
 /// An enforcement mode (`EnforcementDto`).
 #[derive(Debug, Args)]
-pub struct Enforcement {
+pub struct EnforcementArgs {
     /// `block`, `temporary` or `warning`.
     #[arg(long)]
     mode: Mode,
@@ -193,7 +193,7 @@ enum Mode {
     Warning,
 }
 
-impl Enforcement {
+impl EnforcementArgs {
     /// The `EnforcementDto` body.
     pub fn body(&self) -> Value {
         let mode = match self.mode {

@@ -1,7 +1,7 @@
 //! `edict teams …`: teams, their members and attached rules, their rule set (`/api/v1/teams`).
 
 use super::client::Request;
-use super::rules::{Enforcement, Layer, Page};
+use super::rules::{EnforcementArgs, Layer, Page};
 use clap::{Subcommand, ValueEnum};
 use reqwest::Method;
 use serde_json::json;
@@ -79,7 +79,7 @@ pub enum TeamsCommand {
         rule: String,
         /// The enforcement.
         #[command(flatten)]
-        enforcement: Enforcement,
+        enforcement: EnforcementArgs,
     },
     /// Changes how the team enforces an attached rule.
     SetEnforcement {
@@ -89,7 +89,7 @@ pub enum TeamsCommand {
         rule: String,
         /// The enforcement.
         #[command(flatten)]
-        enforcement: Enforcement,
+        enforcement: EnforcementArgs,
     },
     /// Detaches a rule.
     DetachRule {
