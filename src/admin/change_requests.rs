@@ -53,11 +53,11 @@ pub enum ChangeRequestsCommand {
         /// Why the change should stand.
         #[arg(long)]
         justification: String,
-        /// `time-limited` (with `--until`) or `permanent`.
+        /// `time_limited` (with `--until`) or `permanent`.
         #[arg(long)]
         kind: ExceptionKind,
         /// For time-limited: until when (RFC 3339).
-        #[arg(long, required_if_eq("kind", "time-limited"))]
+        #[arg(long, required_if_eq("kind", "time_limited"))]
         until: Option<String>,
     },
     /// Grants the pending exception, until a time or for good.
@@ -87,6 +87,7 @@ pub enum ChangeRequestsCommand {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ExceptionKind {
     /// Until a time.
+    #[value(name = "time_limited")]
     TimeLimited,
     /// For good.
     Permanent,

@@ -131,7 +131,7 @@ pub struct Spec {
     #[arg(long, value_name = "PATH", required_unless_present = "content")]
     content_file: Option<PathBuf>,
     /// The Markdown rendered into the section (short texts; else `--content-file`).
-    #[arg(long, conflicts_with = "content_file")]
+    #[arg(long, conflicts_with = "content_file", allow_hyphen_values = true)]
     content: Option<String>,
     /// What the rule is for.
     #[arg(long)]

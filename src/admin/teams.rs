@@ -136,6 +136,7 @@ pub enum TeamsCommand {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum TeamRole {
     /// Manages the team's members and rules.
+    #[value(name = "team_admin")]
     TeamAdmin,
     /// A developer of the team.
     Member,

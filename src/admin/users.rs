@@ -88,6 +88,7 @@ pub enum UsersCommand {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum GlobalRole {
     /// Administers the organization.
+    #[value(name = "org_admin")]
     OrgAdmin,
     /// Reads everything, changes nothing.
     Auditor,
