@@ -4,7 +4,7 @@
 //! `edict completions`.
 //!
 //! Layout: [`credentials`] keeps the session on disk, [`client`] calls the API (refreshing the
-//! session, mapping problems to exit codes), [`render`] prints answers; one module per resource
+//! session; [`error`] maps problems to exit codes), [`render`] prints answers; one module per resource
 //! group turns its subcommands into [`client::Request`]s. The operations an agent makes with its own
 //! token (enrollment, the device flow's polling, change reports) are the agent's, not here.
 
@@ -14,6 +14,7 @@ pub mod change_requests;
 pub mod client;
 pub mod credentials;
 pub mod enrollment_tokens;
+pub mod error;
 pub mod log;
 pub mod render;
 pub mod rules;
