@@ -68,6 +68,10 @@ pub async fn open_store(args: &StoreArgs) -> Result<Database> {
 pub enum AuditCommand {
     /// Recompute the hash chain and the checkpoint signatures; name the first broken link.
     Verify(VerifyArgs),
+    /// The signed checkpoints of the hash chain, through a running API
+    /// (`GET /api/v1/audit/checkpoints`); as the admin commands, signed in or with `EDICT_SERVER`
+    /// and `EDICT_TOKEN`.
+    Checkpoints(crate::admin::log::CheckpointsArgs),
 }
 
 /// Arguments of `edict audit verify`.
@@ -116,6 +120,7 @@ pub async fn run(command: AuditCommand) -> Result<()> {
             Some(file) => verify_file(&args, &file).await,
             None => verify_database(&args).await,
         },
+        AuditCommand::Checkpoints(args) => crate::admin::log::checkpoints(args).await,
     }
 }
 

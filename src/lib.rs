@@ -1,12 +1,13 @@
 //! `edict`: the composition root and command-line interface of Edict (the binary, `src/main.rs`, only
 //! calls [`main`]).
 //!
-//! `serve` runs the roles (API, relay, projectors, gateway, audit writer) on the embedded default
+//! The admin commands (`login`, `rules`, `teams`, …) live in [`admin`]. `serve` runs the roles (API, relay, projectors, gateway, audit writer) on the embedded default
 //! (SQLite under `./.edict/`) or on PostgreSQL (`EDICT_DATABASE_URL`) and NATS (`EDICT_NATS_URL`);
 //! `projections` lists, inspects and rebuilds the read models; `openapi` prints the API's spec. The
 //! benchmarks (`edict-bench`, `tests/bench`) start Edict through [`app`] and reuse [`output`] and
 //! [`events_export`].
 
+pub mod admin;
 mod api_client;
 pub mod app;
 mod audit_cli;
@@ -26,7 +27,7 @@ use std::path::PathBuf;
 
 /// Edict: distributes and enforces the managed section of CLAUDE.md files.
 #[derive(Debug, Parser)]
-#[command(name = "edict", version, about)]
+#[command(name = "edict", version, about, after_help = admin::EXIT_CODES)]
 struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true, env = "EDICT_LOG_JSON")]
@@ -52,6 +53,9 @@ enum Command {
     /// The organization's rule set signing keys: status, rotation.
     #[command(subcommand)]
     Keys(keys_cli::KeysCommand),
+    /// The admin commands, through a running API.
+    #[command(flatten)]
+    Admin(admin::AdminCommand),
     /// Print the OpenAPI spec of the HTTP API.
     Openapi {
         /// `yaml` (default, the committed form) or `json`.
@@ -89,13 +93,24 @@ pub async fn main() -> std::process::ExitCode {
         Command::Events(command) => events_cli::run(command).await,
         Command::Audit(command) => audit_cli::run(command).await,
         Command::Keys(command) => keys_cli::run(command).await,
+        Command::Admin(command) => {
+            admin::run(command, <Cli as clap::CommandFactory>::command).await
+        }
         Command::Openapi { format } => output::print_spec(format),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             output::print_error(&error);
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(admin::exit_code(&error))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
     }
 }

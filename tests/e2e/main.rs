@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod admin_cli;
 mod agent_tokens;
 mod agents;
 mod api_errors;
