@@ -316,3 +316,40 @@ async fn counters_move_for_a_command_a_push_and_an_ack_and_the_dashboards_name_r
         );
     }
 }
+
+#[tokio::test]
+async fn a_process_without_the_api_serves_its_probes_and_metrics_on_its_port() {
+    let app = TestApp::spawn(Store::Postgres).await;
+    let port = crate::harness::free_port();
+    let mut audit = app
+        .command(Some("audit"), port)
+        .spawn()
+        .expect("spawn edict serve --roles audit");
+    let base = format!("http://127.0.0.1:{port}");
+    let ready = eventually(Duration::from_secs(20), || async {
+        let response = app
+            .client
+            .get(format!("{base}/health/ready"))
+            .send()
+            .await
+            .ok()?;
+        (response.status() == 200).then_some(response.json::<Value>().await.ok()?)
+    })
+    .await
+    .expect("the audit process answers /health/ready");
+    let checks = ready["checks"].to_string();
+    assert!(checks.contains("role:audit"), "{ready}");
+    assert!(!checks.contains("role:api"), "{ready}");
+    let page = scrape(&app, &base).await;
+    assert_eq!(value(&page, "edict_role_up", &[("role", "audit")]), 1.0);
+    // Only the probes and the metrics: no API on this port.
+    let api = app
+        .client
+        .get(format!("{base}/api/v1/rules"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 404);
+    audit.start_kill().unwrap();
+    audit.wait().await.unwrap();
+}
