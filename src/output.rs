@@ -28,16 +28,19 @@ pub fn print_spec(format: SpecFormat) -> anyhow::Result<()> {
         SpecFormat::Yaml => edict_api::server::spec_yaml(),
         SpecFormat::Json => edict_api::server::spec_json(),
     };
-    print!("{spec}");
-    if !spec.ends_with('\n') {
-        println!();
-    }
+    write_out(spec.trim_end_matches('\n'))?;
     Ok(())
 }
 
-/// Prints a line of human-readable output.
+/// Prints a line of human-readable output (nothing once stdout is closed: `edict … | head`).
 pub fn line(text: &str) {
-    println!("{text}");
+    let _ = stream_line(text);
+}
+
+/// Writes `text` and a newline to stdout; a closed stdout (`| head`) is not an error: the command
+/// ends quietly instead of panicking.
+fn write_out(text: &str) -> std::io::Result<()> {
+    stream_line(text).map(drop)
 }
 
 /// Prints a line of a stream that may outlive its reader (`edict events tail | head`): answers
@@ -57,7 +60,7 @@ pub fn stream_line(text: &str) -> std::io::Result<bool> {
 
 /// Prints a value as pretty JSON.
 pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    write_out(&serde_json::to_string_pretty(value)?)?;
     Ok(())
 }
 

@@ -36,14 +36,69 @@ async fn the_server_serves_its_spec_and_swagger_ui() {
 }
 
 #[test]
-fn compose_file_is_valid_yaml_with_the_services() {
+fn compose_file_has_the_production_shape() {
+    // The Compose Specification itself is checked by scripts/validate-deploy (run by the test command).
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/compose.yaml"))
         .expect("compose.yaml");
-    let compose: serde_yaml::Value = serde_yaml::from_str(&text).expect("compose.yaml parses");
-    for service in ["postgres", "nats", "edict"] {
-        assert!(
-            compose["services"][service].is_mapping(),
-            "service {service} missing"
+    let mut compose: serde_yaml::Value = serde_yaml::from_str(&text).expect("compose.yaml parses");
+    compose.apply_merge().expect("the merge keys resolve");
+    let roles = [
+        ("api-1", "api"),
+        ("api-2", "api"),
+        ("relay-1", "relay"),
+        ("relay-2", "relay"),
+        ("projector", "projector"),
+        ("gateway-1", "gateway"),
+        ("gateway-2", "gateway"),
+        ("audit", "audit"),
+    ];
+    for (service, role) in roles {
+        let service = &compose["services"][service];
+        assert!(service.is_mapping(), "{service:?}");
+        let command: Vec<&str> = service["command"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(serde_yaml::Value::as_str)
+            .collect();
+        assert_eq!(command, ["serve", "--roles", role]);
+        assert_eq!(service["restart"], "unless-stopped");
+        assert!(service["healthcheck"]["test"].is_sequence());
+        assert_eq!(
+            service["env_file"][0]["path"], ".env",
+            "secrets from the env file"
         );
     }
+    for service in ["postgres", "nats"] {
+        assert!(
+            compose["services"][service]["healthcheck"].is_mapping(),
+            "{service}"
+        );
+    }
+    // No secret is written in the file itself: every password is a variable.
+    for line in text.lines().filter(|line| line.contains("PASSWORD")) {
+        assert!(
+            !line.contains(": ") || line.contains("${") || line.trim_start().starts_with('#'),
+            "a secret in compose.yaml: {line}"
+        );
+    }
+}
+
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    // `edict openapi | head -1`: the reader goes away after one line.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edict"))
+        .args(["openapi", "--format", "yaml"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run edict openapi");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
 }
