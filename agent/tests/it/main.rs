@@ -2,7 +2,9 @@
 //! (`CARGO_BIN_EXE_edict-agent`) in a temporary home, organization file and data directory of its own.
 //!
 //! - `agent_run`: `edict-agent run` against a fake gateway written there;
-//! - `snapshot_integrity`: a rule set edited inside the redb snapshot is refused at start.
+//! - `snapshot_integrity`: a rule set edited inside the redb snapshot is refused at start;
+//! - `machine`: what both run on (the temporary machine, the agent's guard, `eventually`).
 
 mod agent_run;
+mod machine;
 mod snapshot_integrity;
