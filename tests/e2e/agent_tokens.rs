@@ -1,7 +1,9 @@
 //! Agent tokens have a lifetime, are renewed by the running agent, are revoked with their owner's
 //! password or deactivation, and are listed to their owner (ADR 0025).
 
-use crate::harness::{Layout, Machine, Store, TestApp, eventually, rule_spec};
+use crate::harness::{
+    Layout, Machine, Store, TestApp, approved_rule, attach_with, eventually, team_with_member,
+};
 use futures::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -265,20 +267,8 @@ async fn org_public_key(app: &TestApp, admin: &str) -> String {
 
 /// An approved team-layer rule whose content is `Always {name}.`, attached to `team`.
 async fn attach_rule(app: &TestApp, admin: &str, second: &str, team: &str, name: &str) {
-    let mut spec = rule_spec(name, "team");
-    spec["content"] = json!(format!("Always {name}."));
-    let rule = app.ok("/api/v1/rules", admin, spec).await;
-    let rule = rule["id"].as_str().unwrap().to_owned();
-    app.ok(&format!("/api/v1/rules/{rule}/submit"), admin, json!({}))
-        .await;
-    app.ok(&format!("/api/v1/rules/{rule}/approve"), second, json!({}))
-        .await;
-    app.ok(
-        &format!("/api/v1/teams/{team}/rules"),
-        admin,
-        json!({"rule_id": rule, "enforcement": {"mode": "block"}}),
-    )
-    .await;
+    let rule = approved_rule(app, admin, second, name).await;
+    attach_with(app, admin, team, &rule, json!({"mode": "block"})).await;
 }
 
 async fn team_file_contains(machine: &Machine, text: &str, timeout: Duration) -> bool {
@@ -299,16 +289,7 @@ async fn a_running_agent_renews_its_token_and_keeps_receiving_rule_sets() {
     let admin = app.admin().await;
     let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
     let (dev_id, dev) = app.user(&admin, "dev", &["member"]).await;
-    let team = app
-        .ok("/api/v1/teams", &admin, json!({"name": "renewers"}))
-        .await;
-    let team = team["id"].as_str().unwrap().to_owned();
-    app.ok(
-        &format!("/api/v1/teams/{team}/members"),
-        &admin,
-        json!({"user_id": dev_id, "role": "member"}),
-    )
-    .await;
+    let team = team_with_member(&app, &admin, "renewers", &dev_id).await;
     attach_rule(&app, &admin, &second, &team, "renew one").await;
 
     // The token is given to the agent as is: its expiry unknown, it is renewed at the first chance.

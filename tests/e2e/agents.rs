@@ -1,7 +1,9 @@
 //! Rules reach machines: the real `edict serve` (with its gateway) and the real `edict-agent run`
 //! processes, with a temporary HOME and organization file.
 
-use crate::harness::{Layout, Machine, Store, TestApp, eventually, free_port, rule_spec};
+use crate::harness::{
+    Layout, Machine, Store, TestApp, approved_rule, eventually, free_port, rule_spec,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -76,19 +78,6 @@ async fn wait_for_file(
         pred(&text).then_some(text)
     })
     .await
-}
-
-/// An approved team-layer rule whose content is `Always {name}.`; answers its id.
-async fn approved_rule(app: &TestApp, admin: &str, second: &str, name: &str) -> String {
-    let mut spec = rule_spec(name, "team");
-    spec["content"] = json!(format!("Always {name}."));
-    let rule = app.ok("/api/v1/rules", admin, spec).await;
-    let rule = rule["id"].as_str().unwrap().to_owned();
-    app.ok(&format!("/api/v1/rules/{rule}/submit"), admin, json!({}))
-        .await;
-    app.ok(&format!("/api/v1/rules/{rule}/approve"), second, json!({}))
-        .await;
-    rule
 }
 
 /// An approved team rule attached to a new team whose member is `dev`; answers (team, rule).

@@ -446,6 +446,86 @@ pub fn rule_spec(name: &str, layer: &str) -> Value {
     })
 }
 
+/// Drafts `spec`, submits it and has `second` approve it; answers the rule's id.
+pub async fn approve(app: &TestApp, admin: &str, second: &str, spec: Value) -> String {
+    let rule = app.ok("/api/v1/rules", admin, spec).await;
+    let rule = rule["id"].as_str().unwrap().to_owned();
+    app.ok(&format!("/api/v1/rules/{rule}/submit"), admin, json!({}))
+        .await;
+    app.ok(&format!("/api/v1/rules/{rule}/approve"), second, json!({}))
+        .await;
+    rule
+}
+
+/// An approved team-layer rule whose content is `Always {name}.`; answers its id.
+pub async fn approved_rule(app: &TestApp, admin: &str, second: &str, name: &str) -> String {
+    let mut spec = rule_spec(name, "team");
+    spec["content"] = json!(format!("Always {name}."));
+    approve(app, admin, second, spec).await
+}
+
+/// Attaches `rule` to `team` with `enforcement` (`{"mode": "block"}`, say).
+pub async fn attach_with(app: &TestApp, admin: &str, team: &str, rule: &str, enforcement: Value) {
+    app.ok(
+        &format!("/api/v1/teams/{team}/rules"),
+        admin,
+        json!({"rule_id": rule, "enforcement": enforcement}),
+    )
+    .await;
+}
+
+/// Attaches `rule` to `team`, blocking.
+pub async fn attach(app: &TestApp, admin: &str, team: &str, rule: &str) {
+    attach_with(app, admin, team, rule, json!({"mode": "block"})).await;
+}
+
+/// A new team named `name` with `member` (a user id) as its member; answers the team's id.
+pub async fn team_with_member(app: &TestApp, admin: &str, name: &str, member: &str) -> String {
+    let team = app.ok("/api/v1/teams", admin, json!({"name": name})).await;
+    let team = team["id"].as_str().unwrap().to_owned();
+    app.ok(
+        &format!("/api/v1/teams/{team}/members"),
+        admin,
+        json!({"user_id": member, "role": "member"}),
+    )
+    .await;
+    team
+}
+
+/// The two ends of a relay between an agent and a gateway: the agent's connection accepted on
+/// `stream`, and one opened to `upstream` with the agent's upgrade headers (its bearer token, the
+/// protocol version) passed on. `None` when either end fails.
+pub async fn relay_ends(
+    stream: tokio::net::TcpStream,
+    upstream: String,
+) -> Option<(
+    tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+)> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    let mut headers = None;
+    // The handshake callback's error type (an HTTP response) is tungstenite's, not ours.
+    #[allow(clippy::result_large_err)]
+    let callback = |request: &Request, response: Response| {
+        headers = Some(request.headers().clone());
+        Ok(response)
+    };
+    let agent = tokio_tungstenite::accept_hdr_async(stream, callback)
+        .await
+        .ok()?;
+    let mut request = upstream.into_client_request().unwrap();
+    for (name, value) in headers.iter().flatten() {
+        if !name.as_str().starts_with("sec-websocket")
+            && !matches!(name.as_str(), "host" | "upgrade" | "connection")
+        {
+            request.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    let (gateway, _) = tokio_tungstenite::connect_async(request).await.ok()?;
+    Some((agent, gateway))
+}
+
 /// The `edict-agent` binary, built beside `edict` by a workspace build.
 pub fn agent_binary() -> std::path::PathBuf {
     let edict = std::path::PathBuf::from(env!("CARGO_BIN_EXE_edict"));
