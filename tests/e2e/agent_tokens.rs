@@ -2,14 +2,14 @@
 //! password or deactivation, and are listed to their owner (ADR 0025).
 
 use crate::harness::{
-    Layout, Machine, Store, TestApp, approved_rule, attach_with, eventually, team_with_member,
+    Layout, Machine, Store, TestApp, approved_rule, attach_with, eventually, gateway_request,
+    hello, team_with_member,
 };
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// A server whose agent tokens live `ttl` seconds and keep working `grace` seconds after a renewal.
 async fn spawn(store: Store, ttl: u64, grace: u64) -> TestApp {
@@ -43,15 +43,7 @@ async fn upgrade(
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
     u16,
 > {
-    let mut request = format!("{}/ws", app.gateway.replace("http://", "ws://"))
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-        .headers_mut()
-        .insert("edict-protocol", "1".parse().unwrap());
+    let request = gateway_request(app, token);
     match tokio_tungstenite::connect_async(request).await {
         Ok((socket, _)) => Ok(socket),
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
@@ -96,13 +88,7 @@ async fn an_expired_token_is_refused_by_http_and_the_gateway_closes_its_connecti
     let mut socket = upgrade(&app, &token)
         .await
         .expect("the upgrade is accepted");
-    socket
-        .send(Message::text(
-            json!({"type": "hello", "protocol": 1, "agent_version": "test", "holdings": []})
-                .to_string(),
-        ))
-        .await
-        .unwrap();
+    hello(&mut socket).await;
     // The connection ends at the token's expiry, with the reason: not at the next 5-minute re-check.
     let closed = tokio::time::timeout(Duration::from_secs(15), async {
         while let Some(Ok(message)) = socket.next().await {

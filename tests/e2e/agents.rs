@@ -2,7 +2,7 @@
 //! processes, with a temporary HOME and organization file.
 
 use crate::harness::{
-    Layout, Machine, Store, TestApp, approved_rule, eventually, free_port, rule_spec,
+    Layout, Machine, Store, TestApp, approved_rule, eventually, rule_spec, two_gateways,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -197,14 +197,7 @@ async fn block_rules_reach_the_machine_and_edits_are_reverted_even_offline() {
 
     // Convergence: the server knows which revision this machine enforces.
     let converged = eventually(Duration::from_secs(10), || async {
-        let (_, view) = app
-            .call(
-                Method::GET,
-                &format!("/api/v1/teams/{team}/convergence"),
-                Some(&admin),
-                None,
-            )
-            .await;
+        let view = app.convergence(&admin, &team).await;
         (view["converged"] == 1).then_some(view)
     })
     .await;
@@ -474,14 +467,7 @@ async fn warning_edits_are_kept_and_temporary_ones_are_decided() {
 
 /// The team's latest rule-set revision, and whether every one of `agents` enforces it.
 async fn converged(app: &TestApp, admin: &str, team: &str, agents: &[String]) -> Option<u64> {
-    let (_, convergence) = app
-        .call(
-            Method::GET,
-            &format!("/api/v1/teams/{team}/convergence"),
-            Some(admin),
-            None,
-        )
-        .await;
+    let convergence = app.convergence(admin, team).await;
     let latest = convergence["latest_revision"].as_u64()?;
     let rows = convergence["agents"].as_array()?;
     agents
@@ -500,15 +486,7 @@ async fn converged(app: &TestApp, admin: &str, team: &str, agents: &[String]) ->
 /// sets arrive restarts on an intact snapshot and converges. Real PostgreSQL, NATS and processes.
 #[tokio::test]
 async fn agents_fail_over_between_gateways_and_survive_kill_9() {
-    let gateways = [
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-    ];
-    let urls = gateways
-        .iter()
-        .map(|g| format!("ws://{g}/ws"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let (gateways, urls) = two_gateways();
     let layout = Layout {
         roles: Some("api,relay,projector".into()),
         ..Layout::distributed()
@@ -628,14 +606,7 @@ async fn agents_fail_over_between_gateways_and_survive_kill_9() {
     .await;
     let status = machines[0].status().await;
     if latest.is_none() {
-        let (_, convergence) = app
-            .call(
-                Method::GET,
-                &format!("/api/v1/teams/{team}/convergence"),
-                Some(&admin),
-                None,
-            )
-            .await;
+        let convergence = app.convergence(&admin, &team).await;
         panic!("not every agent ends on revision {target:?}: {convergence}\nagent 0: {status}");
     }
     let held = status["rulesets"]

@@ -378,6 +378,12 @@ impl TestApp {
         request.send().await.expect("send request")
     }
 
+    /// The convergence view of `team` (`GET /api/v1/teams/{team}/convergence`), whatever its status.
+    pub async fn convergence(&self, token: &str, team: &str) -> Value {
+        let path = format!("/api/v1/teams/{team}/convergence");
+        self.call(Method::GET, &path, Some(token), None).await.1
+    }
+
     /// POST helper asserting success; answers the body.
     pub async fn ok(&self, path: &str, token: &str, body: Value) -> Value {
         let (status, response) = self.call(Method::POST, path, Some(token), Some(body)).await;
@@ -490,6 +496,64 @@ pub async fn team_with_member(app: &TestApp, admin: &str, name: &str, member: &s
     )
     .await;
     team
+}
+
+/// Two free gateway addresses on loopback, and the gateway URLs an agent is given for them
+/// (`ws://…/ws`, comma separated).
+pub fn two_gateways() -> ([String; 2], String) {
+    let gateways = [
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    ];
+    let urls = gateways
+        .iter()
+        .map(|g| format!("ws://{g}/ws"))
+        .collect::<Vec<_>>()
+        .join(",");
+    (gateways, urls)
+}
+
+/// The upgrade request of an agent holding `token` to `app`'s gateway.
+pub fn gateway_request(
+    app: &TestApp,
+    token: &str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("{}/ws", app.gateway.replace("http://", "ws://"))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+        .headers_mut()
+        .insert("edict-protocol", "1".parse().unwrap());
+    request
+}
+
+/// Runs `login` (an `edict-agent login … --output json` command), asserting it succeeds; answers the
+/// agent id it enrolled.
+pub async fn logged_in(mut login: Command) -> String {
+    let output = login.stdout(Stdio::piped()).output().await.unwrap();
+    assert!(output.status.success(), "edict-agent login");
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    answer["agent_id"].as_str().unwrap().to_owned()
+}
+
+/// Sends a `hello` with no holdings (protocol 1) on an agent's socket.
+pub async fn hello<S>(socket: &mut S)
+where
+    S: futures::Sink<tokio_tungstenite::tungstenite::Message> + Unpin,
+    S::Error: std::fmt::Debug,
+{
+    use futures::SinkExt;
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            json!({"type": "hello", "protocol": 1, "agent_version": "test", "holdings": []})
+                .to_string(),
+        ))
+        .await
+        .unwrap();
 }
 
 /// The two ends of a relay between an agent and a gateway: the agent's connection accepted on
@@ -652,17 +716,11 @@ impl Machine {
 
     /// `edict-agent login --enrollment-token` against the API at `api`; answers the agent id.
     pub async fn enroll_with_token(&self, api: &str, token: &str) -> String {
-        let output = self
-            .command()
+        let mut login = self.command();
+        login
             .args(["login", "--server", api, "--output", "json"])
-            .args(["--enrollment-token", token])
-            .stdout(Stdio::piped())
-            .output()
-            .await
-            .unwrap();
-        assert!(output.status.success(), "edict-agent login");
-        let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
-        answer["agent_id"].as_str().unwrap().to_owned()
+            .args(["--enrollment-token", token]);
+        logged_in(login).await
     }
 
     /// Starts `edict-agent run`.

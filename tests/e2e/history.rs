@@ -1,7 +1,9 @@
 //! The history, for auditors: the global log listed with filters and pages, a resource's history with its
 //! state after each event, time travel of a team's rule set, and `edict events tail` following the log.
 
-use crate::harness::{Signal, Store, TestApp, approve, rule_spec, signal, team_with_member};
+use crate::harness::{
+    Signal, Store, TestApp, approve, logged_in, rule_spec, signal, team_with_member,
+};
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -758,16 +760,11 @@ async fn running_agent(
             json!({"user_id": user_id}),
         )
         .await;
-    let output = command()
+    let mut login = command();
+    login
         .args(["login", "--server", &app.base, "--output", "json"])
-        .args(["--enrollment-token", enrollment["token"].as_str().unwrap()])
-        .stdout(Stdio::piped())
-        .output()
-        .await
-        .unwrap();
-    assert!(output.status.success(), "edict-agent login");
-    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let agent_id = answer["agent_id"].as_str().unwrap().to_owned();
+        .args(["--enrollment-token", enrollment["token"].as_str().unwrap()]);
+    let agent_id = logged_in(login).await;
     let daemon = command().arg("run").stdout(Stdio::null()).spawn().unwrap();
     (agent_id, daemon, dir)
 }

@@ -5,7 +5,7 @@
 //! user is still in is refused and reported, and the file keeps the team's rules; a genuine removal
 //! replayed after the user rejoined the team is refused too.
 
-use crate::harness::{Machine, TestApp, eventually, relay_ends};
+use crate::harness::{Machine, TestApp, eventually, logged_in, relay_ends};
 use crate::signing::{SEED, SignedOrg, approved_rule, attach, read, wait_for_file};
 use edict_api::ruleset::{RemovalStatement, key_id_of};
 use futures::{SinkExt, StreamExt};
@@ -147,18 +147,12 @@ async fn connected(org: &SignedOrg) -> (RemovalProxy, Machine, String) {
     let token = token["token"].as_str().unwrap();
     let fingerprint = key_id_of(&ed25519_dalek::SigningKey::from_bytes(&SEED).verifying_key());
     let mut machine = Machine::new();
-    let output = machine
-        .command()
+    let mut login = machine.command();
+    login
         .args(["login", "--server", &app.base, "--output", "json"])
         .args(["--enrollment-token", token, "--org-key", &fingerprint])
-        .args(["--gateway", &proxy.url()])
-        .stdout(std::process::Stdio::piped())
-        .output()
-        .await
-        .unwrap();
-    assert!(output.status.success(), "edict-agent login");
-    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let agent_id = answer["agent_id"].as_str().unwrap().to_owned();
+        .args(["--gateway", &proxy.url()]);
+    let agent_id = logged_in(login).await;
     machine.run();
     assert!(
         wait_for_file(&machine.team_file(), "Always rule one.")

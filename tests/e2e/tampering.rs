@@ -202,18 +202,6 @@ async fn logged_in_through_proxy(app: &TestApp, admin: &str, dev_id: &str) -> (W
     (proxy, machine)
 }
 
-/// The integrity failures the agent recorded and told a gateway of: their reasons.
-async fn reported_failures(machine: &Machine) -> Vec<String> {
-    machine.status().await["integrity_failures"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .filter(|f| f["reported"] == json!(true))
-        .map(|f| f["reason"].as_str().unwrap_or_default().to_owned())
-        .collect()
-}
-
 #[tokio::test]
 async fn a_proxy_that_rewrites_a_rule_set_is_refused_and_the_file_keeps_the_approved_rule() {
     let SignedOrg {
@@ -261,7 +249,7 @@ async fn a_proxy_that_rewrites_a_rule_set_is_refused_and_the_file_keeps_the_appr
     proxy.tamper.store(true, Ordering::SeqCst);
     approved_rule(&app, &admin, &second, &team, "rule two").await;
     let reported = eventually(Duration::from_secs(30), || async {
-        let reported = reported_failures(&machine).await;
+        let reported = machine.reported_failures().await;
         (!reported.is_empty()).then_some(reported)
     })
     .await;
@@ -363,7 +351,7 @@ async fn a_proxy_that_turns_a_revert_into_a_keep_is_refused() {
     )
     .await;
     let reported = eventually(Duration::from_secs(30), || async {
-        let reported = reported_failures(&machine).await;
+        let reported = machine.reported_failures().await;
         (!reported.is_empty()).then_some(reported)
     })
     .await;

@@ -1,15 +1,15 @@
 //! [`LocalAuthenticator`]: the [`Authenticator`] port over the auth tables, argon2 and HS256 JWTs.
 //!
-//! Layout: this module holds the authenticator, its users, passwords and sessions; `agent_tokens` the
-//! agent tokens and their lifetime (ADR 0025); `devices` the enrollment tokens and device
-//! authorizations, with their user codes. The port's methods for those two delegate to them.
+//! Layout: this module holds the authenticator, its users, passwords, sessions and enrollment tokens;
+//! `agent_tokens` the agent tokens and their lifetime (ADR 0025); `devices` the device authorizations
+//! with their user codes. The port's methods for those two delegate to them.
 
 mod agent_tokens;
 mod devices;
 
 use super::{
-    AuthStore, AuthStoreError, HashPriority, TokenKeys, hash_password, hash_password_in,
-    new_opaque_token, token_digest, verify_password, verify_password_in,
+    AuthStore, AuthStoreError, EnrollmentTokenRow, HashPriority, TokenKeys, hash_password,
+    hash_password_in, new_opaque_token, token_digest, verify_password, verify_password_in,
 };
 pub use agent_tokens::AgentTokenLifetime;
 use async_trait::async_trait;
@@ -290,8 +290,22 @@ impl Authenticator for LocalAuthenticator {
         uses: u32,
         expires_at: i64,
     ) -> Result<(EnrollmentTokenInfo, String), AuthError> {
-        self.store_new_enrollment_token(user, created_by, note, uses, expires_at)
-            .await
+        let token = new_opaque_token(ENROLLMENT_TOKEN_PREFIX);
+        let row = EnrollmentTokenRow {
+            id: Uuid::new_v4().to_string(),
+            user_id: user.to_string(),
+            created_by: created_by.to_string(),
+            note: note.to_owned(),
+            uses_total: i64::from(uses),
+            uses_left: i64::from(uses),
+            created_at: now(),
+            expires_at,
+            revoked_at: None,
+        };
+        self.store
+            .put_enrollment_token(&row, &token_digest(&token))
+            .await?;
+        Ok((enrollment_info(row)?, token))
     }
 
     async fn enrollment_tokens(&self) -> Result<Vec<EnrollmentTokenInfo>, AuthError> {

@@ -131,23 +131,9 @@ impl KeyRing {
             let key = self
                 .active()
                 .ok_or("this process does not hold the active signing key")?;
-            let key_id = key_id_of(&key.verifying_key());
-            let position_u64 = u64::try_from(position).map_err(|error| error.to_string())?;
             for agent in self.agents_of(&user).await? {
-                let removal = signed_removal(&key, &agent, &team, position_u64, event.recorded_at);
-                let document =
-                    serde_json::to_string(&removal).map_err(|error| error.to_string())?;
-                on_pool!(&self.db, |pool| sqlx::query(UPSERT_REMOVAL)
-                    .bind(&agent)
-                    .bind(&team)
-                    .bind(&user)
-                    .bind(position)
-                    .bind(&key_id)
-                    .bind(&document)
-                    .execute(pool)
-                    .await
-                    .map(drop))
-                .map_err(|error| error.to_string())?;
+                self.store_removal(&key, &agent, &team, &user, position, event.recorded_at)
+                    .await?;
                 signed += 1;
             }
         }
@@ -185,22 +171,38 @@ impl KeyRing {
                     _ => None,
                 })
                 .unwrap_or_else(Utc::now);
-            let position_u64 = u64::try_from(position).map_err(|error| error.to_string())?;
-            let removal = signed_removal(&key, &agent, &team, position_u64, issued_at);
-            let document = serde_json::to_string(&removal).map_err(|error| error.to_string())?;
-            on_pool!(&self.db, |pool| sqlx::query(UPSERT_REMOVAL)
-                .bind(&agent)
-                .bind(&team)
-                .bind(&user)
-                .bind(position)
-                .bind(&key_id)
-                .bind(&document)
-                .execute(pool)
-                .await
-                .map(drop))
-            .map_err(|error| error.to_string())?;
+            self.store_removal(&key, &agent, &team, &user, position, issued_at)
+                .await?;
             signed += 1;
         }
         Ok(signed)
+    }
+
+    /// Signs the removal of `agent` from `team` (its user `user` left at `position`, issued at
+    /// `issued_at`) with `key`, and stores it in place of an earlier one ([`UPSERT_REMOVAL`]).
+    async fn store_removal(
+        &self,
+        key: &SigningKey,
+        agent: &str,
+        team: &str,
+        user: &str,
+        position: i64,
+        issued_at: DateTime<Utc>,
+    ) -> Result<(), String> {
+        let position_u64 = u64::try_from(position).map_err(|error| error.to_string())?;
+        let removal = signed_removal(key, agent, team, position_u64, issued_at);
+        let document = serde_json::to_string(&removal).map_err(|error| error.to_string())?;
+        let key_id = key_id_of(&key.verifying_key());
+        on_pool!(&self.db, |pool| sqlx::query(UPSERT_REMOVAL)
+            .bind(agent)
+            .bind(team)
+            .bind(user)
+            .bind(position)
+            .bind(&key_id)
+            .bind(&document)
+            .execute(pool)
+            .await
+            .map(drop))
+        .map_err(|error| error.to_string())
     }
 }

@@ -7,12 +7,9 @@ mod tests;
 use super::{LocalAuthenticator, backend, now, parse_user};
 use crate::auth::{AuthStoreError, DeviceRow, EnrollmentTokenRow, new_opaque_token, token_digest};
 use edict_application::auth::{
-    AuthError, DeviceGrant, DevicePoll, DeviceRequest, DeviceStatus, ENROLLMENT_TOKEN_PREFIX,
-    EnrollmentTokenInfo,
+    AuthError, DeviceGrant, DevicePoll, DeviceRequest, DeviceStatus, EnrollmentTokenInfo,
 };
-use edict_domain::UserId;
 use rand::Rng;
-use uuid::Uuid;
 
 /// The letters of user codes: no vowels (no words), no look-alikes (0/O, 1/I).
 const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
@@ -71,33 +68,6 @@ pub(super) fn enrollment_info(row: EnrollmentTokenRow) -> Result<EnrollmentToken
 }
 
 impl LocalAuthenticator {
-    /// A new enrollment token for `user`, stored as its digest, with its secret.
-    pub(super) async fn store_new_enrollment_token(
-        &self,
-        user: UserId,
-        created_by: UserId,
-        note: &str,
-        uses: u32,
-        expires_at: i64,
-    ) -> Result<(EnrollmentTokenInfo, String), AuthError> {
-        let token = new_opaque_token(ENROLLMENT_TOKEN_PREFIX);
-        let row = EnrollmentTokenRow {
-            id: Uuid::new_v4().to_string(),
-            user_id: user.to_string(),
-            created_by: created_by.to_string(),
-            note: note.to_owned(),
-            uses_total: i64::from(uses),
-            uses_left: i64::from(uses),
-            created_at: now(),
-            expires_at,
-            revoked_at: None,
-        };
-        self.store
-            .put_enrollment_token(&row, &token_digest(&token))
-            .await?;
-        Ok((enrollment_info(row)?, token))
-    }
-
     /// A new device authorization for a machine, under a fresh user code.
     pub(super) async fn store_new_device_authorization(
         &self,
