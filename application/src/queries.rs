@@ -1,13 +1,21 @@
 //! Query use cases: lists and views read from the projections, each answer saying how fresh it is, and
 //! able to wait (bounded) until it covers a write the caller made (`min_position`).
+//!
+//! Layout: this module holds the use cases (and the wait for freshness they share); `answer` the shape of
+//! an answer (page asked for, page or item, freshness); `rule_query` the rule catalog's filters.
 
 use crate::error::AppError;
 use crate::principal::Principal;
 use crate::read_models::{DocFilter, ProjectionStatus, RebuildSummary};
 use crate::service::Edict;
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::time::Duration;
+
+mod answer;
+mod rule_query;
+
+pub use answer::{DEFAULT_PAGE, Fetched, Freshness, Listed, MAX_PAGE, PageRequest};
+pub use rule_query::RuleQuery;
 
 /// Projection names, as the projections crate defines them.
 pub mod names {
@@ -25,11 +33,6 @@ pub mod names {
 
 /// The longest a read waits for its read model to reach `min_position`.
 const MAX_CONSISTENCY_WAIT: Duration = Duration::from_secs(5);
-/// The largest page.
-pub const MAX_PAGE: usize = 200;
-/// The page size when none is asked for.
-pub const DEFAULT_PAGE: usize = 50;
-
 /// Bounds on the work one request may cause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkLimits {
@@ -47,106 +50,6 @@ impl Default for WorkLimits {
             max_agents_per_user: 20,
             as_of_budget: Duration::from_secs(2),
         }
-    }
-}
-
-/// Which page of a list.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PageRequest {
-    /// The cursor returned with the previous page.
-    pub after: Option<String>,
-    /// How many items (1 to 200, default 50).
-    pub limit: Option<usize>,
-    /// Wait until the read model has applied this global position (a command's `position`).
-    pub min_position: Option<i64>,
-}
-
-/// How fresh an answer is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Freshness {
-    /// The projection that answered.
-    pub projection: String,
-    /// The global position of the last event it applied.
-    pub position: i64,
-    /// Events committed after it that it has not applied yet.
-    pub lag: i64,
-    /// When it last moved.
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<ProjectionStatus> for Freshness {
-    fn from(status: ProjectionStatus) -> Self {
-        Freshness {
-            projection: status.name,
-            position: status.checkpoint.position,
-            lag: status.lag,
-            updated_at: status.updated_at,
-        }
-    }
-}
-
-/// A page of a list.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Listed {
-    /// The items.
-    pub items: Vec<Value>,
-    /// The cursor of the next page, if there is one.
-    pub next: Option<String>,
-    /// How fresh the list is.
-    pub freshness: Freshness,
-}
-
-/// One item.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Fetched {
-    /// The item.
-    pub item: Value,
-    /// How fresh it is.
-    pub freshness: Freshness,
-}
-
-/// Filters of the rule catalog.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RuleQuery {
-    /// `draft`, `pending`, `approved`, `rejected` or `archived`.
-    pub status: Option<String>,
-    /// `organization`, `team` or `project`.
-    pub layer: Option<String>,
-    /// A tag the rule carries.
-    pub tag: Option<String>,
-    /// Case-insensitive text in name, description, content or tags.
-    pub text: Option<String>,
-}
-
-impl RuleQuery {
-    /// Whether a rule-catalog document matches the filters other than status.
-    pub fn matches(&self, doc: &Value) -> bool {
-        if let Some(layer) = &self.layer
-            && doc["layer"].as_str() != Some(layer.as_str())
-        {
-            return false;
-        }
-        let tags: Vec<&str> = doc["tags"]
-            .as_array()
-            .map(|tags| tags.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        if let Some(tag) = &self.tag
-            && !tags.contains(&tag.as_str())
-        {
-            return false;
-        }
-        if let Some(text) = &self.text {
-            let needle = text.to_lowercase();
-            let found = ["name", "description", "content"]
-                .iter()
-                .filter_map(|field| doc[*field].as_str())
-                .chain(tags.iter().copied())
-                .any(|haystack| haystack.to_lowercase().contains(&needle));
-            if !found {
-                return false;
-            }
-        }
-        true
     }
 }
 
@@ -545,66 +448,5 @@ impl Edict {
             return Err(AppError::NotFound(format!("projection {name}")));
         }
         Ok(self.projections.rebuild(name).await?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::RuleQuery;
-    use serde_json::json;
-
-    #[test]
-    fn rule_query_filters_by_layer_tag_and_text() {
-        let doc = json!({"layer": "team", "tags": ["security"], "name": "No Secrets", "description": "", "content": "never paste keys"});
-        assert!(RuleQuery::default().matches(&doc));
-        assert!(
-            RuleQuery {
-                layer: Some("team".into()),
-                ..Default::default()
-            }
-            .matches(&doc)
-        );
-        assert!(
-            !RuleQuery {
-                layer: Some("project".into()),
-                ..Default::default()
-            }
-            .matches(&doc)
-        );
-        assert!(
-            RuleQuery {
-                tag: Some("security".into()),
-                ..Default::default()
-            }
-            .matches(&doc)
-        );
-        assert!(
-            !RuleQuery {
-                tag: Some("testing".into()),
-                ..Default::default()
-            }
-            .matches(&doc)
-        );
-        assert!(
-            RuleQuery {
-                text: Some("secrets".into()),
-                ..Default::default()
-            }
-            .matches(&doc)
-        );
-        assert!(
-            RuleQuery {
-                text: Some("PASTE".into()),
-                ..Default::default()
-            }
-            .matches(&doc)
-        );
-        assert!(
-            !RuleQuery {
-                text: Some("tests".into()),
-                ..Default::default()
-            }
-            .matches(&doc)
-        );
     }
 }

@@ -1,13 +1,15 @@
 //! Agent tokens have a lifetime, are renewed by the running agent, are revoked with their owner's
 //! password or deactivation, and are listed to their owner (ADR 0025).
 
-use crate::harness::{Layout, Machine, Store, TestApp, eventually, rule_spec};
-use futures::{SinkExt, StreamExt};
+use crate::harness::{
+    Layout, Machine, Store, TestApp, approved_rule, attach_with, eventually, gateway_request,
+    hello, team_with_member,
+};
+use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// A server whose agent tokens live `ttl` seconds and keep working `grace` seconds after a renewal.
 async fn spawn(store: Store, ttl: u64, grace: u64) -> TestApp {
@@ -41,15 +43,7 @@ async fn upgrade(
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
     u16,
 > {
-    let mut request = format!("{}/ws", app.gateway.replace("http://", "ws://"))
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-        .headers_mut()
-        .insert("edict-protocol", "1".parse().unwrap());
+    let request = gateway_request(app, token);
     match tokio_tungstenite::connect_async(request).await {
         Ok((socket, _)) => Ok(socket),
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
@@ -94,13 +88,7 @@ async fn an_expired_token_is_refused_by_http_and_the_gateway_closes_its_connecti
     let mut socket = upgrade(&app, &token)
         .await
         .expect("the upgrade is accepted");
-    socket
-        .send(Message::text(
-            json!({"type": "hello", "protocol": 1, "agent_version": "test", "holdings": []})
-                .to_string(),
-        ))
-        .await
-        .unwrap();
+    hello(&mut socket).await;
     // The connection ends at the token's expiry, with the reason: not at the next 5-minute re-check.
     let closed = tokio::time::timeout(Duration::from_secs(15), async {
         while let Some(Ok(message)) = socket.next().await {
@@ -265,20 +253,8 @@ async fn org_public_key(app: &TestApp, admin: &str) -> String {
 
 /// An approved team-layer rule whose content is `Always {name}.`, attached to `team`.
 async fn attach_rule(app: &TestApp, admin: &str, second: &str, team: &str, name: &str) {
-    let mut spec = rule_spec(name, "team");
-    spec["content"] = json!(format!("Always {name}."));
-    let rule = app.ok("/api/v1/rules", admin, spec).await;
-    let rule = rule["id"].as_str().unwrap().to_owned();
-    app.ok(&format!("/api/v1/rules/{rule}/submit"), admin, json!({}))
-        .await;
-    app.ok(&format!("/api/v1/rules/{rule}/approve"), second, json!({}))
-        .await;
-    app.ok(
-        &format!("/api/v1/teams/{team}/rules"),
-        admin,
-        json!({"rule_id": rule, "enforcement": {"mode": "block"}}),
-    )
-    .await;
+    let rule = approved_rule(app, admin, second, name).await;
+    attach_with(app, admin, team, &rule, json!({"mode": "block"})).await;
 }
 
 async fn team_file_contains(machine: &Machine, text: &str, timeout: Duration) -> bool {
@@ -299,16 +275,7 @@ async fn a_running_agent_renews_its_token_and_keeps_receiving_rule_sets() {
     let admin = app.admin().await;
     let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
     let (dev_id, dev) = app.user(&admin, "dev", &["member"]).await;
-    let team = app
-        .ok("/api/v1/teams", &admin, json!({"name": "renewers"}))
-        .await;
-    let team = team["id"].as_str().unwrap().to_owned();
-    app.ok(
-        &format!("/api/v1/teams/{team}/members"),
-        &admin,
-        json!({"user_id": dev_id, "role": "member"}),
-    )
-    .await;
+    let team = team_with_member(&app, &admin, "renewers", &dev_id).await;
     attach_rule(&app, &admin, &second, &team, "renew one").await;
 
     // The token is given to the agent as is: its expiry unknown, it is renewed at the first chance.

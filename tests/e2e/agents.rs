@@ -1,7 +1,9 @@
 //! Rules reach machines: the real `edict serve` (with its gateway) and the real `edict-agent run`
 //! processes, with a temporary HOME and organization file; `edict-agent doctor` checks such a machine.
 
-use crate::harness::{Layout, Machine, Store, TestApp, eventually, free_port, rule_spec};
+use crate::harness::{
+    Layout, Machine, Store, TestApp, approved_rule, eventually, rule_spec, two_gateways,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -76,19 +78,6 @@ async fn wait_for_file(
         pred(&text).then_some(text)
     })
     .await
-}
-
-/// An approved team-layer rule whose content is `Always {name}.`; answers its id.
-async fn approved_rule(app: &TestApp, admin: &str, second: &str, name: &str) -> String {
-    let mut spec = rule_spec(name, "team");
-    spec["content"] = json!(format!("Always {name}."));
-    let rule = app.ok("/api/v1/rules", admin, spec).await;
-    let rule = rule["id"].as_str().unwrap().to_owned();
-    app.ok(&format!("/api/v1/rules/{rule}/submit"), admin, json!({}))
-        .await;
-    app.ok(&format!("/api/v1/rules/{rule}/approve"), second, json!({}))
-        .await;
-    rule
 }
 
 /// An approved team rule attached to a new team whose member is `dev`; answers (team, rule).
@@ -208,14 +197,7 @@ async fn block_rules_reach_the_machine_and_edits_are_reverted_even_offline() {
 
     // Convergence: the server knows which revision this machine enforces.
     let converged = eventually(Duration::from_secs(10), || async {
-        let (_, view) = app
-            .call(
-                Method::GET,
-                &format!("/api/v1/teams/{team}/convergence"),
-                Some(&admin),
-                None,
-            )
-            .await;
+        let view = app.convergence(&admin, &team).await;
         (view["converged"] == 1).then_some(view)
     })
     .await;
@@ -485,14 +467,7 @@ async fn warning_edits_are_kept_and_temporary_ones_are_decided() {
 
 /// The team's latest rule-set revision, and whether every one of `agents` enforces it.
 async fn converged(app: &TestApp, admin: &str, team: &str, agents: &[String]) -> Option<u64> {
-    let (_, convergence) = app
-        .call(
-            Method::GET,
-            &format!("/api/v1/teams/{team}/convergence"),
-            Some(admin),
-            None,
-        )
-        .await;
+    let convergence = app.convergence(admin, team).await;
     let latest = convergence["latest_revision"].as_u64()?;
     let rows = convergence["agents"].as_array()?;
     agents
@@ -511,15 +486,7 @@ async fn converged(app: &TestApp, admin: &str, team: &str, agents: &[String]) ->
 /// sets arrive restarts on an intact snapshot and converges. Real PostgreSQL, NATS and processes.
 #[tokio::test]
 async fn agents_fail_over_between_gateways_and_survive_kill_9() {
-    let gateways = [
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-    ];
-    let urls = gateways
-        .iter()
-        .map(|g| format!("ws://{g}/ws"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let (gateways, urls) = two_gateways();
     let layout = Layout {
         roles: Some("api,relay,projector".into()),
         ..Layout::distributed()
@@ -639,14 +606,7 @@ async fn agents_fail_over_between_gateways_and_survive_kill_9() {
     .await;
     let status = machines[0].status().await;
     if latest.is_none() {
-        let (_, convergence) = app
-            .call(
-                Method::GET,
-                &format!("/api/v1/teams/{team}/convergence"),
-                Some(&admin),
-                None,
-            )
-            .await;
+        let convergence = app.convergence(&admin, &team).await;
         panic!("not every agent ends on revision {target:?}: {convergence}\nagent 0: {status}");
     }
     let held = status["rulesets"]

@@ -4,7 +4,7 @@
 //! tokens do only what agents do; a caller whose role may never call a route gets 403 before any
 //! 400/422 about the body.
 
-use crate::harness::{Store, TestApp, eventually, rule_spec};
+use crate::harness::{self, Store, TestApp, eventually, rule_spec};
 use crate::on_both_stores;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -431,16 +431,7 @@ async fn agent_tokens_only_do_what_agents_do() {
         json!({"user_id": dev_id, "role": "member"}),
     )
     .await;
-    let rule = app
-        .ok("/api/v1/rules", &admin, rule_spec("temporary", "team"))
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    app.ok(&format!("/api/v1/rules/{rule}/submit"), &admin, json!({}))
-        .await;
-    app.ok(&format!("/api/v1/rules/{rule}/approve"), &second, json!({}))
-        .await;
+    let rule = harness::approve(&app, &admin, &second, rule_spec("temporary", "team")).await;
     app.ok(
         &format!("/api/v1/teams/{team}/rules"),
         &admin,

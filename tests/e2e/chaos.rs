@@ -19,7 +19,9 @@
 // The seed and the summary are the test's output, for replaying a failure.
 #![allow(clippy::print_stderr)]
 
-use crate::harness::{Layout, PrivateNats, Store, TestApp, agent_binary, free_port, rule_spec};
+use crate::harness::{
+    Layout, PrivateNats, Store, TestApp, agent_binary, free_port, rule_spec, two_gateways,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -608,14 +610,7 @@ async fn end_state_problems(
             continue;
         };
         latest.insert(team.clone(), (revision, hash.to_owned(), doc.clone()));
-        let (_, view) = app
-            .call(
-                Method::GET,
-                &format!("/api/v1/teams/{team}/convergence"),
-                Some(admin),
-                None,
-            )
-            .await;
+        let view = app.convergence(admin, team).await;
         if view["latest_revision"].as_u64() != Some(revision) {
             problems.push(format!(
                 "team {team}: convergence says latest revision {}, the rule set is at {revision}",
@@ -797,15 +792,7 @@ async fn chaos(seed: u64, logs: PathBuf) {
 
     // The deployment: private NATS, the api process, relay, projector, two gateways.
     let nats = PrivateNats::start().await;
-    let gateways = [
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-    ];
-    let urls = gateways
-        .iter()
-        .map(|g| format!("ws://{g}/ws"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let (gateways, urls) = two_gateways();
     let layout = Layout {
         nats_url: Some(nats.url()),
         roles: Some("api".into()),

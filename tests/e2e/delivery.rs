@@ -4,7 +4,9 @@
 //! process restarts, NATS included). The agent's file must carry the change within 10 s of the put
 //! being allowed again.
 
-use crate::harness::{Layout, Machine, Store, TestApp, eventually, rule_spec};
+use crate::harness::{
+    Layout, Machine, Store, TestApp, approved_rule, eventually, team_with_member,
+};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Stdio;
@@ -19,19 +21,6 @@ async fn wait_for_file(path: &Path, timeout: Duration, needle: &str) -> Option<S
         text.contains(needle).then_some(text)
     })
     .await
-}
-
-/// An approved team-layer rule whose content is `Always {name}.`; answers its id.
-async fn approved_rule(app: &TestApp, admin: &str, second: &str, name: &str) -> String {
-    let mut spec = rule_spec(name, "team");
-    spec["content"] = json!(format!("Always {name}."));
-    let rule = app.ok("/api/v1/rules", admin, spec).await;
-    let rule = rule["id"].as_str().unwrap().to_owned();
-    app.ok(&format!("/api/v1/rules/{rule}/submit"), admin, json!({}))
-        .await;
-    app.ok(&format!("/api/v1/rules/{rule}/approve"), second, json!({}))
-        .await;
-    rule
 }
 
 /// A nats-server of this test's own whose configuration denies the publish to one subject, or not,
@@ -149,16 +138,7 @@ async fn a_rule_whose_kv_put_was_denied_reaches_the_agent_once_allowed_without_r
     let admin = app.admin().await;
     let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
     let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
-    let team = app
-        .ok("/api/v1/teams", &admin, json!({"name": "delivery"}))
-        .await;
-    let team = team["id"].as_str().unwrap().to_owned();
-    app.ok(
-        &format!("/api/v1/teams/{team}/members"),
-        &admin,
-        json!({"user_id": dev_id, "role": "member"}),
-    )
-    .await;
+    let team = team_with_member(&app, &admin, "delivery", &dev_id).await;
     let first = approved_rule(&app, &admin, &second, "rule one").await;
     app.ok(
         &format!("/api/v1/teams/{team}/rules"),

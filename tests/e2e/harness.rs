@@ -378,6 +378,12 @@ impl TestApp {
         request.send().await.expect("send request")
     }
 
+    /// The convergence view of `team` (`GET /api/v1/teams/{team}/convergence`), whatever its status.
+    pub async fn convergence(&self, token: &str, team: &str) -> Value {
+        let path = format!("/api/v1/teams/{team}/convergence");
+        self.call(Method::GET, &path, Some(token), None).await.1
+    }
+
     /// POST helper asserting success; answers the body.
     pub async fn ok(&self, path: &str, token: &str, body: Value) -> Value {
         let (status, response) = self.call(Method::POST, path, Some(token), Some(body)).await;
@@ -444,6 +450,144 @@ pub fn rule_spec(name: &str, layer: &str) -> Value {
         "tags": ["test"],
         "triggers": [],
     })
+}
+
+/// Drafts `spec`, submits it and has `second` approve it; answers the rule's id.
+pub async fn approve(app: &TestApp, admin: &str, second: &str, spec: Value) -> String {
+    let rule = app.ok("/api/v1/rules", admin, spec).await;
+    let rule = rule["id"].as_str().unwrap().to_owned();
+    app.ok(&format!("/api/v1/rules/{rule}/submit"), admin, json!({}))
+        .await;
+    app.ok(&format!("/api/v1/rules/{rule}/approve"), second, json!({}))
+        .await;
+    rule
+}
+
+/// An approved team-layer rule whose content is `Always {name}.`; answers its id.
+pub async fn approved_rule(app: &TestApp, admin: &str, second: &str, name: &str) -> String {
+    let mut spec = rule_spec(name, "team");
+    spec["content"] = json!(format!("Always {name}."));
+    approve(app, admin, second, spec).await
+}
+
+/// Attaches `rule` to `team` with `enforcement` (`{"mode": "block"}`, say).
+pub async fn attach_with(app: &TestApp, admin: &str, team: &str, rule: &str, enforcement: Value) {
+    app.ok(
+        &format!("/api/v1/teams/{team}/rules"),
+        admin,
+        json!({"rule_id": rule, "enforcement": enforcement}),
+    )
+    .await;
+}
+
+/// Attaches `rule` to `team`, blocking.
+pub async fn attach(app: &TestApp, admin: &str, team: &str, rule: &str) {
+    attach_with(app, admin, team, rule, json!({"mode": "block"})).await;
+}
+
+/// A new team named `name` with `member` (a user id) as its member; answers the team's id.
+pub async fn team_with_member(app: &TestApp, admin: &str, name: &str, member: &str) -> String {
+    let team = app.ok("/api/v1/teams", admin, json!({"name": name})).await;
+    let team = team["id"].as_str().unwrap().to_owned();
+    app.ok(
+        &format!("/api/v1/teams/{team}/members"),
+        admin,
+        json!({"user_id": member, "role": "member"}),
+    )
+    .await;
+    team
+}
+
+/// Two free gateway addresses on loopback, and the gateway URLs an agent is given for them
+/// (`ws://…/ws`, comma separated).
+pub fn two_gateways() -> ([String; 2], String) {
+    let gateways = [
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    ];
+    let urls = gateways
+        .iter()
+        .map(|g| format!("ws://{g}/ws"))
+        .collect::<Vec<_>>()
+        .join(",");
+    (gateways, urls)
+}
+
+/// The upgrade request of an agent holding `token` to `app`'s gateway.
+pub fn gateway_request(
+    app: &TestApp,
+    token: &str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("{}/ws", app.gateway.replace("http://", "ws://"))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+        .headers_mut()
+        .insert("edict-protocol", "1".parse().unwrap());
+    request
+}
+
+/// Runs `login` (an `edict-agent login … --output json` command), asserting it succeeds; answers the
+/// agent id it enrolled.
+pub async fn logged_in(mut login: Command) -> String {
+    let output = login.stdout(Stdio::piped()).output().await.unwrap();
+    assert!(output.status.success(), "edict-agent login");
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    answer["agent_id"].as_str().unwrap().to_owned()
+}
+
+/// Sends a `hello` with no holdings (protocol 1) on an agent's socket.
+pub async fn hello<S>(socket: &mut S)
+where
+    S: futures::Sink<tokio_tungstenite::tungstenite::Message> + Unpin,
+    S::Error: std::fmt::Debug,
+{
+    use futures::SinkExt;
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            json!({"type": "hello", "protocol": 1, "agent_version": "test", "holdings": []})
+                .to_string(),
+        ))
+        .await
+        .unwrap();
+}
+
+/// The two ends of a relay between an agent and a gateway: the agent's connection accepted on
+/// `stream`, and one opened to `upstream` with the agent's upgrade headers (its bearer token, the
+/// protocol version) passed on. `None` when either end fails.
+pub async fn relay_ends(
+    stream: tokio::net::TcpStream,
+    upstream: String,
+) -> Option<(
+    tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+)> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    let mut headers = None;
+    // The handshake callback's error type (an HTTP response) is tungstenite's, not ours.
+    #[allow(clippy::result_large_err)]
+    let callback = |request: &Request, response: Response| {
+        headers = Some(request.headers().clone());
+        Ok(response)
+    };
+    let agent = tokio_tungstenite::accept_hdr_async(stream, callback)
+        .await
+        .ok()?;
+    let mut request = upstream.into_client_request().unwrap();
+    for (name, value) in headers.iter().flatten() {
+        if !name.as_str().starts_with("sec-websocket")
+            && !matches!(name.as_str(), "host" | "upgrade" | "connection")
+        {
+            request.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    let (gateway, _) = tokio_tungstenite::connect_async(request).await.ok()?;
+    Some((agent, gateway))
 }
 
 /// The `edict-agent` binary, built beside `edict` by a workspace build.
@@ -572,17 +716,11 @@ impl Machine {
 
     /// `edict-agent login --enrollment-token` against the API at `api`; answers the agent id.
     pub async fn enroll_with_token(&self, api: &str, token: &str) -> String {
-        let output = self
-            .command()
+        let mut login = self.command();
+        login
             .args(["login", "--server", api, "--output", "json"])
-            .args(["--enrollment-token", token])
-            .stdout(Stdio::piped())
-            .output()
-            .await
-            .unwrap();
-        assert!(output.status.success(), "edict-agent login");
-        let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
-        answer["agent_id"].as_str().unwrap().to_owned()
+            .args(["--enrollment-token", token]);
+        logged_in(login).await
     }
 
     /// Starts `edict-agent run`.

@@ -1,7 +1,9 @@
 //! The history, for auditors: the global log listed with filters and pages, a resource's history with its
 //! state after each event, time travel of a team's rule set, and `edict events tail` following the log.
 
-use crate::harness::{Signal, Store, TestApp, rule_spec, signal};
+use crate::harness::{
+    Signal, Store, TestApp, approve, logged_in, rule_spec, signal, team_with_member,
+};
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -63,15 +65,7 @@ fn recorded(event: &Value) -> DateTime<Utc> {
 
 /// Drafts, submits and approves (by `second`) a rule of `layer`; answers its id.
 async fn approved_rule(app: &TestApp, admin: &str, second: &str, name: &str) -> String {
-    let rule = app
-        .ok("/api/v1/rules", admin, rule_spec(name, "team"))
-        .await;
-    let id = rule["id"].as_str().unwrap().to_owned();
-    app.ok(&format!("/api/v1/rules/{id}/submit"), admin, json!({}))
-        .await;
-    app.ok(&format!("/api/v1/rules/{id}/approve"), second, json!({}))
-        .await;
-    id
+    approve(app, admin, second, rule_spec(name, "team")).await
 }
 
 /// Percent-encodes the `+` and `:` of a time for a query string.
@@ -371,16 +365,7 @@ async fn a_rules_history_shows_each_state_from_draft_to_approved(store: Store) {
     get(&app, &format!("/api/v1/rules/{rule}/history"), &admin).await;
 
     // The other resources.
-    let team = app
-        .ok("/api/v1/teams", &admin, json!({"name": "Platform"}))
-        .await;
-    let team = team["id"].as_str().unwrap().to_owned();
-    app.ok(
-        &format!("/api/v1/teams/{team}/members"),
-        &admin,
-        json!({"user_id": member_id, "role": "member"}),
-    )
-    .await;
+    let team = team_with_member(&app, &admin, "Platform", &member_id).await;
     let team_history = get(&app, &format!("/api/v1/teams/{team}/history"), &auditor).await;
     let last = team_history["entries"].as_array().unwrap().last().unwrap();
     assert_eq!(last["event"]["event_type"], "MemberAdded");
@@ -444,16 +429,7 @@ async fn time_travel_answers_the_rule_set_in_force_then(store: Store) {
     let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
     let (member_id, member) = app.user(&admin, "member", &["member"]).await;
     let (_, auditor) = app.user(&admin, "auditor", &["auditor"]).await;
-    let team = app
-        .ok("/api/v1/teams", &admin, json!({"name": "Platform"}))
-        .await;
-    let team = team["id"].as_str().unwrap().to_owned();
-    app.ok(
-        &format!("/api/v1/teams/{team}/members"),
-        &admin,
-        json!({"user_id": member_id, "role": "member"}),
-    )
-    .await;
+    let team = team_with_member(&app, &admin, "Platform", &member_id).await;
     let first = approved_rule(&app, &admin, &second, "first rule").await;
     let attached = app
         .ok(
@@ -784,16 +760,11 @@ async fn running_agent(
             json!({"user_id": user_id}),
         )
         .await;
-    let output = command()
+    let mut login = command();
+    login
         .args(["login", "--server", &app.base, "--output", "json"])
-        .args(["--enrollment-token", enrollment["token"].as_str().unwrap()])
-        .stdout(Stdio::piped())
-        .output()
-        .await
-        .unwrap();
-    assert!(output.status.success(), "edict-agent login");
-    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let agent_id = answer["agent_id"].as_str().unwrap().to_owned();
+        .args(["--enrollment-token", enrollment["token"].as_str().unwrap()]);
+    let agent_id = logged_in(login).await;
     let daemon = command().arg("run").stdout(Stdio::null()).spawn().unwrap();
     (agent_id, daemon, dir)
 }
@@ -825,16 +796,7 @@ async fn a_machines_enforced_revision_travels_in_time(store: Store) {
     let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
     let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
     let (_, auditor) = app.user(&admin, "auditor", &["auditor"]).await;
-    let team = app
-        .ok("/api/v1/teams", &admin, json!({"name": "Platform"}))
-        .await;
-    let team = team["id"].as_str().unwrap().to_owned();
-    app.ok(
-        &format!("/api/v1/teams/{team}/members"),
-        &admin,
-        json!({"user_id": dev_id, "role": "member"}),
-    )
-    .await;
+    let team = team_with_member(&app, &admin, "Platform", &dev_id).await;
     let before_agent = Utc::now();
     tokio::time::sleep(Duration::from_millis(30)).await;
     let first = approved_rule(&app, &admin, &second, "first rule").await;

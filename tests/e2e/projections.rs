@@ -1,7 +1,7 @@
 //! From events to read models, end to end: live read models equal a rebuild from the log, whatever
 //! happens to the processes and the transport; queries read them with freshness and read-your-writes.
 
-use crate::harness::{Layout, Store, TestApp, eventually, rule_spec};
+use crate::harness::{Layout, Store, TestApp, approve, eventually, rule_spec, team_with_member};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use reqwest::{Method, StatusCode};
@@ -791,22 +791,8 @@ async fn temporary_changes_past_their_timeout_are_auto_reverted() {
     let admin = app.admin().await;
     let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
     let (dev_id, dev) = app.user(&admin, "dev", &["member"]).await;
-    let team = app.ok("/api/v1/teams", &admin, json!({"name": "T"})).await;
-    let team = team["id"].as_str().unwrap().to_owned();
-    app.ok(
-        &format!("/api/v1/teams/{team}/members"),
-        &admin,
-        json!({"user_id": dev_id, "role": "member"}),
-    )
-    .await;
-    let rule = app
-        .ok("/api/v1/rules", &admin, rule_spec("short fuse", "team"))
-        .await;
-    let rule = rule["id"].as_str().unwrap().to_owned();
-    app.ok(&format!("/api/v1/rules/{rule}/submit"), &admin, json!({}))
-        .await;
-    app.ok(&format!("/api/v1/rules/{rule}/approve"), &second, json!({}))
-        .await;
+    let team = team_with_member(&app, &admin, "T", &dev_id).await;
+    let rule = approve(&app, &admin, &second, rule_spec("short fuse", "team")).await;
     app.ok(
         &format!("/api/v1/teams/{team}/rules"),
         &admin,

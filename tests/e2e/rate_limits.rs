@@ -6,14 +6,13 @@
 //! Other client addresses are real: on loopback, a client socket bound to 127.0.0.2 is another peer.
 //! Rate limits do not depend on the store, so these tests run on SQLite only.
 
-use crate::harness::{ADMIN_EMAIL, ADMIN_PASSWORD, Layout, Store, TestApp};
+use crate::harness::{ADMIN_EMAIL, ADMIN_PASSWORD, Layout, Store, TestApp, gateway_request, hello};
 use futures::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 async fn spawn(env: &[(&str, &str)]) -> TestApp {
     TestApp::spawn_with_env(
@@ -355,23 +354,9 @@ async fn agent_reports_past_the_budget_are_not_acknowledged() {
         )
         .await;
     let token = agent["token"].as_str().unwrap();
-    let mut request = format!("{}/ws", app.gateway.replace("http://", "ws://"))
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-        .headers_mut()
-        .insert("edict-protocol", "1".parse().unwrap());
+    let request = gateway_request(&app, token);
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    socket
-        .send(Message::text(
-            json!({"type": "hello", "protocol": 1, "agent_version": "test", "holdings": []})
-                .to_string(),
-        ))
-        .await
-        .unwrap();
+    hello(&mut socket).await;
     let started = Instant::now();
     for id in ["r1", "r2", "r3", "r4"] {
         socket.send(Message::text(report(id))).await.unwrap();

@@ -5,7 +5,7 @@
 //! user is still in is refused and reported, and the file keeps the team's rules; a genuine removal
 //! replayed after the user rejoined the team is refused too.
 
-use crate::harness::{Machine, TestApp, eventually};
+use crate::harness::{Machine, TestApp, eventually, logged_in, relay_ends};
 use crate::signing::{SEED, SignedOrg, approved_rule, attach, read, wait_for_file};
 use edict_api::ruleset::{RemovalStatement, key_id_of};
 use futures::{SinkExt, StreamExt};
@@ -17,8 +17,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
 /// A WebSocket proxy in front of the gateway at `upstream`: forwards every message both ways, keeps
 /// a copy of each `removed` the gateway sends, and sends what is injected to the agent.
@@ -75,31 +73,13 @@ impl RemovalProxy {
         self.inject.send(message.to_string()).unwrap();
     }
 
-    // The handshake callback's error type (an HTTP response) is tungstenite's, not ours.
-    #[allow(clippy::result_large_err)]
     async fn relay(
         stream: TcpStream,
         upstream: String,
         removals: Arc<Mutex<Vec<String>>>,
         mut inject: broadcast::Receiver<String>,
     ) {
-        let mut headers = None;
-        let callback = |request: &Request, response: Response| {
-            headers = Some(request.headers().clone());
-            Ok(response)
-        };
-        let Ok(agent) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
-            return;
-        };
-        let mut request = upstream.into_client_request().unwrap();
-        for (name, value) in headers.iter().flatten() {
-            if !name.as_str().starts_with("sec-websocket")
-                && !matches!(name.as_str(), "host" | "upgrade" | "connection")
-            {
-                request.headers_mut().insert(name.clone(), value.clone());
-            }
-        }
-        let Ok((gateway, _)) = tokio_tungstenite::connect_async(request).await else {
+        let Some((agent, gateway)) = relay_ends(stream, upstream).await else {
             return;
         };
         let (mut agent_tx, mut agent_rx) = agent.split();
@@ -167,18 +147,12 @@ async fn connected(org: &SignedOrg) -> (RemovalProxy, Machine, String) {
     let token = token["token"].as_str().unwrap();
     let fingerprint = key_id_of(&ed25519_dalek::SigningKey::from_bytes(&SEED).verifying_key());
     let mut machine = Machine::new();
-    let output = machine
-        .command()
+    let mut login = machine.command();
+    login
         .args(["login", "--server", &app.base, "--output", "json"])
         .args(["--enrollment-token", token, "--org-key", &fingerprint])
-        .args(["--gateway", &proxy.url()])
-        .stdout(std::process::Stdio::piped())
-        .output()
-        .await
-        .unwrap();
-    assert!(output.status.success(), "edict-agent login");
-    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let agent_id = answer["agent_id"].as_str().unwrap().to_owned();
+        .args(["--gateway", &proxy.url()]);
+    let agent_id = logged_in(login).await;
     machine.run();
     assert!(
         wait_for_file(&machine.team_file(), "Always rule one.")

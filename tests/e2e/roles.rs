@@ -1,6 +1,6 @@
 //! Every endpoint checks roles: no token is a 401, a wrong role a 403, the right role gets through.
 
-use crate::harness::{Store, TestApp, rule_spec};
+use crate::harness::{Store, TestApp, approve, rule_spec};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -59,19 +59,7 @@ fn row(
 }
 
 async fn approved_rule(app: &TestApp, admin: &str, second_admin: &str, name: &str) -> String {
-    let rule = app
-        .ok("/api/v1/rules", admin, rule_spec(name, "team"))
-        .await;
-    let id = rule["id"].as_str().unwrap().to_owned();
-    app.ok(&format!("/api/v1/rules/{id}/submit"), admin, json!({}))
-        .await;
-    app.ok(
-        &format!("/api/v1/rules/{id}/approve"),
-        second_admin,
-        json!({}),
-    )
-    .await;
-    id
+    approve(app, admin, second_admin, rule_spec(name, "team")).await
 }
 
 #[tokio::test]

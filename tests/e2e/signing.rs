@@ -5,7 +5,8 @@
 //! another key. None reaches the agent's file; the agent reports each one it was sent. And a login whose
 //! `--org-key` is not the server's aborts.
 
-use crate::harness::{Layout, Machine, Store, TestApp, eventually, rule_spec};
+use crate::harness::{Layout, Machine, Store, TestApp, eventually, team_with_member};
+pub(crate) use crate::harness::{approved_rule, attach};
 use edict_api::ruleset::{Layer, RuleSetDoc, key_id_of, render_layer, sign};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -85,14 +86,7 @@ impl SignedOrg {
         let admin = app.admin().await;
         let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
         let (dev_id, dev) = app.user(&admin, "dev", &["member"]).await;
-        let team = app.ok("/api/v1/teams", &admin, json!({"name": "a"})).await;
-        let team = team["id"].as_str().unwrap().to_owned();
-        app.ok(
-            &format!("/api/v1/teams/{team}/members"),
-            &admin,
-            json!({"user_id": dev_id, "role": "member"}),
-        )
-        .await;
+        let team = team_with_member(&app, &admin, "a", &dev_id).await;
         SignedOrg {
             app,
             admin,
@@ -114,28 +108,6 @@ pub(crate) async fn wait_for_file(path: &Path, needle: &str) -> Option<String> {
         text.contains(needle).then_some(text)
     })
     .await
-}
-
-/// An approved team-layer rule whose content is `Always {name}.`; answers its id.
-pub(crate) async fn approved_rule(app: &TestApp, admin: &str, second: &str, name: &str) -> String {
-    let mut spec = rule_spec(name, "team");
-    spec["content"] = json!(format!("Always {name}."));
-    let rule = app.ok("/api/v1/rules", admin, spec).await;
-    let rule = rule["id"].as_str().unwrap().to_owned();
-    app.ok(&format!("/api/v1/rules/{rule}/submit"), admin, json!({}))
-        .await;
-    app.ok(&format!("/api/v1/rules/{rule}/approve"), second, json!({}))
-        .await;
-    rule
-}
-
-pub(crate) async fn attach(app: &TestApp, admin: &str, team: &str, rule: &str) {
-    app.ok(
-        &format!("/api/v1/teams/{team}/rules"),
-        admin,
-        json!({"rule_id": rule, "enforcement": {"mode": "block"}}),
-    )
-    .await;
 }
 
 /// The rule set stored under `team` in the bucket, read the way any NATS client could, once it has at

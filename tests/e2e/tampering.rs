@@ -5,7 +5,8 @@
 //! connection (the agent converges) without ever seeing a rule's text in clear.
 
 use crate::harness::{
-    ADMIN_EMAIL, ADMIN_PASSWORD, Machine, TestApp, eventually, free_port, rule_spec,
+    self, ADMIN_EMAIL, ADMIN_PASSWORD, Machine, TestApp, attach_with, eventually, free_port,
+    relay_ends, rule_spec,
 };
 use crate::signing::SignedOrg;
 use edict_api::ruleset::{Layer, RuleSetDoc, key_id_of, render_layer};
@@ -21,8 +22,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
 /// The organization's signing seed the server is started with.
 const SEED: [u8; 32] = [0x42; 32];
@@ -87,32 +86,13 @@ impl WsProxy {
         format!("ws://127.0.0.1:{}/ws", self.port)
     }
 
-    // The handshake callback's error type (an HTTP response) is tungstenite's, not ours.
-    #[allow(clippy::result_large_err)]
     async fn relay(
         stream: TcpStream,
         upstream: String,
         tamper: Arc<AtomicBool>,
         tampered: Arc<AtomicUsize>,
     ) {
-        // The agent's upgrade headers (its bearer token, the protocol version) go on to the gateway.
-        let mut headers = None;
-        let callback = |request: &Request, response: Response| {
-            headers = Some(request.headers().clone());
-            Ok(response)
-        };
-        let Ok(agent) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
-            return;
-        };
-        let mut request = upstream.into_client_request().unwrap();
-        for (name, value) in headers.iter().flatten() {
-            if !name.as_str().starts_with("sec-websocket")
-                && !matches!(name.as_str(), "host" | "upgrade" | "connection")
-            {
-                request.headers_mut().insert(name.clone(), value.clone());
-            }
-        }
-        let Ok((gateway, _)) = tokio_tungstenite::connect_async(request).await else {
+        let Some((agent, gateway)) = relay_ends(stream, upstream).await else {
             return;
         };
         let (mut agent_tx, mut agent_rx) = agent.split();
@@ -191,20 +171,8 @@ async fn approved_rule_in_mode(
     name: &str,
     enforcement: Value,
 ) {
-    let mut spec = rule_spec(name, "team");
-    spec["content"] = json!(format!("Always {name}."));
-    let rule = app.ok("/api/v1/rules", admin, spec).await;
-    let rule = rule["id"].as_str().unwrap().to_owned();
-    app.ok(&format!("/api/v1/rules/{rule}/submit"), admin, json!({}))
-        .await;
-    app.ok(&format!("/api/v1/rules/{rule}/approve"), second, json!({}))
-        .await;
-    app.ok(
-        &format!("/api/v1/teams/{team}/rules"),
-        admin,
-        json!({"rule_id": rule, "enforcement": enforcement}),
-    )
-    .await;
+    let rule = harness::approved_rule(app, admin, second, name).await;
+    attach_with(app, admin, team, &rule, enforcement).await;
 }
 
 /// A machine of `dev_id` logged in with the organization's key pinned, told to connect through a
@@ -232,18 +200,6 @@ async fn logged_in_through_proxy(app: &TestApp, admin: &str, dev_id: &str) -> (W
         .unwrap();
     assert!(output.status.success(), "edict-agent login");
     (proxy, machine)
-}
-
-/// The integrity failures the agent recorded and told a gateway of: their reasons.
-async fn reported_failures(machine: &Machine) -> Vec<String> {
-    machine.status().await["integrity_failures"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .filter(|f| f["reported"] == json!(true))
-        .map(|f| f["reason"].as_str().unwrap_or_default().to_owned())
-        .collect()
 }
 
 #[tokio::test]
@@ -293,7 +249,7 @@ async fn a_proxy_that_rewrites_a_rule_set_is_refused_and_the_file_keeps_the_appr
     proxy.tamper.store(true, Ordering::SeqCst);
     approved_rule(&app, &admin, &second, &team, "rule two").await;
     let reported = eventually(Duration::from_secs(30), || async {
-        let reported = reported_failures(&machine).await;
+        let reported = machine.reported_failures().await;
         (!reported.is_empty()).then_some(reported)
     })
     .await;
@@ -395,7 +351,7 @@ async fn a_proxy_that_turns_a_revert_into_a_keep_is_refused() {
     )
     .await;
     let reported = eventually(Duration::from_secs(30), || async {
-        let reported = reported_failures(&machine).await;
+        let reported = machine.reported_failures().await;
         (!reported.is_empty()).then_some(reported)
     })
     .await;

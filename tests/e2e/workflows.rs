@@ -1,7 +1,7 @@
 //! The domain's workflows through the API: rule review with quorum and revisions, teams and their rules,
 //! change requests and exceptions.
 
-use crate::harness::{Store, TestApp, rule_spec};
+use crate::harness::{Store, TestApp, approve, rule_spec};
 use crate::on_both_stores;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -294,14 +294,7 @@ async fn change_requests_flow_from_report_to_exception(store: Store) {
         json!({"user_id": dev_id, "role": "member"}),
     )
     .await;
-    let rule = app
-        .ok("/api/v1/rules", &admin, rule_spec("explain diffs", "team"))
-        .await;
-    let rule = rule["id"].as_str().unwrap().to_owned();
-    app.ok(&format!("/api/v1/rules/{rule}/submit"), &admin, json!({}))
-        .await;
-    app.ok(&format!("/api/v1/rules/{rule}/approve"), &second, json!({}))
-        .await;
+    let rule = approve(&app, &admin, &second, rule_spec("explain diffs", "team")).await;
     app.ok(
         &format!("/api/v1/teams/{team}/rules"),
         &lead,

@@ -1,6 +1,7 @@
 //! Runs the real `edict-agent run` process against a tiny fake gateway written here (a tokio-tungstenite
 //! server on port 0 speaking protocol 1), with a temp home, organization file and data dir.
 
+use crate::machine::{Agent, Env, eventually, read};
 use edict_api::protocol::{
     AgentMessage, GatewayMessage, Holding, PROTOCOL_VERSION, Report, ReportKind,
 };
@@ -9,9 +10,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
@@ -194,80 +195,6 @@ impl FakeGateway {
             .map(|s| s.reports.clone())
             .unwrap_or_default()
     }
-}
-
-/// Kills the agent if the test ends early.
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Env {
-    _dir: tempfile::TempDir,
-    home: PathBuf,
-    org_file: PathBuf,
-    data_dir: PathBuf,
-}
-
-impl Env {
-    fn new() -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let home = dir.path().join("home");
-        std::fs::create_dir_all(&home)?;
-        Ok(Env {
-            org_file: dir.path().join("etc/claude-code/CLAUDE.md"),
-            data_dir: dir.path().join("data"),
-            home,
-            _dir: dir,
-        })
-    }
-
-    fn command(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_edict-agent"));
-        c.env("EDICT_AGENT_HOME", &self.home)
-            .env("EDICT_AGENT_ORG_FILE", &self.org_file)
-            .env("EDICT_AGENT_DATA_DIR", &self.data_dir)
-            .env("EDICT_AGENT_LOG", "edict_agent=info");
-        c
-    }
-
-    fn team_file(&self) -> PathBuf {
-        self.home.join(".claude/CLAUDE.md")
-    }
-
-    fn pending_reports(&self) -> anyhow::Result<u64> {
-        let out = self
-            .command()
-            .args(["status", "--output", "json"])
-            .output()?;
-        anyhow::ensure!(out.status.success(), "status failed: {out:?}");
-        let value: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        value["pending_reports"]
-            .as_u64()
-            .ok_or_else(|| anyhow::anyhow!("no pending_reports in {value}"))
-    }
-}
-
-/// Polls `condition` every 25 ms until it holds or `timeout` passes.
-async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 /// Edits the rule's text in place (truncate and write, as `echo >` does).
@@ -787,7 +714,7 @@ async fn a_claude_md_linked_to_a_private_key_is_left_alone_and_a_link_to_an_inst
     );
     // The key's bytes are nowhere but in the key (not in a project file, a temp file, the snapshot).
     assert_eq!(
-        files_containing(env._dir.path(), b"secret-key-bytes-for-tests"),
+        files_containing(env.root(), b"secret-key-bytes-for-tests"),
         vec![key.clone()]
     );
     assert_eq!(std::fs::read_link(evil.join("CLAUDE.md"))?, key);

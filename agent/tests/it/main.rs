@@ -3,8 +3,10 @@
 //!
 //! - `agent_run`: `edict-agent run` against a fake gateway written there;
 //! - `snapshot_integrity`: a rule set edited inside the redb snapshot is refused at start;
-//! - `service`: `service install|status|uninstall` against a temporary unit directory.
+//! - `service`: `service install|status|uninstall` against a temporary unit directory;
+//! - `machine`: what the first two run on (the temporary machine, the agent's guard, `eventually`).
 
 mod agent_run;
+mod machine;
 mod service;
 mod snapshot_integrity;
