@@ -18,6 +18,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::collections::HashMap;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::{EnvFilter, Layer, fmt, prelude::*};
 
 /// The service name spans are exported under.
@@ -109,6 +110,7 @@ pub fn init_with_traces(
     let otel = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer(SERVICE_NAME))
+            .with_filter(span_filter())
             .boxed()
     });
     let fmt_layer = if json {
@@ -120,10 +122,11 @@ pub fn init_with_traces(
     } else {
         fmt::layer().with_writer(std::io::stderr).boxed()
     };
+    // `RUST_LOG` filters the log lines only: the exported spans have their own filter, so quiet logs
+    // (`RUST_LOG=warn`) still leave the traces whole.
     // A second call (tests) keeps the first subscriber.
     let installed = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt_layer)
+        .with(fmt_layer.with_filter(filter))
         .with(otel)
         .try_init()
         .is_ok();
@@ -146,6 +149,22 @@ pub fn init_with_traces(
     TelemetryGuard {
         provider: provider.filter(|_| installed),
     }
+}
+
+/// The spans (and the events inside them) exported: Edict's own at `info` and above, other crates'
+/// at `warn`.
+fn span_filter() -> Targets {
+    Targets::new().with_default(LevelFilter::WARN).with_targets(
+        [
+            "edict",
+            "edict_api",
+            "edict_application",
+            "edict_infrastructure",
+            "edict_projections",
+            "edict_domain",
+        ]
+        .map(|target| (target, LevelFilter::INFO)),
+    )
 }
 
 /// The tracer provider exporting to `traces`.
