@@ -86,7 +86,15 @@ pub async fn main() -> std::process::ExitCode {
         Command::Serve(_) => "info",
         _ => "warn",
     };
-    edict_infrastructure::telemetry::init(cli.log_json, level);
+    // Traces (off unless an OTLP endpoint is configured) only for the servers.
+    let traces = match &cli.command {
+        Command::Serve(args) => edict_infrastructure::telemetry::TraceExport::from_vars(
+            |name| std::env::var(name).ok(),
+            &args.role_names(),
+        ),
+        _ => None,
+    };
+    let telemetry = edict_infrastructure::telemetry::init_with_traces(cli.log_json, level, traces);
     let result: Result<()> = match cli.command {
         Command::Serve(args) => serve::run(*args).await,
         Command::Projections(command) => projections_cli::run(command).await,
@@ -98,6 +106,10 @@ pub async fn main() -> std::process::ExitCode {
         }
         Command::Openapi { format } => output::print_spec(format),
     };
+    // Flush the spans still buffered (blocks up to the exporter's timeout, so off the runtime).
+    if telemetry.exporting() {
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    }
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

@@ -265,7 +265,8 @@ impl ServeArgs {
         }
     }
 
-    fn roles(&self) -> Vec<Role> {
+    /// The roles to run: those `--roles` names, or every role the configuration allows.
+    pub(crate) fn roles(&self) -> Vec<Role> {
         if self.roles.is_empty() {
             let mut roles = vec![Role::Api, Role::Projector, Role::Gateway, Role::Audit];
             if self.nats_url.is_some() {
@@ -275,6 +276,15 @@ impl ServeArgs {
         } else {
             self.roles.clone()
         }
+    }
+
+    /// The roles as the traces' resource attribute names them (`api,projector,…`).
+    pub(crate) fn role_names(&self) -> String {
+        self.roles()
+            .iter()
+            .map(|role| format!("{role:?}").to_lowercase())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 

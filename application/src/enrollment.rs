@@ -156,6 +156,7 @@ impl Edict {
                 .clone()
                 .unwrap_or_else(|| request.request_id.clone()),
             source: Source::Api,
+            traceparent: request.traceparent.clone(),
         };
         let outcome = self
             .enroll(user, machine_id, machine_name, &metadata)

@@ -1,4 +1,5 @@
-//! Metadata written on every event: who (actor), which request, which causal chain, from where.
+//! Metadata written on every event: who (actor), which request, which causal chain, from where, and
+//! (when traces are exported) the trace it belongs to.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -38,6 +39,9 @@ pub struct Metadata {
     pub correlation_id: String,
     /// Where the command came from.
     pub source: Source,
+    /// The W3C trace context (`traceparent`) of the span the command ran in, when traces are
+    /// exported; stored only when present (events written before it, or without traces, lack it).
+    pub traceparent: Option<String>,
 }
 
 impl Metadata {
@@ -49,16 +53,38 @@ impl Metadata {
             request_id: id.clone(),
             correlation_id: id,
             source: Source::System,
+            traceparent: None,
         }
     }
 
     /// The map cqrs-es stores.
     pub fn to_map(&self) -> HashMap<String, String> {
-        HashMap::from([
+        let mut map = HashMap::from([
             ("actor".to_owned(), self.actor.clone()),
             ("request_id".to_owned(), self.request_id.clone()),
             ("correlation_id".to_owned(), self.correlation_id.clone()),
             ("source".to_owned(), self.source.as_str().to_owned()),
-        ])
+        ]);
+        if let Some(traceparent) = &self.traceparent {
+            map.insert("traceparent".to_owned(), traceparent.clone());
+        }
+        map
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_traceparent_is_stored_only_when_known() {
+        let mut metadata = Metadata::system("test");
+        assert!(!metadata.to_map().contains_key("traceparent"));
+        metadata.traceparent =
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned());
+        assert_eq!(
+            metadata.to_map().get("traceparent"),
+            metadata.traceparent.as_ref()
+        );
     }
 }

@@ -119,6 +119,9 @@ pub struct RequestContext {
     pub correlation_id: Option<String>,
     /// The version the client expects the aggregate at (`If-Match`).
     pub expected_version: Option<u64>,
+    /// The W3C trace context of the request's span, when traces are exported (copied into the
+    /// events' metadata so the trace follows them through the relay and projectors).
+    pub traceparent: Option<String>,
 }
 
 /// The answer to a command.
@@ -257,6 +260,7 @@ impl Edict {
                 Principal::User { .. } => Source::Api,
                 Principal::Agent { .. } => Source::Agent,
             },
+            traceparent: request.traceparent.clone(),
         }
     }
 

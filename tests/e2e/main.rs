@@ -31,4 +31,5 @@ mod secrets;
 mod signing;
 mod tampering;
 mod tls;
+mod traces;
 mod workflows;

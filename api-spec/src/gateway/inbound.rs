@@ -157,6 +157,7 @@ impl Session {
             request_id: format!("ws-integrity-{}", uuid::Uuid::new_v4()),
             correlation_id: None,
             expected_version: None,
+            traceparent: None,
         };
         let report = IntegrityReport {
             team: team.clone(),
@@ -196,6 +197,7 @@ impl Session {
             request_id: format!("ws-report-{report_id}"),
             correlation_id: None,
             expected_version: None,
+            traceparent: None,
         };
         let recorded = self
             .shared

@@ -64,6 +64,7 @@ pub fn context(request: &Request) -> Result<RequestContext, ErrorResponse> {
         request_id,
         correlation_id,
         expected_version,
+        traceparent: super::trace_context::current_traceparent(),
     })
 }
 

@@ -35,6 +35,7 @@ pub async fn trace_request<E: Endpoint>(next: E, mut request: Request) -> poem::
         .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned);
     request.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
+    super::trace_context::adopt_remote_parent(&span, request.headers());
     let method = request.method().clone();
     let route = route_label(&method, request.uri().path());
     async move {

@@ -29,6 +29,7 @@ pub mod rate_limit;
 mod rules;
 pub mod security;
 mod teams;
+pub mod trace_context;
 mod users;
 
 use edict_application::Edict;

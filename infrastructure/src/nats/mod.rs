@@ -45,6 +45,7 @@ use async_nats::jetstream::{self, stream};
 
 use crate::settings::Secret;
 
+pub mod headers;
 pub mod projector;
 pub mod relay;
 pub mod rulesets;

@@ -10,6 +10,8 @@
 //!   is not the projection's checkpoint (a lost or reordered message, a consumer behind retention);
 //!   messages that have arrived together are handled as a batch: only the latest event goes to the
 //!   runner, which then catches up from the store in batched transactions (see `Projector::process`);
+//! - each message's event is handled in a span (`project`, with the event's `request_id`) under the
+//!   trace context of the message's `traceparent` header (see `nats::headers`);
 //! - the messages are acked once the runner returned `Ok` (applied, duplicate or caught up all mean
 //!   done);
 //! - a transient store failure naks it with a delay and pauses the consumer for as long (jittered
@@ -30,8 +32,10 @@ use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use edict_application::event_log::RelayedEvent;
 use futures::{FutureExt, StreamExt};
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use super::{Nats, NatsError, backoff};
+use super::{Nats, NatsError, backoff, headers};
 use crate::projection::{ProjectionRunner, RunnerError};
 
 /// How the projector consumes.
@@ -299,43 +303,58 @@ impl Projector {
                 }
             }
         }
-        let Some((_, latest)) = decoded
+        let Some((latest_message, latest)) = decoded
             .iter()
             .max_by_key(|(_, relayed)| relayed.event.checkpoint())
         else {
             return Ok(Next::Continue);
         };
-        match self.runner.handle(latest).await {
-            Ok(handled) => {
-                tracing::trace!(
-                    ?handled,
-                    messages = decoded.len(),
-                    position = latest.event.global_position,
-                    "handled"
-                );
-                for (message, _) in &decoded {
-                    if let Next::Reopen = acked(message.ack().await) {
-                        return Ok(Next::Reopen);
-                    }
-                }
-                Ok(Next::Continue)
+        // Each message's event gets its span under the trace it came with; the batch runs in the span
+        // of its latest event.
+        for (message, relayed) in &decoded {
+            if relayed.event.checkpoint() != latest.event.checkpoint() {
+                message_span(message, relayed)
+                    .in_scope(|| tracing::debug!("event projected in a batch"));
             }
-            Err(RunnerError::Store(reason)) => {
-                let delay = backoff::jittered(failures, self.settings.max_backoff);
-                tracing::warn!(
-                    %reason,
-                    position = latest.event.global_position,
-                    retry_in = ?delay,
-                    "store unavailable; messages will be redelivered"
-                );
-                // If a nak is lost the server redelivers after the ack wait anyway.
-                for (message, _) in &decoded {
-                    let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
-                }
-                Ok(Next::Pause)
-            }
-            Err(RunnerError::Stopped { position, reason }) => Err(self.stopped(position, reason)),
         }
+        let span = message_span(latest_message, latest);
+        async {
+            match self.runner.handle(latest).await {
+                Ok(handled) => {
+                    tracing::trace!(
+                        ?handled,
+                        messages = decoded.len(),
+                        position = latest.event.global_position,
+                        "handled"
+                    );
+                    for (message, _) in &decoded {
+                        if let Next::Reopen = acked(message.ack().await) {
+                            return Ok(Next::Reopen);
+                        }
+                    }
+                    Ok(Next::Continue)
+                }
+                Err(RunnerError::Store(reason)) => {
+                    let delay = backoff::jittered(failures, self.settings.max_backoff);
+                    tracing::warn!(
+                        %reason,
+                        position = latest.event.global_position,
+                        retry_in = ?delay,
+                        "store unavailable; messages will be redelivered"
+                    );
+                    // If a nak is lost the server redelivers after the ack wait anyway.
+                    for (message, _) in &decoded {
+                        let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+                    }
+                    Ok(Next::Pause)
+                }
+                Err(RunnerError::Stopped { position, reason }) => {
+                    Err(self.stopped(position, reason))
+                }
+            }
+        }
+        .instrument(span)
+        .await
     }
 
     /// Catches up from the store; only a stopped projection is an error (a transient failure is logged).
@@ -373,6 +392,31 @@ impl Projector {
             reason,
         }
     }
+}
+
+/// The span of one message's event: a child of the trace context in its headers (the relay's
+/// publication), with the event's request id (its metadata's, else the `Edict-Request-Id` header).
+fn message_span(message: &async_nats::jetstream::Message, relayed: &RelayedEvent) -> tracing::Span {
+    let headers = message.headers.as_ref();
+    let request_id = relayed
+        .event
+        .metadata
+        .get("request_id")
+        .and_then(|id| id.as_str())
+        .or_else(|| headers::request_id(headers))
+        .unwrap_or("");
+    let span = tracing::info_span!(
+        "project",
+        request_id,
+        event_type = relayed.event.event_type.as_str(),
+        aggregate_id = relayed.event.aggregate_id.as_str(),
+        position = relayed.event.global_position,
+    );
+    if let Some(parent) = headers::trace_context(headers) {
+        // Fails only without an OpenTelemetry layer (traces off).
+        let _ = span.set_parent(parent);
+    }
+    span
 }
 
 /// Whether an ack went out. A lost ack only means a redelivery, which the runner recognises; a failed

@@ -6,7 +6,8 @@
 //!   `idempotency_store`;
 //! - the read models and their runner: `bounds_read_models`, `projection_runner`,
 //!   `projection_rebuild_rate` (ignored: a benchmark), `publication`;
-//! - NATS: `nats_relay`, `nats_projector`, `nats_auth` (private servers);
+//! - NATS: `nats_relay`, `nats_projector`, `nats_auth` (private servers), `nats_traces` (the trace
+//!   context in message headers);
 //! - the gateway's adapters: `gateway_nats_feed`, `convergence_history`;
 //! - the audit chain: `audit_chain`.
 
@@ -19,6 +20,7 @@ mod idempotency_store;
 mod nats_auth;
 mod nats_projector;
 mod nats_relay;
+mod nats_traces;
 mod projection_rebuild_rate;
 mod projection_runner;
 mod publication;

@@ -13,6 +13,9 @@
 //!    `Nats-Msg-Id: <aggregate_type>:<aggregate_id>:<sequence>`, payload the JSON of a
 //!    [`RelayedEvent`] whose `previous` is the checkpoint of the event before it), then await every
 //!    PubAck in order;
+//!    Each message also carries the event's trace context (`traceparent`) and request id
+//!    (`Edict-Request-Id`), see `nats::headers`; each publication has its span (`relay publish`, with the
+//!    event's `request_id`) under the trace of the command that committed the event;
 //! 3. only then store the new checkpoint. A crash before that republishes the page, and the server drops
 //!    what it already has (the duplicate window is 10 minutes).
 //!
@@ -29,15 +32,19 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
 
+use async_nats::HeaderMap;
 use async_nats::jetstream::message::PublishMessage;
-use edict_application::event_log::{Checkpoint, EventLog, RelayedEvent};
+use edict_application::event_log::{Checkpoint, EventLog, RecordedEvent, RelayedEvent};
 use edict_application::metrics::names;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
+use super::headers::{HeaderInjector, REQUEST_ID_HEADER};
 use super::{Nats, NatsError, NatsPrefix, backoff, message_id};
 use crate::store::Database;
+use crate::telemetry;
 
 pub(crate) mod leadership;
 
@@ -295,7 +302,7 @@ impl NatsRelay {
     async fn publish(
         &self,
         after: Checkpoint,
-        page: Vec<edict_application::event_log::RecordedEvent>,
+        page: Vec<RecordedEvent>,
     ) -> anyhow::Result<(Checkpoint, u64)> {
         use anyhow::Context as _;
         let jetstream = self.nats.jetstream();
@@ -306,17 +313,22 @@ impl NatsRelay {
             let subject = prefix.event_subject(&event.aggregate_type, &event.aggregate_id);
             let id = message_id(&event.aggregate_type, &event.aggregate_id, event.sequence);
             let checkpoint = event.checkpoint();
+            let span = publish_span(&event);
+            let headers = trace_headers(&span, &event.metadata);
             let relayed = RelayedEvent { previous, event };
             let payload = serde_json::to_vec(&relayed).context("encode a relayed event")?;
             let ack = jetstream
                 .send_publish(
                     subject,
                     PublishMessage::build()
+                        .headers(headers)
                         .payload(payload.into())
                         .message_id(id.as_str()),
                 )
+                .instrument(span.clone())
                 .await
                 .with_context(|| format!("publish {id}"))?;
+            span.in_scope(|| tracing::debug!(message_id = id.as_str(), "event published"));
             acks.push((id, ack));
             previous = checkpoint;
         }
@@ -331,6 +343,39 @@ impl NatsRelay {
         }
         Ok((previous, duplicates))
     }
+}
+
+/// The span of one event's publication: under the trace of the command that committed it (its
+/// metadata's `traceparent`), with its request id on every log line.
+fn publish_span(event: &RecordedEvent) -> tracing::Span {
+    let field = |name: &str| event.metadata.get(name).and_then(|value| value.as_str());
+    let span = tracing::info_span!(
+        "relay publish",
+        request_id = field("request_id").unwrap_or(""),
+        aggregate_type = event.aggregate_type.as_str(),
+        aggregate_id = event.aggregate_id.as_str(),
+        sequence = event.sequence,
+        position = event.global_position,
+    );
+    telemetry::set_remote_parent(&span, field(telemetry::TRACEPARENT));
+    span
+}
+
+/// The headers of an event's message: `traceparent` (the publication span's context when traces are
+/// exported, else the stored one, passed on) and `Edict-Request-Id`.
+fn trace_headers(span: &tracing::Span, metadata: &serde_json::Value) -> HeaderMap {
+    let field = |name: &str| metadata.get(name).and_then(|value| value.as_str());
+    let mut headers = HeaderMap::new();
+    telemetry::inject(span, &mut HeaderInjector(&mut headers));
+    if headers.get(telemetry::TRACEPARENT).is_none()
+        && let Some(traceparent) = field(telemetry::TRACEPARENT)
+    {
+        headers.insert(telemetry::TRACEPARENT, traceparent);
+    }
+    if let Some(request_id) = field("request_id").filter(|id| !id.is_empty()) {
+        headers.insert(REQUEST_ID_HEADER, request_id);
+    }
+    headers
 }
 
 /// The stored progress of the relay of `prefix` ([`RelayState::default`] before its first page).
