@@ -160,7 +160,8 @@ async fn serve_connects_to_nats_with_a_password_over_tls_and_a_wrong_one_is_name
 fn compose_gives_nats_a_password_and_edict_the_same_one() {
     let root = env!("CARGO_MANIFEST_DIR");
     let text = std::fs::read_to_string(format!("{root}/compose.yaml")).expect("compose.yaml");
-    let compose: serde_yaml::Value = serde_yaml::from_str(&text).expect("compose.yaml parses");
+    let mut compose: serde_yaml::Value = serde_yaml::from_str(&text).expect("compose.yaml parses");
+    compose.apply_merge().expect("the merge keys resolve");
     let nats = &compose["services"]["nats"];
     let mounts: Vec<&str> = nats["volumes"]
         .as_sequence()
@@ -177,7 +178,7 @@ fn compose_gives_nats_a_password_and_edict_the_same_one() {
         config.contains("password: $EDICT_NATS_PASSWORD"),
         "{config}"
     );
-    let edict = &compose["services"]["edict"]["environment"];
+    let edict = &compose["services"]["relay-1"]["environment"];
     assert_eq!(edict["EDICT_NATS_USER"].as_str(), Some("edict"));
     let password = edict["EDICT_NATS_PASSWORD"].as_str().expect("a password");
     assert_eq!(
