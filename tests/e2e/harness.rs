@@ -85,12 +85,38 @@ pub fn free_port() -> u16 {
     for _ in 0..200 {
         let step = u32::from(NEXT.fetch_add(1, Ordering::Relaxed));
         let port = 10_000 + ((offset + step * 7) % 22_000) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if claim(port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local addr").port()
+}
+
+/// Claims `port` for this test process across every test process of the run (a file created only if
+/// absent under the temporary directory; claims older than 15 minutes are stale and taken over): two
+/// tests that both found the port free would otherwise start servers on it, and the loser could take
+/// the winner's `/health/ready` for its own.
+fn claim(port: u16) -> bool {
+    let dir = std::env::temp_dir().join("edict-e2e-ports");
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join(port.to_string());
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .is_ok()
+    };
+    if create() {
+        return true;
+    }
+    let stale = std::fs::metadata(&path)
+        .and_then(|meta| meta.modified())
+        .ok()
+        .and_then(|at| at.elapsed().ok())
+        .is_some_and(|age| age > Duration::from_secs(15 * 60));
+    stale && std::fs::remove_file(&path).is_ok() && create()
 }
 
 fn unique_name() -> String {
