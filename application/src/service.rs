@@ -189,7 +189,8 @@ impl Edict {
     }
 
     /// Whether this process can do its work (readiness): the store answers a real query, each probe
-    /// (NATS when configured) passes, and every role of the process runs. Each dependency gets
+    /// (NATS when configured) passes, and every role of the process runs (a projector whose projection
+    /// is stopped does not count as running). Each dependency gets
     /// [`PROBE_TIMEOUT`] to answer (a store that does not answer within it is not ready).
     pub async fn readiness(&self) -> Readiness {
         let mut checks = Vec::with_capacity(1 + self.probes.len());
@@ -215,7 +216,7 @@ impl Edict {
         }
         for role in self.roles.all() {
             let failure = match &role.state {
-                RoleState::Running => None,
+                RoleState::Running => self.stopped_projection(&role.name).await,
                 RoleState::Restarting { retry_at } => Some(format!(
                     "restarting (next start at {}): {}",
                     retry_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -229,6 +230,23 @@ impl Edict {
             });
         }
         Readiness { checks }
+    }
+
+    /// Why the projection a running `projector:<name>` role serves is stopped, if it is: a projector
+    /// that runs again after a restart meets the stop at its next event, so the stop itself (kept with
+    /// the projection until a rebuild) is what makes the process not ready, not the moment's state.
+    async fn stopped_projection(&self, role: &str) -> Option<String> {
+        let projection = role.strip_prefix("projector:")?;
+        match tokio::time::timeout(PROBE_TIMEOUT, self.read_models.status(projection)).await {
+            Ok(Ok(status)) => status.error.map(|error| {
+                format!(
+                    "projection stopped after position {}: {error} (rebuild it)",
+                    status.checkpoint.position
+                )
+            }),
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+        }
     }
 
     /// Whether this process is ready ([`Edict::readiness`]).
