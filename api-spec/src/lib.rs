@@ -18,3 +18,5 @@ pub mod protocol;
 pub mod ruleset;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(any(feature = "server", feature = "gateway"))]
+mod trace;

@@ -22,6 +22,19 @@ pub struct RulesetUpdate {
     pub team: String,
     /// The rule set document, as the projection stored it (signed where it was published).
     pub ruleset: Arc<Value>,
+    /// Where the publication came from (empty for a republication or a read of current values).
+    pub origin: Origin,
+}
+
+/// What a rule set publication carries of the command that caused it, so that the gateway's push is
+/// in the command's trace and its log lines name the request (issue 18). Neither is covered by the
+/// rule set's signature: they are for following a change, never for deciding anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The W3C trace context of the projector's span that published it (`None` when traces are off).
+    pub traceparent: Option<String>,
+    /// The id of the request whose command led to it.
+    pub request_id: Option<String>,
 }
 
 /// The rule set feed failed.

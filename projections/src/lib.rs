@@ -101,12 +101,18 @@ pub const RULESET_KIND: &str = "ruleset";
 /// the distributed deployment, an in-process watch channel in the embedded one.
 #[async_trait]
 pub trait RulesetPublisher: Send + Sync {
-    /// Publishes the rule set document of `team` (the JSON the projection stored under [`RULESET_KIND`]).
+    /// Publishes the rule set document of `team` (the JSON the projection stored under [`RULESET_KIND`]),
+    /// with the `origin` of the command that led to it for the gateways' traces and logs.
     /// Publishing the same revision twice is harmless.
     ///
     /// # Errors
     /// A message when the transport fails; the runner republishes every rule set at start.
-    async fn publish(&self, team: &str, ruleset: &serde_json::Value) -> Result<(), String>;
+    async fn publish(
+        &self,
+        team: &str,
+        ruleset: &serde_json::Value,
+        origin: &edict_application::delivery::Origin,
+    ) -> Result<(), String>;
 }
 
 /// Every projection, in a stable order: `rule_catalog`, `team_rulesets`, `change_inbox`, `directory`,

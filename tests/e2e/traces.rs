@@ -1,14 +1,18 @@
 //! Traces end to end: with `OTEL_EXPORTER_OTLP_ENDPOINT` pointing at a collector stub (a TCP listener
 //! in the test that records the bodies POSTed to `/v1/traces`), a rule command on PostgreSQL + NATS
 //! produces one trace holding the API's `request` span, the relay's `relay publish` span and the
-//! projector's `project` span, all with the request's id.
+//! projector's `project` span, all with the request's id; a change to a team's rule set also reaches
+//! the gateway's `push` span.
 
-use crate::harness::{Layout, Store, TestApp, eventually, rule_spec};
+use crate::harness::{
+    Layout, Store, TestApp, approved_rule, eventually, rule_spec, team_with_member,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 use reqwest::Method;
+use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -92,12 +96,17 @@ fn attribute<'a>(span: &'a Span, key: &str) -> Option<&'a str> {
         })
 }
 
-#[tokio::test]
-async fn a_rule_command_is_one_trace_from_the_api_through_the_relay_to_the_projector() {
+/// A server on PostgreSQL + NATS exporting its spans to a fresh collector stub.
+async fn traced_app() -> (TestApp, Received) {
+    traced_app_with(Store::Postgres, Layout::distributed()).await
+}
+
+/// A server on `store` laid out as `layout`, exporting its spans to a fresh collector stub.
+async fn traced_app_with(store: Store, layout: Layout) -> (TestApp, Received) {
     let (endpoint, received) = collector().await;
     let app = TestApp::spawn_with_env(
-        Store::Postgres,
-        Layout::distributed(),
+        store,
+        layout,
         vec![
             ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint),
             // Export every 100 ms instead of every 5 s.
@@ -105,6 +114,56 @@ async fn a_rule_command_is_one_trace_from_the_api_through_the_relay_to_the_proje
         ],
     )
     .await;
+    (app, received)
+}
+
+/// The id of the request `response` answered.
+fn request_id_of(response: &reqwest::Response) -> String {
+    response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Waits until one trace holds the API's `request` span of `request_id` and a span of each of
+/// `names`, all with that request id; panics with the spans received otherwise.
+async fn assert_one_trace(received: &Received, request_id: &str, names: &[&str]) {
+    let found = eventually(Duration::from_secs(20), || {
+        let spans = spans(received);
+        async move {
+            let request = spans.iter().find(|span| {
+                span.name == "request" && attribute(span, "request_id") == Some(request_id)
+            })?;
+            let in_trace = |name: &str| {
+                spans.iter().any(|span| {
+                    span.name == name
+                        && span.trace_id == request.trace_id
+                        && attribute(span, "request_id") == Some(request_id)
+                })
+            };
+            names.iter().all(|name| in_trace(name)).then_some(())
+        }
+    })
+    .await;
+    assert!(
+        found.is_some(),
+        "no trace holds the request {request_id} and its {names:?} spans: {:?}",
+        spans(received)
+            .iter()
+            .map(|span| (
+                span.name.clone(),
+                hex(&span.trace_id),
+                attribute(span, "request_id").map(str::to_owned)
+            ))
+            .filter(|span| span.0 != "read_all" && span.0 != "status")
+            .take(80)
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn a_rule_command_is_one_trace_from_the_api_through_the_relay_to_the_projector() {
+    let (app, received) = traced_app().await;
     let admin = app.admin().await;
     let response = app
         .send(
@@ -116,42 +175,52 @@ async fn a_rule_command_is_one_trace_from_the_api_through_the_relay_to_the_proje
         )
         .await;
     assert!(response.status().is_success(), "{}", response.status());
-    let request_id = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let request_id = request_id_of(&response);
+    assert_one_trace(&received, &request_id, &["relay publish", "project"]).await;
+}
 
-    let found = eventually(Duration::from_secs(20), || {
-        let spans = spans(&received);
-        let request_id = request_id.clone();
-        async move {
-            let request = spans.iter().find(|span| {
-                span.name == "request" && attribute(span, "request_id") == Some(&request_id)
-            })?;
-            let in_trace = |name: &str| {
-                spans.iter().any(|span| {
-                    span.name == name
-                        && span.trace_id == request.trace_id
-                        && attribute(span, "request_id") == Some(&request_id)
-                })
-            };
-            (in_trace("relay publish") && in_trace("project")).then_some(())
-        }
-    })
+/// Issue 18, item 2: a change to a team's rule set is followed to the gateways: the projector's
+/// publication of the new revision carries the trace context to the gateway, whose `push` span is in
+/// the request's trace with its id.
+#[tokio::test]
+async fn a_rule_set_change_is_one_trace_from_the_api_to_the_gateways_push() {
+    let (app, received) = traced_app().await;
+    let request_id = attach_a_rule(&app).await;
+    assert_one_trace(
+        &received,
+        &request_id,
+        &["relay publish", "project", "push"],
+    )
     .await;
-    assert!(
-        found.is_some(),
-        "no trace holds the request, its relay publication and its projection: {:?}",
-        spans(&received)
-            .iter()
-            .map(|span| (
-                span.name.clone(),
-                hex(&span.trace_id),
-                attribute(span, "request_id").map(str::to_owned)
-            ))
-            .take(40)
-            .collect::<Vec<_>>()
-    );
+}
+
+/// The embedded default (SQLite, in-process bus) has no relay: the gateway's push joins the trace the
+/// event recorded.
+#[tokio::test]
+async fn on_the_embedded_default_the_gateways_push_is_in_the_commands_trace() {
+    let (app, received) = traced_app_with(Store::Sqlite, Layout::default()).await;
+    let request_id = attach_a_rule(&app).await;
+    assert_one_trace(&received, &request_id, &["push"]).await;
+}
+
+/// Attaches an approved rule to a new team; answers the attach request's id.
+async fn attach_a_rule(app: &TestApp) -> String {
+    let admin = app.admin().await;
+    let (member, _) = app.user(&admin, "member", &["member"]).await;
+    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let rule = approved_rule(app, &admin, &second, "traced").await;
+    let team = team_with_member(app, &admin, "traced", &member).await;
+    let response = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/teams/{team}/rules"),
+            Some(&admin),
+            Some(json!({"rule_id": rule, "enforcement": {"mode": "block"}})),
+            &[],
+        )
+        .await;
+    assert!(response.status().is_success(), "{}", response.status());
+    request_id_of(&response)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -232,6 +232,8 @@ impl Rulesets {
         {
             return;
         }
+        let span = push_span(update);
+        let _push = span.enter();
         let Some(payload) = self.build(&update.team, &update.ruleset) else {
             tracing::warn!(
                 team = update.team,
@@ -239,20 +241,30 @@ impl Rulesets {
             );
             return;
         };
-        self.announce(payload);
+        let revision = payload.revision;
+        if self.announce(payload) {
+            tracing::info!(
+                team = update.team,
+                revision,
+                "rule set pushed to the team's connections"
+            );
+        }
     }
 
     /// Caches `payload` and sends it to the connections when it is newer than the cached one (from
     /// the feed, or read from the read model before the feed brought it: then the feed's copy is not
     /// sent again, so this one must be).
-    fn announce(&self, payload: Arc<Payload>) {
-        if self.offer(&payload) {
-            // Cached before it is fanned out, so a port that joins meanwhile finds it in one place or
-            // the other.
-            self.fanout.send(&payload);
-            // No subscriber is not an error.
-            let _ = self.sender.send(payload);
+    /// Answers whether it was sent.
+    fn announce(&self, payload: Arc<Payload>) -> bool {
+        if !self.offer(&payload) {
+            return false;
         }
+        // Cached before it is fanned out, so a port that joins meanwhile finds it in one place or
+        // the other.
+        self.fanout.send(&payload);
+        // No subscriber is not an error.
+        let _ = self.sender.send(payload);
+        true
     }
 
     /// The latest rule set of `team`: the cached one, else the feed's current one (then cached).
@@ -286,4 +298,18 @@ impl Rulesets {
         self.announce(Arc::clone(&payload));
         Ok(self.cached(team).or(Some(payload)))
     }
+}
+
+/// The span of one rule set publication reaching this gateway (`push`): a child of the trace of the
+/// command that led to it, with that command's request id, when the publication carried them.
+fn push_span(update: &RulesetUpdate) -> tracing::Span {
+    let span = tracing::info_span!(
+        "push",
+        team = update.team,
+        request_id = update.origin.request_id.as_deref().unwrap_or_default(),
+    );
+    if let Some(traceparent) = &update.origin.traceparent {
+        crate::trace::set_remote_parent(&span, traceparent);
+    }
+    span
 }

@@ -8,8 +8,7 @@ use opentelemetry::trace::TraceContextExt as _;
 use std::collections::HashMap;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-/// The header (and metadata key) of the W3C trace context.
-const TRACEPARENT: &str = "traceparent";
+use crate::trace::TRACEPARENT;
 
 /// The `traceparent` of the current span (`None` when traces are off).
 pub fn current_traceparent() -> Option<String> {
@@ -26,18 +25,8 @@ pub fn current_traceparent() -> Option<String> {
 
 /// Makes `span` a child of the trace context in `headers` (a client's `traceparent`), if any.
 pub fn adopt_remote_parent(span: &tracing::Span, headers: &poem::http::HeaderMap) {
-    let Some(traceparent) = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()) else {
-        return;
-    };
-    let carrier = Carrier(HashMap::from([(
-        TRACEPARENT.to_owned(),
-        traceparent.to_owned(),
-    )]));
-    let context =
-        opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&carrier));
-    if context.span().span_context().is_valid() {
-        // Fails only without an OpenTelemetry layer (traces off).
-        let _ = span.set_parent(context);
+    if let Some(traceparent) = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()) {
+        crate::trace::set_remote_parent(span, traceparent);
     }
 }
 

@@ -7,20 +7,32 @@
 //! Gateways read the bucket through [`NatsFeed`], their [`RulesetFeed`]: a watch of the bucket
 //! ([`watch_rulesets`]) and its current values ([`current_rulesets`]).
 //!
+//! Each put carries the publication's [`Origin`] in its message headers (`traceparent`,
+//! `Edict-Request-Id`, as on the event stream). A KV watch hands out values without headers, so a
+//! gateway reads a live update's headers back by its sequence (one request per new revision, none for
+//! the values a watch starts with): its push is then in the command's trace, its log lines name the
+//! request.
+//!
 //! The bucket keeps one revision per key. Its stream is created by [`Nats::ensure_streams`] (by hand:
 //! `create_key_value` fails on nats-server 2.9); here it is only opened with `get_key_value`.
 
 use std::sync::Arc;
 
+use async_nats::HeaderMap;
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv;
 use async_trait::async_trait;
-use edict_application::delivery::{FeedError, RulesetFeed, RulesetUpdate};
+use edict_application::delivery::{FeedError, Origin, RulesetFeed, RulesetUpdate};
 use edict_projections::RulesetPublisher;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 
+use super::headers::{self, REQUEST_ID_HEADER};
 use super::{Nats, NatsError};
 use crate::projection::publisher::revision_of;
+
+/// How long a gateway waits for a live update's headers before it pushes the update without them.
+const ORIGIN_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Compare-and-set rounds before a publish gives up (each lost round means another publisher wrote
 /// the key meanwhile; the publication is retried later from the read model anyway).
@@ -46,7 +58,22 @@ impl KvRulesetPublisher {
     }
 
     /// The compare-and-set rounds of [`RulesetPublisher::publish`].
-    async fn compare_and_set(&self, team: &str, ruleset: &serde_json::Value) -> Result<(), String> {
+    async fn compare_and_set(
+        &self,
+        team: &str,
+        ruleset: &serde_json::Value,
+        origin: &Origin,
+    ) -> Result<(), String> {
+        // What `Store::update` allows: the key becomes a subject token.
+        if team.is_empty()
+            || team.starts_with('.')
+            || team.ends_with('.')
+            || !team
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-/_=.".contains(&b))
+        {
+            return Err(format!("put rule set of team {team:?}: not a valid key"));
+        }
         let value = serde_json::to_vec(ruleset).map_err(|error| error.to_string())?;
         let ours = revision_of(ruleset);
         for _ in 0..CAS_ATTEMPTS {
@@ -69,13 +96,9 @@ impl KvRulesetPublisher {
                     return Ok(());
                 }
             }
-            match self
-                .store
-                .update(team, value.clone().into(), expected)
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+            match self.put(team, value.clone(), expected, origin).await {
+                Ok(()) => return Ok(()),
+                Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
                     // Someone wrote the key since it was read: compare again.
                     continue;
                 }
@@ -85,6 +108,35 @@ impl KvRulesetPublisher {
         Err(format!(
             "put rule set of team {team}: still contended after {CAS_ATTEMPTS} compare-and-set attempts"
         ))
+    }
+
+    /// A KV update (`Store::update`: a put only if the key's last sequence is `expected`) that also
+    /// carries `origin` in its headers.
+    async fn put(
+        &self,
+        team: &str,
+        value: Vec<u8>,
+        expected: u64,
+        origin: &Origin,
+    ) -> Result<(), async_nats::jetstream::context::PublishError> {
+        let prefix = self.store.put_prefix.as_ref().unwrap_or(&self.store.prefix);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            expected.to_string().as_str(),
+        );
+        if let Some(traceparent) = &origin.traceparent {
+            headers.insert("traceparent", traceparent.as_str());
+        }
+        if let Some(request_id) = &origin.request_id {
+            headers.insert(REQUEST_ID_HEADER, request_id.as_str());
+        }
+        self.nats
+            .jetstream()
+            .publish_with_headers(format!("{prefix}{team}"), headers, value.into())
+            .await?
+            .await
+            .map(|_| ())
     }
 }
 
@@ -99,8 +151,13 @@ impl RulesetPublisher for KvRulesetPublisher {
     /// and changes the hashes) replaces the held one. When the publish fails because the bucket's
     /// stream is gone (deleted), the stream is created again and the publish tried once more.
     #[tracing::instrument(skip_all, fields(team = team), err)]
-    async fn publish(&self, team: &str, ruleset: &serde_json::Value) -> Result<(), String> {
-        let error = match self.compare_and_set(team, ruleset).await {
+    async fn publish(
+        &self,
+        team: &str,
+        ruleset: &serde_json::Value,
+        origin: &Origin,
+    ) -> Result<(), String> {
+        let error = match self.compare_and_set(team, ruleset, origin).await {
             Ok(()) => return Ok(()),
             Err(error) => error,
         };
@@ -114,7 +171,7 @@ impl RulesetPublisher for KvRulesetPublisher {
             return Err(format!("{error}; {ensure}"));
         }
         tracing::warn!(%error, "the rule set bucket was missing: created again");
-        self.compare_and_set(team, ruleset).await
+        self.compare_and_set(team, ruleset, origin).await
     }
 }
 
@@ -133,22 +190,55 @@ pub async fn watch_rulesets(
         .watch_with_history(">")
         .await
         .map_err(|error| NatsError::jetstream("watch rule sets", error))?;
-    Ok(watch.filter_map(|entry| async move {
-        match entry {
-            Err(error) => Some(Err(NatsError::jetstream("watch rule sets", error))),
-            Ok(entry) if entry.operation != kv::Operation::Put => None,
-            Ok(entry) => match serde_json::from_slice(&entry.value) {
-                Ok(ruleset) => Some(Ok(RulesetUpdate {
-                    team: entry.key,
-                    ruleset: Arc::new(ruleset),
-                })),
-                Err(error) => {
-                    tracing::warn!(team = entry.key, %error, "rule set is not JSON; skipped");
-                    None
-                }
-            },
+    let stream = store.stream.clone();
+    Ok(watch.filter_map(move |entry| {
+        let stream = stream.clone();
+        async move {
+            match entry {
+                Err(error) => Some(Err(NatsError::jetstream("watch rule sets", error))),
+                Ok(entry) if entry.operation != kv::Operation::Put => None,
+                Ok(entry) => match serde_json::from_slice(&entry.value) {
+                    Ok(ruleset) => Some(Ok(RulesetUpdate {
+                        origin: if entry.seen_current {
+                            origin_of(&stream, entry.revision).await
+                        } else {
+                            Origin::default()
+                        },
+                        team: entry.key,
+                        ruleset: Arc::new(ruleset),
+                    })),
+                    Err(error) => {
+                        tracing::warn!(team = entry.key, %error, "rule set is not JSON; skipped");
+                        None
+                    }
+                },
+            }
         }
     }))
+}
+
+/// The origin the put at `sequence` carried (empty when it carried none or cannot be read in time:
+/// the update is pushed all the same, only without its trace).
+async fn origin_of(stream: &async_nats::jetstream::stream::Stream, sequence: u64) -> Origin {
+    let message =
+        match tokio::time::timeout(ORIGIN_READ_TIMEOUT, stream.get_raw_message(sequence)).await {
+            Ok(Ok(message)) => message,
+            Ok(Err(error)) => {
+                tracing::debug!(sequence, %error, "cannot read a rule set update's headers");
+                return Origin::default();
+            }
+            Err(_) => {
+                tracing::debug!(sequence, "no answer for a rule set update's headers");
+                return Origin::default();
+            }
+        };
+    let headers = Some(&message.headers);
+    Origin {
+        traceparent: headers::trace_context(headers)
+            .and(message.headers.get("traceparent"))
+            .map(|value| value.as_str().to_owned()),
+        request_id: headers::request_id(headers).map(str::to_owned),
+    }
 }
 
 /// The rule set the bucket holds for each of `teams` (teams without one, or whose value is not JSON,
@@ -176,6 +266,7 @@ pub async fn current_rulesets(
             current.push(RulesetUpdate {
                 team: team.clone(),
                 ruleset: Arc::new(ruleset),
+                origin: Origin::default(),
             });
         }
     }

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use edict_application::delivery::Origin;
 use edict_projections::{DocKey, RULESET_KIND, RulesetPublisher, StoredDoc};
 use serde_json::Value;
 
@@ -125,9 +126,9 @@ impl SigningPublisher {
 
 #[async_trait]
 impl RulesetPublisher for SigningPublisher {
-    async fn publish(&self, team: &str, ruleset: &Value) -> Result<(), String> {
+    async fn publish(&self, team: &str, ruleset: &Value, origin: &Origin) -> Result<(), String> {
         let signed = self.sign(ruleset)?;
-        self.inner.publish(team, &signed).await
+        self.inner.publish(team, &signed, origin).await
     }
 }
 
@@ -178,8 +179,8 @@ impl ProjectionRunner {
 
     /// Hands the rule set documents among `dirty` (just committed) to the publisher. A publish that
     /// fails is logged and left to the publication loop, which retries it from the read model: the
-    /// commit recorded the revision as owed (ADR 0014).
-    pub(super) async fn publish(&self, dirty: &[(DocKey, Option<StoredDoc>)]) {
+    /// commit recorded the revision as owed (ADR 0014). `origin` is the command's, from the batch.
+    pub(super) async fn publish(&self, dirty: &[(DocKey, Option<StoredDoc>)], origin: &Origin) {
         let Some(publisher) = &self.publisher else {
             return;
         };
@@ -190,7 +191,7 @@ impl ProjectionRunner {
             };
             rulesets = true;
             let team = doc.meta.team.as_deref().unwrap_or(key);
-            match publisher.publish(team, &doc.doc).await {
+            match publisher.publish(team, &doc.doc, origin).await {
                 Ok(()) => self.published(key, team, &doc.doc).await,
                 Err(error) => tracing::warn!(
                     projection = self.name(),
@@ -241,7 +242,7 @@ impl ProjectionRunner {
         let mut first_failure = None;
         for (key, team, doc) in &rulesets {
             let team = team.as_deref().unwrap_or(key);
-            match publisher.publish(team, doc).await {
+            match publisher.publish(team, doc, &Origin::default()).await {
                 Ok(()) => {
                     published += 1;
                     self.published(key, team, doc).await;
@@ -410,7 +411,7 @@ async fn publish_owed_page(
         };
         let team = team.as_deref().unwrap_or(&key);
         publisher
-            .publish(team, &doc)
+            .publish(team, &doc, &Origin::default())
             .await
             .map_err(|error| format!("team {team}: {error}"))?;
         // The served document is at least the owed revision (both are written by one commit); a
@@ -467,12 +468,18 @@ mod tests {
         let keys = [OrgKey::of(&key.verifying_key())];
         let signing = SigningPublisher::new(Arc::new(watch.clone()), Arc::new(key));
         let team = team.to_string();
-        assert_eq!(signing.publish(&team, &value).await, Ok(()));
+        assert_eq!(
+            signing.publish(&team, &value, &Origin::default()).await,
+            Ok(())
+        );
         let published = watch.current(&team).map(|v| (*v).clone());
         let published: Option<RuleSetDoc> = published.and_then(|v| serde_json::from_value(v).ok());
         assert!(published.is_some_and(|doc| verify(&doc, &team, &keys).is_ok()));
         let mut updates = watch.subscribe();
-        assert_eq!(signing.publish(&team, &value).await, Ok(()));
+        assert_eq!(
+            signing.publish(&team, &value, &Origin::default()).await,
+            Ok(())
+        );
         assert!(updates.try_recv().is_err(), "republishing wakes nobody");
     }
 }

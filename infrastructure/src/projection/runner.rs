@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use edict_application::delivery::Origin;
 use edict_application::event_log::{Checkpoint, EventLog, RecordedEvent, RelayedEvent};
 use edict_application::metrics::names;
 use edict_application::read_models::ProjectionStatus;
@@ -467,7 +468,7 @@ impl ProjectionRunner {
             return Ok(Batch::Moved);
         }
         self.keep_cache(state, events, cached, &dirty);
-        self.publish(&dirty).await;
+        self.publish(&dirty, &origin_of(last)).await;
         self.sign_decisions(&dirty).await;
         self.sign_removals(events).await;
         self.wrote(dirty.len() as u64);
@@ -556,5 +557,32 @@ impl ProjectionRunner {
         Ok(edict_projections::content_hash(
             docs.iter().map(|(key, doc)| (key, doc)),
         ))
+    }
+}
+
+/// The origin of a batch's publications: its last event's request and trace. The current span is the
+/// parent when it is in that trace (the NATS projector runs the batch in that event's `project`
+/// span); otherwise (the embedded runner's catch-up pass) the request's span the event recorded is.
+fn origin_of(last: &RecordedEvent) -> Origin {
+    let recorded = |key: &str| {
+        last.metadata
+            .get(key)
+            .and_then(serde_json::Value::as_str)
+            .filter(|value| !value.is_empty())
+            .map(str::to_owned)
+    };
+    let requested = recorded("traceparent");
+    let current = crate::telemetry::traceparent_of(&tracing::Span::current());
+    // `00-<trace id>-<span id>-<flags>`: the trace id is the second field.
+    let trace_id = |traceparent: &str| traceparent.split('-').nth(1).map(str::to_owned);
+    let traceparent = match (current, requested) {
+        (Some(current), Some(requested)) if trace_id(&current) == trace_id(&requested) => {
+            Some(current)
+        }
+        (current, requested) => requested.or(current),
+    };
+    Origin {
+        traceparent,
+        request_id: recorded("request_id"),
     }
 }

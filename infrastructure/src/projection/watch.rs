@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use edict_application::delivery::{FeedError, RulesetFeed, RulesetUpdate};
+use edict_application::delivery::{FeedError, Origin, RulesetFeed, RulesetUpdate};
 use edict_projections::RulesetPublisher;
 use futures::stream::BoxStream;
 use futures::{StreamExt, stream};
@@ -64,7 +64,7 @@ impl WatchPublisher {
 
 #[async_trait]
 impl RulesetPublisher for WatchPublisher {
-    async fn publish(&self, team: &str, ruleset: &Value) -> Result<(), String> {
+    async fn publish(&self, team: &str, ruleset: &Value, origin: &Origin) -> Result<(), String> {
         let ruleset = Arc::new(ruleset.clone());
         {
             let mut latest = self
@@ -84,6 +84,7 @@ impl RulesetPublisher for WatchPublisher {
         let _ = self.sender.send(RulesetUpdate {
             team: team.to_owned(),
             ruleset,
+            origin: origin.clone(),
         });
         Ok(())
     }
@@ -118,6 +119,7 @@ impl RulesetFeed for WatchFeed {
                 self.0.current(team).map(|ruleset| RulesetUpdate {
                     team: team.clone(),
                     ruleset,
+                    origin: Origin::default(),
                 })
             })
             .collect())
@@ -134,7 +136,7 @@ mod tests {
         let publisher = WatchPublisher::new();
         let mut updates = publisher.subscribe();
         publisher
-            .publish("team-1", &json!({"revision": 1}))
+            .publish("team-1", &json!({"revision": 1}), &Origin::default())
             .await
             .unwrap_or_default();
         let update = updates.recv().await.ok();
@@ -153,9 +155,15 @@ mod tests {
     async fn republishing_the_same_rule_set_wakes_nobody() {
         let publisher = WatchPublisher::new();
         let ruleset = json!({"revision": 3});
-        publisher.publish("t", &ruleset).await.unwrap_or_default();
+        publisher
+            .publish("t", &ruleset, &Origin::default())
+            .await
+            .unwrap_or_default();
         let mut updates = publisher.subscribe();
-        publisher.publish("t", &ruleset).await.unwrap_or_default();
+        publisher
+            .publish("t", &ruleset, &Origin::default())
+            .await
+            .unwrap_or_default();
         assert!(updates.try_recv().is_err());
     }
 
@@ -163,12 +171,20 @@ mod tests {
     async fn a_lower_revision_never_replaces_a_higher_one() {
         let publisher = WatchPublisher::new();
         publisher
-            .publish("t", &json!({"revision": 2, "hash": "b"}))
+            .publish(
+                "t",
+                &json!({"revision": 2, "hash": "b"}),
+                &Origin::default(),
+            )
             .await
             .unwrap_or_default();
         let mut updates = publisher.subscribe();
         publisher
-            .publish("t", &json!({"revision": 1, "hash": "a"}))
+            .publish(
+                "t",
+                &json!({"revision": 1, "hash": "a"}),
+                &Origin::default(),
+            )
             .await
             .unwrap_or_default();
         assert_eq!(
@@ -178,7 +194,11 @@ mod tests {
         assert!(updates.try_recv().is_err(), "nobody hears of the older one");
         // The same revision with another hash (a rebuild with a changed renderer) goes through.
         publisher
-            .publish("t", &json!({"revision": 2, "hash": "c"}))
+            .publish(
+                "t",
+                &json!({"revision": 2, "hash": "c"}),
+                &Origin::default(),
+            )
             .await
             .unwrap_or_default();
         assert_eq!(

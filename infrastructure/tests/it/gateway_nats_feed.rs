@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edict_api::gateway::Rulesets;
+use edict_application::delivery::Origin;
 use edict_infrastructure::nats::{self, KvRulesetPublisher, NatsFeed, NatsSettings};
 use edict_projections::RulesetPublisher;
 use serde_json::json;
@@ -28,6 +29,7 @@ async fn rule_sets_put_in_the_bucket_reach_the_gateway_once_per_revision() {
         .publish(
             "team-1",
             &json!({"team_id": "team-1", "revision": 1, "hash": "h1"}),
+            &Origin::default(),
         )
         .await
         .unwrap();
@@ -55,6 +57,7 @@ async fn rule_sets_put_in_the_bucket_reach_the_gateway_once_per_revision() {
             .publish(
                 "team-1",
                 &json!({"team_id": "team-1", "revision": 2, "hash": "h2"}),
+                &Origin::default(),
             )
             .await
             .unwrap();
@@ -81,6 +84,7 @@ async fn rule_sets_put_in_the_bucket_reach_the_gateway_once_per_revision() {
             .publish(
                 "team-1",
                 &json!({"team_id": "team-1", "revision": 2, "hash": "h2"}),
+                &Origin::default(),
             )
             .await
             .unwrap();
@@ -88,6 +92,7 @@ async fn rule_sets_put_in_the_bucket_reach_the_gateway_once_per_revision() {
             .publish(
                 "team-1",
                 &json!({"team_id": "team-1", "revision": 3, "hash": "h3"}),
+                &Origin::default(),
             )
             .await
             .unwrap();

@@ -17,7 +17,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_nats::jetstream::stream::Stream as JsStream;
-use edict_application::delivery::RulesetUpdate;
+use edict_application::delivery::{Origin, RulesetUpdate};
 use edict_application::event_log::{Checkpoint, EventLog, RecordedEvent, RelayedEvent};
 use edict_infrastructure::nats::{
     self, KvRulesetPublisher, Nats, NatsError, NatsRelay, NatsSettings, RelaySettings, RelayStatus,
@@ -600,7 +600,11 @@ async fn the_rulesets_bucket_works_on_this_server_and_gateways_see_every_revisio
             nats.ensure_streams().await.unwrap();
             let publisher = KvRulesetPublisher::open(&nats).await.unwrap();
             publisher
-                .publish("team-a", &json!({ "revision": 1, "hash": "a1" }))
+                .publish(
+                    "team-a",
+                    &json!({ "revision": 1, "hash": "a1" }),
+                    &Origin::default(),
+                )
                 .await
                 .unwrap();
             let mut updates = Box::pin(watch_rulesets(&nats).await.unwrap());
@@ -609,11 +613,19 @@ async fn the_rulesets_bucket_works_on_this_server_and_gateways_see_every_revisio
             assert_eq!(*initial.ruleset, json!({ "revision": 1, "hash": "a1" }));
 
             publisher
-                .publish("team-b", &json!({ "revision": 1, "hash": "b1" }))
+                .publish(
+                    "team-b",
+                    &json!({ "revision": 1, "hash": "b1" }),
+                    &Origin::default(),
+                )
                 .await
                 .unwrap();
             publisher
-                .publish("team-a", &json!({ "revision": 2, "hash": "a2" }))
+                .publish(
+                    "team-a",
+                    &json!({ "revision": 2, "hash": "a2" }),
+                    &Origin::default(),
+                )
                 .await
                 .unwrap();
             let b = next_update(&mut updates).await;

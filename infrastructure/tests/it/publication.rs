@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use edict_api::gateway::Rulesets;
+use edict_application::delivery::Origin;
 use edict_application::event_log::RecordedEvent;
 use edict_infrastructure::nats::{self, KvRulesetPublisher, Nats, NatsFeed, NatsSettings};
 use edict_infrastructure::projection::{ProjectionRunner, WatchFeed, WatchPublisher};
@@ -75,26 +76,26 @@ async fn a_lower_revision_published_after_a_higher_one_is_ignored() {
     on_shared_nats(|nats| async move {
         let publisher = KvRulesetPublisher::open(&nats).await.unwrap();
         publisher
-            .publish("team-1", &ruleset("team-1", 5))
+            .publish("team-1", &ruleset("team-1", 5), &Origin::default())
             .await
             .unwrap();
         publisher
-            .publish("team-1", &ruleset("team-1", 6))
+            .publish("team-1", &ruleset("team-1", 6), &Origin::default())
             .await
             .unwrap();
         // A late publisher (a replica, a republish at start) still holding revision 5.
         publisher
-            .publish("team-1", &ruleset("team-1", 5))
+            .publish("team-1", &ruleset("team-1", 5), &Origin::default())
             .await
             .unwrap();
         assert_eq!(held(&nats, "team-1").await, Some(ruleset("team-1", 6)));
         // The same revision again changes nothing either; a higher one goes through.
         publisher
-            .publish("team-1", &ruleset("team-1", 6))
+            .publish("team-1", &ruleset("team-1", 6), &Origin::default())
             .await
             .unwrap();
         publisher
-            .publish("team-1", &ruleset("team-1", 7))
+            .publish("team-1", &ruleset("team-1", 7), &Origin::default())
             .await
             .unwrap();
         assert_eq!(held(&nats, "team-1").await, Some(ruleset("team-1", 7)));
@@ -119,15 +120,23 @@ async fn two_publishers_racing_revisions_n_and_n_plus_1_always_leave_n_plus_1() 
                 {
                     let (publisher, team) = (Arc::clone(&first), team.clone());
                     async move {
-                        publisher.publish(&team, &ruleset(&team, n + 1)).await?;
-                        publisher.publish(&team, &ruleset(&team, n)).await
+                        publisher
+                            .publish(&team, &ruleset(&team, n + 1), &Origin::default())
+                            .await?;
+                        publisher
+                            .publish(&team, &ruleset(&team, n), &Origin::default())
+                            .await
                     }
                 },
                 {
                     let (publisher, team) = (Arc::clone(&second), team.clone());
                     async move {
-                        publisher.publish(&team, &ruleset(&team, n)).await?;
-                        publisher.publish(&team, &ruleset(&team, n + 1)).await
+                        publisher
+                            .publish(&team, &ruleset(&team, n), &Origin::default())
+                            .await?;
+                        publisher
+                            .publish(&team, &ruleset(&team, n + 1), &Origin::default())
+                            .await
                     }
                 },
             );
@@ -215,11 +224,11 @@ struct Switch {
 
 #[async_trait]
 impl RulesetPublisher for Switch {
-    async fn publish(&self, team: &str, ruleset: &Value) -> Result<(), String> {
+    async fn publish(&self, team: &str, ruleset: &Value, origin: &Origin) -> Result<(), String> {
         if !self.on.load(Ordering::SeqCst) {
             return Err("switched off".to_owned());
         }
-        self.watch.publish(team, ruleset).await
+        self.watch.publish(team, ruleset, origin).await
     }
 }
 
@@ -521,7 +530,10 @@ async fn a_gateway_whose_feed_lagged_gets_the_revision_it_missed() {
         async move {
             let mut first = ruleset("team-x", 1);
             first["copy"] = json!(copy);
-            watch.publish("team-x", &first).await.unwrap();
+            watch
+                .publish("team-x", &first, &Origin::default())
+                .await
+                .unwrap();
             has("team-x", 1).await
         }
     })
@@ -530,12 +542,15 @@ async fn a_gateway_whose_feed_lagged_gets_the_revision_it_missed() {
 
     // Revision 2 of team-x, then more updates of other teams than the feed buffers, in one go.
     watch
-        .publish("team-x", &ruleset("team-x", 2))
+        .publish("team-x", &ruleset("team-x", 2), &Origin::default())
         .await
         .unwrap();
     for i in 0..1_500 {
         let team = format!("other-{i}");
-        watch.publish(&team, &ruleset(&team, 1)).await.unwrap();
+        watch
+            .publish(&team, &ruleset(&team, 1), &Origin::default())
+            .await
+            .unwrap();
     }
     let caught_up = eventually(Duration::from_secs(10), || has("team-x", 2)).await;
     assert!(
@@ -555,14 +570,15 @@ async fn a_gateway_reconciles_its_cache_with_the_bucket() {
         rulesets.publish(&edict_application::delivery::RulesetUpdate {
             team: "team-1".to_owned(),
             ruleset: Arc::new(ruleset("team-1", 1)),
+            origin: Origin::default(),
         });
         // Its stream missed revision 2 (the gateway is not following here).
         publisher
-            .publish("team-1", &ruleset("team-1", 2))
+            .publish("team-1", &ruleset("team-1", 2), &Origin::default())
             .await
             .unwrap();
         publisher
-            .publish("team-2", &ruleset("team-2", 1))
+            .publish("team-2", &ruleset("team-2", 1), &Origin::default())
             .await
             .unwrap();
         assert_eq!(rulesets.reconcile(&feed).await.unwrap(), 1);
@@ -579,7 +595,7 @@ async fn a_publish_after_the_bucket_was_deleted_recreates_it() {
     on_shared_nats(|nats| async move {
         let publisher = KvRulesetPublisher::open(&nats).await.unwrap();
         publisher
-            .publish("team-1", &ruleset("team-1", 1))
+            .publish("team-1", &ruleset("team-1", 1), &Origin::default())
             .await
             .unwrap();
         nats.jetstream()
@@ -587,7 +603,7 @@ async fn a_publish_after_the_bucket_was_deleted_recreates_it() {
             .await
             .unwrap();
         publisher
-            .publish("team-1", &ruleset("team-1", 2))
+            .publish("team-1", &ruleset("team-1", 2), &Origin::default())
             .await
             .unwrap();
         assert_eq!(held(&nats, "team-1").await, Some(ruleset("team-1", 2)));
