@@ -2,6 +2,7 @@
 //! store (a fresh PostgreSQL database, or an SQLite file in a temporary directory) and talks HTTP to it.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod browser;
 mod harness;
 
 mod admin_cli;
@@ -13,6 +14,7 @@ mod auth;
 mod authority;
 mod bounds;
 mod chaos;
+mod console_browser;
 mod contract;
 mod delivery;
 mod enrollment;
