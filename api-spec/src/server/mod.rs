@@ -114,7 +114,7 @@ pub fn app_with_limits(
     let api = api_service();
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
-    Route::new()
+    let routes = crate::console::mount(Route::new())
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .at("/metrics", metrics::page)
@@ -122,7 +122,8 @@ pub fn app_with_limits(
             "/device",
             poem::endpoint::make_sync(|_| DEVICE_PAGE).map_to_response(),
         )
-        .nest("/", api)
+        .nest("/", api);
+    crate::console::at_root(routes)
         .around(middleware::idempotency)
         .around(middleware::limit_body)
         // Who may call each route, checked before the body is read (403 before 400/422).
