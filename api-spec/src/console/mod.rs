@@ -26,11 +26,12 @@ mod csrf;
 mod dashboard;
 mod layout;
 mod render;
+mod rules;
 mod session;
 mod signin;
 
 pub use layout::{Action, Layout, NavItem, can};
-pub use render::{Failure, page, see_other};
+pub use render::{Failure, page, see_other, when};
 pub use session::{Session, Visitor};
 
 use poem::http::{HeaderValue, Method, header};
@@ -94,6 +95,15 @@ fn pages() -> Route {
         .at("/", get(dashboard::home))
         .at("/sign-in", get(signin::form).post(signin::submit))
         .at("/sign-out", post(signin::sign_out))
+        .at("/rules", get(rules::list))
+        .at("/rules/new", get(rules::new_form).post(rules::create))
+        .at("/rules/preview", post(rules::preview))
+        .at("/rules/:id", get(rules::show))
+        .at("/rules/:id/edit", get(rules::edit_form).post(rules::update))
+        .at("/rules/:id/submit", post(rules::submit))
+        .at("/rules/:id/approve", post(rules::approve))
+        .at("/rules/:id/reject", post(rules::reject))
+        .at("/rules/:id/history", get(rules::history))
 }
 
 /// The middleware of every console page: resolves the session (renewing it when its access token

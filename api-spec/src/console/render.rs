@@ -59,17 +59,12 @@ struct ErrorPage {
 }
 
 /// A use case's refusal or failure, answered as a page inside the layout.
-pub struct Failure {
-    /// The frame.
-    pub layout: Layout,
-    /// What went wrong.
-    pub error: AppError,
-}
+pub struct Failure(Box<(Layout, AppError)>);
 
 impl Failure {
     /// The failure of `error` within `layout`.
     pub fn new(layout: Layout, error: AppError) -> Failure {
-        Failure { layout, error }
+        Failure(Box::new((layout, error)))
     }
 }
 
@@ -127,13 +122,14 @@ pub fn describe(error: &AppError) -> (StatusCode, &'static str, String) {
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        if let AppError::Internal(detail) = &self.error {
+        let (layout, error) = *self.0;
+        if let AppError::Internal(detail) = &error {
             tracing::error!(%detail, "console page failed");
         }
-        let (status, heading, message) = describe(&self.error);
+        let (status, heading, message) = describe(&error);
         page(
             ErrorPage {
-                layout: self.layout,
+                layout,
                 status: status.as_u16(),
                 heading: heading.into(),
                 message,
@@ -162,4 +158,9 @@ pub(super) fn forbidden_form(visitor: &Visitor) -> Response {
         },
         StatusCode::FORBIDDEN,
     )
+}
+
+/// A time as pages show it: `2026-12-06 03:30 UTC`.
+pub fn when(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M UTC").to_string()
 }

@@ -14,7 +14,7 @@ mod audit;
 mod auth;
 pub mod authorization;
 mod change_requests;
-mod common;
+pub(crate) mod common;
 mod contract;
 mod enrollment;
 mod events;
