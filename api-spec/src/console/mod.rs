@@ -24,6 +24,7 @@
 mod assets;
 mod csrf;
 mod dashboard;
+mod device;
 mod layout;
 mod render;
 mod rules;
@@ -45,7 +46,12 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 /// Adds the console's pages to `route` (the API's): everything under `/console`, the device approval
 /// page at `/device`.
 pub fn mount(route: Route) -> Route {
-    route.nest("/console", console_app())
+    route
+        .at(
+            "/device",
+            get(device::page_get).post(device::decide).around(guard),
+        )
+        .nest("/console", console_app())
 }
 
 /// Serves `/` itself (the dashboard, or the sign-in page) in front of `routes`: a route nested at `/`

@@ -8,6 +8,7 @@ use crate::server::rate_limit::RateLimits;
 use askama::Template;
 use askama_web::WebTemplate;
 use edict_application::Edict;
+use edict_application::auth::Tokens;
 use edict_application::error::AppError;
 use poem::http::{StatusCode, header};
 use poem::web::{Data, Form, Query};
@@ -82,49 +83,69 @@ pub async fn submit(
     Form(credentials): Form<Credentials>,
 ) -> Response {
     let next = local_path(credentials.next.as_deref());
-    let again = |error: String, status| {
-        sign_in_page(
-            &visitor,
-            next.clone(),
-            credentials.email.clone(),
-            Some(error),
-            status,
-        )
-    };
-    if let Err(throttled) = limits.login(request, &credentials.email) {
-        return again(
+    match attempt(
+        &edict,
+        &limits,
+        request,
+        &credentials.email,
+        &credentials.password,
+    )
+    .await
+    {
+        Ok(tokens) => see_other(&next)
+            .with_header(
+                header::SET_COOKIE,
+                session::session_cookie(&tokens, visitor.secure),
+            )
+            .into_response(),
+        Err((message, status)) => {
+            sign_in_page(&visitor, next, credentials.email, Some(message), status)
+        }
+    }
+}
+
+/// Signs in as `POST /api/v1/auth/login` does (its rate limits included): the tokens, or what to
+/// tell the person and the status to answer.
+///
+/// # Errors
+/// 429 when throttled, 401 for a wrong email or password, 503 when the store fails.
+pub async fn attempt(
+    edict: &Edict,
+    limits: &RateLimits,
+    request: &Request,
+    email: &str,
+    password: &str,
+) -> Result<Tokens, (String, StatusCode)> {
+    if let Err(throttled) = limits.login(request, email) {
+        return Err((
             format!(
                 "Too many sign-in attempts; try again in {} seconds.",
                 throttled.retry_after_secs()
             ),
             StatusCode::TOO_MANY_REQUESTS,
-        );
+        ));
     }
-    let sign_in = limits.sign_in(request, &credentials.email);
-    let tokens = match edict
-        .login_with_priority(&credentials.email, &credentials.password, sign_in.priority)
+    let sign_in = limits.sign_in(request, email);
+    match edict
+        .login_with_priority(email, password, sign_in.priority)
         .await
     {
-        Ok(tokens) => tokens,
+        Ok(tokens) => {
+            sign_in.succeeded();
+            Ok(tokens)
+        }
         Err(AppError::Unauthenticated) => {
             sign_in.failed();
-            return again(
+            Err((
                 "The email or the password is wrong.".into(),
                 StatusCode::UNAUTHORIZED,
-            );
+            ))
         }
         Err(error) => {
             let (status, _, message) = super::render::describe(&error);
-            return again(message, status);
+            Err((message, status))
         }
-    };
-    sign_in.succeeded();
-    see_other(&next)
-        .with_header(
-            header::SET_COOKIE,
-            session::session_cookie(&tokens, visitor.secure),
-        )
-        .into_response()
+    }
 }
 
 /// `POST /console/sign-out`: closes the session (as the API's logout does) and clears the cookie.

@@ -118,10 +118,6 @@ pub fn app_with_limits(
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .at("/metrics", metrics::page)
-        .at(
-            "/device",
-            poem::endpoint::make_sync(|_| DEVICE_PAGE).map_to_response(),
-        )
         .nest("/", api);
     crate::console::at_root(routes)
         .around(middleware::idempotency)
@@ -147,7 +143,3 @@ pub fn probes_app(edict: Arc<Edict>) -> impl Endpoint {
         .around(middleware::trace_request)
         .data(edict)
 }
-
-/// The page a person opens to approve a device (`edict-agent login`): sign in, enter the code, read
-/// what asks, consent explicitly. It only calls the API; nothing is approved by opening a link.
-const DEVICE_PAGE: poem::web::Html<&str> = poem::web::Html(include_str!("device.html"));
