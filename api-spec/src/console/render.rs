@@ -27,7 +27,7 @@ pub fn see_other(location: &str) -> Response {
 pub fn to_sign_in(request: &Request) -> Response {
     let back = if request.method() == poem::http::Method::GET {
         request
-            .uri()
+            .original_uri()
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_owned()

@@ -342,15 +342,15 @@ fn parse_id(id: &str) -> Result<RuleId, AppError> {
     id.parse().map_err(|_| AppError::NotFound("rule".into()))
 }
 
-/// Emails for user ids, as far as the viewer may read users (else a short id).
-struct People<'a> {
+/// Emails for user ids, as far as the viewer may read users (else the id).
+pub(super) struct People<'a> {
     edict: &'a Edict,
     principal: &'a Principal,
     known: HashMap<UserId, String>,
 }
 
 impl<'a> People<'a> {
-    fn new(edict: &'a Edict, principal: &'a Principal) -> Self {
+    pub(super) fn new(edict: &'a Edict, principal: &'a Principal) -> Self {
         People {
             edict,
             principal,
@@ -358,7 +358,7 @@ impl<'a> People<'a> {
         }
     }
 
-    async fn name(&mut self, id: UserId) -> String {
+    pub(super) async fn name(&mut self, id: UserId) -> String {
         if let Some(name) = self.known.get(&id) {
             return name.clone();
         }
@@ -367,18 +367,26 @@ impl<'a> People<'a> {
                 .email()
                 .map(|e| e.as_str().to_owned())
                 .unwrap_or_else(|| id.to_string()),
-            Err(_) => format!("user {}", &id.to_string()[..8]),
+            Err(_) => format!("user {id}"),
         };
         self.known.insert(id, name.clone());
         name
     }
 
-    async fn names(&mut self, ids: &[UserId]) -> Vec<String> {
+    pub(super) async fn names(&mut self, ids: &[UserId]) -> Vec<String> {
         let mut names = Vec::with_capacity(ids.len());
         for id in ids {
             names.push(self.name(*id).await);
         }
         names
+    }
+
+    /// The name of a user id as a document spells it (`user:<id>` or `<id>`); other actors as they are.
+    pub(super) async fn name_of(&mut self, raw: &str) -> String {
+        match raw.strip_prefix("user:").unwrap_or(raw).parse::<UserId>() {
+            Ok(id) => self.name(id).await,
+            Err(_) => raw.to_owned(),
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! A rule's history page: every revision as the rule catalog records it (who opened, submitted,
 //! approved or rejected it, and when), and, for those who may read the audit trail, every event.
 
-use super::parse_id;
+use super::{People, parse_id};
 use crate::console::layout::Layout;
 use crate::console::render::{Failure, page, when};
 use crate::console::session::Session;
@@ -102,30 +102,30 @@ pub async fn history(
         .map_err(fail)?;
     let revisions: Vec<Revision> =
         serde_json::from_value(entry.item["revisions"].clone()).unwrap_or_default();
-    let revisions = revisions
-        .into_iter()
-        .rev()
-        .map(|r| RevisionRow {
+    let mut people = People::new(&edict, &session.principal);
+    let mut rows = Vec::with_capacity(revisions.len());
+    for r in revisions.into_iter().rev() {
+        let mut approvers = Vec::with_capacity(r.approvers.len());
+        for a in &r.approvers {
+            approvers.push(people.name_of(a).await);
+        }
+        let mut rejections = Vec::with_capacity(r.rejections.len());
+        for j in &r.rejections {
+            let by = people.name_of(&j.by).await;
+            rejections.push(format!("{} by {by}: {}", when(j.at), j.reason));
+        }
+        rows.push(RevisionRow {
             number: r.number,
             name: r.spec.name,
             state: r.state,
-            author: short(&r.author),
+            author: people.name_of(&r.author).await,
             opened: r.opened_at.map(when).unwrap_or_default(),
             submitted: r.submitted_at.map(when).unwrap_or_default(),
             approved: r.approved_at.map(when).unwrap_or_default(),
-            approvers: r
-                .approvers
-                .iter()
-                .map(|a| short(a))
-                .collect::<Vec<_>>()
-                .join(", "),
-            rejections: r
-                .rejections
-                .iter()
-                .map(|j| format!("{} by {}: {}", when(j.at), short(&j.by), j.reason))
-                .collect(),
-        })
-        .collect();
+            approvers: approvers.join(", "),
+            rejections,
+        });
+    }
     let events = if session.principal.can_read_all() {
         if let Err(throttled) = limits.costly_read(&session.principal) {
             return Err(
@@ -140,21 +140,17 @@ pub async fn history(
             .history(&session.principal, Audited::Rule, &id)
             .await
             .map_err(fail)?;
-        Some(
-            entries
-                .into_iter()
-                .rev()
-                .map(|e| EventRow {
-                    position: e.event.global_position,
-                    event_type: e.event.event_type,
-                    at: when(e.event.recorded_at),
-                    actor: e.event.metadata["actor"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned(),
-                })
-                .collect(),
-        )
+        let mut events = Vec::with_capacity(entries.len());
+        for e in entries.into_iter().rev() {
+            let actor = e.event.metadata["actor"].as_str().unwrap_or_default();
+            events.push(EventRow {
+                position: e.event.global_position,
+                actor: people.name_of(actor).await,
+                event_type: e.event.event_type,
+                at: when(e.event.recorded_at),
+            });
+        }
+        Some(events)
     } else {
         None
     };
@@ -163,14 +159,9 @@ pub async fn history(
             name: entry.item["name"].as_str().unwrap_or_default().to_owned(),
             layout,
             id,
-            revisions,
+            revisions: rows,
             events,
         },
         StatusCode::OK,
     ))
-}
-
-/// A user id as rows show it (its first 8 characters; the full id is in the API).
-fn short(id: &str) -> String {
-    id.chars().take(8).collect()
 }
