@@ -262,3 +262,65 @@ async fn console_posts_without_the_csrf_token_are_refused_and_change_nothing() {
         .await;
     assert_eq!(no_token.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn console_renews_an_expired_access_token_and_marks_cookies_secure_behind_https() {
+    // TLS ends at a proxy in front (the public URL is https): cookies must be Secure.
+    let app = TestApp::spawn_with_env(
+        Store::Sqlite,
+        Default::default(),
+        vec![
+            ("EDICT_ACCESS_TTL_SECS".into(), "1".into()),
+            ("EDICT_PUBLIC_URL".into(), "https://edict.example".into()),
+        ],
+    )
+    .await;
+    let mut browser = Browser::new(&app);
+    let visitor = browser.get("/console/sign-in").await;
+    assert!(
+        visitor
+            .set_cookies()
+            .iter()
+            .any(|c| c.starts_with("edict_visitor=") && c.ends_with("; Secure")),
+        "{:?}",
+        visitor.set_cookies()
+    );
+    browser.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let first = browser.access_token().unwrap();
+    let dashboard = browser.get("/").await;
+    let csrf = dashboard.csrf();
+
+    // Once the API refuses the access token, the console renews it from the refresh token.
+    eventually(Duration::from_secs(10), || async {
+        let (status, _) = app
+            .call(Method::GET, "/api/v1/users/me", Some(&first), None)
+            .await;
+        (status == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await
+    .expect("the access token expires");
+    let renewed = browser.get("/").await;
+    assert_eq!(renewed.status, StatusCode::OK);
+    assert!(
+        renewed.body.contains("<h1>Dashboard</h1>"),
+        "{}",
+        renewed.body
+    );
+    let cookie = renewed
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("edict_session="))
+        .expect("the renewed session's cookie");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+    let second = browser.access_token().unwrap();
+    assert_ne!(first, second);
+
+    // The session is the same: a form rendered before the renewal still posts.
+    let out = browser.post("/console/sign-out", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER, "{}", out.body);
+    let (status, _) = app
+        .call(Method::GET, "/api/v1/users/me", Some(&second), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
