@@ -71,16 +71,18 @@ async fn console_auditors_see_no_review_controls_and_a_forced_approval_is_forbid
     assert_eq!(state["status"], "pending", "{state}");
     assert_eq!(state["working"]["approvals"], json!([]), "{state}");
 
-    // Its author is told another org_admin must review it, and gets no approve button either.
+    // Its author is told another org_admin must approve it, gets no approve button, and may send it
+    // back.
     let mut author = Browser::new(&app);
     author.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let own = author.get(&page).await;
     assert!(
-        own.body.contains("another org_admin must review it"),
+        own.body.contains("another org_admin must approve it"),
         "{}",
         own.body
     );
     assert!(!own.body.contains("/approve\""));
+    assert!(own.body.contains("/reject\""));
 
     // A second org_admin approves it from the page (a team rule needs one approval).
     let (_, email, password) = person(&app, &admin, "reviewer", &["org_admin"]).await;
