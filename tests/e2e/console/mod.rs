@@ -3,9 +3,10 @@
 //! with Chromium live elsewhere.)
 //!
 //! Layout: this module holds [`Browser`], a cookie-keeping HTTP client that follows no redirect, and
-//! the users the tests sign in as; `session` tests signing in and out and the headers; `rules` the
+//! the users the tests sign in as; `session` tests signing in and out and the headers; `dashboard` the dashboard; `rules` the
 //! rule library pages; `device` the device approval page.
 
+mod dashboard;
 mod device;
 mod rules;
 mod session;
