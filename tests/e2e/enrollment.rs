@@ -156,7 +156,8 @@ async fn device_codes_need_explicit_consent_and_are_collected_once(store: Store)
     let (_, body) = poll(&app, "edd_nothing").await;
     assert_eq!(problem_slug(&body), "invalid-grant", "{body}");
 
-    // The approval page is served (it only calls the API).
+    // The approval page is served: a console page that signs in and asks for the code (the console's
+    // tests drive it through consent).
     let page = app
         .client
         .get(format!("{}/device", app.base))
@@ -164,7 +165,9 @@ async fn device_codes_need_explicit_consent_and_are_collected_once(store: Store)
         .await
         .unwrap();
     assert_eq!(page.status(), StatusCode::OK);
-    assert!(page.text().await.unwrap().contains("/approve"));
+    let page = page.text().await.unwrap();
+    assert!(page.contains("Approve a device"), "{page}");
+    assert!(page.contains(r#"name="code""#), "{page}");
 }
 
 async fn enrollment_tokens_have_uses_and_can_be_revoked(store: Store) {

@@ -14,6 +14,7 @@ mod auth;
 mod authority;
 mod bounds;
 mod chaos;
+mod console;
 mod console_browser;
 mod contract;
 mod delivery;

@@ -14,7 +14,7 @@ mod audit;
 mod auth;
 pub mod authorization;
 mod change_requests;
-mod common;
+pub(crate) mod common;
 mod contract;
 mod enrollment;
 mod events;
@@ -114,15 +114,12 @@ pub fn app_with_limits(
     let api = api_service();
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
-    Route::new()
+    let routes = crate::console::mount(Route::new())
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .at("/metrics", metrics::page)
-        .at(
-            "/device",
-            poem::endpoint::make_sync(|_| DEVICE_PAGE).map_to_response(),
-        )
-        .nest("/", api)
+        .nest("/", api);
+    crate::console::at_root(routes)
         .around(middleware::idempotency)
         .around(middleware::limit_body)
         // Who may call each route, checked before the body is read (403 before 400/422).
@@ -146,7 +143,3 @@ pub fn probes_app(edict: Arc<Edict>) -> impl Endpoint {
         .around(middleware::trace_request)
         .data(edict)
 }
-
-/// The page a person opens to approve a device (`edict-agent login`): sign in, enter the code, read
-/// what asks, consent explicitly. It only calls the API; nothing is approved by opening a link.
-const DEVICE_PAGE: poem::web::Html<&str> = poem::web::Html(include_str!("device.html"));

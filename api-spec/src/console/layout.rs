@@ -1,0 +1,98 @@
+//! The frame every console page shares (`templates/console/layout.html`): the skip link, the nav with
+//! the pages the signed-in role may see, who is signed in and the sign-out form. And [`can`]: whether
+//! a principal may do an action, so a page shows only the controls its role may use (the use case
+//! still decides: forcing a hidden control gets 403).
+
+use super::assets;
+use super::session::{Session, Visitor};
+use edict_application::principal::Principal;
+
+/// What the console may offer a principal. The answers follow the use cases' own checks (the
+/// application's `Principal` methods), never a second policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Read the rule library (every signed-in user).
+    ReadRules,
+    /// Draft, edit, submit, approve and reject rules (org_admins).
+    WriteRules,
+    /// Read the organization's operations: projections, every team's convergence (org_admins and
+    /// auditors).
+    ReadOperations,
+}
+
+/// Whether `principal` may do `action`.
+pub fn can(principal: &Principal, action: Action) -> bool {
+    match action {
+        Action::ReadRules => principal.is_user(),
+        Action::WriteRules => principal.is_org_admin(),
+        Action::ReadOperations => principal.can_read_all(),
+    }
+}
+
+/// One entry of the nav.
+#[derive(Debug, Clone)]
+pub struct NavItem {
+    /// Where it leads.
+    pub href: &'static str,
+    /// What it says.
+    pub label: &'static str,
+    /// Whether it is the page shown (`aria-current="page"`).
+    pub current: bool,
+}
+
+/// The top-level pages, each with what lets a principal see it (None: every signed-in user).
+const PAGES: &[(&str, &str, Option<Action>)] = &[
+    ("/", "Dashboard", None),
+    ("/console/rules", "Rules", Some(Action::ReadRules)),
+];
+
+/// What the layout template shows around a page.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Who is signed in (None: a visitor; no nav, no sign-out).
+    pub email: Option<String>,
+    /// The CSRF token of the sign-out form (and of the page's own forms).
+    pub csrf: String,
+    /// The pages the role may see.
+    pub nav: Vec<NavItem>,
+    /// The stylesheet's URL (versioned by its content, so it can be cached long).
+    pub stylesheet: String,
+    /// The script's URL, for pages that load it.
+    pub script: String,
+}
+
+impl Layout {
+    /// The frame of a signed-in page; `current` is the nav entry's href it belongs to.
+    pub fn new(session: &Session, current: &str) -> Layout {
+        let nav = PAGES
+            .iter()
+            .filter(|(_, _, action)| action.is_none_or(|a| can(&session.principal, a)))
+            .map(|(href, label, _)| NavItem {
+                href,
+                label,
+                current: *href == current,
+            })
+            .collect();
+        Layout {
+            email: Some(session.email.clone()),
+            csrf: session.csrf.clone(),
+            nav,
+            stylesheet: assets::href("console.css"),
+            script: assets::href("console.js"),
+        }
+    }
+
+    /// The frame of a page a visitor may see too (signed in or not).
+    pub fn for_visitor(visitor: &Visitor, current: &str) -> Layout {
+        match &visitor.session {
+            Some(session) => Layout::new(session, current),
+            None => Layout {
+                email: None,
+                csrf: visitor.csrf.clone(),
+                nav: Vec::new(),
+                stylesheet: assets::href("console.css"),
+                script: assets::href("console.js"),
+            },
+        }
+    }
+}
