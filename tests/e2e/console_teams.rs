@@ -4,7 +4,7 @@
 //! escaped, and the forms do what they say (create, attach with a mode, add a member, archive, revoke).
 
 use crate::harness::{
-    ADMIN_EMAIL, ADMIN_PASSWORD, Store, TestApp, approved_rule, team_with_member,
+    ADMIN_EMAIL, ADMIN_PASSWORD, Machine, Store, TestApp, approved_rule, attach, team_with_member,
 };
 use crate::on_both_stores;
 use reqwest::StatusCode;
@@ -412,4 +412,34 @@ async fn fleet_pages_follow_the_roles(store: Store) {
         )
         .await;
     assert_eq!(agent["revoked"], true, "{agent}");
+}
+
+/// A running agent's page shows the revision of its team's rule set it enforces, as current.
+#[tokio::test]
+async fn a_machine_page_shows_the_revision_it_enforces() {
+    let app = TestApp::spawn(Store::Sqlite).await;
+    let admin = app.admin().await;
+    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (dev_id, _, mut dev) = person(&app, &admin, "dev", &["member"]).await;
+    let team = team_with_member(&app, &admin, "Enforcers", &dev_id).await;
+    let rule = approved_rule(&app, &admin, &second, "sign-commits").await;
+    attach(&app, &admin, &team, &rule).await;
+    let enrollment = app
+        .ok(
+            "/api/v1/enrollment-tokens",
+            &admin,
+            json!({"user_id": dev_id, "note": "console test"}),
+        )
+        .await;
+    let mut machine = Machine::new();
+    let agent = machine
+        .enroll_with_token(&app.base, enrollment["token"].as_str().unwrap())
+        .await;
+    machine.run();
+    let page = dev
+        .wait_for(&format!("/console/fleet/{agent}"), "status-current")
+        .await;
+    assert!(page.contains("Enforcers"), "{page}");
+    assert!(page.contains(&format!("/console/teams/{team}")), "{page}");
+    machine.stop().await;
 }
