@@ -18,6 +18,14 @@ pub enum Action {
     /// Read the organization's operations: projections, every team's convergence (org_admins and
     /// auditors).
     ReadOperations,
+    /// Read teams: every team for org_admins and auditors, one's own for others (the use cases
+    /// filter).
+    ReadTeams,
+    /// Create and archive teams, and appoint team_admins (org_admins; a team_admin manages the members
+    /// and rules of their own team, which `teams` checks against the team).
+    WriteTeams,
+    /// Read the fleet: every machine for org_admins and auditors, one's own for others.
+    ReadFleet,
 }
 
 /// Whether `principal` may do `action`.
@@ -26,6 +34,8 @@ pub fn can(principal: &Principal, action: Action) -> bool {
         Action::ReadRules => principal.is_user(),
         Action::WriteRules => principal.is_org_admin(),
         Action::ReadOperations => principal.can_read_all(),
+        Action::ReadTeams | Action::ReadFleet => principal.is_user(),
+        Action::WriteTeams => principal.is_org_admin(),
     }
 }
 
@@ -44,6 +54,8 @@ pub struct NavItem {
 const PAGES: &[(&str, &str, Option<Action>)] = &[
     ("/", "Dashboard", None),
     ("/console/rules", "Rules", Some(Action::ReadRules)),
+    ("/console/teams", "Teams", Some(Action::ReadTeams)),
+    ("/console/fleet", "Fleet", Some(Action::ReadFleet)),
 ];
 
 /// What the layout template shows around a page.

@@ -25,11 +25,13 @@ mod assets;
 mod csrf;
 mod dashboard;
 mod device;
+mod fleet;
 mod layout;
 mod render;
 mod rules;
 mod session;
 mod signin;
+mod teams;
 
 pub use layout::{Action, Layout, NavItem, can};
 pub use render::{Failure, page, see_other, when};
@@ -110,6 +112,22 @@ fn pages() -> Route {
         .at("/rules/:id/approve", post(rules::approve))
         .at("/rules/:id/reject", post(rules::reject))
         .at("/rules/:id/history", get(rules::history))
+        .at("/teams", get(teams::list).post(teams::create))
+        .at("/teams/:id", get(teams::show))
+        .at("/teams/:id/rename", post(teams::rename))
+        .at("/teams/:id/archive", post(teams::archive))
+        .at("/teams/:id/members", post(teams::add_member))
+        .at("/teams/:id/members/:user/role", post(teams::change_role))
+        .at(
+            "/teams/:id/members/:user/remove",
+            post(teams::remove_member),
+        )
+        .at("/teams/:id/rules", post(teams::attach))
+        .at("/teams/:id/rules/:rule/mode", post(teams::change_mode))
+        .at("/teams/:id/rules/:rule/detach", post(teams::detach))
+        .at("/fleet", get(fleet::list))
+        .at("/fleet/:id", get(fleet::show))
+        .at("/fleet/:id/revoke", post(fleet::revoke))
 }
 
 /// The middleware of every console page: resolves the session (renewing it when its access token

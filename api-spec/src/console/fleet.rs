@@ -1,0 +1,441 @@
+//! The fleet pages: the enrolled machines (all of them for org_admins and auditors, one's own for
+//! others: `list_agents` decides) with filters, and a machine's page: its owner, the revision of each
+//! team's rule set it enforces against the team's latest, its integrity failures, the reports it sent
+//! (for those who may read the audit trail), and revoking it, after a confirmation.
+
+use super::layout::Layout;
+use super::render::{Failure, describe, page, see_other, when};
+use super::rules::context;
+use super::session::Session;
+use super::teams::people::People;
+use crate::server::rate_limit::RateLimits;
+use askama::Template;
+use askama_web::WebTemplate;
+use edict_application::Edict;
+use edict_application::error::AppError;
+use edict_application::history::Audited;
+use edict_application::queries::PageRequest;
+use edict_domain::agent::Agent;
+use edict_domain::user::GlobalRole;
+use edict_domain::value::Reason;
+use edict_domain::{AgentId, Versioned};
+use poem::http::StatusCode;
+use poem::web::{Data, Form, Path, Query};
+use poem::{Request, Response, handler};
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// The statuses the list filters by.
+const STATUSES: [&str; 2] = ["enrolled", "revoked"];
+
+/// The list's filters.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    status: String,
+    /// Text in the machine's name or id, or its owner's email.
+    #[serde(default)]
+    q: String,
+    /// `yes`: only machines that reported an integrity failure.
+    #[serde(default)]
+    failing: String,
+    #[serde(default)]
+    after: Option<String>,
+}
+
+/// A machine as the list shows it.
+pub struct AgentRow {
+    id: String,
+    machine_name: String,
+    machine_id: String,
+    owner: String,
+    enrolled: String,
+    status: &'static str,
+    integrity_failures: u64,
+    last_failure: String,
+}
+
+/// The fleet.
+#[derive(Template, WebTemplate)]
+#[template(path = "console/fleet_list.html")]
+pub struct FleetPage {
+    layout: Layout,
+    rows: Vec<AgentRow>,
+    status: String,
+    q: String,
+    failing: bool,
+    statuses: &'static [&'static str],
+    next: Option<String>,
+    all_machines: bool,
+    lag: i64,
+}
+
+/// `GET /console/fleet`.
+#[handler]
+pub async fn list(
+    edict: Data<&Arc<Edict>>,
+    session: Session,
+    Query(filters): Query<ListQuery>,
+) -> poem::Result<Response> {
+    let layout = Layout::new(&session, "/console/fleet");
+    let status = STATUSES
+        .contains(&filters.status.as_str())
+        .then(|| filters.status.clone());
+    let page_request = PageRequest {
+        after: filters.after.clone().filter(|a| !a.is_empty()),
+        limit: Some(200),
+        min_position: None,
+    };
+    let listed = edict
+        .list_agents(&session.principal, status.clone(), &page_request)
+        .await
+        .map_err(|e| Failure::new(layout.clone(), e))?;
+    let failing = filters.failing == "yes";
+    let needle = filters.q.trim().to_lowercase();
+    let mut people = People::new(&edict, &session.principal);
+    let mut rows = Vec::new();
+    for doc in &listed.items {
+        let text = |key: &str| doc[key].as_str().unwrap_or_default().to_owned();
+        let failures = doc["integrity_failures"].as_u64().unwrap_or(0);
+        if failing && failures == 0 {
+            continue;
+        }
+        let owner = people.name_of(&text("user")).await;
+        let row = AgentRow {
+            id: text("id"),
+            machine_name: text("machine_name"),
+            machine_id: text("machine_id"),
+            enrolled: doc["enrolled_at"]
+                .as_str()
+                .and_then(|t| t.parse().ok())
+                .map(when)
+                .unwrap_or_default(),
+            status: if doc["revoked"].as_bool().unwrap_or(false) {
+                "revoked"
+            } else {
+                "enrolled"
+            },
+            integrity_failures: failures,
+            last_failure: doc["last_integrity_failure"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            owner,
+        };
+        let matches = needle.is_empty()
+            || [&row.machine_name, &row.machine_id, &row.owner]
+                .iter()
+                .any(|t| t.to_lowercase().contains(&needle));
+        if matches {
+            rows.push(row);
+        }
+    }
+    let next = listed.next.map(|after| {
+        serde_urlencoded::to_string([
+            ("status", status.as_deref().unwrap_or("")),
+            ("q", filters.q.as_str()),
+            ("failing", filters.failing.as_str()),
+            ("after", after.as_str()),
+        ])
+        .unwrap_or_default()
+    });
+    Ok(page(
+        FleetPage {
+            all_machines: session.principal.can_read_all(),
+            layout,
+            rows,
+            status: status.unwrap_or_default(),
+            q: filters.q,
+            failing,
+            statuses: &STATUSES,
+            next,
+            lag: listed.freshness.lag,
+        },
+        StatusCode::OK,
+    ))
+}
+
+/// A team's rule set as the machine enforces it.
+pub struct EnforcedRow {
+    team_id: String,
+    team: String,
+    revision: u64,
+    /// The team's latest revision, when the viewer may read it.
+    latest: String,
+    current: bool,
+    applied: String,
+}
+
+/// A report of the machine, from its events.
+pub struct ReportRow {
+    at: String,
+    kind: String,
+    detail: String,
+}
+
+/// A machine's page.
+#[derive(Template, WebTemplate)]
+#[template(path = "console/fleet_agent.html")]
+pub struct AgentPage {
+    layout: Layout,
+    id: String,
+    version: u64,
+    machine_name: String,
+    machine_id: String,
+    owner: String,
+    enrolled: String,
+    revoked: bool,
+    enforced: Vec<EnforcedRow>,
+    integrity_failures: u64,
+    last_failure: Option<String>,
+    /// None when the viewer may not read the audit trail.
+    reports: Option<Vec<ReportRow>>,
+    /// The reports were not read: too many history reads just now.
+    reports_throttled: bool,
+    can_revoke: bool,
+    notice: Option<&'static str>,
+    error: Option<String>,
+    reason: String,
+}
+
+/// What a form's redirect says happened.
+#[derive(Debug, Default, Deserialize)]
+pub struct Done {
+    #[serde(default)]
+    done: String,
+}
+
+/// `GET /console/fleet/{id}`.
+#[handler]
+pub async fn show(
+    edict: Data<&Arc<Edict>>,
+    limits: Data<&Arc<RateLimits>>,
+    session: Session,
+    Path(id): Path<String>,
+    Query(done): Query<Done>,
+) -> poem::Result<Response> {
+    let notice = (done.done == "revoked").then_some("Machine revoked: its token is refused.");
+    let view = agent_page(&edict, &limits, &session, &id, notice, None, "").await?;
+    Ok(page(view, StatusCode::OK))
+}
+
+fn parse_id(id: &str) -> Result<AgentId, AppError> {
+    id.parse().map_err(|_| AppError::NotFound("agent".into()))
+}
+
+/// Whether `session` may revoke `agent`: what `revoke_agent` checks (its owner unless an auditor, or
+/// an org_admin), on an agent not revoked yet.
+fn may_revoke(session: &Session, agent: &Agent) -> bool {
+    let principal = &session.principal;
+    let owner = agent.user() == Some(principal.user()) && !principal.has_role(GlobalRole::Auditor);
+    principal.is_user() && (principal.is_org_admin() || owner) && !agent.revoked()
+}
+
+async fn agent_page(
+    edict: &Edict,
+    limits: &RateLimits,
+    session: &Session,
+    id: &str,
+    notice: Option<&'static str>,
+    error: Option<String>,
+    reason: &str,
+) -> Result<AgentPage, Failure> {
+    let layout = Layout::new(session, "/console/fleet");
+    let fail = |e| Failure::new(layout.clone(), e);
+    let agent_id = parse_id(id).map_err(fail)?;
+    let agent = edict
+        .agent(&session.principal, agent_id)
+        .await
+        .map_err(fail)?;
+    let mut people = People::new(edict, &session.principal);
+    let owner = match agent.user() {
+        Some(user) => people.name(user).await,
+        None => String::new(),
+    };
+    let mut enforced = Vec::new();
+    for (e, current) in edict
+        .agent_enforced(&session.principal, agent_id)
+        .await
+        .map_err(fail)?
+    {
+        let team = match e.team_id.parse() {
+            Ok(team_id) => edict
+                .team(&session.principal, team_id)
+                .await
+                .ok()
+                .and_then(|t| t.name().map(|n| n.as_str().to_owned())),
+            Err(_) => None,
+        };
+        let latest = edict
+            .team_ruleset(&session.principal, &e.team_id, None)
+            .await
+            .ok()
+            .and_then(|f| f.item["revision"].as_u64())
+            .map(|r| r.to_string())
+            .unwrap_or_default();
+        enforced.push(EnforcedRow {
+            team: team.unwrap_or_else(|| {
+                format!("team {}", e.team_id.chars().take(8).collect::<String>())
+            }),
+            team_id: e.team_id,
+            revision: e.revision,
+            latest,
+            current,
+            applied: when(e.applied_at),
+        });
+    }
+    let last_failure = agent.last_integrity_failure().map(|f| {
+        format!(
+            "{}: {} (team {}, revision {}) — {}",
+            when(f.at),
+            f.reason,
+            f.team,
+            f.revision,
+            f.detail
+        )
+    });
+    let mut reports_throttled = false;
+    let reports = if !session.principal.can_read_all() {
+        None
+    } else if limits.costly_read(&session.principal).is_err() {
+        reports_throttled = true;
+        None
+    } else {
+        let entries = edict
+            .history(&session.principal, Audited::Agent, id)
+            .await
+            .map_err(fail)?;
+        Some(
+            entries
+                .into_iter()
+                .rev()
+                .filter_map(|entry| report(&entry.event))
+                .take(50)
+                .collect(),
+        )
+    };
+    Ok(AgentPage {
+        id: id.to_owned(),
+        version: agent.version(),
+        machine_name: agent
+            .machine_name()
+            .map(|n| n.as_str().to_owned())
+            .unwrap_or_default(),
+        machine_id: agent
+            .machine_id()
+            .map(|m| m.as_str().to_owned())
+            .unwrap_or_default(),
+        owner,
+        enrolled: agent.enrolled_at().map(when).unwrap_or_default(),
+        revoked: agent.revoked(),
+        can_revoke: may_revoke(session, &agent),
+        enforced,
+        integrity_failures: agent.integrity_failures(),
+        last_failure,
+        reports,
+        reports_throttled,
+        notice,
+        error,
+        reason: reason.to_owned(),
+        layout,
+    })
+}
+
+/// An enforcement or integrity report as a row (other events are not reports).
+fn report(event: &edict_application::event_log::RecordedEvent) -> Option<ReportRow> {
+    let p = &event.payload;
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    let (kind, detail) = match event.event_type.as_str() {
+        "EnforcementReported" => (
+            format!("enforcement: {}", text(&p["kind"])),
+            format!(
+                "{} ({} layer, rule {})",
+                text(&p["file"]),
+                text(&p["layer"]),
+                text(&p["rule"]).chars().take(8).collect::<String>()
+            ),
+        ),
+        "IntegrityFailureReported" => (
+            format!("integrity failure: {}", text(&p["reason"])),
+            format!(
+                "team {}, revision {}: {}",
+                text(&p["team"]),
+                p["revision"].as_u64().unwrap_or_default(),
+                text(&p["detail"])
+            ),
+        ),
+        _ => return None,
+    };
+    Some(ReportRow {
+        at: when(event.recorded_at),
+        kind,
+        detail,
+    })
+}
+
+/// The revocation form.
+#[derive(Debug, Deserialize)]
+pub struct RevokeForm {
+    version: Option<u64>,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+/// `POST /console/fleet/{id}/revoke`: its owner or an org_admin, after ticking the confirmation.
+#[handler]
+pub async fn revoke(
+    edict: Data<&Arc<Edict>>,
+    limits: Data<&Arc<RateLimits>>,
+    session: Session,
+    request: &Request,
+    Path(id): Path<String>,
+    Form(form): Form<RevokeForm>,
+) -> poem::Result<Response> {
+    let ctx = context(request, form.version);
+    let outcome = async {
+        let agent = parse_id(&id)?;
+        let reason = match form.reason.trim() {
+            "" => None,
+            reason => Some(Reason::parse(reason)?),
+        };
+        if form.confirm != "yes" {
+            // Whoever may not revoke is told so first: read the agent as the use case would.
+            let found = edict.agent(&session.principal, agent).await?;
+            if !may_revoke(&session, &found) {
+                return edict
+                    .revoke_agent(&session.principal, agent, reason, &ctx)
+                    .await;
+            }
+            return Err(AppError::Invalid {
+                field: "confirmation".into(),
+                message: "tick the box to confirm the revocation".into(),
+            });
+        }
+        edict
+            .revoke_agent(&session.principal, agent, reason, &ctx)
+            .await
+    }
+    .await;
+    match outcome {
+        Ok(_) => Ok(see_other(&format!("/console/fleet/{id}?done=revoked"))),
+        Err(error @ (AppError::Forbidden(_) | AppError::NotFound(_))) => {
+            Err(Failure::new(Layout::new(&session, "/console/fleet"), error).into())
+        }
+        Err(error) => {
+            let (status, _, message) = describe(&error);
+            let view = agent_page(
+                &edict,
+                &limits,
+                &session,
+                &id,
+                None,
+                Some(message),
+                &form.reason,
+            )
+            .await?;
+            Ok(page(view, status))
+        }
+    }
+}

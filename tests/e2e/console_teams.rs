@@ -1,0 +1,445 @@
+//! The console's Teams and Fleet pages over HTTP against a real server: each role sees what the use
+//! cases let it read (a member only their teams and machines), no write control it may not use, a
+//! forced post gets the use case's 403, a post without the CSRF token changes nothing, user text is
+//! escaped, and the forms do what they say (create, attach with a mode, add a member, archive, revoke).
+
+use crate::harness::{
+    ADMIN_EMAIL, ADMIN_PASSWORD, Machine, Store, TestApp, approved_rule, attach, team_with_member,
+};
+use crate::on_both_stores;
+use reqwest::StatusCode;
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::redirect::Policy;
+use serde_json::json;
+use std::time::Duration;
+
+on_both_stores!(teams_pages_follow_the_roles, fleet_pages_follow_the_roles);
+
+/// A browser without script: the console's cookies and the CSRF token of its pages.
+struct Console {
+    client: reqwest::Client,
+    base: String,
+    cookies: Vec<(String, String)>,
+    csrf: String,
+}
+
+/// A page's answer: its status, where it redirects, its body.
+struct Answer {
+    status: StatusCode,
+    location: String,
+    body: String,
+}
+
+impl Console {
+    /// Signs in through the sign-in form.
+    async fn sign_in(app: &TestApp, email: &str, password: &str) -> Console {
+        let mut console = Console {
+            client: reqwest::Client::builder()
+                .redirect(Policy::none())
+                .build()
+                .unwrap(),
+            base: app.base.clone(),
+            cookies: Vec::new(),
+            csrf: String::new(),
+        };
+        let form = console.get("/console/sign-in").await;
+        assert_eq!(form.status, StatusCode::OK, "{}", form.body);
+        console.csrf = csrf_of(&form.body);
+        let signed_in = console
+            .post(
+                "/console/sign-in",
+                &[("email", email), ("password", password), ("next", "/")],
+            )
+            .await;
+        assert_eq!(
+            signed_in.status,
+            StatusCode::SEE_OTHER,
+            "sign in as {email}: {}",
+            signed_in.body
+        );
+        let home = console.get("/").await;
+        assert_eq!(home.status, StatusCode::OK, "{}", home.body);
+        console.csrf = csrf_of(&home.body);
+        console
+    }
+
+    fn keep_cookies(&mut self, response: &reqwest::Response) {
+        for value in response.headers().get_all(SET_COOKIE) {
+            let line = value.to_str().unwrap();
+            let pair = line.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(n, _)| n != name);
+            if !value.is_empty() {
+                self.cookies.push((name.to_owned(), value.to_owned()));
+            }
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn answer(&mut self, request: reqwest::RequestBuilder) -> Answer {
+        let response = request
+            .header(COOKIE, self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep_cookies(&response);
+        let status = response.status();
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .map(|l| l.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        Answer {
+            status,
+            location,
+            body: response.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Answer {
+        let request = self.client.get(format!("{}{path}", self.base));
+        self.answer(request).await
+    }
+
+    /// Posts `fields` with the page's CSRF token, as the form would.
+    async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Answer {
+        let mut fields = fields.to_vec();
+        let csrf = self.csrf.clone();
+        fields.push(("csrf", &csrf));
+        self.post_raw(path, &fields).await
+    }
+
+    /// Posts `fields` as they are (no token added).
+    async fn post_raw(&mut self, path: &str, fields: &[(&str, &str)]) -> Answer {
+        let request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .form(fields);
+        self.answer(request).await
+    }
+
+    /// The page at `path` once it contains `text` (read models catch up by themselves).
+    async fn wait_for(&mut self, path: &str, text: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let page = self.get(path).await;
+            if page.status == StatusCode::OK && page.body.contains(text) {
+                return page.body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{path} never showed {text:?}: {} {}",
+                page.status,
+                page.body
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The value of the first `csrf` hidden field of a page.
+fn csrf_of(page: &str) -> String {
+    let start = page.find(r#"name="csrf" value=""#).expect("a csrf field") + 19;
+    page[start..].split('"').next().unwrap().to_owned()
+}
+
+/// A user with `roles`, signed in to the console; answers (user id, API token, console).
+async fn person(
+    app: &TestApp,
+    admin: &str,
+    name: &str,
+    roles: &[&str],
+) -> (String, String, Console) {
+    let (id, token) = app.user(admin, name, roles).await;
+    let (_, user) = app
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/users/{id}"),
+            Some(admin),
+            None,
+        )
+        .await;
+    let email = user["email"].as_str().unwrap().to_owned();
+    let console = Console::sign_in(app, &email, &format!("{name}-password-123")).await;
+    (id, token, console)
+}
+
+async fn teams_pages_follow_the_roles(store: Store) {
+    let app = TestApp::spawn(store).await;
+    let admin = app.admin().await;
+    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (dev_id, _, mut dev) = person(&app, &admin, "dev", &["member"]).await;
+    let (other_id, _, _) = person(&app, &admin, "other", &["member"]).await;
+    let (lead_id, _, mut lead) = person(&app, &admin, "lead", &["member"]).await;
+    let (_, _, mut auditor) = person(&app, &admin, "auditor", &["auditor"]).await;
+    let mut root = Console::sign_in(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+
+    let ours = team_with_member(&app, &admin, "Core <script>x()</script>", &dev_id).await;
+    let theirs = team_with_member(&app, &admin, "Theirs", &other_id).await;
+    let rule = approved_rule(&app, &admin, &second, "review-diffs").await;
+
+    // The org_admin sees every team, escaped, and may create one.
+    let list = root.wait_for("/console/teams", "Theirs").await;
+    assert!(list.contains("Core &#60;script&#62;x()"), "{list}");
+    assert!(!list.contains("<script>x()"), "{list}");
+    assert!(list.contains("Create team"), "{list}");
+    let created = root.post("/console/teams", &[("name", "Platform")]).await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    assert!(
+        created.location.starts_with("/console/teams/"),
+        "{}",
+        created.location
+    );
+    let platform = created.location["/console/teams/".len()..]
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = root.get(&created.location).await;
+    assert!(page.body.contains("Team created."), "{}", page.body);
+    assert!(page.body.contains("Archive team"), "{}", page.body);
+
+    // Attaching with a temporary mode, appointing a team_admin: the page says so, and the rule set
+    // shows the rule as agents will write it.
+    let base = format!("/console/teams/{platform}");
+    let attached = root
+        .post(
+            &format!("{base}/rules"),
+            &[("rule_id", &rule), ("mode", "temporary"), ("minutes", "30")],
+        )
+        .await;
+    assert_eq!(attached.status, StatusCode::SEE_OTHER, "{}", attached.body);
+    let added = root
+        .post(
+            &format!("{base}/members"),
+            &[("user_id", &lead_id), ("role", "team_admin")],
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    let page = root.wait_for(&base, "Always review-diffs.").await;
+    assert!(page.contains("(30 min)"), "{page}");
+    assert!(page.contains("team_admin"), "{page}");
+
+    // A temporary mode without a time limit is refused with the reason, and nothing changes.
+    let refused = root
+        .post(
+            &format!("{base}/rules/{rule}/mode"),
+            &[("mode", "temporary"), ("minutes", "")],
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains("time limit"), "{}", refused.body);
+
+    // A member sees only their team, without any write control; another team is a 403.
+    let list = dev
+        .wait_for("/console/teams", "Core &#60;script&#62;")
+        .await;
+    assert!(!list.contains("Theirs"), "{list}");
+    assert!(!list.contains("Create team"), "{list}");
+    let page = dev.get(&format!("/console/teams/{ours}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    for control in [
+        "Add member",
+        "Attach rule",
+        "Rename",
+        "Archive team",
+        "Detach",
+    ] {
+        assert!(!page.body.contains(control), "{control}: {}", page.body);
+    }
+    let foreign = dev.get(&format!("/console/teams/{theirs}")).await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN, "{}", foreign.body);
+    let forced = dev
+        .post(
+            &format!("/console/teams/{ours}/rename"),
+            &[("name", "Mine")],
+        )
+        .await;
+    assert_eq!(forced.status, StatusCode::FORBIDDEN, "{}", forced.body);
+    assert!(forced.body.contains("Not allowed"), "{}", forced.body);
+
+    // The team_admin manages members and rules of their team, but neither archives nor appoints.
+    let page = lead.get(&base).await;
+    assert!(page.body.contains("Add member"), "{}", page.body);
+    assert!(page.body.contains("Detach"), "{}", page.body);
+    assert!(!page.body.contains("Archive team"), "{}", page.body);
+    let forced = lead
+        .post(&format!("{base}/archive"), &[("confirm", "yes")])
+        .await;
+    assert_eq!(forced.status, StatusCode::FORBIDDEN, "{}", forced.body);
+
+    // The auditor reads every team and changes nothing.
+    let list = auditor.wait_for("/console/teams", "Platform").await;
+    assert!(list.contains("Theirs"), "{list}");
+    let page = auditor.get(&base).await;
+    assert!(page.body.contains("Always review-diffs."), "{}", page.body);
+    assert!(!page.body.contains("Add member"), "{}", page.body);
+    let forced = auditor
+        .post(&format!("{base}/members"), &[("user_id", &dev_id)])
+        .await;
+    assert_eq!(forced.status, StatusCode::FORBIDDEN, "{}", forced.body);
+
+    // Without the CSRF token nothing changes, even for an org_admin.
+    let no_token = root
+        .post_raw(&format!("{base}/rename"), &[("name", "Renamed")])
+        .await;
+    assert_eq!(no_token.status, StatusCode::FORBIDDEN, "{}", no_token.body);
+    let (_, team) = app
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/teams/{platform}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(team["name"], "Platform", "{team}");
+
+    // Archiving asks for the confirmation, then archives.
+    let unconfirmed = root.post(&format!("{base}/archive"), &[]).await;
+    assert_eq!(
+        unconfirmed.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        unconfirmed.body
+    );
+    let archived = root
+        .post(&format!("{base}/archive"), &[("confirm", "yes")])
+        .await;
+    assert_eq!(archived.status, StatusCode::SEE_OTHER, "{}", archived.body);
+    let page = root.get(&base).await;
+    assert!(page.body.contains("status-archived"), "{}", page.body);
+    assert!(!page.body.contains("Add member"), "{}", page.body);
+}
+
+async fn fleet_pages_follow_the_roles(store: Store) {
+    let app = TestApp::spawn(store).await;
+    let admin = app.admin().await;
+    let (_, dev_token, mut dev) = person(&app, &admin, "dev", &["member"]).await;
+    let (_, other_token, _) = person(&app, &admin, "other", &["member"]).await;
+    let (_, _, mut auditor) = person(&app, &admin, "auditor", &["auditor"]).await;
+    let enroll = |machine: &str, name: &str| json!({"machine_id": machine, "machine_name": name});
+    let mine = app
+        .ok(
+            "/api/v1/agents",
+            &dev_token,
+            enroll("m-dev", "<i>laptop</i>"),
+        )
+        .await;
+    let mine = mine["id"].as_str().unwrap().to_owned();
+    let theirs = app
+        .ok("/api/v1/agents", &other_token, enroll("m-other", "desktop"))
+        .await;
+    let theirs = theirs["id"].as_str().unwrap().to_owned();
+
+    // A member sees only their machine, escaped, and may revoke it; another's is a 403.
+    let list = dev.wait_for("/console/fleet", "m-dev").await;
+    assert!(list.contains("&#60;i&#62;laptop&#60;"), "{list}");
+    assert!(!list.contains("<i>laptop"), "{list}");
+    assert!(!list.contains("m-other"), "{list}");
+    let page = dev.get(&format!("/console/fleet/{mine}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("Revoke machine"), "{}", page.body);
+    let foreign = dev.get(&format!("/console/fleet/{theirs}")).await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN, "{}", foreign.body);
+
+    // The auditor sees every machine and its reports, and revokes none.
+    let list = auditor.wait_for("/console/fleet", "m-other").await;
+    assert!(list.contains("m-dev"), "{list}");
+    let filtered = auditor.get("/console/fleet?q=desk").await;
+    assert!(filtered.body.contains("m-other"), "{}", filtered.body);
+    assert!(!filtered.body.contains("m-dev"), "{}", filtered.body);
+    let page = auditor.get(&format!("/console/fleet/{mine}")).await;
+    assert!(
+        page.body.contains("No report from this machine."),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("Revoke machine"), "{}", page.body);
+    let forced = auditor
+        .post(
+            &format!("/console/fleet/{mine}/revoke"),
+            &[("confirm", "yes")],
+        )
+        .await;
+    assert_eq!(forced.status, StatusCode::FORBIDDEN, "{}", forced.body);
+
+    // Revoking: not without the CSRF token, not without the confirmation; then it is revoked.
+    let path = format!("/console/fleet/{mine}/revoke");
+    let no_token = dev.post_raw(&path, &[("confirm", "yes")]).await;
+    assert_eq!(no_token.status, StatusCode::FORBIDDEN, "{}", no_token.body);
+    let unconfirmed = dev.post(&path, &[("reason", "lost it")]).await;
+    assert_eq!(
+        unconfirmed.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        unconfirmed.body
+    );
+    assert!(unconfirmed.body.contains("lost it"), "{}", unconfirmed.body);
+    let (_, agent) = app
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/agents/{mine}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(agent["revoked"], false, "{agent}");
+    let revoked = dev
+        .post(&path, &[("reason", "lost it"), ("confirm", "yes")])
+        .await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{}", revoked.body);
+    let page = dev.get(&revoked.location).await;
+    assert!(page.body.contains("Machine revoked"), "{}", page.body);
+    assert!(!page.body.contains("Revoke machine"), "{}", page.body);
+    let (_, agent) = app
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/agents/{mine}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(agent["revoked"], true, "{agent}");
+}
+
+/// A running agent's page shows the revision of its team's rule set it enforces, as current.
+#[tokio::test]
+async fn a_machine_page_shows_the_revision_it_enforces() {
+    let app = TestApp::spawn(Store::Sqlite).await;
+    let admin = app.admin().await;
+    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (dev_id, _, mut dev) = person(&app, &admin, "dev", &["member"]).await;
+    let team = team_with_member(&app, &admin, "Enforcers", &dev_id).await;
+    let rule = approved_rule(&app, &admin, &second, "sign-commits").await;
+    attach(&app, &admin, &team, &rule).await;
+    let enrollment = app
+        .ok(
+            "/api/v1/enrollment-tokens",
+            &admin,
+            json!({"user_id": dev_id, "note": "console test"}),
+        )
+        .await;
+    let mut machine = Machine::new();
+    let agent = machine
+        .enroll_with_token(&app.base, enrollment["token"].as_str().unwrap())
+        .await;
+    machine.run();
+    let page = dev
+        .wait_for(&format!("/console/fleet/{agent}"), "status-current")
+        .await;
+    assert!(page.contains("Enforcers"), "{page}");
+    assert!(page.contains(&format!("/console/teams/{team}")), "{page}");
+    machine.stop().await;
+}
