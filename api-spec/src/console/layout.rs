@@ -18,6 +18,9 @@ pub enum Action {
     /// Read the organization's operations: projections, every team's convergence (org_admins and
     /// auditors).
     ReadOperations,
+    /// Read the audit pages: the event log, histories, time travel, the chain, the export
+    /// (org_admins and auditors).
+    ReadAudit,
 }
 
 /// Whether `principal` may do `action`.
@@ -26,6 +29,7 @@ pub fn can(principal: &Principal, action: Action) -> bool {
         Action::ReadRules => principal.is_user(),
         Action::WriteRules => principal.is_org_admin(),
         Action::ReadOperations => principal.can_read_all(),
+        Action::ReadAudit => principal.can_read_all(),
     }
 }
 
@@ -44,6 +48,7 @@ pub struct NavItem {
 const PAGES: &[(&str, &str, Option<Action>)] = &[
     ("/", "Dashboard", None),
     ("/console/rules", "Rules", Some(Action::ReadRules)),
+    ("/console/audit", "Audit", Some(Action::ReadAudit)),
 ];
 
 /// What the layout template shows around a page.

@@ -22,6 +22,7 @@
 //! `layout` if it is a top-level page.
 
 mod assets;
+mod audit;
 mod csrf;
 mod dashboard;
 mod device;
@@ -110,6 +111,11 @@ fn pages() -> Route {
         .at("/rules/:id/approve", post(rules::approve))
         .at("/rules/:id/reject", post(rules::reject))
         .at("/rules/:id/history", get(rules::history))
+        .at("/audit", get(audit::log))
+        .at("/audit/export", get(audit::export))
+        .at("/audit/history/:kind/:id", get(audit::history))
+        .at("/audit/time-travel", get(audit::time_travel))
+        .at("/audit/chain", get(audit::chain))
 }
 
 /// The middleware of every console page: resolves the session (renewing it when its access token
