@@ -14,7 +14,7 @@
 //! - `layout`: the frame each page shares (skip link, nav by role, sign-out) and [`can`];
 //! - `render`: answering a template, a redirect or a failure as a page;
 //! - `assets`: the embedded CSS and JS at `/console/static/...`;
-//! - one module per page group (`signin`, `dashboard`, `rules`, `device`), each with its templates
+//! - one module per page group (`signin`, `dashboard`, `rules`, `device`, `audit`), each with its templates
 //!   under `api-spec/templates/console/`.
 //!
 //! A new page: a module here with its handlers, a template extending `console/layout.html` (blocks
