@@ -213,6 +213,25 @@ async fn an_auditor_reads_the_log_the_past_and_the_chain_and_changes_nothing() {
     let bad = auditor.get("/console/audit?aggregate_type=Nothing").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.body.contains("is not one of"), "{}", bad.body);
+    let bad_time = auditor.get("/console/audit?since=yesterday").await;
+    assert_eq!(bad_time.status, StatusCode::BAD_REQUEST);
+    assert!(bad_time.body.contains("since: "), "{}", bad_time.body);
+    let bad_cursor = auditor.get("/console/audit?after=12").await;
+    assert_eq!(bad_cursor.status, StatusCode::BAD_REQUEST);
+    // A time range the events are in, typed as a browser's datetime-local sends it.
+    let hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M");
+    let ranged = auditor
+        .get(&format!(
+            "/console/audit?aggregate_type=Team&since={hour_ago}"
+        ))
+        .await;
+    assert!(
+        ranged.body.contains("<td>TeamCreated</td>"),
+        "{}",
+        ranged.body
+    );
+    let future = auditor.get("/console/audit?since=2999-01-01T00:00").await;
+    assert!(future.body.contains("No event matches."), "{}", future.body);
 
     // The team's history: its events with the state after each.
     let history = auditor
