@@ -15,6 +15,7 @@ mod authority;
 mod bounds;
 mod chaos;
 mod console;
+mod console_audit;
 mod console_browser;
 mod console_teams;
 mod contract;

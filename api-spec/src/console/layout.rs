@@ -26,6 +26,9 @@ pub enum Action {
     WriteTeams,
     /// Read the fleet: every machine for org_admins and auditors, one's own for others.
     ReadFleet,
+    /// Read the audit pages: the event log, histories, time travel, the chain, the export
+    /// (org_admins and auditors).
+    ReadAudit,
 }
 
 /// Whether `principal` may do `action`.
@@ -36,6 +39,7 @@ pub fn can(principal: &Principal, action: Action) -> bool {
         Action::ReadOperations => principal.can_read_all(),
         Action::ReadTeams | Action::ReadFleet => principal.is_user(),
         Action::WriteTeams => principal.is_org_admin(),
+        Action::ReadAudit => principal.can_read_all(),
     }
 }
 
@@ -56,6 +60,7 @@ const PAGES: &[(&str, &str, Option<Action>)] = &[
     ("/console/rules", "Rules", Some(Action::ReadRules)),
     ("/console/teams", "Teams", Some(Action::ReadTeams)),
     ("/console/fleet", "Fleet", Some(Action::ReadFleet)),
+    ("/console/audit", "Audit", Some(Action::ReadAudit)),
 ];
 
 /// What the layout template shows around a page.

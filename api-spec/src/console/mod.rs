@@ -14,7 +14,7 @@
 //! - `layout`: the frame each page shares (skip link, nav by role, sign-out) and [`can`];
 //! - `render`: answering a template, a redirect or a failure as a page;
 //! - `assets`: the embedded CSS and JS at `/console/static/...`;
-//! - one module per page group (`signin`, `dashboard`, `rules`, `device`), each with its templates
+//! - one module per page group (`signin`, `dashboard`, `rules`, `device`, `audit`), each with its templates
 //!   under `api-spec/templates/console/`.
 //!
 //! A new page: a module here with its handlers, a template extending `console/layout.html` (blocks
@@ -22,6 +22,7 @@
 //! `layout` if it is a top-level page.
 
 mod assets;
+mod audit;
 mod csrf;
 mod dashboard;
 mod device;
@@ -128,6 +129,11 @@ fn pages() -> Route {
         .at("/fleet", get(fleet::list))
         .at("/fleet/:id", get(fleet::show))
         .at("/fleet/:id/revoke", post(fleet::revoke))
+        .at("/audit", get(audit::log))
+        .at("/audit/export", get(audit::export))
+        .at("/audit/history/:kind/:id", get(audit::history))
+        .at("/audit/time-travel", get(audit::time_travel))
+        .at("/audit/chain", get(audit::chain))
 }
 
 /// The middleware of every console page: resolves the session (renewing it when its access token
