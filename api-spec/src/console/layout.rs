@@ -18,6 +18,12 @@ pub enum Action {
     /// Read the organization's operations: projections, every team's convergence (org_admins and
     /// auditors).
     ReadOperations,
+    /// Read the change-request inbox (every signed-in user: all of it for org_admins and auditors, a
+    /// team's for its team_admins, one's own otherwise).
+    ReadChangeRequests,
+    /// Decide on any change request and its exceptions (org_admins; a team_admin decides those of
+    /// their team, which the page checks against the team).
+    DecideChangeRequests,
 }
 
 /// Whether `principal` may do `action`.
@@ -26,6 +32,8 @@ pub fn can(principal: &Principal, action: Action) -> bool {
         Action::ReadRules => principal.is_user(),
         Action::WriteRules => principal.is_org_admin(),
         Action::ReadOperations => principal.can_read_all(),
+        Action::ReadChangeRequests => principal.is_user(),
+        Action::DecideChangeRequests => principal.is_org_admin(),
     }
 }
 
@@ -44,6 +52,11 @@ pub struct NavItem {
 const PAGES: &[(&str, &str, Option<Action>)] = &[
     ("/", "Dashboard", None),
     ("/console/rules", "Rules", Some(Action::ReadRules)),
+    (
+        "/console/change-requests",
+        "Change requests",
+        Some(Action::ReadChangeRequests),
+    ),
 ];
 
 /// What the layout template shows around a page.

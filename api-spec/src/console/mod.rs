@@ -14,7 +14,8 @@
 //! - `layout`: the frame each page shares (skip link, nav by role, sign-out) and [`can`];
 //! - `render`: answering a template, a redirect or a failure as a page;
 //! - `assets`: the embedded CSS and JS at `/console/static/...`;
-//! - one module per page group (`signin`, `dashboard`, `rules`, `device`), each with its templates
+//! - `live`: the server-sent events at `/console/events` that keep `data-live` pages current;
+//! - one module per page group (`signin`, `dashboard`, `rules`, `change_requests`, `device`), each with its templates
 //!   under `api-spec/templates/console/`.
 //!
 //! A new page: a module here with its handlers, a template extending `console/layout.html` (blocks
@@ -22,10 +23,12 @@
 //! `layout` if it is a top-level page.
 
 mod assets;
+mod change_requests;
 mod csrf;
 mod dashboard;
 mod device;
 mod layout;
+mod live;
 mod render;
 mod rules;
 mod session;
@@ -110,6 +113,30 @@ fn pages() -> Route {
         .at("/rules/:id/approve", post(rules::approve))
         .at("/rules/:id/reject", post(rules::reject))
         .at("/rules/:id/history", get(rules::history))
+        .at("/change-requests", get(change_requests::list))
+        .at("/change-requests/:id", get(change_requests::show))
+        .at(
+            "/change-requests/:id/approve",
+            post(change_requests::approve),
+        )
+        .at("/change-requests/:id/reject", post(change_requests::reject))
+        .at(
+            "/change-requests/:id/withdraw",
+            post(change_requests::withdraw),
+        )
+        .at(
+            "/change-requests/:id/exception",
+            post(change_requests::request_exception),
+        )
+        .at(
+            "/change-requests/:id/exception/grant",
+            post(change_requests::grant_exception),
+        )
+        .at(
+            "/change-requests/:id/exception/deny",
+            post(change_requests::deny_exception),
+        )
+        .at("/events", get(live::events))
 }
 
 /// The middleware of every console page: resolves the session (renewing it when its access token
