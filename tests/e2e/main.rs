@@ -13,6 +13,7 @@ mod auth;
 mod authority;
 mod bounds;
 mod chaos;
+mod console_inbox;
 mod contract;
 mod delivery;
 mod enrollment;
