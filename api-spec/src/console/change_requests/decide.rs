@@ -4,7 +4,8 @@
 //! calls the use case the API's handler calls, with the version the page showed as `If-Match`; a
 //! refused one shows the page again with the reason and what was typed, a forbidden one the 403 page.
 
-use super::{INBOX, change_page, parse_id};
+use super::INBOX;
+use super::detail::{change_page, parse_id};
 use crate::console::layout::Layout;
 use crate::console::render::{Failure, describe, page, see_other};
 use crate::console::rules::context;
