@@ -29,6 +29,12 @@ pub enum Action {
     /// Read the audit pages: the event log, histories, time travel, the chain, the export
     /// (org_admins and auditors).
     ReadAudit,
+    /// Read the change-request inbox (every signed-in user: all of it for org_admins and auditors, a
+    /// team's for its team_admins, one's own otherwise).
+    ReadChangeRequests,
+    /// Decide on any change request and its exceptions (org_admins; a team_admin decides those of
+    /// their team, which the page checks against the team).
+    DecideChangeRequests,
 }
 
 /// Whether `principal` may do `action`.
@@ -40,6 +46,8 @@ pub fn can(principal: &Principal, action: Action) -> bool {
         Action::ReadTeams | Action::ReadFleet => principal.is_user(),
         Action::WriteTeams => principal.is_org_admin(),
         Action::ReadAudit => principal.can_read_all(),
+        Action::ReadChangeRequests => principal.is_user(),
+        Action::DecideChangeRequests => principal.is_org_admin(),
     }
 }
 
@@ -58,6 +66,11 @@ pub struct NavItem {
 const PAGES: &[(&str, &str, Option<Action>)] = &[
     ("/", "Dashboard", None),
     ("/console/rules", "Rules", Some(Action::ReadRules)),
+    (
+        "/console/change-requests",
+        "Change requests",
+        Some(Action::ReadChangeRequests),
+    ),
     ("/console/teams", "Teams", Some(Action::ReadTeams)),
     ("/console/fleet", "Fleet", Some(Action::ReadFleet)),
     ("/console/audit", "Audit", Some(Action::ReadAudit)),

@@ -14,7 +14,9 @@
 //! - `layout`: the frame each page shares (skip link, nav by role, sign-out) and [`can`];
 //! - `render`: answering a template, a redirect or a failure as a page;
 //! - `assets`: the embedded CSS and JS at `/console/static/...`;
-//! - one module per page group (`signin`, `dashboard`, `rules`, `device`, `audit`), each with its templates
+//! - `live`: the server-sent events at `/console/events` that keep `data-live` pages current;
+//! - one module per page group (`signin`, `dashboard`, `rules`, `change_requests`, `teams`,
+//!   `fleet`, `device`, `audit`), each with its templates
 //!   under `api-spec/templates/console/`.
 //!
 //! A new page: a module here with its handlers, a template extending `console/layout.html` (blocks
@@ -23,11 +25,13 @@
 
 mod assets;
 mod audit;
+mod change_requests;
 mod csrf;
 mod dashboard;
 mod device;
 mod fleet;
 mod layout;
+mod live;
 mod render;
 mod rules;
 mod session;
@@ -134,6 +138,30 @@ fn pages() -> Route {
         .at("/audit/history/:kind/:id", get(audit::history))
         .at("/audit/time-travel", get(audit::time_travel))
         .at("/audit/chain", get(audit::chain))
+        .at("/change-requests", get(change_requests::list))
+        .at("/change-requests/:id", get(change_requests::show))
+        .at(
+            "/change-requests/:id/approve",
+            post(change_requests::approve),
+        )
+        .at("/change-requests/:id/reject", post(change_requests::reject))
+        .at(
+            "/change-requests/:id/withdraw",
+            post(change_requests::withdraw),
+        )
+        .at(
+            "/change-requests/:id/exception",
+            post(change_requests::request_exception),
+        )
+        .at(
+            "/change-requests/:id/exception/grant",
+            post(change_requests::grant_exception),
+        )
+        .at(
+            "/change-requests/:id/exception/deny",
+            post(change_requests::deny_exception),
+        )
+        .at("/events", get(live::events))
 }
 
 /// The middleware of every console page: resolves the session (renewing it when its access token
