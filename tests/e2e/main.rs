@@ -16,6 +16,7 @@ mod bounds;
 mod chaos;
 mod console;
 mod console_browser;
+mod console_flow;
 mod contract;
 mod delivery;
 mod enrollment;
