@@ -17,6 +17,7 @@ mod chaos;
 mod console;
 mod console_audit;
 mod console_browser;
+mod console_flow;
 mod console_inbox;
 mod console_teams;
 mod contract;
