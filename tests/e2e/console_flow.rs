@@ -121,17 +121,21 @@ fn enforcement(mode: &str) -> Value {
     }
 }
 
-/// Attaches `rule` to `team` with `mode` — over the API until the teams page exists.
-async fn attach_rule(app: &TestApp, admin: &str, team: &str, rule: &str, mode: &str) {
-    app.ok(
-        &format!("/api/v1/teams/{team}/rules"),
-        admin,
-        json!({"rule_id": rule, "enforcement": enforcement(mode)}),
-    )
-    .await;
+/// Attaches the one approved rule to `team` on the team's page, in the first mode offered (block).
+async fn attach_rule(browser: &Browser, team: &str, rule_name: &str) {
+    browser.goto(&format!("/console/teams/{team}")).await;
+    browser.wait_for_text("Attach rule").await;
+    shoot(browser, "team-before").await;
+    browser.click_button("Attach rule").await;
+    browser.wait_for_text(rule_name).await;
+    let attached = browser.page_text().await;
+    assert!(
+        attached.contains("block"),
+        "the team's page shows the rule attached, blocking: {attached}"
+    );
 }
 
-/// Changes how `team` enforces `rule` — over the API until the teams page exists.
+/// Changes how `team` enforces `rule` (over the API: the mode form is on the same page as the attach).
 async fn set_enforcement(app: &TestApp, admin: &str, team: &str, rule: &str, mode: &str) {
     let (status, body) = app
         .call(
@@ -165,14 +169,18 @@ async fn pending_change_request(app: &TestApp, admin: &str, team: &str) -> Strin
     .expect("the developer's edit arrives as a change request")
 }
 
-/// Approves a change request — over the API until the inbox page exists.
-async fn approve_change_request(app: &TestApp, admin: &str, change: &str) {
-    app.ok(
-        &format!("/api/v1/change-requests/{change}/approve"),
-        admin,
-        json!({}),
-    )
-    .await;
+/// Finds the change request in the inbox page and approves it on its page.
+async fn approve_change_request(browser: &Browser, change: &str, rule_name: &str) {
+    browser.goto("/console/change-requests").await;
+    browser.wait_for_text(rule_name).await;
+    shoot(browser, "inbox").await;
+    browser
+        .goto(&format!("/console/change-requests/{change}"))
+        .await;
+    browser.wait_for_text("Decide").await;
+    shoot(browser, "change-request").await;
+    browser.click_button("Approve").await;
+    browser.wait_for_text("approved").await;
 }
 
 /// The team file's text once `predicate` holds for it.
@@ -255,7 +263,7 @@ async fn console_flow_from_draft_to_an_approved_change_request() {
 
     // Attached to the developer's team, blocking; their enrolled agent writes it.
     let team = create_team(&app, &admin, "Platform", &dev.id).await;
-    attach_rule(&app, &admin, &team, &rule, "block").await;
+    attach_rule(&first_browser, &team, "Run the tests").await;
     let enrollment = app
         .ok(
             "/api/v1/enrollment-tokens",
@@ -290,7 +298,7 @@ async fn console_flow_from_draft_to_an_approved_change_request() {
     let edited = edit_section(&written, "Run the tests before merging.");
     std::fs::write(machine.team_file(), &edited).unwrap();
     let change = pending_change_request(&app, &admin, &team).await;
-    approve_change_request(&app, &admin, &change).await;
+    approve_change_request(&first_browser, &change, "Run the tests").await;
     let kept = eventually(Duration::from_secs(20), || async {
         agent_did(&machine, "decision_keep").await.then_some(())
     })
@@ -315,6 +323,27 @@ async fn console_flow_from_draft_to_an_approved_change_request() {
         .await;
     first_browser.wait_for_text("Run the tests").await;
     shoot(&first_browser, "rule-history").await;
+    // The other pages, as they are after the flow.
+    for (path, waits_for, name) in [
+        ("/console/teams".to_owned(), "Platform", "teams"),
+        (format!("/console/teams/{team}"), "Platform", "team"),
+        ("/console/fleet".to_owned(), "Enrolled machines", "fleet"),
+        ("/console/audit".to_owned(), "Event log", "audit"),
+        (
+            "/console/audit/chain".to_owned(),
+            "Chain and checkpoints",
+            "audit-chain",
+        ),
+        (
+            "/console/audit/time-travel".to_owned(),
+            "Time travel",
+            "audit-time-travel",
+        ),
+    ] {
+        first_browser.goto(&path).await;
+        first_browser.wait_for_text(waits_for).await;
+        shoot(&first_browser, name).await;
+    }
     first_browser.assert_clean_console().await;
     first_browser.close().await;
     machine.stop().await;
