@@ -2,20 +2,27 @@
 //! security headers, escaping, and that it enforces the same authorization as the API. (Browser tests
 //! with Chromium live elsewhere.)
 //!
-//! Layout: this module holds [`Browser`], a cookie-keeping HTTP client that follows no redirect, and
-//! the users the tests sign in as; `session` tests signing in and out and the headers; `dashboard` the dashboard; `rules` the
-//! rule library pages; `device` the device approval page.
+//! Layout: this module holds [`Browser`], a cookie-keeping HTTP client that follows no redirect (with
+//! the session's CSRF token for its forms and [`EventStream`] for the live pages' server-sent events),
+//! and the users the tests sign in as; `session` tests signing in and out and the headers;
+//! `dashboard` the dashboard; `rules` the rule library pages; `device` the device approval page;
+//! `teams` the Teams and Fleet pages; `audit` the audit pages; `inbox` the change-request inbox and
+//! the live stream.
 
+mod audit;
 mod dashboard;
 mod device;
+mod inbox;
 mod rules;
 mod session;
+mod teams;
 
 use crate::harness::TestApp;
-use reqwest::header::{HeaderMap, SET_COOKIE};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// The console's Content-Security-Policy, exactly.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' \
@@ -67,11 +74,16 @@ impl Page {
     }
 }
 
-/// A browser without script: keeps cookies, follows no redirect (tests look at each answer).
+/// A browser without script: keeps cookies, follows no redirect (tests look at each answer). A clone
+/// carries the same cookies (for a probe that polls a page).
+#[derive(Clone)]
 pub struct Browser {
     base: String,
     client: reqwest::Client,
     pub cookies: BTreeMap<String, String>,
+    /// The CSRF token of the session's forms, once [`Browser::signed_in`] read it ([`Browser::submit`]
+    /// adds it).
+    pub csrf: String,
 }
 
 impl Browser {
@@ -83,7 +95,19 @@ impl Browser {
                 .build()
                 .unwrap(),
             cookies: BTreeMap::new(),
+            csrf: String::new(),
         }
+    }
+
+    /// A browser signed in as `email` through the sign-in page, holding the CSRF token of the
+    /// session's forms (read from the home page).
+    pub async fn signed_in(app: &TestApp, email: &str, password: &str) -> Browser {
+        let mut browser = Browser::new(app);
+        browser.sign_in(email, password).await;
+        let home = browser.get("/").await;
+        assert_eq!(home.status, StatusCode::OK, "{}", home.body);
+        browser.csrf = home.csrf();
+        browser
     }
 
     fn cookie_header(&self) -> String {
@@ -94,18 +118,15 @@ impl Browser {
             .join("; ")
     }
 
-    async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
+    /// Sends `request` with the cookies, keeps the ones it sets; answers the response unread.
+    async fn respond(&mut self, request: reqwest::RequestBuilder) -> reqwest::Response {
         let mut request = request;
         if !self.cookies.is_empty() {
             request = request.header("cookie", self.cookie_header());
         }
         let response = request.send().await.expect("send request");
-        let page = Page {
-            status: response.status(),
-            headers: response.headers().clone(),
-            body: response.text().await.unwrap_or_default(),
-        };
-        for line in page.set_cookies() {
+        for line in response.headers().get_all(SET_COOKIE) {
+            let line = line.to_str().unwrap_or_default();
             let pair = line.split(';').next().unwrap_or_default();
             let (name, value) = pair.split_once('=').unwrap();
             if value.is_empty() || line.contains("Max-Age=0") {
@@ -114,7 +135,16 @@ impl Browser {
                 self.cookies.insert(name.to_owned(), value.to_owned());
             }
         }
-        page
+        response
+    }
+
+    async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
+        let response = self.respond(request).await;
+        Page {
+            status: response.status(),
+            headers: response.headers().clone(),
+            body: response.text().await.unwrap_or_default(),
+        }
     }
 
     pub async fn get(&mut self, path: &str) -> Page {
@@ -150,9 +180,55 @@ impl Browser {
         .await
     }
 
+    /// A form post with the session's CSRF token added, as the page's form sends it.
+    pub async fn submit(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
+        assert!(
+            !self.csrf.is_empty(),
+            "no CSRF token: sign in with Browser::signed_in"
+        );
+        let csrf = self.csrf.clone();
+        let mut form = fields.to_vec();
+        form.push(("csrf", &csrf));
+        self.post(path, &form).await
+    }
+
+    /// The body of the page at `path` once it answers 200 and contains `text` (read models catch up
+    /// by themselves); panics after 20 s.
+    pub async fn wait_for(&mut self, path: &str, text: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let page = self.get(path).await;
+            if page.status == StatusCode::OK && page.body.contains(text) {
+                return page.body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{path} never showed {text:?}: {} {}",
+                page.status,
+                page.body
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Opens the live pages' stream `/console/events?{query}`; panics unless it is a 200 event stream.
+    pub async fn events(&mut self, query: &str) -> EventStream {
+        let request = self
+            .client
+            .get(format!("{}/console/events?{query}", self.base));
+        let response = self.respond(request).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[CONTENT_TYPE], "text/event-stream");
+        EventStream {
+            response,
+            seen: String::new(),
+        }
+    }
+
     /// Signs in through the sign-in page; panics unless it redirects on.
     pub async fn sign_in(&mut self, email: &str, password: &str) {
         let form = self.get("/console/sign-in").await;
+        assert_eq!(form.status, StatusCode::OK, "{}", form.body);
         let csrf = form.csrf();
         let signed_in = self
             .post(
@@ -182,6 +258,39 @@ impl Browser {
     }
 }
 
+/// A server-sent events stream of the console, read event by event.
+pub struct EventStream {
+    response: reqwest::Response,
+    /// What was read past the last event answered.
+    seen: String,
+}
+
+impl EventStream {
+    /// The data of the next `version` event; panics unless one comes within 20 s.
+    pub async fn next_version(&mut self) -> String {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                while let Some(end) = self.seen.find("\n\n") {
+                    let event: String = self.seen.drain(..end + 2).collect();
+                    if event.contains("event: version\n") {
+                        let data = event.lines().find_map(|l| l.strip_prefix("data: "));
+                        return data.expect("a version's data").to_owned();
+                    }
+                }
+                let chunk = self
+                    .response
+                    .chunk()
+                    .await
+                    .unwrap()
+                    .expect("the stream goes on");
+                self.seen.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+        .await
+        .expect("a version event within 20 s")
+    }
+}
+
 /// Creates a user with `roles` through the API; answers their (id, email, password).
 pub async fn person(
     app: &TestApp,
@@ -204,4 +313,18 @@ pub async fn person(
         .await;
     assert_eq!(status, StatusCode::OK, "create user {name}: {body}");
     (body["id"].as_str().unwrap().to_owned(), email, password)
+}
+
+/// Creates a user with `roles` and signs them in to the console; answers their id, API token and
+/// browser.
+pub async fn signed_in_person(
+    app: &TestApp,
+    admin: &str,
+    name: &str,
+    roles: &[&str],
+) -> (String, String, Browser) {
+    let (id, email, password) = person(app, admin, name, roles).await;
+    let token = app.login(&email, &password).await;
+    let browser = Browser::signed_in(app, &email, &password).await;
+    (id, token, browser)
 }

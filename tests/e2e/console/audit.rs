@@ -4,142 +4,17 @@
 //! log verified against them, and downloads the export; no page offers a write control; a member gets
 //! the 403 page everywhere, and a POST without the CSRF token is refused.
 
+use super::{Browser, person};
 use crate::harness::{
     ADMIN_EMAIL, ADMIN_PASSWORD, Layout, Store, TestApp, approved_rule, attach, eventually,
 };
 use ed25519_dalek::SigningKey;
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, SET_COOKIE};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The seed the chain writer signs checkpoints with.
 const SEED: [u8; 32] = [9; 32];
-
-/// A page as the browser got it.
-struct Page {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Page {
-    /// The value of the first hidden `csrf` field.
-    fn csrf(&self) -> String {
-        let marker = r#"name="csrf" value=""#;
-        let start = self.body.find(marker).expect("a csrf field") + marker.len();
-        let end = self.body[start..].find('"').unwrap() + start;
-        self.body[start..end].to_owned()
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-    }
-}
-
-/// A browser without script: keeps cookies, follows no redirect.
-struct Browser {
-    base: String,
-    client: reqwest::Client,
-    cookies: BTreeMap<String, String>,
-}
-
-impl Browser {
-    fn new(app: &TestApp) -> Browser {
-        Browser {
-            base: app.base.clone(),
-            client: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            cookies: BTreeMap::new(),
-        }
-    }
-
-    async fn send(&mut self, mut request: reqwest::RequestBuilder) -> Page {
-        if !self.cookies.is_empty() {
-            let cookies: Vec<String> = self
-                .cookies
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            request = request.header("cookie", cookies.join("; "));
-        }
-        let response = request.send().await.expect("send request");
-        let page = Page {
-            status: response.status(),
-            headers: response.headers().clone(),
-            body: response.text().await.unwrap_or_default(),
-        };
-        for line in page.headers.get_all(SET_COOKIE) {
-            let line = line.to_str().unwrap_or_default();
-            let pair = line.split(';').next().unwrap_or_default();
-            if let Some((name, value)) = pair.split_once('=') {
-                if value.is_empty() || line.contains("Max-Age=0") {
-                    self.cookies.remove(name);
-                } else {
-                    self.cookies.insert(name.to_owned(), value.to_owned());
-                }
-            }
-        }
-        page
-    }
-
-    async fn get(&mut self, path: &str) -> Page {
-        let request = self.client.get(format!("{}{path}", self.base));
-        self.send(request).await
-    }
-
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
-        let request = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .header("origin", &self.base)
-            .header("sec-fetch-site", "same-origin")
-            .form(form);
-        self.send(request).await
-    }
-
-    async fn sign_in(&mut self, email: &str, password: &str) {
-        let csrf = self.get("/console/sign-in").await.csrf();
-        let signed_in = self
-            .post(
-                "/console/sign-in",
-                &[
-                    ("csrf", &csrf),
-                    ("email", email),
-                    ("password", password),
-                    ("next", "/"),
-                ],
-            )
-            .await;
-        assert_eq!(
-            signed_in.status,
-            StatusCode::SEE_OTHER,
-            "sign in as {email}"
-        );
-    }
-}
-
-/// Creates a user with `roles`; answers their email and password.
-async fn person(app: &TestApp, admin: &str, name: &str, roles: &[&str]) -> (String, String) {
-    let email = format!(
-        "{name}-{}@example.com",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    let password = format!("{name}-password-123");
-    app.ok(
-        "/api/v1/users",
-        admin,
-        json!({"email": email, "name": name, "password": password, "roles": roles}),
-    )
-    .await;
-    (email, password)
-}
 
 /// A deployment whose chain writer (in the main process) signs a checkpoint every two events.
 async fn audited() -> TestApp {
@@ -170,7 +45,7 @@ async fn an_auditor_reads_the_log_the_past_and_the_chain_and_changes_nothing() {
     let team = team["id"].as_str().unwrap().to_owned();
     let rule = approved_rule(&app, &admin, &second, "audited").await;
     attach(&app, &admin, &team, &rule).await;
-    let (email, password) = person(&app, &admin, "auditor", &["auditor"]).await;
+    let (_, email, password) = person(&app, &admin, "auditor", &["auditor"]).await;
     let mut auditor = Browser::new(&app);
     auditor.sign_in(&email, &password).await;
 
@@ -267,13 +142,7 @@ async fn an_auditor_reads_the_log_the_past_and_the_chain_and_changes_nothing() {
     let public = SigningKey::from_bytes(&SEED).verifying_key();
     let key_id = edict_api::ruleset::key_id_of(&public);
     let chain = eventually(Duration::from_secs(30), || async {
-        let page = Browser {
-            base: auditor.base.clone(),
-            client: auditor.client.clone(),
-            cookies: auditor.cookies.clone(),
-        }
-        .get("/console/audit/chain")
-        .await;
+        let page = auditor.clone().get("/console/audit/chain").await;
         page.body.contains(&key_id).then_some(page)
     })
     .await
@@ -328,7 +197,7 @@ async fn an_auditor_reads_the_log_the_past_and_the_chain_and_changes_nothing() {
 async fn a_member_gets_the_403_page_and_a_post_without_csrf_is_refused() {
     let app = audited().await;
     let admin = app.admin().await;
-    let (email, password) = person(&app, &admin, "dev", &["member"]).await;
+    let (_, email, password) = person(&app, &admin, "dev", &["member"]).await;
     let mut member = Browser::new(&app);
     member.sign_in(&email, &password).await;
     let home = member.get("/").await;
@@ -357,7 +226,7 @@ async fn a_member_gets_the_403_page_and_a_post_without_csrf_is_refused() {
 
     // The audit pages take no POST; without the CSRF token it is refused before anything runs.
     let mut auditor = Browser::new(&app);
-    let (email, password) = person(&app, &admin, "auditor", &["auditor"]).await;
+    let (_, email, password) = person(&app, &admin, "auditor", &["auditor"]).await;
     auditor.sign_in(&email, &password).await;
     let refused = auditor
         .post("/console/audit/chain", &[("verify", "1")])

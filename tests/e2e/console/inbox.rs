@@ -4,144 +4,14 @@
 //! decisions one to one with the API's, and that `/console/events` sends a new version when what the
 //! inbox shows changed.
 
+use super::{Browser, person};
 use crate::harness::{self, ADMIN_EMAIL, ADMIN_PASSWORD, Store, TestApp, eventually, rule_spec};
-use reqwest::{Method, StatusCode, header};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::Duration;
 
 const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const HASH_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
-
-/// A person signed in to the console: the session cookie and the CSRF token of their forms.
-struct Person {
-    client: reqwest::Client,
-    base: String,
-    cookie: String,
-    csrf: String,
-}
-
-/// The value of the first `name="csrf"` field of `page`.
-fn csrf_of(page: &str) -> String {
-    let at = page.find(r#"name="csrf" value=""#).expect("a csrf field") + 19;
-    page[at..].split('"').next().unwrap().to_owned()
-}
-
-/// `name=value` of each `Set-Cookie` of `response`.
-fn cookies(response: &reqwest::Response) -> Vec<String> {
-    response
-        .headers()
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
-        .collect()
-}
-
-impl Person {
-    async fn sign_in(app: &TestApp, email: &str, password: &str) -> Person {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let form = client
-            .get(format!("{}/console/sign-in", app.base))
-            .send()
-            .await
-            .unwrap();
-        let visitor = cookies(&form).join("; ");
-        let csrf = csrf_of(&form.text().await.unwrap());
-        let signed = client
-            .post(format!("{}/console/sign-in", app.base))
-            .header(header::COOKIE, &visitor)
-            .form(&[("email", email), ("password", password), ("csrf", &csrf)])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(signed.status(), StatusCode::SEE_OTHER, "sign in as {email}");
-        let cookie = cookies(&signed)
-            .into_iter()
-            .find(|c| c.starts_with("edict_session="))
-            .expect("a session cookie");
-        let mut person = Person {
-            client,
-            base: app.base.clone(),
-            cookie,
-            csrf: String::new(),
-        };
-        let (status, home) = person.get("/").await;
-        assert_eq!(status, StatusCode::OK);
-        person.csrf = csrf_of(&home);
-        person
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, String) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .header(header::COOKIE, &self.cookie)
-            .send()
-            .await
-            .unwrap();
-        (response.status(), response.text().await.unwrap())
-    }
-
-    /// Posts `fields` with the person's CSRF token (`with_csrf`) or without it.
-    async fn post(&self, path: &str, fields: &[(&str, &str)], with_csrf: bool) -> StatusCode {
-        let mut form: Vec<(&str, &str)> = fields.to_vec();
-        if with_csrf {
-            form.push(("csrf", &self.csrf));
-        }
-        self.client
-            .post(format!("{}{path}", self.base))
-            .header(header::COOKIE, &self.cookie)
-            .form(&form)
-            .send()
-            .await
-            .unwrap()
-            .status()
-    }
-
-    async fn events(&self, query: &str) -> reqwest::Response {
-        let response = self
-            .client
-            .get(format!("{}/console/events?{query}", self.base))
-            .header(header::COOKIE, &self.cookie)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(
-            response.headers()[header::CONTENT_TYPE],
-            "text/event-stream"
-        );
-        response
-    }
-}
-
-/// The data of the next `version` event on `stream` (`seen` keeps what was read past it).
-async fn next_version(stream: &mut reqwest::Response, seen: &mut String) -> String {
-    tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            while let Some(end) = seen.find("\n\n") {
-                let event: String = seen.drain(..end + 2).collect();
-                if event.contains("event: version\n") {
-                    let data = event.lines().find_map(|l| l.strip_prefix("data: "));
-                    return data.expect("a version's data").to_owned();
-                }
-            }
-            let chunk = stream.chunk().await.unwrap().expect("the stream goes on");
-            seen.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    })
-    .await
-    .expect("a version event within 20 s")
-}
-
-async fn user(app: &TestApp, admin: &str, name: &str, roles: &[&str]) -> (String, String) {
-    let email = format!("{name}@example.com");
-    let body = json!({"email": email, "name": name, "password": "a-password-123", "roles": roles});
-    let created = app.ok("/api/v1/users", admin, body).await;
-    (created["id"].as_str().unwrap().to_owned(), email)
-}
 
 async fn change_status(app: &TestApp, admin: &str, change: &str) -> Value {
     let path = format!("/api/v1/change-requests/{change}");
@@ -153,9 +23,9 @@ async fn console_inbox_decides_change_requests_and_streams_changes() {
     let app = TestApp::spawn(Store::Sqlite).await;
     let admin = app.admin().await;
     let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
-    let (lead_id, lead_email) = user(&app, &admin, "lead", &["member"]).await;
-    let (dev_id, dev_email) = user(&app, &admin, "dev", &["member"]).await;
-    let (_, auditor_email) = user(&app, &admin, "auditor", &["auditor"]).await;
+    let (lead_id, lead_email, lead_password) = person(&app, &admin, "lead", &["member"]).await;
+    let (dev_id, dev_email, dev_password) = person(&app, &admin, "dev", &["member"]).await;
+    let (_, auditor_email, auditor_password) = person(&app, &admin, "auditor", &["auditor"]).await;
     let team = harness::team_with_member(&app, &admin, "Platform <team>", &dev_id).await;
     app.ok(
         &format!("/api/v1/teams/{team}/members"),
@@ -168,7 +38,7 @@ async fn console_inbox_decides_change_requests_and_streams_changes() {
     let rule = harness::approve(&app, &admin, &second, spec).await;
     let temporary = json!({"mode": "temporary", "temporary_timeout_secs": 3600});
     harness::attach_with(&app, &admin, &team, &rule, temporary).await;
-    let dev = app.login(&dev_email, "a-password-123").await;
+    let dev = app.login(&dev_email, &dev_password).await;
     let agent = app
         .ok(
             "/api/v1/agents",
@@ -198,12 +68,12 @@ async fn console_inbox_decides_change_requests_and_streams_changes() {
         .to_owned();
 
     // The team_admin's inbox lists it once the inbox read model has it, filtered by team and status.
-    let lead = Person::sign_in(&app, &lead_email, "a-password-123").await;
+    let mut lead = Browser::signed_in(&app, &lead_email, &lead_password).await;
     let inbox = format!("/console/change-requests?team={team}&status=pending");
     let listed = eventually(Duration::from_secs(10), || async {
-        let (status, page) = lead.get(&inbox).await;
-        assert_eq!(status, StatusCode::OK);
-        page.contains(&change).then_some(page)
+        let page = lead.clone().get(&inbox).await;
+        assert_eq!(page.status, StatusCode::OK);
+        page.body.contains(&change).then_some(page.body)
     })
     .await
     .expect("the inbox lists the change request");
@@ -214,17 +84,19 @@ async fn console_inbox_decides_change_requests_and_streams_changes() {
         listed.contains(r#"href="/console/change-requests""#),
         "nav entry"
     );
-    let (_, approved_only) = lead
+    let approved_only = lead
         .get(&format!(
             "/console/change-requests?team={team}&status=approved"
         ))
-        .await;
+        .await
+        .body;
     assert!(!approved_only.contains(&change), "{approved_only}");
 
     // Its page: the developer's diff (escaped), the rule in force, who, where; the decisions.
     let page_path = format!("/console/change-requests/{change}");
-    let (status, page) = lead.get(&page_path).await;
-    assert_eq!(status, StatusCode::OK);
+    let page = lead.get(&page_path).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let page = page.body;
     assert!(
         page.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
         "{page}"
@@ -239,25 +111,28 @@ async fn console_inbox_decides_change_requests_and_streams_changes() {
     assert!(page.contains(&format!("{change}/reject")), "{page}");
 
     // An auditor reads it but is offered no decision, and a forced one is refused.
-    let auditor = Person::sign_in(&app, &auditor_email, "a-password-123").await;
-    let (status, seen) = auditor.get(&page_path).await;
-    assert_eq!(status, StatusCode::OK);
+    let mut auditor = Browser::signed_in(&app, &auditor_email, &auditor_password).await;
+    let seen = auditor.get(&page_path).await;
+    assert_eq!(seen.status, StatusCode::OK);
+    let seen = seen.body;
     assert!(!seen.contains(&format!("{change}/approve")), "{seen}");
     let forced = auditor
-        .post(&format!("{page_path}/approve"), &[("version", "1")], true)
-        .await;
+        .submit(&format!("{page_path}/approve"), &[("version", "1")])
+        .await
+        .status;
     assert_eq!(forced, StatusCode::FORBIDDEN);
     // The developer is offered to withdraw, not to decide; a decision forced by them is refused.
-    let developer = Person::sign_in(&app, &dev_email, "a-password-123").await;
-    let (_, own) = developer.get(&page_path).await;
+    let mut developer = Browser::signed_in(&app, &dev_email, &dev_password).await;
+    let own = developer.get(&page_path).await.body;
     assert!(own.contains(&format!("{change}/withdraw")), "{own}");
     assert!(!own.contains(&format!("{change}/approve")), "{own}");
     let forced = developer
-        .post(&format!("{page_path}/approve"), &[], true)
-        .await;
+        .submit(&format!("{page_path}/approve"), &[])
+        .await
+        .status;
     assert_eq!(forced, StatusCode::FORBIDDEN);
     // A POST without the CSRF token is refused before anything happens.
-    let forged = lead.post(&format!("{page_path}/approve"), &[], false).await;
+    let forged = lead.post(&format!("{page_path}/approve"), &[]).await.status;
     assert_eq!(forged, StatusCode::FORBIDDEN);
     assert_eq!(change_status(&app, &admin, &change).await, "pending");
 
@@ -265,8 +140,7 @@ async fn console_inbox_decides_change_requests_and_streams_changes() {
     let mut stream = lead
         .events(&format!("topic=inbox&team={team}&status=pending"))
         .await;
-    let mut seen = String::new();
-    let first = next_version(&mut stream, &mut seen).await;
+    let first = stream.next_version().await;
     let rendered = listed
         .split(r#"data-live-version=""#)
         .nth(1)
@@ -283,26 +157,26 @@ async fn console_inbox_decides_change_requests_and_streams_changes() {
         .as_str()
         .unwrap()
         .to_owned();
-    let changed = next_version(&mut stream, &mut seen).await;
+    let changed = stream.next_version().await;
     assert_ne!(changed, first, "a new change request is a new version");
-    let (_, refreshed) = lead.get(&inbox).await;
+    let refreshed = lead.get(&inbox).await.body;
     assert!(refreshed.contains(&second_change), "{refreshed}");
 
     // Reject with a reason; the developer asks for an exception; the team_admin grants it.
     let rejected = lead
-        .post(
+        .submit(
             &format!("{page_path}/reject"),
             &[("reason", "keep the <team> rule")],
-            true,
         )
-        .await;
+        .await
+        .status;
     assert_eq!(rejected, StatusCode::SEE_OTHER);
-    let after_reject = next_version(&mut stream, &mut seen).await;
+    let after_reject = stream.next_version().await;
     assert_ne!(
         after_reject, changed,
         "a decided change leaves the pending inbox"
     );
-    let (_, decided) = developer.get(&page_path).await;
+    let decided = developer.get(&page_path).await.body;
     assert!(
         decided.contains("keep the &#60;team&#62; rule"),
         "{decided}"
@@ -313,35 +187,32 @@ async fn console_inbox_decides_change_requests_and_streams_changes() {
     );
     // A time-limited exception needs its end: the page says so and keeps the justification.
     let status = developer
-        .post(
+        .submit(
             &format!("{page_path}/exception"),
             &[("reason", "we pair instead"), ("kind", "time_limited")],
-            true,
         )
-        .await;
+        .await
+        .status;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let asked = developer
-        .post(
+        .submit(
             &format!("{page_path}/exception"),
             &[("reason", "we pair instead"), ("kind", "permanent")],
-            true,
         )
-        .await;
+        .await
+        .status;
     assert_eq!(asked, StatusCode::SEE_OTHER);
     assert_eq!(
         change_status(&app, &admin, &change).await,
         "exception_requested"
     );
-    let (_, to_resolve) = lead.get(&page_path).await;
+    let to_resolve = lead.get(&page_path).await.body;
     assert!(to_resolve.contains("exception/grant"), "{to_resolve}");
     assert!(to_resolve.contains("we pair instead"), "{to_resolve}");
     let granted = lead
-        .post(
-            &format!("{page_path}/exception/grant"),
-            &[("until", "")],
-            true,
-        )
-        .await;
+        .submit(&format!("{page_path}/exception/grant"), &[("until", "")])
+        .await
+        .status;
     assert_eq!(granted, StatusCode::SEE_OTHER);
     assert_eq!(
         change_status(&app, &admin, &change).await,
@@ -350,12 +221,12 @@ async fn console_inbox_decides_change_requests_and_streams_changes() {
 
     // The developer withdraws the second one.
     let withdrawn = developer
-        .post(
+        .submit(
             &format!("/console/change-requests/{second_change}/withdraw"),
             &[],
-            true,
         )
-        .await;
+        .await
+        .status;
     assert_eq!(withdrawn, StatusCode::SEE_OTHER);
     assert_eq!(
         change_status(&app, &admin, &second_change).await,
@@ -363,25 +234,17 @@ async fn console_inbox_decides_change_requests_and_streams_changes() {
     );
 
     // The dashboard is a live page too; a stream for it starts with its version.
-    let admin_person = Person::sign_in(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    let (_, dashboard) = admin_person.get("/").await;
+    let mut admin_person = Browser::signed_in(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let dashboard = admin_person.get("/").await.body;
     assert!(
         dashboard.contains(r#"data-live="dashboard""#),
         "{dashboard}"
     );
     let mut stream = admin_person.events("topic=dashboard").await;
-    let mut seen = String::new();
-    assert_eq!(next_version(&mut stream, &mut seen).await.len(), 16);
+    assert_eq!(stream.next_version().await.len(), 16);
     // An unknown topic is a 400; a visitor without a session is sent to sign in.
-    let (status, _) = admin_person.get("/console/events?topic=nothing").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    let visitor = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .get(format!("{}/console/events?topic=inbox", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(visitor.status(), StatusCode::SEE_OTHER);
+    let unknown = admin_person.get("/console/events?topic=nothing").await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    let visitor = Browser::new(&app).get("/console/events?topic=inbox").await;
+    assert_eq!(visitor.status, StatusCode::SEE_OTHER);
 }

@@ -3,183 +3,25 @@
 //! forced post gets the use case's 403, a post without the CSRF token changes nothing, user text is
 //! escaped, and the forms do what they say (create, attach with a mode, add a member, archive, revoke).
 
+use super::{Browser, signed_in_person};
 use crate::harness::{
     ADMIN_EMAIL, ADMIN_PASSWORD, Machine, Store, TestApp, approved_rule, attach, team_with_member,
 };
 use crate::on_both_stores;
 use reqwest::StatusCode;
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
-use reqwest::redirect::Policy;
 use serde_json::json;
-use std::time::Duration;
 
 on_both_stores!(teams_pages_follow_the_roles, fleet_pages_follow_the_roles);
-
-/// A browser without script: the console's cookies and the CSRF token of its pages.
-struct Console {
-    client: reqwest::Client,
-    base: String,
-    cookies: Vec<(String, String)>,
-    csrf: String,
-}
-
-/// A page's answer: its status, where it redirects, its body.
-struct Answer {
-    status: StatusCode,
-    location: String,
-    body: String,
-}
-
-impl Console {
-    /// Signs in through the sign-in form.
-    async fn sign_in(app: &TestApp, email: &str, password: &str) -> Console {
-        let mut console = Console {
-            client: reqwest::Client::builder()
-                .redirect(Policy::none())
-                .build()
-                .unwrap(),
-            base: app.base.clone(),
-            cookies: Vec::new(),
-            csrf: String::new(),
-        };
-        let form = console.get("/console/sign-in").await;
-        assert_eq!(form.status, StatusCode::OK, "{}", form.body);
-        console.csrf = csrf_of(&form.body);
-        let signed_in = console
-            .post(
-                "/console/sign-in",
-                &[("email", email), ("password", password), ("next", "/")],
-            )
-            .await;
-        assert_eq!(
-            signed_in.status,
-            StatusCode::SEE_OTHER,
-            "sign in as {email}: {}",
-            signed_in.body
-        );
-        let home = console.get("/").await;
-        assert_eq!(home.status, StatusCode::OK, "{}", home.body);
-        console.csrf = csrf_of(&home.body);
-        console
-    }
-
-    fn keep_cookies(&mut self, response: &reqwest::Response) {
-        for value in response.headers().get_all(SET_COOKIE) {
-            let line = value.to_str().unwrap();
-            let pair = line.split(';').next().unwrap();
-            let (name, value) = pair.split_once('=').unwrap();
-            self.cookies.retain(|(n, _)| n != name);
-            if !value.is_empty() {
-                self.cookies.push((name.to_owned(), value.to_owned()));
-            }
-        }
-    }
-
-    fn cookie_header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    async fn answer(&mut self, request: reqwest::RequestBuilder) -> Answer {
-        let response = request
-            .header(COOKIE, self.cookie_header())
-            .send()
-            .await
-            .unwrap();
-        self.keep_cookies(&response);
-        let status = response.status();
-        let location = response
-            .headers()
-            .get(LOCATION)
-            .map(|l| l.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        Answer {
-            status,
-            location,
-            body: response.text().await.unwrap(),
-        }
-    }
-
-    async fn get(&mut self, path: &str) -> Answer {
-        let request = self.client.get(format!("{}{path}", self.base));
-        self.answer(request).await
-    }
-
-    /// Posts `fields` with the page's CSRF token, as the form would.
-    async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Answer {
-        let mut fields = fields.to_vec();
-        let csrf = self.csrf.clone();
-        fields.push(("csrf", &csrf));
-        self.post_raw(path, &fields).await
-    }
-
-    /// Posts `fields` as they are (no token added).
-    async fn post_raw(&mut self, path: &str, fields: &[(&str, &str)]) -> Answer {
-        let request = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .form(fields);
-        self.answer(request).await
-    }
-
-    /// The page at `path` once it contains `text` (read models catch up by themselves).
-    async fn wait_for(&mut self, path: &str, text: &str) -> String {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let page = self.get(path).await;
-            if page.status == StatusCode::OK && page.body.contains(text) {
-                return page.body;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{path} never showed {text:?}: {} {}",
-                page.status,
-                page.body
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-/// The value of the first `csrf` hidden field of a page.
-fn csrf_of(page: &str) -> String {
-    let start = page.find(r#"name="csrf" value=""#).expect("a csrf field") + 19;
-    page[start..].split('"').next().unwrap().to_owned()
-}
-
-/// A user with `roles`, signed in to the console; answers (user id, API token, console).
-async fn person(
-    app: &TestApp,
-    admin: &str,
-    name: &str,
-    roles: &[&str],
-) -> (String, String, Console) {
-    let (id, token) = app.user(admin, name, roles).await;
-    let (_, user) = app
-        .call(
-            reqwest::Method::GET,
-            &format!("/api/v1/users/{id}"),
-            Some(admin),
-            None,
-        )
-        .await;
-    let email = user["email"].as_str().unwrap().to_owned();
-    let console = Console::sign_in(app, &email, &format!("{name}-password-123")).await;
-    (id, token, console)
-}
 
 async fn teams_pages_follow_the_roles(store: Store) {
     let app = TestApp::spawn(store).await;
     let admin = app.admin().await;
     let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
-    let (dev_id, _, mut dev) = person(&app, &admin, "dev", &["member"]).await;
-    let (other_id, _, _) = person(&app, &admin, "other", &["member"]).await;
-    let (lead_id, _, mut lead) = person(&app, &admin, "lead", &["member"]).await;
-    let (_, _, mut auditor) = person(&app, &admin, "auditor", &["auditor"]).await;
-    let mut root = Console::sign_in(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let (dev_id, _, mut dev) = signed_in_person(&app, &admin, "dev", &["member"]).await;
+    let (other_id, _, _) = signed_in_person(&app, &admin, "other", &["member"]).await;
+    let (lead_id, _, mut lead) = signed_in_person(&app, &admin, "lead", &["member"]).await;
+    let (_, _, mut auditor) = signed_in_person(&app, &admin, "auditor", &["auditor"]).await;
+    let mut root = Browser::signed_in(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
 
     let ours = team_with_member(&app, &admin, "Core <script>x()</script>", &dev_id).await;
     let theirs = team_with_member(&app, &admin, "Theirs", &other_id).await;
@@ -190,19 +32,19 @@ async fn teams_pages_follow_the_roles(store: Store) {
     assert!(list.contains("Core &#60;script&#62;x()"), "{list}");
     assert!(!list.contains("<script>x()"), "{list}");
     assert!(list.contains("Create team"), "{list}");
-    let created = root.post("/console/teams", &[("name", "Platform")]).await;
+    let created = root.submit("/console/teams", &[("name", "Platform")]).await;
     assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
     assert!(
-        created.location.starts_with("/console/teams/"),
+        created.location().starts_with("/console/teams/"),
         "{}",
-        created.location
+        created.location()
     );
-    let platform = created.location["/console/teams/".len()..]
+    let platform = created.location()["/console/teams/".len()..]
         .split('?')
         .next()
         .unwrap()
         .to_owned();
-    let page = root.get(&created.location).await;
+    let page = root.get(created.location()).await;
     assert!(page.body.contains("Team created."), "{}", page.body);
     assert!(page.body.contains("Archive team"), "{}", page.body);
 
@@ -210,14 +52,14 @@ async fn teams_pages_follow_the_roles(store: Store) {
     // shows the rule as agents will write it.
     let base = format!("/console/teams/{platform}");
     let attached = root
-        .post(
+        .submit(
             &format!("{base}/rules"),
             &[("rule_id", &rule), ("mode", "temporary"), ("minutes", "30")],
         )
         .await;
     assert_eq!(attached.status, StatusCode::SEE_OTHER, "{}", attached.body);
     let added = root
-        .post(
+        .submit(
             &format!("{base}/members"),
             &[("user_id", &lead_id), ("role", "team_admin")],
         )
@@ -229,7 +71,7 @@ async fn teams_pages_follow_the_roles(store: Store) {
 
     // A temporary mode without a time limit is refused with the reason, and nothing changes.
     let refused = root
-        .post(
+        .submit(
             &format!("{base}/rules/{rule}/mode"),
             &[("mode", "temporary"), ("minutes", "")],
         )
@@ -262,7 +104,7 @@ async fn teams_pages_follow_the_roles(store: Store) {
     let foreign = dev.get(&format!("/console/teams/{theirs}")).await;
     assert_eq!(foreign.status, StatusCode::FORBIDDEN, "{}", foreign.body);
     let forced = dev
-        .post(
+        .submit(
             &format!("/console/teams/{ours}/rename"),
             &[("name", "Mine")],
         )
@@ -276,7 +118,7 @@ async fn teams_pages_follow_the_roles(store: Store) {
     assert!(page.body.contains("Detach"), "{}", page.body);
     assert!(!page.body.contains("Archive team"), "{}", page.body);
     let forced = lead
-        .post(&format!("{base}/archive"), &[("confirm", "yes")])
+        .submit(&format!("{base}/archive"), &[("confirm", "yes")])
         .await;
     assert_eq!(forced.status, StatusCode::FORBIDDEN, "{}", forced.body);
 
@@ -287,13 +129,13 @@ async fn teams_pages_follow_the_roles(store: Store) {
     assert!(page.body.contains("Always review-diffs."), "{}", page.body);
     assert!(!page.body.contains("Add member"), "{}", page.body);
     let forced = auditor
-        .post(&format!("{base}/members"), &[("user_id", &dev_id)])
+        .submit(&format!("{base}/members"), &[("user_id", &dev_id)])
         .await;
     assert_eq!(forced.status, StatusCode::FORBIDDEN, "{}", forced.body);
 
     // Without the CSRF token nothing changes, even for an org_admin.
     let no_token = root
-        .post_raw(&format!("{base}/rename"), &[("name", "Renamed")])
+        .post(&format!("{base}/rename"), &[("name", "Renamed")])
         .await;
     assert_eq!(no_token.status, StatusCode::FORBIDDEN, "{}", no_token.body);
     let (_, team) = app
@@ -307,7 +149,7 @@ async fn teams_pages_follow_the_roles(store: Store) {
     assert_eq!(team["name"], "Platform", "{team}");
 
     // Archiving asks for the confirmation, then archives.
-    let unconfirmed = root.post(&format!("{base}/archive"), &[]).await;
+    let unconfirmed = root.submit(&format!("{base}/archive"), &[]).await;
     assert_eq!(
         unconfirmed.status,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -315,7 +157,7 @@ async fn teams_pages_follow_the_roles(store: Store) {
         unconfirmed.body
     );
     let archived = root
-        .post(&format!("{base}/archive"), &[("confirm", "yes")])
+        .submit(&format!("{base}/archive"), &[("confirm", "yes")])
         .await;
     assert_eq!(archived.status, StatusCode::SEE_OTHER, "{}", archived.body);
     let page = root.get(&base).await;
@@ -326,9 +168,9 @@ async fn teams_pages_follow_the_roles(store: Store) {
 async fn fleet_pages_follow_the_roles(store: Store) {
     let app = TestApp::spawn(store).await;
     let admin = app.admin().await;
-    let (_, dev_token, mut dev) = person(&app, &admin, "dev", &["member"]).await;
-    let (_, other_token, _) = person(&app, &admin, "other", &["member"]).await;
-    let (_, _, mut auditor) = person(&app, &admin, "auditor", &["auditor"]).await;
+    let (_, dev_token, mut dev) = signed_in_person(&app, &admin, "dev", &["member"]).await;
+    let (_, other_token, _) = signed_in_person(&app, &admin, "other", &["member"]).await;
+    let (_, _, mut auditor) = signed_in_person(&app, &admin, "auditor", &["auditor"]).await;
     let enroll = |machine: &str, name: &str| json!({"machine_id": machine, "machine_name": name});
     let mine = app
         .ok(
@@ -368,7 +210,7 @@ async fn fleet_pages_follow_the_roles(store: Store) {
     );
     assert!(!page.body.contains("Revoke machine"), "{}", page.body);
     let forced = auditor
-        .post(
+        .submit(
             &format!("/console/fleet/{mine}/revoke"),
             &[("confirm", "yes")],
         )
@@ -377,9 +219,9 @@ async fn fleet_pages_follow_the_roles(store: Store) {
 
     // Revoking: not without the CSRF token, not without the confirmation; then it is revoked.
     let path = format!("/console/fleet/{mine}/revoke");
-    let no_token = dev.post_raw(&path, &[("confirm", "yes")]).await;
+    let no_token = dev.post(&path, &[("confirm", "yes")]).await;
     assert_eq!(no_token.status, StatusCode::FORBIDDEN, "{}", no_token.body);
-    let unconfirmed = dev.post(&path, &[("reason", "lost it")]).await;
+    let unconfirmed = dev.submit(&path, &[("reason", "lost it")]).await;
     assert_eq!(
         unconfirmed.status,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -397,10 +239,10 @@ async fn fleet_pages_follow_the_roles(store: Store) {
         .await;
     assert_eq!(agent["revoked"], false, "{agent}");
     let revoked = dev
-        .post(&path, &[("reason", "lost it"), ("confirm", "yes")])
+        .submit(&path, &[("reason", "lost it"), ("confirm", "yes")])
         .await;
     assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{}", revoked.body);
-    let page = dev.get(&revoked.location).await;
+    let page = dev.get(revoked.location()).await;
     assert!(page.body.contains("Machine revoked"), "{}", page.body);
     assert!(!page.body.contains("Revoke machine"), "{}", page.body);
     let (_, agent) = app
@@ -420,7 +262,7 @@ async fn a_machine_page_shows_the_revision_it_enforces() {
     let app = TestApp::spawn(Store::Sqlite).await;
     let admin = app.admin().await;
     let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
-    let (dev_id, _, mut dev) = person(&app, &admin, "dev", &["member"]).await;
+    let (dev_id, _, mut dev) = signed_in_person(&app, &admin, "dev", &["member"]).await;
     let team = team_with_member(&app, &admin, "Enforcers", &dev_id).await;
     let rule = approved_rule(&app, &admin, &second, "sign-commits").await;
     attach(&app, &admin, &team, &rule).await;
