@@ -4,7 +4,7 @@
 //! (for those who may read the audit trail), and revoking it, after a confirmation.
 
 use super::layout::Layout;
-use super::render::{Failure, describe, page, see_other, when};
+use super::render::{Done, Failure, describe, page, see_other, when};
 use super::rules::context;
 use super::session::Session;
 use super::teams::people::People;
@@ -198,13 +198,6 @@ pub struct AgentPage {
     reason: String,
 }
 
-/// What a form's redirect says happened.
-#[derive(Debug, Default, Deserialize)]
-pub struct Done {
-    #[serde(default)]
-    done: String,
-}
-
 /// `GET /console/fleet/{id}`.
 #[handler]
 pub async fn show(
@@ -214,7 +207,7 @@ pub async fn show(
     Path(id): Path<String>,
     Query(done): Query<Done>,
 ) -> poem::Result<Response> {
-    let notice = (done.done == "revoked").then_some("Machine revoked: its token is refused.");
+    let notice = done.notice(&[("revoked", "Machine revoked: its token is refused.")]);
     let view = agent_page(&edict, &limits, &session, &id, notice, None, "").await?;
     Ok(page(view, StatusCode::OK))
 }

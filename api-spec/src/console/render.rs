@@ -164,3 +164,20 @@ pub(super) fn forbidden_form(visitor: &Visitor) -> Response {
 pub fn when(at: chrono::DateTime<chrono::Utc>) -> String {
     at.format("%Y-%m-%d %H:%M UTC").to_string()
 }
+
+/// What a form's redirect says happened (`?done=`), read by the page it lands on.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Done {
+    #[serde(default)]
+    done: String,
+}
+
+impl Done {
+    /// The notice `notices` gives for what happened (`None` for nothing, or an unknown word).
+    pub fn notice(&self, notices: &[(&str, &'static str)]) -> Option<&'static str> {
+        notices
+            .iter()
+            .find(|(done, _)| *done == self.done)
+            .map(|(_, notice)| *notice)
+    }
+}

@@ -14,7 +14,7 @@ pub use form::{create, edit_form, new_form, preview, update};
 pub use revisions::history;
 
 use super::layout::{Action, Layout, can};
-use super::render::{Failure, page, see_other, when};
+use super::render::{Done, Failure, page, see_other, when};
 use super::session::Session;
 use askama::Template;
 use askama_web::WebTemplate;
@@ -199,13 +199,6 @@ pub struct RulePage {
     reason: String,
 }
 
-/// What a decision's redirect says happened (`?done=`).
-#[derive(Debug, Default, Deserialize)]
-pub struct Done {
-    #[serde(default)]
-    done: String,
-}
-
 /// `GET /console/rules/{id}`: the rule, its revisions and what the viewer may do with it.
 #[handler]
 pub async fn show(
@@ -214,14 +207,13 @@ pub async fn show(
     Path(id): Path<String>,
     Query(done): Query<Done>,
 ) -> poem::Result<Response> {
-    let notice = match done.done.as_str() {
-        "drafted" => Some("Draft saved."),
-        "saved" => Some("Changes saved."),
-        "submitted" => Some("Submitted for review."),
-        "approved" => Some("Approval recorded."),
-        "rejected" => Some("Revision rejected and sent back to its author."),
-        _ => None,
-    };
+    let notice = done.notice(&[
+        ("drafted", "Draft saved."),
+        ("saved", "Changes saved."),
+        ("submitted", "Submitted for review."),
+        ("approved", "Approval recorded."),
+        ("rejected", "Revision rejected and sent back to its author."),
+    ]);
     let view = rule_page(&edict, &session, &id, notice.map(str::to_owned), None, "").await?;
     Ok(page(view, StatusCode::OK))
 }

@@ -15,7 +15,7 @@ pub use commands::{
 };
 
 use super::layout::{Action, Layout, can};
-use super::render::{Failure, describe, page, see_other, when};
+use super::render::{Done, Failure, describe, page, see_other, when};
 use super::rules::context;
 use super::session::Session;
 use askama::Template;
@@ -267,13 +267,6 @@ pub struct TeamPage {
     error: Option<String>,
 }
 
-/// What a form's redirect says happened (`?done=`).
-#[derive(Debug, Default, Deserialize)]
-pub struct Done {
-    #[serde(default)]
-    done: String,
-}
-
 /// `GET /console/teams/{id}`.
 #[handler]
 pub async fn show(
@@ -282,18 +275,17 @@ pub async fn show(
     Path(id): Path<String>,
     Query(done): Query<Done>,
 ) -> poem::Result<Response> {
-    let notice = match done.done.as_str() {
-        "created" => Some("Team created."),
-        "renamed" => Some("Team renamed."),
-        "archived" => Some("Team archived."),
-        "added" => Some("Member added."),
-        "role" => Some("Role changed."),
-        "removed" => Some("Member removed."),
-        "attached" => Some("Rule attached."),
-        "mode" => Some("Enforcement changed."),
-        "detached" => Some("Rule detached."),
-        _ => None,
-    };
+    let notice = done.notice(&[
+        ("created", "Team created."),
+        ("renamed", "Team renamed."),
+        ("archived", "Team archived."),
+        ("added", "Member added."),
+        ("role", "Role changed."),
+        ("removed", "Member removed."),
+        ("attached", "Rule attached."),
+        ("mode", "Enforcement changed."),
+        ("detached", "Rule detached."),
+    ]);
     let view = team_page(&edict, &session, &id, notice, None).await?;
     Ok(page(view, StatusCode::OK))
 }

@@ -5,7 +5,7 @@
 use super::{INBOX, Names, short};
 use crate::console::layout::{Action, Layout, can};
 use crate::console::live;
-use crate::console::render::{Failure, page, when};
+use crate::console::render::{Done, Failure, page, when};
 use crate::console::session::Session;
 use askama::Template;
 use askama_web::WebTemplate;
@@ -19,7 +19,6 @@ use edict_domain::{AgentId, ChangeRequestId, RuleId, TeamId, Versioned};
 use poem::http::StatusCode;
 use poem::web::{Data, Path, Query};
 use poem::{Response, handler};
-use serde::Deserialize;
 use std::sync::Arc;
 
 /// One line of the developer's diff.
@@ -108,13 +107,6 @@ pub struct ChangePage {
     live_version: String,
 }
 
-/// What a decision's redirect says happened (`?done=`).
-#[derive(Debug, Default, Deserialize)]
-pub struct Done {
-    #[serde(default)]
-    done: String,
-}
-
 /// `GET /console/change-requests/{id}`.
 #[handler]
 pub async fn show(
@@ -123,15 +115,14 @@ pub async fn show(
     Path(id): Path<String>,
     Query(done): Query<Done>,
 ) -> poem::Result<Response> {
-    let notice = match done.done.as_str() {
-        "approved" => Some("Approved: the developer keeps the change."),
-        "rejected" => Some("Rejected: the agent reverts the change."),
-        "withdrawn" => Some("Withdrawn."),
-        "requested" => Some("Exception requested: a team admin decides it."),
-        "granted" => Some("Exception granted."),
-        "denied" => Some("Exception denied: the change stays reverted."),
-        _ => None,
-    };
+    let notice = done.notice(&[
+        ("approved", "Approved: the developer keeps the change."),
+        ("rejected", "Rejected: the agent reverts the change."),
+        ("withdrawn", "Withdrawn."),
+        ("requested", "Exception requested: a team admin decides it."),
+        ("granted", "Exception granted."),
+        ("denied", "Exception denied: the change stays reverted."),
+    ]);
     let view = change_page(&edict, &session, &id, notice.map(str::to_owned), None, "").await?;
     Ok(page(view, StatusCode::OK))
 }
