@@ -350,7 +350,7 @@ async fn console_flow_from_draft_to_an_approved_change_request() {
 }
 
 /// The texts of write controls no auditor may see.
-const WRITE_CONTROLS: [&str; 7] = [
+const WRITE_CONTROLS: [&str; 20] = [
     "New rule",
     "Save draft",
     "Submit for review",
@@ -358,6 +358,19 @@ const WRITE_CONTROLS: [&str; 7] = [
     "Reject",
     "Edit the draft",
     "Open a new revision",
+    "Create team",
+    "Rename",
+    "Archive team",
+    "Add member",
+    "Change role",
+    "Remove",
+    "Attach rule",
+    "Change mode",
+    "Detach",
+    "Revoke machine",
+    "Grant the exception",
+    "Deny the exception",
+    "Withdraw",
 ];
 
 /// Fails when the page shown has a button or link reading one of [`WRITE_CONTROLS`].
@@ -388,7 +401,7 @@ async fn console_roles_an_auditor_sees_no_write_control_and_a_member_only_their_
     let auditor = person(&app, &admin, "Auditor", &["auditor"]).await;
     let member = person(&app, &admin, "Member", &["member"]).await;
     let other = person(&app, &admin, "Other", &["member"]).await;
-    create_team(&app, &admin, "Payments", &member.id).await;
+    let payments = create_team(&app, &admin, "Payments", &member.id).await;
     create_team(&app, &admin, "Research", &other.id).await;
     // One rule in force, one waiting for review.
     let approved = crate::harness::approved_rule(&app, &admin, &second, "review diffs").await;
@@ -415,6 +428,16 @@ async fn console_roles_an_auditor_sees_no_write_control_and_a_member_only_their_
         (format!("/console/rules/{approved}"), "In force: revision 1"),
         (format!("/console/rules/{pending}"), "Revision 1 (pending)"),
         (format!("/console/rules/{pending}/history"), "pending rule"),
+        ("/console/teams".to_owned(), "Research"),
+        (
+            format!("/console/teams/{payments}"),
+            "Rule set as agents write it",
+        ),
+        ("/console/fleet".to_owned(), "Fleet"),
+        ("/console/change-requests".to_owned(), "Change requests"),
+        ("/console/audit".to_owned(), "Event log"),
+        ("/console/audit/chain".to_owned(), "Chain and checkpoints"),
+        ("/console/audit/time-travel".to_owned(), "Time travel"),
     ] {
         browser.goto(&path).await;
         browser.wait_for_text(shown).await;
@@ -423,14 +446,17 @@ async fn console_roles_an_auditor_sees_no_write_control_and_a_member_only_their_
     browser.assert_clean_console().await;
     browser.client().delete_all_cookies().await.unwrap();
 
-    // A member's dashboard has their team and not the other one.
+    // A member's dashboard and teams page have their team and not the other one.
     sign_in(&browser, &member.email, &member.password).await;
-    browser.wait_for_text("Payments").await;
-    let text = browser.page_text().await;
-    assert!(
-        !text.contains("Research"),
-        "a member sees another team: {text}"
-    );
+    for path in ["/console/", "/console/teams"] {
+        browser.goto(path).await;
+        browser.wait_for_text("Payments").await;
+        let text = browser.page_text().await;
+        assert!(
+            !text.contains("Research"),
+            "a member sees another team on {path}: {text}"
+        );
+    }
     browser.assert_clean_console().await;
     browser.close().await;
     let (status, _) = app
