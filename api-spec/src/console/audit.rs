@@ -26,7 +26,7 @@ use askama::Template;
 use askama_web::WebTemplate;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use edict_application::Edict;
-use edict_application::audit::{ExportRange, ExportReader};
+use edict_application::audit::ExportRange;
 use edict_application::error::AppError;
 use edict_application::event_log::{Checkpoint, LogFilter, RecordedEvent};
 use poem::http::{StatusCode, header};
@@ -359,37 +359,9 @@ pub async fn export(
             header::CONTENT_DISPOSITION,
             format!("attachment; filename=\"{name}\""),
         )
-        .body(Body::from_bytes_stream(ndjson(reader))))
-}
-
-/// The reader's pages as JSON lines; a failure ends the stream with an error (the download is cut
-/// short, never given a line that lies).
-fn ndjson(
-    reader: ExportReader,
-) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
-    futures::stream::try_unfold(Some(reader), |state| async move {
-        let Some(mut reader) = state else {
-            return Ok(None);
-        };
-        loop {
-            let Some(events) = reader.next_page().await.map_err(|error| {
-                tracing::error!(%error, "console export stopped");
-                std::io::Error::other(error)
-            })?
-            else {
-                return Ok(None);
-            };
-            if events.is_empty() {
-                continue;
-            }
-            let mut chunk = Vec::with_capacity(events.len() * 512);
-            for event in &events {
-                serde_json::to_writer(&mut chunk, event).map_err(std::io::Error::other)?;
-                chunk.push(b'\n');
-            }
-            return Ok(Some((chunk, Some(reader))));
-        }
-    })
+        .body(Body::from_bytes_stream(crate::server::audit::ndjson(
+            reader,
+        ))))
 }
 
 /// A time as the audit pages show it, to the second.

@@ -135,8 +135,8 @@ impl AuditApi {
 }
 
 /// The reader's pages as NDJSON chunks; a failure ends the stream with an error (the client sees a
-/// truncated body, never a line that lies).
-fn ndjson(
+/// truncated body, never a line that lies). The console's download streams the same.
+pub(crate) fn ndjson(
     reader: ExportReader,
 ) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
     futures::stream::unfold(Some(reader), |state| async move {

@@ -10,7 +10,7 @@
 
 mod admin;
 mod agents;
-mod audit;
+pub(crate) mod audit;
 mod auth;
 pub mod authorization;
 mod change_requests;
