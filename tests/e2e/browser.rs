@@ -14,6 +14,7 @@
 
 use crate::harness::free_port;
 use base64::Engine as _;
+use fantoccini::actions::{InputSource as _, KeyAction, KeyActions};
 use fantoccini::elements::Element;
 use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -177,6 +178,53 @@ impl Browser {
         let field = self.field(label_or_css).await;
         field.clear().await.expect("clear a field");
         field.send_keys(value).await.expect("type into a field");
+    }
+
+    /// Picks the option whose value is `value` in the select named by `label_or_css` (see
+    /// [`Browser::field`]).
+    pub async fn select(&self, label_or_css: &str, value: &str) {
+        let field = self.field(label_or_css).await;
+        if let Err(error) = field.select_by_value(value).await {
+            self.fail(&format!(
+                "{label_or_css:?} offers no option {value:?}: {error}"
+            ))
+            .await
+        }
+    }
+
+    /// Types `keys` on the keyboard, wherever the focus is: each character (or [`fantoccini::key::Key`],
+    /// as text) pressed and released in turn, as a person would.
+    pub async fn press(&self, keys: &str) {
+        let mut actions = KeyActions::new("keyboard".to_owned());
+        for key in keys.chars() {
+            actions = actions
+                .then(KeyAction::Down { value: key })
+                .then(KeyAction::Up { value: key });
+        }
+        self.client()
+            .perform_actions(actions)
+            .await
+            .expect("press keys");
+    }
+
+    /// What has the keyboard's focus: its tag, its accessible text (the label of a control, the text of
+    /// a link or button), and whether it is drawn with a visible focus indicator (an outline of some
+    /// width that is not `none`).
+    pub async fn focused(&self) -> Focused {
+        let script = "const e = document.activeElement; const s = getComputedStyle(e);\
+            const label = e.labels && e.labels.length ? e.labels[0].innerText : '';\
+            return [e.tagName.toLowerCase(), (label || e.getAttribute('aria-label') || e.innerText || '').trim(),\
+            s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) > 0];";
+        let found = self
+            .client()
+            .execute(script, vec![])
+            .await
+            .expect("read the focused element");
+        Focused {
+            tag: found[0].as_str().unwrap_or_default().to_owned(),
+            text: found[1].as_str().unwrap_or_default().to_owned(),
+            outlined: found[2].as_bool().unwrap_or(false),
+        }
     }
 
     /// Waits until a button reading `text` (a `<button>`, or an `<input>` button with that value) is shown
@@ -454,4 +502,15 @@ impl WebDriverCompatibleCommand for ChromeCommand {
     fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {
         (http::Method::POST, Some(self.body.to_string()))
     }
+}
+
+/// The element that has the keyboard's focus (see [`Browser::focused`]).
+#[derive(Debug)]
+pub struct Focused {
+    /// Its tag name, lower case (`a`, `input`, `main`, …).
+    pub tag: String,
+    /// Its label, `aria-label` or text.
+    pub text: String,
+    /// Whether a focus outline is drawn around it.
+    pub outlined: bool,
 }

@@ -4,6 +4,7 @@
 
 use crate::browser::Browser;
 use crate::harness::{ADMIN_EMAIL, ADMIN_PASSWORD, Store, TestApp};
+use fantoccini::key::Key;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::path::Path;
@@ -116,5 +117,86 @@ async fn browser_harness_renders_swagger_ui() {
         u64::from(height) > viewport.as_u64().unwrap() * 3,
         "a {height} px high screenshot of a {viewport} px viewport"
     );
+    browser.close().await;
+}
+
+/// Presses Tab until the focus reaches an element whose text is `text`, at most `limit` times; answers
+/// what the focus passed through, and fails when any of it was drawn without a focus outline.
+async fn tab_to(browser: &Browser, text: &str, limit: usize) -> Vec<String> {
+    let mut passed = Vec::new();
+    for _ in 0..limit {
+        browser.press(&Key::Tab).await;
+        let focused = browser.focused().await;
+        assert!(
+            focused.outlined,
+            "{focused:?} has the focus but no visible outline"
+        );
+        passed.push(focused.text.clone());
+        if focused.text == text {
+            return passed;
+        }
+    }
+    panic!("{limit} presses of Tab never reached {text:?}; the focus went through {passed:?}");
+}
+
+/// The console from the keyboard alone: Tab reaches the skip link first, which moves the focus to the
+/// page's content; a person signs in by typing, Tab and Enter; every link of the navigation is reached
+/// in reading order; whatever has the focus is outlined.
+#[tokio::test]
+async fn console_keyboard_signs_in_and_reaches_every_navigation_link_with_a_visible_focus() {
+    let app = TestApp::spawn(Store::Sqlite).await;
+    let browser = Browser::open(&app.base).await;
+    browser.goto("/console/sign-in").await;
+    browser.wait_for_text("Sign in").await;
+
+    let first = tab_to(&browser, "Skip to content", 1).await;
+    assert_eq!(first, ["Skip to content"], "the skip link comes first");
+    tab_to(&browser, "Email", 3).await;
+    browser.press(ADMIN_EMAIL).await;
+    browser.press(&Key::Tab).await;
+    assert_eq!(browser.focused().await.text, "Password");
+    browser.press(ADMIN_PASSWORD).await;
+    browser.press(&Key::Enter).await;
+    browser.wait_for_text("Convergence").await;
+
+    // On the dashboard: the skip link, then the brand, each nav link in order, then sign-out.
+    tab_to(&browser, "Skip to content", 1).await;
+    browser.press(&Key::Enter).await;
+    let main = browser.focused().await;
+    assert_eq!(
+        main.tag, "main",
+        "the skip link moves the focus to the content"
+    );
+    browser.goto("/console/").await;
+    browser.wait_for_text("Convergence").await;
+    let passed = tab_to(&browser, "Sign out", 12).await;
+    let nav: Vec<&str> = passed
+        .iter()
+        .map(String::as_str)
+        .filter(|text| {
+            [
+                "Dashboard",
+                "Rules",
+                "Change requests",
+                "Teams",
+                "Fleet",
+                "Audit",
+            ]
+            .contains(text)
+        })
+        .collect();
+    assert_eq!(
+        nav,
+        [
+            "Dashboard",
+            "Rules",
+            "Change requests",
+            "Teams",
+            "Fleet",
+            "Audit"
+        ],
+        "the navigation's links in reading order (the focus went through {passed:?})"
+    );
+    browser.assert_clean_console().await;
     browser.close().await;
 }

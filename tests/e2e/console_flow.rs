@@ -99,7 +99,8 @@ async fn draft_and_submit(browser: &Browser, name: &str, content: &str) -> Strin
     id
 }
 
-/// A team named `name` with `member` (a user id) — over the API until the teams page exists.
+/// A team named `name` with `member` (a user id), set up over the API (for the role checks, where the
+/// set-up is not what is tested).
 async fn create_team(app: &TestApp, admin: &str, name: &str, member: &str) -> String {
     let team = app.ok("/api/v1/teams", admin, json!({"name": name})).await;
     let team = team["id"].as_str().expect("a team id").to_owned();
@@ -112,13 +113,26 @@ async fn create_team(app: &TestApp, admin: &str, name: &str, member: &str) -> St
     team
 }
 
-/// An enforcement of `mode`; a temporary change waits an hour for its decision.
-fn enforcement(mode: &str) -> Value {
-    if mode == "temporary" {
-        json!({"mode": mode, "temporary_timeout_secs": 3600})
-    } else {
-        json!({"mode": mode})
-    }
+/// Creates a team named `name` on the teams page and adds `member` on the team's page; answers the
+/// team's id.
+async fn create_team_on_pages(browser: &Browser, name: &str, member: &Person) -> String {
+    browser.goto("/console/teams").await;
+    browser.fill("New team's name", name).await;
+    browser.click_button("Create team").await;
+    browser.wait_for_text("Add member").await;
+    let path = browser.path().await;
+    let team = path
+        .strip_prefix("/console/teams/")
+        .and_then(|rest| rest.split(['?', '/']).next())
+        .unwrap_or_else(|| panic!("creating a team leads to its page, not {path}"))
+        .to_owned();
+    browser.select("User", &member.id).await;
+    browser.select("Role", "member").await;
+    browser.click_button("Add member").await;
+    browser
+        .wait_for_text(&format!("Role of {}", member.email))
+        .await;
+    team
 }
 
 /// Attaches the one approved rule to `team` on the team's page, in the first mode offered (block).
@@ -135,17 +149,16 @@ async fn attach_rule(browser: &Browser, team: &str, rule_name: &str) {
     );
 }
 
-/// Changes how `team` enforces `rule` (over the API: the mode form is on the same page as the attach).
-async fn set_enforcement(app: &TestApp, admin: &str, team: &str, rule: &str, mode: &str) {
-    let (status, body) = app
-        .call(
-            Method::PATCH,
-            &format!("/api/v1/teams/{team}/rules/{rule}"),
-            Some(admin),
-            Some(enforcement(mode)),
-        )
+/// Makes `rule` temporary for `team` on the team's page: a developer's change waits `minutes` for its
+/// decision.
+async fn make_temporary(browser: &Browser, team: &str, rule: &str, minutes: u32) {
+    browser.goto(&format!("/console/teams/{team}")).await;
+    browser.select(&format!("#mode-{rule}"), "temporary").await;
+    browser
+        .fill(&format!("#minutes-{rule}"), &minutes.to_string())
         .await;
-    assert!(status.is_success(), "{status} {body}");
+    browser.click_button("Change mode").await;
+    browser.wait_for_text("Enforcement changed.").await;
 }
 
 /// The id of the team's one pending change request, once it arrives — over the API until the inbox
@@ -262,7 +275,7 @@ async fn console_flow_from_draft_to_an_approved_change_request() {
     second_browser.close().await;
 
     // Attached to the developer's team, blocking; their enrolled agent writes it.
-    let team = create_team(&app, &admin, "Platform", &dev.id).await;
+    let team = create_team_on_pages(&first_browser, "Platform", &dev).await;
     attach_rule(&first_browser, &team, "Run the tests").await;
     let enrollment = app
         .ok(
@@ -293,7 +306,7 @@ async fn console_flow_from_draft_to_an_approved_change_request() {
 
     // A developer's edit, with the rule now temporary, arrives as a change request; once approved the
     // agent keeps it.
-    set_enforcement(&app, &admin, &team, &rule, "temporary").await;
+    make_temporary(&first_browser, &team, &rule, 60).await;
     machine_on_latest(&app, &admin, &team, latest).await;
     let edited = edit_section(&written, "Run the tests before merging.");
     std::fs::write(machine.team_file(), &edited).unwrap();
