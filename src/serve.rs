@@ -483,8 +483,20 @@ fn gateway_settings(limits: &Limits) -> GatewaySettings {
         max_message_size: limits.ws_max_message_bytes,
         max_unauthenticated: limits.ws_max_unauthenticated,
         max_sockets_per_agent: limits.ws_max_sockets_per_agent,
+        host: host_name().unwrap_or_else(|| "gateway".to_owned()),
         ..GatewaySettings::default()
     }
+}
+
+/// This machine's host name, which names its gateway in the fleet.
+fn host_name() -> Option<String> {
+    #[cfg(unix)]
+    return nix::unistd::gethostname()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .filter(|name| !name.is_empty());
+    #[cfg(not(unix))]
+    return None;
 }
 
 async fn stopping(mut stopped: watch::Receiver<bool>) {

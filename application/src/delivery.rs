@@ -1,5 +1,5 @@
 //! The ports the agent gateway drives: where published rule sets come from ([`RulesetFeed`]) and where
-//! the agents' `applied` acknowledgements are written ([`ConvergenceRecords`]).
+//! the agents' `applied` acknowledgements and their connections are written ([`ConvergenceRecords`]).
 //!
 //! The gateway (`edict_api::gateway`) is their only user; they live here, not beside it, so that the
 //! adapters (`edict-infrastructure`: the NATS KV watch, the in-process publisher, the convergence
@@ -105,4 +105,28 @@ pub trait ConvergenceRecords: Send + Sync + 'static {
     /// [`ConvergenceUnavailable`] when the store fails; nothing is retried (the agent's next `applied`
     /// records it again).
     async fn record_many(&self, applied: &[AppliedRow<'_>]) -> Result<(), ConvergenceUnavailable>;
+
+    /// Records where each row's agent is connected and when its gateway last heard from it. A row of
+    /// a connection that ended replaces only the record of that same connection (gateway and
+    /// connection time), so an agent that has already reconnected elsewhere stays connected.
+    ///
+    /// # Errors
+    /// [`ConvergenceUnavailable`] when the store fails; nothing is retried (the gateway records the
+    /// connection again at its next heartbeat).
+    async fn record_presence(&self, seen: &[SeenRow<'_>]) -> Result<(), ConvergenceUnavailable>;
+}
+
+/// One agent's connection, as [`ConvergenceRecords::record_presence`] writes it.
+#[derive(Debug, Clone, Copy)]
+pub struct SeenRow<'a> {
+    /// The agent.
+    pub agent: &'a str,
+    /// The gateway it is (or was) connected to.
+    pub gateway: &'a str,
+    /// When that connection began.
+    pub connected_at: DateTime<Utc>,
+    /// When the gateway last heard from the agent on it.
+    pub last_seen_at: DateTime<Utc>,
+    /// When the connection ended (`None`: it is open).
+    pub disconnected_at: Option<DateTime<Utc>>,
 }

@@ -335,7 +335,8 @@ impl Edict {
         self.page(names::DIRECTORY, "user", &filter, page).await
     }
 
-    /// Agents: all for org_admins and auditors, one's own for others.
+    /// Agents: all for org_admins and auditors, one's own for others; each with where it is (or was
+    /// last) connected (`presence`, left out for an agent that never connected).
     ///
     /// # Errors
     /// 403 for agents.
@@ -351,7 +352,47 @@ impl Edict {
             owner: (!principal.can_read_all()).then(|| principal.user().to_string()),
             ..DocFilter::default()
         };
-        self.page(names::AGENT_FLEET, "agent", &filter, page).await
+        let mut listed = self
+            .page(names::AGENT_FLEET, "agent", &filter, page)
+            .await?;
+        let ids: Vec<String> = listed
+            .items
+            .iter()
+            .filter_map(|doc| doc["id"].as_str().map(str::to_owned))
+            .collect();
+        let mut presence: std::collections::HashMap<String, crate::read_models::Presence> = self
+            .convergence
+            .presence(&ids)
+            .await?
+            .into_iter()
+            .map(|p| (p.agent_id.clone(), p))
+            .collect();
+        for doc in &mut listed.items {
+            let seen = doc["id"].as_str().and_then(|id| presence.remove(id));
+            if let (Some(seen), Some(fields)) = (seen, doc.as_object_mut()) {
+                fields.insert("presence".to_owned(), presence_doc(&seen));
+            }
+        }
+        Ok(listed)
+    }
+
+    /// Where an agent is (or was last) connected; `None` when it never connected. Its owner, auditors
+    /// and org_admins.
+    ///
+    /// # Errors
+    /// 403, 404.
+    pub async fn agent_presence(
+        &self,
+        principal: &Principal,
+        agent: edict_domain::AgentId,
+    ) -> Result<Option<crate::read_models::Presence>, AppError> {
+        self.agent(principal, agent).await?;
+        Ok(self
+            .convergence
+            .presence(&[agent.to_string()])
+            .await?
+            .into_iter()
+            .next())
     }
 
     /// Which revision of the team's rule set each agent enforces, beside the latest revision. The team's
@@ -449,4 +490,19 @@ impl Edict {
         }
         Ok(self.projections.rebuild(name).await?)
     }
+}
+
+/// An agent's presence as the fleet's documents carry it (RFC 3339 times, as the documents' others).
+fn presence_doc(seen: &crate::read_models::Presence) -> Value {
+    let time =
+        |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    let mut doc = serde_json::json!({
+        "gateway": seen.gateway,
+        "connected_at": time(&seen.connected_at),
+        "last_seen_at": time(&seen.last_seen_at),
+    });
+    if let Some(at) = &seen.disconnected_at {
+        doc["disconnected_at"] = Value::String(time(at));
+    }
+    doc
 }

@@ -224,4 +224,26 @@ pub trait ConvergenceReads: Send + Sync {
         agent: &str,
         at: DateTime<Utc>,
     ) -> Result<Vec<Enforcement>, ReadModelError>;
+
+    /// Where each of `agents` is (or was last) connected; agents never connected are left out.
+    ///
+    /// # Errors
+    /// [`ReadModelError::Unavailable`].
+    async fn presence(&self, agents: &[String]) -> Result<Vec<Presence>, ReadModelError>;
+}
+
+/// Where an agent is (or was last) connected, as its gateway recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Presence {
+    /// The agent.
+    pub agent_id: String,
+    /// The gateway of its last connection.
+    pub gateway: String,
+    /// When that connection began.
+    pub connected_at: DateTime<Utc>,
+    /// When the gateway last heard from it.
+    pub last_seen_at: DateTime<Utc>,
+    /// When that connection ended (`None`: open as far as the gateway last wrote; a gateway that died
+    /// wrote no end, so a reader also looks at how old `last_seen_at` is).
+    pub disconnected_at: Option<DateTime<Utc>>,
 }

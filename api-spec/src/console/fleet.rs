@@ -1,7 +1,8 @@
 //! The fleet pages: the enrolled machines (all of them for org_admins and auditors, one's own for
 //! others: `list_agents` decides) with filters, and a machine's page: its owner, the revision of each
 //! team's rule set it enforces against the team's latest, its integrity failures, the reports it sent
-//! (for those who may read the audit trail), and revoking it, after a confirmation.
+//! (for those who may read the audit trail), and revoking it, after a confirmation. Both show where a
+//! machine is connected: its gateway and when the gateway last heard from it.
 
 use super::layout::Layout;
 use super::render::{Done, Failure, describe, page, see_other, when};
@@ -11,6 +12,7 @@ use super::teams::people::People;
 use crate::server::rate_limit::RateLimits;
 use askama::Template;
 use askama_web::WebTemplate;
+use chrono::{DateTime, Utc};
 use edict_application::Edict;
 use edict_application::error::AppError;
 use edict_application::history::Audited;
@@ -53,6 +55,60 @@ pub struct AgentRow {
     status: &'static str,
     integrity_failures: u64,
     last_failure: String,
+    connection: Connection,
+}
+
+/// A machine's connection as the pages read it.
+pub struct Connection {
+    /// `online`, `silent` (no word for a while and no recorded end: its gateway may have stopped),
+    /// `offline` or `never` (connected).
+    state: &'static str,
+    /// The gateway of its last connection (empty: never connected).
+    gateway: String,
+    /// When the gateway last heard from it.
+    last_seen: String,
+}
+
+/// A connection with no word for this long and no recorded end reads as silent (a live connection's
+/// presence is recorded at least once a minute).
+const SILENT_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(3);
+
+impl Connection {
+    fn of(
+        gateway: &str,
+        last_seen: Option<DateTime<Utc>>,
+        ended: Option<DateTime<Utc>>,
+    ) -> Connection {
+        let Some(last_seen) = last_seen else {
+            return Connection {
+                state: "never",
+                gateway: String::new(),
+                last_seen: String::new(),
+            };
+        };
+        let state = if ended.is_some() {
+            "offline"
+        } else if Utc::now() - last_seen > SILENT_AFTER {
+            "silent"
+        } else {
+            "online"
+        };
+        Connection {
+            state,
+            gateway: gateway.to_owned(),
+            last_seen: when(last_seen),
+        }
+    }
+
+    /// From the `presence` of a fleet document.
+    fn of_doc(presence: &serde_json::Value) -> Connection {
+        let time = |key: &str| presence[key].as_str().and_then(|t| t.parse().ok());
+        Connection::of(
+            presence["gateway"].as_str().unwrap_or_default(),
+            time("last_seen_at"),
+            time("disconnected_at"),
+        )
+    }
 }
 
 /// The fleet.
@@ -120,6 +176,7 @@ pub async fn list(
                 .as_str()
                 .unwrap_or_default()
                 .to_owned(),
+            connection: Connection::of_doc(&doc["presence"]),
             owner,
         };
         let matches = needle.is_empty()
@@ -188,6 +245,7 @@ pub struct AgentPage {
     enforced: Vec<EnforcedRow>,
     integrity_failures: u64,
     last_failure: Option<String>,
+    connection: Connection,
     /// None when the viewer may not read the audit trail.
     reports: Option<Vec<ReportRow>>,
     /// The reports were not read: too many history reads just now.
@@ -277,6 +335,14 @@ async fn agent_page(
             applied: when(e.applied_at),
         });
     }
+    let connection = match edict
+        .agent_presence(&session.principal, agent_id)
+        .await
+        .map_err(fail)?
+    {
+        Some(p) => Connection::of(&p.gateway, Some(p.last_seen_at), p.disconnected_at),
+        None => Connection::of("", None, None),
+    };
     let last_failure = agent.last_integrity_failure().map(|f| {
         format!(
             "{}: {} (team {}, revision {}) — {}",
@@ -325,6 +391,7 @@ async fn agent_page(
         enforced,
         integrity_failures: agent.integrity_failures(),
         last_failure,
+        connection,
         reports,
         reports_throttled,
         notice,

@@ -265,7 +265,14 @@ pub(super) struct Session {
     /// latest, so a connection does not outlive its token (ADR 0025).
     token_deadline: Option<Instant>,
     last_seen: Instant,
+    /// When the connection began, and when its presence was last handed to the recorder (`None`:
+    /// not yet, before the agent is greeted).
+    connected_at: chrono::DateTime<chrono::Utc>,
+    presence_kept: Option<Instant>,
 }
+
+/// How often a live connection's presence is recorded (the fleet's "last seen").
+const PRESENCE_EVERY: Duration = Duration::from_secs(60);
 
 /// Counts a connection in `edict_gateway_connections` while it lives.
 struct Connected;
@@ -303,6 +310,8 @@ async fn run(shared: Arc<Shared>, agent: Agent, ws: Socket, mut shutdown: watch:
         owed_removals: BTreeSet::new(),
         token_deadline: None,
         last_seen: Instant::now(),
+        connected_at: chrono::Utc::now(),
+        presence_kept: None,
     };
     let flow = if let Flow::Close(reason) = Box::pin(session.recheck()).await {
         Flow::Close(reason)
@@ -313,9 +322,15 @@ async fn run(shared: Arc<Shared>, agent: Agent, ws: Socket, mut shutdown: watch:
         }
     };
     let flow = match flow {
-        Flow::Continue => session.follow(&mut admissions, &mut shutdown).await,
+        Flow::Continue => {
+            session.keep_presence(None);
+            session.follow(&mut admissions, &mut shutdown).await
+        }
         close => close,
     };
+    if session.presence_kept.is_some() {
+        session.keep_presence(Some(chrono::Utc::now()));
+    }
     let last = match flow {
         Flow::Close(Some(message)) => Some(encoded(&message)),
         _ => None,
@@ -733,6 +748,19 @@ impl Session {
         }
     }
 
+    /// Hands the connection's presence to the recorder: seen now, and ended at `ended` if it did.
+    fn keep_presence(&mut self, ended: Option<chrono::DateTime<chrono::Utc>>) {
+        self.presence_kept = Some(Instant::now());
+        self.shared.recorder.seen(
+            self.agent.id,
+            super::recorder::Seen {
+                connected_at: self.connected_at,
+                last_seen_at: ended.unwrap_or_else(chrono::Utc::now),
+                disconnected_at: ended,
+            },
+        );
+    }
+
     async fn on_frame(
         &mut self,
         frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
@@ -742,6 +770,12 @@ impl Session {
             Some(Ok(frame)) => frame,
         };
         self.last_seen = Instant::now();
+        if self
+            .presence_kept
+            .is_some_and(|kept| kept.elapsed() >= PRESENCE_EVERY)
+        {
+            self.keep_presence(None);
+        }
         let body = match frame {
             Message::Text(body) => body,
             Message::Binary(_) => {

@@ -22,8 +22,8 @@
 //! - `rulesets`: [`Rulesets`], the shared, once-serialized [`Payload`] per (team, revision); `feed`:
 //!   how that cache follows the [`RulesetFeed`]; `fanout`: the thread that offers each new revision
 //!   to the ports of its team; `gate`: the connections' reads held while a fan-out runs;
-//! - `recorder`: the agents' `applied`, written through [`ConvergenceRecords`] (one task per
-//!   gateway, in batches, off the connections' path).
+//! - `recorder`: the agents' `applied` and their connections (presence), written through
+//!   [`ConvergenceRecords`] (one task per gateway, in batches, off the connections' path).
 //!
 //! Gateways hold no state that matters: any gateway serves any agent, everything is re-derived from
 //! the store and the feed at each `hello`.
@@ -118,6 +118,9 @@ pub struct GatewaySettings {
     pub report_rate: ReportRate,
     /// The metrics page served at `/metrics` on the gateway port (none: 404).
     pub metrics: Option<edict_application::metrics::Exposition>,
+    /// The host the fleet names this gateway by, with its port (`gateway`: the composition root
+    /// passes the machine's host name).
+    pub host: String,
 }
 
 impl Default for GatewaySettings {
@@ -138,6 +141,7 @@ impl Default for GatewaySettings {
             max_sockets_per_agent: 4,
             report_rate: ReportRate::default(),
             metrics: None,
+            host: "gateway".to_owned(),
         }
     }
 }
@@ -171,6 +175,8 @@ pub(crate) struct Shared {
     pub(crate) convergence: Arc<dyn ConvergenceRecords>,
     /// Where connections hand their agents' `applied`.
     pub(crate) recorder: recorder::Recorder,
+    /// This gateway's name in the fleet's presence records: host and port.
+    pub(crate) name: Arc<str>,
     /// The change requests of each team, shared by the connections' decision polls.
     pub(crate) team_requests: decisions::TeamRequests,
     /// The organization's key sets, shared by the connections.
@@ -223,6 +229,7 @@ impl Gateway {
             feed: Arc::clone(&feed),
             convergence,
             recorder,
+            name: format!("{}:{}", settings.host, local.port()).into(),
             team_requests: decisions::TeamRequests::new(settings.decision_interval / 2),
             keysets: keys::KeySets::new(settings.decision_interval / 2),
             handshakes: Arc::new(Semaphore::new(settings.max_unauthenticated.max(1))),
@@ -259,6 +266,7 @@ impl Gateway {
         tasks.spawn(recorder::run(
             shared.recorder.clone(),
             Arc::clone(&shared.convergence),
+            Arc::clone(&shared.name),
             stopped.clone(),
         ));
         tracing::info!(listen = ?listener.local_addr().ok(), "gateway serving /ws");

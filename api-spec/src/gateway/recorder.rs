@@ -20,7 +20,7 @@
 //! `applied` (next revision or next connection) records it again.
 
 use chrono::{DateTime, Utc};
-use edict_application::delivery::{AppliedRow, ConvergenceRecords};
+use edict_application::delivery::{AppliedRow, ConvergenceRecords, SeenRow};
 use edict_domain::AgentId;
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -59,10 +59,23 @@ struct Latest {
 
 type Pending = HashMap<(AgentId, String), Latest>;
 
+/// One connection of an agent, as the gateway last saw it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Seen {
+    pub(crate) connected_at: DateTime<Utc>,
+    pub(crate) last_seen_at: DateTime<Utc>,
+    /// `Some`: the connection ended then.
+    pub(crate) disconnected_at: Option<DateTime<Utc>>,
+}
+
+type Presence = HashMap<AgentId, Seen>;
+
 /// The latest unwritten `applied` per (agent, team), shared by every connection and the task.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Recorder {
     pending: Arc<Mutex<Pending>>,
+    /// The latest unwritten state of each agent's connection.
+    presence: Arc<Mutex<Presence>>,
     wake: Arc<Notify>,
     /// `applied` kept so far (tells the task whether more came while it waited).
     kept: Arc<AtomicU64>,
@@ -89,6 +102,21 @@ impl Recorder {
         self.wake.notify_one();
     }
 
+    /// Keeps what the gateway saw of `agent`'s connection (replacing an unwritten older state); never
+    /// waits. Written with the next `applied`, or within [`MAX_DELAY`].
+    pub(crate) fn seen(&self, agent: AgentId, seen: Seen) {
+        self.presence
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(agent, seen);
+        self.kept.fetch_add(1, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    fn take_presence(&self) -> Presence {
+        std::mem::take(&mut *self.presence.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
     /// What is pending, leaving an empty map as large as the one taken (the next burst is likely
     /// the same size: no rehashing while the acks come in).
     fn take(&self) -> Pending {
@@ -98,10 +126,12 @@ impl Recorder {
     }
 }
 
-/// Writes what `recorder` gathers until `stopped`, then what is left.
+/// Writes what `recorder` gathers until `stopped`, then what is left; presence as seen by the
+/// gateway named `gateway`.
 pub(crate) async fn run(
     recorder: Recorder,
     convergence: Arc<dyn ConvergenceRecords>,
+    gateway: Arc<str>,
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
@@ -113,6 +143,7 @@ pub(crate) async fn run(
             stopping = settle(&recorder, &mut stopped).await;
         }
         write(convergence.as_ref(), recorder.take()).await;
+        write_presence(convergence.as_ref(), &gateway, recorder.take_presence()).await;
         if stopping {
             return;
         }
@@ -161,6 +192,30 @@ async fn write(convergence: &dyn ConvergenceRecords, pending: Pending) {
             }
         })
         .await;
+}
+
+/// Writes `presence`, [`ROWS_PER_WRITE`] per write, one write at a time (a gateway's restart brings
+/// one row per agent; the `applied` writes have the pool first).
+async fn write_presence(convergence: &dyn ConvergenceRecords, gateway: &str, presence: Presence) {
+    let seen: Vec<(String, Seen)> = presence
+        .into_iter()
+        .map(|(agent, seen)| (agent.to_string(), seen))
+        .collect();
+    for chunk in seen.chunks(ROWS_PER_WRITE) {
+        let rows: Vec<SeenRow<'_>> = chunk
+            .iter()
+            .map(|(agent, seen)| SeenRow {
+                agent,
+                gateway,
+                connected_at: seen.connected_at,
+                last_seen_at: seen.last_seen_at,
+                disconnected_at: seen.disconnected_at,
+            })
+            .collect();
+        if let Err(error) = convergence.record_presence(&rows).await {
+            tracing::warn!(%error, rows = rows.len(), "cannot record presence");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,9 @@
 
 use crate::store::Database;
 use chrono::{DateTime, Utc};
-use edict_application::delivery::{AppliedRow, ConvergenceRecords, ConvergenceUnavailable};
+use edict_application::delivery::{
+    AppliedRow, ConvergenceRecords, ConvergenceUnavailable, SeenRow,
+};
 use serde::Serialize;
 
 /// The convergence table could not be read or written.
@@ -56,7 +58,7 @@ impl From<Row> for Enforced {
 /// Reads and writes `agent_convergence`.
 #[derive(Debug, Clone)]
 pub struct ConvergenceStore {
-    db: Database,
+    pub(super) db: Database,
 }
 
 impl ConvergenceStore {
@@ -197,9 +199,17 @@ impl ConvergenceRecords for ConvergenceStore {
             .await
             .map_err(|ConvergenceError(error)| ConvergenceUnavailable(error.to_string()))
     }
+
+    async fn record_presence(&self, seen: &[SeenRow<'_>]) -> Result<(), ConvergenceUnavailable> {
+        ConvergenceStore::record_presence(self, seen)
+            .await
+            .map_err(|ConvergenceError(error)| ConvergenceUnavailable(error.to_string()))
+    }
 }
 
-fn unavailable(error: ConvergenceError) -> edict_application::read_models::ReadModelError {
+pub(super) fn unavailable(
+    error: ConvergenceError,
+) -> edict_application::read_models::ReadModelError {
     edict_application::read_models::ReadModelError::Unavailable(error.to_string())
 }
 
@@ -263,5 +273,17 @@ impl edict_application::read_models::ConvergenceReads for ConvergenceStore {
             .into_iter()
             .map(Into::into)
             .collect())
+    }
+
+    async fn presence(
+        &self,
+        agents: &[String],
+    ) -> Result<
+        Vec<edict_application::read_models::Presence>,
+        edict_application::read_models::ReadModelError,
+    > {
+        ConvergenceStore::presence(self, agents)
+            .await
+            .map_err(unavailable)
     }
 }

@@ -16,7 +16,8 @@
 //!   every aggregate in commit order;
 //! - [`convergence`], [`convergence_history`]: which revision each agent enforces, now and in the past
 //!   ([`ConvergenceStore`]: the gateway's `ConvergenceRecords` port and the query side's
-//!   `ConvergenceReads`).
+//!   `ConvergenceReads`);
+//! - [`presence`]: where each agent is (or was last) connected, on the same two ports.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -30,6 +31,7 @@ use sqlx::{PgPool, SqlitePool};
 pub mod convergence;
 pub mod convergence_history;
 pub mod global_log;
+pub mod presence;
 pub mod private;
 pub mod repository;
 

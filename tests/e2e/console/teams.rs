@@ -11,7 +11,11 @@ use crate::on_both_stores;
 use reqwest::StatusCode;
 use serde_json::json;
 
-on_both_stores!(teams_pages_follow_the_roles, fleet_pages_follow_the_roles);
+on_both_stores!(
+    teams_pages_follow_the_roles,
+    fleet_pages_follow_the_roles,
+    fleet_shows_where_a_machine_is_connected_until_it_stops
+);
 
 async fn teams_pages_follow_the_roles(store: Store) {
     let app = TestApp::spawn(store).await;
@@ -284,4 +288,70 @@ async fn a_machine_page_shows_the_revision_it_enforces() {
     assert!(page.contains("Enforcers"), "{page}");
     assert!(page.contains(&format!("/console/teams/{team}")), "{page}");
     machine.stop().await;
+}
+
+/// The fleet shows a running agent online through its gateway (named by host and port), in the list,
+/// on its page and in the API's list; once the agent stops, offline with the time last seen.
+async fn fleet_shows_where_a_machine_is_connected_until_it_stops(store: Store) {
+    let app = TestApp::spawn(store).await;
+    let admin = app.admin().await;
+    let (dev_id, dev_token, mut dev) = signed_in_person(&app, &admin, "dev", &["member"]).await;
+    let enrollment = app
+        .ok(
+            "/api/v1/enrollment-tokens",
+            &admin,
+            json!({"user_id": dev_id, "note": "presence test"}),
+        )
+        .await;
+    let mut machine = Machine::new();
+    let agent = machine
+        .enroll_with_token(&app.base, enrollment["token"].as_str().unwrap())
+        .await;
+    let page = dev.get(&format!("/console/fleet/{agent}")).await;
+    assert!(page.body.contains("never connected"), "{}", page.body);
+
+    machine.run();
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let port = app.gateway.rsplit(':').next().unwrap();
+    let gateway = format!("{host}:{port}");
+    let page = dev
+        .wait_for(&format!("/console/fleet/{agent}"), "status-online")
+        .await;
+    assert!(
+        page.contains(&format!("via <code>{gateway}</code>")),
+        "{page}"
+    );
+    // The list is a read model: it shows the machine once the enrollment is projected.
+    dev.wait_for("/console/fleet", "status-online").await;
+    let (status, listed) = app
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/agents",
+            Some(&dev_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let presence = &listed["items"][0]["presence"];
+    assert_eq!(presence["gateway"], gateway.as_str(), "{listed}");
+    assert!(presence["last_seen_at"].is_string(), "{listed}");
+    assert!(presence.get("disconnected_at").is_none(), "{listed}");
+
+    machine.stop().await;
+    let page = dev
+        .wait_for(&format!("/console/fleet/{agent}"), "status-offline")
+        .await;
+    assert!(page.contains("last seen"), "{page}");
+    let (_, listed) = app
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/agents",
+            Some(&dev_token),
+            None,
+        )
+        .await;
+    assert!(
+        listed["items"][0]["presence"]["disconnected_at"].is_string(),
+        "{listed}"
+    );
 }

@@ -1,4 +1,4 @@
-//! The agent fleet's documents: an agent and the integrity failures it reported.
+//! The agent fleet's documents: an agent, the integrity failures it reported and where it is connected.
 
 use super::Timestamp;
 use poem_openapi::Object;
@@ -48,6 +48,23 @@ pub struct AgentEntry {
     /// The last one.
     #[oai(default, nullable)]
     pub last_integrity_failure: Option<IntegrityFailureEntry>,
+    /// Where it is (or was last) connected; absent when it never connected.
+    #[oai(skip_serializing_if_is_none)]
+    pub presence: Option<PresenceEntry>,
     /// The agent's version (send as `If-Match`).
     pub version: u64,
+}
+
+/// Where an agent is (or was last) connected, as its gateway recorded it.
+#[derive(Debug, Clone, Object)]
+pub struct PresenceEntry {
+    /// The gateway of its last connection.
+    pub gateway: String,
+    /// When that connection began.
+    pub connected_at: Timestamp,
+    /// When the gateway last heard from it (at least once a minute while connected).
+    pub last_seen_at: Timestamp,
+    /// When that connection ended; absent while it is open (or its gateway stopped without saying).
+    #[oai(skip_serializing_if_is_none)]
+    pub disconnected_at: Option<Timestamp>,
 }
