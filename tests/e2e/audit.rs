@@ -96,12 +96,7 @@ impl Audited {
             let all_hashed = complete && export.iter().all(|e| e["hash"].is_string());
             let (_, page) = self
                 .app
-                .call(
-                    Method::GET,
-                    "/api/v1/audit/checkpoints?limit=500",
-                    Some(&self.admin),
-                    None,
-                )
+                .get("/api/v1/audit/checkpoints?limit=500", &self.admin)
                 .await;
             let last = page["items"].as_array()?.last()?["chain_index"].as_i64()?;
             (all_hashed && last == export.len() as i64).then_some(export)

@@ -596,12 +596,7 @@ async fn end_state_problems(
     let mut convergence = BTreeMap::new();
     for team in &model.teams {
         let (status, doc) = app
-            .call(
-                Method::GET,
-                &format!("/api/v1/teams/{team}/ruleset"),
-                Some(admin),
-                None,
-            )
+            .get(&format!("/api/v1/teams/{team}/ruleset"), admin)
             .await;
         let (Some(revision), Some(hash)) = (doc["revision"].as_u64(), doc["hash"].as_str()) else {
             problems.push(format!(
@@ -636,14 +631,7 @@ async fn end_state_problems(
     }
     // The test's own model agrees with the server (else a failure below would be the test's).
     for (t, team) in model.teams.iter().enumerate() {
-        let (_, view) = app
-            .call(
-                Method::GET,
-                &format!("/api/v1/teams/{team}"),
-                Some(admin),
-                None,
-            )
-            .await;
+        let (_, view) = app.get(&format!("/api/v1/teams/{team}"), admin).await;
         let members: BTreeSet<&str> = view["members"]
             .as_array()
             .map(|m| m.iter().filter_map(|m| m["user_id"].as_str()).collect())

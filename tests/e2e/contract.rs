@@ -127,7 +127,7 @@ async fn single_resources_carry_their_version_as_etag() {
     // The rule set's ETag is its revision (a new team's rule set is at revision 1).
     let position = team["position"].as_i64().unwrap();
     let path = format!("/api/v1/teams/{team_id}/ruleset?min_position={position}");
-    let (status, ruleset) = app.call(Method::GET, &path, Some(&admin), None).await;
+    let (status, ruleset) = app.get(&path, &admin).await;
     assert_eq!(status, StatusCode::OK, "{ruleset}");
     tagged(&app, &admin, &path, ruleset["revision"].as_u64().unwrap()).await;
 }
@@ -168,12 +168,7 @@ async fn a_bad_event_log_cursor_is_a_400() {
         "1.2.3",
     ] {
         let (status, problem) = app
-            .call(
-                Method::GET,
-                &format!("/api/v1/events?after={cursor}"),
-                Some(&admin),
-                None,
-            )
+            .get(&format!("/api/v1/events?after={cursor}"), &admin)
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "after={cursor}: {problem}");
         assert_eq!(problem["field"], "after");
@@ -190,11 +185,9 @@ async fn min_position_zero_is_answered_at_once() {
     let team_id = team["id"].as_str().unwrap();
     let position = team["position"].as_i64().unwrap();
     let (status, _) = app
-        .call(
-            Method::GET,
+        .get(
             &format!("/api/v1/teams/{team_id}/ruleset?min_position={position}"),
-            Some(&admin),
-            None,
+            &admin,
         )
         .await;
     assert_eq!(status, StatusCode::OK);
@@ -204,7 +197,7 @@ async fn min_position_zero_is_answered_at_once() {
         format!("/api/v1/teams/{team_id}/ruleset?min_position=0"),
     ] {
         let started = Instant::now();
-        let (status, body) = app.call(Method::GET, &path, Some(&admin), None).await;
+        let (status, body) = app.get(&path, &admin).await;
         assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
         assert!(
             started.elapsed() < Duration::from_secs(3),
@@ -223,33 +216,14 @@ async fn a_number_or_boolean_is_not_taken_for_a_string() {
         json!({"name": 42}),
         json!({"name": ["Core"]}),
     ] {
-        let (status, problem) = app
-            .call(
-                Method::POST,
-                "/api/v1/teams",
-                Some(&admin),
-                Some(body.clone()),
-            )
-            .await;
+        let (status, problem) = app.post("/api/v1/teams", &admin, body.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {problem}");
     }
     let (status, problem) = app
-        .call(
-            Method::POST,
-            "/api/v1/agents",
-            Some(&admin),
-            Some(json!({"machine_id": true})),
-        )
+        .post("/api/v1/agents", &admin, json!({"machine_id": true}))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
-    let (status, page) = app
-        .call(
-            Method::GET,
-            "/api/v1/teams?min_position=0",
-            Some(&admin),
-            None,
-        )
-        .await;
+    let (status, page) = app.get("/api/v1/teams?min_position=0", &admin).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(page["items"], json!([]), "nothing was created");
 }

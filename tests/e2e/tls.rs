@@ -6,7 +6,7 @@
 
 use crate::harness::{
     ADMIN_EMAIL, ADMIN_PASSWORD, Layout, Signal, Store, TestApp, agent_binary, eventually,
-    free_port, signal,
+    free_port, ready_over_https, serve_on_sqlite, signal,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -18,14 +18,14 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// A test CA and the files of the server certificate it signs.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
     ca: rcgen::Certificate,
     ca_key: rcgen::KeyPair,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params
@@ -38,15 +38,15 @@ impl Pki {
         Pki { dir, ca, ca_key }
     }
 
-    fn ca_file(&self) -> PathBuf {
+    pub(crate) fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
     }
 
-    fn cert_file(&self) -> PathBuf {
+    pub(crate) fn cert_file(&self) -> PathBuf {
         self.dir.path().join("cert.pem")
     }
 
-    fn key_file(&self) -> PathBuf {
+    pub(crate) fn key_file(&self) -> PathBuf {
         self.dir.path().join("key.pem")
     }
 
@@ -65,7 +65,7 @@ impl Pki {
 
     /// Issues a certificate and puts it in place (each file replaced by a rename, as a deployment
     /// tool does, so the server never reads half a file); answers its DER.
-    fn install(&self, name: &str) -> Vec<u8> {
+    pub(crate) fn install(&self, name: &str) -> Vec<u8> {
         let (cert, key, der) = self.issue(name);
         replace(&self.key_file(), key.as_bytes(), None);
         replace(&self.cert_file(), cert.as_bytes(), None);
@@ -73,7 +73,7 @@ impl Pki {
     }
 
     /// A trusted HTTPS client.
-    fn client(&self) -> reqwest::Client {
+    pub(crate) fn client(&self) -> reqwest::Client {
         let ca = std::fs::read(self.ca_file()).unwrap();
         reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
@@ -138,22 +138,9 @@ impl TlsServer {
         let data = tempfile::tempdir().unwrap();
         let port = free_port();
         let gateway_port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_edict"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("EDICT_GATEWAY_LISTEN", format!("127.0.0.1:{gateway_port}"))
-            .env(
-                "EDICT_DATABASE_URL",
-                format!("sqlite://{}", data.path().join("edict.db").display()),
-            )
-            .env("EDICT_DATA_DIR", data.path())
-            .env("EDICT_ADMIN_EMAIL", ADMIN_EMAIL)
-            .env("EDICT_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        let child = serve_on_sqlite(data.path(), port, gateway_port)
             .env("EDICT_TLS_CERT", pki.cert_file())
             .env("EDICT_TLS_KEY", pki.key_file())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
             .spawn()
             .unwrap();
         let server = TlsServer {
@@ -162,22 +149,7 @@ impl TlsServer {
             gateway_port,
             _data: data,
         };
-        let client = pki.client();
-        let url = format!("{}/health/ready", server.base());
-        let ready = eventually(Duration::from_secs(30), || {
-            let (client, url) = (client.clone(), url.clone());
-            async move {
-                match client.get(&url).send().await {
-                    Ok(r) if r.status().is_success() => Some(()),
-                    _ => None,
-                }
-            }
-        })
-        .await;
-        assert!(
-            ready.is_some(),
-            "edict serve did not become ready over HTTPS"
-        );
+        ready_over_https(&pki.client(), &server.base()).await;
         server
     }
 
