@@ -3,7 +3,7 @@
 
 use crate::harness::{
     Layout, Machine, Store, TestApp, approve, approved_rule, attach, attach_with, eventually,
-    rule_spec, team_with_member, two_gateways,
+    rule_spec, team_with_member, temporary, two_gateways,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -324,7 +324,7 @@ async fn warning_edits_are_kept_and_temporary_ones_are_decided() {
         &second,
         &dev_id,
         "review diffs",
-        json!({"mode": "temporary", "temporary_timeout_secs": 3600}),
+        temporary(3600),
     )
     .await;
     let written = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
@@ -581,7 +581,7 @@ async fn a_replayed_rejection_never_reverts_a_later_approved_change() {
         &second,
         &dev_id,
         "keep changelogs",
-        json!({"mode": "temporary", "temporary_timeout_secs": 3600}),
+        temporary(3600),
     )
     .await;
     let written = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
@@ -693,15 +693,8 @@ async fn a_temporary_change_times_out_offline_and_is_reported_when_back() {
             .spawn()
             .unwrap(),
     );
-    let (team, _) = team_with_rule(
-        &app,
-        &admin,
-        &second,
-        &dev_id,
-        "tag releases",
-        json!({"mode": "temporary", "temporary_timeout_secs": 8}),
-    )
-    .await;
+    let (team, _) =
+        team_with_rule(&app, &admin, &second, &dev_id, "tag releases", temporary(8)).await;
     let written = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
         t.contains("Always tag releases.")
     })

@@ -4,7 +4,7 @@
 //! tokens do only what agents do; a caller whose role may never call a route gets 403 before any
 //! 400/422 about the body.
 
-use crate::harness::{self, Store, TestApp, attach_with, eventually, rule_spec};
+use crate::harness::{self, Store, TestApp, attach_with, eventually, rule_spec, temporary};
 use crate::on_both_stores;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -410,21 +410,8 @@ async fn agent_tokens_only_do_what_agents_do() {
         .to_owned();
     app.add_member(&admin, &team, &dev_id, "member").await;
     let rule = harness::approve(&app, &admin, &second, rule_spec("temporary", "team")).await;
-    attach_with(
-        &app,
-        &admin,
-        &team,
-        &rule,
-        json!({"mode": "temporary", "temporary_timeout_secs": 3600}),
-    )
-    .await;
-    let agent = app
-        .ok(
-            "/api/v1/agents",
-            &dev,
-            json!({"machine_id": "laptop", "machine_name": "Laptop"}),
-        )
-        .await["token"]
+    attach_with(&app, &admin, &team, &rule, temporary(3600)).await;
+    let agent = app.enroll_agent(&dev, "laptop", "Laptop").await["token"]
         .as_str()
         .unwrap()
         .to_owned();

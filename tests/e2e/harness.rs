@@ -461,6 +461,13 @@ impl TestApp {
             .await;
     }
 
+    /// Enrolls an agent of the user holding `token` for `machine_id` named `machine_name`
+    /// (`POST /api/v1/agents`); answers the enrollment (`id`, `token`).
+    pub async fn enroll_agent(&self, token: &str, machine_id: &str, machine_name: &str) -> Value {
+        let body = json!({"machine_id": machine_id, "machine_name": machine_name});
+        self.ok("/api/v1/agents", token, body).await
+    }
+
     /// An enrollment token created with `body` (`{"user_id": …, "uses": …}`); answers the token.
     pub async fn enrollment_token(&self, admin: &str, body: Value) -> String {
         let created = self.ok("/api/v1/enrollment-tokens", admin, body).await;
@@ -553,6 +560,11 @@ pub async fn attach_with(app: &TestApp, admin: &str, team: &str, rule: &str, enf
         json!({"rule_id": rule, "enforcement": enforcement}),
     )
     .await;
+}
+
+/// A temporary enforcement decided within `secs` seconds.
+pub fn temporary(secs: u64) -> Value {
+    json!({"mode": "temporary", "temporary_timeout_secs": secs})
 }
 
 /// Attaches `rule` to `team`, blocking.

@@ -511,13 +511,7 @@ async fn time_travel_answers_the_rule_set_in_force_then(store: Store) {
         assert_eq!(body["type"], "urn:edict:problem:malformed-request");
     }
     // An agent's enforced revisions as of a time before it ever applied one: none.
-    let enrolled = app
-        .ok(
-            "/api/v1/agents",
-            &member,
-            json!({"machine_id": "laptop", "machine_name": "Laptop"}),
-        )
-        .await;
+    let enrolled = app.enroll_agent(&member, "laptop", "Laptop").await;
     let agent = enrolled["id"].as_str().unwrap();
     let enforced = get(
         &app,

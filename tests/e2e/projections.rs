@@ -3,7 +3,7 @@
 
 use crate::harness::{
     Layout, PrivateNats, Store, TestApp, approve, attach_with, eventually, rule_spec,
-    team_with_member,
+    team_with_member, temporary,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -137,7 +137,7 @@ fn pick<T: Clone>(items: &[T], i: u8) -> Option<T> {
 fn enforcement(mode: u8) -> Value {
     match mode % 3 {
         0 => json!({"mode": "block"}),
-        1 => json!({"mode": "temporary", "temporary_timeout_secs": 3600}),
+        1 => temporary(3600),
         _ => json!({"mode": "warning"}),
     }
 }
@@ -690,21 +690,8 @@ async fn temporary_changes_past_their_timeout_are_auto_reverted() {
     let (dev_id, dev) = app.user(&admin, "dev", &["member"]).await;
     let team = team_with_member(&app, &admin, "T", &dev_id).await;
     let rule = approve(&app, &admin, &second, rule_spec("short fuse", "team")).await;
-    attach_with(
-        &app,
-        &admin,
-        &team,
-        &rule,
-        json!({"mode": "temporary", "temporary_timeout_secs": 1}),
-    )
-    .await;
-    let agent = app
-        .ok(
-            "/api/v1/agents",
-            &dev,
-            json!({"machine_id": "m", "machine_name": "M"}),
-        )
-        .await;
+    attach_with(&app, &admin, &team, &rule, temporary(1)).await;
+    let agent = app.enroll_agent(&dev, "m", "M").await;
     let token = agent["token"].as_str().unwrap().to_owned();
     let cr = app
         .ok(

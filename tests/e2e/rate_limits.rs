@@ -341,13 +341,7 @@ async fn agent_reports_past_the_budget_are_not_acknowledged() {
     // 3 a minute: a burst of 3, then one more every 20 s.
     let app = spawn(&[("EDICT_RATE_REPORTS_PER_AGENT", "3")]).await;
     let admin = app.admin().await;
-    let agent = app
-        .ok(
-            "/api/v1/agents",
-            &admin,
-            json!({"machine_id": "rate-limited", "machine_name": "laptop"}),
-        )
-        .await;
+    let agent = app.enroll_agent(&admin, "rate-limited", "laptop").await;
     let token = agent["token"].as_str().unwrap();
     let request = gateway_request(&app, token);
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();

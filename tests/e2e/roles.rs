@@ -86,7 +86,7 @@ async fn every_endpoint_checks_roles() {
         &admin,
         &team,
         &temporary,
-        json!({"mode": "temporary", "temporary_timeout_secs": 3600}),
+        crate::harness::temporary(3600),
     )
     .await;
     let draft = app
@@ -128,13 +128,7 @@ async fn every_endpoint_checks_roles() {
     .await;
     let other_team = app.team(&admin, "Other").await;
 
-    let enrolled = app
-        .ok(
-            "/api/v1/agents",
-            &member,
-            json!({"machine_id": "laptop-1", "machine_name": "Laptop"}),
-        )
-        .await;
+    let enrolled = app.enroll_agent(&member, "laptop-1", "Laptop").await;
     let agent_id = enrolled["id"].as_str().unwrap().to_owned();
     let agent = enrolled["token"].as_str().unwrap().to_owned();
     let report = |report_id: &str| {

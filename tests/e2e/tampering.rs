@@ -6,7 +6,7 @@
 
 use crate::harness::{
     self, ADMIN_EMAIL, ADMIN_PASSWORD, Machine, TestApp, attach_with, eventually, free_port,
-    ready_over_https, relay_ends, rule_spec, serve_on_sqlite,
+    ready_over_https, relay_ends, rule_spec, serve_on_sqlite, temporary,
 };
 use crate::proxy::{Acceptor, forward};
 use crate::signing::SignedOrg;
@@ -289,7 +289,7 @@ async fn a_proxy_that_turns_a_revert_into_a_keep_is_refused() {
         &second,
         &team,
         "review diffs",
-        json!({"mode": "temporary", "temporary_timeout_secs": 3600}),
+        temporary(3600),
     )
     .await;
     let (proxy, mut machine) = logged_in_through_proxy(&app, &admin, &dev_id).await;

@@ -1,7 +1,7 @@
 //! The domain's workflows through the API: rule review with quorum and revisions, teams and their rules,
 //! change requests and exceptions.
 
-use crate::harness::{Store, TestApp, approve, attach_with, rule_spec};
+use crate::harness::{Store, TestApp, approve, attach_with, rule_spec, temporary};
 use crate::on_both_stores;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -188,14 +188,7 @@ async fn teams_attach_approved_rules_with_a_mode(store: Store) {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     assert_eq!(problem["field"], "temporary_timeout_secs");
-    attach_with(
-        &app,
-        &lead,
-        &team,
-        &rule,
-        json!({"mode": "temporary", "temporary_timeout_secs": 7200}),
-    )
-    .await;
+    attach_with(&app, &lead, &team, &rule, temporary(7200)).await;
     let (status, _) = app
         .call(
             Method::PATCH,
@@ -270,21 +263,8 @@ async fn change_requests_flow_from_report_to_exception(store: Store) {
     app.add_member(&admin, &team, &lead_id, "team_admin").await;
     app.add_member(&admin, &team, &dev_id, "member").await;
     let rule = approve(&app, &admin, &second, rule_spec("explain diffs", "team")).await;
-    attach_with(
-        &app,
-        &lead,
-        &team,
-        &rule,
-        json!({"mode": "temporary", "temporary_timeout_secs": 3600}),
-    )
-    .await;
-    let enrolled = app
-        .ok(
-            "/api/v1/agents",
-            &dev,
-            json!({"machine_id": "dev-laptop", "machine_name": "Dev laptop"}),
-        )
-        .await;
+    attach_with(&app, &lead, &team, &rule, temporary(3600)).await;
+    let enrolled = app.enroll_agent(&dev, "dev-laptop", "Dev laptop").await;
     let agent = enrolled["token"].as_str().unwrap().to_owned();
     assert!(agent.starts_with("eda_"));
 
@@ -399,13 +379,7 @@ async fn agents_are_enrolled_and_revoked(store: Store) {
     let app = TestApp::spawn(store).await;
     let admin = app.admin().await;
     let (dev_id, dev) = app.user(&admin, "dev", &["member"]).await;
-    let enrolled = app
-        .ok(
-            "/api/v1/agents",
-            &dev,
-            json!({"machine_id": "m-1", "machine_name": "Laptop"}),
-        )
-        .await;
+    let enrolled = app.enroll_agent(&dev, "m-1", "Laptop").await;
     let id = enrolled["id"].as_str().unwrap().to_owned();
     let token = enrolled["token"].as_str().unwrap().to_owned();
     let view = get(&app, &dev, &format!("/api/v1/agents/{id}")).await;

@@ -5,7 +5,9 @@
 //! inbox shows changed.
 
 use super::Browser;
-use crate::harness::{self, ADMIN_EMAIL, ADMIN_PASSWORD, Store, TestApp, eventually, rule_spec};
+use crate::harness::{
+    self, ADMIN_EMAIL, ADMIN_PASSWORD, Store, TestApp, eventually, rule_spec, temporary,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -31,16 +33,9 @@ async fn console_inbox_decides_change_requests_and_streams_changes() {
     let mut spec = rule_spec("Reviewed <rule>", "team");
     spec["content"] = json!("Always review <b>twice</b>.");
     let rule = harness::approve(&app, &admin, &second, spec).await;
-    let temporary = json!({"mode": "temporary", "temporary_timeout_secs": 3600});
-    harness::attach_with(&app, &admin, &team, &rule, temporary).await;
+    harness::attach_with(&app, &admin, &team, &rule, temporary(3600)).await;
     let dev = app.login(&dev_email, &dev_password).await;
-    let agent = app
-        .ok(
-            "/api/v1/agents",
-            &dev,
-            json!({"machine_id": "laptop-7", "machine_name": "Dev laptop"}),
-        )
-        .await["token"]
+    let agent = app.enroll_agent(&dev, "laptop-7", "Dev laptop").await["token"]
         .as_str()
         .unwrap()
         .to_owned();
