@@ -2,7 +2,7 @@
 //! verify` (the real binary) proves a clean history, and names the event or checkpoint someone edited,
 //! deleted or forged directly in the database; an export verifies offline and its edits are named.
 
-use crate::harness::{Layout, Signal, Store, TestApp, eventually, rule_spec, signal};
+use crate::harness::{Layout, Signal, Store, TestApp, assert_ran, eventually, rule_spec, signal};
 use crate::on_both_stores;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -288,11 +288,7 @@ async fn an_export_verifies_offline_and_names_an_edited_line() {
         .output()
         .await
         .unwrap();
-    assert!(
-        exported.status.success(),
-        "{}",
-        String::from_utf8_lossy(&exported.stderr)
-    );
+    assert_ran(&exported, "edict events export");
     let base = audited.app.base.clone();
     let admin = audited.admin.clone();
     let offline = |path: std::path::PathBuf| {

@@ -290,12 +290,7 @@ async fn auditors_change_nothing() {
     let (auditor_id, auditor) = app.user(&admin, "auditor", &["auditor"]).await;
 
     // No device-code denial (approval was refused already).
-    let (status, grant) = app
-        .post_anonymous(
-            "/api/v1/device/code",
-            json!({"machine_id": "box-1", "machine_name": "Build box"}),
-        )
-        .await;
+    let (status, grant) = app.device_code("box-1", "Build box").await;
     assert_eq!(status, StatusCode::OK, "{grant}");
     let code = grant["user_code"].as_str().unwrap();
     let (status, problem) = app

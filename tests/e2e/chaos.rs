@@ -20,7 +20,8 @@
 #![allow(clippy::print_stderr)]
 
 use crate::harness::{
-    Layout, PrivateNats, Store, TestApp, agent_binary, free_port, rule_spec, two_gateways,
+    Layout, PrivateNats, Store, TestApp, agent_binary, assert_ran, free_port, rule_spec,
+    two_gateways,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -168,11 +169,8 @@ impl Machine {
             .output()
             .await
             .unwrap();
-        assert!(
-            output.status.success(),
-            "edict-agent login of machine {}",
-            self.index
-        );
+        let what = format!("edict-agent login of machine {}", self.index);
+        assert_ran(&output, &what);
         let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
         self.agent_id = answer["agent_id"].as_str().unwrap().to_owned();
     }

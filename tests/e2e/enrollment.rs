@@ -21,12 +21,7 @@ async fn poll(app: &TestApp, device_code: &str) -> (StatusCode, Value) {
 }
 
 async fn start(app: &TestApp) -> (String, String) {
-    let (status, grant) = app
-        .post_anonymous(
-            "/api/v1/device/code",
-            json!({"machine_id": "box-1", "machine_name": "Build box"}),
-        )
-        .await;
+    let (status, grant) = app.device_code("box-1", "Build box").await;
     assert_eq!(status, StatusCode::OK, "{grant}");
     assert_eq!(grant["interval"], 2);
     let user_code = grant["user_code"].as_str().unwrap().to_owned();

@@ -443,6 +443,12 @@ impl TestApp {
         self.call(Method::POST, path, None, Some(body)).await
     }
 
+    /// Starts a device-code login for `machine_id` named `machine_name` (`POST /api/v1/device/code`).
+    pub async fn device_code(&self, machine_id: &str, machine_name: &str) -> (StatusCode, Value) {
+        let body = json!({"machine_id": machine_id, "machine_name": machine_name});
+        self.post_anonymous("/api/v1/device/code", body).await
+    }
+
     /// GET with `token`; answers status and JSON body, whatever the status.
     pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
         self.call(Method::GET, path, Some(token), None).await
@@ -688,6 +694,15 @@ pub fn serve_on_sqlite(data: &std::path::Path, port: u16, gateway_port: u16) -> 
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
     command
+}
+
+/// Asserts the finished command `what` succeeded, showing its stderr if not.
+pub fn assert_ran(output: &std::process::Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// Waits up to 30 s until `base` (an `https://` server) answers ready through `client`; panics if not.

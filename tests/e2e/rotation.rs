@@ -4,7 +4,7 @@
 //! one logs in after it. Each ends up enforcing the rule set signed by the new key; none reports an
 //! integrity failure; and a rule set signed by the retired key is refused afterwards.
 
-use crate::harness::{Machine, TestApp, eventually};
+use crate::harness::{Machine, TestApp, assert_ran, eventually};
 use crate::signing::{
     SEED, SignedOrg, approved_rule, attach, forged, kv_get, kv_put, read, wait_for_file,
 };
@@ -96,11 +96,7 @@ async fn a_key_rotation_reaches_online_offline_and_new_agents_and_retires_the_ol
         .output()
         .await
         .unwrap();
-    assert!(
-        output.status.success(),
-        "edict keys rotate: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_ran(&output, "edict keys rotate");
     let started: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(started["sequence"], json!(2), "{started}");
     let new_id = started["rotation"]["next_key_id"]

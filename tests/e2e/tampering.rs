@@ -5,8 +5,8 @@
 //! connection (the agent converges) without ever seeing a rule's text in clear.
 
 use crate::harness::{
-    self, ADMIN_EMAIL, ADMIN_PASSWORD, Machine, TestApp, attach_with, eventually, free_port,
-    ready_over_https, relay_ends, rule_spec, serve_on_sqlite, temporary,
+    self, ADMIN_EMAIL, ADMIN_PASSWORD, Machine, TestApp, assert_ran, attach_with, eventually,
+    free_port, ready_over_https, relay_ends, rule_spec, serve_on_sqlite, temporary,
 };
 use crate::proxy::{Acceptor, forward};
 use crate::signing::SignedOrg;
@@ -579,11 +579,7 @@ async fn a_tcp_proxy_on_the_tls_gateway_relays_but_never_reads_a_rule() {
         .output()
         .await
         .unwrap();
-    assert!(
-        output.status.success(),
-        "edict-agent login: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_ran(&output, "edict-agent login");
 
     // The agent, which knows only the proxy's address, converges: the proxy relays.
     machine.run();

@@ -5,8 +5,8 @@
 //! HTTPS and connects to the gateway over `wss://` with `--ca-file`.
 
 use crate::harness::{
-    ADMIN_EMAIL, ADMIN_PASSWORD, Layout, Signal, Store, TestApp, agent_binary, eventually,
-    free_port, ready_over_https, serve_on_sqlite, signal,
+    ADMIN_EMAIL, ADMIN_PASSWORD, Layout, Signal, Store, TestApp, agent_binary, assert_ran,
+    eventually, free_port, ready_over_https, serve_on_sqlite, signal,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -451,11 +451,7 @@ async fn the_agent_refuses_plain_ws_to_another_machine_unless_insecure() {
             &gateway,
         ])
         .await;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_ran(&output, "edict-agent login --insecure");
     let mut daemon = machine
         .command()
         .args(["run", "--insecure"])
@@ -519,11 +515,7 @@ async fn an_agent_with_a_ca_file_logs_in_over_https() {
             &token,
         ])
         .await;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_ran(&output, "edict-agent login --ca-file");
     let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!(answer["agent_id"].as_str().is_some_and(|id| !id.is_empty()));
     // With TLS configured the gateway is announced (and served) as wss://.

@@ -9,12 +9,7 @@ use serde_json::json;
 #[tokio::test]
 async fn console_device_page_approves_a_machine_only_with_explicit_consent() {
     let app = TestApp::spawn(Store::Sqlite).await;
-    let (status, grant) = app
-        .post_anonymous(
-            "/api/v1/device/code",
-            json!({"machine_id": "box-7", "machine_name": "Build <box>"}),
-        )
-        .await;
+    let (status, grant) = app.device_code("box-7", "Build <box>").await;
     assert_eq!(status, StatusCode::OK, "{grant}");
     let code = grant["user_code"].as_str().unwrap().to_owned();
     let device_code = grant["device_code"].as_str().unwrap().to_owned();
