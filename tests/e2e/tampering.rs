@@ -6,11 +6,11 @@
 
 use crate::harness::{
     self, ADMIN_EMAIL, ADMIN_PASSWORD, Machine, TestApp, assert_ran, attach_with, eventually,
-    free_port, ready_over_https, relay_ends, rule_spec, serve_on_sqlite, temporary,
+    relay_ends, rule_spec, temporary,
 };
 use crate::proxy::{Acceptor, forward};
 use crate::signing::SignedOrg;
-use crate::tls::Pki;
+use crate::tls::{Pki, TlsServer};
 use edict_api::ruleset::{Layer, RuleSetDoc, key_id_of, render_layer};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::Child;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The organization's signing seed the server is started with.
@@ -365,77 +364,8 @@ async fn a_proxy_that_turns_a_revert_into_a_keep_is_refused() {
     machine.stop().await;
 }
 
-/// `edict serve` on the embedded store with TLS on the API and the gateway.
-struct TlsServer {
-    _child: Child,
-    base: String,
-    gateway_port: u16,
-    client: reqwest::Client,
-    _data: tempfile::TempDir,
-}
-
 impl TlsServer {
-    async fn start(pki: &Pki) -> TlsServer {
-        let data = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let gateway_port = free_port();
-        let child = serve_on_sqlite(data.path(), port, gateway_port)
-            .env("EDICT_RULESET_SIGNING_KEY", hex::encode(SEED))
-            .env("EDICT_TLS_CERT", pki.cert_file())
-            .env("EDICT_TLS_KEY", pki.key_file())
-            .spawn()
-            .unwrap();
-        let server = TlsServer {
-            _child: child,
-            base: format!("https://127.0.0.1:{port}"),
-            gateway_port,
-            client: pki.client(),
-            _data: data,
-        };
-        ready_over_https(&server.client, &server.base).await;
-        server
-    }
-
-    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Value {
-        let mut request = self.client.post(format!("{}{path}", self.base)).json(&body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.unwrap();
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
-        response.json::<Value>().await.unwrap_or(Value::Null)
-    }
-
-    async fn login(&self, email: &str, password: &str) -> String {
-        self.post(
-            "/api/v1/auth/login",
-            None,
-            json!({"email": email, "password": password}),
-        )
-        .await["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
-    /// Creates a user; answers their id.
-    async fn user(&self, admin: &str, name: &str, roles: &[&str]) -> String {
-        self.post(
-            "/api/v1/users",
-            Some(admin),
-            json!({"email": format!("{name}@example.com"), "name": name,
-                   "password": format!("{name}-password-123"), "roles": roles}),
-        )
-        .await["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
+    /// Drafts, approves and attaches to `team` (blocking) a rule whose content is `Always {name}.`.
     async fn approved_rule(&self, admin: &str, second: &str, team: &str, name: &str) {
         let mut spec = rule_spec(name, "team");
         spec["content"] = json!(format!("Always {name}."));
@@ -527,7 +457,8 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 async fn a_tcp_proxy_on_the_tls_gateway_relays_but_never_reads_a_rule() {
     let pki = Pki::new();
     pki.install("edict");
-    let server = TlsServer::start(&pki).await;
+    let key = [("EDICT_RULESET_SIGNING_KEY", hex::encode(SEED))];
+    let server = TlsServer::start_with(&pki, &key).await;
     let admin = server.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     server.user(&admin, "second", &["org_admin"]).await;
     let second = server
@@ -568,7 +499,7 @@ async fn a_tcp_proxy_on_the_tls_gateway_relays_but_never_reads_a_rule() {
         .command()
         .arg("--ca-file")
         .arg(pki.ca_file())
-        .args(["login", "--server", &server.base, "--output", "json"])
+        .args(["login", "--server", &server.base(), "--output", "json"])
         .args(["--enrollment-token", &token, "--org-key", &fingerprint])
         .args([
             "--gateway",

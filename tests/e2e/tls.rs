@@ -125,78 +125,89 @@ fn replace(path: &Path, bytes: &[u8], mtime: Option<std::time::SystemTime>) {
     std::fs::rename(&temporary, path).unwrap();
 }
 
-/// `edict serve` on the embedded store with TLS on the API.
-struct TlsServer {
-    child: Child,
-    port: u16,
-    gateway_port: u16,
+/// `edict serve` on the embedded store with TLS on the API and the gateway, and a client trusting it.
+pub(crate) struct TlsServer {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
+    pub(crate) gateway_port: u16,
+    client: reqwest::Client,
     _data: tempfile::TempDir,
 }
 
 impl TlsServer {
-    async fn start(pki: &Pki) -> TlsServer {
+    pub(crate) async fn start(pki: &Pki) -> TlsServer {
+        Self::start_with(pki, &[]).await
+    }
+
+    /// Starts it with more environment.
+    pub(crate) async fn start_with(pki: &Pki, env: &[(&str, String)]) -> TlsServer {
         let data = tempfile::tempdir().unwrap();
         let port = free_port();
         let gateway_port = free_port();
-        let child = serve_on_sqlite(data.path(), port, gateway_port)
+        let mut command = serve_on_sqlite(data.path(), port, gateway_port);
+        command
             .env("EDICT_TLS_CERT", pki.cert_file())
-            .env("EDICT_TLS_KEY", pki.key_file())
-            .spawn()
-            .unwrap();
+            .env("EDICT_TLS_KEY", pki.key_file());
+        for (name, value) in env {
+            command.env(name, value);
+        }
         let server = TlsServer {
-            child,
+            child: command.spawn().unwrap(),
             port,
             gateway_port,
+            client: pki.client(),
             _data: data,
         };
-        ready_over_https(&pki.client(), &server.base()).await;
+        ready_over_https(&server.client, &server.base()).await;
         server
     }
 
-    fn base(&self) -> String {
+    pub(crate) fn base(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
     }
 
+    /// POST over HTTPS, asserting success; answers the body.
+    pub(crate) async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Value {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.base()))
+            .json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json::<Value>().await.unwrap_or(Value::Null)
+    }
+
+    /// Signs in; answers the access token.
+    pub(crate) async fn login(&self, email: &str, password: &str) -> String {
+        let body = json!({"email": email, "password": password});
+        let tokens = self.post("/api/v1/auth/login", None, body).await;
+        tokens["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a user `name@example.com`; answers their id.
+    pub(crate) async fn user(&self, admin: &str, name: &str, roles: &[&str]) -> String {
+        let body = json!({"email": format!("{name}@example.com"), "name": name,
+                          "password": format!("{name}-password-123"), "roles": roles});
+        let user = self.post("/api/v1/users", Some(admin), body).await;
+        user["id"].as_str().unwrap().to_owned()
+    }
+
     /// An enrollment token for a new member, made over HTTPS.
-    async fn enrollment_token(&self, client: &reqwest::Client) -> String {
-        let post = |path: &str, token: Option<&str>, body: Value| {
-            let mut request = client.post(format!("{}{path}", self.base())).json(&body);
-            if let Some(token) = token {
-                request = request.bearer_auth(token);
-            }
-            async move {
-                let response = request.send().await.unwrap();
-                assert!(response.status().is_success(), "{}", response.status());
-                response.json::<Value>().await.unwrap()
-            }
-        };
-        let admin = post(
-            "/api/v1/auth/login",
-            None,
-            json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}),
-        )
-        .await["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let user = post(
-            "/api/v1/users",
-            Some(&admin),
-            json!({"email": "dev@example.com", "name": "dev", "password": "dev-password-123", "roles": ["member"]}),
-        )
-        .await["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        post(
-            "/api/v1/enrollment-tokens",
-            Some(&admin),
-            json!({"user_id": user, "uses": 5}),
-        )
-        .await["token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+    async fn enrollment_token(&self) -> String {
+        let admin = self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        let user = self.user(&admin, "dev", &["member"]).await;
+        let body = json!({"user_id": user, "uses": 5});
+        let token = self
+            .post("/api/v1/enrollment-tokens", Some(&admin), body)
+            .await;
+        token["token"].as_str().unwrap().to_owned()
     }
 }
 
@@ -492,7 +503,7 @@ async fn an_agent_with_a_ca_file_logs_in_over_https() {
     let pki = Pki::new();
     pki.install("edict");
     let server = TlsServer::start(&pki).await;
-    let token = server.enrollment_token(&pki.client()).await;
+    let token = server.enrollment_token().await;
     let machine = Machine::new();
 
     // The private CA is not trusted by default.
