@@ -79,31 +79,18 @@ async fn deactivating_a_user_revokes_their_tokens_at_once(store: Store) {
     let (status, _) = app.get("/api/v1/users/me", &token).await;
     assert_eq!(status, StatusCode::OK);
 
-    app.ok(
-        &format!("/api/v1/users/{user_id}/deactivate"),
-        &admin,
-        json!({}),
-    )
-    .await;
-    let (status, _) = app.get("/api/v1/users/me", &token).await;
-    assert_eq!(
-        status,
-        StatusCode::UNAUTHORIZED,
-        "a deactivated user's token must stop working"
-    );
-
-    app.ok(
-        &format!("/api/v1/users/{user_id}/reactivate"),
-        &admin,
-        json!({}),
-    )
-    .await;
-    let (status, _) = app.get("/api/v1/users/me", &token).await;
-    assert_eq!(
-        status,
-        StatusCode::UNAUTHORIZED,
-        "deactivation closed the old sessions for good"
-    );
+    for (action, why) in [
+        ("deactivate", "a deactivated user's token must stop working"),
+        (
+            "reactivate",
+            "deactivation closed the old sessions for good",
+        ),
+    ] {
+        let path = format!("/api/v1/users/{user_id}/{action}");
+        app.ok(&path, &admin, json!({})).await;
+        let (status, _) = app.get("/api/v1/users/me", &token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{why}");
+    }
 }
 
 async fn no_user_is_seeded_with_a_known_password(store: Store) {

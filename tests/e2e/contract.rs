@@ -18,6 +18,13 @@ fn etag(response: &reqwest::Response) -> String {
         .to_owned()
 }
 
+/// GET `path` with `If-None-Match: tag`.
+async fn if_none_match(app: &TestApp, token: &str, path: &str, tag: &str) -> reqwest::Response {
+    let headers = [("if-none-match", tag)];
+    app.send(Method::GET, path, Some(token), None, &headers)
+        .await
+}
+
 /// GETs `path` and checks its `ETag` is `"version"`; then the same with `If-None-Match` is a 304 without
 /// a body, and a stale `If-None-Match` is a 200.
 async fn tagged(app: &TestApp, token: &str, path: &str, version: u64) {
@@ -26,15 +33,7 @@ async fn tagged(app: &TestApp, token: &str, path: &str, version: u64) {
     let tag = etag(&response);
     assert_eq!(tag, format!("\"{version}\""), "GET {path}");
 
-    let response = app
-        .send(
-            Method::GET,
-            path,
-            Some(token),
-            None,
-            &[("if-none-match", &tag)],
-        )
-        .await;
+    let response = if_none_match(app, token, path, &tag).await;
     assert_eq!(response.status(), StatusCode::NOT_MODIFIED, "GET {path}");
     assert_eq!(etag(&response), tag);
     assert!(
@@ -43,15 +42,7 @@ async fn tagged(app: &TestApp, token: &str, path: &str, version: u64) {
     );
 
     let weak_list = format!("\"{}\", W/{tag}", version + 7);
-    let response = app
-        .send(
-            Method::GET,
-            path,
-            Some(token),
-            None,
-            &[("if-none-match", &weak_list)],
-        )
-        .await;
+    let response = if_none_match(app, token, path, &weak_list).await;
     assert_eq!(
         response.status(),
         StatusCode::NOT_MODIFIED,
@@ -59,15 +50,7 @@ async fn tagged(app: &TestApp, token: &str, path: &str, version: u64) {
     );
 
     let stale = format!("\"{}\"", version + 1);
-    let response = app
-        .send(
-            Method::GET,
-            path,
-            Some(token),
-            None,
-            &[("if-none-match", &stale)],
-        )
-        .await;
+    let response = if_none_match(app, token, path, &stale).await;
     assert_eq!(response.status(), StatusCode::OK, "a stale If-None-Match");
 }
 
