@@ -351,11 +351,10 @@ async fn a_password_change_and_a_deactivation_revoke_the_tokens_and_disconnect_t
         .unwrap()
         .to_owned();
     let (status, body) = app
-        .call(
-            Method::PUT,
+        .put(
             &format!("/api/v1/users/{dev_id}/password"),
-            Some(&dev),
-            Some(json!({"current_password": "dev-password-123", "new_password": "a-new-password-456"})),
+            &dev,
+            json!({"current_password": "dev-password-123", "new_password": "a-new-password-456"}),
         )
         .await;
     assert!(status.is_success(), "password change: {status} {body}");
@@ -407,11 +406,10 @@ async fn a_password_change_and_a_deactivation_revoke_the_tokens_and_disconnect_t
     // 3. An org_admin's reset of the password revokes too.
     let (mut machine, _) = running_agent(&app, &admin, &dev_id).await;
     let (status, body) = app
-        .call(
-            Method::PUT,
+        .put(
             &format!("/api/v1/users/{dev_id}/password"),
-            Some(&admin),
-            Some(json!({"new_password": "a-reset-password-789"})),
+            &admin,
+            json!({"new_password": "a-reset-password-789"}),
         )
         .await;
     assert!(status.is_success(), "password reset: {status} {body}");

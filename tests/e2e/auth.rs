@@ -112,13 +112,7 @@ async fn changing_a_password_keeps_the_old_one_out(store: Store) {
     let (_, me) = app.get("/api/v1/users/me", &token).await;
     let email = me["email"].as_str().unwrap().to_owned();
     let other_session = app.login(&email, "pat-password-123").await;
-    let (status, body) = app
-        .call(
-            Method::PUT,
-            &format!("/api/v1/users/{user_id}/password"),
-            Some(&token),
-            Some(json!({"current_password": "pat-password-123", "new_password": "a-brand-new-passphrase"})),
-        )
+    let (status, body) = app.put(&format!("/api/v1/users/{user_id}/password"), &token, json!({"current_password": "pat-password-123", "new_password": "a-brand-new-passphrase"}))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, _) = app.get("/api/v1/users/me", &token).await;
@@ -140,13 +134,7 @@ async fn changing_a_password_keeps_the_old_one_out(store: Store) {
         "the old password no longer works"
     );
     app.login(&email, "a-brand-new-passphrase").await;
-    let (status, body) = app
-        .call(
-            Method::PUT,
-            &format!("/api/v1/users/{user_id}/password"),
-            Some(&token),
-            Some(json!({"current_password": "wrong-password-123", "new_password": "another-new-passphrase"})),
-        )
+    let (status, body) = app.put(&format!("/api/v1/users/{user_id}/password"), &token, json!({"current_password": "wrong-password-123", "new_password": "another-new-passphrase"}))
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 }

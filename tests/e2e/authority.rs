@@ -90,11 +90,10 @@ async fn a_sock_puppet_admins_approval_does_not_count(store: Store) {
         .unwrap()
         .to_owned();
     let (status, body) = app
-        .call(
-            Method::PUT,
+        .put(
             &format!("/api/v1/users/{third_id}/password"),
-            Some(&first),
-            Some(json!({"new_password": "taken-over-by-first-1"})),
+            &first,
+            json!({"new_password": "taken-over-by-first-1"}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -264,20 +263,18 @@ async fn a_team_admin_cannot_make_team_admins_nor_demote_one_an_org_admin_appoin
     assert!(status.is_success(), "{body}");
     // The org_admin appoints.
     let (status, body) = app
-        .call(
-            Method::PUT,
+        .put(
             &format!("{members}/{}", t.member_id),
-            Some(&admin),
-            Some(json!({"role": "team_admin"})),
+            &admin,
+            json!({"role": "team_admin"}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = app
-        .call(
-            Method::PUT,
+        .put(
             &format!("{members}/{}", t.lead_id),
-            Some(&t.lead),
-            Some(json!({"role": "member"})),
+            &t.lead,
+            json!({"role": "member"}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "stepping down: {body}");

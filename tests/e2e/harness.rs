@@ -449,6 +449,17 @@ impl TestApp {
         self.post_anonymous("/api/v1/device/code", body).await
     }
 
+    /// PUT of `body` with `token`; answers status and JSON body, whatever the status.
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, Some(token), Some(body)).await
+    }
+
+    /// PATCH of `body` with `token`; answers status and JSON body, whatever the status.
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
     /// GET with `token`; answers status and JSON body, whatever the status.
     pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
         self.call(Method::GET, path, Some(token), None).await

@@ -234,11 +234,10 @@ impl World {
             }
             Op::OrgEnforcement(i, mode) => {
                 if let Some(r) = pick(&self.rules, i) {
-                    app.call(
-                        Method::PUT,
+                    app.put(
                         &format!("/api/v1/rules/{r}/enforcement"),
-                        Some(&admin),
-                        Some(enforcement(mode)),
+                        &admin,
+                        enforcement(mode),
                     )
                     .await;
                 }
@@ -284,11 +283,10 @@ impl World {
             }
             Op::ChangeEnforcement(t, r, mode) => {
                 if let (Some(t), Some(r)) = (pick(&self.teams, t), pick(&self.rules, r)) {
-                    app.call(
-                        Method::PATCH,
+                    app.patch(
                         &format!("/api/v1/teams/{t}/rules/{r}"),
-                        Some(&admin),
-                        Some(enforcement(mode)),
+                        &admin,
+                        enforcement(mode),
                     )
                     .await;
                 }

@@ -69,11 +69,10 @@ async fn organization_rules_need_two_approvals_and_revisions_keep_the_approved_o
 
     // Approved revisions are immutable: editing needs a new revision, and the approved one stays in force.
     let (status, problem) = app
-        .call(
-            Method::PUT,
+        .put(
             &format!("/api/v1/rules/{id}"),
-            Some(&author),
-            Some(rule_spec("changed", "organization")),
+            &author,
+            rule_spec("changed", "organization"),
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
@@ -111,22 +110,16 @@ async fn organization_rules_need_two_approvals_and_revisions_keep_the_approved_o
     assert_eq!(rule["working"]["state"], "rejected");
     assert_eq!(rule["working"]["rejection_reason"], "too vague");
     let (status, _) = app
-        .call(
-            Method::PUT,
+        .put(
             &format!("/api/v1/rules/{id}"),
-            Some(&author),
-            Some(rule_spec("clearer", "organization")),
+            &author,
+            rule_spec("clearer", "organization"),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
 
     let (status, _) = app
-        .call(
-            Method::PUT,
-            &path("enforcement"),
-            Some(&author),
-            Some(json!({"mode": "warning"})),
-        )
+        .put(&path("enforcement"), &author, json!({"mode": "warning"}))
         .await;
     assert_eq!(status, StatusCode::OK);
     app.ok(&path("archive"), &author, json!({})).await;
@@ -190,11 +183,10 @@ async fn teams_attach_approved_rules_with_a_mode(store: Store) {
     assert_eq!(problem["field"], "temporary_timeout_secs");
     attach_with(&app, &lead, &team, &rule, temporary(7200)).await;
     let (status, _) = app
-        .call(
-            Method::PATCH,
+        .patch(
             &format!("/api/v1/teams/{team}/rules/{rule}"),
-            Some(&lead),
-            Some(json!({"mode": "warning"})),
+            &lead,
+            json!({"mode": "warning"}),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
