@@ -30,9 +30,7 @@ async fn spawn(store: Store, ttl: u64, grace: u64) -> TestApp {
 /// What the API makes of `token` on a route agents may not call: 403 while the token stands (it
 /// authenticates, then is forbidden), 401 once it does not.
 async fn probe(app: &TestApp, token: &str) -> StatusCode {
-    app.call(Method::GET, "/api/v1/agents", Some(token), None)
-        .await
-        .0
+    app.get("/api/v1/agents", token).await.0
 }
 
 /// A gateway upgrade with `token`: the socket, or the refusal's status.
@@ -68,7 +66,7 @@ async fn tokens(app: &TestApp, caller: &str, user: Option<&str>) -> (StatusCode,
         Some(user) => format!("/api/v1/agent-tokens?user_id={user}"),
         None => "/api/v1/agent-tokens".to_owned(),
     };
-    app.call(Method::GET, &path, Some(caller), None).await
+    app.get(&path, caller).await
 }
 
 #[tokio::test]
@@ -115,14 +113,7 @@ async fn an_expired_token_is_refused_by_http_and_the_gateway_closes_its_connecti
     let (_, listed) = tokens(&app, &admin, Some(&dev_id)).await;
     assert_eq!(listed["items"][0]["state"], "expired", "{listed}");
     // An expired token renews nothing.
-    let (status, _) = app
-        .call(
-            Method::POST,
-            "/api/v1/agent/token",
-            Some(&token),
-            Some(json!({})),
-        )
-        .await;
+    let (status, _) = app.post("/api/v1/agent/token", &token, json!({})).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
@@ -135,25 +126,11 @@ async fn the_owner_lists_their_tokens_without_secrets_and_others_cannot() {
     let enrolled = enroll(&app, &admin, &dev_id, "listed").await;
     let token = enrolled["token"].as_str().unwrap();
     // A renewal by the agent: the old token is listed as renewed, the new one as active.
-    let renewed = app
-        .call(
-            Method::POST,
-            "/api/v1/agent/token",
-            Some(token),
-            Some(json!({})),
-        )
-        .await;
+    let renewed = app.post("/api/v1/agent/token", token, json!({})).await;
     assert_eq!(renewed.0, StatusCode::OK, "{}", renewed.1);
     assert_ne!(renewed.1["token"], enrolled["token"]);
     // Users cannot renew: only an agent, with its token.
-    let (status, _) = app
-        .call(
-            Method::POST,
-            "/api/v1/agent/token",
-            Some(&dev),
-            Some(json!({})),
-        )
-        .await;
+    let (status, _) = app.post("/api/v1/agent/token", &dev, json!({})).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     let (status, listed) = tokens(&app, &dev, None).await;
@@ -217,14 +194,7 @@ async fn the_owner_lists_their_tokens_without_secrets_and_others_cannot() {
     let first_answer: Value = first.json().await.unwrap();
     let lost = first_answer["token"].as_str().unwrap().to_owned();
     assert_eq!(probe(&app, &lost).await, StatusCode::FORBIDDEN);
-    let (status, retried) = app
-        .call(
-            Method::POST,
-            "/api/v1/agent/token",
-            Some(new_token),
-            Some(json!({})),
-        )
-        .await;
+    let (status, retried) = app.post("/api/v1/agent/token", new_token, json!({})).await;
     assert_eq!(status, StatusCode::OK, "{retried}");
     assert_eq!(probe(&app, &lost).await, StatusCode::UNAUTHORIZED);
     let retried = retried["token"].as_str().unwrap();
@@ -245,9 +215,7 @@ async fn the_owner_lists_their_tokens_without_secrets_and_others_cannot() {
 
 /// The organization's active public key (64 hex digits), for `login --agent-token --org-key`.
 async fn org_public_key(app: &TestApp, admin: &str) -> String {
-    let (_, keys) = app
-        .call(Method::GET, "/api/v1/signing-keys", Some(admin), None)
-        .await;
+    let (_, keys) = app.get("/api/v1/signing-keys", admin).await;
     keys["keys"][0]["public_key"].as_str().unwrap().to_owned()
 }
 
@@ -344,17 +312,12 @@ async fn a_running_agent_renews_its_token_and_keeps_receiving_rule_sets() {
 
 /// Starts an agent for `user` enrolled with an enrollment token; waits until it is connected.
 async fn running_agent(app: &TestApp, admin: &str, user: &str) -> (Machine, String) {
-    let enrollment = app
-        .ok(
-            "/api/v1/enrollment-tokens",
-            admin,
-            json!({"user_id": user, "note": "revocation test"}),
-        )
-        .await;
-    let mut machine = Machine::new();
-    let agent = machine
-        .enroll_with_token(&app.base, enrollment["token"].as_str().unwrap())
-        .await;
+    let (mut machine, agent) = Machine::enrolled(
+        app,
+        admin,
+        json!({"user_id": user, "note": "revocation test"}),
+    )
+    .await;
     machine.run();
     let connected = eventually(Duration::from_secs(20), || async {
         (machine.status().await["connected"] == true).then_some(())
@@ -383,24 +346,15 @@ async fn a_password_change_and_a_deactivation_revoke_the_tokens_and_disconnect_t
 
     // 1. The user changes their own password: every agent token goes, the agent is disconnected.
     let (mut machine, _) = running_agent(&app, &admin, &dev_id).await;
-    let email = app
-        .call(
-            Method::GET,
-            &format!("/api/v1/users/{dev_id}"),
-            Some(&dev),
-            None,
-        )
-        .await
-        .1["email"]
+    let email = app.get(&format!("/api/v1/users/{dev_id}"), &dev).await.1["email"]
         .as_str()
         .unwrap()
         .to_owned();
     let (status, body) = app
-        .call(
-            Method::PUT,
+        .put(
             &format!("/api/v1/users/{dev_id}/password"),
-            Some(&dev),
-            Some(json!({"current_password": "dev-password-123", "new_password": "a-new-password-456"})),
+            &dev,
+            json!({"current_password": "dev-password-123", "new_password": "a-new-password-456"}),
         )
         .await;
     assert!(status.is_success(), "password change: {status} {body}");
@@ -452,11 +406,10 @@ async fn a_password_change_and_a_deactivation_revoke_the_tokens_and_disconnect_t
     // 3. An org_admin's reset of the password revokes too.
     let (mut machine, _) = running_agent(&app, &admin, &dev_id).await;
     let (status, body) = app
-        .call(
-            Method::PUT,
+        .put(
             &format!("/api/v1/users/{dev_id}/password"),
-            Some(&admin),
-            Some(json!({"new_password": "a-reset-password-789"})),
+            &admin,
+            json!({"new_password": "a-reset-password-789"}),
         )
         .await;
     assert!(status.is_success(), "password reset: {status} {body}");

@@ -2,7 +2,8 @@
 //! processes, with a temporary HOME and organization file; `edict-agent doctor` checks such a machine.
 
 use crate::harness::{
-    Layout, Machine, Store, TestApp, approved_rule, eventually, rule_spec, two_gateways,
+    Layout, Machine, Store, TestApp, approve, approved_rule, attach, attach_with, eventually,
+    rule_spec, team_with_member, temporary, two_gateways,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -39,12 +40,7 @@ impl Machine {
                             .ends_with("/device")
                     );
                     let (status, request) = app
-                        .call(
-                            Method::GET,
-                            &format!("/api/v1/device/requests/{code}"),
-                            Some(approver),
-                            None,
-                        )
+                        .get(&format!("/api/v1/device/requests/{code}"), approver)
                         .await;
                     assert_eq!(status, StatusCode::OK, "{request}");
                     assert_eq!(request["status"], "pending");
@@ -89,28 +85,25 @@ async fn team_with_rule(
     name: &str,
     enforcement: Value,
 ) -> (String, String) {
-    let team = app
-        .ok(
-            "/api/v1/teams",
-            admin,
-            json!({"name": format!("team of {name}")}),
-        )
-        .await;
-    let team = team["id"].as_str().unwrap().to_owned();
-    app.ok(
-        &format!("/api/v1/teams/{team}/members"),
-        admin,
-        json!({"user_id": dev_id, "role": "member"}),
-    )
-    .await;
+    let team = team_with_member(app, admin, &format!("team of {name}"), dev_id).await;
     let rule = approved_rule(app, admin, second, name).await;
-    app.ok(
-        &format!("/api/v1/teams/{team}/rules"),
-        admin,
-        json!({"rule_id": rule, "enforcement": enforcement}),
-    )
-    .await;
+    attach_with(app, admin, &team, &rule, enforcement).await;
     (team, rule)
+}
+
+/// The pending change requests of `team`.
+async fn pending_change_requests(app: &TestApp, admin: &str, team: &str) -> Vec<Value> {
+    let path = format!("/api/v1/change-requests?team={team}&status=pending");
+    let (_, page) = app.get(&path, admin).await;
+    page["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// Sets the enforcement mode of `rule` on `team` to `mode`.
+async fn set_mode(app: &TestApp, admin: &str, team: &str, rule: &str, mode: &str) {
+    let path = format!("/api/v1/teams/{team}/rules/{rule}");
+    let body = Some(json!({"mode": mode}));
+    let (status, body) = app.call(Method::PATCH, &path, Some(admin), body).await;
+    assert!(status.is_success(), "{status} {body}");
 }
 
 /// Replaces the managed section's body in `text` with `body`, keeping the markers.
@@ -147,28 +140,11 @@ async fn block_rules_reach_the_machine_and_edits_are_reverted_even_offline() {
     )
     .await;
     // A rule of a team the developer is not in never arrives.
-    let other_team = app
-        .ok("/api/v1/teams", &admin, json!({"name": "not yours"}))
-        .await;
-    let other_team = other_team["id"].as_str().unwrap().to_owned();
+    let other_team = app.team(&admin, "not yours").await;
     let mut secret = rule_spec("secret rule", "team");
     secret["content"] = json!("Team B only.");
-    let secret = app.ok("/api/v1/rules", &admin, secret).await;
-    let secret = secret["id"].as_str().unwrap().to_owned();
-    app.ok(&format!("/api/v1/rules/{secret}/submit"), &admin, json!({}))
-        .await;
-    app.ok(
-        &format!("/api/v1/rules/{secret}/approve"),
-        &second,
-        json!({}),
-    )
-    .await;
-    app.ok(
-        &format!("/api/v1/teams/{other_team}/rules"),
-        &admin,
-        json!({"rule_id": secret, "enforcement": {"mode": "block"}}),
-    )
-    .await;
+    let secret = approve(&app, &admin, &second, secret).await;
+    attach(&app, &admin, &other_team, &secret).await;
 
     let written = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
         t.contains("Always run the tests.")
@@ -206,12 +182,7 @@ async fn block_rules_reach_the_machine_and_edits_are_reverted_even_offline() {
         "the agent's applied revision is recorded"
     );
     let (status, enforced) = app
-        .call(
-            Method::GET,
-            &format!("/api/v1/agents/{agent_id}/enforced"),
-            Some(&dev),
-            None,
-        )
+        .get(&format!("/api/v1/agents/{agent_id}/enforced"), &dev)
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(enforced[0]["current"], true, "{enforced}");
@@ -282,14 +253,7 @@ async fn block_rules_reach_the_machine_and_edits_are_reverted_even_offline() {
 }
 
 async fn agent_version(app: &TestApp, admin: &str, agent: &str) -> u64 {
-    let (_, view) = app
-        .call(
-            Method::GET,
-            &format!("/api/v1/agents/{agent}"),
-            Some(admin),
-            None,
-        )
-        .await;
+    let (_, view) = app.get(&format!("/api/v1/agents/{agent}"), admin).await;
     view["version"].as_u64().unwrap_or_default()
 }
 
@@ -316,17 +280,8 @@ async fn warning_edits_are_kept_and_temporary_ones_are_decided() {
     let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
     let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
     // An unattended install: an org_admin's enrollment token for the developer.
-    let enrollment = app
-        .ok(
-            "/api/v1/enrollment-tokens",
-            &admin,
-            json!({"user_id": dev_id, "note": "laptop image"}),
-        )
-        .await;
-    let mut machine = Machine::new();
-    let agent_id = machine
-        .enroll_with_token(&app.base, enrollment["token"].as_str().unwrap())
-        .await;
+    let body = json!({"user_id": dev_id, "note": "laptop image"});
+    let (mut machine, agent_id) = Machine::enrolled(&app, &admin, body).await;
     machine.run();
 
     // 4. Warning: the edit is kept (and reported).
@@ -369,7 +324,7 @@ async fn warning_edits_are_kept_and_temporary_ones_are_decided() {
         &second,
         &dev_id,
         "review diffs",
-        json!({"mode": "temporary", "temporary_timeout_secs": 3600}),
+        temporary(3600),
     )
     .await;
     let written = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
@@ -383,15 +338,7 @@ async fn warning_edits_are_kept_and_temporary_ones_are_decided() {
         let team = team.clone();
         async move {
             eventually(Duration::from_secs(15), || async {
-                let (_, page) = app
-                    .call(
-                        Method::GET,
-                        &format!("/api/v1/change-requests?team={team}&status=pending"),
-                        Some(admin),
-                        None,
-                    )
-                    .await;
-                let items = page["items"].as_array().cloned().unwrap_or_default();
+                let items = pending_change_requests(app, admin, &team).await;
                 (items.len() == nth).then(|| items[0]["id"].as_str().unwrap_or_default().to_owned())
             })
             .await
@@ -430,12 +377,7 @@ async fn warning_edits_are_kept_and_temporary_ones_are_decided() {
         .unwrap();
     assert!(appeal.status.success(), "edict-agent appeal");
     let (_, change) = app
-        .call(
-            Method::GET,
-            &format!("/api/v1/change-requests/{cr}"),
-            Some(&admin),
-            None,
-        )
+        .get(&format!("/api/v1/change-requests/{cr}"), &admin)
         .await;
     assert_eq!(change["status"], "exception_requested", "{change}");
 
@@ -504,22 +446,14 @@ async fn agents_fail_over_between_gateways_and_survive_kill_9() {
     let admin = app.admin().await;
     let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
     let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
-    let enrollment = app
-        .ok(
-            "/api/v1/enrollment-tokens",
-            &admin,
-            json!({"user_id": dev_id, "uses": 3}),
-        )
+    let token = app
+        .enrollment_token(&admin, json!({"user_id": dev_id, "uses": 3}))
         .await;
     let mut machines = Vec::new();
     let mut agents = Vec::new();
     for _ in 0..3 {
         let mut machine = Machine::new();
-        agents.push(
-            machine
-                .enroll_with_token(&app.base, enrollment["token"].as_str().unwrap())
-                .await,
-        );
+        agents.push(machine.enroll_with_token(&app.base, &token).await);
         machine.run();
         machines.push(machine);
     }
@@ -547,12 +481,7 @@ async fn agents_fail_over_between_gateways_and_survive_kill_9() {
         let rule = format!("round {round} rule");
         let rule_id = approved_rule(&app, &admin, &second, &rule).await;
         expected.push(rule);
-        app.ok(
-            &format!("/api/v1/teams/{team}/rules"),
-            &admin,
-            json!({"rule_id": rule_id, "enforcement": {"mode": "block"}}),
-        )
-        .await;
+        attach(&app, &admin, &team, &rule_id).await;
         let before = latest;
         latest = eventually(Duration::from_secs(30), || async {
             converged(&app, &admin, &team, &agents)
@@ -578,15 +507,7 @@ async fn agents_fail_over_between_gateways_and_survive_kill_9() {
     // snapshot and the agent ends on the latest revision.
     for (round, delay_ms) in [0_u64, 30, 90, 200].into_iter().enumerate() {
         let mode = if round % 2 == 0 { "warning" } else { "block" };
-        let (status, body) = app
-            .call(
-                Method::PATCH,
-                &format!("/api/v1/teams/{team}/rules/{first_rule}"),
-                Some(&admin),
-                Some(json!({"mode": mode})),
-            )
-            .await;
-        assert!(status.is_success(), "{status} {body}");
+        set_mode(&app, &admin, &team, &first_rule, mode).await;
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         machines[0].stop().await;
         let status = machines[0].status().await;
@@ -641,17 +562,8 @@ async fn running_developer_machine(app: &TestApp) -> (String, String, String, Ma
     let admin = app.admin().await;
     let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
     let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
-    let enrollment = app
-        .ok(
-            "/api/v1/enrollment-tokens",
-            &admin,
-            json!({"user_id": dev_id, "note": "laptop"}),
-        )
-        .await;
-    let mut machine = Machine::new();
-    machine
-        .enroll_with_token(&app.base, enrollment["token"].as_str().unwrap())
-        .await;
+    let body = json!({"user_id": dev_id, "note": "laptop"});
+    let (mut machine, _) = Machine::enrolled(app, &admin, body).await;
     machine.run();
     (admin, second, dev_id, machine)
 }
@@ -669,7 +581,7 @@ async fn a_replayed_rejection_never_reverts_a_later_approved_change() {
         &second,
         &dev_id,
         "keep changelogs",
-        json!({"mode": "temporary", "temporary_timeout_secs": 3600}),
+        temporary(3600),
     )
     .await;
     let written = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
@@ -683,15 +595,7 @@ async fn a_replayed_rejection_never_reverts_a_later_approved_change() {
     );
     let pending = || async {
         eventually(Duration::from_secs(20), || async {
-            let (_, page) = app
-                .call(
-                    Method::GET,
-                    &format!("/api/v1/change-requests?team={team}&status=pending"),
-                    Some(&admin),
-                    None,
-                )
-                .await;
-            let items = page["items"].as_array().cloned().unwrap_or_default();
+            let items = pending_change_requests(&app, &admin, &team).await;
             (items.len() == 1).then(|| {
                 assert_eq!(items[0]["rule"], json!(rule), "{}", items[0]);
                 items[0]["id"].as_str().unwrap_or_default().to_owned()
@@ -780,17 +684,8 @@ async fn a_temporary_change_times_out_offline_and_is_reported_when_back() {
     let admin = app.admin().await;
     let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
     let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
-    let enrollment = app
-        .ok(
-            "/api/v1/enrollment-tokens",
-            &admin,
-            json!({"user_id": dev_id, "note": "laptop"}),
-        )
-        .await;
-    let mut machine = Machine::new();
-    let agent_id = machine
-        .enroll_with_token(&app.base, enrollment["token"].as_str().unwrap())
-        .await;
+    let body = json!({"user_id": dev_id, "note": "laptop"});
+    let (mut machine, agent_id) = Machine::enrolled(&app, &admin, body).await;
     machine.daemon = Some(
         machine
             .command()
@@ -798,15 +693,8 @@ async fn a_temporary_change_times_out_offline_and_is_reported_when_back() {
             .spawn()
             .unwrap(),
     );
-    let (team, _) = team_with_rule(
-        &app,
-        &admin,
-        &second,
-        &dev_id,
-        "tag releases",
-        json!({"mode": "temporary", "temporary_timeout_secs": 8}),
-    )
-    .await;
+    let (team, _) =
+        team_with_rule(&app, &admin, &second, &dev_id, "tag releases", temporary(8)).await;
     let written = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
         t.contains("Always tag releases.")
     })
@@ -818,15 +706,7 @@ async fn a_temporary_change_times_out_offline_and_is_reported_when_back() {
     )
     .unwrap();
     let opened = eventually(Duration::from_secs(20), || async {
-        let (_, page) = app
-            .call(
-                Method::GET,
-                &format!("/api/v1/change-requests?team={team}&status=pending"),
-                Some(&admin),
-                None,
-            )
-            .await;
-        let items = page["items"].as_array().cloned().unwrap_or_default();
+        let items = pending_change_requests(&app, &admin, &team).await;
         (items.len() == 1).then_some(())
     })
     .await;
@@ -873,12 +753,7 @@ async fn each_rule_of_a_section_is_enforced_by_its_own_mode() {
     )
     .await;
     let docs = approved_rule(&app, &admin, &second, "write docs").await;
-    app.ok(
-        &format!("/api/v1/teams/{team}/rules"),
-        &admin,
-        json!({"rule_id": docs, "enforcement": {"mode": "warning"}}),
-    )
-    .await;
+    attach_with(&app, &admin, &team, &docs, json!({"mode": "warning"})).await;
     let written = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
         t.contains("Always sign commits.") && t.contains("Always write docs.")
     })
@@ -929,15 +804,7 @@ async fn each_rule_of_a_section_is_enforced_by_its_own_mode() {
     assert!(restored.contains("Docs are optional."), "{restored}");
 
     // Raised to block: the standing edit of the warning rule is reverted at once.
-    let (status, body) = app
-        .call(
-            Method::PATCH,
-            &format!("/api/v1/teams/{team}/rules/{docs}"),
-            Some(&admin),
-            Some(json!({"mode": "block"})),
-        )
-        .await;
-    assert!(status.is_success(), "{status} {body}");
+    set_mode(&app, &admin, &team, &docs, "block").await;
     let reverted = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
         t.contains("Always write docs.") && t.contains("Always sign commits.")
     })
@@ -982,17 +849,8 @@ async fn doctor_passes_a_healthy_machine_and_fails_a_group_writable_file_and_an_
     let admin = app.admin().await;
     let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
     let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
-    let enrollment = app
-        .ok(
-            "/api/v1/enrollment-tokens",
-            &admin,
-            json!({"user_id": dev_id, "note": "doctor"}),
-        )
-        .await;
-    let mut machine = Machine::new();
-    machine
-        .enroll_with_token(&app.base, enrollment["token"].as_str().unwrap())
-        .await;
+    let body = json!({"user_id": dev_id, "note": "doctor"});
+    let (mut machine, _) = Machine::enrolled(&app, &admin, body).await;
     team_with_rule(
         &app,
         &admin,

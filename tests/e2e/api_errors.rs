@@ -55,18 +55,14 @@ async fn invalid_values_name_their_field(store: Store) {
     let admin = app.admin().await;
     let mut spec = rule_spec("x", "team");
     spec["name"] = json!("n".repeat(201));
-    let (status, problem) = app
-        .call(Method::POST, "/api/v1/rules", Some(&admin), Some(spec))
-        .await;
+    let (status, problem) = app.post("/api/v1/rules", &admin, spec).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     assert_eq!(problem["field"], "name");
     assert_eq!(problem["rule"], "invalid_value");
 
     let mut spec = rule_spec("x", "team");
     spec["triggers"] = json!(["src/**/*.rs"]);
-    let (status, problem) = app
-        .call(Method::POST, "/api/v1/rules", Some(&admin), Some(spec))
-        .await;
+    let (status, problem) = app.post("/api/v1/rules", &admin, spec).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     assert_eq!(problem["rule"], "triggers_only_for_project_layer");
 
@@ -79,9 +75,7 @@ async fn invalid_values_name_their_field(store: Store) {
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
-    let (status, _) = app
-        .call(Method::GET, "/api/v1/rules/not-a-uuid", Some(&admin), None)
-        .await;
+    let (status, _) = app.get("/api/v1/rules/not-a-uuid", &admin).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -118,14 +112,7 @@ async fn if_match_guards_against_lost_updates(store: Store) {
         )
         .await;
     assert_eq!(fresh.status(), StatusCode::OK);
-    let (_, rule) = app
-        .call(
-            Method::GET,
-            &format!("/api/v1/rules/{id}"),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let (_, rule) = app.get(&format!("/api/v1/rules/{id}"), &admin).await;
     assert_eq!(rule["version"], 2);
     assert_eq!(rule["working"]["spec"]["name"], "guarded 2");
 
@@ -215,9 +202,8 @@ async fn garbage_never_produces_a_500(store: Store) {
     }
     // Existing resources with hostile bodies, and anonymous input to the sign-in endpoints.
     let rule = app
-        .ok("/api/v1/rules", &admin, rule_spec("target", "team"))
+        .created("/api/v1/rules", &admin, rule_spec("target", "team"))
         .await;
-    let rule = rule["id"].as_str().unwrap().to_owned();
     let hostile = [
         json!({"reason": "a\u{0}b"}),
         json!({"name": "n\u{0}", "layer": "team", "content": "c"}),
@@ -365,14 +351,7 @@ async fn a_second_start_on_the_same_data_loses_nothing(store: Store) {
     assert!(status.success(), "SIGTERM ends edict cleanly, got {status}");
     app.start().await;
     let admin = app.admin().await;
-    let (status, rule) = app
-        .call(
-            Method::GET,
-            &format!("/api/v1/rules/{id}"),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let (status, rule) = app.get(&format!("/api/v1/rules/{id}"), &admin).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(rule["working"]["spec"]["name"], "durable");
 }

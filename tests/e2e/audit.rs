@@ -2,7 +2,7 @@
 //! verify` (the real binary) proves a clean history, and names the event or checkpoint someone edited,
 //! deleted or forged directly in the database; an export verifies offline and its edits are named.
 
-use crate::harness::{Layout, Signal, Store, TestApp, eventually, rule_spec, signal};
+use crate::harness::{Layout, Signal, Store, TestApp, assert_ran, eventually, rule_spec, signal};
 use crate::on_both_stores;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -96,12 +96,7 @@ impl Audited {
             let all_hashed = complete && export.iter().all(|e| e["hash"].is_string());
             let (_, page) = self
                 .app
-                .call(
-                    Method::GET,
-                    "/api/v1/audit/checkpoints?limit=500",
-                    Some(&self.admin),
-                    None,
-                )
+                .get("/api/v1/audit/checkpoints?limit=500", &self.admin)
                 .await;
             let last = page["items"].as_array()?.last()?["chain_index"].as_i64()?;
             (all_hashed && last == export.len() as i64).then_some(export)
@@ -293,11 +288,7 @@ async fn an_export_verifies_offline_and_names_an_edited_line() {
         .output()
         .await
         .unwrap();
-    assert!(
-        exported.status.success(),
-        "{}",
-        String::from_utf8_lossy(&exported.stderr)
-    );
+    assert_ran(&exported, "edict events export");
     let base = audited.app.base.clone();
     let admin = audited.admin.clone();
     let offline = |path: std::path::PathBuf| {

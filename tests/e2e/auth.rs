@@ -7,73 +7,43 @@ use serde_json::json;
 
 async fn login_refresh_and_logout(store: Store) {
     let app = TestApp::spawn(store).await;
-    let (status, tokens) = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/login",
-            None,
-            Some(json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
-        )
-        .await;
+    let (status, tokens) = app.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
     assert_eq!(tokens["token_type"], "Bearer");
     assert!(tokens["expires_in"].as_u64().unwrap() > 0);
     let access = tokens["access_token"].as_str().unwrap().to_owned();
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
 
-    let (status, me) = app
-        .call(Method::GET, "/api/v1/users/me", Some(&access), None)
-        .await;
+    let (status, me) = app.get("/api/v1/users/me", &access).await;
     assert_eq!(status, StatusCode::OK, "{me}");
     assert_eq!(me["email"], ADMIN_EMAIL);
 
     // A refresh token works once; the old one is then refused.
     let (status, renewed) = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": refresh})),
-        )
+        .post_anonymous("/api/v1/auth/refresh", json!({"refresh_token": refresh}))
         .await;
     assert_eq!(status, StatusCode::OK, "{renewed}");
     let (status, _) = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": refresh})),
-        )
+        .post_anonymous("/api/v1/auth/refresh", json!({"refresh_token": refresh}))
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // Presenting the exchanged refresh token again ended that session (tests/e2e/secrets.rs): sign in
     // anew. Logout closes the session: its access token and refresh token stop working.
-    let (status, renewed) = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/login",
-            None,
-            Some(json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
-        )
-        .await;
+    let (status, renewed) = app.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     assert_eq!(status, StatusCode::OK, "{renewed}");
     let new_access = renewed["access_token"].as_str().unwrap();
     let (status, _) = app
         .call(Method::POST, "/api/v1/auth/logout", Some(new_access), None)
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, problem) = app
-        .call(Method::GET, "/api/v1/users/me", Some(new_access), None)
-        .await;
+    let (status, problem) = app.get("/api/v1/users/me", new_access).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
     assert_eq!(problem["status"], 401);
     let (status, _) = app
-        .call(
-            Method::POST,
+        .post_anonymous(
             "/api/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": renewed["refresh_token"]})),
+            json!({"refresh_token": renewed["refresh_token"]}),
         )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -106,40 +76,21 @@ async fn deactivating_a_user_revokes_their_tokens_at_once(store: Store) {
     let app = TestApp::spawn(store).await;
     let admin = app.admin().await;
     let (user_id, token) = app.user(&admin, "dora", &["member"]).await;
-    let (status, _) = app
-        .call(Method::GET, "/api/v1/users/me", Some(&token), None)
-        .await;
+    let (status, _) = app.get("/api/v1/users/me", &token).await;
     assert_eq!(status, StatusCode::OK);
 
-    app.ok(
-        &format!("/api/v1/users/{user_id}/deactivate"),
-        &admin,
-        json!({}),
-    )
-    .await;
-    let (status, _) = app
-        .call(Method::GET, "/api/v1/users/me", Some(&token), None)
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::UNAUTHORIZED,
-        "a deactivated user's token must stop working"
-    );
-
-    app.ok(
-        &format!("/api/v1/users/{user_id}/reactivate"),
-        &admin,
-        json!({}),
-    )
-    .await;
-    let (status, _) = app
-        .call(Method::GET, "/api/v1/users/me", Some(&token), None)
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::UNAUTHORIZED,
-        "deactivation closed the old sessions for good"
-    );
+    for (action, why) in [
+        ("deactivate", "a deactivated user's token must stop working"),
+        (
+            "reactivate",
+            "deactivation closed the old sessions for good",
+        ),
+    ] {
+        let path = format!("/api/v1/users/{user_id}/{action}");
+        app.ok(&path, &admin, json!({})).await;
+        let (status, _) = app.get("/api/v1/users/me", &token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{why}");
+    }
 }
 
 async fn no_user_is_seeded_with_a_known_password(store: Store) {
@@ -149,14 +100,7 @@ async fn no_user_is_seeded_with_a_known_password(store: Store) {
         ("admin@example.com", "admin"),
         ("admin@example.com", "password"),
     ] {
-        let (status, _) = app
-            .call(
-                Method::POST,
-                "/api/v1/auth/login",
-                None,
-                Some(json!({"email": email, "password": password})),
-            )
-            .await;
+        let (status, _) = app.sign_in(email, password).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
 }
@@ -165,57 +109,32 @@ async fn changing_a_password_keeps_the_old_one_out(store: Store) {
     let app = TestApp::spawn(store).await;
     let admin = app.admin().await;
     let (user_id, token) = app.user(&admin, "pat", &["member"]).await;
-    let (_, me) = app
-        .call(Method::GET, "/api/v1/users/me", Some(&token), None)
-        .await;
+    let (_, me) = app.get("/api/v1/users/me", &token).await;
     let email = me["email"].as_str().unwrap().to_owned();
     let other_session = app.login(&email, "pat-password-123").await;
-    let (status, body) = app
-        .call(
-            Method::PUT,
-            &format!("/api/v1/users/{user_id}/password"),
-            Some(&token),
-            Some(json!({"current_password": "pat-password-123", "new_password": "a-brand-new-passphrase"})),
-        )
+    let (status, body) = app.put(&format!("/api/v1/users/{user_id}/password"), &token, json!({"current_password": "pat-password-123", "new_password": "a-brand-new-passphrase"}))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, _) = app
-        .call(Method::GET, "/api/v1/users/me", Some(&token), None)
-        .await;
+    let (status, _) = app.get("/api/v1/users/me", &token).await;
     assert_eq!(
         status,
         StatusCode::OK,
         "the session that changed it stays open"
     );
-    let (status, _) = app
-        .call(Method::GET, "/api/v1/users/me", Some(&other_session), None)
-        .await;
+    let (status, _) = app.get("/api/v1/users/me", &other_session).await;
     assert_eq!(
         status,
         StatusCode::UNAUTHORIZED,
         "every other session is closed"
     );
-    let (status, _) = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/login",
-            None,
-            Some(json!({"email": email, "password": "pat-password-123"})),
-        )
-        .await;
+    let (status, _) = app.sign_in(&email, "pat-password-123").await;
     assert_eq!(
         status,
         StatusCode::UNAUTHORIZED,
         "the old password no longer works"
     );
     app.login(&email, "a-brand-new-passphrase").await;
-    let (status, body) = app
-        .call(
-            Method::PUT,
-            &format!("/api/v1/users/{user_id}/password"),
-            Some(&token),
-            Some(json!({"current_password": "wrong-password-123", "new_password": "another-new-passphrase"})),
-        )
+    let (status, body) = app.put(&format!("/api/v1/users/{user_id}/password"), &token, json!({"current_password": "wrong-password-123", "new_password": "another-new-passphrase"}))
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 }

@@ -4,7 +4,7 @@
 //! tokens do only what agents do; a caller whose role may never call a route gets 403 before any
 //! 400/422 about the body.
 
-use crate::harness::{self, Store, TestApp, eventually, rule_spec};
+use crate::harness::{self, Store, TestApp, attach_with, eventually, rule_spec, temporary};
 use crate::on_both_stores;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -14,7 +14,7 @@ const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 const HASH_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
 async fn get(app: &TestApp, token: &str, path: &str) -> Value {
-    let (status, body) = app.call(Method::GET, path, Some(token), None).await;
+    let (status, body) = app.get(path, token).await;
     assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
     body
 }
@@ -31,13 +31,8 @@ async fn pending_org_rule(app: &TestApp, author: &str, name: &str) -> String {
 }
 
 async fn approve(app: &TestApp, token: &str, rule: &str) -> (StatusCode, Value) {
-    app.call(
-        Method::POST,
-        &format!("/api/v1/rules/{rule}/approve"),
-        Some(token),
-        Some(json!({})),
-    )
-    .await
+    app.post(&format!("/api/v1/rules/{rule}/approve"), token, json!({}))
+        .await
 }
 
 /// Asserts a 422 `approver_on_probation` that says why and until when.
@@ -95,11 +90,10 @@ async fn a_sock_puppet_admins_approval_does_not_count(store: Store) {
         .unwrap()
         .to_owned();
     let (status, body) = app
-        .call(
-            Method::PUT,
+        .put(
             &format!("/api/v1/users/{third_id}/password"),
-            Some(&first),
-            Some(json!({"new_password": "taken-over-by-first-1"})),
+            &first,
+            json!({"new_password": "taken-over-by-first-1"}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -190,12 +184,7 @@ async fn team(app: &TestApp, admin: &str) -> Team {
         (&peer_id, "team_admin"),
         (&member_id, "member"),
     ] {
-        app.ok(
-            &format!("/api/v1/teams/{id}/members"),
-            admin,
-            json!({"user_id": user, "role": role}),
-        )
-        .await;
+        app.add_member(admin, &id, user, role).await;
     }
     Team {
         id,
@@ -274,20 +263,18 @@ async fn a_team_admin_cannot_make_team_admins_nor_demote_one_an_org_admin_appoin
     assert!(status.is_success(), "{body}");
     // The org_admin appoints.
     let (status, body) = app
-        .call(
-            Method::PUT,
+        .put(
             &format!("{members}/{}", t.member_id),
-            Some(&admin),
-            Some(json!({"role": "team_admin"})),
+            &admin,
+            json!({"role": "team_admin"}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = app
-        .call(
-            Method::PUT,
+        .put(
             &format!("{members}/{}", t.lead_id),
-            Some(&t.lead),
-            Some(json!({"role": "member"})),
+            &t.lead,
+            json!({"role": "member"}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "stepping down: {body}");
@@ -300,14 +287,7 @@ async fn auditors_change_nothing() {
     let (auditor_id, auditor) = app.user(&admin, "auditor", &["auditor"]).await;
 
     // No device-code denial (approval was refused already).
-    let (status, grant) = app
-        .call(
-            Method::POST,
-            "/api/v1/device/code",
-            None,
-            Some(json!({"machine_id": "box-1", "machine_name": "Build box"})),
-        )
-        .await;
+    let (status, grant) = app.device_code("box-1", "Build box").await;
     assert_eq!(status, StatusCode::OK, "{grant}");
     let code = grant["user_code"].as_str().unwrap();
     let (status, problem) = app
@@ -325,11 +305,10 @@ async fn auditors_change_nothing() {
     // No agents owned through enrollment tokens: none is made for an auditor, and one made for a
     // member who became an auditor enrolls nothing.
     let (status, problem) = app
-        .call(
-            Method::POST,
+        .post(
             "/api/v1/enrollment-tokens",
-            Some(&admin),
-            Some(json!({"user_id": auditor_id, "uses": 1})),
+            &admin,
+            json!({"user_id": auditor_id, "uses": 1}),
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
@@ -351,21 +330,18 @@ async fn auditors_change_nothing() {
     )
     .await;
     let (status, problem) = app
-        .call(
-            Method::POST,
+        .post_anonymous(
             "/api/v1/agents/enroll",
-            None,
-            Some(json!({"enrollment_token": token, "machine_id": "m-1", "machine_name": "M1"})),
+            json!({"enrollment_token": token, "machine_id": "m-1", "machine_name": "M1"}),
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
     // Nor enrolled by an org_admin for them.
     let (status, problem) = app
-        .call(
-            Method::POST,
+        .post(
             "/api/v1/agents",
-            Some(&admin),
-            Some(json!({"user_id": auditor_id, "machine_id": "m-2", "machine_name": "M2"})),
+            &admin,
+            json!({"user_id": auditor_id, "machine_id": "m-2", "machine_name": "M2"}),
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
@@ -374,11 +350,10 @@ async fn auditors_change_nothing() {
     // nothing.
     let t = team(&app, &admin).await;
     let (status, problem) = app
-        .call(
-            Method::POST,
+        .post(
             &format!("/api/v1/teams/{}/members", t.id),
-            Some(&admin),
-            Some(json!({"user_id": auditor_id, "role": "team_admin"})),
+            &admin,
+            json!({"user_id": auditor_id, "role": "team_admin"}),
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
@@ -425,26 +400,10 @@ async fn agent_tokens_only_do_what_agents_do() {
         .as_str()
         .unwrap()
         .to_owned();
-    app.ok(
-        &format!("/api/v1/teams/{team}/members"),
-        &admin,
-        json!({"user_id": dev_id, "role": "member"}),
-    )
-    .await;
+    app.add_member(&admin, &team, &dev_id, "member").await;
     let rule = harness::approve(&app, &admin, &second, rule_spec("temporary", "team")).await;
-    app.ok(
-        &format!("/api/v1/teams/{team}/rules"),
-        &admin,
-        json!({"rule_id": rule, "enforcement": {"mode": "temporary", "temporary_timeout_secs": 3600}}),
-    )
-    .await;
-    let agent = app
-        .ok(
-            "/api/v1/agents",
-            &dev,
-            json!({"machine_id": "laptop", "machine_name": "Laptop"}),
-        )
-        .await["token"]
+    attach_with(&app, &admin, &team, &rule, temporary(3600)).await;
+    let agent = app.enroll_agent(&dev, "laptop", "Laptop").await["token"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -486,23 +445,22 @@ async fn agent_tokens_only_do_what_agents_do() {
         format!("/api/v1/teams/{team}"),
         "/api/v1/agents".to_owned(),
     ] {
-        let (status, problem) = app.call(Method::GET, &path, Some(&agent), None).await;
+        let (status, problem) = app.get(&path, &agent).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "GET {path}: {problem}");
         assert_eq!(problem["status"], 403, "problem+json: {problem}");
     }
     let (status, problem) = app
-        .call(
-            Method::POST,
+        .post(
             &format!("/api/v1/change-requests/{change}/withdraw"),
-            Some(&agent),
-            Some(json!({})),
+            &agent,
+            json!({}),
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
     // Its user still reads them (the rule set once its projection has caught up with the attachment).
     let path = format!("/api/v1/teams/{team}/ruleset");
     let read = eventually(Duration::from_secs(10), || async {
-        let (status, _) = app.call(Method::GET, &path, Some(&dev), None).await;
+        let (status, _) = app.get(&path, &dev).await;
         (status == StatusCode::OK).then_some(())
     })
     .await;
@@ -528,9 +486,7 @@ async fn a_role_that_may_never_call_a_route_gets_403_before_any_body_validation(
     ];
     for (path, body) in &invalid {
         for (who, token) in [("member", &member), ("auditor", &auditor)] {
-            let (status, problem) = app
-                .call(Method::POST, path, Some(token), Some(body.clone()))
-                .await;
+            let (status, problem) = app.post(path, token, body.clone()).await;
             assert_eq!(
                 status,
                 StatusCode::FORBIDDEN,
@@ -554,9 +510,7 @@ async fn a_role_that_may_never_call_a_route_gets_403_before_any_body_validation(
             "empty body {path}"
         );
         // The org_admin gets the validation answer.
-        let (status, problem) = app
-            .call(Method::POST, path, Some(&admin), Some(body.clone()))
-            .await;
+        let (status, problem) = app.post(path, &admin, body.clone()).await;
         assert!(
             status == StatusCode::BAD_REQUEST || status == StatusCode::UNPROCESSABLE_ENTITY,
             "org_admin POST {path}: {status} {problem}"
@@ -576,12 +530,7 @@ async fn a_role_that_may_never_call_a_route_gets_403_before_any_body_validation(
     );
     // Without a token: 401 before validation too.
     let (status, problem) = app
-        .call(
-            Method::POST,
-            "/api/v1/rules",
-            None,
-            Some(json!({"name": 5})),
-        )
+        .post_anonymous("/api/v1/rules", json!({"name": 5}))
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
 }

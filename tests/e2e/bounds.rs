@@ -333,9 +333,7 @@ async fn the_body_limit_is_configurable() {
     )
     .await;
     let body = json!({"email": "a@example.com", "password": "x".repeat(3000)});
-    let (status, problem) = app
-        .call(Method::POST, "/api/v1/auth/login", None, Some(body))
-        .await;
+    let (status, problem) = app.post_anonymous("/api/v1/auth/login", body).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{problem}");
     assert_eq!(
         h2_post(&app.base, "/api/v1/auth/login", None, 4096).await,
@@ -343,9 +341,7 @@ async fn the_body_limit_is_configurable() {
     );
     // Under the limit, the handler answers.
     let body = json!({"email": "a@example.com", "password": "wrong-password"});
-    let (status, _) = app
-        .call(Method::POST, "/api/v1/auth/login", None, Some(body))
-        .await;
+    let (status, _) = app.post_anonymous("/api/v1/auth/login", body).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
@@ -360,7 +356,7 @@ async fn min_position_below_zero_or_past_the_head_is_a_400_at_once() {
         "/api/v1/agents?min_position=999999999",
     ] {
         let started = Instant::now();
-        let (status, problem) = app.call(Method::GET, path, Some(&admin), None).await;
+        let (status, problem) = app.get(path, &admin).await;
         let elapsed = started.elapsed();
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {problem}");
         assert!(
@@ -374,12 +370,7 @@ async fn min_position_below_zero_or_past_the_head_is_a_400_at_once() {
     }
     // Past the head, the answer names the head.
     let (_, problem) = app
-        .call(
-            Method::GET,
-            "/api/v1/rules?min_position=999999999",
-            Some(&admin),
-            None,
-        )
+        .get("/api/v1/rules?min_position=999999999", &admin)
         .await;
     let detail = problem["detail"].as_str().unwrap_or_default().to_owned();
     assert!(detail.contains("head of the log ("), "{detail}");
@@ -387,12 +378,7 @@ async fn min_position_below_zero_or_past_the_head_is_a_400_at_once() {
     let team = app.ok("/api/v1/teams", &admin, json!({"name": "T"})).await;
     let position = team["position"].as_i64().expect("position");
     let (status, _) = app
-        .call(
-            Method::GET,
-            &format!("/api/v1/teams?min_position={position}"),
-            Some(&admin),
-            None,
-        )
+        .get(&format!("/api/v1/teams?min_position={position}"), &admin)
         .await;
     assert_eq!(status, StatusCode::OK);
 }
@@ -412,22 +398,18 @@ async fn a_time_travel_read_past_its_budget_is_a_422() {
         team["position"].as_i64().unwrap(),
     );
     let (status, problem) = app
-        .call(
-            Method::GET,
+        .get(
             &format!("/api/v1/teams/{id}/ruleset?as_of={position}"),
-            Some(&admin),
-            None,
+            &admin,
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     assert_eq!(problem["rule"], "as_of_too_costly", "{problem}");
     // The live rule set is not a replay: no budget.
     let (status, problem) = app
-        .call(
-            Method::GET,
+        .get(
             &format!("/api/v1/teams/{id}/ruleset?min_position={position}"),
-            Some(&admin),
-            None,
+            &admin,
         )
         .await;
     assert_ne!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
@@ -446,11 +428,10 @@ async fn a_user_owns_at_most_the_configured_number_of_agents() {
     let enroll = |token: String, machine: &'static str| {
         let app = &app;
         async move {
-            app.call(
-                Method::POST,
+            app.post(
                 "/api/v1/agents",
-                Some(&token),
-                Some(json!({"machine_id": machine, "machine_name": machine})),
+                &token,
+                json!({"machine_id": machine, "machine_name": machine}),
             )
             .await
         }
@@ -464,12 +445,7 @@ async fn a_user_owns_at_most_the_configured_number_of_agents() {
     // The cap reads the agent fleet: wait until it shows both.
     let last = agents[1]["position"].as_i64().unwrap();
     let (status, _) = app
-        .call(
-            Method::GET,
-            &format!("/api/v1/agents?min_position={last}"),
-            Some(&dev),
-            None,
-        )
+        .get(&format!("/api/v1/agents?min_position={last}"), &dev)
         .await;
     assert_eq!(status, StatusCode::OK);
     let (status, problem) = enroll(dev.clone(), "m-3").await;
@@ -477,11 +453,10 @@ async fn a_user_owns_at_most_the_configured_number_of_agents() {
     assert_eq!(problem["rule"], "agent_limit");
     // An org_admin enrolling for the user meets the same cap.
     let (status, problem) = app
-        .call(
-            Method::POST,
+        .post(
             "/api/v1/agents",
-            Some(&admin),
-            Some(json!({"machine_id": "m-4", "user_id": dev_id})),
+            &admin,
+            json!({"machine_id": "m-4", "user_id": dev_id}),
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
@@ -494,13 +469,8 @@ async fn a_user_owns_at_most_the_configured_number_of_agents() {
         .ok(&format!("/api/v1/agents/{first}/revoke"), &dev, json!({}))
         .await;
     let position = revoked["position"].as_i64().unwrap();
-    app.call(
-        Method::GET,
-        &format!("/api/v1/agents?min_position={position}"),
-        Some(&dev),
-        None,
-    )
-    .await;
+    app.get(&format!("/api/v1/agents?min_position={position}"), &dev)
+        .await;
     let (status, agent) = enroll(dev.clone(), "m-3").await;
     assert!(status.is_success(), "{status} {agent}");
 }

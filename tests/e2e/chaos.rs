@@ -20,7 +20,8 @@
 #![allow(clippy::print_stderr)]
 
 use crate::harness::{
-    Layout, PrivateNats, Store, TestApp, agent_binary, free_port, rule_spec, two_gateways,
+    Layout, PrivateNats, Store, TestApp, agent_binary, assert_ran, free_port, rule_spec,
+    two_gateways,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -168,11 +169,8 @@ impl Machine {
             .output()
             .await
             .unwrap();
-        assert!(
-            output.status.success(),
-            "edict-agent login of machine {}",
-            self.index
-        );
+        let what = format!("edict-agent login of machine {}", self.index);
+        assert_ran(&output, &what);
         let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
         self.agent_id = answer["agent_id"].as_str().unwrap().to_owned();
     }
@@ -596,12 +594,7 @@ async fn end_state_problems(
     let mut convergence = BTreeMap::new();
     for team in &model.teams {
         let (status, doc) = app
-            .call(
-                Method::GET,
-                &format!("/api/v1/teams/{team}/ruleset"),
-                Some(admin),
-                None,
-            )
+            .get(&format!("/api/v1/teams/{team}/ruleset"), admin)
             .await;
         let (Some(revision), Some(hash)) = (doc["revision"].as_u64(), doc["hash"].as_str()) else {
             problems.push(format!(
@@ -636,14 +629,7 @@ async fn end_state_problems(
     }
     // The test's own model agrees with the server (else a failure below would be the test's).
     for (t, team) in model.teams.iter().enumerate() {
-        let (_, view) = app
-            .call(
-                Method::GET,
-                &format!("/api/v1/teams/{team}"),
-                Some(admin),
-                None,
-            )
-            .await;
+        let (_, view) = app.get(&format!("/api/v1/teams/{team}"), admin).await;
         let members: BTreeSet<&str> = view["members"]
             .as_array()
             .map(|m| m.iter().filter_map(|m| m["user_id"].as_str()).collect())

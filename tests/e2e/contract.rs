@@ -18,6 +18,13 @@ fn etag(response: &reqwest::Response) -> String {
         .to_owned()
 }
 
+/// GET `path` with `If-None-Match: tag`.
+async fn if_none_match(app: &TestApp, token: &str, path: &str, tag: &str) -> reqwest::Response {
+    let headers = [("if-none-match", tag)];
+    app.send(Method::GET, path, Some(token), None, &headers)
+        .await
+}
+
 /// GETs `path` and checks its `ETag` is `"version"`; then the same with `If-None-Match` is a 304 without
 /// a body, and a stale `If-None-Match` is a 200.
 async fn tagged(app: &TestApp, token: &str, path: &str, version: u64) {
@@ -26,15 +33,7 @@ async fn tagged(app: &TestApp, token: &str, path: &str, version: u64) {
     let tag = etag(&response);
     assert_eq!(tag, format!("\"{version}\""), "GET {path}");
 
-    let response = app
-        .send(
-            Method::GET,
-            path,
-            Some(token),
-            None,
-            &[("if-none-match", &tag)],
-        )
-        .await;
+    let response = if_none_match(app, token, path, &tag).await;
     assert_eq!(response.status(), StatusCode::NOT_MODIFIED, "GET {path}");
     assert_eq!(etag(&response), tag);
     assert!(
@@ -43,15 +42,7 @@ async fn tagged(app: &TestApp, token: &str, path: &str, version: u64) {
     );
 
     let weak_list = format!("\"{}\", W/{tag}", version + 7);
-    let response = app
-        .send(
-            Method::GET,
-            path,
-            Some(token),
-            None,
-            &[("if-none-match", &weak_list)],
-        )
-        .await;
+    let response = if_none_match(app, token, path, &weak_list).await;
     assert_eq!(
         response.status(),
         StatusCode::NOT_MODIFIED,
@@ -59,15 +50,7 @@ async fn tagged(app: &TestApp, token: &str, path: &str, version: u64) {
     );
 
     let stale = format!("\"{}\"", version + 1);
-    let response = app
-        .send(
-            Method::GET,
-            path,
-            Some(token),
-            None,
-            &[("if-none-match", &stale)],
-        )
-        .await;
+    let response = if_none_match(app, token, path, &stale).await;
     assert_eq!(response.status(), StatusCode::OK, "a stale If-None-Match");
 }
 
@@ -127,7 +110,7 @@ async fn single_resources_carry_their_version_as_etag() {
     // The rule set's ETag is its revision (a new team's rule set is at revision 1).
     let position = team["position"].as_i64().unwrap();
     let path = format!("/api/v1/teams/{team_id}/ruleset?min_position={position}");
-    let (status, ruleset) = app.call(Method::GET, &path, Some(&admin), None).await;
+    let (status, ruleset) = app.get(&path, &admin).await;
     assert_eq!(status, StatusCode::OK, "{ruleset}");
     tagged(&app, &admin, &path, ruleset["revision"].as_u64().unwrap()).await;
 }
@@ -168,12 +151,7 @@ async fn a_bad_event_log_cursor_is_a_400() {
         "1.2.3",
     ] {
         let (status, problem) = app
-            .call(
-                Method::GET,
-                &format!("/api/v1/events?after={cursor}"),
-                Some(&admin),
-                None,
-            )
+            .get(&format!("/api/v1/events?after={cursor}"), &admin)
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "after={cursor}: {problem}");
         assert_eq!(problem["field"], "after");
@@ -190,11 +168,9 @@ async fn min_position_zero_is_answered_at_once() {
     let team_id = team["id"].as_str().unwrap();
     let position = team["position"].as_i64().unwrap();
     let (status, _) = app
-        .call(
-            Method::GET,
+        .get(
             &format!("/api/v1/teams/{team_id}/ruleset?min_position={position}"),
-            Some(&admin),
-            None,
+            &admin,
         )
         .await;
     assert_eq!(status, StatusCode::OK);
@@ -204,7 +180,7 @@ async fn min_position_zero_is_answered_at_once() {
         format!("/api/v1/teams/{team_id}/ruleset?min_position=0"),
     ] {
         let started = Instant::now();
-        let (status, body) = app.call(Method::GET, &path, Some(&admin), None).await;
+        let (status, body) = app.get(&path, &admin).await;
         assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
         assert!(
             started.elapsed() < Duration::from_secs(3),
@@ -223,33 +199,14 @@ async fn a_number_or_boolean_is_not_taken_for_a_string() {
         json!({"name": 42}),
         json!({"name": ["Core"]}),
     ] {
-        let (status, problem) = app
-            .call(
-                Method::POST,
-                "/api/v1/teams",
-                Some(&admin),
-                Some(body.clone()),
-            )
-            .await;
+        let (status, problem) = app.post("/api/v1/teams", &admin, body.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {problem}");
     }
     let (status, problem) = app
-        .call(
-            Method::POST,
-            "/api/v1/agents",
-            Some(&admin),
-            Some(json!({"machine_id": true})),
-        )
+        .post("/api/v1/agents", &admin, json!({"machine_id": true}))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
-    let (status, page) = app
-        .call(
-            Method::GET,
-            "/api/v1/teams?min_position=0",
-            Some(&admin),
-            None,
-        )
-        .await;
+    let (status, page) = app.get("/api/v1/teams?min_position=0", &admin).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(page["items"], json!([]), "nothing was created");
 }

@@ -5,9 +5,9 @@
 //! being allowed again.
 
 use crate::harness::{
-    Layout, Machine, Store, TestApp, approved_rule, eventually, team_with_member,
+    Layout, Machine, Store, TestApp, approved_rule, attach, eventually, team_with_member,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -140,23 +140,9 @@ async fn a_rule_whose_kv_put_was_denied_reaches_the_agent_once_allowed_without_r
     let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
     let team = team_with_member(&app, &admin, "delivery", &dev_id).await;
     let first = approved_rule(&app, &admin, &second, "rule one").await;
-    app.ok(
-        &format!("/api/v1/teams/{team}/rules"),
-        &admin,
-        json!({"rule_id": first, "enforcement": {"mode": "block"}}),
-    )
-    .await;
-    let enrollment: Value = app
-        .ok(
-            "/api/v1/enrollment-tokens",
-            &admin,
-            json!({"user_id": dev_id, "uses": 1}),
-        )
-        .await;
-    let mut machine = Machine::new();
-    machine
-        .enroll_with_token(&app.base, enrollment["token"].as_str().unwrap())
-        .await;
+    attach(&app, &admin, &team, &first).await;
+    let (mut machine, _) =
+        Machine::enrolled(&app, &admin, json!({"user_id": dev_id, "uses": 1})).await;
     machine.run();
     assert!(
         wait_for_file(
@@ -172,12 +158,7 @@ async fn a_rule_whose_kv_put_was_denied_reaches_the_agent_once_allowed_without_r
     // The bucket refuses the put of the team's next revision.
     nats.deny(true).await;
     let second_rule = approved_rule(&app, &admin, &second, "rule two").await;
-    app.ok(
-        &format!("/api/v1/teams/{team}/rules"),
-        &admin,
-        json!({"rule_id": second_rule, "enforcement": {"mode": "block"}}),
-    )
-    .await;
+    attach(&app, &admin, &team, &second_rule).await;
     // The projector tried to put it and was refused (the server logs the violation).
     let refused = eventually(Duration::from_secs(30), || async {
         let log = nats.log();

@@ -16,24 +16,12 @@ fn problem_slug(body: &Value) -> &str {
 }
 
 async fn poll(app: &TestApp, device_code: &str) -> (StatusCode, Value) {
-    app.call(
-        Method::POST,
-        "/api/v1/device/token",
-        None,
-        Some(json!({"device_code": device_code})),
-    )
-    .await
+    app.post_anonymous("/api/v1/device/token", json!({"device_code": device_code}))
+        .await
 }
 
 async fn start(app: &TestApp) -> (String, String) {
-    let (status, grant) = app
-        .call(
-            Method::POST,
-            "/api/v1/device/code",
-            None,
-            Some(json!({"machine_id": "box-1", "machine_name": "Build box"})),
-        )
-        .await;
+    let (status, grant) = app.device_code("box-1", "Build box").await;
     assert_eq!(status, StatusCode::OK, "{grant}");
     assert_eq!(grant["interval"], 2);
     let user_code = grant["user_code"].as_str().unwrap().to_owned();
@@ -66,49 +54,26 @@ async fn device_codes_need_explicit_consent_and_are_collected_once(store: Store)
     let path = format!("/api/v1/device/requests/{}", user_code.to_lowercase());
     let (status, _) = app.call(Method::GET, &path, None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, request) = app.call(Method::GET, &path, Some(&dev), None).await;
+    let (status, request) = app.get(&path, &dev).await;
     assert_eq!(status, StatusCode::OK, "{request}");
     assert_eq!(request["machine_name"], "Build box");
     assert_eq!(request["status"], "pending");
 
     // No approval without an explicit `consent: true`; auditors change nothing.
     let approve = format!("/api/v1/device/requests/{user_code}/approve");
-    let (status, body) = app
-        .call(
-            Method::POST,
-            &approve,
-            Some(&dev),
-            Some(json!({"consent": false})),
-        )
-        .await;
+    let (status, body) = app.post(&approve, &dev, json!({"consent": false})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["field"], "consent");
-    let (status, _) = app
-        .call(Method::POST, &approve, Some(&dev), Some(json!({})))
-        .await;
+    let (status, _) = app.post(&approve, &dev, json!({})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = app
-        .call(
-            Method::POST,
-            &approve,
-            Some(&auditor),
-            Some(json!({"consent": true})),
-        )
-        .await;
+    let (status, _) = app.post(&approve, &auditor, json!({"consent": true})).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     // The approval answers the agent, never its token.
     let approved = app.ok(&approve, &dev, json!({"consent": true})).await;
     assert!(approved.get("token").is_none(), "{approved}");
     let agent_id = approved["agent_id"].as_str().unwrap().to_owned();
-    let (status, body) = app
-        .call(
-            Method::POST,
-            &approve,
-            Some(&dev),
-            Some(json!({"consent": true})),
-        )
-        .await;
+    let (status, body) = app.post(&approve, &dev, json!({"consent": true})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["rule"], "device_request_not_pending");
 
@@ -127,14 +92,7 @@ async fn device_codes_need_explicit_consent_and_are_collected_once(store: Store)
             .unwrap()
             .starts_with("ws://")
     );
-    let (status, agent) = app
-        .call(
-            Method::GET,
-            &format!("/api/v1/agents/{agent_id}"),
-            Some(&dev),
-            None,
-        )
-        .await;
+    let (status, agent) = app.get(&format!("/api/v1/agents/{agent_id}"), &dev).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(agent["user_id"], dev_id.as_str());
     assert_eq!(agent["machine_id"], "box-1");
@@ -178,21 +136,11 @@ async fn enrollment_tokens_have_uses_and_can_be_revoked(store: Store) {
 
     // Only an org_admin creates one.
     let (status, _) = app
-        .call(
-            Method::POST,
-            "/api/v1/enrollment-tokens",
-            Some(&dev),
-            Some(create.clone()),
-        )
+        .post("/api/v1/enrollment-tokens", &dev, create.clone())
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, body) = app
-        .call(
-            Method::POST,
-            "/api/v1/enrollment-tokens",
-            Some(&admin),
-            Some(json!({"uses": 0})),
-        )
+        .post("/api/v1/enrollment-tokens", &admin, json!({"uses": 0}))
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["field"], "uses");
@@ -204,40 +152,21 @@ async fn enrollment_tokens_have_uses_and_can_be_revoked(store: Store) {
     let enroll = |machine: &str| json!({"enrollment_token": token, "machine_id": machine, "machine_name": machine});
     for machine in ["runner-1", "runner-2"] {
         let (status, credentials) = app
-            .call(
-                Method::POST,
-                "/api/v1/agents/enroll",
-                None,
-                Some(enroll(machine)),
-            )
+            .post_anonymous("/api/v1/agents/enroll", enroll(machine))
             .await;
         assert_eq!(status, StatusCode::OK, "{credentials}");
         let agent = credentials["agent_id"].as_str().unwrap();
-        let (_, agent) = app
-            .call(
-                Method::GET,
-                &format!("/api/v1/agents/{agent}"),
-                Some(&admin),
-                None,
-            )
-            .await;
+        let (_, agent) = app.get(&format!("/api/v1/agents/{agent}"), &admin).await;
         assert_eq!(agent["user_id"], dev_id.as_str());
     }
     // Used up.
     let (status, body) = app
-        .call(
-            Method::POST,
-            "/api/v1/agents/enroll",
-            None,
-            Some(enroll("runner-3")),
-        )
+        .post_anonymous("/api/v1/agents/enroll", enroll("runner-3"))
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
 
     // Listed without its secret; a revoked one enrolls nothing more.
-    let (status, listed) = app
-        .call(Method::GET, "/api/v1/enrollment-tokens", Some(&admin), None)
-        .await;
+    let (status, listed) = app.get("/api/v1/enrollment-tokens", &admin).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(listed[0]["uses_left"], 0);
     assert!(listed[0].get("token").is_none(), "{listed}");
@@ -260,20 +189,17 @@ async fn enrollment_tokens_have_uses_and_can_be_revoked(store: Store) {
         .await;
     assert_eq!(revoked["revoked"], true);
     let (status, _) = app
-        .call(
-            Method::POST,
+        .post_anonymous(
             "/api/v1/agents/enroll",
-            None,
-            Some(json!({"enrollment_token": second["token"], "machine_id": "m"})),
+            json!({"enrollment_token": second["token"], "machine_id": "m"}),
         )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = app
-        .call(
-            Method::POST,
+        .post(
             &format!("/api/v1/enrollment-tokens/{id}x/revoke"),
-            Some(&admin),
-            Some(json!({})),
+            &admin,
+            json!({}),
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);

@@ -275,6 +275,11 @@ impl TestApp {
         command
     }
 
+    /// The agents' WebSocket on the gateway: `ws://127.0.0.1:<port>/ws`.
+    pub fn gateway_ws(&self) -> String {
+        format!("{}/ws", self.gateway.replace("http://", "ws://"))
+    }
+
     /// The process id of the main server process (to read its memory from `/proc`).
     pub fn pid(&self) -> u32 {
         self.child
@@ -326,16 +331,16 @@ impl TestApp {
             .expect("wait for server")
     }
 
+    /// `POST /api/v1/auth/login` with `email` and `password`; answers status and body.
+    pub async fn sign_in(&self, email: &str, password: &str) -> (StatusCode, Value) {
+        let body = json!({"email": email, "password": password});
+        let path = "/api/v1/auth/login";
+        self.call(Method::POST, path, None, Some(body)).await
+    }
+
     /// Signs in; answers the access token.
     pub async fn login(&self, email: &str, password: &str) -> String {
-        let (status, body) = self
-            .call(
-                Method::POST,
-                "/api/v1/auth/login",
-                None,
-                Some(json!({"email": email, "password": password})),
-            )
-            .await;
+        let (status, body) = self.sign_in(email, password).await;
         assert_eq!(status, StatusCode::OK, "login as {email}: {body}");
         body["access_token"]
             .as_str()
@@ -348,23 +353,28 @@ impl TestApp {
         self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await
     }
 
-    /// Creates a user with `roles` and signs them in; answers (user id, access token).
-    pub async fn user(&self, admin: &str, name: &str, roles: &[&str]) -> (String, String) {
+    /// Creates a user with `roles`; answers their (id, email, password).
+    pub async fn account(
+        &self,
+        admin: &str,
+        name: &str,
+        roles: &[&str],
+    ) -> (String, String, String) {
         let email = format!(
             "{name}-{}@example.com",
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         let password = format!("{name}-password-123");
-        let (status, body) = self
-            .call(
-                Method::POST,
-                "/api/v1/users",
-                Some(admin),
-                Some(json!({"email": email, "name": name, "password": password, "roles": roles})),
-            )
-            .await;
+        let body = json!({"email": email, "name": name, "password": password, "roles": roles});
+        let (status, body) = self.post("/api/v1/users", admin, body).await;
         assert_eq!(status, StatusCode::OK, "create user {name}: {body}");
         let id = body["id"].as_str().expect("user id").to_owned();
+        (id, email, password)
+    }
+
+    /// Creates a user with `roles` and signs them in; answers (user id, access token).
+    pub async fn user(&self, admin: &str, name: &str, roles: &[&str]) -> (String, String) {
+        let (id, email, password) = self.account(admin, name, roles).await;
         (id, self.login(&email, &password).await)
     }
 
@@ -415,6 +425,70 @@ impl TestApp {
         let (status, response) = self.call(Method::POST, path, Some(token), Some(body)).await;
         assert!(status.is_success(), "POST {path}: {status} {response}");
         response
+    }
+
+    /// POST asserting success; answers the `id` of what it created.
+    pub async fn created(&self, path: &str, token: &str, body: Value) -> String {
+        let response = self.ok(path, token, body).await;
+        response["id"].as_str().expect("an id").to_owned()
+    }
+
+    /// POST of `body` with `token`; answers status and JSON body, whatever the status.
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    /// POST of `body` with no token; answers status and JSON body, whatever the status.
+    pub async fn post_anonymous(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, None, Some(body)).await
+    }
+
+    /// Starts a device-code login for `machine_id` named `machine_name` (`POST /api/v1/device/code`).
+    pub async fn device_code(&self, machine_id: &str, machine_name: &str) -> (StatusCode, Value) {
+        let body = json!({"machine_id": machine_id, "machine_name": machine_name});
+        self.post_anonymous("/api/v1/device/code", body).await
+    }
+
+    /// PUT of `body` with `token`; answers status and JSON body, whatever the status.
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, Some(token), Some(body)).await
+    }
+
+    /// PATCH of `body` with `token`; answers status and JSON body, whatever the status.
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
+    /// GET with `token`; answers status and JSON body, whatever the status.
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    /// A new team named `name`; answers its id.
+    pub async fn team(&self, admin: &str, name: &str) -> String {
+        self.created("/api/v1/teams", admin, json!({"name": name}))
+            .await
+    }
+
+    /// Adds `user` (an id) to `team` with `role` (`member`, `team_admin`).
+    pub async fn add_member(&self, admin: &str, team: &str, user: &str, role: &str) {
+        let path = format!("/api/v1/teams/{team}/members");
+        self.ok(&path, admin, json!({"user_id": user, "role": role}))
+            .await;
+    }
+
+    /// Enrolls an agent of the user holding `token` for `machine_id` named `machine_name`
+    /// (`POST /api/v1/agents`); answers the enrollment (`id`, `token`).
+    pub async fn enroll_agent(&self, token: &str, machine_id: &str, machine_name: &str) -> Value {
+        let body = json!({"machine_id": machine_id, "machine_name": machine_name});
+        self.ok("/api/v1/agents", token, body).await
+    }
+
+    /// An enrollment token created with `body` (`{"user_id": …, "uses": …}`); answers the token.
+    pub async fn enrollment_token(&self, admin: &str, body: Value) -> String {
+        let created = self.ok("/api/v1/enrollment-tokens", admin, body).await;
+        created["token"].as_str().expect("token").to_owned()
     }
 }
 
@@ -480,8 +554,7 @@ pub fn rule_spec(name: &str, layer: &str) -> Value {
 
 /// Drafts `spec`, submits it and has `second` approve it; answers the rule's id.
 pub async fn approve(app: &TestApp, admin: &str, second: &str, spec: Value) -> String {
-    let rule = app.ok("/api/v1/rules", admin, spec).await;
-    let rule = rule["id"].as_str().unwrap().to_owned();
+    let rule = app.created("/api/v1/rules", admin, spec).await;
     app.ok(&format!("/api/v1/rules/{rule}/submit"), admin, json!({}))
         .await;
     app.ok(&format!("/api/v1/rules/{rule}/approve"), second, json!({}))
@@ -506,6 +579,11 @@ pub async fn attach_with(app: &TestApp, admin: &str, team: &str, rule: &str, enf
     .await;
 }
 
+/// A temporary enforcement decided within `secs` seconds.
+pub fn temporary(secs: u64) -> Value {
+    json!({"mode": "temporary", "temporary_timeout_secs": secs})
+}
+
 /// Attaches `rule` to `team`, blocking.
 pub async fn attach(app: &TestApp, admin: &str, team: &str, rule: &str) {
     attach_with(app, admin, team, rule, json!({"mode": "block"})).await;
@@ -513,14 +591,8 @@ pub async fn attach(app: &TestApp, admin: &str, team: &str, rule: &str) {
 
 /// A new team named `name` with `member` (a user id) as its member; answers the team's id.
 pub async fn team_with_member(app: &TestApp, admin: &str, name: &str, member: &str) -> String {
-    let team = app.ok("/api/v1/teams", admin, json!({"name": name})).await;
-    let team = team["id"].as_str().unwrap().to_owned();
-    app.ok(
-        &format!("/api/v1/teams/{team}/members"),
-        admin,
-        json!({"user_id": member, "role": "member"}),
-    )
-    .await;
+    let team = app.team(admin, name).await;
+    app.add_member(admin, &team, member, "member").await;
     team
 }
 
@@ -545,9 +617,7 @@ pub fn gateway_request(
     token: &str,
 ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = format!("{}/ws", app.gateway.replace("http://", "ws://"))
-        .into_client_request()
-        .unwrap();
+    let mut request = app.gateway_ws().into_client_request().unwrap();
     request
         .headers_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
@@ -614,6 +684,55 @@ pub async fn relay_ends(
     }
     let (gateway, _) = tokio_tungstenite::connect_async(request).await.ok()?;
     Some((agent, gateway))
+}
+
+/// `edict serve` on an embedded store in `data`, its API on `port` and its gateway on `gateway_port`,
+/// with the first admin and quiet logs: what a test that starts its own server (TLS, keys) adds to.
+pub fn serve_on_sqlite(data: &std::path::Path, port: u16, gateway_port: u16) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_edict"));
+    command
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("EDICT_GATEWAY_LISTEN", format!("127.0.0.1:{gateway_port}"))
+        .env(
+            "EDICT_DATABASE_URL",
+            format!("sqlite://{}", data.join("edict.db").display()),
+        )
+        .env("EDICT_DATA_DIR", data)
+        .env("EDICT_ADMIN_EMAIL", ADMIN_EMAIL)
+        .env("EDICT_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    command
+}
+
+/// Asserts the finished command `what` succeeded, showing its stderr if not.
+pub fn assert_ran(output: &std::process::Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Waits up to 30 s until `base` (an `https://` server) answers ready through `client`; panics if not.
+pub async fn ready_over_https(client: &reqwest::Client, base: &str) {
+    let url = format!("{base}/health/ready");
+    let ready = eventually(Duration::from_secs(30), || {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            match client.get(&url).send().await {
+                Ok(r) if r.status().is_success() => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert!(
+        ready.is_some(),
+        "edict serve did not become ready over HTTPS"
+    );
 }
 
 /// The `edict-agent` binary, built beside `edict` by a workspace build.
@@ -747,6 +866,15 @@ impl Machine {
             .args(["login", "--server", api, "--output", "json"])
             .args(["--enrollment-token", token]);
         logged_in(login).await
+    }
+
+    /// A new machine enrolled with an enrollment token `admin` creates with `body`; answers it (not
+    /// running yet) and its agent id.
+    pub async fn enrolled(app: &TestApp, admin: &str, body: Value) -> (Machine, String) {
+        let machine = Machine::new();
+        let token = app.enrollment_token(admin, body).await;
+        let agent = machine.enroll_with_token(&app.base, &token).await;
+        (machine, agent)
     }
 
     /// Starts `edict-agent run`.

@@ -1,7 +1,7 @@
 //! Readiness tells the truth (issue 14, item 10): `/health/ready` answers 503, as problem+json naming
 //! what failed, while the store is unreachable or NATS is down, and 200 again once they are back.
 
-use crate::harness::{Layout, Store, TestApp, admin_database_url, eventually};
+use crate::harness::{Layout, PrivateNats, Store, TestApp, admin_database_url, eventually};
 use serde_json::Value;
 use std::process::Stdio;
 use std::time::Duration;
@@ -124,65 +124,11 @@ async fn an_unreachable_store_makes_the_process_unready_and_names_the_store() {
     }
 }
 
-/// A nats-server of this test's own, on a free port.
-struct PrivateNats {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<tokio::process::Child>,
-}
-
-impl PrivateNats {
-    async fn start() -> PrivateNats {
-        let mut nats = PrivateNats {
-            port: crate::harness::free_port(),
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-        };
-        nats.resume().await;
-        nats
-    }
-
-    async fn resume(&mut self) {
-        let child = tokio::process::Command::new("/usr/sbin/nats-server")
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let port = self.port;
-        let up = eventually(Duration::from_secs(10), || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await;
-        assert!(up.is_some(), "private nats-server did not start");
-    }
-
-    async fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.start_kill().unwrap();
-            child.wait().await.unwrap();
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_stopped_nats_server_makes_the_process_unready_and_names_nats() {
     let mut nats = PrivateNats::start().await;
     let mut layout = Layout::distributed();
-    layout.nats_url = Some(format!("nats://127.0.0.1:{}", nats.port));
+    layout.nats_url = Some(nats.url());
     let app = TestApp::spawn_with_env(
         Store::Postgres,
         layout,
@@ -190,10 +136,10 @@ async fn a_stopped_nats_server_makes_the_process_unready_and_names_nats() {
     )
     .await;
     ready_becomes(&app, 200, |_| true).await;
-    nats.stop().await;
+    nats.kill().await;
     let body = ready_becomes(&app, 503, |body| names(body, "nats")).await;
     assert!(!names(&body, "store"), "the store is fine: {body}");
-    nats.resume().await;
+    nats.restart().await;
     let body = ready_becomes(&app, 200, |_| true).await;
     assert!(
         body["checks"]

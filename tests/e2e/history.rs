@@ -2,7 +2,8 @@
 //! state after each event, time travel of a team's rule set, and `edict events tail` following the log.
 
 use crate::harness::{
-    Signal, Store, TestApp, approve, logged_in, rule_spec, signal, team_with_member,
+    Signal, Store, TestApp, approve, attach, attach_with, logged_in, rule_spec, signal,
+    team_with_member,
 };
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
@@ -24,7 +25,7 @@ crate::on_both_stores!(
 
 /// A GET as `token`, asserting 200; answers the body.
 async fn get(app: &TestApp, path: &str, token: &str) -> Value {
-    let (status, body) = app.call(Method::GET, path, Some(token), None).await;
+    let (status, body) = app.get(path, token).await;
     assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
     body
 }
@@ -80,20 +81,12 @@ async fn the_log_is_listed_in_commit_order_with_every_filter(store: Store) {
     let (second_id, second) = app.user(&admin, "second", &["org_admin"]).await;
     let (_, auditor) = app.user(&admin, "auditor", &["auditor"]).await;
     let rule = approved_rule(&app, &admin, &second, "first").await;
-    let team = app
-        .ok("/api/v1/teams", &admin, json!({"name": "Platform"}))
-        .await;
-    let team = team["id"].as_str().unwrap().to_owned();
+    let team = app.team(&admin, "Platform").await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let middle = Utc::now();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let other = approved_rule(&app, &admin, &second, "second").await;
-    app.ok(
-        &format!("/api/v1/teams/{team}/rules"),
-        &admin,
-        json!({"rule_id": rule, "enforcement": {"mode": "block"}}),
-    )
-    .await;
+    attach(&app, &admin, &team, &rule).await;
 
     let all = whole_log_of(&app, &auditor, 3 + 8 + 2).await;
     // Users (3 created), 2 rules × 4 events (drafted, submitted, approval recorded, revision
@@ -194,14 +187,7 @@ async fn the_log_is_listed_in_commit_order_with_every_filter(store: Store) {
         ("aggregate_type=Invoice", "aggregate_type"),
         ("after_position=999999", "after_position"),
     ] {
-        let (status, body) = app
-            .call(
-                Method::GET,
-                &format!("/api/v1/events?{query}"),
-                Some(&auditor),
-                None,
-            )
-            .await;
+        let (status, body) = app.get(&format!("/api/v1/events?{query}"), &auditor).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
         assert_eq!(body["field"], parameter, "{query}: {body}");
     }
@@ -453,12 +439,7 @@ async fn time_travel_answers_the_rule_set_in_force_then(store: Store) {
 
     // Later changes: a second rule attached, and a new revision of the first approved.
     let later = approved_rule(&app, &admin, &second, "later rule").await;
-    app.ok(
-        &format!("/api/v1/teams/{team}/rules"),
-        &admin,
-        json!({"rule_id": later, "enforcement": {"mode": "warning"}}),
-    )
-    .await;
+    attach_with(&app, &admin, &team, &later, json!({"mode": "warning"})).await;
     let mut revised = rule_spec("first rule", "team");
     revised["content"] = json!("- first rule, revised.\n");
     app.ok(&format!("/api/v1/rules/{first}/revisions"), &admin, revised)
@@ -514,22 +495,15 @@ async fn time_travel_answers_the_rule_set_in_force_then(store: Store) {
     assert_eq!(present, now);
     // Before the team existed: 404.
     let (status, body) = app
-        .call(
-            Method::GET,
-            &format!("/api/v1/teams/{team}/ruleset?as_of=1"),
-            Some(&auditor),
-            None,
-        )
+        .get(&format!("/api/v1/teams/{team}/ruleset?as_of=1"), &auditor)
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     // Malformed or unknown as_of: 400 naming it.
     for as_of in ["yesterday", "2026-11-22", "99999999"] {
         let (status, body) = app
-            .call(
-                Method::GET,
+            .get(
                 &format!("/api/v1/teams/{team}/ruleset?as_of={as_of}"),
-                Some(&auditor),
-                None,
+                &auditor,
             )
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{as_of}: {body}");
@@ -537,13 +511,7 @@ async fn time_travel_answers_the_rule_set_in_force_then(store: Store) {
         assert_eq!(body["type"], "urn:edict:problem:malformed-request");
     }
     // An agent's enforced revisions as of a time before it ever applied one: none.
-    let enrolled = app
-        .ok(
-            "/api/v1/agents",
-            &member,
-            json!({"machine_id": "laptop", "machine_name": "Laptop"}),
-        )
-        .await;
+    let enrolled = app.enroll_agent(&member, "laptop", "Laptop").await;
     let agent = enrolled["id"].as_str().unwrap();
     let enforced = get(
         &app,
@@ -556,11 +524,9 @@ async fn time_travel_answers_the_rule_set_in_force_then(store: Store) {
     .await;
     assert_eq!(enforced, json!([]));
     let (status, body) = app
-        .call(
-            Method::GET,
+        .get(
             &format!("/api/v1/agents/{agent}/enforced?as_of=soon"),
-            Some(&auditor),
-            None,
+            &auditor,
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
@@ -603,9 +569,8 @@ async fn tail_follows_new_events_from_the_store_and_the_api(store: Store) {
     let admin = app.admin().await;
     let (_, auditor) = app.user(&admin, "auditor", &["auditor"]).await;
     let old = app
-        .ok("/api/v1/rules", &admin, rule_spec("old", "team"))
+        .created("/api/v1/rules", &admin, rule_spec("old", "team"))
         .await;
-    let old = old["id"].as_str().unwrap().to_owned();
 
     // From the store, NDJSON, starting at the end of the log: only new events.
     let mut from_store = tail(&["--database-url", &app.database_url, "--output", "json"]);
@@ -773,12 +738,7 @@ async fn running_agent(
 async fn applied(app: &TestApp, token: &str, agent: &str, team: &str, revision: u64) -> Value {
     let row = crate::harness::eventually(Duration::from_secs(20), || async {
         let (_, enforced) = app
-            .call(
-                Method::GET,
-                &format!("/api/v1/agents/{agent}/enforced"),
-                Some(token),
-                None,
-            )
+            .get(&format!("/api/v1/agents/{agent}/enforced"), token)
             .await;
         enforced
             .as_array()?
@@ -800,12 +760,7 @@ async fn a_machines_enforced_revision_travels_in_time(store: Store) {
     let before_agent = Utc::now();
     tokio::time::sleep(Duration::from_millis(30)).await;
     let first = approved_rule(&app, &admin, &second, "first rule").await;
-    app.ok(
-        &format!("/api/v1/teams/{team}/rules"),
-        &admin,
-        json!({"rule_id": first, "enforcement": {"mode": "block"}}),
-    )
-    .await;
+    attach(&app, &admin, &team, &first).await;
     let (agent, mut daemon, _dir) = running_agent(&app, &admin, &dev_id).await;
     let live = get(&app, &format!("/api/v1/teams/{team}/ruleset"), &auditor).await;
     let then_revision = live["revision"].as_u64().unwrap();

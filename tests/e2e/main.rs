@@ -27,6 +27,7 @@ mod metrics;
 mod nats_auth;
 mod openapi;
 mod projections;
+mod proxy;
 mod rate_limits;
 mod removals;
 mod roles;

@@ -4,8 +4,7 @@
 //! untrusted proxy is refused. The dashboard and alert rules shipped in `docs/ops/` name only metrics
 //! the scrape shows.
 
-use crate::harness::{Layout, Machine, Store, TestApp, eventually, rule_spec};
-use reqwest::Method;
+use crate::harness::{Layout, Machine, Store, TestApp, attach, eventually, rule_spec};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -113,52 +112,24 @@ async fn counters_move_for_a_command_a_push_and_an_ack_and_the_dashboards_name_r
     assert_eq!(value(&before, "edict_commands_total", &drafted), 0.0);
 
     // A machine, a team with a rule: a command, a push, an acknowledgement.
-    let enrollment = app
-        .ok(
-            "/api/v1/enrollment-tokens",
-            &admin,
-            json!({"user_id": dev_id, "note": "metrics"}),
-        )
-        .await;
-    let mut machine = Machine::new();
-    machine
-        .enroll_with_token(&app.base, enrollment["token"].as_str().unwrap())
-        .await;
+    let (mut machine, _) =
+        Machine::enrolled(&app, &admin, json!({"user_id": dev_id, "note": "metrics"})).await;
     machine.run();
-    let team = app
-        .ok("/api/v1/teams", &admin, json!({"name": "measured"}))
-        .await;
-    let team = team["id"].as_str().unwrap().to_owned();
-    app.ok(
-        &format!("/api/v1/teams/{team}/members"),
-        &admin,
-        json!({"user_id": dev_id, "role": "member"}),
-    )
-    .await;
+    let team = app.team(&admin, "measured").await;
+    app.add_member(&admin, &team, &dev_id, "member").await;
     let mut spec = rule_spec("measure", "team");
     spec["content"] = json!("Always measure.");
-    let rule = app.ok("/api/v1/rules", &admin, spec).await;
-    let rule = rule["id"].as_str().unwrap().to_owned();
+    let rule = app.created("/api/v1/rules", &admin, spec).await;
     app.ok(&format!("/api/v1/rules/{rule}/submit"), &admin, json!({}))
         .await;
     // The author may not approve: a refused command.
     let (status, _) = app
-        .call(
-            Method::POST,
-            &format!("/api/v1/rules/{rule}/approve"),
-            Some(&admin),
-            Some(json!({})),
-        )
+        .post(&format!("/api/v1/rules/{rule}/approve"), &admin, json!({}))
         .await;
     assert_eq!(status, 422);
     app.ok(&format!("/api/v1/rules/{rule}/approve"), &second, json!({}))
         .await;
-    app.ok(
-        &format!("/api/v1/teams/{team}/rules"),
-        &admin,
-        json!({"rule_id": rule, "enforcement": {"mode": "block"}}),
-    )
-    .await;
+    attach(&app, &admin, &team, &rule).await;
     let written = eventually(Duration::from_secs(20), || async {
         let text = std::fs::read_to_string(machine.team_file()).unwrap_or_default();
         text.contains("Always measure.").then_some(())

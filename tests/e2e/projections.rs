@@ -1,7 +1,10 @@
 //! From events to read models, end to end: live read models equal a rebuild from the log, whatever
 //! happens to the processes and the transport; queries read them with freshness and read-your-writes.
 
-use crate::harness::{Layout, Store, TestApp, approve, eventually, rule_spec, team_with_member};
+use crate::harness::{
+    Layout, PrivateNats, Store, TestApp, approve, attach_with, eventually, rule_spec,
+    team_with_member, temporary,
+};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use reqwest::{Method, StatusCode};
@@ -20,9 +23,7 @@ pub const PROJECTIONS: [&str; 5] = [
 /// Waits until every projection has applied everything committed (lag 0, no error).
 pub async fn caught_up(app: &TestApp, admin: &str) {
     let done = eventually(Duration::from_secs(60), || async {
-        let (status, body) = app
-            .call(Method::GET, "/api/v1/admin/projections", Some(admin), None)
-            .await;
+        let (status, body) = app.get("/api/v1/admin/projections", admin).await;
         if status != StatusCode::OK {
             return None;
         }
@@ -41,12 +42,7 @@ pub async fn live_equals_rebuild(app: &TestApp, admin: &str) {
     caught_up(app, admin).await;
     for name in PROJECTIONS {
         let (status, live) = app
-            .call(
-                Method::GET,
-                &format!("/api/v1/admin/projections/{name}/hash"),
-                Some(admin),
-                None,
-            )
+            .get(&format!("/api/v1/admin/projections/{name}/hash"), admin)
             .await;
         assert_eq!(status, StatusCode::OK, "{live}");
         let (status, rebuilt) = app
@@ -141,7 +137,7 @@ fn pick<T: Clone>(items: &[T], i: u8) -> Option<T> {
 fn enforcement(mode: u8) -> Value {
     match mode % 3 {
         0 => json!({"mode": "block"}),
-        1 => json!({"mode": "temporary", "temporary_timeout_secs": 3600}),
+        1 => temporary(3600),
         _ => json!({"mode": "warning"}),
     }
 }
@@ -161,7 +157,7 @@ impl World {
     }
 
     async fn post(&self, app: &TestApp, token: &str, path: &str, body: Value) -> Option<Value> {
-        let (status, body) = app.call(Method::POST, path, Some(token), Some(body)).await;
+        let (status, body) = app.post(path, token, body).await;
         assert!(!status.is_server_error(), "POST {path}: {status} {body}");
         status.is_success().then_some(body)
     }
@@ -217,14 +213,7 @@ impl World {
             }
             Op::Revise(i) => {
                 if let Some(r) = pick(&self.rules, i) {
-                    let (_, rule) = app
-                        .call(
-                            Method::GET,
-                            &format!("/api/v1/rules/{r}"),
-                            Some(&admin),
-                            None,
-                        )
-                        .await;
+                    let (_, rule) = app.get(&format!("/api/v1/rules/{r}"), &admin).await;
                     if let Some(layer) = rule["layer"].as_str() {
                         let spec = rule_spec(&format!("revised {r}"), layer);
                         self.post(app, &admin, &format!("/api/v1/rules/{r}/revisions"), spec)
@@ -245,11 +234,10 @@ impl World {
             }
             Op::OrgEnforcement(i, mode) => {
                 if let Some(r) = pick(&self.rules, i) {
-                    app.call(
-                        Method::PUT,
+                    app.put(
                         &format!("/api/v1/rules/{r}/enforcement"),
-                        Some(&admin),
-                        Some(enforcement(mode)),
+                        &admin,
+                        enforcement(mode),
                     )
                     .await;
                 }
@@ -295,11 +283,10 @@ impl World {
             }
             Op::ChangeEnforcement(t, r, mode) => {
                 if let (Some(t), Some(r)) = (pick(&self.teams, t), pick(&self.rules, r)) {
-                    app.call(
-                        Method::PATCH,
+                    app.patch(
                         &format!("/api/v1/teams/{t}/rules/{r}"),
-                        Some(&admin),
-                        Some(enforcement(mode)),
+                        &admin,
+                        enforcement(mode),
                     )
                     .await;
                 }
@@ -500,9 +487,7 @@ async fn killing_the_projector_loses_and_duplicates_nothing() {
     }
     let admin = world.admin.clone();
     live_equals_rebuild(&app, &admin).await;
-    let (_, rules) = app
-        .call(Method::GET, "/api/v1/rules?limit=200", Some(&admin), None)
-        .await;
+    let (_, rules) = app.get("/api/v1/rules?limit=200", &admin).await;
     assert_eq!(
         rules["items"].as_array().unwrap().len(),
         world.rules.len(),
@@ -529,81 +514,24 @@ async fn killing_the_relay_hands_over_to_the_standby() {
     }
     let admin = world.admin.clone();
     live_equals_rebuild(&app, &admin).await;
-    let (_, users) = app
-        .call(Method::GET, "/api/v1/users?limit=200", Some(&admin), None)
-        .await;
+    let (_, users) = app.get("/api/v1/users?limit=200", &admin).await;
     assert_eq!(
         users["items"].as_array().unwrap().len(),
         world.users.len() + 3
     );
 }
 
-/// A NATS server of this test's own (the shared one is never restarted).
-struct PrivateNats {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<tokio::process::Child>,
-}
-
-impl PrivateNats {
-    async fn start() -> PrivateNats {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut nats = PrivateNats {
-            port,
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-        };
-        nats.restart().await;
-        nats
-    }
-
-    async fn restart(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.start_kill().unwrap();
-            child.wait().await.unwrap();
-        }
-        let child = tokio::process::Command::new("/usr/sbin/nats-server")
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let port = self.port;
-        let up = eventually(Duration::from_secs(10), || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await;
-        assert!(up.is_some(), "private nats-server did not start");
-    }
-}
-
 #[tokio::test]
 async fn restarting_nats_mid_stream_converges() {
     let mut nats = PrivateNats::start().await;
     let mut layout = Layout::distributed();
-    layout.nats_url = Some(format!("nats://127.0.0.1:{}", nats.port));
+    layout.nats_url = Some(nats.url());
     let app = TestApp::spawn_with(Store::Postgres, layout).await;
     let mut world = World::new(&app).await;
     for round in 0..3 {
         world.steady(&app, round).await;
     }
+    nats.kill().await;
     nats.restart().await;
     for round in 3..6 {
         world.steady(&app, round).await;
@@ -636,11 +564,9 @@ async fn queries_filter_page_and_read_their_own_writes() {
     // Read your own write: wait for the last command's position.
     let position = ids.last().unwrap().1;
     let (status, page) = app
-        .call(
-            Method::GET,
+        .get(
             &format!("/api/v1/rules?limit=2&min_position={position}"),
-            Some(&admin),
-            None,
+            &admin,
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{page}");
@@ -657,12 +583,7 @@ async fn queries_filter_page_and_read_their_own_writes() {
     );
     while let Some(cursor) = next {
         let (_, page) = app
-            .call(
-                Method::GET,
-                &format!("/api/v1/rules?limit=2&after={cursor}"),
-                Some(&admin),
-                None,
-            )
+            .get(&format!("/api/v1/rules?limit=2&after={cursor}"), &admin)
             .await;
         seen.extend(
             page["items"]
@@ -679,27 +600,11 @@ async fn queries_filter_page_and_read_their_own_writes() {
         "pages cover every rule once, in creation order"
     );
 
-    let (_, teams) = app
-        .call(Method::GET, "/api/v1/rules?layer=team", Some(&admin), None)
-        .await;
+    let (_, teams) = app.get("/api/v1/rules?layer=team", &admin).await;
     assert_eq!(teams["items"].as_array().unwrap().len(), 3);
-    let (_, tagged) = app
-        .call(
-            Method::GET,
-            "/api/v1/rules?tag=security",
-            Some(&admin),
-            None,
-        )
-        .await;
+    let (_, tagged) = app.get("/api/v1/rules?tag=security", &admin).await;
     assert_eq!(tagged["items"].as_array().unwrap().len(), 1);
-    let (_, text) = app
-        .call(
-            Method::GET,
-            "/api/v1/rules?q=CREDENTIALS",
-            Some(&admin),
-            None,
-        )
-        .await;
+    let (_, text) = app.get("/api/v1/rules?q=CREDENTIALS", &admin).await;
     assert_eq!(text["items"].as_array().unwrap().len(), 1);
 
     // A team with an attached rule and the organization rule: the rule set and its rendered text.
@@ -718,10 +623,7 @@ async fn queries_filter_page_and_read_their_own_writes() {
         json!({}),
     )
     .await;
-    let team = app
-        .ok("/api/v1/teams", &admin, json!({"name": "Core"}))
-        .await;
-    let team = team["id"].as_str().unwrap().to_owned();
+    let team = app.team(&admin, "Core").await;
     let attached = app
         .ok(
             &format!("/api/v1/teams/{team}/rules"),
@@ -731,11 +633,9 @@ async fn queries_filter_page_and_read_their_own_writes() {
         .await;
     let position = attached["position"].as_i64().unwrap();
     let (status, ruleset) = app
-        .call(
-            Method::GET,
+        .get(
             &format!("/api/v1/teams/{team}/ruleset?min_position={position}"),
-            Some(&admin),
-            None,
+            &admin,
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{ruleset}");
@@ -775,12 +675,7 @@ async fn queries_filter_page_and_read_their_own_writes() {
 
     // A position past the head of the log can never be reached: a 400 at once (issue 16).
     let (status, problem) = app
-        .call(
-            Method::GET,
-            "/api/v1/rules?min_position=999999999",
-            Some(&admin),
-            None,
-        )
+        .get("/api/v1/rules?min_position=999999999", &admin)
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
 }
@@ -793,19 +688,8 @@ async fn temporary_changes_past_their_timeout_are_auto_reverted() {
     let (dev_id, dev) = app.user(&admin, "dev", &["member"]).await;
     let team = team_with_member(&app, &admin, "T", &dev_id).await;
     let rule = approve(&app, &admin, &second, rule_spec("short fuse", "team")).await;
-    app.ok(
-        &format!("/api/v1/teams/{team}/rules"),
-        &admin,
-        json!({"rule_id": rule, "enforcement": {"mode": "temporary", "temporary_timeout_secs": 1}}),
-    )
-    .await;
-    let agent = app
-        .ok(
-            "/api/v1/agents",
-            &dev,
-            json!({"machine_id": "m", "machine_name": "M"}),
-        )
-        .await;
+    attach_with(&app, &admin, &team, &rule, temporary(1)).await;
+    let agent = app.enroll_agent(&dev, "m", "M").await;
     let token = agent["token"].as_str().unwrap().to_owned();
     let cr = app
         .ok(
@@ -818,12 +702,7 @@ async fn temporary_changes_past_their_timeout_are_auto_reverted() {
     let cr = cr["id"].as_str().unwrap().to_owned();
     let reverted = eventually(Duration::from_secs(15), || async {
         let (_, view) = app
-            .call(
-                Method::GET,
-                &format!("/api/v1/change-requests/{cr}"),
-                Some(&admin),
-                None,
-            )
+            .get(&format!("/api/v1/change-requests/{cr}"), &admin)
             .await;
         (view["status"] == "auto_reverted").then_some(view)
     })
@@ -834,11 +713,9 @@ async fn temporary_changes_past_their_timeout_are_auto_reverted() {
     );
     eventually(Duration::from_secs(5), || async {
         let (_, inbox) = app
-            .call(
-                Method::GET,
+            .get(
                 &format!("/api/v1/change-requests?team={team}&status=auto_reverted"),
-                Some(&admin),
-                None,
+                &admin,
             )
             .await;
         (inbox["items"].as_array().map(Vec::len) == Some(1)).then_some(())
@@ -849,9 +726,7 @@ async fn temporary_changes_past_their_timeout_are_auto_reverted() {
 
 /// The status of projection `name` as `GET /api/v1/admin/projections` shows it.
 async fn projection_status(app: &TestApp, admin: &str, name: &str) -> Option<Value> {
-    let (status, body) = app
-        .call(Method::GET, "/api/v1/admin/projections", Some(admin), None)
-        .await;
+    let (status, body) = app.get("/api/v1/admin/projections", admin).await;
     if status != StatusCode::OK {
         return None;
     }
@@ -942,9 +817,7 @@ async fn a_stopped_projection_comes_back_after_a_rebuild() {
     let last = projection_status(&app, &admin, "directory").await;
     let back = back.unwrap_or_else(|| panic!("the directory's lag never returned to 0: {last:?}"));
     assert!(back["generation"].as_i64().unwrap() > 1, "{back}");
-    let (_, users) = app
-        .call(Method::GET, "/api/v1/users?limit=200", Some(&admin), None)
-        .await;
+    let (_, users) = app.get("/api/v1/users?limit=200", &admin).await;
     assert!(
         users["items"]
             .as_array()

@@ -261,10 +261,7 @@ async fn costly_reads_have_a_budget_per_principal() {
     let app = spawn(&[("EDICT_RATE_COSTLY_READS_PER_PRINCIPAL", "3")]).await;
     let admin = app.admin().await;
     let (_, auditor) = app.user(&admin, "auditor", &["auditor"]).await;
-    let me = app
-        .call(Method::GET, "/api/v1/users/me", Some(&admin), None)
-        .await
-        .1;
+    let me = app.get("/api/v1/users/me", &admin).await.1;
     let user = me["id"].as_str().unwrap().to_owned();
     let reads = [
         format!("/api/v1/users/{user}/history"),
@@ -272,14 +269,12 @@ async fn costly_reads_have_a_budget_per_principal() {
         "/api/v1/events/export".to_owned(),
     ];
     for path in &reads {
-        let (status, body) = app.call(Method::GET, path, Some(&admin), None).await;
+        let (status, body) = app.get(path, &admin).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
     }
     // Unfiltered pages of the log are not costly.
     for _ in 0..5 {
-        let (status, _) = app
-            .call(Method::GET, "/api/v1/events?limit=10", Some(&admin), None)
-            .await;
+        let (status, _) = app.get("/api/v1/events?limit=10", &admin).await;
         assert_eq!(status, StatusCode::OK);
     }
     let response = app
@@ -296,7 +291,7 @@ async fn costly_reads_have_a_budget_per_principal() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["type"], "urn:edict:problem:rate-limited");
     // Another principal has its own budget.
-    let (status, body) = app.call(Method::GET, &reads[0], Some(&auditor), None).await;
+    let (status, body) = app.get(&reads[0], &auditor).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
@@ -346,13 +341,7 @@ async fn agent_reports_past_the_budget_are_not_acknowledged() {
     // 3 a minute: a burst of 3, then one more every 20 s.
     let app = spawn(&[("EDICT_RATE_REPORTS_PER_AGENT", "3")]).await;
     let admin = app.admin().await;
-    let agent = app
-        .ok(
-            "/api/v1/agents",
-            &admin,
-            json!({"machine_id": "rate-limited", "machine_name": "laptop"}),
-        )
-        .await;
+    let agent = app.enroll_agent(&admin, "rate-limited", "laptop").await;
     let token = agent["token"].as_str().unwrap();
     let request = gateway_request(&app, token);
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
@@ -424,9 +413,7 @@ async fn agent_token_renewals_are_limited_per_agent() {
     }
     assert_limited(&renew(token.clone()).await, "third renewal by one agent");
     // The refused renewal changed nothing: the newest token still works.
-    let (status, body) = app
-        .call(Method::GET, "/api/v1/users/me", Some(&token), None)
-        .await;
+    let (status, body) = app.get("/api/v1/users/me", &token).await;
     assert_ne!(status, StatusCode::UNAUTHORIZED, "{body}");
     let other = enroll("other").await;
     let (status, _, body) = renew(other).await;

@@ -6,6 +6,7 @@
 //! replayed after the user rejoined the team is refused too.
 
 use crate::harness::{Machine, TestApp, eventually, logged_in, relay_ends};
+use crate::proxy::{Acceptor, forward};
 use crate::signing::{SEED, SignedOrg, approved_rule, attach, read, wait_for_file};
 use edict_api::ruleset::{RemovalStatement, key_id_of};
 use futures::{SinkExt, StreamExt};
@@ -13,54 +14,36 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::broadcast;
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A WebSocket proxy in front of the gateway at `upstream`: forwards every message both ways, keeps
 /// a copy of each `removed` the gateway sends, and sends what is injected to the agent.
 struct RemovalProxy {
-    port: u16,
+    acceptor: Acceptor,
     removals: Arc<Mutex<Vec<String>>>,
     inject: broadcast::Sender<String>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for RemovalProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 impl RemovalProxy {
     async fn start(upstream: String) -> RemovalProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
         let removals = Arc::new(Mutex::new(Vec::new()));
         let (inject, _) = broadcast::channel(16);
         let (kept, injected) = (removals.clone(), inject.clone());
-        let task = tokio::spawn(async move {
-            let mut connections = Vec::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                connections.push(tokio::spawn(Self::relay(
-                    stream,
-                    upstream.clone(),
-                    kept.clone(),
-                    injected.subscribe(),
-                )));
-            }
-        });
+        let acceptor = Acceptor::start(move |stream| {
+            Self::relay(stream, upstream.clone(), kept.clone(), injected.subscribe())
+        })
+        .await;
         RemovalProxy {
-            port,
+            acceptor,
             removals,
             inject,
-            task,
         }
     }
 
     fn url(&self) -> String {
-        format!("ws://127.0.0.1:{}/ws", self.port)
+        self.acceptor.ws_url()
     }
 
     /// The `removed` messages the gateway sent so far.
@@ -82,15 +65,9 @@ impl RemovalProxy {
         let Some((agent, gateway)) = relay_ends(stream, upstream).await else {
             return;
         };
-        let (mut agent_tx, mut agent_rx) = agent.split();
-        let (mut gateway_tx, mut gateway_rx) = gateway.split();
-        let up = async {
-            while let Some(Ok(message)) = agent_rx.next().await {
-                if gateway_tx.send(message).await.is_err() {
-                    break;
-                }
-            }
-        };
+        let (mut agent_tx, agent_rx) = agent.split();
+        let (gateway_tx, mut gateway_rx) = gateway.split();
+        let up = forward(agent_rx, gateway_tx);
         let down = async {
             loop {
                 let message = tokio::select! {
@@ -135,22 +112,16 @@ async fn connected(org: &SignedOrg) -> (RemovalProxy, Machine, String) {
     } = org;
     let rule = approved_rule(app, admin, second, "rule one").await;
     attach(app, admin, team, &rule).await;
-    let upstream = format!("{}/ws", app.gateway.replace("http://", "ws://"));
-    let proxy = RemovalProxy::start(upstream).await;
+    let proxy = RemovalProxy::start(app.gateway_ws()).await;
     let token = app
-        .ok(
-            "/api/v1/enrollment-tokens",
-            admin,
-            json!({"user_id": dev_id, "uses": 1}),
-        )
+        .enrollment_token(admin, json!({"user_id": dev_id, "uses": 1}))
         .await;
-    let token = token["token"].as_str().unwrap();
     let fingerprint = key_id_of(&ed25519_dalek::SigningKey::from_bytes(&SEED).verifying_key());
     let mut machine = Machine::new();
     let mut login = machine.command();
     login
         .args(["login", "--server", &app.base, "--output", "json"])
-        .args(["--enrollment-token", token, "--org-key", &fingerprint])
+        .args(["--enrollment-token", &token, "--org-key", &fingerprint])
         .args(["--gateway", &proxy.url()]);
     let agent_id = logged_in(login).await;
     machine.run();
@@ -201,14 +172,7 @@ async fn wait_for_removal(machine: &Machine, team: &str) {
 /// Waits until the fleet API shows `count` integrity failures of the agent; answers the agent.
 async fn fleet_shows(app: &TestApp, admin: &str, agent_id: &str, count: u64) -> Value {
     let agent = eventually(Duration::from_secs(20), || async {
-        let (status, agent) = app
-            .call(
-                Method::GET,
-                &format!("/api/v1/agents/{agent_id}"),
-                Some(admin),
-                None,
-            )
-            .await;
+        let (status, agent) = app.get(&format!("/api/v1/agents/{agent_id}"), admin).await;
         (status == StatusCode::OK && agent["integrity_failures"] == json!(count)).then_some(agent)
     })
     .await;

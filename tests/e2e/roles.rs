@@ -1,6 +1,6 @@
 //! Every endpoint checks roles: no token is a 401, a wrong role a 403, the right role gets through.
 
-use crate::harness::{Store, TestApp, approve, rule_spec};
+use crate::harness::{Store, TestApp, approve, attach, attach_with, rule_spec};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -72,50 +72,32 @@ async fn every_endpoint_checks_roles() {
     let (other_id, outsider) = app.user(&admin, "outsider", &["member"]).await;
     let (_, auditor) = app.user(&admin, "auditor", &["auditor"]).await;
 
-    let team = app
-        .ok("/api/v1/teams", &admin, json!({"name": "Platform"}))
+    let team = app.team(&admin, "Platform").await;
+    app.add_member(&admin, &team, &team_admin_id, "team_admin")
         .await;
-    let team = team["id"].as_str().unwrap().to_owned();
-    app.ok(
-        &format!("/api/v1/teams/{team}/members"),
-        &admin,
-        json!({"user_id": team_admin_id, "role": "team_admin"}),
-    )
-    .await;
-    app.ok(
-        &format!("/api/v1/teams/{team}/members"),
-        &admin,
-        json!({"user_id": member_id, "role": "member"}),
-    )
-    .await;
+    app.add_member(&admin, &team, &member_id, "member").await;
 
     let attached = approved_rule(&app, &admin, &second_admin, "attached").await;
     let temporary = approved_rule(&app, &admin, &second_admin, "temporary").await;
     let to_attach = approved_rule(&app, &admin, &second_admin, "to attach").await;
-    app.ok(
-        &format!("/api/v1/teams/{team}/rules"),
+    attach(&app, &admin, &team, &attached).await;
+    attach_with(
+        &app,
         &admin,
-        json!({"rule_id": attached, "enforcement": {"mode": "block"}}),
-    )
-    .await;
-    app.ok(
-        &format!("/api/v1/teams/{team}/rules"),
-        &admin,
-        json!({"rule_id": temporary, "enforcement": {"mode": "temporary", "temporary_timeout_secs": 3600}}),
+        &team,
+        &temporary,
+        crate::harness::temporary(3600),
     )
     .await;
     let draft = app
-        .ok("/api/v1/rules", &admin, rule_spec("draft", "team"))
+        .created("/api/v1/rules", &admin, rule_spec("draft", "team"))
         .await;
-    let draft = draft["id"].as_str().unwrap().to_owned();
     let to_archive = app
-        .ok("/api/v1/rules", &admin, rule_spec("to archive", "team"))
+        .created("/api/v1/rules", &admin, rule_spec("to archive", "team"))
         .await;
-    let to_archive = to_archive["id"].as_str().unwrap().to_owned();
     let to_reject = app
-        .ok("/api/v1/rules", &admin, rule_spec("to reject", "team"))
+        .created("/api/v1/rules", &admin, rule_spec("to reject", "team"))
         .await;
-    let to_reject = to_reject["id"].as_str().unwrap().to_owned();
     app.ok(
         &format!("/api/v1/rules/{to_reject}/submit"),
         &admin,
@@ -123,9 +105,8 @@ async fn every_endpoint_checks_roles() {
     )
     .await;
     let org_rule = app
-        .ok("/api/v1/rules", &admin, rule_spec("org", "organization"))
+        .created("/api/v1/rules", &admin, rule_spec("org", "organization"))
         .await;
-    let org_rule = org_rule["id"].as_str().unwrap().to_owned();
     app.ok(
         &format!("/api/v1/rules/{org_rule}/submit"),
         &admin,
@@ -145,18 +126,9 @@ async fn every_endpoint_checks_roles() {
         json!({}),
     )
     .await;
-    let other_team = app
-        .ok("/api/v1/teams", &admin, json!({"name": "Other"}))
-        .await;
-    let other_team = other_team["id"].as_str().unwrap().to_owned();
+    let other_team = app.team(&admin, "Other").await;
 
-    let enrolled = app
-        .ok(
-            "/api/v1/agents",
-            &member,
-            json!({"machine_id": "laptop-1", "machine_name": "Laptop"}),
-        )
-        .await;
+    let enrolled = app.enroll_agent(&member, "laptop-1", "Laptop").await;
     let agent_id = enrolled["id"].as_str().unwrap().to_owned();
     let agent = enrolled["token"].as_str().unwrap().to_owned();
     let report = |report_id: &str| {
@@ -166,9 +138,8 @@ async fn every_endpoint_checks_roles() {
         })
     };
     let cr = app
-        .ok("/api/v1/change-requests", &agent, report("r-1"))
+        .created("/api/v1/change-requests", &agent, report("r-1"))
         .await;
-    let cr = cr["id"].as_str().unwrap().to_owned();
     let mut pending = Vec::new();
     for n in 0..3 {
         let opened = app
@@ -179,9 +150,8 @@ async fn every_endpoint_checks_roles() {
     let (cr_reject, cr_withdraw, cr_amend) =
         (pending[0].clone(), pending[1].clone(), pending[2].clone());
     let rejected = app
-        .ok("/api/v1/change-requests", &agent, report("r-2"))
+        .created("/api/v1/change-requests", &agent, report("r-2"))
         .await;
-    let rejected = rejected["id"].as_str().unwrap().to_owned();
     app.ok(
         &format!("/api/v1/change-requests/{rejected}/reject"),
         &team_admin,
@@ -189,9 +159,8 @@ async fn every_endpoint_checks_roles() {
     )
     .await;
     let excepted = app
-        .ok("/api/v1/change-requests", &agent, report("r-3"))
+        .created("/api/v1/change-requests", &agent, report("r-3"))
         .await;
-    let excepted = excepted["id"].as_str().unwrap().to_owned();
     app.ok(
         &format!("/api/v1/change-requests/{excepted}/reject"),
         &team_admin,
@@ -206,9 +175,8 @@ async fn every_endpoint_checks_roles() {
     .await;
 
     let denied = app
-        .ok("/api/v1/change-requests", &agent, report("r-5"))
+        .created("/api/v1/change-requests", &agent, report("r-5"))
         .await;
-    let denied = denied["id"].as_str().unwrap().to_owned();
     app.ok(
         &format!("/api/v1/change-requests/{denied}/reject"),
         &team_admin,
@@ -237,17 +205,13 @@ async fn every_endpoint_checks_roles() {
     let mut user_codes = Vec::new();
     for machine in ["device-1", "device-2"] {
         let (_, grant) = app
-            .call(
-                Method::POST,
-                "/api/v1/device/code",
-                None,
-                Some(json!({"machine_id": machine})),
-            )
+            .post_anonymous("/api/v1/device/code", json!({"machine_id": machine}))
             .await;
         user_codes.push(grant["user_code"].as_str().unwrap().to_owned());
     }
-    let enrollment_token = app.ok("/api/v1/enrollment-tokens", &admin, json!({})).await;
-    let enrollment_token = enrollment_token["id"].as_str().unwrap().to_owned();
+    let enrollment_token = app
+        .created("/api/v1/enrollment-tokens", &admin, json!({}))
+        .await;
     let rows = vec![
         row(
             Method::POST,

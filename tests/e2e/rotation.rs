@@ -4,12 +4,12 @@
 //! one logs in after it. Each ends up enforcing the rule set signed by the new key; none reports an
 //! integrity failure; and a rule set signed by the retired key is refused afterwards.
 
-use crate::harness::{Machine, TestApp, eventually};
+use crate::harness::{Machine, TestApp, assert_ran, eventually};
 use crate::signing::{
     SEED, SignedOrg, approved_rule, attach, forged, kv_get, kv_put, read, wait_for_file,
 };
 use edict_api::ruleset::{key_id_of, sign};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -29,8 +29,7 @@ async fn wait_for_key_set(machine: &Machine, sequence: u64) -> Value {
 }
 
 async fn signing_keys(app: &TestApp, token: &str) -> (StatusCode, Value) {
-    app.call(Method::GET, "/api/v1/signing-keys", Some(token), None)
-        .await
+    app.get("/api/v1/signing-keys", token).await
 }
 
 #[tokio::test]
@@ -86,12 +85,7 @@ async fn a_key_rotation_reaches_online_offline_and_new_agents_and_retires_the_ol
     // Only an org_admin rotates; one rotation at a time.
     let rotate = json!({"overlap_secs": OVERLAP_SECS});
     let (status, _) = app
-        .call(
-            Method::POST,
-            "/api/v1/signing-keys/rotate",
-            Some(&dev),
-            Some(rotate.clone()),
-        )
+        .post("/api/v1/signing-keys/rotate", &dev, rotate.clone())
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     // Started with the CLI, as an operator would.
@@ -102,11 +96,7 @@ async fn a_key_rotation_reaches_online_offline_and_new_agents_and_retires_the_ol
         .output()
         .await
         .unwrap();
-    assert!(
-        output.status.success(),
-        "edict keys rotate: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_ran(&output, "edict keys rotate");
     let started: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(started["sequence"], json!(2), "{started}");
     let new_id = started["rotation"]["next_key_id"]
@@ -125,12 +115,7 @@ async fn a_key_rotation_reaches_online_offline_and_new_agents_and_retires_the_ol
         [(old_id.as_str(), "active"), (new_id.as_str(), "next")]
     );
     let (status, again) = app
-        .call(
-            Method::POST,
-            "/api/v1/signing-keys/rotate",
-            Some(&admin),
-            Some(rotate),
-        )
+        .post("/api/v1/signing-keys/rotate", &admin, rotate)
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{again}");
     assert_eq!(again["rule"], json!("rotation_in_progress"));

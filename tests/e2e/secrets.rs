@@ -80,10 +80,7 @@ async fn token_responses_are_never_kept_by_the_idempotency_layer(store: Store) {
     }
 
     // An enrollment token, an agent token, an agent token traded for the enrollment token.
-    let me = app
-        .call(Method::GET, "/api/v1/users/me", Some(&admin), None)
-        .await
-        .1;
+    let me = app.get("/api/v1/users/me", &admin).await.1;
     let (status, headers, created) = post_once(
         &app,
         "/api/v1/enrollment-tokens",
@@ -147,10 +144,7 @@ async fn token_responses_are_never_kept_by_the_idempotency_layer(store: Store) {
         replay["type"],
         "urn:edict:problem:idempotency-response-withheld"
     );
-    let listed = app
-        .call(Method::GET, "/api/v1/enrollment-tokens", Some(&admin), None)
-        .await
-        .1;
+    let listed = app.get("/api/v1/enrollment-tokens", &admin).await.1;
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     // Token responses tell caches not to keep them either (RFC 6749 §5.1).
     for value in cache_controls {
@@ -166,27 +160,16 @@ async fn an_access_token_stops_working_when_its_session_ends(store: Store) {
     )
     .await;
     let started = Instant::now();
-    let (status, tokens) = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/login",
-            None,
-            Some(json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
-        )
-        .await;
+    let (status, tokens) = app.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
     let access = tokens["access_token"].as_str().unwrap().to_owned();
-    let (status, _) = app
-        .call(Method::GET, "/api/v1/users/me", Some(&access), None)
-        .await;
+    let (status, _) = app.get("/api/v1/users/me", &access).await;
     assert_eq!(status, StatusCode::OK);
     let ended = eventually(Duration::from_secs(15), || {
         let app = &app;
         let access = access.clone();
         async move {
-            let (status, _) = app
-                .call(Method::GET, "/api/v1/users/me", Some(&access), None)
-                .await;
+            let (status, _) = app.get("/api/v1/users/me", &access).await;
             (status == StatusCode::UNAUTHORIZED).then_some(())
         }
     })
@@ -202,11 +185,9 @@ async fn an_access_token_stops_working_when_its_session_ends(store: Store) {
     );
     // The session's refresh token ended with it.
     let (status, _) = app
-        .call(
-            Method::POST,
+        .post_anonymous(
             "/api/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": tokens["refresh_token"]})),
+            json!({"refresh_token": tokens["refresh_token"]}),
         )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -214,24 +195,12 @@ async fn an_access_token_stops_working_when_its_session_ends(store: Store) {
 
 async fn reusing_a_rotated_refresh_token_revokes_the_session(store: Store) {
     let app = TestApp::spawn(store).await;
-    let (_, first) = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/login",
-            None,
-            Some(json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
-        )
-        .await;
+    let (_, first) = app.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let refresh = |token: Value| {
         let app = &app;
         async move {
-            app.call(
-                Method::POST,
-                "/api/v1/auth/refresh",
-                None,
-                Some(json!({"refresh_token": token})),
-            )
-            .await
+            app.post_anonymous("/api/v1/auth/refresh", json!({"refresh_token": token}))
+                .await
         }
     };
     let me = |token: Value| {

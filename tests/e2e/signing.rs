@@ -8,7 +8,7 @@
 use crate::harness::{Layout, Machine, Store, TestApp, eventually, team_with_member};
 pub(crate) use crate::harness::{approved_rule, attach};
 use edict_api::ruleset::{Layer, RuleSetDoc, key_id_of, render_layer, sign};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Stdio;
@@ -180,16 +180,9 @@ async fn rule_sets_written_into_the_bucket_never_reach_a_file_and_each_is_report
     let admin = app.admin().await;
     let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
     let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
-    let team = app.ok("/api/v1/teams", &admin, json!({"name": "a"})).await;
-    let team = team["id"].as_str().unwrap().to_owned();
-    let other = app.ok("/api/v1/teams", &admin, json!({"name": "b"})).await;
-    let other = other["id"].as_str().unwrap().to_owned();
-    app.ok(
-        &format!("/api/v1/teams/{team}/members"),
-        &admin,
-        json!({"user_id": dev_id, "role": "member"}),
-    )
-    .await;
+    let team = app.team(&admin, "a").await;
+    let other = app.team(&admin, "b").await;
+    app.add_member(&admin, &team, &dev_id, "member").await;
     let one = approved_rule(&app, &admin, &second, "rule one").await;
     attach(&app, &admin, &team, &one).await;
     // The other team gets revisions ahead of this one, so its valid rule set would be news to the
@@ -311,14 +304,7 @@ async fn rule_sets_written_into_the_bucket_never_reach_a_file_and_each_is_report
     // The fleet API shows what the agent reported (recorded by the gateway as it hears of each).
     let agent_id = answer["agent_id"].as_str().unwrap().to_owned();
     let agent = eventually(Duration::from_secs(20), || async {
-        let (status, agent) = app
-            .call(
-                Method::GET,
-                &format!("/api/v1/agents/{agent_id}"),
-                Some(&admin),
-                None,
-            )
-            .await;
+        let (status, agent) = app.get(&format!("/api/v1/agents/{agent_id}"), &admin).await;
         (status == StatusCode::OK && agent["integrity_failures"] == json!(4)).then_some(agent)
     })
     .await
@@ -330,9 +316,7 @@ async fn rule_sets_written_into_the_bucket_never_reach_a_file_and_each_is_report
     );
     assert_eq!(agent["last_integrity_failure"]["team"], json!(team));
     let listed = eventually(Duration::from_secs(20), || async {
-        let (_, page) = app
-            .call(Method::GET, "/api/v1/agents", Some(&admin), None)
-            .await;
+        let (_, page) = app.get("/api/v1/agents", &admin).await;
         let text = page.to_string();
         (text.contains(&agent_id) && text.contains(r#""integrity_failures":4"#)).then_some(page)
     })

@@ -5,22 +5,22 @@
 //! connection (the agent converges) without ever seeing a rule's text in clear.
 
 use crate::harness::{
-    self, ADMIN_EMAIL, ADMIN_PASSWORD, Machine, TestApp, attach_with, eventually, free_port,
-    relay_ends, rule_spec,
+    self, ADMIN_EMAIL, ADMIN_PASSWORD, Machine, TestApp, assert_ran, attach_with, eventually,
+    relay_ends, rule_spec, temporary,
 };
+use crate::proxy::{Acceptor, forward};
 use crate::signing::SignedOrg;
+use crate::tls::{Pki, TlsServer};
 use edict_api::ruleset::{Layer, RuleSetDoc, key_id_of, render_layer};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The organization's signing seed the server is started with.
@@ -44,46 +44,29 @@ async fn wait_for_file(path: &Path, needle: &str) -> Option<String> {
 /// every message both ways and, while `tamper` is set, rewrites the team rules of each `rule_set`
 /// the gateway sends.
 struct WsProxy {
-    port: u16,
+    acceptor: Acceptor,
     tamper: Arc<AtomicBool>,
     tampered: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for WsProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 impl WsProxy {
     async fn start(upstream: String) -> WsProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
         let tamper = Arc::new(AtomicBool::new(false));
         let tampered = Arc::new(AtomicUsize::new(0));
         let (flag, count) = (tamper.clone(), tampered.clone());
-        let task = tokio::spawn(async move {
-            let mut connections = Vec::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                connections.push(tokio::spawn(Self::relay(
-                    stream,
-                    upstream.clone(),
-                    flag.clone(),
-                    count.clone(),
-                )));
-            }
-        });
+        let acceptor = Acceptor::start(move |stream| {
+            Self::relay(stream, upstream.clone(), flag.clone(), count.clone())
+        })
+        .await;
         WsProxy {
-            port,
+            acceptor,
             tamper,
             tampered,
-            task,
         }
     }
 
     fn url(&self) -> String {
-        format!("ws://127.0.0.1:{}/ws", self.port)
+        self.acceptor.ws_url()
     }
 
     async fn relay(
@@ -95,15 +78,9 @@ impl WsProxy {
         let Some((agent, gateway)) = relay_ends(stream, upstream).await else {
             return;
         };
-        let (mut agent_tx, mut agent_rx) = agent.split();
-        let (mut gateway_tx, mut gateway_rx) = gateway.split();
-        let up = async {
-            while let Some(Ok(message)) = agent_rx.next().await {
-                if gateway_tx.send(message).await.is_err() {
-                    break;
-                }
-            }
-        };
+        let (mut agent_tx, agent_rx) = agent.split();
+        let (gateway_tx, mut gateway_rx) = gateway.split();
+        let up = forward(agent_rx, gateway_tx);
         let down = async {
             while let Some(Ok(message)) = gateway_rx.next().await {
                 let message = match message {
@@ -179,21 +156,15 @@ async fn approved_rule_in_mode(
 /// [`WsProxy`] in front of the gateway.
 async fn logged_in_through_proxy(app: &TestApp, admin: &str, dev_id: &str) -> (WsProxy, Machine) {
     let fingerprint = key_id_of(&ed25519_dalek::SigningKey::from_bytes(&SEED).verifying_key());
-    let upstream = format!("{}/ws", app.gateway.replace("http://", "ws://"));
-    let proxy = WsProxy::start(upstream).await;
+    let proxy = WsProxy::start(app.gateway_ws()).await;
     let token = app
-        .ok(
-            "/api/v1/enrollment-tokens",
-            admin,
-            json!({"user_id": dev_id, "uses": 1}),
-        )
+        .enrollment_token(admin, json!({"user_id": dev_id, "uses": 1}))
         .await;
-    let token = token["token"].as_str().unwrap();
     let machine = Machine::new();
     let output = machine
         .command()
         .args(["login", "--server", &app.base, "--output", "json"])
-        .args(["--enrollment-token", token, "--org-key", &fingerprint])
+        .args(["--enrollment-token", &token, "--org-key", &fingerprint])
         .args(["--gateway", &proxy.url()])
         .output()
         .await
@@ -317,7 +288,7 @@ async fn a_proxy_that_turns_a_revert_into_a_keep_is_refused() {
         &second,
         &team,
         "review diffs",
-        json!({"mode": "temporary", "temporary_timeout_secs": 3600}),
+        temporary(3600),
     )
     .await;
     let (proxy, mut machine) = logged_in_through_proxy(&app, &admin, &dev_id).await;
@@ -393,147 +364,8 @@ async fn a_proxy_that_turns_a_revert_into_a_keep_is_refused() {
     machine.stop().await;
 }
 
-/// A test CA and the server certificate it signed, as files.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "Edict test CA");
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let ca = params.self_signed(&ca_key).unwrap();
-        let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "edict");
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
-        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
-        Pki { dir }
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn client(&self) -> reqwest::Client {
-        let ca = std::fs::read(self.file("ca.pem")).unwrap();
-        reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap()
-    }
-}
-
-/// `edict serve` on the embedded store with TLS on the API and the gateway.
-struct TlsServer {
-    _child: Child,
-    base: String,
-    gateway_port: u16,
-    client: reqwest::Client,
-    _data: tempfile::TempDir,
-}
-
 impl TlsServer {
-    async fn start(pki: &Pki) -> TlsServer {
-        let data = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let gateway_port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_edict"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("EDICT_GATEWAY_LISTEN", format!("127.0.0.1:{gateway_port}"))
-            .env(
-                "EDICT_DATABASE_URL",
-                format!("sqlite://{}", data.path().join("edict.db").display()),
-            )
-            .env("EDICT_DATA_DIR", data.path())
-            .env("EDICT_ADMIN_EMAIL", ADMIN_EMAIL)
-            .env("EDICT_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env("EDICT_RULESET_SIGNING_KEY", hex::encode(SEED))
-            .env("EDICT_TLS_CERT", pki.file("cert.pem"))
-            .env("EDICT_TLS_KEY", pki.file("key.pem"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let server = TlsServer {
-            _child: child,
-            base: format!("https://127.0.0.1:{port}"),
-            gateway_port,
-            client: pki.client(),
-            _data: data,
-        };
-        let url = format!("{}/health/ready", server.base);
-        let ready = eventually(Duration::from_secs(30), || {
-            let (client, url) = (server.client.clone(), url.clone());
-            async move {
-                match client.get(&url).send().await {
-                    Ok(r) if r.status().is_success() => Some(()),
-                    _ => None,
-                }
-            }
-        })
-        .await;
-        assert!(
-            ready.is_some(),
-            "edict serve did not become ready over HTTPS"
-        );
-        server
-    }
-
-    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Value {
-        let mut request = self.client.post(format!("{}{path}", self.base)).json(&body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.unwrap();
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
-        response.json::<Value>().await.unwrap_or(Value::Null)
-    }
-
-    async fn login(&self, email: &str, password: &str) -> String {
-        self.post(
-            "/api/v1/auth/login",
-            None,
-            json!({"email": email, "password": password}),
-        )
-        .await["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
-    /// Creates a user; answers their id.
-    async fn user(&self, admin: &str, name: &str, roles: &[&str]) -> String {
-        self.post(
-            "/api/v1/users",
-            Some(admin),
-            json!({"email": format!("{name}@example.com"), "name": name,
-                   "password": format!("{name}-password-123"), "roles": roles}),
-        )
-        .await["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
+    /// Drafts, approves and attaches to `team` (blocking) a rule whose content is `Always {name}.`.
     async fn approved_rule(&self, admin: &str, second: &str, team: &str, name: &str) {
         let mut spec = rule_spec(name, "team");
         spec["content"] = json!(format!("Always {name}."));
@@ -564,48 +396,30 @@ impl TlsServer {
 
 /// A plain TCP proxy on loopback to `127.0.0.1:upstream` that records every byte it relays, both ways.
 struct TcpProxy {
-    port: u16,
+    acceptor: Acceptor,
     recorded: Arc<Mutex<Vec<u8>>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for TcpProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 impl TcpProxy {
     async fn start(upstream: u16) -> TcpProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
         let recorded = Arc::new(Mutex::new(Vec::new()));
         let record = recorded.clone();
-        let task = tokio::spawn(async move {
-            let mut connections = Vec::new();
-            while let Ok((client, _)) = listener.accept().await {
+        let acceptor = Acceptor::start(move |client| {
+            let record = record.clone();
+            async move {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
-                    continue;
+                    return;
                 };
                 let (client_rx, client_tx) = client.into_split();
                 let (server_rx, server_tx) = server.into_split();
-                connections.push(tokio::spawn(Self::pump(
-                    client_rx,
-                    server_tx,
-                    record.clone(),
-                )));
-                connections.push(tokio::spawn(Self::pump(
-                    server_rx,
-                    client_tx,
-                    record.clone(),
-                )));
+                tokio::join!(
+                    Self::pump(client_rx, server_tx, record.clone()),
+                    Self::pump(server_rx, client_tx, record),
+                );
             }
-        });
-        TcpProxy {
-            port,
-            recorded,
-            task,
-        }
+        })
+        .await;
+        TcpProxy { acceptor, recorded }
     }
 
     async fn pump(
@@ -642,7 +456,9 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 #[tokio::test]
 async fn a_tcp_proxy_on_the_tls_gateway_relays_but_never_reads_a_rule() {
     let pki = Pki::new();
-    let server = TlsServer::start(&pki).await;
+    pki.install("edict");
+    let key = [("EDICT_RULESET_SIGNING_KEY", hex::encode(SEED))];
+    let server = TlsServer::start_with(&pki, &key).await;
     let admin = server.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     server.user(&admin, "second", &["org_admin"]).await;
     let second = server
@@ -682,20 +498,19 @@ async fn a_tcp_proxy_on_the_tls_gateway_relays_but_never_reads_a_rule() {
     let output = machine
         .command()
         .arg("--ca-file")
-        .arg(pki.file("ca.pem"))
-        .args(["login", "--server", &server.base, "--output", "json"])
+        .arg(pki.ca_file())
+        .args(["login", "--server", &server.base(), "--output", "json"])
         .args(["--enrollment-token", &token, "--org-key", &fingerprint])
-        .args(["--gateway", &format!("wss://127.0.0.1:{}/ws", proxy.port)])
+        .args([
+            "--gateway",
+            &format!("wss://127.0.0.1:{}/ws", proxy.acceptor.port),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()
         .await
         .unwrap();
-    assert!(
-        output.status.success(),
-        "edict-agent login: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_ran(&output, "edict-agent login");
 
     // The agent, which knows only the proxy's address, converges: the proxy relays.
     machine.run();

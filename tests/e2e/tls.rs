@@ -5,8 +5,8 @@
 //! HTTPS and connects to the gateway over `wss://` with `--ca-file`.
 
 use crate::harness::{
-    ADMIN_EMAIL, ADMIN_PASSWORD, Layout, Signal, Store, TestApp, agent_binary, eventually,
-    free_port, signal,
+    ADMIN_EMAIL, ADMIN_PASSWORD, Layout, Signal, Store, TestApp, agent_binary, assert_ran,
+    eventually, free_port, ready_over_https, serve_on_sqlite, signal,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -18,14 +18,14 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// A test CA and the files of the server certificate it signs.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
     ca: rcgen::Certificate,
     ca_key: rcgen::KeyPair,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params
@@ -38,15 +38,15 @@ impl Pki {
         Pki { dir, ca, ca_key }
     }
 
-    fn ca_file(&self) -> PathBuf {
+    pub(crate) fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
     }
 
-    fn cert_file(&self) -> PathBuf {
+    pub(crate) fn cert_file(&self) -> PathBuf {
         self.dir.path().join("cert.pem")
     }
 
-    fn key_file(&self) -> PathBuf {
+    pub(crate) fn key_file(&self) -> PathBuf {
         self.dir.path().join("key.pem")
     }
 
@@ -65,7 +65,7 @@ impl Pki {
 
     /// Issues a certificate and puts it in place (each file replaced by a rename, as a deployment
     /// tool does, so the server never reads half a file); answers its DER.
-    fn install(&self, name: &str) -> Vec<u8> {
+    pub(crate) fn install(&self, name: &str) -> Vec<u8> {
         let (cert, key, der) = self.issue(name);
         replace(&self.key_file(), key.as_bytes(), None);
         replace(&self.cert_file(), cert.as_bytes(), None);
@@ -73,7 +73,7 @@ impl Pki {
     }
 
     /// A trusted HTTPS client.
-    fn client(&self) -> reqwest::Client {
+    pub(crate) fn client(&self) -> reqwest::Client {
         let ca = std::fs::read(self.ca_file()).unwrap();
         reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
@@ -125,106 +125,89 @@ fn replace(path: &Path, bytes: &[u8], mtime: Option<std::time::SystemTime>) {
     std::fs::rename(&temporary, path).unwrap();
 }
 
-/// `edict serve` on the embedded store with TLS on the API.
-struct TlsServer {
-    child: Child,
-    port: u16,
-    gateway_port: u16,
+/// `edict serve` on the embedded store with TLS on the API and the gateway, and a client trusting it.
+pub(crate) struct TlsServer {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
+    pub(crate) gateway_port: u16,
+    client: reqwest::Client,
     _data: tempfile::TempDir,
 }
 
 impl TlsServer {
-    async fn start(pki: &Pki) -> TlsServer {
+    pub(crate) async fn start(pki: &Pki) -> TlsServer {
+        Self::start_with(pki, &[]).await
+    }
+
+    /// Starts it with more environment.
+    pub(crate) async fn start_with(pki: &Pki, env: &[(&str, String)]) -> TlsServer {
         let data = tempfile::tempdir().unwrap();
         let port = free_port();
         let gateway_port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_edict"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("EDICT_GATEWAY_LISTEN", format!("127.0.0.1:{gateway_port}"))
-            .env(
-                "EDICT_DATABASE_URL",
-                format!("sqlite://{}", data.path().join("edict.db").display()),
-            )
-            .env("EDICT_DATA_DIR", data.path())
-            .env("EDICT_ADMIN_EMAIL", ADMIN_EMAIL)
-            .env("EDICT_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        let mut command = serve_on_sqlite(data.path(), port, gateway_port);
+        command
             .env("EDICT_TLS_CERT", pki.cert_file())
-            .env("EDICT_TLS_KEY", pki.key_file())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+            .env("EDICT_TLS_KEY", pki.key_file());
+        for (name, value) in env {
+            command.env(name, value);
+        }
         let server = TlsServer {
-            child,
+            child: command.spawn().unwrap(),
             port,
             gateway_port,
+            client: pki.client(),
             _data: data,
         };
-        let client = pki.client();
-        let url = format!("{}/health/ready", server.base());
-        let ready = eventually(Duration::from_secs(30), || {
-            let (client, url) = (client.clone(), url.clone());
-            async move {
-                match client.get(&url).send().await {
-                    Ok(r) if r.status().is_success() => Some(()),
-                    _ => None,
-                }
-            }
-        })
-        .await;
-        assert!(
-            ready.is_some(),
-            "edict serve did not become ready over HTTPS"
-        );
+        ready_over_https(&server.client, &server.base()).await;
         server
     }
 
-    fn base(&self) -> String {
+    pub(crate) fn base(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
     }
 
+    /// POST over HTTPS, asserting success; answers the body.
+    pub(crate) async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Value {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.base()))
+            .json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json::<Value>().await.unwrap_or(Value::Null)
+    }
+
+    /// Signs in; answers the access token.
+    pub(crate) async fn login(&self, email: &str, password: &str) -> String {
+        let body = json!({"email": email, "password": password});
+        let tokens = self.post("/api/v1/auth/login", None, body).await;
+        tokens["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a user `name@example.com`; answers their id.
+    pub(crate) async fn user(&self, admin: &str, name: &str, roles: &[&str]) -> String {
+        let body = json!({"email": format!("{name}@example.com"), "name": name,
+                          "password": format!("{name}-password-123"), "roles": roles});
+        let user = self.post("/api/v1/users", Some(admin), body).await;
+        user["id"].as_str().unwrap().to_owned()
+    }
+
     /// An enrollment token for a new member, made over HTTPS.
-    async fn enrollment_token(&self, client: &reqwest::Client) -> String {
-        let post = |path: &str, token: Option<&str>, body: Value| {
-            let mut request = client.post(format!("{}{path}", self.base())).json(&body);
-            if let Some(token) = token {
-                request = request.bearer_auth(token);
-            }
-            async move {
-                let response = request.send().await.unwrap();
-                assert!(response.status().is_success(), "{}", response.status());
-                response.json::<Value>().await.unwrap()
-            }
-        };
-        let admin = post(
-            "/api/v1/auth/login",
-            None,
-            json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}),
-        )
-        .await["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let user = post(
-            "/api/v1/users",
-            Some(&admin),
-            json!({"email": "dev@example.com", "name": "dev", "password": "dev-password-123", "roles": ["member"]}),
-        )
-        .await["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        post(
-            "/api/v1/enrollment-tokens",
-            Some(&admin),
-            json!({"user_id": user, "uses": 5}),
-        )
-        .await["token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+    async fn enrollment_token(&self) -> String {
+        let admin = self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        let user = self.user(&admin, "dev", &["member"]).await;
+        let body = json!({"user_id": user, "uses": 5});
+        let token = self
+            .post("/api/v1/enrollment-tokens", Some(&admin), body)
+            .await;
+        token["token"].as_str().unwrap().to_owned()
     }
 }
 
@@ -479,11 +462,7 @@ async fn the_agent_refuses_plain_ws_to_another_machine_unless_insecure() {
             &gateway,
         ])
         .await;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_ran(&output, "edict-agent login --insecure");
     let mut daemon = machine
         .command()
         .args(["run", "--insecure"])
@@ -524,7 +503,7 @@ async fn an_agent_with_a_ca_file_logs_in_over_https() {
     let pki = Pki::new();
     pki.install("edict");
     let server = TlsServer::start(&pki).await;
-    let token = server.enrollment_token(&pki.client()).await;
+    let token = server.enrollment_token().await;
     let machine = Machine::new();
 
     // The private CA is not trusted by default.
@@ -547,11 +526,7 @@ async fn an_agent_with_a_ca_file_logs_in_over_https() {
             &token,
         ])
         .await;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_ran(&output, "edict-agent login --ca-file");
     let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!(answer["agent_id"].as_str().is_some_and(|id| !id.is_empty()));
     // With TLS configured the gateway is announced (and served) as wss://.

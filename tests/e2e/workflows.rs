@@ -1,19 +1,19 @@
 //! The domain's workflows through the API: rule review with quorum and revisions, teams and their rules,
 //! change requests and exceptions.
 
-use crate::harness::{Store, TestApp, approve, rule_spec};
+use crate::harness::{Store, TestApp, approve, attach_with, rule_spec, temporary};
 use crate::on_both_stores;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 async fn get(app: &TestApp, token: &str, path: &str) -> Value {
-    let (status, body) = app.call(Method::GET, path, Some(token), None).await;
+    let (status, body) = app.get(path, token).await;
     assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
     body
 }
 
 async fn refused(app: &TestApp, token: &str, path: &str, body: Value, rule: &str) {
-    let (status, problem) = app.call(Method::POST, path, Some(token), Some(body)).await;
+    let (status, problem) = app.post(path, token, body).await;
     assert_eq!(
         status,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -69,11 +69,10 @@ async fn organization_rules_need_two_approvals_and_revisions_keep_the_approved_o
 
     // Approved revisions are immutable: editing needs a new revision, and the approved one stays in force.
     let (status, problem) = app
-        .call(
-            Method::PUT,
+        .put(
             &format!("/api/v1/rules/{id}"),
-            Some(&author),
-            Some(rule_spec("changed", "organization")),
+            &author,
+            rule_spec("changed", "organization"),
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
@@ -101,12 +100,7 @@ async fn organization_rules_need_two_approvals_and_revisions_keep_the_approved_o
     // A rejection needs a reason; a rejected revision can be edited and submitted again.
     app.ok(&path("submit"), &author, json!({})).await;
     let (status, problem) = app
-        .call(
-            Method::POST,
-            &path("reject"),
-            Some(&second),
-            Some(json!({"reason": "  "})),
-        )
+        .post(&path("reject"), &second, json!({"reason": "  "}))
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     assert_eq!(problem["field"], "reason");
@@ -116,22 +110,16 @@ async fn organization_rules_need_two_approvals_and_revisions_keep_the_approved_o
     assert_eq!(rule["working"]["state"], "rejected");
     assert_eq!(rule["working"]["rejection_reason"], "too vague");
     let (status, _) = app
-        .call(
-            Method::PUT,
+        .put(
             &format!("/api/v1/rules/{id}"),
-            Some(&author),
-            Some(rule_spec("clearer", "organization")),
+            &author,
+            rule_spec("clearer", "organization"),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
 
     let (status, _) = app
-        .call(
-            Method::PUT,
-            &path("enforcement"),
-            Some(&author),
-            Some(json!({"mode": "warning"})),
-        )
+        .put(&path("enforcement"), &author, json!({"mode": "warning"}))
         .await;
     assert_eq!(status, StatusCode::OK);
     app.ok(&path("archive"), &author, json!({})).await;
@@ -148,16 +136,8 @@ async fn teams_attach_approved_rules_with_a_mode(store: Store) {
     let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
     let (lead_id, lead) = app.user(&admin, "lead", &["member"]).await;
 
-    let team = app
-        .ok("/api/v1/teams", &admin, json!({"name": "Payments"}))
-        .await;
-    let team = team["id"].as_str().unwrap().to_owned();
-    app.ok(
-        &format!("/api/v1/teams/{team}/members"),
-        &admin,
-        json!({"user_id": lead_id, "role": "team_admin"}),
-    )
-    .await;
+    let team = app.team(&admin, "Payments").await;
+    app.add_member(&admin, &team, &lead_id, "team_admin").await;
     refused(
         &app,
         &lead,
@@ -193,27 +173,20 @@ async fn teams_attach_approved_rules_with_a_mode(store: Store) {
         .await;
 
     let (status, problem) = app
-        .call(
-            Method::POST,
+        .post(
             &format!("/api/v1/teams/{team}/rules"),
-            Some(&lead),
-            Some(json!({"rule_id": rule, "enforcement": {"mode": "temporary"}})),
+            &lead,
+            json!({"rule_id": rule, "enforcement": {"mode": "temporary"}}),
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     assert_eq!(problem["field"], "temporary_timeout_secs");
-    app.ok(
-        &format!("/api/v1/teams/{team}/rules"),
-        &lead,
-        json!({"rule_id": rule, "enforcement": {"mode": "temporary", "temporary_timeout_secs": 7200}}),
-    )
-    .await;
+    attach_with(&app, &lead, &team, &rule, temporary(7200)).await;
     let (status, _) = app
-        .call(
-            Method::PATCH,
+        .patch(
             &format!("/api/v1/teams/{team}/rules/{rule}"),
-            Some(&lead),
-            Some(json!({"mode": "warning"})),
+            &lead,
+            json!({"mode": "warning"}),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
@@ -278,36 +251,12 @@ async fn change_requests_flow_from_report_to_exception(store: Store) {
     let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
     let (lead_id, lead) = app.user(&admin, "lead", &["member"]).await;
     let (dev_id, dev) = app.user(&admin, "dev", &["member"]).await;
-    let team = app
-        .ok("/api/v1/teams", &admin, json!({"name": "Search"}))
-        .await;
-    let team = team["id"].as_str().unwrap().to_owned();
-    app.ok(
-        &format!("/api/v1/teams/{team}/members"),
-        &admin,
-        json!({"user_id": lead_id, "role": "team_admin"}),
-    )
-    .await;
-    app.ok(
-        &format!("/api/v1/teams/{team}/members"),
-        &admin,
-        json!({"user_id": dev_id, "role": "member"}),
-    )
-    .await;
+    let team = app.team(&admin, "Search").await;
+    app.add_member(&admin, &team, &lead_id, "team_admin").await;
+    app.add_member(&admin, &team, &dev_id, "member").await;
     let rule = approve(&app, &admin, &second, rule_spec("explain diffs", "team")).await;
-    app.ok(
-        &format!("/api/v1/teams/{team}/rules"),
-        &lead,
-        json!({"rule_id": rule, "enforcement": {"mode": "temporary", "temporary_timeout_secs": 3600}}),
-    )
-    .await;
-    let enrolled = app
-        .ok(
-            "/api/v1/agents",
-            &dev,
-            json!({"machine_id": "dev-laptop", "machine_name": "Dev laptop"}),
-        )
-        .await;
+    attach_with(&app, &lead, &team, &rule, temporary(3600)).await;
+    let enrolled = app.enroll_agent(&dev, "dev-laptop", "Dev laptop").await;
     let agent = enrolled["token"].as_str().unwrap().to_owned();
     assert!(agent.starts_with("eda_"));
 
@@ -422,22 +371,14 @@ async fn agents_are_enrolled_and_revoked(store: Store) {
     let app = TestApp::spawn(store).await;
     let admin = app.admin().await;
     let (dev_id, dev) = app.user(&admin, "dev", &["member"]).await;
-    let enrolled = app
-        .ok(
-            "/api/v1/agents",
-            &dev,
-            json!({"machine_id": "m-1", "machine_name": "Laptop"}),
-        )
-        .await;
+    let enrolled = app.enroll_agent(&dev, "m-1", "Laptop").await;
     let id = enrolled["id"].as_str().unwrap().to_owned();
     let token = enrolled["token"].as_str().unwrap().to_owned();
     let view = get(&app, &dev, &format!("/api/v1/agents/{id}")).await;
     assert_eq!(view["user_id"], dev_id.as_str());
     assert_eq!(view["revoked"], false);
     // The agent token authenticates the agent (it may not read user endpoints).
-    let (status, _) = app
-        .call(Method::GET, "/api/v1/users/me", Some(&token), None)
-        .await;
+    let (status, _) = app.get("/api/v1/users/me", &token).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     app.ok(
         &format!("/api/v1/agents/{id}/revoke"),
@@ -445,9 +386,7 @@ async fn agents_are_enrolled_and_revoked(store: Store) {
         json!({"reason": "laptop lost"}),
     )
     .await;
-    let (status, _) = app
-        .call(Method::GET, "/api/v1/users/me", Some(&token), None)
-        .await;
+    let (status, _) = app.get("/api/v1/users/me", &token).await;
     assert_eq!(
         status,
         StatusCode::UNAUTHORIZED,

@@ -4,13 +4,13 @@
 //! log verified against them, and downloads the export; no page offers a write control; a member gets
 //! the 403 page everywhere, and a POST without the CSRF token is refused.
 
-use super::{Browser, person};
+use super::Browser;
 use crate::harness::{
     ADMIN_EMAIL, ADMIN_PASSWORD, Layout, Store, TestApp, approved_rule, attach, eventually,
 };
 use ed25519_dalek::SigningKey;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::time::Duration;
 
 /// The seed the chain writer signs checkpoints with.
@@ -35,17 +35,10 @@ async fn an_auditor_reads_the_log_the_past_and_the_chain_and_changes_nothing() {
     let app = audited().await;
     let admin = app.admin().await;
     let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
-    let team = app
-        .ok(
-            "/api/v1/teams",
-            &admin,
-            json!({"name": "Ops <script>alert(1)</script>"}),
-        )
-        .await;
-    let team = team["id"].as_str().unwrap().to_owned();
+    let team = app.team(&admin, "Ops <script>alert(1)</script>").await;
     let rule = approved_rule(&app, &admin, &second, "audited").await;
     attach(&app, &admin, &team, &rule).await;
-    let (_, email, password) = person(&app, &admin, "auditor", &["auditor"]).await;
+    let (_, email, password) = app.account(&admin, "auditor", &["auditor"]).await;
     let mut auditor = Browser::new(&app);
     auditor.sign_in(&email, &password).await;
 
@@ -197,7 +190,7 @@ async fn an_auditor_reads_the_log_the_past_and_the_chain_and_changes_nothing() {
 async fn a_member_gets_the_403_page_and_a_post_without_csrf_is_refused() {
     let app = audited().await;
     let admin = app.admin().await;
-    let (_, email, password) = person(&app, &admin, "dev", &["member"]).await;
+    let (_, email, password) = app.account(&admin, "dev", &["member"]).await;
     let mut member = Browser::new(&app);
     member.sign_in(&email, &password).await;
     let home = member.get("/").await;
@@ -226,7 +219,7 @@ async fn a_member_gets_the_403_page_and_a_post_without_csrf_is_refused() {
 
     // The audit pages take no POST; without the CSRF token it is refused before anything runs.
     let mut auditor = Browser::new(&app);
-    let (_, email, password) = person(&app, &admin, "auditor", &["auditor"]).await;
+    let (_, email, password) = app.account(&admin, "auditor", &["auditor"]).await;
     auditor.sign_in(&email, &password).await;
     let refused = auditor
         .post("/console/audit/chain", &[("verify", "1")])

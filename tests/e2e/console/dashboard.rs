@@ -1,6 +1,6 @@
 //! The dashboard: what each role is shown.
 
-use super::{Browser, person};
+use super::Browser;
 use crate::harness::{
     ADMIN_EMAIL, ADMIN_PASSWORD, Store, TestApp, approved_rule, attach, team_with_member,
 };
@@ -11,7 +11,7 @@ async fn console_dashboard_shows_convergence_to_members_and_operations_to_admins
     let app = TestApp::spawn(Store::Sqlite).await;
     let admin = app.admin().await;
     let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
-    let (member_id, email, password) = person(&app, &admin, "dev", &["member"]).await;
+    let (member_id, email, password) = app.account(&admin, "dev", &["member"]).await;
     let team = team_with_member(&app, &admin, "Platform <core>", &member_id).await;
     let rule = approved_rule(&app, &admin, &second, "lint").await;
     attach(&app, &admin, &team, &rule).await;

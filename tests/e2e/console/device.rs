@@ -3,20 +3,13 @@
 
 use super::Browser;
 use crate::harness::{ADMIN_EMAIL, ADMIN_PASSWORD, Store, TestApp};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 
 #[tokio::test]
 async fn console_device_page_approves_a_machine_only_with_explicit_consent() {
     let app = TestApp::spawn(Store::Sqlite).await;
-    let (status, grant) = app
-        .call(
-            Method::POST,
-            "/api/v1/device/code",
-            None,
-            Some(json!({"machine_id": "box-7", "machine_name": "Build <box>"})),
-        )
-        .await;
+    let (status, grant) = app.device_code("box-7", "Build <box>").await;
     assert_eq!(status, StatusCode::OK, "{grant}");
     let code = grant["user_code"].as_str().unwrap().to_owned();
     let device_code = grant["device_code"].as_str().unwrap().to_owned();
@@ -76,12 +69,7 @@ async fn console_device_page_approves_a_machine_only_with_explicit_consent() {
     assert!(no_consent.body.contains("Tick the box"));
     let token = app.admin().await;
     let (_, request) = app
-        .call(
-            Method::GET,
-            &format!("/api/v1/device/requests/{code}"),
-            Some(&token),
-            None,
-        )
+        .get(&format!("/api/v1/device/requests/{code}"), &token)
         .await;
     assert_eq!(request["status"], "pending", "{request}");
 
@@ -104,12 +92,7 @@ async fn console_device_page_approves_a_machine_only_with_explicit_consent() {
             .contains("Approved: the agent finishes its login by itself.")
     );
     let (status, credentials) = app
-        .call(
-            Method::POST,
-            "/api/v1/device/token",
-            None,
-            Some(json!({"device_code": device_code})),
-        )
+        .post_anonymous("/api/v1/device/token", json!({"device_code": device_code}))
         .await;
     assert_eq!(status, StatusCode::OK, "{credentials}");
     assert!(credentials["token"].is_string(), "{credentials}");

@@ -4,9 +4,11 @@
 //! decisions one to one with the API's, and that `/console/events` sends a new version when what the
 //! inbox shows changed.
 
-use super::{Browser, person};
-use crate::harness::{self, ADMIN_EMAIL, ADMIN_PASSWORD, Store, TestApp, eventually, rule_spec};
-use reqwest::{Method, StatusCode};
+use super::Browser;
+use crate::harness::{
+    self, ADMIN_EMAIL, ADMIN_PASSWORD, Store, TestApp, eventually, rule_spec, temporary,
+};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ const HASH_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
 
 async fn change_status(app: &TestApp, admin: &str, change: &str) -> Value {
     let path = format!("/api/v1/change-requests/{change}");
-    app.call(Method::GET, &path, Some(admin), None).await.1["status"].clone()
+    app.get(&path, admin).await.1["status"].clone()
 }
 
 #[tokio::test]
@@ -23,29 +25,17 @@ async fn console_inbox_decides_change_requests_and_streams_changes() {
     let app = TestApp::spawn(Store::Sqlite).await;
     let admin = app.admin().await;
     let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
-    let (lead_id, lead_email, lead_password) = person(&app, &admin, "lead", &["member"]).await;
-    let (dev_id, dev_email, dev_password) = person(&app, &admin, "dev", &["member"]).await;
-    let (_, auditor_email, auditor_password) = person(&app, &admin, "auditor", &["auditor"]).await;
+    let (lead_id, lead_email, lead_password) = app.account(&admin, "lead", &["member"]).await;
+    let (dev_id, dev_email, dev_password) = app.account(&admin, "dev", &["member"]).await;
+    let (_, auditor_email, auditor_password) = app.account(&admin, "auditor", &["auditor"]).await;
     let team = harness::team_with_member(&app, &admin, "Platform <team>", &dev_id).await;
-    app.ok(
-        &format!("/api/v1/teams/{team}/members"),
-        &admin,
-        json!({"user_id": lead_id, "role": "team_admin"}),
-    )
-    .await;
+    app.add_member(&admin, &team, &lead_id, "team_admin").await;
     let mut spec = rule_spec("Reviewed <rule>", "team");
     spec["content"] = json!("Always review <b>twice</b>.");
     let rule = harness::approve(&app, &admin, &second, spec).await;
-    let temporary = json!({"mode": "temporary", "temporary_timeout_secs": 3600});
-    harness::attach_with(&app, &admin, &team, &rule, temporary).await;
+    harness::attach_with(&app, &admin, &team, &rule, temporary(3600)).await;
     let dev = app.login(&dev_email, &dev_password).await;
-    let agent = app
-        .ok(
-            "/api/v1/agents",
-            &dev,
-            json!({"machine_id": "laptop-7", "machine_name": "Dev laptop"}),
-        )
-        .await["token"]
+    let agent = app.enroll_agent(&dev, "laptop-7", "Dev laptop").await["token"]
         .as_str()
         .unwrap()
         .to_owned();

@@ -20,7 +20,6 @@ mod teams;
 use crate::harness::TestApp;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, SET_COOKIE};
 use reqwest::{Method, StatusCode};
-use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -291,30 +290,6 @@ impl EventStream {
     }
 }
 
-/// Creates a user with `roles` through the API; answers their (id, email, password).
-pub async fn person(
-    app: &TestApp,
-    admin: &str,
-    name: &str,
-    roles: &[&str],
-) -> (String, String, String) {
-    let email = format!(
-        "{name}-{}@example.com",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    let password = format!("{name}-password-123");
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/api/v1/users",
-            Some(admin),
-            Some(json!({"email": email, "name": name, "password": password, "roles": roles})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "create user {name}: {body}");
-    (body["id"].as_str().unwrap().to_owned(), email, password)
-}
-
 /// Creates a user with `roles` and signs them in to the console; answers their id, API token and
 /// browser.
 pub async fn signed_in_person(
@@ -323,7 +298,7 @@ pub async fn signed_in_person(
     name: &str,
     roles: &[&str],
 ) -> (String, String, Browser) {
-    let (id, email, password) = person(app, admin, name, roles).await;
+    let (id, email, password) = app.account(admin, name, roles).await;
     let token = app.login(&email, &password).await;
     let browser = Browser::signed_in(app, &email, &password).await;
     (id, token, browser)

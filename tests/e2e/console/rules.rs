@@ -1,9 +1,9 @@
 //! The rule library pages: what each role is shown, that a forced request gets the use case's 403,
 //! the review with its diff, and that what users typed is escaped.
 
-use super::{Browser, person};
+use super::Browser;
 use crate::harness::{ADMIN_EMAIL, ADMIN_PASSWORD, Store, TestApp, eventually, rule_spec};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 use std::time::Duration;
 
@@ -13,15 +13,14 @@ async fn console_auditors_see_no_review_controls_and_a_forced_approval_is_forbid
     let admin = app.admin().await;
     // A pending team rule, drafted and submitted by the first admin through the API.
     let rule = app
-        .ok("/api/v1/rules", &admin, rule_spec("Review me", "team"))
+        .created("/api/v1/rules", &admin, rule_spec("Review me", "team"))
         .await;
-    let rule = rule["id"].as_str().unwrap().to_owned();
     app.ok(&format!("/api/v1/rules/{rule}/submit"), &admin, json!({}))
         .await;
     let page = format!("/console/rules/{rule}");
 
     // The auditor reads the rule and the diff, and is offered nothing to do.
-    let (_, email, password) = person(&app, &admin, "auditor", &["auditor"]).await;
+    let (_, email, password) = app.account(&admin, "auditor", &["auditor"]).await;
     let mut auditor = Browser::new(&app);
     auditor.sign_in(&email, &password).await;
     let seen = auditor.get(&page).await;
@@ -60,14 +59,7 @@ async fn console_auditors_see_no_review_controls_and_a_forced_approval_is_forbid
     let forced_form = auditor.get("/console/rules/new").await;
     assert_eq!(forced_form.status, StatusCode::FORBIDDEN);
     // Nothing was approved (the aggregate, read at once).
-    let (_, state) = app
-        .call(
-            Method::GET,
-            &format!("/api/v1/rules/{rule}"),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let (_, state) = app.get(&format!("/api/v1/rules/{rule}"), &admin).await;
     assert_eq!(state["status"], "pending", "{state}");
     assert_eq!(state["working"]["approvals"], json!([]), "{state}");
 
@@ -85,7 +77,7 @@ async fn console_auditors_see_no_review_controls_and_a_forced_approval_is_forbid
     assert!(own.body.contains("/reject\""));
 
     // A second org_admin approves it from the page (a team rule needs one approval).
-    let (_, email, password) = person(&app, &admin, "reviewer", &["org_admin"]).await;
+    let (_, email, password) = app.account(&admin, "reviewer", &["org_admin"]).await;
     let mut reviewer = Browser::new(&app);
     reviewer.sign_in(&email, &password).await;
     let review = reviewer.get(&page).await;
@@ -112,14 +104,7 @@ async fn console_auditors_see_no_review_controls_and_a_forced_approval_is_forbid
         .await;
     assert_eq!(approved.status, StatusCode::SEE_OTHER, "{}", approved.body);
     assert_eq!(approved.location(), format!("{page}?done=approved"));
-    let (_, state) = app
-        .call(
-            Method::GET,
-            &format!("/api/v1/rules/{rule}"),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let (_, state) = app.get(&format!("/api/v1/rules/{rule}"), &admin).await;
     assert_eq!(state["status"], "approved", "{state}");
     let after = reviewer.get(approved.location()).await;
     assert!(after.body.contains("Approval recorded."));

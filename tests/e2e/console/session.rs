@@ -1,9 +1,9 @@
 //! Signing in and out of the console, the session cookie's attributes, the security headers, and
 //! the CSRF check of every form.
 
-use super::{Browser, CSP, person};
+use super::{Browser, CSP};
 use crate::harness::{ADMIN_EMAIL, ADMIN_PASSWORD, Store, TestApp, eventually};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -98,18 +98,14 @@ async fn console_sign_in_sets_a_strict_http_only_cookie_and_sign_out_ends_the_se
 
     // The session is the API's: its access token works there until sign-out.
     let access = browser.access_token().expect("access token in the cookie");
-    let (status, me) = app
-        .call(Method::GET, "/api/v1/users/me", Some(&access), None)
-        .await;
+    let (status, me) = app.get("/api/v1/users/me", &access).await;
     assert_eq!(status, StatusCode::OK, "{me}");
     assert_eq!(me["email"], ADMIN_EMAIL);
 
     // Signing out without the form's token is refused and keeps the session.
     let refused = browser.post("/console/sign-out", &[]).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
-    let (status, _) = app
-        .call(Method::GET, "/api/v1/users/me", Some(&access), None)
-        .await;
+    let (status, _) = app.get("/api/v1/users/me", &access).await;
     assert_eq!(status, StatusCode::OK);
 
     // With it: the session is closed (the API refuses its token) and the cookie cleared.
@@ -121,9 +117,7 @@ async fn console_sign_in_sets_a_strict_http_only_cookie_and_sign_out_ends_the_se
             .iter()
             .any(|c| c.starts_with("edict_session=;"))
     );
-    let (status, _) = app
-        .call(Method::GET, "/api/v1/users/me", Some(&access), None)
-        .await;
+    let (status, _) = app.get("/api/v1/users/me", &access).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // The old cookie, replayed, is no session either: the sign-in page, and the cookie cleared.
     browser
@@ -155,15 +149,13 @@ async fn console_sign_in_sets_a_strict_http_only_cookie_and_sign_out_ends_the_se
 async fn drafts_named(app: &TestApp, admin: &str, name: &str, marker: &str) -> Vec<Value> {
     let marker_query = format!("/api/v1/rules?q={marker}");
     eventually(Duration::from_secs(10), || async {
-        let (_, page) = app
-            .call(Method::GET, &marker_query, Some(admin), None)
-            .await;
+        let (_, page) = app.get(&marker_query, admin).await;
         (page["items"].as_array().map_or(0, Vec::len) == 1).then_some(())
     })
     .await
     .expect("the catalog lists the accepted draft");
     let query = format!("/api/v1/rules?q={name}");
-    let (_, page) = app.call(Method::GET, &query, Some(admin), None).await;
+    let (_, page) = app.get(&query, admin).await;
     page["items"].as_array().cloned().unwrap_or_default()
 }
 
@@ -187,7 +179,7 @@ async fn console_posts_without_the_csrf_token_are_refused_and_change_nothing() {
 
     // No token, a wrong token, another session's token: 403, before anything runs.
     let mut other = Browser::new(&app);
-    let (_, email, password) = person(&app, &admin, "second", &["org_admin"]).await;
+    let (_, email, password) = app.account(&admin, "second", &["org_admin"]).await;
     other.sign_in(&email, &password).await;
     let other_csrf = other.get("/console/rules/new").await.csrf();
     for token in [None, Some("0".repeat(64)), Some(other_csrf)] {
@@ -292,9 +284,7 @@ async fn console_renews_an_expired_access_token_and_marks_cookies_secure_behind_
 
     // Once the API refuses the access token, the console renews it from the refresh token.
     eventually(Duration::from_secs(10), || async {
-        let (status, _) = app
-            .call(Method::GET, "/api/v1/users/me", Some(&first), None)
-            .await;
+        let (status, _) = app.get("/api/v1/users/me", &first).await;
         (status == StatusCode::UNAUTHORIZED).then_some(())
     })
     .await
@@ -319,8 +309,6 @@ async fn console_renews_an_expired_access_token_and_marks_cookies_secure_behind_
     // The session is the same: a form rendered before the renewal still posts.
     let out = browser.post("/console/sign-out", &[("csrf", &csrf)]).await;
     assert_eq!(out.status, StatusCode::SEE_OTHER, "{}", out.body);
-    let (status, _) = app
-        .call(Method::GET, "/api/v1/users/me", Some(&second), None)
-        .await;
+    let (status, _) = app.get("/api/v1/users/me", &second).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

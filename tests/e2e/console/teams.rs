@@ -185,9 +185,8 @@ async fn fleet_pages_follow_the_roles(store: Store) {
         .await;
     let mine = mine["id"].as_str().unwrap().to_owned();
     let theirs = app
-        .ok("/api/v1/agents", &other_token, enroll("m-other", "desktop"))
+        .created("/api/v1/agents", &other_token, enroll("m-other", "desktop"))
         .await;
-    let theirs = theirs["id"].as_str().unwrap().to_owned();
 
     // A member sees only their machine, escaped, and may revoke it; another's is a 403.
     let list = dev.wait_for("/console/fleet", "m-dev").await;
@@ -270,17 +269,12 @@ async fn a_machine_page_shows_the_revision_it_enforces() {
     let team = team_with_member(&app, &admin, "Enforcers", &dev_id).await;
     let rule = approved_rule(&app, &admin, &second, "sign-commits").await;
     attach(&app, &admin, &team, &rule).await;
-    let enrollment = app
-        .ok(
-            "/api/v1/enrollment-tokens",
-            &admin,
-            json!({"user_id": dev_id, "note": "console test"}),
-        )
-        .await;
-    let mut machine = Machine::new();
-    let agent = machine
-        .enroll_with_token(&app.base, enrollment["token"].as_str().unwrap())
-        .await;
+    let (mut machine, agent) = Machine::enrolled(
+        &app,
+        &admin,
+        json!({"user_id": dev_id, "note": "console test"}),
+    )
+    .await;
     machine.run();
     let page = dev
         .wait_for(&format!("/console/fleet/{agent}"), "status-current")
