@@ -1,5 +1,5 @@
 //! The dashboard at `/`: convergence at a glance (each team's latest rule set revision against the
-//! revisions its machines acknowledged), the machines behind or failing integrity, the change
+//! revisions its machines acknowledged), the machines behind, failing integrity or silent, the change
 //! requests waiting, and, for org_admins and auditors, projection and relay lag. A visitor who is not
 //! signed in gets the sign-in page there instead.
 //!
@@ -87,6 +87,7 @@ pub async fn home(edict: Data<&Arc<Edict>>, request: &Request, visitor: Visitor)
     let agents = names_of_agents(&edict, session, &mut problems).await;
     let (teams, mut machines) = convergence(&edict, session, &agents, &mut problems).await;
     machines.extend(failing_integrity(&agents));
+    machines.extend(silent(&agents));
     let waiting = count(&edict, session, "pending", &mut problems).await;
     let exceptions = count(&edict, session, "exception_requested", &mut problems).await;
     let operations = if can(&session.principal, Action::ReadOperations) {
@@ -235,6 +236,25 @@ fn failing_integrity(agents: &HashMap<String, Value>) -> Vec<MachineRow> {
                     .map(when)
                     .unwrap_or_default(),
             }
+        })
+        .collect();
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    rows
+}
+
+/// The machines whose gateway stopped hearing from them without their connection ending (a gateway
+/// that died, a network that drops everything).
+fn silent(agents: &HashMap<String, Value>) -> Vec<MachineRow> {
+    let mut rows: Vec<MachineRow> = agents
+        .iter()
+        .filter_map(|(id, doc)| {
+            let connection = super::fleet::Connection::of_doc(&doc["presence"]);
+            (connection.state == "silent").then(|| MachineRow {
+                name: machine_name(agents, id),
+                team: String::new(),
+                problem: format!("silent: {} last heard from it", connection.gateway),
+                since: connection.last_seen,
+            })
         })
         .collect();
     rows.sort_by(|a, b| a.name.cmp(&b.name));

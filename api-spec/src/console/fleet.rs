@@ -62,11 +62,11 @@ pub struct AgentRow {
 pub struct Connection {
     /// `online`, `silent` (no word for a while and no recorded end: its gateway may have stopped),
     /// `offline` or `never` (connected).
-    state: &'static str,
+    pub(super) state: &'static str,
     /// The gateway of its last connection (empty: never connected).
-    gateway: String,
+    pub(super) gateway: String,
     /// When the gateway last heard from it.
-    last_seen: String,
+    pub(super) last_seen: String,
 }
 
 /// A connection with no word for this long and no recorded end reads as silent (a live connection's
@@ -101,7 +101,7 @@ impl Connection {
     }
 
     /// From the `presence` of a fleet document.
-    fn of_doc(presence: &serde_json::Value) -> Connection {
+    pub(super) fn of_doc(presence: &serde_json::Value) -> Connection {
         let time = |key: &str| presence[key].as_str().and_then(|t| t.parse().ok());
         Connection::of(
             presence["gateway"].as_str().unwrap_or_default(),
@@ -497,5 +497,28 @@ pub async fn revoke(
             .await?;
             Ok(page(view, status))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Connection;
+    use chrono::{TimeDelta, Utc};
+
+    #[test]
+    fn a_connection_reads_online_silent_offline_or_never() {
+        let now = Utc::now();
+        let state = |seen: Option<TimeDelta>, ended: bool| {
+            let last_seen = seen.map(|ago| now - ago);
+            Connection::of("gw:1", last_seen, last_seen.filter(|_| ended)).state
+        };
+        assert_eq!(state(None, false), "never");
+        assert_eq!(state(Some(TimeDelta::seconds(30)), false), "online");
+        assert_eq!(state(Some(TimeDelta::minutes(10)), false), "silent");
+        assert_eq!(state(Some(TimeDelta::seconds(30)), true), "offline");
+        assert_eq!(state(Some(TimeDelta::minutes(10)), true), "offline");
+        let doc = serde_json::json!({"gateway": "gw:1", "last_seen_at": now.to_rfc3339()});
+        assert_eq!(Connection::of_doc(&doc).state, "online");
+        assert_eq!(Connection::of_doc(&serde_json::Value::Null).state, "never");
     }
 }
