@@ -9,6 +9,9 @@
 //! aggregates, and the [`ValueError`] every parser returns, in `value`. Every aggregate is a cqrs-es
 //! [`Aggregate`](cqrs_es::Aggregate) with `Services = ()`, whose `Default` is "does not exist yet".
 
+#[macro_use]
+mod aggregate;
+
 pub mod agent;
 pub mod change_request;
 pub mod ids;
@@ -19,6 +22,8 @@ pub mod value;
 
 #[cfg(test)]
 pub(crate) mod golden;
+#[cfg(test)]
+pub(crate) mod testkit;
 
 pub use agent::Agent;
 pub use change_request::ChangeRequest;
