@@ -1,5 +1,5 @@
-//! The cqrs-es `Aggregate` and the `Versioned` impls every aggregate shares: `handle` writes the events
-//! `decide` returns, `apply` counts the version and hands the event to the aggregate's `evolve`.
+//! The impls every aggregate and its event share: cqrs-es `Aggregate` and `DomainEvent`, and `Versioned`;
+//! `handle` writes the events `decide` returns, `apply` counts the version and hands the event to `evolve`.
 
 /// Implements `Aggregate` (named `$aggregate`, with `Services = ()`) and `Versioned` for `$aggregate`,
 /// which has a `version: u64` field, `decide(&self, command) -> Result<_, $error>` and
@@ -34,6 +34,25 @@ macro_rules! aggregate {
         impl $crate::Versioned for $aggregate {
             fn version(&self) -> u64 {
                 self.version
+            }
+        }
+    };
+}
+
+/// Implements `DomainEvent` for `$event`: its type is the variant's name (the tag its JSON carries),
+/// its version `"1.0"`.
+macro_rules! domain_event {
+    ($event:ident: $($variant:ident)*) => {
+        impl cqrs_es::DomainEvent for $event {
+            fn event_type(&self) -> String {
+                match self {
+                    $(Self::$variant { .. } => stringify!($variant),)*
+                }
+                .to_owned()
+            }
+
+            fn event_version(&self) -> String {
+                "1.0".to_owned()
             }
         }
     };
