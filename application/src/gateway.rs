@@ -116,13 +116,12 @@ impl Edict {
             detail: clip(&report.detail, 500),
             at: self.clock.now(),
         };
-        let metadata = Self::metadata(principal, request);
-        self.run(
+        self.run_as(
+            principal,
+            &request.unversioned(),
             self.agents.as_ref(),
-            agent.to_string(),
+            agent,
             command,
-            None,
-            &metadata,
         )
         .await?;
         Ok(())
@@ -206,13 +205,12 @@ impl Edict {
             new_hash,
             at: self.clock.now(),
         };
-        let metadata = Self::metadata(principal, request);
-        self.run(
+        self.run_as(
+            principal,
+            &request.unversioned(),
             self.agents.as_ref(),
-            agent.to_string(),
+            agent,
             command,
-            None,
-            &metadata,
         )
         .await?;
         Ok(RecordedReport {
