@@ -19,14 +19,12 @@ use async_nats::jetstream::message::PublishMessage;
 use async_trait::async_trait;
 use edict_application::event_log::{Checkpoint, RecordedEvent, RelayedEvent};
 use edict_infrastructure::nats::{
-    Nats, NatsRelay, NatsSettings, ProjectorError, ProjectorSettings, RelaySettings, message_id,
-    run_projector,
+    Nats, NatsRelay, ProjectorError, ProjectorSettings, RelaySettings, message_id, run_projector,
 };
 use edict_infrastructure::projection::ProjectionRunner;
 use edict_infrastructure::store::Database;
 use edict_projections::{DocMeta, Docs, Projection, ProjectionError};
 use edict_test_kit::eventually;
-use edict_test_kit::nats::fresh_prefix;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -36,7 +34,7 @@ const WAIT: Duration = Duration::from_secs(60);
 // ---------------------------------------------------------------------------------------------------
 // A small aggregate appended through the real write path.
 
-use crate::support::{Fixture, OwnServer, whole_log, with_fixture, with_fixture_on};
+use crate::support::{Fixture, whole_log, with_fixture, with_restarting_server};
 use edict_test_kit::tally;
 
 /// Appends `commands` commands of 1 to 3 events each, round robin over 5 aggregates named `<tag>-<i>`.
@@ -461,10 +459,8 @@ async fn a_deleted_consumer_is_created_again_and_the_projection_goes_on() {
 /// reopens its consumer and ends up with every event once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_projector_recovers_from_a_nats_server_restart() {
-    let mut server = OwnServer::start();
-    let settings = NatsSettings::new(server.url(), &fresh_prefix()).unwrap();
-    let (restart_tx, restart_rx) = oneshot::channel::<oneshot::Sender<()>>();
-    let case = with_fixture_on(DB, settings, |fixture| async move {
+    // Longer than the 5 s pull heartbeat: the message stream fails and is reopened.
+    with_restarting_server(DB, Duration::from_secs(7), |fixture, restart| async move {
         let relay = start_relay(&fixture);
         // Acks sent just before the kill can be lost with it; the server redelivers those messages after
         // the ack wait (30 s by default, shortened here), and the runner recognises them.
@@ -480,25 +476,17 @@ async fn the_projector_recovers_from_a_nats_server_restart() {
         let before = append(&fixture.db, "before", 20).await;
         assert_converges(&fixture, before).await;
 
-        let (done_tx, done_rx) = oneshot::channel();
-        restart_tx.send(done_tx).unwrap();
+        let back = restart.now();
         // Appends go on while the server is down (the store does not need it).
         let during = append(&fixture.db, "during", 20).await;
-        done_rx.await.unwrap();
+        back.await.unwrap();
         let after = append(&fixture.db, "after", 20).await;
         assert_converges(&fixture, before + during + after).await;
         assert_all_acked(&fixture).await;
         projector.stop().await.unwrap();
         relay.stop().await;
-    });
-    let restarter = async {
-        if let Ok(done) = restart_rx.await {
-            // Longer than the 5 s pull heartbeat: the message stream fails and is reopened.
-            server.restart(Duration::from_secs(7)).await;
-            let _ = done.send(());
-        }
-    };
-    tokio::join!(case, restarter);
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------------

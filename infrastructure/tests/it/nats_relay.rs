@@ -33,7 +33,7 @@ use tokio::task::JoinHandle;
 // ---------------------------------------------------------------------------------------------------
 // A small aggregate appended through the real write path (cqrs-es event-store mode).
 
-use crate::support::{Fixture, OwnServer, whole_log, with_fixture, with_fixture_on};
+use crate::support::{Fixture, whole_log, with_fixture, with_restarting_server};
 use edict_test_kit::tally;
 
 /// Appends `commands` commands of 1 to 3 events each, round robin over 7 aggregates. Returns the number
@@ -414,10 +414,8 @@ async fn a_leader_that_loses_its_lock_connection_stops_and_stands_by() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_recovers_from_a_nats_server_restart_and_stores_every_event_once() {
-    let mut server = OwnServer::start();
-    let settings = NatsSettings::new(server.url(), &fresh_prefix()).unwrap();
-    let (restart_tx, restart_rx) = oneshot::channel::<oneshot::Sender<()>>();
-    let case = with_fixture_on(DB, settings, |fixture| async move {
+    // Longer than the 5 s publish acknowledgement timeout: the pages in flight fail.
+    with_restarting_server(DB, Duration::from_secs(6), |fixture, restart| async move {
         let writer = {
             let db = fixture.db.clone();
             tokio::spawn(async move { append(&db, "restart", 400).await })
@@ -435,9 +433,7 @@ async fn the_relay_recovers_from_a_nats_server_restart_and_stores_every_event_on
             "the restart comes while events are appended"
         );
         let published_before = relay.status.borrow().published_here;
-        let (done_tx, done_rx) = oneshot::channel();
-        restart_tx.send(done_tx).unwrap();
-        done_rx.await.unwrap();
+        restart.now().await.unwrap();
         let count = writer.await.unwrap();
         assert!(count > published_before);
         let log = log_of(&fixture.db, count as usize).await;
@@ -463,15 +459,8 @@ async fn the_relay_recovers_from_a_nats_server_restart_and_stores_every_event_on
             status.duplicates_here
         );
         relay.stop().await;
-    });
-    let restarter = async {
-        if let Ok(done) = restart_rx.await {
-            // Longer than the 5 s publish acknowledgement timeout: the pages in flight fail.
-            server.restart(Duration::from_secs(6)).await;
-            let _ = done.send(());
-        }
-    };
-    tokio::join!(case, restarter);
+    })
+    .await;
 }
 
 // 5. The rule set bucket on nats-server 2.9.

@@ -18,6 +18,7 @@ use edict_test_kit::{
     create_isolated_postgres, drop_isolated_postgres, eventually, run_isolated, test_database_url,
 };
 use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
 
 /// A database and a connection under a prefix of their own.
 #[derive(Clone)]
@@ -123,15 +124,49 @@ pub(crate) async fn spawn_nats(
     child
 }
 
+/// Runs `case` with a fixture on a nats-server of its own, which goes away for `downtime` and comes back
+/// when the case calls [`Restart::now`].
+pub(crate) async fn with_restarting_server<F, Fut>(db_name: &str, downtime: Duration, case: F)
+where
+    F: FnOnce(Fixture, Restart) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut server = OwnServer::start();
+    let settings = NatsSettings::new(server.url(), &fresh_prefix()).unwrap();
+    let (restart_tx, restart_rx) = oneshot::channel::<oneshot::Sender<()>>();
+    let case = with_fixture_on(db_name, settings, |fixture| {
+        case(fixture, Restart(restart_tx))
+    });
+    let restarter = async {
+        if let Ok(done) = restart_rx.await {
+            server.restart(downtime).await;
+            let _ = done.send(());
+        }
+    };
+    tokio::join!(case, restarter);
+}
+
+/// The case's handle on its server's restart.
+pub(crate) struct Restart(oneshot::Sender<oneshot::Sender<()>>);
+
+impl Restart {
+    /// Kills the server; the answer comes once it is back.
+    pub(crate) fn now(self) -> oneshot::Receiver<()> {
+        let (done_tx, done_rx) = oneshot::channel();
+        self.0.send(done_tx).unwrap();
+        done_rx
+    }
+}
+
 /// A nats-server process of this test's own, on a free port, storing in `dir`.
-pub(crate) struct OwnServer {
+struct OwnServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Child,
 }
 
 impl OwnServer {
-    pub(crate) fn start() -> OwnServer {
+    fn start() -> OwnServer {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let child = Self::spawn(port, &dir);
@@ -149,13 +184,13 @@ impl OwnServer {
             .expect("start nats-server")
     }
 
-    pub(crate) fn url(&self) -> String {
+    fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
     /// `kill -9`, `downtime` without a server (an intended outage, not a wait for a condition), then the
     /// same server again on the same store.
-    pub(crate) async fn restart(&mut self, downtime: Duration) {
+    async fn restart(&mut self, downtime: Duration) {
         self.child.kill().await.unwrap();
         tokio::time::sleep(downtime).await;
         self.child = Self::spawn(self.port, &self.dir);
