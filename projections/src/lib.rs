@@ -18,6 +18,9 @@
 //! - this file: the [`Projection`] trait, [`all`] and [`by_name`], [`content_hash`] (compares a live
 //!   read model with a rebuild) and [`replay`] (an in-memory fold for tests and benchmarks).
 
+#[macro_use]
+mod declare;
+
 pub mod agent_fleet;
 pub mod as_of;
 mod canonical;
@@ -69,6 +72,9 @@ pub enum ProjectionError {
     #[error("document store failure: {0}")]
     Store(String),
 }
+
+/// What applying one event to a projection comes to.
+pub(crate) type Applied = Result<(), ProjectionError>;
 
 /// A read model built from the global log.
 #[async_trait]
