@@ -3,7 +3,7 @@
 
 use crate::Applied;
 use crate::decode::AnyEvent;
-use crate::{DocMeta, Docs, RecordedEvent, inconsistent, version_of};
+use crate::{DocMeta, Docs, ProjectionError, RecordedEvent, inconsistent, version_of};
 use chrono::{DateTime, Utc};
 use edict_domain::agent::{AgentEvent, IntegrityFailure};
 use edict_domain::{AgentId, UserId};
@@ -92,15 +92,7 @@ async fn apply(decoded: Option<AnyEvent>, event: &RecordedEvent, docs: &mut Docs
             reason,
             at,
         } => {
-            let Some(mut doc) = docs
-                .get::<AgentDoc>(AGENT_KIND, &agent_id.to_string())
-                .await?
-            else {
-                return Err(inconsistent(
-                    event,
-                    format!("agent {agent_id} is not in the fleet"),
-                ));
-            };
+            let mut doc = in_fleet(docs, event, agent_id).await?;
             doc.revoked = true;
             doc.revoked_at = Some(at);
             doc.revoked_by = Some(by);
@@ -115,15 +107,7 @@ async fn apply(decoded: Option<AnyEvent>, event: &RecordedEvent, docs: &mut Docs
             detail,
             at,
         } => {
-            let Some(mut doc) = docs
-                .get::<AgentDoc>(AGENT_KIND, &agent_id.to_string())
-                .await?
-            else {
-                return Err(inconsistent(
-                    event,
-                    format!("agent {agent_id} is not in the fleet"),
-                ));
-            };
+            let mut doc = in_fleet(docs, event, agent_id).await?;
             doc.integrity_failures += 1;
             doc.last_integrity_failure = Some(IntegrityFailure {
                 team,
@@ -135,18 +119,7 @@ async fn apply(decoded: Option<AnyEvent>, event: &RecordedEvent, docs: &mut Docs
             doc
         }
         // An enforcement report changes nothing the fleet shows but the agent's version.
-        AgentEvent::EnforcementReported { agent_id, .. } => {
-            let Some(doc) = docs
-                .get::<AgentDoc>(AGENT_KIND, &agent_id.to_string())
-                .await?
-            else {
-                return Err(inconsistent(
-                    event,
-                    format!("agent {agent_id} is not in the fleet"),
-                ));
-            };
-            doc
-        }
+        AgentEvent::EnforcementReported { agent_id, .. } => in_fleet(docs, event, agent_id).await?,
     };
     doc.version = version_of(event);
     let key = doc.id.to_string();
@@ -156,6 +129,17 @@ async fn apply(decoded: Option<AnyEvent>, event: &RecordedEvent, docs: &mut Docs
         sort_key: key.clone(),
     };
     docs.put(AGENT_KIND, &key, meta, &doc)
+}
+
+/// The fleet's document of `agent_id`; inconsistent when it never enrolled.
+async fn in_fleet(
+    docs: &mut Docs<'_>,
+    event: &RecordedEvent,
+    agent_id: AgentId,
+) -> Result<AgentDoc, ProjectionError> {
+    docs.get::<AgentDoc>(AGENT_KIND, &agent_id.to_string())
+        .await?
+        .ok_or_else(|| inconsistent(event, format!("agent {agent_id} is not in the fleet")))
 }
 
 #[cfg(test)]
