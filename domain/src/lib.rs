@@ -7,8 +7,9 @@
 //! Layout: one module per aggregate (`rule`, `team`, `change_request`, `user`, `agent`), each split into
 //! `command.rs`, `event.rs`, `error.rs` and `value.rs`; identifiers in `ids`; value types shared by several
 //! aggregates, and the [`ValueError`] every parser returns, in `value`; the impls all aggregates share
-//! (`Aggregate`, `Versioned`, `DomainEvent`) come from the macros in `aggregate`. Every aggregate is a cqrs-es
-//! [`Aggregate`](cqrs_es::Aggregate) with `Services = ()`, whose `Default` is "does not exist yet".
+//! (`Aggregate`, `Versioned`, `DomainEvent`) come from the macros in `aggregate`. Every aggregate is a
+//! cqrs-es [`Aggregate`](cqrs_es::Aggregate) with `Services = ()`, whose `Default` is "does not exist
+//! yet".
 
 #[macro_use]
 mod aggregate;

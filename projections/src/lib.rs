@@ -12,7 +12,7 @@
 //! - [`docs`]: [`Docs`], [`DocMeta`], [`DocLoader`], [`StoredDoc`];
 //! - [`decode`]: a recorded event's payload back to its domain event;
 //! - one module per projection (see [`all`]): [`rule_catalog`], [`team_rulesets`], [`change_inbox`],
-//!   [`directory`], [`agent_fleet`] each declared with the `projection!` macro of `declare`;
+//!   [`directory`], [`agent_fleet`], each declared with the `projection!` macro of `declare`;
 //! - [`ruleset`]: the team rule set documents published to gateways, and the managed-section renderer;
 //! - [`as_of`]: one document as it was at a past point of the log, replayed in memory (time travel);
 //! - this file: the [`Projection`] trait, [`all`] and [`by_name`], [`content_hash`] (compares a live
