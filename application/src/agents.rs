@@ -106,13 +106,7 @@ impl Edict {
         if !principal.is_user() {
             return Err(AppError::Forbidden("agents cannot manage agents".into()));
         }
-        let agent = Self::existing(
-            self.agents.as_ref(),
-            &id.to_string(),
-            "agent",
-            Agent::exists,
-        )
-        .await?;
+        let agent = Self::existing(self.agents.as_ref(), id, "agent", Agent::exists).await?;
         let owner = agent.user() == Some(principal.user())
             && !principal.has_role(edict_domain::user::GlobalRole::Auditor);
         if principal.is_org_admin()
@@ -143,15 +137,8 @@ impl Edict {
             reason,
             at: self.clock.now(),
         };
-        let metadata = Self::metadata(principal, request);
         let outcome = self
-            .run(
-                self.agents.as_ref(),
-                id.to_string(),
-                command,
-                request.expected_version,
-                &metadata,
-            )
+            .run_as(principal, request, self.agents.as_ref(), id, command)
             .await?;
         self.auth.revoke_agent_tokens(id).await?;
         Ok(outcome)

@@ -69,13 +69,7 @@ impl Edict {
         let Principal::Agent { id: agent, user } = principal else {
             return Err(AppError::Forbidden("only agents report changes".into()));
         };
-        let team = Self::existing(
-            self.teams.as_ref(),
-            &report.team.to_string(),
-            "team",
-            Team::exists,
-        )
-        .await?;
+        let team = Self::existing(self.teams.as_ref(), report.team, "team", Team::exists).await?;
         if !team.is_member(*user) {
             return Err(AppError::Forbidden(
                 "the agent's user is not a member of this team".into(),
@@ -99,14 +93,13 @@ impl Edict {
             report_id: report.report_id,
             at: now,
         };
-        let metadata = Self::metadata(principal, request);
         match self
-            .run(
+            .run_as(
+                principal,
+                &request.unversioned(),
                 self.change_requests.as_ref(),
-                id.to_string(),
+                id,
                 command,
-                None,
-                &metadata,
             )
             .await
         {
@@ -136,13 +129,8 @@ impl Edict {
         let enforcement = match team.attachment(rule_id) {
             Some(attachment) => attachment.enforcement(),
             None => {
-                let rule = Self::existing(
-                    self.rules.as_ref(),
-                    &rule_id.to_string(),
-                    "rule",
-                    Rule::exists,
-                )
-                .await?;
+                let rule =
+                    Self::existing(self.rules.as_ref(), rule_id, "rule", Rule::exists).await?;
                 match (
                     rule.layer(),
                     rule.organization_enforcement(),
@@ -196,15 +184,41 @@ impl Edict {
             report_id,
             at: self.clock.now(),
         };
-        let metadata = Self::metadata(principal, request);
-        self.run(
+        self.run_as(
+            principal,
+            request,
             self.change_requests.as_ref(),
-            id.to_string(),
+            id,
             command,
-            request.expected_version,
-            &metadata,
         )
         .await
+    }
+
+    /// The change request `id`; 404 when there is none.
+    async fn existing_change_request(
+        &self,
+        id: ChangeRequestId,
+    ) -> Result<ChangeRequest, AppError> {
+        Self::existing(
+            self.change_requests.as_ref(),
+            id,
+            "change request",
+            ChangeRequest::exists,
+        )
+        .await
+    }
+
+    /// Whether `principal` is a signed-in team_admin of the change's team.
+    async fn is_team_admin_of(
+        &self,
+        principal: &Principal,
+        change: &ChangeRequest,
+    ) -> Result<bool, AppError> {
+        if let (true, Some(team)) = (principal.is_user(), change.team()) {
+            let team = self.teams.load(&team.to_string()).await?;
+            return Ok(team.is_team_admin(principal.user()));
+        }
+        Ok(false)
     }
 
     /// Loads a change request and checks that `principal` is an org_admin or a team_admin of its team.
@@ -213,21 +227,12 @@ impl Edict {
         principal: &Principal,
         id: ChangeRequestId,
     ) -> Result<(), AppError> {
-        let change = Self::existing(
-            self.change_requests.as_ref(),
-            &id.to_string(),
-            "change request",
-            ChangeRequest::exists,
-        )
-        .await?;
+        let change = self.existing_change_request(id).await?;
         if principal.is_org_admin() {
             return Ok(());
         }
-        if let (true, Some(team)) = (principal.is_user(), change.team()) {
-            let team = self.teams.load(&team.to_string()).await?;
-            if team.is_team_admin(principal.user()) {
-                return Ok(());
-            }
+        if self.is_team_admin_of(principal, &change).await? {
+            return Ok(());
         }
         Err(AppError::Forbidden(
             "only an org_admin or a team_admin of the change's team may decide it".into(),
@@ -240,13 +245,7 @@ impl Edict {
         principal: &Principal,
         id: ChangeRequestId,
     ) -> Result<(), AppError> {
-        let change = Self::existing(
-            self.change_requests.as_ref(),
-            &id.to_string(),
-            "change request",
-            ChangeRequest::exists,
-        )
-        .await?;
+        let change = self.existing_change_request(id).await?;
         // The developer, signed in, or through the agent of the machine the change was made on.
         let allowed = match principal {
             Principal::User { id, .. } => change.user() == Some(*id),
@@ -271,13 +270,12 @@ impl Edict {
         build: impl FnOnce(UserId, DateTime<Utc>) -> ChangeRequestCommand,
     ) -> Result<Outcome, AppError> {
         let command = build(principal.user(), self.clock.now());
-        let metadata = Self::metadata(principal, request);
-        self.run(
+        self.run_as(
+            principal,
+            request,
             self.change_requests.as_ref(),
-            id.to_string(),
+            id,
             command,
-            request.expected_version,
-            &metadata,
         )
         .await
     }
@@ -411,13 +409,7 @@ impl Edict {
         principal: &Principal,
         id: ChangeRequestId,
     ) -> Result<ChangeRequest, AppError> {
-        let change = Self::existing(
-            self.change_requests.as_ref(),
-            &id.to_string(),
-            "change request",
-            ChangeRequest::exists,
-        )
-        .await?;
+        let change = self.existing_change_request(id).await?;
         // Agent tokens report and appeal; reading change requests is their users' business.
         if !principal.is_user() {
             return Err(AppError::Forbidden(
@@ -427,11 +419,8 @@ impl Edict {
         if principal.can_read_all() || change.user() == Some(principal.user()) {
             return Ok(change);
         }
-        if let (true, Some(team)) = (principal.is_user(), change.team()) {
-            let team = self.teams.load(&team.to_string()).await?;
-            if team.is_team_admin(principal.user()) {
-                return Ok(change);
-            }
+        if self.is_team_admin_of(principal, &change).await? {
+            return Ok(change);
         }
         Err(AppError::Forbidden("not your change request".into()))
     }

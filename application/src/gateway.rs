@@ -15,11 +15,11 @@ use crate::change_requests::ChangeReport;
 use crate::error::AppError;
 use crate::principal::Principal;
 use crate::queries::names;
-use crate::service::{Edict, RequestContext};
+use crate::service::{Edict, Outcome, RequestContext};
 use edict_domain::agent::{AgentCommand, EnforcementKind};
 use edict_domain::change_request::{Diff, FilePath, ReportId};
 use edict_domain::value::{Layer, Sha256Hex};
-use edict_domain::{ChangeRequestId, RuleId, TeamId};
+use edict_domain::{AgentId, ChangeRequestId, RuleId, TeamId};
 use std::collections::BTreeSet;
 use std::str::FromStr;
 
@@ -116,16 +116,22 @@ impl Edict {
             detail: clip(&report.detail, 500),
             at: self.clock.now(),
         };
-        let metadata = Self::metadata(principal, request);
-        self.run(
-            self.agents.as_ref(),
-            agent.to_string(),
-            command,
-            None,
-            &metadata,
-        )
-        .await?;
+        self.record_for_agent(principal, request, agent, command)
+            .await?;
         Ok(())
+    }
+
+    /// Runs `command` on the reporting agent, whatever its version.
+    async fn record_for_agent(
+        &self,
+        principal: &Principal,
+        request: &RequestContext,
+        agent: &AgentId,
+        command: AgentCommand,
+    ) -> Result<Outcome, AppError> {
+        let request = request.unversioned();
+        self.run_as(principal, &request, self.agents.as_ref(), agent, command)
+            .await
     }
 
     /// Records an agent's report (idempotent per report id): a temporary change opens (or, naming a
@@ -206,15 +212,8 @@ impl Edict {
             new_hash,
             at: self.clock.now(),
         };
-        let metadata = Self::metadata(principal, request);
-        self.run(
-            self.agents.as_ref(),
-            agent.to_string(),
-            command,
-            None,
-            &metadata,
-        )
-        .await?;
+        self.record_for_agent(principal, request, agent, command)
+            .await?;
         Ok(RecordedReport {
             change_request: None,
         })

@@ -36,13 +36,12 @@ impl Edict {
             by: principal.user(),
             at: self.clock.now(),
         };
-        let metadata = Self::metadata(principal, request);
-        self.run(
+        self.run_as(
+            principal,
+            &request.unversioned(),
             self.rules.as_ref(),
-            rule_id.to_string(),
+            rule_id,
             command,
-            None,
-            &metadata,
         )
         .await
     }
@@ -58,15 +57,8 @@ impl Edict {
     ) -> Result<Outcome, AppError> {
         principal.require_org_admin(action)?;
         let command = build(principal.user(), self.clock.now());
-        let metadata = Self::metadata(principal, request);
-        self.run(
-            self.rules.as_ref(),
-            id.to_string(),
-            command,
-            request.expected_version,
-            &metadata,
-        )
-        .await
+        self.run_as(principal, request, self.rules.as_ref(), id, command)
+            .await
     }
 
     /// Replaces the spec of the rule's draft or rejected revision.
@@ -115,8 +107,7 @@ impl Edict {
         request: &RequestContext,
     ) -> Result<Outcome, AppError> {
         principal.require_org_admin("approve rules")?;
-        let rule =
-            Self::existing(self.rules.as_ref(), &id.to_string(), "rule", Rule::exists).await?;
+        let rule = Self::existing(self.rules.as_ref(), id, "rule", Rule::exists).await?;
         let Some(layer) = rule.layer() else {
             return Err(AppError::NotFound("rule".into()));
         };
@@ -223,6 +214,6 @@ impl Edict {
                 "agents cannot read the rule library".into(),
             ));
         }
-        Self::existing(self.rules.as_ref(), &id.to_string(), "rule", Rule::exists).await
+        Self::existing(self.rules.as_ref(), id, "rule", Rule::exists).await
     }
 }

@@ -124,6 +124,16 @@ pub struct RequestContext {
     pub traceparent: Option<String>,
 }
 
+impl RequestContext {
+    /// The same request, for a command that runs whatever the aggregate's version.
+    pub(crate) fn unversioned(&self) -> Self {
+        Self {
+            expected_version: None,
+            ..self.clone()
+        }
+    }
+}
+
 /// The answer to a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -282,6 +292,26 @@ impl Edict {
         }
     }
 
+    /// [`Self::run`] with `principal`'s metadata in `request` and its `If-Match` version (none for
+    /// [`RequestContext::unversioned`]).
+    pub(crate) async fn run_as<A>(
+        &self,
+        principal: &Principal,
+        request: &RequestContext,
+        commands: &dyn Commands<A>,
+        id: impl ToString,
+        command: A::Command,
+    ) -> Result<Outcome, AppError>
+    where
+        A: Aggregate,
+        A::Error: crate::error::DomainFailure,
+    {
+        let metadata = Self::metadata(principal, request);
+        let expected = request.expected_version;
+        self.run(commands, id.to_string(), command, expected, &metadata)
+            .await
+    }
+
     /// Runs `command` on aggregate `id` and answers with its version and position.
     pub(crate) async fn run<A>(
         &self,
@@ -333,7 +363,7 @@ impl Edict {
     /// Loads an aggregate that must exist (`exists` says whether it does).
     pub(crate) async fn existing<A>(
         commands: &dyn Commands<A>,
-        id: &str,
+        id: impl ToString,
         what: &str,
         exists: impl Fn(&A) -> bool,
     ) -> Result<A, AppError>
@@ -341,7 +371,7 @@ impl Edict {
         A: Aggregate,
         A::Error: crate::error::DomainFailure,
     {
-        let aggregate = commands.load(id).await?;
+        let aggregate = commands.load(&id.to_string()).await?;
         if exists(&aggregate) {
             Ok(aggregate)
         } else {

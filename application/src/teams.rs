@@ -54,13 +54,12 @@ impl Edict {
             by: principal.user(),
             at: self.clock.now(),
         };
-        let metadata = Self::metadata(principal, request);
-        self.run(
+        self.run_as(
+            principal,
+            &request.unversioned(),
             self.teams.as_ref(),
-            team_id.to_string(),
+            team_id,
             command,
-            None,
-            &metadata,
         )
         .await
     }
@@ -82,8 +81,7 @@ impl Edict {
             )));
         }
         if gate == Gate::TeamAdmin && principal.is_user() {
-            let team =
-                Self::existing(self.teams.as_ref(), &id.to_string(), "team", Team::exists).await?;
+            let team = Self::existing(self.teams.as_ref(), id, "team", Team::exists).await?;
             if team.is_team_admin(principal.user()) {
                 // The command must be decided on the state that granted it: if the team changes in
                 // between (the caller demoted, say), the command is a 409, not a success.
@@ -322,13 +320,7 @@ impl Edict {
         let granted = self
             .authorize_team(principal, id, Gate::TeamAdmin, "attach rules")
             .await?;
-        let rule = Self::existing(
-            self.rules.as_ref(),
-            &rule_id.to_string(),
-            "rule",
-            Rule::exists,
-        )
-        .await?;
+        let rule = Self::existing(self.rules.as_ref(), rule_id, "rule", Rule::exists).await?;
         if rule.archived() {
             return Err(AppError::Rule {
                 rule: "rule_archived".into(),
@@ -413,8 +405,7 @@ impl Edict {
         if !principal.is_user() {
             return Err(AppError::Forbidden("agents cannot read teams".into()));
         }
-        let team =
-            Self::existing(self.teams.as_ref(), &id.to_string(), "team", Team::exists).await?;
+        let team = Self::existing(self.teams.as_ref(), id, "team", Team::exists).await?;
         if principal.can_read_all() || team.is_member(principal.user()) {
             Ok(team)
         } else {

@@ -49,14 +49,13 @@ impl Edict {
             by: Some(principal.user()),
             at: self.clock.now(),
         };
-        let metadata = Self::metadata(principal, request);
         let result = self
-            .run(
+            .run_as(
+                principal,
+                &request.unversioned(),
                 self.users.as_ref(),
-                user.to_string(),
+                user,
                 command,
-                None,
-                &metadata,
             )
             .await;
         if result.is_err() {
@@ -74,15 +73,8 @@ impl Edict {
         build: impl FnOnce(UserId, DateTime<Utc>) -> UserCommand,
     ) -> Result<Outcome, AppError> {
         let command = build(principal.user(), self.clock.now());
-        let metadata = Self::metadata(principal, request);
-        self.run(
-            self.users.as_ref(),
-            id.to_string(),
-            command,
-            request.expected_version,
-            &metadata,
-        )
-        .await
+        self.run_as(principal, request, self.users.as_ref(), id, command)
+            .await
     }
 
     /// Grants a global role.
@@ -209,7 +201,7 @@ impl Edict {
             principal.require_org_admin("reset another user's password")?;
         }
         check_password_policy(new)?;
-        Self::existing(self.users.as_ref(), &id.to_string(), "user", User::exists).await?;
+        Self::existing(self.users.as_ref(), id, "user", User::exists).await?;
         // The hash first: the event then records a change that happened. Every other session closes (a
         // stolen one does not survive); the session that changed its own password stays open.
         self.auth.set_password(id, new).await?;
@@ -244,6 +236,6 @@ impl Edict {
                 "only org_admins, auditors and the user may read a user".into(),
             ));
         }
-        Self::existing(self.users.as_ref(), &id.to_string(), "user", User::exists).await
+        Self::existing(self.users.as_ref(), id, "user", User::exists).await
     }
 }

@@ -6,8 +6,13 @@
 //!
 //! Layout: one module per aggregate (`rule`, `team`, `change_request`, `user`, `agent`), each split into
 //! `command.rs`, `event.rs`, `error.rs` and `value.rs`; identifiers in `ids`; value types shared by several
-//! aggregates, and the [`ValueError`] every parser returns, in `value`. Every aggregate is a cqrs-es
-//! [`Aggregate`](cqrs_es::Aggregate) with `Services = ()`, whose `Default` is "does not exist yet".
+//! aggregates, and the [`ValueError`] every parser returns, in `value`; the impls all aggregates share
+//! (`Aggregate`, `Versioned`, `DomainEvent`) come from the macros in `aggregate`. Every aggregate is a
+//! cqrs-es [`Aggregate`](cqrs_es::Aggregate) with `Services = ()`, whose `Default` is "does not exist
+//! yet".
+
+#[macro_use]
+mod aggregate;
 
 pub mod agent;
 pub mod change_request;
@@ -19,6 +24,8 @@ pub mod value;
 
 #[cfg(test)]
 pub(crate) mod golden;
+#[cfg(test)]
+pub(crate) mod testkit;
 
 pub use agent::Agent;
 pub use change_request::ChangeRequest;

@@ -339,6 +339,20 @@ impl KeyRing {
         *self.active.write().unwrap_or_else(PoisonError::into_inner) = Some(key);
         Ok(true)
     }
+
+    /// The signed documents `sql` selects for the one parameter `key` (text that no longer parses is
+    /// left out).
+    async fn documents(&self, sql: &str, key: &str) -> Result<Vec<serde_json::Value>, AppError> {
+        let documents: Vec<String> = on_pool!(&self.db, |pool| sqlx::query_scalar(sql)
+            .bind(key)
+            .fetch_all(pool)
+            .await)
+        .map_err(unavailable)?;
+        Ok(documents
+            .iter()
+            .filter_map(|text| serde_json::from_str(text).ok())
+            .collect())
+    }
 }
 
 impl ActiveKey for KeyRing {
@@ -366,31 +380,19 @@ impl OrgKeys for KeyRing {
     }
 
     async fn team_decisions(&self, team: &str) -> Result<Vec<serde_json::Value>, AppError> {
-        let documents: Vec<String> = on_pool!(&self.db, |pool| sqlx::query_scalar(
-            "SELECT document FROM decision_signatures WHERE team = $1 ORDER BY change_request"
+        self.documents(
+            "SELECT document FROM decision_signatures WHERE team = $1 ORDER BY change_request",
+            team,
         )
-        .bind(team)
-        .fetch_all(pool)
-        .await)
-        .map_err(unavailable)?;
-        Ok(documents
-            .iter()
-            .filter_map(|text| serde_json::from_str(text).ok())
-            .collect())
+        .await
     }
 
     async fn agent_removals(&self, agent: &str) -> Result<Vec<serde_json::Value>, AppError> {
-        let documents: Vec<String> = on_pool!(&self.db, |pool| sqlx::query_scalar(
-            "SELECT document FROM removal_signatures WHERE agent = $1 ORDER BY team"
+        self.documents(
+            "SELECT document FROM removal_signatures WHERE agent = $1 ORDER BY team",
+            agent,
         )
-        .bind(agent)
-        .fetch_all(pool)
-        .await)
-        .map_err(unavailable)?;
-        Ok(documents
-            .iter()
-            .filter_map(|text| serde_json::from_str(text).ok())
-            .collect())
+        .await
     }
 
     async fn rotate(&self, overlap: Duration) -> Result<OrgKeyStatus, AppError> {

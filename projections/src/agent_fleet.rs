@@ -1,9 +1,9 @@
 //! The agent fleet: one [`AgentDoc`] per enrolled machine (kind `agent`, key = agent id; meta: no team,
 //! status `enrolled|revoked`, sort key = the agent id, UUID v7 so enrolment order).
 
-use crate::decode::{AggregateType, AnyEvent, decode_followed};
-use crate::{DocMeta, Docs, Projection, ProjectionError, RecordedEvent, inconsistent, version_of};
-use async_trait::async_trait;
+use crate::Applied;
+use crate::decode::AnyEvent;
+use crate::{DocMeta, Docs, ProjectionError, RecordedEvent, inconsistent, version_of};
 use chrono::{DateTime, Utc};
 use edict_domain::agent::{AgentEvent, IntegrityFailure};
 use edict_domain::{AgentId, UserId};
@@ -43,138 +43,109 @@ pub struct AgentDoc {
     pub version: u64,
 }
 
-/// The agent fleet projection (`agent_fleet`).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AgentFleet;
+projection! {
+    /// The agent fleet projection (`agent_fleet`).
+    AgentFleet, "agent_fleet", [Agent], apply
+}
 
-#[async_trait]
-impl Projection for AgentFleet {
-    fn name(&self) -> &'static str {
-        "agent_fleet"
-    }
-
-    fn follows(&self) -> &'static [&'static str] {
-        &["Agent"]
-    }
-
-    async fn apply(
-        &self,
-        event: &RecordedEvent,
-        docs: &mut Docs<'_>,
-    ) -> Result<(), ProjectionError> {
-        let Some(AnyEvent::Agent(agent_event)) = decode_followed(event, &[AggregateType::Agent])?
-        else {
-            return Ok(());
-        };
-        let mut doc = match agent_event {
-            AgentEvent::AgentEnrolled {
-                agent_id,
+/// Applies `event`, `decoded` when it is about an aggregate this projection follows.
+async fn apply(decoded: Option<AnyEvent>, event: &RecordedEvent, docs: &mut Docs<'_>) -> Applied {
+    let Some(AnyEvent::Agent(agent_event)) = decoded else {
+        return Ok(());
+    };
+    let mut doc = match agent_event {
+        AgentEvent::AgentEnrolled {
+            agent_id,
+            user,
+            machine_id,
+            machine_name,
+            at,
+        } => {
+            if docs
+                .get::<AgentDoc>(AGENT_KIND, &agent_id.to_string())
+                .await?
+                .is_some()
+            {
+                return Err(inconsistent(
+                    event,
+                    format!("agent {agent_id} enrolled twice"),
+                ));
+            }
+            AgentDoc {
+                id: agent_id,
                 user,
-                machine_id,
-                machine_name,
-                at,
-            } => {
-                if docs
-                    .get::<AgentDoc>(AGENT_KIND, &agent_id.to_string())
-                    .await?
-                    .is_some()
-                {
-                    return Err(inconsistent(
-                        event,
-                        format!("agent {agent_id} enrolled twice"),
-                    ));
-                }
-                AgentDoc {
-                    id: agent_id,
-                    user,
-                    machine_id: machine_id.as_str().to_owned(),
-                    machine_name: machine_name.as_str().to_owned(),
-                    enrolled_at: at,
-                    revoked: false,
-                    revoked_at: None,
-                    revoked_by: None,
-                    revoke_reason: None,
-                    integrity_failures: 0,
-                    last_integrity_failure: None,
-                    version: 0,
-                }
+                machine_id: machine_id.as_str().to_owned(),
+                machine_name: machine_name.as_str().to_owned(),
+                enrolled_at: at,
+                revoked: false,
+                revoked_at: None,
+                revoked_by: None,
+                revoke_reason: None,
+                integrity_failures: 0,
+                last_integrity_failure: None,
+                version: 0,
             }
-            AgentEvent::AgentRevoked {
-                agent_id,
-                by,
-                reason,
-                at,
-            } => {
-                let Some(mut doc) = docs
-                    .get::<AgentDoc>(AGENT_KIND, &agent_id.to_string())
-                    .await?
-                else {
-                    return Err(inconsistent(
-                        event,
-                        format!("agent {agent_id} is not in the fleet"),
-                    ));
-                };
-                doc.revoked = true;
-                doc.revoked_at = Some(at);
-                doc.revoked_by = Some(by);
-                doc.revoke_reason = reason.map(|r| r.as_str().to_owned());
-                doc
-            }
-            AgentEvent::IntegrityFailureReported {
-                agent_id,
+        }
+        AgentEvent::AgentRevoked {
+            agent_id,
+            by,
+            reason,
+            at,
+        } => {
+            let mut doc = in_fleet(docs, event, agent_id).await?;
+            doc.revoked = true;
+            doc.revoked_at = Some(at);
+            doc.revoked_by = Some(by);
+            doc.revoke_reason = reason.map(|r| r.as_str().to_owned());
+            doc
+        }
+        AgentEvent::IntegrityFailureReported {
+            agent_id,
+            team,
+            revision,
+            reason,
+            detail,
+            at,
+        } => {
+            let mut doc = in_fleet(docs, event, agent_id).await?;
+            doc.integrity_failures += 1;
+            doc.last_integrity_failure = Some(IntegrityFailure {
                 team,
                 revision,
                 reason,
                 detail,
                 at,
-            } => {
-                let Some(mut doc) = docs
-                    .get::<AgentDoc>(AGENT_KIND, &agent_id.to_string())
-                    .await?
-                else {
-                    return Err(inconsistent(
-                        event,
-                        format!("agent {agent_id} is not in the fleet"),
-                    ));
-                };
-                doc.integrity_failures += 1;
-                doc.last_integrity_failure = Some(IntegrityFailure {
-                    team,
-                    revision,
-                    reason,
-                    detail,
-                    at,
-                });
-                doc
-            }
-            // An enforcement report changes nothing the fleet shows but the agent's version.
-            AgentEvent::EnforcementReported { agent_id, .. } => {
-                let Some(doc) = docs
-                    .get::<AgentDoc>(AGENT_KIND, &agent_id.to_string())
-                    .await?
-                else {
-                    return Err(inconsistent(
-                        event,
-                        format!("agent {agent_id} is not in the fleet"),
-                    ));
-                };
-                doc
-            }
-        };
-        doc.version = version_of(event);
-        let key = doc.id.to_string();
-        let meta = DocMeta {
-            team: None,
-            status: Some(if doc.revoked { "revoked" } else { "enrolled" }.to_owned()),
-            sort_key: key.clone(),
-        };
-        docs.put(AGENT_KIND, &key, meta, &doc)
-    }
+            });
+            doc
+        }
+        // An enforcement report changes nothing the fleet shows but the agent's version.
+        AgentEvent::EnforcementReported { agent_id, .. } => in_fleet(docs, event, agent_id).await?,
+    };
+    doc.version = version_of(event);
+    let key = doc.id.to_string();
+    let meta = DocMeta {
+        team: None,
+        status: Some(if doc.revoked { "revoked" } else { "enrolled" }.to_owned()),
+        sort_key: key.clone(),
+    };
+    docs.put(AGENT_KIND, &key, meta, &doc)
+}
+
+/// The fleet's document of `agent_id`; inconsistent when it never enrolled.
+async fn in_fleet(
+    docs: &mut Docs<'_>,
+    event: &RecordedEvent,
+    agent_id: AgentId,
+) -> Result<AgentDoc, ProjectionError> {
+    docs.get::<AgentDoc>(AGENT_KIND, &agent_id.to_string())
+        .await?
+        .ok_or_else(|| inconsistent(event, format!("agent {agent_id} is not in the fleet")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::AggregateType;
     use crate::testkit::{ALICE, BOB, Harness, Log, at};
     use edict_domain::Reason;
     use edict_domain::agent::{MachineId, MachineName};

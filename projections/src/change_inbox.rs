@@ -5,9 +5,9 @@
 
 pub mod decision;
 
-use crate::decode::{AggregateType, AnyEvent, decode_followed};
-use crate::{DocMeta, Docs, Projection, ProjectionError, RecordedEvent, inconsistent, version_of};
-use async_trait::async_trait;
+use crate::Applied;
+use crate::decode::AnyEvent;
+use crate::{DocMeta, Docs, RecordedEvent, inconsistent, version_of};
 use chrono::{DateTime, Utc};
 use edict_domain::change_request::{
     ChangeRequestEvent, ChangeRequestStatus, Decision, ExceptionRequest, ExceptionResolution,
@@ -61,102 +61,87 @@ pub struct ChangeRequestDoc {
     pub updated_at: DateTime<Utc>,
 }
 
-/// The change inbox projection (`change_inbox`).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ChangeInbox;
+projection! {
+    /// The change inbox projection (`change_inbox`).
+    ChangeInbox, "change_inbox", [ChangeRequest], apply
+}
 
-#[async_trait]
-impl Projection for ChangeInbox {
-    fn name(&self) -> &'static str {
-        "change_inbox"
-    }
-
-    fn follows(&self) -> &'static [&'static str] {
-        &["ChangeRequest"]
-    }
-
-    async fn apply(
-        &self,
-        event: &RecordedEvent,
-        docs: &mut Docs<'_>,
-    ) -> Result<(), ProjectionError> {
-        let Some(AnyEvent::ChangeRequest(cr_event)) =
-            decode_followed(event, &[AggregateType::ChangeRequest])?
-        else {
-            return Ok(());
-        };
-        let mut doc = match cr_event {
-            ChangeRequestEvent::ChangeRequestOpened {
-                change_request_id,
+/// Applies `event`, `decoded` when it is about an aggregate this projection follows.
+async fn apply(decoded: Option<AnyEvent>, event: &RecordedEvent, docs: &mut Docs<'_>) -> Applied {
+    let Some(AnyEvent::ChangeRequest(cr_event)) = decoded else {
+        return Ok(());
+    };
+    let mut doc = match cr_event {
+        ChangeRequestEvent::ChangeRequestOpened {
+            change_request_id,
+            agent,
+            user,
+            team,
+            rule,
+            file,
+            layer,
+            original_hash,
+            new_hash,
+            diff,
+            timeout_at,
+            report_id,
+            at,
+        } => {
+            let key = change_request_id.to_string();
+            if docs
+                .get::<ChangeRequestDoc>(CHANGE_REQUEST_KIND, &key)
+                .await?
+                .is_some()
+            {
+                return Err(inconsistent(
+                    event,
+                    format!("change request {key} opened twice"),
+                ));
+            }
+            ChangeRequestDoc {
+                id: change_request_id,
                 agent,
                 user,
                 team,
                 rule,
-                file,
+                file: file.as_str().to_owned(),
                 layer,
-                original_hash,
-                new_hash,
-                diff,
+                original_hash: original_hash.as_str().to_owned(),
+                new_hash: new_hash.as_str().to_owned(),
+                diff: diff.as_str().to_owned(),
+                opened_at: at,
                 timeout_at,
-                report_id,
-                at,
-            } => {
-                let key = change_request_id.to_string();
-                if docs
-                    .get::<ChangeRequestDoc>(CHANGE_REQUEST_KIND, &key)
-                    .await?
-                    .is_some()
-                {
-                    return Err(inconsistent(
-                        event,
-                        format!("change request {key} opened twice"),
-                    ));
-                }
-                ChangeRequestDoc {
-                    id: change_request_id,
-                    agent,
-                    user,
-                    team,
-                    rule,
-                    file: file.as_str().to_owned(),
-                    layer,
-                    original_hash: original_hash.as_str().to_owned(),
-                    new_hash: new_hash.as_str().to_owned(),
-                    diff: diff.as_str().to_owned(),
-                    opened_at: at,
-                    timeout_at,
-                    status: ChangeRequestStatus::Pending,
-                    decision: None,
-                    exceptions: Vec::new(),
-                    report_ids: vec![report_id.as_str().to_owned()],
-                    version: 0,
-                    updated_at: at,
-                }
+                status: ChangeRequestStatus::Pending,
+                decision: None,
+                exceptions: Vec::new(),
+                report_ids: vec![report_id.as_str().to_owned()],
+                version: 0,
+                updated_at: at,
             }
-            other => {
-                let key = id_of(&other).to_string();
-                let Some(mut doc) = docs
-                    .get::<ChangeRequestDoc>(CHANGE_REQUEST_KIND, &key)
-                    .await?
-                else {
-                    return Err(inconsistent(
-                        event,
-                        format!("change request {key} is not in the inbox"),
-                    ));
-                };
-                fold(&mut doc, other);
-                doc
-            }
-        };
-        doc.version = version_of(event);
-        let key = doc.id.to_string();
-        let meta = DocMeta {
-            team: Some(doc.team.to_string()),
-            status: Some(doc.status.as_str().to_owned()),
-            sort_key: key.clone(),
-        };
-        docs.put(CHANGE_REQUEST_KIND, &key, meta, &doc)
-    }
+        }
+        other => {
+            let key = id_of(&other).to_string();
+            let Some(mut doc) = docs
+                .get::<ChangeRequestDoc>(CHANGE_REQUEST_KIND, &key)
+                .await?
+            else {
+                return Err(inconsistent(
+                    event,
+                    format!("change request {key} is not in the inbox"),
+                ));
+            };
+            fold(&mut doc, other);
+            doc
+        }
+    };
+    doc.version = version_of(event);
+    let key = doc.id.to_string();
+    let meta = DocMeta {
+        team: Some(doc.team.to_string()),
+        status: Some(doc.status.as_str().to_owned()),
+        sort_key: key.clone(),
+    };
+    docs.put(CHANGE_REQUEST_KIND, &key, meta, &doc)
 }
 
 fn id_of(event: &ChangeRequestEvent) -> ChangeRequestId {
@@ -289,6 +274,8 @@ fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ProjectionError;
+    use crate::decode::AggregateType;
     use crate::testkit::{ALICE, BOB, Harness, Log, RULE_A, TEAM_A, at};
     use edict_domain::change_request::{Diff, ExceptionKind, FilePath, ReportId};
     use edict_domain::{ExceptionId, Reason, Sha256Hex};

@@ -8,9 +8,9 @@
 //! A user's `teams` follow the Team events (member added, role changed, removed). An archived team keeps
 //! its members, as the Team aggregate does; its document says it is archived.
 
-use crate::decode::{AggregateType, AnyEvent, decode_followed};
-use crate::{DocMeta, Docs, Projection, ProjectionError, RecordedEvent, inconsistent, version_of};
-use async_trait::async_trait;
+use crate::Applied;
+use crate::decode::AnyEvent;
+use crate::{DocMeta, Docs, ProjectionError, RecordedEvent, inconsistent, version_of};
 use chrono::{DateTime, Utc};
 use edict_domain::team::{TeamEvent, TeamRole};
 use edict_domain::user::{GlobalRole, UserEvent};
@@ -84,30 +84,17 @@ pub struct AttachedRule {
     pub attached_at: DateTime<Utc>,
 }
 
-/// The directory projection (`directory`).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Directory;
+projection! {
+    /// The directory projection (`directory`).
+    Directory, "directory", [User, Team], apply
+}
 
-#[async_trait]
-impl Projection for Directory {
-    fn name(&self) -> &'static str {
-        "directory"
-    }
-
-    fn follows(&self) -> &'static [&'static str] {
-        &["User", "Team"]
-    }
-
-    async fn apply(
-        &self,
-        event: &RecordedEvent,
-        docs: &mut Docs<'_>,
-    ) -> Result<(), ProjectionError> {
-        match decode_followed(event, &[AggregateType::User, AggregateType::Team])? {
-            Some(AnyEvent::User(user_event)) => on_user(user_event, event, docs).await,
-            Some(AnyEvent::Team(team_event)) => on_team(team_event, event, docs).await,
-            _ => Ok(()),
-        }
+/// Applies `event`, `decoded` when it is about an aggregate this projection follows.
+async fn apply(decoded: Option<AnyEvent>, event: &RecordedEvent, docs: &mut Docs<'_>) -> Applied {
+    match decoded {
+        Some(AnyEvent::User(user_event)) => on_user(user_event, event, docs).await,
+        Some(AnyEvent::Team(team_event)) => on_team(team_event, event, docs).await,
+        _ => Ok(()),
     }
 }
 
@@ -315,6 +302,7 @@ async fn on_team(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::AggregateType;
     use crate::testkit::{ALICE, BOB, Harness, Log, TEAM_A, at, team_created};
     use edict_domain::user::{Email, PersonName};
 

@@ -12,11 +12,14 @@
 //! - [`docs`]: [`Docs`], [`DocMeta`], [`DocLoader`], [`StoredDoc`];
 //! - [`decode`]: a recorded event's payload back to its domain event;
 //! - one module per projection (see [`all`]): [`rule_catalog`], [`team_rulesets`], [`change_inbox`],
-//!   [`directory`], [`agent_fleet`];
+//!   [`directory`], [`agent_fleet`], each declared with the `projection!` macro of `declare`;
 //! - [`ruleset`]: the team rule set documents published to gateways, and the managed-section renderer;
 //! - [`as_of`]: one document as it was at a past point of the log, replayed in memory (time travel);
 //! - this file: the [`Projection`] trait, [`all`] and [`by_name`], [`content_hash`] (compares a live
 //!   read model with a rebuild) and [`replay`] (an in-memory fold for tests and benchmarks).
+
+#[macro_use]
+mod declare;
 
 pub mod agent_fleet;
 pub mod as_of;
@@ -69,6 +72,9 @@ pub enum ProjectionError {
     #[error("document store failure: {0}")]
     Store(String),
 }
+
+/// What applying one event to a projection comes to.
+pub(crate) type Applied = Result<(), ProjectionError>;
 
 /// A read model built from the global log.
 #[async_trait]

@@ -189,12 +189,49 @@ impl FakeGateway {
         self.task.abort();
     }
 
+    /// What it has seen so far.
+    fn seen(&self) -> anyhow::Result<std::sync::MutexGuard<'_, Seen>> {
+        self.seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))
+    }
+
     fn reports(&self) -> Vec<Report> {
         self.seen
             .lock()
             .map(|s| s.reports.clone())
             .unwrap_or_default()
     }
+}
+
+/// `edict-agent login` against the gateway on `port`, with the test's token and organization key.
+fn login(env: &Env, port: u16) -> anyhow::Result<()> {
+    let login = env
+        .command()
+        .args(["login", "--server", &format!("http://127.0.0.1:{port}")])
+        .args(["--agent-token", TOKEN])
+        .args(["--org-key", &org_public_key()])
+        .args(["--gateway", &format!("ws://127.0.0.1:{port}/ws")])
+        .output()?;
+    assert!(login.status.success(), "login failed: {login:?}");
+    Ok(())
+}
+
+/// A machine logged in to a fresh [`FakeGateway`], and the gateway's port.
+async fn logged_in() -> anyhow::Result<(Env, FakeGateway, u16)> {
+    let env = Env::new()?;
+    let (gateway, port) = FakeGateway::start(0).await?;
+    login(&env, port)?;
+    Ok((env, gateway, port))
+}
+
+/// `edict-agent run`, its stderr shown with the test's.
+fn run(env: &Env) -> anyhow::Result<Agent> {
+    Ok(Agent(
+        env.command()
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?,
+    ))
 }
 
 /// Edits the rule's text in place (truncate and write, as `echo >` does).
@@ -218,34 +255,17 @@ fn edit_section_by_rename(path: &Path) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_enforces_a_block_rule_online_and_offline_and_delivers_reports_once()
 -> anyhow::Result<()> {
-    let env = Env::new()?;
-    let (gateway, port) = FakeGateway::start(0).await?;
-    let login = env
-        .command()
-        .args(["login", "--server", &format!("http://127.0.0.1:{port}")])
-        .args(["--agent-token", TOKEN])
-        .args(["--org-key", &org_public_key()])
-        .args(["--gateway", &format!("ws://127.0.0.1:{port}/ws")])
-        .output()?;
-    assert!(login.status.success(), "login failed: {login:?}");
+    let (env, gateway, port) = logged_in().await?;
 
     let team_file = env.team_file();
     std::fs::create_dir_all(team_file.parent().unwrap_or(Path::new(".")))?;
     std::fs::write(&team_file, "# My own notes\n\nKeep this.\n")?;
 
-    let mut agent = Agent(
-        env.command()
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()?,
-    );
+    let mut agent = run(&env)?;
 
     // The rule set arrives and the team file carries the managed section, user text first.
     assert!(
-        eventually(Duration::from_secs(2), || read(&team_file)
-            .contains(RULE_TEXT))
-        .await,
+        comes_to_contain(&team_file, RULE_TEXT, 2).await,
         "no managed section: {:?}",
         read(&team_file)
     );
@@ -266,10 +286,7 @@ async fn the_agent_enforces_a_block_rule_online_and_offline_and_delivers_reports
         "no applied"
     );
     {
-        let seen = gateway
-            .seen
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let seen = gateway.seen()?;
         assert_eq!(
             seen.upgrades[0],
             (Some(format!("Bearer {TOKEN}")), Some("1".to_owned()))
@@ -280,11 +297,7 @@ async fn the_agent_enforces_a_block_rule_online_and_offline_and_delivers_reports
 
     // An edit of the section is reverted (user text kept) and reported.
     edit_section(&team_file)?;
-    assert!(
-        eventually(Duration::from_secs(2), || read(&team_file) == enforced).await,
-        "not restored: {:?}",
-        read(&team_file)
-    );
+    assert_restored(&team_file, &enforced, "").await;
     assert!(
         eventually(Duration::from_secs(2), || gateway.reports().len() == 1).await,
         "no report"
@@ -295,24 +308,16 @@ async fn the_agent_enforces_a_block_rule_online_and_offline_and_delivers_reports
     assert_eq!(first.layer, "team");
     assert!(first.diff.contains("+Secrets are fine in tests."));
     assert!(
-        eventually(Duration::from_secs(2), || env.pending_reports().ok()
-            == Some(0))
-        .await,
+        outbox_holds(&env, 0).await,
         "the acknowledged report stays in the outbox"
     );
 
     // Offline: the gateway is gone; the snapshot still enforces and the report waits in the outbox.
     gateway.kill();
     edit_section_by_rename(&team_file)?;
+    assert_restored(&team_file, &enforced, " offline").await;
     assert!(
-        eventually(Duration::from_secs(2), || read(&team_file) == enforced).await,
-        "not restored offline: {:?}",
-        read(&team_file)
-    );
-    assert!(
-        eventually(Duration::from_secs(2), || env.pending_reports().ok()
-            == Some(1))
-        .await,
+        outbox_holds(&env, 1).await,
         "the offline report is not in the outbox"
     );
 
@@ -323,9 +328,7 @@ async fn the_agent_enforces_a_block_rule_online_and_offline_and_delivers_reports
         "the queued report never arrived"
     );
     assert!(
-        eventually(Duration::from_secs(2), || env.pending_reports().ok()
-            == Some(0))
-        .await,
+        outbox_holds(&env, 0).await,
         "the delivered report stays in the outbox"
     );
     let reports = gateway.reports();
@@ -333,10 +336,7 @@ async fn the_agent_enforces_a_block_rule_online_and_offline_and_delivers_reports
     assert_eq!(reports[0].kind, ReportKind::BlockReverted);
     assert_ne!(reports[0].report_id, first.report_id);
     {
-        let seen = gateway
-            .seen
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let seen = gateway.seen()?;
         assert_eq!(
             seen.hellos[0],
             vec![Holding {
@@ -356,9 +356,7 @@ async fn the_agent_enforces_a_block_rule_online_and_offline_and_delivers_reports
     assert!(watch.status.success(), "watch failed: {watch:?}");
     let project_file = project.join("CLAUDE.md");
     assert!(
-        eventually(Duration::from_secs(5), || read(&project_file)
-            .contains(PROJECT_TEXT))
-        .await,
+        comes_to_contain(&project_file, PROJECT_TEXT, 5).await,
         "the project file has no section: {:?}",
         read(&project_file)
     );
@@ -369,26 +367,33 @@ async fn the_agent_enforces_a_block_rule_online_and_offline_and_delivers_reports
     // Offline start: no gateway, an edit made while the agent was down is restored from the snapshot.
     gateway.kill();
     edit_section(&team_file)?;
-    let mut agent = Agent(
-        env.command()
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()?,
-    );
+    let mut agent = run(&env)?;
+    assert_restored(&team_file, &enforced, " on an offline start").await;
     assert!(
-        eventually(Duration::from_secs(2), || read(&team_file) == enforced).await,
-        "not restored on an offline start: {:?}",
-        read(&team_file)
-    );
-    assert!(
-        eventually(Duration::from_secs(2), || env.pending_reports().ok()
-            == Some(1))
-        .await,
+        outbox_holds(&env, 1).await,
         "the report of the offline start is not in the outbox"
     );
     stop(&mut agent).await?;
     Ok(())
+}
+
+/// Whether `path` comes to contain `text` within `secs` seconds.
+async fn comes_to_contain(path: &Path, text: &str, secs: u64) -> bool {
+    eventually(Duration::from_secs(secs), || read(path).contains(text)).await
+}
+
+/// Asserts that `path` comes to read `text` within 2 s; `when` says when in the message.
+async fn assert_restored(path: &Path, text: &str, when: &str) {
+    let restored = eventually(Duration::from_secs(2), || read(path) == text).await;
+    assert!(restored, "not restored{when}: {:?}", read(path));
+}
+
+/// Whether the outbox comes to hold `count` reports within 2 s.
+async fn outbox_holds(env: &Env, count: u64) -> bool {
+    eventually(Duration::from_secs(2), || {
+        env.pending_reports().ok() == Some(count)
+    })
+    .await
 }
 
 /// Sends SIGTERM and waits (bounded) for a clean exit.
@@ -498,21 +503,8 @@ async fn the_agent_refuses_a_lower_revision_keeps_enforcing_the_held_one_and_rep
     let port = listener.local_addr()?.port();
     let seen: Arc<Mutex<Vec<AgentMessage>>> = Arc::default();
     let gateway = tokio::spawn(downgrading_gateway(listener, seen.clone()));
-    let login = env
-        .command()
-        .args(["login", "--server", &format!("http://127.0.0.1:{port}")])
-        .args(["--agent-token", TOKEN])
-        .args(["--org-key", &org_public_key()])
-        .args(["--gateway", &format!("ws://127.0.0.1:{port}/ws")])
-        .output()?;
-    assert!(login.status.success(), "login failed: {login:?}");
-    let mut agent = Agent(
-        env.command()
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()?,
-    );
+    login(&env, port)?;
+    let mut agent = run(&env)?;
     // The agent answers all five rule sets (a dead agent fails here).
     let answered = eventually(Duration::from_secs(10), || {
         seen.lock()
@@ -657,16 +649,7 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
 async fn a_claude_md_linked_to_a_private_key_is_left_alone_and_a_link_to_an_instruction_file_is_managed_through()
 -> anyhow::Result<()> {
     use std::os::unix::fs::symlink;
-    let env = Env::new()?;
-    let (gateway, port) = FakeGateway::start(0).await?;
-    let login = env
-        .command()
-        .args(["login", "--server", &format!("http://127.0.0.1:{port}")])
-        .args(["--agent-token", TOKEN])
-        .args(["--org-key", &org_public_key()])
-        .args(["--gateway", &format!("ws://127.0.0.1:{port}/ws")])
-        .output()?;
-    assert!(login.status.success(), "login failed: {login:?}");
+    let (env, gateway, _) = logged_in().await?;
 
     let home = std::fs::canonicalize(&env.home)?;
     let key = home.join(".ssh/id_ed25519");

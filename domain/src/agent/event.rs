@@ -6,7 +6,6 @@ use crate::change_request::{FilePath, ReportId};
 use crate::value::{Layer, Reason, Sha256Hex};
 use crate::{AgentId, RuleId, TeamId, UserId};
 use chrono::{DateTime, Utc};
-use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 /// An event of the [`Agent`](super::Agent) aggregate.
@@ -80,20 +79,9 @@ pub enum AgentEvent {
     },
 }
 
-impl DomainEvent for AgentEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::AgentEnrolled { .. } => "AgentEnrolled",
-            Self::AgentRevoked { .. } => "AgentRevoked",
-            Self::EnforcementReported { .. } => "EnforcementReported",
-            Self::IntegrityFailureReported { .. } => "IntegrityFailureReported",
-        }
-        .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1.0".to_owned()
-    }
+domain_event! {
+    AgentEvent:
+    AgentEnrolled AgentRevoked EnforcementReported IntegrityFailureReported
 }
 
 #[cfg(test)]

@@ -17,10 +17,8 @@ pub use event::AgentEvent;
 pub use value::{EnforcementKind, MachineId, MachineName};
 
 use crate::change_request::ReportId;
-use crate::{AgentId, UserId, Versioned};
+use crate::{AgentId, UserId};
 use chrono::{DateTime, Utc};
-use cqrs_es::Aggregate;
-use cqrs_es::event_sink::EventSink;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -210,27 +208,16 @@ impl Agent {
     }
 }
 
-impl Aggregate for Agent {
-    const TYPE: &'static str = "Agent";
-    type Command = AgentCommand;
-    type Event = AgentEvent;
-    type Error = AgentError;
-    type Services = ();
+aggregate!(
+    Agent,
+    AgentCommand,
+    AgentEvent,
+    AgentError,
+    Option::into_iter
+);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        if let Some(event) = self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
-        self.version += 1;
+impl Agent {
+    fn evolve(&mut self, event: AgentEvent) {
         match event {
             AgentEvent::AgentEnrolled {
                 agent_id,
@@ -272,11 +259,5 @@ impl Aggregate for Agent {
                 });
             }
         }
-    }
-}
-
-impl Versioned for Agent {
-    fn version(&self) -> u64 {
-        self.version
     }
 }

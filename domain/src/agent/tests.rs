@@ -1,18 +1,13 @@
 //! Given/when/then tests of the Agent aggregate.
 
 use super::*;
+use crate::testkit::*;
 use crate::value::Reason;
-use chrono::TimeDelta;
-use cqrs_es::test::{AggregateResultValidator, TestFramework};
 use uuid::Uuid;
 
 const AGENT: AgentId = AgentId(Uuid::from_u128(0x4));
 const DEV: UserId = UserId(Uuid::from_u128(0xd));
 const ADMIN: UserId = UserId(Uuid::from_u128(0xa));
-
-fn at(minutes: i64) -> DateTime<Utc> {
-    DateTime::<Utc>::UNIX_EPOCH + TimeDelta::seconds(1_767_323_045 + minutes * 60)
-}
 
 fn enroll() -> AgentCommand {
     AgentCommand::EnrollAgent {
@@ -49,13 +44,6 @@ fn revoked() -> AgentEvent {
         reason: Some(Reason::parse("laptop lost").unwrap()),
         at: at(5),
     }
-}
-
-async fn when(given: Vec<AgentEvent>, command: AgentCommand) -> AggregateResultValidator<Agent> {
-    TestFramework::<Agent>::with(())
-        .given(given)
-        .when_async(command)
-        .await
 }
 
 #[tokio::test]

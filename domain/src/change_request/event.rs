@@ -5,7 +5,6 @@ use super::value::{Diff, ExceptionKind, FilePath, ReportId};
 use crate::value::{Layer, Reason, Sha256Hex};
 use crate::{AgentId, ChangeRequestId, ExceptionId, RuleId, TeamId, UserId};
 use chrono::{DateTime, Utc};
-use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 /// An event of the [`ChangeRequest`](super::ChangeRequest) aggregate.
@@ -136,25 +135,10 @@ pub enum ChangeRequestEvent {
     },
 }
 
-impl DomainEvent for ChangeRequestEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::ChangeRequestOpened { .. } => "ChangeRequestOpened",
-            Self::ChangeRequestAmended { .. } => "ChangeRequestAmended",
-            Self::ChangeApproved { .. } => "ChangeApproved",
-            Self::ChangeRejected { .. } => "ChangeRejected",
-            Self::ChangeAutoReverted { .. } => "ChangeAutoReverted",
-            Self::ExceptionRequested { .. } => "ExceptionRequested",
-            Self::ExceptionGranted { .. } => "ExceptionGranted",
-            Self::ExceptionDenied { .. } => "ExceptionDenied",
-            Self::ChangeRequestWithdrawn { .. } => "ChangeRequestWithdrawn",
-        }
-        .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1.0".to_owned()
-    }
+domain_event! {
+    ChangeRequestEvent:
+    ChangeRequestOpened ChangeRequestAmended ChangeApproved ChangeRejected ChangeAutoReverted
+    ExceptionRequested ExceptionGranted ExceptionDenied ChangeRequestWithdrawn
 }
 
 #[cfg(test)]

@@ -34,10 +34,8 @@ pub use value::{
 };
 
 use crate::value::{Layer, Sha256Hex};
-use crate::{AgentId, ChangeRequestId, RuleId, TeamId, UserId, Versioned};
+use crate::{AgentId, ChangeRequestId, RuleId, TeamId, UserId};
 use chrono::{DateTime, Utc};
-use cqrs_es::Aggregate;
-use cqrs_es::event_sink::EventSink;
 use serde::{Deserialize, Serialize};
 
 /// A change request. `Default` is a change request that does not exist yet.
@@ -176,30 +174,19 @@ impl ChangeRequest {
     }
 }
 
-impl Aggregate for ChangeRequest {
-    const TYPE: &'static str = "ChangeRequest";
-    type Command = ChangeRequestCommand;
-    type Event = ChangeRequestEvent;
-    type Error = ChangeRequestError;
-    type Services = ();
+aggregate!(
+    ChangeRequest,
+    ChangeRequestCommand,
+    ChangeRequestEvent,
+    ChangeRequestError,
+    std::convert::identity
+);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+impl ChangeRequest {
+    fn evolve(&mut self, event: ChangeRequestEvent) {
         use ChangeRequestEvent as Ev;
         use ChangeRequestStatus as S;
 
-        self.version += 1;
         match event {
             Ev::ChangeRequestOpened {
                 change_request_id,
@@ -300,11 +287,5 @@ impl Aggregate for ChangeRequest {
                 self.resolve_exception(S::ExceptionDenied, resolution);
             }
         }
-    }
-}
-
-impl Versioned for ChangeRequest {
-    fn version(&self) -> u64 {
-        self.version
     }
 }

@@ -2,9 +2,7 @@
 
 use super::*;
 use crate::ExceptionId;
-use crate::value::Reason;
-use chrono::TimeDelta;
-use cqrs_es::test::{AggregateResultValidator, TestFramework};
+use crate::testkit::*;
 use uuid::Uuid;
 
 const CR: ChangeRequestId = ChangeRequestId(Uuid::from_u128(0x3));
@@ -19,17 +17,8 @@ const DEV: UserId = UserId(Uuid::from_u128(0xd));
 /// A team admin.
 const ADMIN: UserId = UserId(Uuid::from_u128(0xa));
 
-/// Opened at minute 0, times out at minute 60.
-fn at(minutes: i64) -> DateTime<Utc> {
-    DateTime::<Utc>::UNIX_EPOCH + TimeDelta::seconds(1_767_323_045 + minutes * 60)
-}
-
 fn hash(c: char) -> Sha256Hex {
     Sha256Hex::parse("hash", &c.to_string().repeat(64)).unwrap()
-}
-
-fn reason(text: &str) -> Reason {
-    Reason::parse(text).unwrap()
 }
 
 fn report(id: &str) -> ReportId {
@@ -163,24 +152,6 @@ fn amend(by: AgentId, report_id: &str) -> ChangeRequestCommand {
         report_id: report(report_id),
         at: at(5),
     }
-}
-
-async fn when(
-    given: Vec<ChangeRequestEvent>,
-    command: ChangeRequestCommand,
-) -> AggregateResultValidator<ChangeRequest> {
-    TestFramework::<ChangeRequest>::with(())
-        .given(given)
-        .when_async(command)
-        .await
-}
-
-fn state(events: Vec<ChangeRequestEvent>) -> ChangeRequest {
-    let mut change_request = ChangeRequest::default();
-    for event in events {
-        change_request.apply(event);
-    }
-    change_request
 }
 
 // ---- opening ----

@@ -5,7 +5,6 @@ use super::value::RuleSpec;
 use crate::value::{Enforcement, Reason};
 use crate::{RuleId, UserId};
 use chrono::{DateTime, Utc};
-use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 /// An event of the [`Rule`](super::Rule) aggregate.
@@ -124,25 +123,10 @@ pub enum RuleEvent {
     },
 }
 
-impl DomainEvent for RuleEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::RuleDrafted { .. } => "RuleDrafted",
-            Self::RuleDraftEdited { .. } => "RuleDraftEdited",
-            Self::RuleSubmitted { .. } => "RuleSubmitted",
-            Self::RuleApprovalRecorded { .. } => "RuleApprovalRecorded",
-            Self::RuleRevisionApproved { .. } => "RuleRevisionApproved",
-            Self::RuleRejected { .. } => "RuleRejected",
-            Self::RuleRevisionOpened { .. } => "RuleRevisionOpened",
-            Self::OrganizationEnforcementSet { .. } => "OrganizationEnforcementSet",
-            Self::RuleArchived { .. } => "RuleArchived",
-        }
-        .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1.0".to_owned()
-    }
+domain_event! {
+    RuleEvent:
+    RuleDrafted RuleDraftEdited RuleSubmitted RuleApprovalRecorded RuleRevisionApproved
+    RuleRejected RuleRevisionOpened OrganizationEnforcementSet RuleArchived
 }
 
 #[cfg(test)]

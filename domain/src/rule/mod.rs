@@ -29,10 +29,8 @@ pub use value::{
 };
 
 use crate::value::{Enforcement, Layer};
-use crate::{RuleId, UserId, Versioned};
+use crate::{RuleId, UserId};
 use chrono::{DateTime, Utc};
-use cqrs_es::Aggregate;
-use cqrs_es::event_sink::EventSink;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -117,27 +115,16 @@ impl Rule {
     }
 }
 
-impl Aggregate for Rule {
-    const TYPE: &'static str = "Rule";
-    type Command = RuleCommand;
-    type Event = RuleEvent;
-    type Error = RuleError;
-    type Services = ();
+aggregate!(
+    Rule,
+    RuleCommand,
+    RuleEvent,
+    RuleError,
+    std::convert::identity
+);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
-        self.version += 1;
+impl Rule {
+    fn evolve(&mut self, event: RuleEvent) {
         match event {
             RuleEvent::RuleDrafted {
                 rule_id,
@@ -241,11 +228,5 @@ fn new_working(number: u32, spec: RuleSpec, author: UserId, at: DateTime<Utc>) -
         editors: BTreeSet::new(),
         opened_at: at,
         state: WorkingState::Draft,
-    }
-}
-
-impl Versioned for Rule {
-    fn version(&self) -> u64 {
-        self.version
     }
 }

@@ -2,9 +2,8 @@
 //! the typed error, plus a few tests of the state the events build.
 
 use super::*;
+use crate::testkit::*;
 use crate::value::Reason;
-use chrono::TimeDelta;
-use cqrs_es::test::{AggregateResultValidator, TestFramework};
 use std::num::NonZeroU32;
 use uuid::Uuid;
 
@@ -13,11 +12,6 @@ const ALICE: UserId = UserId(Uuid::from_u128(0xa));
 const BOB: UserId = UserId(Uuid::from_u128(0xb));
 const CAROL: UserId = UserId(Uuid::from_u128(0xc));
 const DAVE: UserId = UserId(Uuid::from_u128(0xd));
-
-/// 2026-01-02T03:04:05Z plus `minutes`.
-fn at(minutes: i64) -> DateTime<Utc> {
-    DateTime::<Utc>::UNIX_EPOCH + TimeDelta::seconds(1_767_323_045 + minutes * 60)
-}
 
 fn quorum(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap()
@@ -48,10 +42,6 @@ fn with_triggers(spec: RuleSpec) -> RuleSpec {
         triggers: vec![PathGlob::parse("src/**/*.rs").unwrap()],
         ..spec
     }
-}
-
-fn reason(text: &str) -> Reason {
-    Reason::parse(text).unwrap()
 }
 
 fn drafted(layer: Layer) -> RuleEvent {
@@ -140,21 +130,6 @@ fn approved_team_rule() -> Vec<RuleEvent> {
 /// A rejected team rule.
 fn rejected_team_rule() -> Vec<RuleEvent> {
     vec![drafted(Layer::Team), submitted(1), rejected(1, BOB)]
-}
-
-async fn when(given: Vec<RuleEvent>, command: RuleCommand) -> AggregateResultValidator<Rule> {
-    TestFramework::<Rule>::with(())
-        .given(given)
-        .when_async(command)
-        .await
-}
-
-fn state(events: Vec<RuleEvent>) -> Rule {
-    let mut rule = Rule::default();
-    for event in events {
-        rule.apply(event);
-    }
-    rule
 }
 
 /// One of each command that needs an existing rule.

@@ -5,7 +5,6 @@ use super::value::{TeamName, TeamRole};
 use crate::value::{Enforcement, Layer};
 use crate::{RuleId, TeamId, UserId};
 use chrono::{DateTime, Utc};
-use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 /// An event of the [`Team`](super::Team) aggregate.
@@ -122,25 +121,10 @@ pub enum TeamEvent {
     },
 }
 
-impl DomainEvent for TeamEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::TeamCreated { .. } => "TeamCreated",
-            Self::TeamRenamed { .. } => "TeamRenamed",
-            Self::MemberAdded { .. } => "MemberAdded",
-            Self::MemberRoleChanged { .. } => "MemberRoleChanged",
-            Self::MemberRemoved { .. } => "MemberRemoved",
-            Self::RuleAttached { .. } => "RuleAttached",
-            Self::EnforcementChanged { .. } => "EnforcementChanged",
-            Self::RuleDetached { .. } => "RuleDetached",
-            Self::TeamArchived { .. } => "TeamArchived",
-        }
-        .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1.0".to_owned()
-    }
+domain_event! {
+    TeamEvent:
+    TeamCreated TeamRenamed MemberAdded MemberRoleChanged MemberRemoved RuleAttached
+    EnforcementChanged RuleDetached TeamArchived
 }
 
 #[cfg(test)]

@@ -21,10 +21,8 @@ pub use event::TeamEvent;
 pub use value::{Attachment, TeamName, TeamRole};
 
 use crate::value::Layer;
-use crate::{RuleId, TeamId, UserId, Versioned};
+use crate::{RuleId, TeamId, UserId};
 use chrono::{DateTime, Utc};
-use cqrs_es::Aggregate;
-use cqrs_es::event_sink::EventSink;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -237,26 +235,10 @@ impl Team {
     }
 }
 
-impl Aggregate for Team {
-    const TYPE: &'static str = "Team";
-    type Command = TeamCommand;
-    type Event = TeamEvent;
-    type Error = TeamError;
-    type Services = ();
+aggregate!(Team, TeamCommand, TeamEvent, TeamError, |event| [event]);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        let event = self.decide(command)?;
-        sink.write(event, self).await;
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
-        self.version += 1;
+impl Team {
+    fn evolve(&mut self, event: TeamEvent) {
         match event {
             TeamEvent::TeamCreated {
                 team_id, name, at, ..
@@ -311,11 +293,5 @@ impl Aggregate for Team {
                 self.archived_at = Some(at);
             }
         }
-    }
-}
-
-impl Versioned for Team {
-    fn version(&self) -> u64 {
-        self.version
     }
 }

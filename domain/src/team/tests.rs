@@ -1,9 +1,8 @@
 //! Given/when/then tests of the Team aggregate.
 
 use super::*;
+use crate::testkit::*;
 use crate::value::Enforcement;
-use chrono::TimeDelta;
-use cqrs_es::test::{AggregateResultValidator, TestFramework};
 use uuid::Uuid;
 
 const TEAM: TeamId = TeamId(Uuid::from_u128(0x2));
@@ -11,10 +10,6 @@ const RULE: RuleId = RuleId(Uuid::from_u128(0x1));
 const ADMIN: UserId = UserId(Uuid::from_u128(0xa));
 const BOB: UserId = UserId(Uuid::from_u128(0xb));
 const CAROL: UserId = UserId(Uuid::from_u128(0xc));
-
-fn at(minutes: i64) -> DateTime<Utc> {
-    DateTime::<Utc>::UNIX_EPOCH + TimeDelta::seconds(1_767_323_045 + minutes * 60)
-}
 
 fn name(text: &str) -> TeamName {
     TeamName::parse(text).unwrap()
@@ -57,21 +52,6 @@ fn archived() -> TeamEvent {
         by: ADMIN,
         at: at(9),
     }
-}
-
-async fn when(given: Vec<TeamEvent>, command: TeamCommand) -> AggregateResultValidator<Team> {
-    TestFramework::<Team>::with(())
-        .given(given)
-        .when_async(command)
-        .await
-}
-
-fn state(events: Vec<TeamEvent>) -> Team {
-    let mut team = Team::default();
-    for event in events {
-        team.apply(event);
-    }
-    team
 }
 
 /// One of each command that needs an existing team; each would succeed on the team

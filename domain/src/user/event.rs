@@ -4,7 +4,6 @@
 use super::value::{Email, GlobalRole, PersonName};
 use crate::UserId;
 use chrono::{DateTime, Utc};
-use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -77,22 +76,9 @@ pub enum UserEvent {
     },
 }
 
-impl DomainEvent for UserEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::UserCreated { .. } => "UserCreated",
-            Self::RoleGranted { .. } => "RoleGranted",
-            Self::RoleRevoked { .. } => "RoleRevoked",
-            Self::PasswordChanged { .. } => "PasswordChanged",
-            Self::UserDeactivated { .. } => "UserDeactivated",
-            Self::UserReactivated { .. } => "UserReactivated",
-        }
-        .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1.0".to_owned()
-    }
+domain_event! {
+    UserEvent:
+    UserCreated RoleGranted RoleRevoked PasswordChanged UserDeactivated UserReactivated
 }
 
 #[cfg(test)]

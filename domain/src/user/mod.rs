@@ -17,10 +17,8 @@ pub use error::UserError;
 pub use event::UserEvent;
 pub use value::{Email, GlobalRole, PersonName};
 
-use crate::{UserId, Versioned};
+use crate::UserId;
 use chrono::{DateTime, Utc};
-use cqrs_es::Aggregate;
-use cqrs_es::event_sink::EventSink;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -165,26 +163,10 @@ impl User {
     }
 }
 
-impl Aggregate for User {
-    const TYPE: &'static str = "User";
-    type Command = UserCommand;
-    type Event = UserEvent;
-    type Error = UserError;
-    type Services = ();
+aggregate!(User, UserCommand, UserEvent, UserError, |event| [event]);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        let event = self.decide(command)?;
-        sink.write(event, self).await;
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
-        self.version += 1;
+impl User {
+    fn evolve(&mut self, event: UserEvent) {
         match event {
             UserEvent::UserCreated {
                 user_id,
@@ -217,11 +199,5 @@ impl Aggregate for User {
                 self.active = true;
             }
         }
-    }
-}
-
-impl Versioned for User {
-    fn version(&self) -> u64 {
-        self.version
     }
 }

@@ -1,16 +1,11 @@
 //! Given/when/then tests of the User aggregate.
 
 use super::*;
-use chrono::TimeDelta;
-use cqrs_es::test::{AggregateResultValidator, TestFramework};
+use crate::testkit::*;
 use uuid::Uuid;
 
 const ADMIN: UserId = UserId(Uuid::from_u128(0xa));
 const BOB: UserId = UserId(Uuid::from_u128(0xb));
-
-fn at(minutes: i64) -> DateTime<Utc> {
-    DateTime::<Utc>::UNIX_EPOCH + TimeDelta::seconds(1_767_323_045 + minutes * 60)
-}
 
 fn email() -> Email {
     Email::parse("bob@example.com").unwrap()
@@ -37,21 +32,6 @@ fn deactivated() -> UserEvent {
         by: ADMIN,
         at: at(5),
     }
-}
-
-async fn when(given: Vec<UserEvent>, command: UserCommand) -> AggregateResultValidator<User> {
-    TestFramework::<User>::with(())
-        .given(given)
-        .when_async(command)
-        .await
-}
-
-fn state(events: Vec<UserEvent>) -> User {
-    let mut user = User::default();
-    for event in events {
-        user.apply(event);
-    }
-    user
 }
 
 /// Every command that needs an existing, active user; each would succeed on `[created]`.

@@ -82,34 +82,45 @@ pub async fn signing_key(
 /// # Errors
 /// As [`signing_key`].
 pub async fn stored_seed(db: &Database, create: bool) -> Result<Option<[u8; 32]>, AuditError> {
-    let unavailable = |error: sqlx::Error| AuditError::Unavailable(error.to_string());
-    if create {
-        let mut fresh = [0_u8; 32];
-        rand::thread_rng().fill_bytes(&mut fresh);
-        let fresh = hex::encode(fresh);
-        on_pool!(db, |pool| sqlx::query(
-            "INSERT INTO settings (key, value) VALUES ('audit_signing_key', $1) \
-             ON CONFLICT (key) DO NOTHING"
-        )
-        .bind(&fresh)
-        .execute(pool)
-        .await
-        .map(drop))
-        .map_err(unavailable)?;
-    }
-    let stored: Option<String> = on_pool!(db, |pool| sqlx::query_scalar(
-        "SELECT value FROM settings WHERE key = 'audit_signing_key'"
-    )
-    .fetch_optional(pool)
-    .await)
-    .map_err(unavailable)?;
-    stored
+    stored_setting(db, "audit_signing_key", create)
+        .await?
         .map(|text| {
             parse_seed(&text).map_err(|_| {
                 AuditError::Corrupt("the stored audit signing key is not a seed".to_owned())
             })
         })
         .transpose()
+}
+
+/// The seed kept in `db`'s settings table under `key`; when `create`, a fresh one is stored first unless
+/// one is there.
+async fn stored_setting(
+    db: &Database,
+    key: &str,
+    create: bool,
+) -> Result<Option<String>, AuditError> {
+    let unavailable = |error: sqlx::Error| AuditError::Unavailable(error.to_string());
+    if create {
+        let mut fresh = [0_u8; 32];
+        rand::thread_rng().fill_bytes(&mut fresh);
+        let fresh = hex::encode(fresh);
+        on_pool!(db, |pool| sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING"
+        )
+        .bind(key)
+        .bind(&fresh)
+        .execute(pool)
+        .await
+        .map(drop))
+        .map_err(unavailable)?;
+    }
+    on_pool!(db, |pool| sqlx::query_scalar(
+        "SELECT value FROM settings WHERE key = $1"
+    )
+    .bind(key)
+    .fetch_optional(pool)
+    .await)
+    .map_err(unavailable)
 }
 
 /// The key that signs rule sets (ADR 0018): `EDICT_RULESET_SIGNING_KEY`'s seed (the value, or the path
@@ -127,25 +138,7 @@ pub async fn ruleset_signing_key(
         let seed = ruleset_seed(configured.expose())?;
         return Ok((SigningKey::from_bytes(&seed), KeyOrigin::Configured));
     }
-    let unavailable = |error: sqlx::Error| AuditError::Unavailable(error.to_string());
-    let mut fresh = [0_u8; 32];
-    rand::thread_rng().fill_bytes(&mut fresh);
-    let fresh = hex::encode(fresh);
-    on_pool!(db, |pool| sqlx::query(
-        "INSERT INTO settings (key, value) VALUES ('ruleset_signing_key', $1) \
-         ON CONFLICT (key) DO NOTHING"
-    )
-    .bind(&fresh)
-    .execute(pool)
-    .await
-    .map(drop))
-    .map_err(unavailable)?;
-    let stored: Option<String> = on_pool!(db, |pool| sqlx::query_scalar(
-        "SELECT value FROM settings WHERE key = 'ruleset_signing_key'"
-    )
-    .fetch_optional(pool)
-    .await)
-    .map_err(unavailable)?;
+    let stored = stored_setting(db, "ruleset_signing_key", true).await?;
     let stored = stored.ok_or_else(|| {
         AuditError::Unavailable("the stored rule set signing key vanished".to_owned())
     })?;

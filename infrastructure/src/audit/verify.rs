@@ -164,6 +164,39 @@ async fn chain_page(
         .collect())
 }
 
+/// The [`StoredEvent`]s of events `rows` of either backend; `$parts` gives a `$row`'s transaction id and
+/// time.
+macro_rules! stored_events {
+    ($rows:expr, |$row:ident| $parts:expr) => {
+        $rows
+            .iter()
+            .map(|$row| {
+                let (transaction_id, recorded_at) = $parts;
+                Ok(StoredEvent {
+                    global_position: $row.try_get("global_position")?,
+                    transaction_id,
+                    aggregate_type: $row.try_get("aggregate_type")?,
+                    aggregate_id: $row.try_get("aggregate_id")?,
+                    sequence: $row.try_get("sequence")?,
+                    event_type: $row.try_get("event_type")?,
+                    event_version: $row.try_get("event_version")?,
+                    payload: $row.try_get("payload")?,
+                    metadata: $row.try_get("metadata")?,
+                    recorded_at,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(unavailable)
+    };
+}
+
+/// SQLite's text time `text`, or what is wrong with it.
+fn rfc3339(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{text:?}: {e}"))
+}
+
 /// The events in `(after, through]`.
 async fn events_between(
     db: Database,
@@ -181,24 +214,11 @@ async fn events_between(
                 .fetch_all(pool)
                 .await
                 .map_err(unavailable)?;
-            rows.iter()
-                .map(|row| {
-                    let transaction_id: String = row.try_get("transaction_id_text")?;
-                    Ok(StoredEvent {
-                        global_position: row.try_get("global_position")?,
-                        transaction_id: transaction_id.parse().unwrap_or(u64::MAX),
-                        aggregate_type: row.try_get("aggregate_type")?,
-                        aggregate_id: row.try_get("aggregate_id")?,
-                        sequence: row.try_get("sequence")?,
-                        event_type: row.try_get("event_type")?,
-                        event_version: row.try_get("event_version")?,
-                        payload: row.try_get("payload")?,
-                        metadata: row.try_get("metadata")?,
-                        recorded_at: Ok(row.try_get("recorded_at")?),
-                    })
-                })
-                .collect::<Result<_, sqlx::Error>>()
-                .map_err(unavailable)
+            stored_events!(rows, |row| {
+                let transaction_id: String = row.try_get("transaction_id_text")?;
+                let transaction_id = transaction_id.parse().unwrap_or(u64::MAX);
+                (transaction_id, Ok(row.try_get("recorded_at")?))
+            })
         }
         Database::Sqlite(pool) => {
             let rows = sqlx::query(SQLITE_EVENTS)
@@ -207,26 +227,10 @@ async fn events_between(
                 .fetch_all(pool)
                 .await
                 .map_err(unavailable)?;
-            rows.iter()
-                .map(|row| {
-                    let text: String = row.try_get("recorded_at")?;
-                    Ok(StoredEvent {
-                        global_position: row.try_get("global_position")?,
-                        transaction_id: 0,
-                        aggregate_type: row.try_get("aggregate_type")?,
-                        aggregate_id: row.try_get("aggregate_id")?,
-                        sequence: row.try_get("sequence")?,
-                        event_type: row.try_get("event_type")?,
-                        event_version: row.try_get("event_version")?,
-                        payload: row.try_get("payload")?,
-                        metadata: row.try_get("metadata")?,
-                        recorded_at: DateTime::parse_from_rfc3339(&text)
-                            .map(|t| t.with_timezone(&Utc))
-                            .map_err(|e| format!("{text:?}: {e}")),
-                    })
-                })
-                .collect::<Result<_, sqlx::Error>>()
-                .map_err(unavailable)
+            stored_events!(rows, |row| (
+                0,
+                rfc3339(&row.try_get::<String, _>("recorded_at")?)
+            ))
         }
     }
 }

@@ -16,6 +16,15 @@ use edict_infrastructure::nats::{self, KvRulesetPublisher, NatsFeed, NatsSetting
 use edict_projections::RulesetPublisher;
 use serde_json::json;
 
+/// Puts team-1's rule set of `revision` (hash `h<revision>`) into the bucket.
+async fn publish(publisher: &KvRulesetPublisher, revision: u64) {
+    let doc = json!({"team_id": "team-1", "revision": revision, "hash": format!("h{revision}")});
+    publisher
+        .publish("team-1", &doc, &Origin::default())
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_sets_put_in_the_bucket_reach_the_gateway_once_per_revision() {
     let prefix = fresh_prefix();
@@ -25,14 +34,7 @@ async fn rule_sets_put_in_the_bucket_reach_the_gateway_once_per_revision() {
     nats.ensure_streams().await.unwrap();
     let publisher = KvRulesetPublisher::open(&nats).await.unwrap();
     // Published before the gateway starts: the watch starts with the current values.
-    publisher
-        .publish(
-            "team-1",
-            &json!({"team_id": "team-1", "revision": 1, "hash": "h1"}),
-            &Origin::default(),
-        )
-        .await
-        .unwrap();
+    publish(&publisher, 1).await;
 
     let rulesets = Rulesets::new();
     let mut received = rulesets.subscribe();
@@ -53,14 +55,7 @@ async fn rule_sets_put_in_the_bucket_reach_the_gateway_once_per_revision() {
             ("team-1", 1, "h1")
         );
 
-        publisher
-            .publish(
-                "team-1",
-                &json!({"team_id": "team-1", "revision": 2, "hash": "h2"}),
-                &Origin::default(),
-            )
-            .await
-            .unwrap();
+        publish(&publisher, 2).await;
         let second = tokio::time::timeout(wait, received.recv())
             .await
             .unwrap()
@@ -80,22 +75,8 @@ async fn rule_sets_put_in_the_bucket_reach_the_gateway_once_per_revision() {
 
         // The same revision again (a republish after a restart) is not broadcast again: the next
         // broadcast is revision 3, published after it through the same watch.
-        publisher
-            .publish(
-                "team-1",
-                &json!({"team_id": "team-1", "revision": 2, "hash": "h2"}),
-                &Origin::default(),
-            )
-            .await
-            .unwrap();
-        publisher
-            .publish(
-                "team-1",
-                &json!({"team_id": "team-1", "revision": 3, "hash": "h3"}),
-                &Origin::default(),
-            )
-            .await
-            .unwrap();
+        publish(&publisher, 2).await;
+        publish(&publisher, 3).await;
         let third = tokio::time::timeout(wait, received.recv())
             .await
             .expect("revision 3 is broadcast")

@@ -26,3 +26,4 @@ mod projection_runner;
 mod publication;
 mod store_contract;
 mod store_global_log;
+mod support;

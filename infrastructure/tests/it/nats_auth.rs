@@ -7,9 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::stream::Stream as JsStream;
@@ -23,6 +21,7 @@ use edict_test_kit::{
 };
 use tokio::process::{Child, Command};
 
+use crate::support::{free_port, spawn_nats};
 use edict_test_kit::tally;
 
 const PASSWORD: &str = "pw-5f1e0c9a-never-logged";
@@ -42,11 +41,7 @@ impl Server {
 
     /// Starts the server in `dir` (files the configuration refers to are already there).
     async fn start_in(dir: tempfile::TempDir, extra: &str) -> Server {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let store = dir.path().join("store");
         let config = format!(
             "listen: 127.0.0.1:{port}\njetstream {{ store_dir: {store:?} }}\n{extra}\n",
@@ -63,28 +58,16 @@ impl Server {
 
     /// Runs nats-server on `dir`'s configuration and waits until it listens on `port`.
     async fn spawn(dir: &Path, port: u16) -> Child {
-        let log = std::fs::File::create(dir.join("nats.log")).unwrap();
-        let child = Command::new("/usr/sbin/nats-server")
-            .arg("-c")
-            .arg(dir.join("nats.conf"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start nats-server");
-        let up = eventually(Duration::from_secs(10), || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(drop)
-        })
-        .await;
-        assert!(
-            up.is_some(),
-            "nats-server listens on {port}: {}",
-            std::fs::read_to_string(dir.join("nats.log")).unwrap_or_default()
-        );
-        child
+        let log = dir.join("nats.log");
+        let mut command = Command::new("/usr/sbin/nats-server");
+        command.arg("-c").arg(dir.join("nats.conf"));
+        spawn_nats(
+            &mut command,
+            port,
+            Some(&log),
+            &format!("nats-server listens on {port}"),
+        )
+        .await
     }
 
     /// `kill -9`, then the same server (configuration, port, store) again.
@@ -617,35 +600,22 @@ async fn the_compose_nats_configuration_takes_edict_with_the_password_from_its_e
         "edict-8e3f0c1a9b7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f",
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = std::fs::File::create(dir.path().join("nats.log")).unwrap();
-        let _child = Command::new("/usr/sbin/nats-server")
+        let port = free_port();
+        let mut command = Command::new("/usr/sbin/nats-server");
+        command
             .arg("-c")
             .arg(config)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(dir.path().join("store"))
-            .env("EDICT_NATS_PASSWORD", password)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start nats-server");
-        let up = eventually(Duration::from_secs(10), || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(drop)
-        })
+            .env("EDICT_NATS_PASSWORD", password);
+        let log = dir.path().join("nats.log");
+        let _child = spawn_nats(
+            &mut command,
+            port,
+            Some(&log),
+            "nats-server with deploy/nats.conf",
+        )
         .await;
-        assert!(
-            up.is_some(),
-            "nats-server with deploy/nats.conf: {}",
-            std::fs::read_to_string(dir.path().join("nats.log")).unwrap_or_default()
-        );
         let url = format!("nats://127.0.0.1:{port}");
         let nats = nats::connect(settings(
             &url,

@@ -12,24 +12,19 @@
 // Tests state their expectations with unwrap/expect: a failure is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
 use async_trait::async_trait;
-use edict_application::event_log::{Checkpoint, EventLog, RecordedEvent, RelayedEvent};
+use edict_application::event_log::{Checkpoint, RecordedEvent, RelayedEvent};
 use edict_infrastructure::nats::{
-    self, Nats, NatsRelay, NatsSettings, ProjectorError, ProjectorSettings, RelaySettings,
-    message_id, run_projector,
+    Nats, NatsRelay, ProjectorError, ProjectorSettings, RelaySettings, message_id, run_projector,
 };
 use edict_infrastructure::projection::ProjectionRunner;
 use edict_infrastructure::store::Database;
 use edict_projections::{DocMeta, Docs, Projection, ProjectionError};
-use edict_test_kit::nats::{delete_streams, fresh_prefix, test_nats_url};
-use edict_test_kit::{
-    create_isolated_postgres, drop_isolated_postgres, eventually, run_isolated, test_database_url,
-};
+use edict_test_kit::eventually;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -39,6 +34,7 @@ const WAIT: Duration = Duration::from_secs(60);
 // ---------------------------------------------------------------------------------------------------
 // A small aggregate appended through the real write path.
 
+use crate::support::{Fixture, whole_log, with_fixture, with_restarting_server};
 use edict_test_kit::tally;
 
 /// Appends `commands` commands of 1 to 3 events each, round robin over 5 aggregates named `<tag>-<i>`.
@@ -105,51 +101,7 @@ impl Projection for Follow {
 // ---------------------------------------------------------------------------------------------------
 // Fixture.
 
-#[derive(Clone)]
-struct Fixture {
-    db: Database,
-    nats: Nats,
-}
-
-/// Runs `case` with a fresh database and prefix; cleans both up afterwards, also when it panics.
-async fn with_fixture<F, Fut>(case: F)
-where
-    F: FnOnce(Fixture) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    with_fixture_on(test_nats_url(), case).await;
-}
-
-async fn with_fixture_on<F, Fut>(nats_url: String, case: F)
-where
-    F: FnOnce(Fixture) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    if std::env::var_os("RUST_LOG").is_some() {
-        edict_infrastructure::telemetry::init(false, "info");
-    }
-    let admin_url = test_database_url();
-    let (db, url) = create_isolated_postgres(&admin_url, "edict_test_nats_projector")
-        .await
-        .expect("create an isolated PostgreSQL database");
-    let prefix = fresh_prefix();
-    let nats = nats::connect(NatsSettings::new(nats_url, &prefix).unwrap())
-        .await
-        .expect("connect to nats");
-    nats.ensure_streams().await.expect("ensure the streams");
-    run_isolated(
-        case(Fixture {
-            db: db.clone(),
-            nats: nats.clone(),
-        }),
-        async {
-            delete_streams(&nats).await;
-            db.close().await;
-            let _ = drop_isolated_postgres(&admin_url, &url).await;
-        },
-    )
-    .await;
-}
+const DB: &str = "edict_test_nats_projector";
 
 fn runner(fixture: &Fixture) -> Arc<ProjectionRunner> {
     Arc::new(ProjectionRunner::new(
@@ -213,20 +165,6 @@ fn start_relay(fixture: &Fixture) -> Running<()> {
         let _ = stopped.await;
     }));
     Running { stop, task }
-}
-
-/// The whole log, in commit order.
-async fn whole_log(db: &Database) -> Vec<RecordedEvent> {
-    let mut log = Vec::new();
-    let mut after = Checkpoint::START;
-    loop {
-        let page = db.read_all(after, 1000).await.unwrap();
-        let Some(last) = page.last() else {
-            return log;
-        };
-        after = last.checkpoint();
-        log.extend(page);
-    }
 }
 
 /// Waits until `count` events are readable in the log (the read horizon is cluster-wide: transactions
@@ -338,7 +276,7 @@ async fn publish_directly(nats: &Nats, event: &RecordedEvent, previous: Checkpoi
 /// messages partly purged from the stream), events while running, a projector restart in between.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_relayed_event_is_applied_once_across_purges_and_restarts() {
-    with_fixture(|fixture| async move {
+    with_fixture(DB, |fixture| async move {
         let early = append(&fixture.db, "early", 40).await;
         let relay = start_relay(&fixture);
         // The stream lost its first messages (retention, or a purge) before the projector ever ran.
@@ -382,7 +320,7 @@ async fn every_relayed_event_is_applied_once_across_purges_and_restarts() {
 /// with a wrong predecessor, one late duplicate. The projection still ends up with every event once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_lost_on_the_transport_is_filled_in_from_the_store() {
-    with_fixture(|fixture| async move {
+    with_fixture(DB, |fixture| async move {
         let projector = start_projector(&fixture);
         wait_consuming(&fixture).await;
         let gap = append(&fixture.db, "gap", 3).await;
@@ -434,7 +372,7 @@ async fn a_message_lost_on_the_transport_is_filled_in_from_the_store() {
 /// A projection that cannot apply an event stops its consumer and leaves that message unacknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_projection_ends_its_consumer_and_leaves_the_message_unacked() {
-    with_fixture(|fixture| async move {
+    with_fixture(DB, |fixture| async move {
         let projector = start_projector(&fixture);
         wait_consuming(&fixture).await;
         let fine = append(&fixture.db, "fine", 3).await;
@@ -491,7 +429,7 @@ async fn a_stopped_projection_ends_its_consumer_and_leaves_the_message_unacked()
 /// server's store): the projector creates it again, and the redelivered history changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_consumer_is_created_again_and_the_projection_goes_on() {
-    with_fixture(|fixture| async move {
+    with_fixture(DB, |fixture| async move {
         let relay = start_relay(&fixture);
         let projector = start_projector(&fixture);
         wait_consuming(&fixture).await;
@@ -517,53 +455,12 @@ async fn a_deleted_consumer_is_created_again_and_the_projection_goes_on() {
     .await;
 }
 
-/// A nats-server process of this test's own, on a free port, storing in `dir`.
-struct OwnServer {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: tokio::process::Child,
-}
-
-impl OwnServer {
-    fn start() -> OwnServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let child = Self::spawn(port, &dir);
-        OwnServer { port, dir, child }
-    }
-
-    fn spawn(port: u16, dir: &tempfile::TempDir) -> tokio::process::Child {
-        tokio::process::Command::new("/usr/sbin/nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start nats-server")
-    }
-
-    /// `kill -9`, `downtime` without a server (an intended outage, not a wait for a condition), then the
-    /// same server again on the same store.
-    async fn restart(&mut self, downtime: Duration) {
-        self.child.kill().await.unwrap();
-        tokio::time::sleep(downtime).await;
-        self.child = Self::spawn(self.port, &self.dir);
-    }
-}
-
 /// The server goes away for longer than the pull heartbeat while events keep coming: the projector
 /// reopens its consumer and ends up with every event once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_projector_recovers_from_a_nats_server_restart() {
-    let mut server = OwnServer::start();
-    let url = format!("nats://127.0.0.1:{}", server.port);
-    let (restart_tx, restart_rx) = oneshot::channel::<oneshot::Sender<()>>();
-    let case = with_fixture_on(url, |fixture| async move {
+    // Longer than the 5 s pull heartbeat: the message stream fails and is reopened.
+    with_restarting_server(DB, Duration::from_secs(7), |fixture, restart| async move {
         let relay = start_relay(&fixture);
         // Acks sent just before the kill can be lost with it; the server redelivers those messages after
         // the ack wait (30 s by default, shortened here), and the runner recognises them.
@@ -579,25 +476,17 @@ async fn the_projector_recovers_from_a_nats_server_restart() {
         let before = append(&fixture.db, "before", 20).await;
         assert_converges(&fixture, before).await;
 
-        let (done_tx, done_rx) = oneshot::channel();
-        restart_tx.send(done_tx).unwrap();
+        let back = restart.now();
         // Appends go on while the server is down (the store does not need it).
         let during = append(&fixture.db, "during", 20).await;
-        done_rx.await.unwrap();
+        back.await.unwrap();
         let after = append(&fixture.db, "after", 20).await;
         assert_converges(&fixture, before + during + after).await;
         assert_all_acked(&fixture).await;
         projector.stop().await.unwrap();
         relay.stop().await;
-    });
-    let restarter = async {
-        if let Ok(done) = restart_rx.await {
-            // Longer than the 5 s pull heartbeat: the message stream fails and is reopened.
-            server.restart(Duration::from_secs(7)).await;
-            let _ = done.send(());
-        }
-    };
-    tokio::join!(case, restarter);
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -613,7 +502,7 @@ const LAG_WRITERS: u64 = 8;
 #[ignore = "a measurement; run by hand"]
 #[allow(clippy::print_stderr)]
 async fn event_to_read_model_lag() {
-    with_fixture(|fixture| async move {
+    with_fixture(DB, |fixture| async move {
         let relay = start_relay(&fixture);
         let projector = start_projector(&fixture);
         wait_consuming(&fixture).await;

@@ -11,25 +11,20 @@
 #![allow(clippy::print_stderr)]
 
 use std::collections::HashSet;
-use std::future::Future;
-use std::net::TcpListener;
-use std::process::Stdio;
 use std::time::Duration;
 
 use async_nats::jetstream::stream::Stream as JsStream;
 use edict_application::delivery::{Origin, RulesetUpdate};
-use edict_application::event_log::{Checkpoint, EventLog, RecordedEvent, RelayedEvent};
+use edict_application::event_log::{Checkpoint, RecordedEvent, RelayedEvent};
 use edict_infrastructure::nats::{
     self, KvRulesetPublisher, Nats, NatsError, NatsRelay, NatsSettings, RelaySettings, RelayStatus,
     message_id, relay_checkpoint, watch_rulesets,
 };
 use edict_infrastructure::store::Database;
 use edict_projections::RulesetPublisher;
+use edict_test_kit::eventually;
 use edict_test_kit::nats::{delete_streams, fresh_prefix, test_nats_url};
 use edict_test_kit::resume_panic;
-use edict_test_kit::{
-    create_isolated_postgres, drop_isolated_postgres, eventually, run_isolated, test_database_url,
-};
 use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::{oneshot, watch};
@@ -38,6 +33,7 @@ use tokio::task::JoinHandle;
 // ---------------------------------------------------------------------------------------------------
 // A small aggregate appended through the real write path (cqrs-es event-store mode).
 
+use crate::support::{Fixture, whole_log, with_fixture, with_restarting_server};
 use edict_test_kit::tally;
 
 /// Appends `commands` commands of 1 to 3 events each, round robin over 7 aggregates. Returns the number
@@ -49,49 +45,7 @@ async fn append(db: &Database, tag: &str, commands: u64) -> u64 {
 // ---------------------------------------------------------------------------------------------------
 // Fixture: a database, a prefix, a connection.
 
-#[derive(Clone)]
-struct Fixture {
-    db: Database,
-    nats: Nats,
-}
-
-/// Runs `case` with a fresh database and prefix on the shared server; drops the database and deletes
-/// the prefix's streams afterwards, also when the case panics.
-async fn with_fixture<F, Fut>(case: F)
-where
-    F: FnOnce(Fixture) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let settings = NatsSettings::new(test_nats_url(), &fresh_prefix()).unwrap();
-    with_fixture_on(settings, case).await;
-}
-
-async fn with_fixture_on<F, Fut>(settings: NatsSettings, case: F)
-where
-    F: FnOnce(Fixture) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    // Logs only when asked for (`RUST_LOG=edict_infrastructure=debug`, with `--nocapture`).
-    if std::env::var_os("RUST_LOG").is_some() {
-        edict_infrastructure::telemetry::init(false, "info");
-    }
-    let admin_url = test_database_url();
-    let (db, url) = create_isolated_postgres(&admin_url, "edict_test_nats_relay")
-        .await
-        .expect("create an isolated PostgreSQL database");
-    let nats = nats::connect(settings).await.expect("connect to nats");
-    nats.ensure_streams().await.expect("ensure the streams");
-    let fixture = Fixture {
-        db: db.clone(),
-        nats: nats.clone(),
-    };
-    run_isolated(case(fixture), async {
-        delete_streams(&nats).await;
-        db.close().await;
-        let _ = drop_isolated_postgres(&admin_url, &url).await;
-    })
-    .await;
-}
+const DB: &str = "edict_test_nats_relay";
 
 /// A running relay: its status and a way to stop it gracefully or to kill it.
 struct RunningRelay {
@@ -141,20 +95,6 @@ fn small_pages() -> RelaySettings {
     RelaySettings {
         page_size: 64,
         ..RelaySettings::default()
-    }
-}
-
-/// The whole log, in commit order.
-async fn whole_log(db: &Database) -> Vec<RecordedEvent> {
-    let mut log = Vec::new();
-    let mut after = Checkpoint::START;
-    loop {
-        let page = db.read_all(after, 1000).await.unwrap();
-        let Some(last) = page.last() else {
-            return log;
-        };
-        after = last.checkpoint();
-        log.extend(page);
     }
 }
 
@@ -284,7 +224,7 @@ async fn wait_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_publishes_the_log_exactly_once_and_in_order() {
-    with_fixture(|fixture| async move {
+    with_fixture(DB, |fixture| async move {
         let count = append(&fixture.db, "order", 150).await;
         let mut relay = start_relay(&fixture, small_pages());
         let log = log_of(&fixture.db, count as usize).await;
@@ -321,7 +261,7 @@ async fn the_relay_publishes_the_log_exactly_once_and_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_relay_publishes_nothing_twice_and_loses_nothing() {
-    with_fixture(|fixture| async move {
+    with_fixture(DB, |fixture| async move {
         let writer = {
             let db = fixture.db.clone();
             tokio::spawn(async move { append(&db, "restart", 600).await })
@@ -363,7 +303,7 @@ async fn a_restarted_relay_publishes_nothing_twice_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_one_relay_publishes_and_a_standby_takes_over_within_five_seconds() {
-    with_fixture(|fixture| async move {
+    with_fixture(DB, |fixture| async move {
         let mut leader = start_relay(&fixture, small_pages());
         wait_until(&mut leader.status, "led", Duration::from_secs(10), |s| {
             s.leading
@@ -429,7 +369,7 @@ async fn only_one_relay_publishes_and_a_standby_takes_over_within_five_seconds()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_loses_its_lock_connection_stops_and_stands_by() {
-    with_fixture(|fixture| async move {
+    with_fixture(DB, |fixture| async move {
         let mut relay = start_relay(&fixture, small_pages());
         wait_until(&mut relay.status, "led", Duration::from_secs(10), |s| {
             s.leading
@@ -472,55 +412,10 @@ async fn a_leader_that_loses_its_lock_connection_stops_and_stands_by() {
 
 // 4. A nats-server restart mid-stream.
 
-/// A nats-server process of this test's own, on a free port, storing in `dir`.
-struct OwnServer {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: tokio::process::Child,
-}
-
-impl OwnServer {
-    async fn start() -> OwnServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let child = Self::spawn(port, &dir);
-        OwnServer { port, dir, child }
-    }
-
-    fn spawn(port: u16, dir: &tempfile::TempDir) -> tokio::process::Child {
-        tokio::process::Command::new("/usr/sbin/nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start nats-server")
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// `kill -9`, `downtime` without a server (an intended outage, not a wait for a condition), then the
-    /// same server again on the same store.
-    async fn restart(&mut self, downtime: Duration) {
-        self.child.kill().await.unwrap();
-        tokio::time::sleep(downtime).await;
-        self.child = Self::spawn(self.port, &self.dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_recovers_from_a_nats_server_restart_and_stores_every_event_once() {
-    let mut server = OwnServer::start().await;
-    let settings = NatsSettings::new(server.url(), &fresh_prefix()).unwrap();
-    let (restart_tx, restart_rx) = oneshot::channel::<oneshot::Sender<()>>();
-    let case = with_fixture_on(settings, |fixture| async move {
+    // Longer than the 5 s publish acknowledgement timeout: the pages in flight fail.
+    with_restarting_server(DB, Duration::from_secs(6), |fixture, restart| async move {
         let writer = {
             let db = fixture.db.clone();
             tokio::spawn(async move { append(&db, "restart", 400).await })
@@ -538,9 +433,7 @@ async fn the_relay_recovers_from_a_nats_server_restart_and_stores_every_event_on
             "the restart comes while events are appended"
         );
         let published_before = relay.status.borrow().published_here;
-        let (done_tx, done_rx) = oneshot::channel();
-        restart_tx.send(done_tx).unwrap();
-        done_rx.await.unwrap();
+        restart.now().await.unwrap();
         let count = writer.await.unwrap();
         assert!(count > published_before);
         let log = log_of(&fixture.db, count as usize).await;
@@ -566,15 +459,8 @@ async fn the_relay_recovers_from_a_nats_server_restart_and_stores_every_event_on
             status.duplicates_here
         );
         relay.stop().await;
-    });
-    let restarter = async {
-        if let Ok(done) = restart_rx.await {
-            // Longer than the 5 s publish acknowledgement timeout: the pages in flight fail.
-            server.restart(Duration::from_secs(6)).await;
-            let _ = done.send(());
-        }
-    };
-    tokio::join!(case, restarter);
+    })
+    .await;
 }
 
 // 5. The rule set bucket on nats-server 2.9.
@@ -670,7 +556,7 @@ async fn the_rulesets_bucket_works_on_this_server_and_gateways_see_every_revisio
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement; run by hand"]
 async fn relay_publish_rate() {
-    with_fixture(|fixture| async move {
+    with_fixture(DB, |fixture| async move {
         const EVENTS: i64 = 50_000;
         let Database::Postgres(pool) = &fixture.db else {
             unreachable!("the fixture is PostgreSQL")

@@ -306,6 +306,20 @@ impl History {
         self.pending.push_back(("Rule", id, payload));
     }
 
+    /// `rule`'s `revision` submitted.
+    fn submit(&mut self, rule: usize, revision: u32, by: UserId, at: DateTime<Utc>) {
+        let rule_id = self.rules[rule].id;
+        self.rule(
+            RuleEvent::RuleSubmitted {
+                rule_id,
+                revision,
+                by,
+                at,
+            },
+            rule,
+        );
+    }
+
     fn team(&mut self, event: TeamEvent, team: usize) {
         let id = self.teams[team].id.to_string();
         let payload = serde_json::to_value(&event).unwrap();
@@ -344,15 +358,7 @@ impl History {
                     rule,
                 );
             }
-            self.rule(
-                RuleEvent::RuleSubmitted {
-                    rule_id,
-                    revision,
-                    by,
-                    at,
-                },
-                rule,
-            );
+            self.submit(rule, revision, by, at);
             self.rule(
                 RuleEvent::RuleApprovalRecorded {
                     rule_id,
@@ -462,16 +468,7 @@ impl History {
             }
             400..700 => {
                 let rule = self.rng.gen_range(ORG_RULES..self.rules.len());
-                let (rule_id, revision) = (self.rules[rule].id, self.rules[rule].revision + 1);
-                self.rule(
-                    RuleEvent::RuleSubmitted {
-                        rule_id,
-                        revision,
-                        by,
-                        at,
-                    },
-                    rule,
-                );
+                self.submit(rule, self.rules[rule].revision + 1, by, at);
             }
             700..850 => {
                 let rule = self.rng.gen_range(ORG_RULES..self.rules.len());

@@ -158,6 +158,7 @@ async fn two_publishers_racing_revisions_n_and_n_plus_1_always_leave_n_plus_1() 
 // ---------------------------------------------------------------------------------------------------
 // At-least-once publication from the read model.
 
+use crate::support::{free_port, spawn_nats};
 use edict_test_kit::tally;
 
 /// A projection of rule sets over the tally aggregate: aggregate `<team>` is a team whose rule set
@@ -315,29 +316,18 @@ impl GuardedNats {
     /// Starts it, allowing everything; `guarded` is the subject [`GuardedNats::deny`] denies.
     async fn start(guarded: String) -> GuardedNats {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let config = dir.path().join("nats.conf");
         std::fs::write(&config, Self::config(dir.path(), port, &guarded, false)).unwrap();
-        let child = tokio::process::Command::new("/usr/sbin/nats-server")
-            .arg("-c")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start nats-server");
-        let up = eventually(Duration::from_secs(10), || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(drop)
-        })
+        let mut command = tokio::process::Command::new("/usr/sbin/nats-server");
+        command.arg("-c").arg(&config);
+        let child = spawn_nats(
+            &mut command,
+            port,
+            None,
+            "private nats-server did not start",
+        )
         .await;
-        assert!(up.is_some(), "private nats-server did not start");
         GuardedNats {
             dir,
             port,

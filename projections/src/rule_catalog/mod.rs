@@ -12,9 +12,9 @@ mod tests;
 
 pub use doc::{Rejection, RevisionDoc, RevisionState, RuleDoc, RuleFilter, matches};
 
-use crate::decode::{AggregateType, AnyEvent, decode_followed};
-use crate::{DocMeta, Docs, Projection, ProjectionError, RecordedEvent, inconsistent, version_of};
-use async_trait::async_trait;
+use crate::Applied;
+use crate::decode::AnyEvent;
+use crate::{DocMeta, Docs, ProjectionError, RecordedEvent, inconsistent, version_of};
 use chrono::{DateTime, Utc};
 use edict_domain::RuleId;
 use edict_domain::rule::{Approval, RuleEvent, RuleSpec, RuleStatus};
@@ -23,68 +23,53 @@ use std::collections::BTreeSet;
 /// The document kind of a rule in the catalog.
 pub const RULE_KIND: &str = "rule";
 
-/// The rule catalog projection (`rule_catalog`).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RuleCatalog;
+projection! {
+    /// The rule catalog projection (`rule_catalog`).
+    RuleCatalog, "rule_catalog", [Rule], apply
+}
 
-#[async_trait]
-impl Projection for RuleCatalog {
-    fn name(&self) -> &'static str {
-        "rule_catalog"
-    }
-
-    fn follows(&self) -> &'static [&'static str] {
-        &["Rule"]
-    }
-
-    async fn apply(
-        &self,
-        event: &RecordedEvent,
-        docs: &mut Docs<'_>,
-    ) -> Result<(), ProjectionError> {
-        let Some(AnyEvent::Rule(rule_event)) = decode_followed(event, &[AggregateType::Rule])?
-        else {
-            return Ok(());
-        };
-        let version = version_of(event);
-        let doc = match rule_event {
-            RuleEvent::RuleDrafted {
-                rule_id,
-                revision,
-                spec,
-                by,
-                at,
-            } => {
-                if docs
-                    .get::<RuleDoc>(RULE_KIND, &rule_id.to_string())
-                    .await?
-                    .is_some()
-                {
-                    return Err(inconsistent(event, format!("rule {rule_id} drafted twice")));
-                }
-                new_doc(rule_id, revision, spec, by, at, version)
+/// Applies `event`, `decoded` when it is about an aggregate this projection follows.
+async fn apply(decoded: Option<AnyEvent>, event: &RecordedEvent, docs: &mut Docs<'_>) -> Applied {
+    let Some(AnyEvent::Rule(rule_event)) = decoded else {
+        return Ok(());
+    };
+    let version = version_of(event);
+    let doc = match rule_event {
+        RuleEvent::RuleDrafted {
+            rule_id,
+            revision,
+            spec,
+            by,
+            at,
+        } => {
+            if docs
+                .get::<RuleDoc>(RULE_KIND, &rule_id.to_string())
+                .await?
+                .is_some()
+            {
+                return Err(inconsistent(event, format!("rule {rule_id} drafted twice")));
             }
-            other => {
-                let rule_id = rule_id_of(&other);
-                let Some(mut doc) = docs.get::<RuleDoc>(RULE_KIND, &rule_id.to_string()).await?
-                else {
-                    return Err(inconsistent(
-                        event,
-                        format!("rule {rule_id} is not in the catalog"),
-                    ));
-                };
-                fold(&mut doc, other, event)?;
-                doc.version = version;
-                doc
-            }
-        };
-        let meta = DocMeta {
-            team: None,
-            status: Some(doc.status.as_str().to_owned()),
-            sort_key: doc.id.to_string(),
-        };
-        docs.put(RULE_KIND, &doc.id.to_string(), meta, &doc)
-    }
+            new_doc(rule_id, revision, spec, by, at, version)
+        }
+        other => {
+            let rule_id = rule_id_of(&other);
+            let Some(mut doc) = docs.get::<RuleDoc>(RULE_KIND, &rule_id.to_string()).await? else {
+                return Err(inconsistent(
+                    event,
+                    format!("rule {rule_id} is not in the catalog"),
+                ));
+            };
+            fold(&mut doc, other, event)?;
+            doc.version = version;
+            doc
+        }
+    };
+    let meta = DocMeta {
+        team: None,
+        status: Some(doc.status.as_str().to_owned()),
+        sort_key: doc.id.to_string(),
+    };
+    docs.put(RULE_KIND, &doc.id.to_string(), meta, &doc)
 }
 
 fn rule_id_of(event: &RuleEvent) -> RuleId {

@@ -16,6 +16,27 @@ fn revised_spec() -> RuleSpec {
     }
 }
 
+/// Rule A approved, then its revision 2 ([`revised_spec`]) opened and submitted by Carol.
+fn revision_two_submitted() -> Vec<RuleEvent> {
+    let mut events = approved_rule(RULE_A, spec(Layer::Team, "No secrets"));
+    events.extend([
+        RuleEvent::RuleRevisionOpened {
+            rule_id: RULE_A,
+            revision: 2,
+            spec: revised_spec(),
+            by: CAROL,
+            at: at(10),
+        },
+        RuleEvent::RuleSubmitted {
+            rule_id: RULE_A,
+            revision: 2,
+            by: CAROL,
+            at: at(11),
+        },
+    ]);
+    events
+}
+
 #[tokio::test]
 async fn a_drafted_rule_is_listed_as_draft() {
     let mut log = Log::default();
@@ -52,29 +73,14 @@ async fn a_drafted_rule_is_listed_as_draft() {
 #[tokio::test]
 async fn a_new_revision_is_shown_while_the_approved_one_stays_in_force() {
     let mut log = Log::default();
-    let mut events = approved_rule(RULE_A, spec(Layer::Team, "No secrets"));
-    events.extend([
-        RuleEvent::RuleRevisionOpened {
-            rule_id: RULE_A,
-            revision: 2,
-            spec: revised_spec(),
-            by: CAROL,
-            at: at(10),
-        },
-        RuleEvent::RuleSubmitted {
-            rule_id: RULE_A,
-            revision: 2,
-            by: CAROL,
-            at: at(11),
-        },
-        RuleEvent::RuleRejected {
-            rule_id: RULE_A,
-            revision: 2,
-            reviewer: BOB,
-            reason: Reason::parse("too short").unwrap(),
-            at: at(12),
-        },
-    ]);
+    let mut events = revision_two_submitted();
+    events.extend([RuleEvent::RuleRejected {
+        rule_id: RULE_A,
+        revision: 2,
+        reviewer: BOB,
+        reason: Reason::parse("too short").unwrap(),
+        at: at(12),
+    }]);
     let events = recorded(&mut log, events);
     let mut h = Harness::new();
     h.batch(&RuleCatalog, &events).await;
@@ -99,21 +105,8 @@ async fn a_new_revision_is_shown_while_the_approved_one_stays_in_force() {
 #[tokio::test]
 async fn approving_a_later_revision_supersedes_the_earlier_one() {
     let mut log = Log::default();
-    let mut events = approved_rule(RULE_A, spec(Layer::Team, "No secrets"));
+    let mut events = revision_two_submitted();
     events.extend([
-        RuleEvent::RuleRevisionOpened {
-            rule_id: RULE_A,
-            revision: 2,
-            spec: revised_spec(),
-            by: CAROL,
-            at: at(10),
-        },
-        RuleEvent::RuleSubmitted {
-            rule_id: RULE_A,
-            revision: 2,
-            by: CAROL,
-            at: at(11),
-        },
         RuleEvent::RuleApprovalRecorded {
             rule_id: RULE_A,
             revision: 2,

@@ -38,11 +38,9 @@ mod rate;
 #[cfg(test)]
 mod tests;
 
-use crate::decode::{AggregateType, AnyEvent, decode_followed};
-use crate::{
-    DocMeta, Docs, Projection, ProjectionError, RULESET_KIND, RecordedEvent, inconsistent,
-};
-use async_trait::async_trait;
+use crate::Applied;
+use crate::decode::AnyEvent;
+use crate::{DocMeta, Docs, ProjectionError, RULESET_KIND, RecordedEvent, inconsistent};
 use edict_domain::rule::RuleEvent;
 use edict_domain::team::TeamEvent;
 use edict_domain::{Enforcement, Layer, RuleId, TeamId};
@@ -65,38 +63,24 @@ pub const INTERNAL_KINDS: &[&str] = &[
     ORG_RULES_KIND,
 ];
 
-/// The team rule sets projection (`team_rulesets`).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TeamRulesets;
+projection! {
+    /// The team rule sets projection (`team_rulesets`).
+    TeamRulesets, "team_rulesets", [Rule, Team], apply
+}
 
-#[async_trait]
-impl Projection for TeamRulesets {
-    fn name(&self) -> &'static str {
-        "team_rulesets"
+/// Applies `event`, `decoded` when it is about an aggregate this projection follows.
+async fn apply(decoded: Option<AnyEvent>, event: &RecordedEvent, docs: &mut Docs<'_>) -> Applied {
+    let mut memo: Memo = docs.take_scratch();
+    let applied = match decoded {
+        Some(AnyEvent::Rule(rule_event)) => on_rule(rule_event, event, docs, &mut memo).await,
+        Some(AnyEvent::Team(team_event)) => on_team(team_event, event, docs, &mut memo).await,
+        _ => Ok(()),
+    };
+    // After a failure the memo may not match the documents: drop it (it is rebuilt on demand).
+    if applied.is_ok() {
+        docs.set_scratch(memo);
     }
-
-    fn follows(&self) -> &'static [&'static str] {
-        &["Rule", "Team"]
-    }
-
-    async fn apply(
-        &self,
-        event: &RecordedEvent,
-        docs: &mut Docs<'_>,
-    ) -> Result<(), ProjectionError> {
-        let decoded = decode_followed(event, &[AggregateType::Rule, AggregateType::Team])?;
-        let mut memo: Memo = docs.take_scratch();
-        let applied = match decoded {
-            Some(AnyEvent::Rule(rule_event)) => on_rule(rule_event, event, docs, &mut memo).await,
-            Some(AnyEvent::Team(team_event)) => on_team(team_event, event, docs, &mut memo).await,
-            _ => Ok(()),
-        };
-        // After a failure the memo may not match the documents: drop it (it is rebuilt on demand).
-        if applied.is_ok() {
-            docs.set_scratch(memo);
-        }
-        applied
-    }
+    applied
 }
 
 /// What the projection derives from its documents and keeps for the life of a cache (see
