@@ -424,14 +424,7 @@ pub async fn enforced_as_of(
     Ok(Json(
         enforced
             .into_iter()
-            .map(|(e, current)| EnforcedDto {
-                agent_id: e.agent_id,
-                team_id: e.team_id,
-                revision: e.revision,
-                hash: e.hash,
-                applied_at: e.applied_at,
-                current,
-            })
+            .map(|(e, current)| EnforcedDto::of(e, current))
             .collect(),
     ))
 }
