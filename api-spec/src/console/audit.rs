@@ -21,6 +21,7 @@ pub use past::time_travel;
 use super::layout::{Action, Layout, can};
 use super::render::{Failure, page};
 use super::session::Session;
+use crate::server::events::{decode_cursor, encode_cursor};
 use crate::server::rate_limit::{RateLimits, Throttled};
 use askama::Template;
 use askama_web::WebTemplate;
@@ -228,9 +229,7 @@ pub async fn log(
         .await
         .map_err(|e| Failure::new(layout.clone(), e))?;
     let rows = events.events.iter().map(EventRow::new).collect();
-    let next = events
-        .next
-        .map(|c| query(&filters, &format!("{}.{}", c.transaction_id, c.position)));
+    let next = events.next.map(|c| query(&filters, &encode_cursor(c)));
     Ok(page(
         log_page(layout, filters, rows, next, None),
         StatusCode::OK,
@@ -302,19 +301,6 @@ fn query(filters: &LogQuery, after: &str) -> String {
         ("after", after),
     ])
     .unwrap_or_default()
-}
-
-/// The checkpoint of a cursor the log page wrote: `<transaction id>.<position>`, digits only.
-fn decode_cursor(raw: &str) -> Option<Checkpoint> {
-    let (transaction_id, position) = raw.split_once('.')?;
-    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
-    if !digits(transaction_id) || !digits(position) {
-        return None;
-    }
-    Some(Checkpoint {
-        transaction_id: transaction_id.parse().ok()?,
-        position: position.parse().ok()?,
-    })
 }
 
 /// The export's time range, as the query string carries it.

@@ -260,7 +260,7 @@ pub async fn decide(
         )
         .await;
     }
-    let context = super::rules::context(request, None);
+    let context = super::command::context(request, None);
     match edict
         .decide_device_request(&session.principal, &code, approve, &context)
         .await

@@ -4,9 +4,9 @@
 //! (for those who may read the audit trail), and revoking it, after a confirmation. Both show where a
 //! machine is connected: its gateway and when the gateway last heard from it.
 
+use super::command::Posted;
 use super::layout::Layout;
-use super::render::{Done, Failure, describe, page, see_other, when};
-use super::rules::context;
+use super::render::{Done, Failure, page, when};
 use super::session::Session;
 use super::teams::people::People;
 use crate::server::rate_limit::RateLimits;
@@ -22,8 +22,8 @@ use edict_domain::user::GlobalRole;
 use edict_domain::value::Reason;
 use edict_domain::{AgentId, Versioned};
 use poem::http::StatusCode;
-use poem::web::{Data, Form, Path, Query};
-use poem::{Request, Response, handler};
+use poem::web::{Data, Path, Query};
+use poem::{Response, handler};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -446,58 +446,41 @@ pub struct RevokeForm {
 /// `POST /console/fleet/{id}/revoke`: its owner or an org_admin, after ticking the confirmation.
 #[handler]
 pub async fn revoke(
-    edict: Data<&Arc<Edict>>,
     limits: Data<&Arc<RateLimits>>,
-    session: Session,
-    request: &Request,
-    Path(id): Path<String>,
-    Form(form): Form<RevokeForm>,
+    post: Posted<'_, RevokeForm>,
 ) -> poem::Result<Response> {
-    let ctx = context(request, form.version);
+    let (edict, by, form) = (post.edict, post.by(), &post.form);
+    let ctx = post.context(form.version);
     let outcome = async {
-        let agent = parse_id(&id)?;
+        let agent = parse_id(&post.id)?;
         let reason = match form.reason.trim() {
             "" => None,
             reason => Some(Reason::parse(reason)?),
         };
-        if form.confirm != "yes" {
-            // Whoever may not revoke is told so first: read the agent as the use case would.
-            let found = edict.agent(&session.principal, agent).await?;
-            if !may_revoke(&session, &found) {
-                return edict
-                    .revoke_agent(&session.principal, agent, reason, &ctx)
-                    .await;
-            }
+        // Whoever may not revoke is told so first: read the agent as the use case would.
+        if form.confirm != "yes" && may_revoke(&post.session, &edict.agent(by, agent).await?) {
             return Err(AppError::Invalid {
                 field: "confirmation".into(),
                 message: "tick the box to confirm the revocation".into(),
             });
         }
-        edict
-            .revoke_agent(&session.principal, agent, reason, &ctx)
-            .await
-    }
-    .await;
-    match outcome {
-        Ok(_) => Ok(see_other(&format!("/console/fleet/{id}?done=revoked"))),
-        Err(error @ (AppError::Forbidden(_) | AppError::NotFound(_))) => {
-            Err(Failure::new(Layout::new(&session, "/console/fleet"), error).into())
-        }
-        Err(error) => {
-            let (status, _, message) = describe(&error);
-            let view = agent_page(
-                &edict,
-                &limits,
-                &session,
-                &id,
-                None,
-                Some(message),
-                &form.reason,
-            )
-            .await?;
-            Ok(page(view, status))
-        }
-    }
+        edict.revoke_agent(by, agent, reason, &ctx).await
+    };
+    let (session, typed) = (&post.session, &form.reason);
+    let again = async |message| {
+        agent_page(
+            edict,
+            &limits,
+            session,
+            &post.id,
+            None,
+            Some(message),
+            typed,
+        )
+        .await
+    };
+    post.answer("/console/fleet", outcome.await, "revoked", again)
+        .await
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! - `csrf`: the token every form carries, and the check of every POST;
 //! - `layout`: the frame each page shares (skip link, nav by role, sign-out) and [`can`];
 //! - `render`: answering a template, a redirect or a failure as a page;
+//! - `command`: a form a page posts to run a command, and its answer;
 //! - `assets`: the embedded CSS and JS at `/console/static/...`;
 //! - `live`: the server-sent events at `/console/events` that keep `data-live` pages current;
 //! - one module per page group (`signin`, `dashboard`, `rules`, `change_requests`, `teams`,
@@ -26,6 +27,7 @@
 mod assets;
 mod audit;
 mod change_requests;
+mod command;
 mod csrf;
 mod dashboard;
 mod device;

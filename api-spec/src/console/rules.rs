@@ -13,8 +13,9 @@ mod revisions;
 pub use form::{create, edit_form, new_form, preview, update};
 pub use revisions::history;
 
+use super::command::Posted;
 use super::layout::{Action, Layout, can};
-use super::render::{Done, Failure, page, see_other, when};
+use super::render::{Done, Failure, page, when};
 use super::session::Session;
 use askama::Template;
 use askama_web::WebTemplate;
@@ -22,13 +23,12 @@ use edict_application::Edict;
 use edict_application::error::AppError;
 use edict_application::principal::Principal;
 use edict_application::queries::{PageRequest, RuleQuery};
-use edict_application::service::RequestContext;
 use edict_domain::rule::{Rule, WorkingState};
 use edict_domain::value::Reason;
 use edict_domain::{RuleId, UserId, Versioned};
 use poem::http::StatusCode;
-use poem::web::{Data, Form, Path, Query};
-use poem::{Request, Response, handler};
+use poem::web::{Data, Path, Query};
+use poem::{Response, handler};
 use review::DiffLine;
 use serde::Deserialize;
 use serde_json::Value;
@@ -391,19 +391,6 @@ pub struct Decision {
     reason: String,
 }
 
-/// The request context of a console command: the API's, with the version the page showed as
-/// `If-Match`.
-pub(super) fn context(request: &Request, version: Option<u64>) -> RequestContext {
-    let mut context = crate::server::common::context(request).unwrap_or_else(|_| RequestContext {
-        request_id: String::new(),
-        correlation_id: None,
-        expected_version: None,
-        traceparent: None,
-    });
-    context.expected_version = version;
-    context
-}
-
 /// Which decision a form posts.
 enum Verdict {
     Submit,
@@ -411,90 +398,47 @@ enum Verdict {
     Reject,
 }
 
-async fn decide(
-    edict: &Edict,
-    session: &Session,
-    request: &Request,
-    id: &str,
-    decision: Decision,
-    verdict: Verdict,
-) -> poem::Result<Response> {
-    let context = context(request, decision.version);
-    let outcome = match parse_id(id) {
-        Err(e) => Err(e),
-        Ok(rule_id) => match verdict {
-            Verdict::Submit => {
-                edict
-                    .submit_rule(&session.principal, rule_id, &context)
-                    .await
+async fn decide(post: Posted<'_, Decision>, verdict: Verdict) -> poem::Result<Response> {
+    let (edict, by, context) = (post.edict, post.by(), post.context(post.form.version));
+    let outcome = async {
+        let rule = parse_id(&post.id)?;
+        match verdict {
+            Verdict::Submit => edict.submit_rule(by, rule, &context).await,
+            Verdict::Approve => edict.approve_rule(by, rule, &context).await,
+            Verdict::Reject => {
+                let reason = Reason::parse(&post.form.reason)?;
+                edict.reject_rule(by, rule, reason, &context).await
             }
-            Verdict::Approve => {
-                edict
-                    .approve_rule(&session.principal, rule_id, &context)
-                    .await
-            }
-            Verdict::Reject => match Reason::parse(&decision.reason) {
-                Ok(reason) => {
-                    edict
-                        .reject_rule(&session.principal, rule_id, reason, &context)
-                        .await
-                }
-                Err(e) => Err(AppError::from(e)),
-            },
-        },
+        }
     };
     let done = match verdict {
         Verdict::Submit => "submitted",
         Verdict::Approve => "approved",
         Verdict::Reject => "rejected",
     };
-    match outcome {
-        Ok(_) => Ok(see_other(&format!("/console/rules/{id}?done={done}"))),
-        Err(error) => {
-            let (status, _, message) = super::render::describe(&error);
-            if matches!(error, AppError::Forbidden(_) | AppError::NotFound(_)) {
-                return Err(Failure::new(Layout::new(session, "/console/rules"), error).into());
-            }
-            let view = rule_page(edict, session, id, None, Some(message), &decision.reason).await?;
-            Ok(page(view, status))
-        }
-    }
+    let (session, reason) = (&post.session, &post.form.reason);
+    let again =
+        async |message| rule_page(edict, session, &post.id, None, Some(message), reason).await;
+    post.answer("/console/rules", outcome.await, done, again)
+        .await
 }
 
 /// `POST /console/rules/{id}/submit`.
 #[handler]
-pub async fn submit(
-    edict: Data<&Arc<Edict>>,
-    session: Session,
-    request: &Request,
-    Path(id): Path<String>,
-    Form(decision): Form<Decision>,
-) -> poem::Result<Response> {
-    decide(&edict, &session, request, &id, decision, Verdict::Submit).await
+pub async fn submit(post: Posted<'_, Decision>) -> poem::Result<Response> {
+    decide(post, Verdict::Submit).await
 }
 
 /// `POST /console/rules/{id}/approve`.
 #[handler]
-pub async fn approve(
-    edict: Data<&Arc<Edict>>,
-    session: Session,
-    request: &Request,
-    Path(id): Path<String>,
-    Form(decision): Form<Decision>,
-) -> poem::Result<Response> {
-    decide(&edict, &session, request, &id, decision, Verdict::Approve).await
+pub async fn approve(post: Posted<'_, Decision>) -> poem::Result<Response> {
+    decide(post, Verdict::Approve).await
 }
 
 /// `POST /console/rules/{id}/reject`.
 #[handler]
-pub async fn reject(
-    edict: Data<&Arc<Edict>>,
-    session: Session,
-    request: &Request,
-    Path(id): Path<String>,
-    Form(decision): Form<Decision>,
-) -> poem::Result<Response> {
-    decide(&edict, &session, request, &id, decision, Verdict::Reject).await
+pub async fn reject(post: Posted<'_, Decision>) -> poem::Result<Response> {
+    decide(post, Verdict::Reject).await
 }
 
 /// Whether a rule exists and is at a state the edit form can change (used by `form`).

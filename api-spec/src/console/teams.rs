@@ -14,9 +14,9 @@ pub use commands::{
     add_member, archive, attach, change_mode, change_role, detach, remove_member, rename,
 };
 
+use super::command::context;
 use super::layout::{Action, Layout, can};
 use super::render::{Done, Failure, describe, page, see_other, when};
-use super::rules::context;
 use super::session::Session;
 use askama::Template;
 use askama_web::WebTemplate;
@@ -305,6 +305,9 @@ fn manages(session: &Session, team: &Team) -> bool {
 }
 
 /// Builds a team's page, with `error` after a refused form.
+/// Where the teams pages are.
+const TEAMS: &str = "/console/teams";
+
 async fn team_page(
     edict: &Edict,
     session: &Session,

@@ -4,9 +4,11 @@
 //! approved. The agent's id is inside the signature: a decision for one machine is not valid on
 //! another.
 
-use super::signature::{IntegrityError, OrgKey, RuleSetSignature, key_id_of, parse_public_key};
+use super::signature::{
+    IntegrityError, OrgKey, RuleSetSignature, check_signature, pinned_key, signed,
+};
 use chrono::{DateTime, Utc};
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
+use ed25519_dalek::SigningKey;
 use std::fmt::Write as _;
 
 /// The first line of every signed decision.
@@ -55,13 +57,7 @@ impl DecisionStatement<'_> {
 
     /// Its signature by `key`.
     pub fn sign(&self, key: &SigningKey, issued_at: DateTime<Utc>) -> RuleSetSignature {
-        let key_id = key_id_of(&key.verifying_key());
-        let sig = key.sign(&self.bytes(&key_id, issued_at));
-        RuleSetSignature {
-            key_id,
-            issued_at,
-            sig: hex::encode(sig.to_bytes()),
-        }
+        signed(key, issued_at, |key_id| self.bytes(key_id, issued_at))
     }
 
     /// Checks `signature` against `keys`, for the agent `agent`.
@@ -87,21 +83,9 @@ impl DecisionStatement<'_> {
             });
         }
         let signature = signature.ok_or(IntegrityError::Unsigned)?;
-        let key = keys
-            .iter()
-            .find(|key| key.key_id == signature.key_id)
-            .ok_or_else(|| IntegrityError::UnknownKey(signature.key_id.clone()))?;
-        let key = parse_public_key(&key.public_key)?;
-        if key_id_of(&key) != signature.key_id {
-            return Err(IntegrityError::UnknownKey(signature.key_id.clone()));
-        }
-        let mut sig = [0_u8; 64];
-        hex::decode_to_slice(&signature.sig, &mut sig).map_err(|_| IntegrityError::BadSignature)?;
-        key.verify(
-            &self.bytes(&signature.key_id, signature.issued_at),
-            &Signature::from_bytes(&sig),
-        )
-        .map_err(|_| IntegrityError::BadSignature)
+        let key = pinned_key(keys, &signature.key_id)?;
+        let message = self.bytes(&signature.key_id, signature.issued_at);
+        check_signature(&key, &message, &signature.sig)
     }
 }
 

@@ -12,9 +12,11 @@
 //! Key set 1 is the first key alone, signed by itself; the login answer names the keys of the latest
 //! key set and its sequence.
 
-use super::signature::{IntegrityError, OrgKey, key_id_of, parse_public_key};
+use super::signature::{
+    IntegrityError, OrgKey, check_signature, key_id_of, parse_public_key, pinned_key,
+};
 use chrono::{DateTime, Utc};
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
+use ed25519_dalek::{Signer, SigningKey};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
@@ -119,22 +121,9 @@ impl KeySet {
         if trusted.is_empty() {
             return Err(IntegrityError::NoPinnedKey);
         }
-        let signer = trusted
-            .iter()
-            .find(|key| key.key_id == self.signed_by)
-            .ok_or_else(|| IntegrityError::UnknownKey(self.signed_by.clone()))?;
-        let signer = parse_public_key(&signer.public_key)?;
-        if key_id_of(&signer) != self.signed_by {
-            return Err(IntegrityError::UnknownKey(self.signed_by.clone()));
-        }
-        let mut sig = [0_u8; 64];
-        hex::decode_to_slice(&self.sig, &mut sig).map_err(|_| IntegrityError::BadSignature)?;
-        signer
-            .verify(
-                &keyset_bytes(self.sequence, self.issued_at, &self.keys, &self.signed_by),
-                &Signature::from_bytes(&sig),
-            )
-            .map_err(|_| IntegrityError::BadSignature)?;
+        let signer = pinned_key(trusted, &self.signed_by)?;
+        let message = keyset_bytes(self.sequence, self.issued_at, &self.keys, &self.signed_by);
+        check_signature(&signer, &message, &self.sig)?;
         let active = self
             .keys
             .iter()

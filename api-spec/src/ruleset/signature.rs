@@ -188,13 +188,56 @@ fn mode_name(mode: Mode) -> &'static str {
 
 /// The signature of `doc` by `key`, issued at `issued_at`.
 pub fn sign(doc: &RuleSetDoc, key: &SigningKey, issued_at: DateTime<Utc>) -> RuleSetSignature {
+    signed(key, issued_at, |key_id| {
+        canonical_bytes(doc, key_id, issued_at)
+    })
+}
+
+/// `key`'s signature, issued at `issued_at`, of the message `bytes` writes for the key's id.
+pub fn signed(
+    key: &SigningKey,
+    issued_at: DateTime<Utc>,
+    bytes: impl FnOnce(&str) -> Vec<u8>,
+) -> RuleSetSignature {
     let key_id = key_id_of(&key.verifying_key());
-    let sig = key.sign(&canonical_bytes(doc, &key_id, issued_at));
+    let sig = key.sign(&bytes(&key_id));
     RuleSetSignature {
         key_id,
         issued_at,
         sig: hex::encode(sig.to_bytes()),
     }
+}
+
+/// The key of `keys` whose id is `key_id`.
+///
+/// # Errors
+/// [`IntegrityError::UnknownKey`] when none is, or when the entry's id is not its key's (a pinned entry
+/// whose id is not its key's: trust neither); a key that does not parse.
+pub fn pinned_key(keys: &[OrgKey], key_id: &str) -> Result<VerifyingKey, IntegrityError> {
+    let key = keys
+        .iter()
+        .find(|key| key.key_id == key_id)
+        .ok_or_else(|| IntegrityError::UnknownKey(key_id.to_owned()))?;
+    let key = parse_public_key(&key.public_key)?;
+    if key_id_of(&key) != key_id {
+        return Err(IntegrityError::UnknownKey(key_id.to_owned()));
+    }
+    Ok(key)
+}
+
+/// Checks that `sig` (hex) is `key`'s signature of `message`.
+///
+/// # Errors
+/// [`IntegrityError::BadSignature`] when it is not.
+pub fn check_signature(
+    key: &VerifyingKey,
+    message: &[u8],
+    sig: &str,
+) -> Result<(), IntegrityError> {
+    let mut bytes = [0_u8; 64];
+    hex::decode_to_slice(sig, &mut bytes).map_err(|_| IntegrityError::BadSignature)?;
+    key.verify(message, &Signature::from_bytes(&bytes))
+        .map_err(|_| IntegrityError::BadSignature)
 }
 
 /// Checks that `doc` arrived as `team`'s rule set and is signed by one of `keys` over its content.
@@ -215,25 +258,12 @@ pub fn verify(doc: &RuleSetDoc, team: &str, keys: &[OrgKey]) -> Result<(), Integ
         });
     }
     let signature = doc.signature.as_ref().ok_or(IntegrityError::Unsigned)?;
-    let key = keys
-        .iter()
-        .find(|key| key.key_id == signature.key_id)
-        .ok_or_else(|| IntegrityError::UnknownKey(signature.key_id.clone()))?;
-    let key = parse_public_key(&key.public_key)?;
-    if key_id_of(&key) != signature.key_id {
-        // A pinned entry whose id is not its key's: trust neither.
-        return Err(IntegrityError::UnknownKey(signature.key_id.clone()));
-    }
+    let key = pinned_key(keys, &signature.key_id)?;
     if doc.layers.hash() != doc.hash {
         return Err(IntegrityError::HashMismatch);
     }
-    let mut sig = [0_u8; 64];
-    hex::decode_to_slice(&signature.sig, &mut sig).map_err(|_| IntegrityError::BadSignature)?;
-    key.verify(
-        &canonical_bytes(doc, &signature.key_id, signature.issued_at),
-        &Signature::from_bytes(&sig),
-    )
-    .map_err(|_| IntegrityError::BadSignature)
+    let message = canonical_bytes(doc, &signature.key_id, signature.issued_at);
+    check_signature(&key, &message, &signature.sig)
 }
 
 #[cfg(test)]

@@ -1,12 +1,12 @@
 //! Agents: `/api/v1/agents`, the machines that enforce rules.
 
-use super::common::{self, Tagged, invalid};
+use super::common::{self, Accepted, Tagged, invalid};
 use super::contract::documents::AgentPage;
 use super::contract::text::Text;
 use super::problem::ApiResult;
 use super::queries as q;
 use super::rate_limit::{LimitedResult, RateLimits};
-use super::security::BearerAuth;
+use super::security::{BearerAuth, Caller};
 use chrono::{DateTime, Utc};
 use edict_application::Edict;
 use edict_domain::agent::{Agent, MachineId, MachineName};
@@ -184,7 +184,7 @@ impl AgentDto {
 }
 
 fn agent_id(raw: &str) -> Result<AgentId, super::problem::ErrorResponse> {
-    common::id::<AgentId>(raw, "agent")
+    common::id(raw, "agent")
 }
 
 /// Agents.
@@ -197,9 +197,7 @@ impl AgentsApi {
     #[oai(path = "/api/v1/agents", method = "post")]
     async fn enroll(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
+        caller: Caller<'_>,
         body: Json<EnrollDto>,
     ) -> ApiResult<Json<EnrolledDto>> {
         let machine_id = MachineId::parse(&body.machine_id).map_err(invalid)?;
@@ -209,9 +207,10 @@ impl AgentsApi {
             .as_deref()
             .map(|raw| common::body_id::<UserId>(raw, "user_id"))
             .transpose()?;
-        let ctx = common::context(request)?;
-        let enrollment = edict
-            .enroll_agent(&auth.0, user, machine_id, machine_name, &ctx)
+        let ctx = caller.context()?;
+        let enrollment = caller
+            .edict
+            .enroll_agent(&caller.principal, user, machine_id, machine_name, &ctx)
             .await?;
         Ok(Json(EnrolledDto {
             id: enrollment.outcome.id,
@@ -261,8 +260,7 @@ impl AgentsApi {
     #[oai(path = "/api/v1/agent-tokens", method = "get")]
     async fn tokens(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
+        caller: Caller<'_>,
         user_id: Query<Option<String>>,
     ) -> ApiResult<Json<AgentTokenListDto>> {
         let user = user_id
@@ -270,7 +268,7 @@ impl AgentsApi {
             .as_deref()
             .map(|raw| common::id::<UserId>(raw, "user"))
             .transpose()?;
-        let tokens = edict.agent_tokens(&auth.0, user).await?;
+        let tokens = caller.edict.agent_tokens(&caller.principal, user).await?;
         let mut names: std::collections::HashMap<AgentId, String> =
             std::collections::HashMap::new();
         let mut items = Vec::with_capacity(tokens.len());
@@ -278,8 +276,9 @@ impl AgentsApi {
             let machine_name = match names.get(&token.agent) {
                 Some(name) => name.clone(),
                 None => {
-                    let name = edict
-                        .agent(&auth.0, token.agent)
+                    let name = caller
+                        .edict
+                        .agent(&caller.principal, token.agent)
                         .await
                         .ok()
                         .and_then(|agent| agent.machine_name().map(|n| n.as_str().to_owned()))
@@ -311,41 +310,34 @@ impl AgentsApi {
     #[oai(path = "/api/v1/agents/:id", method = "get")]
     async fn get(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
+        caller: Caller<'_>,
         id: Path<String>,
         /// A version from an earlier answer's `ETag`: 304 without a body while it is still current.
         #[oai(name = "If-None-Match")]
         if_none_match: Header<Option<String>>,
     ) -> ApiResult<Tagged<AgentDto>> {
-        let agent = edict.agent(&auth.0, agent_id(&id)?).await?;
-        let agent = AgentDto::from_agent(&agent)
-            .ok_or_else(|| edict_application::error::AppError::NotFound("agent".into()))?;
-        let version = agent.version;
-        Ok(common::tagged(agent, version, if_none_match.as_deref()))
+        let agent = caller
+            .edict
+            .agent(&caller.principal, agent_id(&id)?)
+            .await?;
+        let agent = AgentDto::from_agent(&agent);
+        common::found(agent, "agent", |a| a.version, if_none_match.as_deref())
     }
 
     /// Revokes an agent: its token is refused at once. Its owner or an org_admin.
     #[oai(path = "/api/v1/agents/:id/revoke", method = "post")]
     async fn revoke(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
+        caller: Caller<'_>,
         id: Path<String>,
         body: Json<RevokeDto>,
-    ) -> ApiResult<Json<common::CommandAccepted>> {
+    ) -> Accepted {
         let id = agent_id(&id)?;
-        let reason = body
-            .reason
-            .as_deref()
-            .map(Reason::parse)
-            .transpose()
-            .map_err(invalid)?;
-        let ctx = common::context(request)?;
-        Ok(Json(
-            edict.revoke_agent(&auth.0, id, reason, &ctx).await?.into(),
-        ))
+        let reason = body.reason.as_deref().map(Reason::parse).transpose();
+        let reason = reason.map_err(invalid)?;
+        caller
+            .run(async |e, p, ctx| e.revoke_agent(p, id, reason, ctx).await)
+            .await
     }
 
     /// Enrolled agents; filter `status` (`enrolled`, `revoked`). org_admins and auditors see all, others
@@ -353,17 +345,15 @@ impl AgentsApi {
     #[oai(path = "/api/v1/agents", method = "get")]
     async fn list(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
+        caller: Caller<'_>,
         status: Query<Option<String>>,
         after: Query<Option<String>>,
         limit: Query<Option<u32>>,
         min_position: Query<Option<i64>>,
     ) -> ApiResult<Json<AgentPage>> {
         let page = q::page(after.0, limit.0, min_position.0);
-        Ok(Json(AgentPage::of(
-            edict.list_agents(&auth.0, status.0, &page).await?,
-        )?))
+        let agents = caller.edict.list_agents(&caller.principal, status.0, &page);
+        Ok(Json(AgentPage::of(agents.await?)?))
     }
 
     /// The rule sets this agent enforces: per team, the revision it applied and since when. Its owner,
@@ -372,31 +362,22 @@ impl AgentsApi {
     #[oai(path = "/api/v1/agents/:id/enforced", method = "get")]
     async fn enforced(
         &self,
-        edict: Data<&Arc<Edict>>,
         limits: Data<&Arc<RateLimits>>,
-        auth: BearerAuth,
+        caller: Caller<'_>,
         id: Path<String>,
         as_of: Query<Option<String>>,
     ) -> LimitedResult<Json<Vec<super::teams::EnforcedDto>>> {
+        let (edict, principal) = (caller.edict, &caller.principal);
         if let Some(as_of) = as_of.0 {
-            limits.costly_read(&auth.0)?;
+            limits.costly_read(principal)?;
             return Ok(
-                super::events::enforced_as_of(&edict, &auth.0, agent_id(&id)?, &as_of).await?,
+                super::events::enforced_as_of(edict, principal, agent_id(&id)?, &as_of).await?,
             );
         }
-        let enforced = edict.agent_enforced(&auth.0, agent_id(&id)?).await?;
-        Ok(Json(
-            enforced
-                .into_iter()
-                .map(|(e, current)| super::teams::EnforcedDto {
-                    agent_id: e.agent_id,
-                    team_id: e.team_id,
-                    revision: e.revision,
-                    hash: e.hash,
-                    applied_at: e.applied_at,
-                    current,
-                })
-                .collect(),
-        ))
+        let enforced = edict.agent_enforced(principal, agent_id(&id)?).await?;
+        let enforced = enforced
+            .into_iter()
+            .map(|(e, current)| super::teams::EnforcedDto::of(e, current));
+        Ok(Json(enforced.collect()))
     }
 }

@@ -1,29 +1,24 @@
 //! Change requests: `/api/v1/change-requests`, opened from agents' reports, decided by team admins.
 
-use super::common::{self, CommandAccepted, Tagged, invalid};
+use super::common::{self, Accepted, Tagged, invalid};
 use super::contract::documents::ChangeRequestPage;
 use super::contract::text::Text;
 use super::problem::ApiResult;
 use super::queries as q;
 use super::rules::{LayerDto, ReasonDto};
-use super::security::BearerAuth;
+use super::security::Caller;
 use chrono::{DateTime, Utc};
-use edict_application::Edict;
 use edict_application::change_requests::ChangeReport;
 use edict_domain::change_request::{
     ChangeRequest, Diff, ExceptionKind, ExceptionResolution, FilePath, ReportId,
 };
 use edict_domain::value::Sha256Hex;
 use edict_domain::{ChangeRequestId, RuleId, TeamId};
-use poem::Request;
-use poem::web::Data;
 use poem_openapi::param::Header;
 use poem_openapi::param::Path;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi, Tags};
-
-use std::sync::Arc;
 
 #[derive(Tags)]
 enum ChangeRequestTags {
@@ -225,7 +220,7 @@ impl ChangeRequestDto {
 pub struct ChangeRequestsApi;
 
 fn cr_id(raw: &str) -> Result<ChangeRequestId, super::problem::ErrorResponse> {
-    common::id::<ChangeRequestId>(raw, "change request")
+    common::id(raw, "change request")
 }
 
 #[OpenApi(tag = "ChangeRequestTags::ChangeRequests")]
@@ -233,13 +228,7 @@ impl ChangeRequestsApi {
     /// Reports a change to a temporary-mode managed section, opening a change request. Agent token only.
     /// Idempotent per `report_id`.
     #[oai(path = "/api/v1/change-requests", method = "post")]
-    async fn report(
-        &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
-        body: Json<ReportDto>,
-    ) -> ApiResult<Json<CommandAccepted>> {
+    async fn report(&self, caller: Caller<'_>, body: Json<ReportDto>) -> Accepted {
         let report = ChangeReport {
             team: common::body_id::<TeamId>(&body.team_id, "team_id")?,
             rule: common::body_id::<RuleId>(&body.rule_id, "rule_id")?,
@@ -251,109 +240,83 @@ impl ChangeRequestsApi {
             diff: Diff::parse(&body.diff).map_err(invalid)?,
             report_id: ReportId::parse(&body.report_id).map_err(invalid)?,
         };
-        let ctx = common::context(request)?;
-        Ok(Json(
-            edict.report_change(&auth.0, report, &ctx).await?.into(),
-        ))
+        caller
+            .run(async |e, p, ctx| e.report_change(p, report, ctx).await)
+            .await
     }
 
     /// A change request. org_admin, auditor, a team_admin of its team, or its developer.
     #[oai(path = "/api/v1/change-requests/:id", method = "get")]
     async fn get(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
+        caller: Caller<'_>,
         id: Path<String>,
         /// A version from an earlier answer's `ETag`: 304 without a body while it is still current.
         #[oai(name = "If-None-Match")]
         if_none_match: Header<Option<String>>,
     ) -> ApiResult<Tagged<ChangeRequestDto>> {
-        let change = edict.change_request(&auth.0, cr_id(&id)?).await?;
-        let change = ChangeRequestDto::from_change(&change)
-            .ok_or_else(|| edict_application::error::AppError::NotFound("change request".into()))?;
-        let version = change.version;
-        Ok(common::tagged(change, version, if_none_match.as_deref()))
+        let change = caller.edict.change_request(&caller.principal, cr_id(&id)?);
+        let change = ChangeRequestDto::from_change(&change.await?);
+        common::found(
+            change,
+            "change request",
+            |c| c.version,
+            if_none_match.as_deref(),
+        )
     }
 
     /// Amends a pending change request with a later report on the same file. Its agent only.
     #[oai(path = "/api/v1/change-requests/:id/amend", method = "post")]
-    async fn amend(
-        &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
-        id: Path<String>,
-        body: Json<AmendDto>,
-    ) -> ApiResult<Json<CommandAccepted>> {
+    async fn amend(&self, caller: Caller<'_>, id: Path<String>, body: Json<AmendDto>) -> Accepted {
         let id = cr_id(&id)?;
         let new_hash = Sha256Hex::parse("new_hash", &body.new_hash).map_err(invalid)?;
         let diff = Diff::parse(&body.diff).map_err(invalid)?;
         let report_id = ReportId::parse(&body.report_id).map_err(invalid)?;
-        let ctx = common::context(request)?;
-        Ok(Json(
-            edict
-                .amend_change(&auth.0, id, new_hash, diff, report_id, &ctx)
-                .await?
-                .into(),
-        ))
+        caller
+            .run(async |e, p, ctx| e.amend_change(p, id, new_hash, diff, report_id, ctx).await)
+            .await
     }
 
     /// Approves a pending change: the developer keeps it. org_admin or team_admin, never the developer.
     #[oai(path = "/api/v1/change-requests/:id/approve", method = "post")]
-    async fn approve(
-        &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
-        id: Path<String>,
-    ) -> ApiResult<Json<CommandAccepted>> {
+    async fn approve(&self, caller: Caller<'_>, id: Path<String>) -> Accepted {
         let id = cr_id(&id)?;
-        let ctx = common::context(request)?;
-        Ok(Json(edict.approve_change(&auth.0, id, &ctx).await?.into()))
+        caller
+            .run(async |e, p, ctx| e.approve_change(p, id, ctx).await)
+            .await
     }
 
     /// Rejects a pending change: the agent reverts it. A reason is required. org_admin or team_admin.
     #[oai(path = "/api/v1/change-requests/:id/reject", method = "post")]
     async fn reject(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
+        caller: Caller<'_>,
         id: Path<String>,
         body: Json<ReasonDto>,
-    ) -> ApiResult<Json<CommandAccepted>> {
-        let id = cr_id(&id)?;
-        let reason = body.parse()?;
-        let ctx = common::context(request)?;
-        Ok(Json(
-            edict.reject_change(&auth.0, id, reason, &ctx).await?.into(),
-        ))
+    ) -> Accepted {
+        let (id, reason) = (cr_id(&id)?, body.parse()?);
+        caller
+            .run(async |e, p, ctx| e.reject_change(p, id, reason, ctx).await)
+            .await
     }
 
     /// Withdraws a pending change request. Its developer only.
     #[oai(path = "/api/v1/change-requests/:id/withdraw", method = "post")]
-    async fn withdraw(
-        &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
-        id: Path<String>,
-    ) -> ApiResult<Json<CommandAccepted>> {
+    async fn withdraw(&self, caller: Caller<'_>, id: Path<String>) -> Accepted {
         let id = cr_id(&id)?;
-        let ctx = common::context(request)?;
-        Ok(Json(edict.withdraw_change(&auth.0, id, &ctx).await?.into()))
+        caller
+            .run(async |e, p, ctx| e.withdraw_change(p, id, ctx).await)
+            .await
     }
 
     /// Asks for an exception to a rejected or reverted change. Its developer only.
     #[oai(path = "/api/v1/change-requests/:id/exception", method = "post")]
     async fn request_exception(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
+        caller: Caller<'_>,
         id: Path<String>,
         body: Json<ExceptionRequestDto>,
-    ) -> ApiResult<Json<CommandAccepted>> {
+    ) -> Accepted {
         let id = cr_id(&id)?;
         let justification =
             edict_domain::value::Reason::parse(&body.justification).map_err(invalid)?;
@@ -373,54 +336,37 @@ impl ChangeRequestsApi {
                 }));
             }
         };
-        let ctx = common::context(request)?;
-        Ok(Json(
-            edict
-                .request_exception(&auth.0, id, justification, kind, &ctx)
-                .await?
-                .into(),
-        ))
+        caller
+            .run(async |e, p, ctx| e.request_exception(p, id, justification, kind, ctx).await)
+            .await
     }
 
     /// Grants the pending exception, until a time or for good. org_admin or team_admin.
     #[oai(path = "/api/v1/change-requests/:id/exception/grant", method = "post")]
     async fn grant_exception(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
+        caller: Caller<'_>,
         id: Path<String>,
         body: Json<GrantDto>,
-    ) -> ApiResult<Json<CommandAccepted>> {
-        let id = cr_id(&id)?;
-        let ctx = common::context(request)?;
-        Ok(Json(
-            edict
-                .grant_exception(&auth.0, id, body.until, &ctx)
-                .await?
-                .into(),
-        ))
+    ) -> Accepted {
+        let (id, until) = (cr_id(&id)?, body.until);
+        caller
+            .run(async |e, p, ctx| e.grant_exception(p, id, until, ctx).await)
+            .await
     }
 
     /// Denies the pending exception, with a reason. org_admin or team_admin.
     #[oai(path = "/api/v1/change-requests/:id/exception/deny", method = "post")]
     async fn deny_exception(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
+        caller: Caller<'_>,
         id: Path<String>,
         body: Json<ReasonDto>,
-    ) -> ApiResult<Json<CommandAccepted>> {
-        let id = cr_id(&id)?;
-        let reason = body.parse()?;
-        let ctx = common::context(request)?;
-        Ok(Json(
-            edict
-                .deny_exception(&auth.0, id, reason, &ctx)
-                .await?
-                .into(),
-        ))
+    ) -> Accepted {
+        let (id, reason) = (cr_id(&id)?, body.parse()?);
+        caller
+            .run(async |e, p, ctx| e.deny_exception(p, id, reason, ctx).await)
+            .await
     }
 
     /// Change requests, filtered by `team` and `status`, cursor-paginated. org_admins and auditors see all;
@@ -428,8 +374,7 @@ impl ChangeRequestsApi {
     #[oai(path = "/api/v1/change-requests", method = "get")]
     async fn list(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
+        caller: Caller<'_>,
         team: Query<Option<String>>,
         status: Query<Option<String>>,
         after: Query<Option<String>>,
@@ -437,10 +382,9 @@ impl ChangeRequestsApi {
         min_position: Query<Option<i64>>,
     ) -> ApiResult<Json<ChangeRequestPage>> {
         let page = q::page(after.0, limit.0, min_position.0);
-        Ok(Json(ChangeRequestPage::of(
-            edict
-                .list_change_requests(&auth.0, team.0, status.0, &page)
-                .await?,
-        )?))
+        let changes = caller
+            .edict
+            .list_change_requests(&caller.principal, team.0, status.0, &page);
+        Ok(Json(ChangeRequestPage::of(changes.await?)?))
     }
 }

@@ -3,7 +3,7 @@
 //! field.
 
 use super::middleware::RequestId;
-use super::problem::ErrorResponse;
+use super::problem::{ApiResult, ErrorResponse};
 use edict_application::error::AppError;
 use edict_application::{Outcome, RequestContext};
 use edict_domain::value::ValueError;
@@ -33,6 +33,9 @@ impl From<Outcome> for CommandAccepted {
         }
     }
 }
+
+/// What a command answers.
+pub type Accepted = ApiResult<Json<CommandAccepted>>;
 
 /// The request context of a command: request id, correlation id and `If-Match`.
 ///
@@ -133,6 +136,19 @@ pub fn tagged<T: ToJSON + Send + Sync>(
     } else {
         Tagged::Ok(Json(body), etag)
     }
+}
+
+/// A resource as its DTO (`None`, a 404 naming `what`: not yet created) at the version `version` reads,
+/// tagged as [`tagged`] does.
+pub fn found<T: ToJSON + Send + Sync>(
+    dto: Option<T>,
+    what: &str,
+    version: fn(&T) -> u64,
+    if_none_match: Option<&str>,
+) -> ApiResult<Tagged<T>> {
+    let dto = dto.ok_or_else(|| AppError::NotFound(what.to_owned()))?;
+    let version = version(&dto);
+    Ok(tagged(dto, version, if_none_match))
 }
 
 /// Whether an `If-None-Match` value names `version`: `*`, or a list of entity tags compared weakly

@@ -153,14 +153,14 @@ fn object(value: Value) -> JsonObject {
     }
 }
 
-/// The opaque cursor of a checkpoint: `<transaction id>.<position>`.
-fn encode_cursor(checkpoint: Checkpoint) -> String {
+/// The opaque cursor of a checkpoint: `<transaction id>.<position>` (the console's log pages too).
+pub(crate) fn encode_cursor(checkpoint: Checkpoint) -> String {
     format!("{}.{}", checkpoint.transaction_id, checkpoint.position)
 }
 
 /// The checkpoint of a cursor [`encode_cursor`] wrote: two runs of decimal digits (no sign, no
 /// other character) that fit a transaction id and a non-negative position; anything else is `None`.
-fn decode_cursor(raw: &str) -> Option<Checkpoint> {
+pub(crate) fn decode_cursor(raw: &str) -> Option<Checkpoint> {
     let (transaction_id, position) = raw.split_once('.')?;
     let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
     if !digits(transaction_id) || !digits(position) {
@@ -424,14 +424,7 @@ pub async fn enforced_as_of(
     Ok(Json(
         enforced
             .into_iter()
-            .map(|(e, current)| EnforcedDto {
-                agent_id: e.agent_id,
-                team_id: e.team_id,
-                revision: e.revision,
-                hash: e.hash,
-                applied_at: e.applied_at,
-                current,
-            })
+            .map(|(e, current)| EnforcedDto::of(e, current))
             .collect(),
     ))
 }

@@ -17,7 +17,7 @@ mod change_requests;
 pub(crate) mod common;
 mod contract;
 mod enrollment;
-mod events;
+pub(crate) mod events;
 mod health;
 mod keys;
 pub mod metrics;

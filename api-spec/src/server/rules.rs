@@ -1,27 +1,23 @@
 //! The rule library: `/api/v1/rules`.
 
-use super::common::{self, CommandAccepted, Tagged, invalid};
+use super::common::{self, Accepted, Tagged, invalid};
 use super::contract::documents::{self, RuleEntryFresh, RulePage};
 use super::contract::text::Text;
 use super::problem::ApiResult;
 use super::queries as q;
-use super::security::BearerAuth;
+use super::security::Caller;
 use chrono::{DateTime, Utc};
-use edict_application::Edict;
 use edict_domain::RuleId;
 use edict_domain::rule::{
     ApprovedRevision, Category, Description, PathGlob, Rule, RuleContent, RuleName, RuleSpec, Tag,
     WorkingRevision, WorkingState,
 };
 use edict_domain::value::{Enforcement, EnforcementMode, Layer, Reason};
-use poem::Request;
-use poem::web::Data;
 use poem_openapi::param::Header;
 use poem_openapi::param::Path;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi, Tags};
-use std::sync::Arc;
 
 #[derive(Tags)]
 enum RuleTags {
@@ -332,152 +328,113 @@ pub struct RulesApi;
 impl RulesApi {
     /// Drafts a rule (revision 1). org_admin.
     #[oai(path = "/api/v1/rules", method = "post")]
-    async fn draft(
-        &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
-        body: Json<RuleSpecDto>,
-    ) -> ApiResult<Json<CommandAccepted>> {
+    async fn draft(&self, caller: Caller<'_>, body: Json<RuleSpecDto>) -> Accepted {
         let spec = body.parse()?;
-        let ctx = common::context(request)?;
-        Ok(Json(edict.draft_rule(&auth.0, spec, &ctx).await?.into()))
+        caller
+            .run(async |e, p, ctx| e.draft_rule(p, spec, ctx).await)
+            .await
     }
 
     /// A rule with its revision in force and its working revision. Any signed-in user.
     #[oai(path = "/api/v1/rules/:id", method = "get")]
     async fn get(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
+        caller: Caller<'_>,
         id: Path<String>,
         /// A version from an earlier answer's `ETag`: 304 without a body while it is still current.
         #[oai(name = "If-None-Match")]
         if_none_match: Header<Option<String>>,
     ) -> ApiResult<Tagged<RuleDto>> {
-        let rule = edict
-            .rule(&auth.0, common::id::<RuleId>(&id, "rule")?)
-            .await?;
-        let rule = RuleDto::from_rule(&rule)
-            .ok_or_else(|| edict_application::error::AppError::NotFound("rule".into()))?;
-        let version = rule.version;
-        Ok(common::tagged(rule, version, if_none_match.as_deref()))
+        let rule = caller.edict.rule(&caller.principal, rule_id(&id)?).await?;
+        let rule = RuleDto::from_rule(&rule);
+        common::found(rule, "rule", |r| r.version, if_none_match.as_deref())
     }
 
     /// Replaces the spec of the draft or rejected revision (a rejected one returns to draft). org_admin.
     #[oai(path = "/api/v1/rules/:id", method = "put")]
     async fn edit(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
+        caller: Caller<'_>,
         id: Path<String>,
         body: Json<RuleSpecDto>,
-    ) -> ApiResult<Json<CommandAccepted>> {
-        let id = common::id::<RuleId>(&id, "rule")?;
-        let spec = body.parse()?;
-        let ctx = common::context(request)?;
-        Ok(Json(edict.edit_rule(&auth.0, id, spec, &ctx).await?.into()))
+    ) -> Accepted {
+        let (id, spec) = (rule_id(&id)?, body.parse()?);
+        caller
+            .run(async |e, p, ctx| e.edit_rule(p, id, spec, ctx).await)
+            .await
     }
 
     /// Submits the working revision for review. org_admin.
     #[oai(path = "/api/v1/rules/:id/submit", method = "post")]
-    async fn submit(
-        &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
-        id: Path<String>,
-    ) -> ApiResult<Json<CommandAccepted>> {
-        let id = common::id::<RuleId>(&id, "rule")?;
-        let ctx = common::context(request)?;
-        Ok(Json(edict.submit_rule(&auth.0, id, &ctx).await?.into()))
+    async fn submit(&self, caller: Caller<'_>, id: Path<String>) -> Accepted {
+        let id = rule_id(&id)?;
+        caller
+            .run(async |e, p, ctx| e.submit_rule(p, id, ctx).await)
+            .await
     }
 
     /// Approves the pending revision. org_admin, never the revision's author or an editor. The revision
     /// comes into force when the layer's quorum is reached (organization 2, team 1, project 1 by default).
     #[oai(path = "/api/v1/rules/:id/approve", method = "post")]
-    async fn approve(
-        &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
-        id: Path<String>,
-    ) -> ApiResult<Json<CommandAccepted>> {
-        let id = common::id::<RuleId>(&id, "rule")?;
-        let ctx = common::context(request)?;
-        Ok(Json(edict.approve_rule(&auth.0, id, &ctx).await?.into()))
+    async fn approve(&self, caller: Caller<'_>, id: Path<String>) -> Accepted {
+        let id = rule_id(&id)?;
+        caller
+            .run(async |e, p, ctx| e.approve_rule(p, id, ctx).await)
+            .await
     }
 
     /// Rejects the pending revision; a reason is required. org_admin.
     #[oai(path = "/api/v1/rules/:id/reject", method = "post")]
     async fn reject(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
+        caller: Caller<'_>,
         id: Path<String>,
         body: Json<ReasonDto>,
-    ) -> ApiResult<Json<CommandAccepted>> {
-        let id = common::id::<RuleId>(&id, "rule")?;
-        let reason = body.parse()?;
-        let ctx = common::context(request)?;
-        Ok(Json(
-            edict.reject_rule(&auth.0, id, reason, &ctx).await?.into(),
-        ))
+    ) -> Accepted {
+        let (id, reason) = (rule_id(&id)?, body.parse()?);
+        caller
+            .run(async |e, p, ctx| e.reject_rule(p, id, reason, ctx).await)
+            .await
     }
 
     /// Opens the next revision of an approved rule as a draft; the approved one stays in force. org_admin.
     #[oai(path = "/api/v1/rules/:id/revisions", method = "post")]
     async fn revise(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
+        caller: Caller<'_>,
         id: Path<String>,
         body: Json<RuleSpecDto>,
-    ) -> ApiResult<Json<CommandAccepted>> {
-        let id = common::id::<RuleId>(&id, "rule")?;
-        let spec = body.parse()?;
-        let ctx = common::context(request)?;
-        Ok(Json(
-            edict.revise_rule(&auth.0, id, spec, &ctx).await?.into(),
-        ))
+    ) -> Accepted {
+        let (id, spec) = (rule_id(&id)?, body.parse()?);
+        caller
+            .run(async |e, p, ctx| e.revise_rule(p, id, spec, ctx).await)
+            .await
     }
 
     /// Sets how an organization-layer rule is enforced in every team (block unless changed). org_admin.
     #[oai(path = "/api/v1/rules/:id/enforcement", method = "put")]
     async fn enforcement(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
+        caller: Caller<'_>,
         id: Path<String>,
         body: Json<EnforcementDto>,
-    ) -> ApiResult<Json<CommandAccepted>> {
-        let id = common::id::<RuleId>(&id, "rule")?;
-        let enforcement = body.parse()?;
-        let ctx = common::context(request)?;
-        Ok(Json(
-            edict
-                .set_organization_enforcement(&auth.0, id, enforcement, &ctx)
-                .await?
-                .into(),
-        ))
+    ) -> Accepted {
+        let (id, enforcement) = (rule_id(&id)?, body.parse()?);
+        caller
+            .run(async |e, p, ctx| {
+                e.set_organization_enforcement(p, id, enforcement, ctx)
+                    .await
+            })
+            .await
     }
 
     /// Archives a rule; it accepts no further change. org_admin.
     #[oai(path = "/api/v1/rules/:id/archive", method = "post")]
-    async fn archive(
-        &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
-        id: Path<String>,
-    ) -> ApiResult<Json<CommandAccepted>> {
-        let id = common::id::<RuleId>(&id, "rule")?;
-        let ctx = common::context(request)?;
-        Ok(Json(edict.archive_rule(&auth.0, id, &ctx).await?.into()))
+    async fn archive(&self, caller: Caller<'_>, id: Path<String>) -> Accepted {
+        let id = rule_id(&id)?;
+        caller
+            .run(async |e, p, ctx| e.archive_rule(p, id, ctx).await)
+            .await
     }
 
     /// The rule catalog: filter by `status`, `layer`, `tag`, free text `q`; cursor-paginated. Any
@@ -486,8 +443,7 @@ impl RulesApi {
 
     async fn list(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
+        caller: Caller<'_>,
         status: Query<Option<String>>,
         layer: Query<Option<String>>,
         tag: Query<Option<String>>,
@@ -503,21 +459,25 @@ impl RulesApi {
             text: q.0,
         };
         let page = q::page(after.0, limit.0, min_position.0);
-        Ok(Json(RulePage::of(
-            edict.list_rules(&auth.0, &query, &page).await?,
-        )?))
+        let rules = caller.edict.list_rules(&caller.principal, &query, &page);
+        Ok(Json(RulePage::of(rules.await?)?))
     }
 
     /// A rule's catalog entry with every revision (number, spec, state, approvals). Any signed-in user.
     #[oai(path = "/api/v1/rules/:id/revisions", method = "get")]
     async fn revisions(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
+        caller: Caller<'_>,
         id: Path<String>,
         min_position: Query<Option<i64>>,
     ) -> ApiResult<Json<RuleEntryFresh>> {
-        let fetched = edict.rule_entry(&auth.0, &id, min_position.0).await?;
-        Ok(Json(documents::rule_entry(fetched)?))
+        let entry = caller
+            .edict
+            .rule_entry(&caller.principal, &id, min_position.0);
+        Ok(Json(documents::rule_entry(entry.await?)?))
     }
+}
+
+fn rule_id(raw: &str) -> Result<RuleId, super::problem::ErrorResponse> {
+    common::id(raw, "rule")
 }

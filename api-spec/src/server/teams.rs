@@ -1,17 +1,15 @@
 //! Teams: `/api/v1/teams`, their members and the rules they enforce.
 
-use super::common::{self, CommandAccepted, Tagged, invalid};
+use super::common::{self, Accepted, Tagged, invalid};
 use super::contract::documents::{self, RuleSetDocument, TeamPage};
 use super::contract::text::Text;
 use super::problem::ApiResult;
 use super::queries as q;
 use super::rules::{EnforcementDto, LayerDto};
-use super::security::BearerAuth;
+use super::security::Caller;
 use chrono::{DateTime, Utc};
-use edict_application::Edict;
 use edict_domain::team::{Team, TeamName, TeamRole};
 use edict_domain::{RuleId, TeamId, UserId};
-use poem::Request;
 use poem::web::Data;
 use poem_openapi::ApiResponse;
 use poem_openapi::param::Header;
@@ -195,6 +193,20 @@ pub struct EnforcedDto {
     pub current: bool,
 }
 
+impl EnforcedDto {
+    /// An agent's applied revision, `current` when it is the team's latest.
+    pub fn of(e: edict_application::read_models::Enforcement, current: bool) -> Self {
+        EnforcedDto {
+            agent_id: e.agent_id,
+            team_id: e.team_id,
+            revision: e.revision,
+            hash: e.hash,
+            applied_at: e.applied_at,
+            current,
+        }
+    }
+}
+
 /// A team's convergence: the latest revision and which agents enforce what.
 #[derive(Debug, Clone, Object)]
 pub struct ConvergenceDto {
@@ -219,192 +231,140 @@ pub struct TeamsApi;
 impl TeamsApi {
     /// Creates a team. org_admin.
     #[oai(path = "/api/v1/teams", method = "post")]
-    async fn create(
-        &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
-        body: Json<TeamNameDto>,
-    ) -> ApiResult<Json<CommandAccepted>> {
+    async fn create(&self, caller: Caller<'_>, body: Json<TeamNameDto>) -> Accepted {
         let name = TeamName::parse(&body.name).map_err(invalid)?;
-        let ctx = common::context(request)?;
-        Ok(Json(edict.create_team(&auth.0, name, &ctx).await?.into()))
+        caller
+            .run(async |e, p, ctx| e.create_team(p, name, ctx).await)
+            .await
     }
 
     /// A team with its members and rules. org_admin, auditor, or a member of the team.
     #[oai(path = "/api/v1/teams/:id", method = "get")]
     async fn get(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
+        caller: Caller<'_>,
         id: Path<String>,
         /// A version from an earlier answer's `ETag`: 304 without a body while it is still current.
         #[oai(name = "If-None-Match")]
         if_none_match: Header<Option<String>>,
     ) -> ApiResult<Tagged<TeamDto>> {
-        let team = edict
-            .team(&auth.0, common::id::<TeamId>(&id, "team")?)
-            .await?;
-        let team = TeamDto::from_team(&team)
-            .ok_or_else(|| edict_application::error::AppError::NotFound("team".into()))?;
-        let version = team.version;
-        Ok(common::tagged(team, version, if_none_match.as_deref()))
+        let team = caller.edict.team(&caller.principal, team_id(&id)?).await?;
+        let team = TeamDto::from_team(&team);
+        common::found(team, "team", |t| t.version, if_none_match.as_deref())
     }
 
     /// Renames a team. org_admin or team_admin.
     #[oai(path = "/api/v1/teams/:id", method = "put")]
     async fn rename(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
+        caller: Caller<'_>,
         id: Path<String>,
         body: Json<TeamNameDto>,
-    ) -> ApiResult<Json<CommandAccepted>> {
-        let id = common::id::<TeamId>(&id, "team")?;
+    ) -> Accepted {
+        let id = team_id(&id)?;
         let name = TeamName::parse(&body.name).map_err(invalid)?;
-        let ctx = common::context(request)?;
-        Ok(Json(
-            edict.rename_team(&auth.0, id, name, &ctx).await?.into(),
-        ))
+        caller
+            .run(async |e, p, ctx| e.rename_team(p, id, name, ctx).await)
+            .await
     }
 
     /// Archives a team. org_admin.
     #[oai(path = "/api/v1/teams/:id/archive", method = "post")]
-    async fn archive(
-        &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
-        id: Path<String>,
-    ) -> ApiResult<Json<CommandAccepted>> {
-        let id = common::id::<TeamId>(&id, "team")?;
-        let ctx = common::context(request)?;
-        Ok(Json(edict.archive_team(&auth.0, id, &ctx).await?.into()))
+    async fn archive(&self, caller: Caller<'_>, id: Path<String>) -> Accepted {
+        let id = team_id(&id)?;
+        caller
+            .run(async |e, p, ctx| e.archive_team(p, id, ctx).await)
+            .await
     }
 
     /// Adds a member. org_admin or team_admin.
     #[oai(path = "/api/v1/teams/:id/members", method = "post")]
     async fn add_member(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
+        caller: Caller<'_>,
         id: Path<String>,
         body: Json<AddMemberDto>,
-    ) -> ApiResult<Json<CommandAccepted>> {
-        let id = common::id::<TeamId>(&id, "team")?;
+    ) -> Accepted {
+        let id = team_id(&id)?;
         let user = common::body_id::<UserId>(&body.user_id, "user_id")?;
-        let ctx = common::context(request)?;
-        Ok(Json(
-            edict
-                .add_member(&auth.0, id, user, body.role.into(), &ctx)
-                .await?
-                .into(),
-        ))
+        let role = body.role.into();
+        caller
+            .run(async |e, p, ctx| e.add_member(p, id, user, role, ctx).await)
+            .await
     }
 
     /// Changes a member's role. org_admin or team_admin.
     #[oai(path = "/api/v1/teams/:id/members/:user_id", method = "put")]
     async fn change_member_role(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
+        caller: Caller<'_>,
         id: Path<String>,
         user_id: Path<String>,
         body: Json<MemberRoleDto>,
-    ) -> ApiResult<Json<CommandAccepted>> {
-        let id = common::id::<TeamId>(&id, "team")?;
-        let user = common::id::<UserId>(&user_id, "member")?;
-        let ctx = common::context(request)?;
-        Ok(Json(
-            edict
-                .change_member_role(&auth.0, id, user, body.role.into(), &ctx)
-                .await?
-                .into(),
-        ))
+    ) -> Accepted {
+        let (id, user, role) = (team_id(&id)?, member_id(&user_id)?, body.role.into());
+        caller
+            .run(async |e, p, ctx| e.change_member_role(p, id, user, role, ctx).await)
+            .await
     }
 
     /// Removes a member. org_admin or team_admin.
     #[oai(path = "/api/v1/teams/:id/members/:user_id", method = "delete")]
     async fn remove_member(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
+        caller: Caller<'_>,
         id: Path<String>,
         user_id: Path<String>,
-    ) -> ApiResult<Json<CommandAccepted>> {
-        let id = common::id::<TeamId>(&id, "team")?;
-        let user = common::id::<UserId>(&user_id, "member")?;
-        let ctx = common::context(request)?;
-        Ok(Json(
-            edict.remove_member(&auth.0, id, user, &ctx).await?.into(),
-        ))
+    ) -> Accepted {
+        let (id, user) = (team_id(&id)?, member_id(&user_id)?);
+        caller
+            .run(async |e, p, ctx| e.remove_member(p, id, user, ctx).await)
+            .await
     }
 
     /// Attaches an approved rule with an enforcement mode. org_admin or team_admin.
     #[oai(path = "/api/v1/teams/:id/rules", method = "post")]
     async fn attach(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
+        caller: Caller<'_>,
         id: Path<String>,
         body: Json<AttachRuleDto>,
-    ) -> ApiResult<Json<CommandAccepted>> {
-        let id = common::id::<TeamId>(&id, "team")?;
+    ) -> Accepted {
+        let id = team_id(&id)?;
         let rule = common::body_id::<RuleId>(&body.rule_id, "rule_id")?;
         let enforcement = body.enforcement.parse()?;
-        let ctx = common::context(request)?;
-        Ok(Json(
-            edict
-                .attach_rule(&auth.0, id, rule, enforcement, &ctx)
-                .await?
-                .into(),
-        ))
+        caller
+            .run(async |e, p, ctx| e.attach_rule(p, id, rule, enforcement, ctx).await)
+            .await
     }
 
     /// Changes how the team enforces an attached rule. org_admin or team_admin.
     #[oai(path = "/api/v1/teams/:id/rules/:rule_id", method = "patch")]
     async fn change_enforcement(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
+        caller: Caller<'_>,
         id: Path<String>,
         rule_id: Path<String>,
         body: Json<EnforcementDto>,
-    ) -> ApiResult<Json<CommandAccepted>> {
-        let id = common::id::<TeamId>(&id, "team")?;
-        let rule = common::id::<RuleId>(&rule_id, "rule")?;
-        let enforcement = body.parse()?;
-        let ctx = common::context(request)?;
-        Ok(Json(
-            edict
-                .change_enforcement(&auth.0, id, rule, enforcement, &ctx)
-                .await?
-                .into(),
-        ))
+    ) -> Accepted {
+        let (id, rule, enforcement) = (team_id(&id)?, attached(&rule_id)?, body.parse()?);
+        caller
+            .run(async |e, p, ctx| e.change_enforcement(p, id, rule, enforcement, ctx).await)
+            .await
     }
 
     /// Detaches a rule. org_admin or team_admin.
     #[oai(path = "/api/v1/teams/:id/rules/:rule_id", method = "delete")]
     async fn detach(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
+        caller: Caller<'_>,
         id: Path<String>,
         rule_id: Path<String>,
-    ) -> ApiResult<Json<CommandAccepted>> {
-        let id = common::id::<TeamId>(&id, "team")?;
-        let rule = common::id::<RuleId>(&rule_id, "rule")?;
-        let ctx = common::context(request)?;
-        Ok(Json(
-            edict.detach_rule(&auth.0, id, rule, &ctx).await?.into(),
-        ))
+    ) -> Accepted {
+        let (id, rule) = (team_id(&id)?, attached(&rule_id)?);
+        caller
+            .run(async |e, p, ctx| e.detach_rule(p, id, rule, ctx).await)
+            .await
     }
 
     /// Teams: all of them for org_admins and auditors, your own for others. Filter `status`
@@ -412,17 +372,15 @@ impl TeamsApi {
     #[oai(path = "/api/v1/teams", method = "get")]
     async fn list(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
+        caller: Caller<'_>,
         status: Query<Option<String>>,
         after: Query<Option<String>>,
         limit: Query<Option<u32>>,
         min_position: Query<Option<i64>>,
     ) -> ApiResult<Json<TeamPage>> {
         let page = q::page(after.0, limit.0, min_position.0);
-        Ok(Json(TeamPage::of(
-            edict.list_teams(&auth.0, status.0, &page).await?,
-        )?))
+        let teams = caller.edict.list_teams(&caller.principal, status.0, &page);
+        Ok(Json(TeamPage::of(teams.await?)?))
     }
 
     /// The team's effective rule set: organization rules plus its attached rules, per layer, with each
@@ -434,9 +392,8 @@ impl TeamsApi {
     #[oai(path = "/api/v1/teams/:id/ruleset", method = "get")]
     async fn ruleset(
         &self,
-        edict: Data<&Arc<Edict>>,
         limits: Data<&Arc<super::rate_limit::RateLimits>>,
-        auth: BearerAuth,
+        caller: Caller<'_>,
         id: Path<String>,
         min_position: Query<Option<i64>>,
         as_of: Query<Option<String>>,
@@ -445,10 +402,13 @@ impl TeamsApi {
         if_none_match: Header<Option<String>>,
     ) -> super::rate_limit::LimitedResult<Tagged<RuleSetDocument>> {
         let ruleset = if let Some(as_of) = as_of.0 {
-            limits.costly_read(&auth.0)?;
-            super::events::ruleset_as_of(&edict, &auth.0, &id, &as_of).await?
+            limits.costly_read(&caller.principal)?;
+            super::events::ruleset_as_of(caller.edict, &caller.principal, &id, &as_of).await?
         } else {
-            let fetched = edict.team_ruleset(&auth.0, &id, min_position.0).await?;
+            let fetched = caller
+                .edict
+                .team_ruleset(&caller.principal, &id, min_position.0);
+            let fetched = fetched.await?;
             documents::ruleset(fetched)?
         };
         let revision = ruleset.revision;
@@ -459,13 +419,15 @@ impl TeamsApi {
     #[oai(path = "/api/v1/teams/:id/ruleset/rendered", method = "get")]
     async fn rendered(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
+        caller: Caller<'_>,
         id: Path<String>,
         layer: Query<LayerDto>,
         min_position: Query<Option<i64>>,
     ) -> ApiResult<RenderedResponse> {
-        let fetched = edict.team_ruleset(&auth.0, &id, min_position.0).await?;
+        let fetched = caller
+            .edict
+            .team_ruleset(&caller.principal, &id, min_position.0);
+        let fetched = fetched.await?;
         let key = match layer.0 {
             LayerDto::Organization => "organization",
             LayerDto::Team => "team",
@@ -485,25 +447,21 @@ impl TeamsApi {
     #[oai(path = "/api/v1/teams/:id/convergence", method = "get")]
     async fn convergence(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
+        caller: Caller<'_>,
         id: Path<String>,
     ) -> ApiResult<Json<ConvergenceDto>> {
-        let (latest, enforced) = edict.team_convergence(&auth.0, &id).await?;
+        let convergence = caller.edict.team_convergence(&caller.principal, &id);
+        let (latest, enforced) = convergence.await?;
         let latest_revision = latest.as_ref().and_then(|doc| doc["revision"].as_u64());
         let latest_hash = latest
             .as_ref()
             .and_then(|doc| doc["hash"].as_str().map(str::to_owned));
         let agents: Vec<EnforcedDto> = enforced
             .into_iter()
-            .map(|e| EnforcedDto {
-                current: Some(e.revision) == latest_revision
-                    && latest_hash.as_deref() == Some(e.hash.as_str()),
-                agent_id: e.agent_id,
-                team_id: e.team_id,
-                revision: e.revision,
-                hash: e.hash,
-                applied_at: e.applied_at,
+            .map(|e| {
+                let current = Some(e.revision) == latest_revision
+                    && latest_hash.as_deref() == Some(e.hash.as_str());
+                EnforcedDto::of(e, current)
             })
             .collect();
         Ok(Json(ConvergenceDto {
@@ -514,4 +472,16 @@ impl TeamsApi {
             agents,
         }))
     }
+}
+
+fn team_id(raw: &str) -> Result<TeamId, super::problem::ErrorResponse> {
+    common::id(raw, "team")
+}
+
+fn member_id(raw: &str) -> Result<UserId, super::problem::ErrorResponse> {
+    common::id(raw, "member")
+}
+
+fn attached(raw: &str) -> Result<RuleId, super::problem::ErrorResponse> {
+    common::id(raw, "rule")
 }

@@ -1,25 +1,20 @@
 //! Users: `/api/v1/users`.
 
-use super::common::{self, CommandAccepted, Done, Tagged, invalid};
+use super::common::{self, Accepted, Done, Tagged, invalid};
 use super::contract::documents::UserPage;
 use super::contract::text::Text;
 use super::problem::ApiResult;
 use super::queries as q;
-use super::security::BearerAuth;
+use super::security::Caller;
 use chrono::{DateTime, Utc};
-use edict_application::Edict;
 use edict_application::users::NewUser;
 use edict_domain::UserId;
 use edict_domain::user::{Email, GlobalRole, PersonName, User};
-use poem::Request;
-use poem::web::Data;
 use poem_openapi::param::Header;
 use poem_openapi::param::Path;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi, Tags};
-
-use std::sync::Arc;
 
 #[derive(Tags)]
 enum UserTags {
@@ -133,10 +128,12 @@ fn user_id(raw: &str) -> Result<UserId, super::problem::ErrorResponse> {
 }
 
 fn found(user: &User, if_none_match: Option<&str>) -> ApiResult<Tagged<UserDto>> {
-    let user = UserDto::from_user(user)
-        .ok_or_else(|| edict_application::error::AppError::NotFound("user".into()))?;
-    let version = user.version;
-    Ok(common::tagged(user, version, if_none_match))
+    common::found(
+        UserDto::from_user(user),
+        "user",
+        |u| u.version,
+        if_none_match,
+    )
 }
 
 /// Users.
@@ -146,49 +143,44 @@ pub struct UsersApi;
 impl UsersApi {
     /// Creates a user with a password. org_admin.
     #[oai(path = "/api/v1/users", method = "post")]
-    async fn create(
-        &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
-        body: Json<NewUserDto>,
-    ) -> ApiResult<Json<CommandAccepted>> {
+    async fn create(&self, caller: Caller<'_>, body: Json<NewUserDto>) -> Accepted {
         let new = NewUser {
             email: Email::parse(&body.email).map_err(invalid)?,
             name: PersonName::parse(&body.name).map_err(invalid)?,
             password: body.password.to_string(),
             roles: body.roles.iter().map(|r| (*r).into()).collect(),
         };
-        let ctx = common::context(request)?;
-        Ok(Json(edict.create_user(&auth.0, new, &ctx).await?.into()))
+        caller
+            .run(async |e, p, ctx| e.create_user(p, new, ctx).await)
+            .await
     }
 
     /// The signed-in user.
     #[oai(path = "/api/v1/users/me", method = "get")]
     async fn me(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
+        caller: Caller<'_>,
         /// A version from an earlier answer's `ETag`: 304 without a body while it is still current.
         #[oai(name = "If-None-Match")]
         if_none_match: Header<Option<String>>,
     ) -> ApiResult<Tagged<UserDto>> {
-        let user = edict.user(&auth.0, auth.0.user()).await?;
-        found(&user, if_none_match.as_deref())
+        let user = caller
+            .edict
+            .user(&caller.principal, caller.principal.user());
+        found(&user.await?, if_none_match.as_deref())
     }
 
     /// A user. org_admin, auditor, or the user themself.
     #[oai(path = "/api/v1/users/:id", method = "get")]
     async fn get(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
+        caller: Caller<'_>,
         id: Path<String>,
         /// A version from an earlier answer's `ETag`: 304 without a body while it is still current.
         #[oai(name = "If-None-Match")]
         if_none_match: Header<Option<String>>,
     ) -> ApiResult<Tagged<UserDto>> {
-        let user = edict.user(&auth.0, user_id(&id)?).await?;
+        let user = caller.edict.user(&caller.principal, user_id(&id)?).await?;
         found(&user, if_none_match.as_deref())
     }
 
@@ -196,90 +188,61 @@ impl UsersApi {
     #[oai(path = "/api/v1/users/:id/roles", method = "post")]
     async fn grant_role(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
+        caller: Caller<'_>,
         id: Path<String>,
         body: Json<RoleDto>,
-    ) -> ApiResult<Json<CommandAccepted>> {
-        let id = user_id(&id)?;
-        let ctx = common::context(request)?;
-        Ok(Json(
-            edict
-                .grant_role(&auth.0, id, body.role.into(), &ctx)
-                .await?
-                .into(),
-        ))
+    ) -> Accepted {
+        let (id, role) = (user_id(&id)?, body.role.into());
+        caller
+            .run(async |e, p, ctx| e.grant_role(p, id, role, ctx).await)
+            .await
     }
 
     /// Revokes a global role. org_admin (not their own org_admin role).
     #[oai(path = "/api/v1/users/:id/roles/:role", method = "delete")]
     async fn revoke_role(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
+        caller: Caller<'_>,
         id: Path<String>,
         role: Path<GlobalRoleDto>,
-    ) -> ApiResult<Json<CommandAccepted>> {
-        let id = user_id(&id)?;
-        let ctx = common::context(request)?;
-        Ok(Json(
-            edict
-                .revoke_role(&auth.0, id, role.0.into(), &ctx)
-                .await?
-                .into(),
-        ))
+    ) -> Accepted {
+        let (id, role) = (user_id(&id)?, role.0.into());
+        caller
+            .run(async |e, p, ctx| e.revoke_role(p, id, role, ctx).await)
+            .await
     }
 
     /// Deactivates a user: their sessions close at once. org_admin.
     #[oai(path = "/api/v1/users/:id/deactivate", method = "post")]
-    async fn deactivate(
-        &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
-        id: Path<String>,
-    ) -> ApiResult<Json<CommandAccepted>> {
+    async fn deactivate(&self, caller: Caller<'_>, id: Path<String>) -> Accepted {
         let id = user_id(&id)?;
-        let ctx = common::context(request)?;
-        Ok(Json(edict.deactivate_user(&auth.0, id, &ctx).await?.into()))
+        caller
+            .run(async |e, p, ctx| e.deactivate_user(p, id, ctx).await)
+            .await
     }
 
     /// Reactivates a user. org_admin.
     #[oai(path = "/api/v1/users/:id/reactivate", method = "post")]
-    async fn reactivate(
-        &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
-        id: Path<String>,
-    ) -> ApiResult<Json<CommandAccepted>> {
+    async fn reactivate(&self, caller: Caller<'_>, id: Path<String>) -> Accepted {
         let id = user_id(&id)?;
-        let ctx = common::context(request)?;
-        Ok(Json(edict.reactivate_user(&auth.0, id, &ctx).await?.into()))
+        caller
+            .run(async |e, p, ctx| e.reactivate_user(p, id, ctx).await)
+            .await
     }
 
     /// Changes a password: your own with the current one, or anyone's as org_admin.
     #[oai(path = "/api/v1/users/:id/password", method = "put")]
     async fn password(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
-        request: &Request,
+        caller: Caller<'_>,
         id: Path<String>,
         body: Json<PasswordDto>,
     ) -> ApiResult<Json<Done>> {
         let id = user_id(&id)?;
-        let ctx = common::context(request)?;
-        edict
-            .change_password(
-                &auth.0,
-                id,
-                body.current_password.as_deref(),
-                &body.new_password,
-                &ctx,
-            )
+        let current = body.current_password.as_deref();
+        let new = &body.new_password;
+        caller
+            .run(async |e, p, ctx| e.change_password(p, id, current, new, ctx).await)
             .await?;
         Ok(Json(Done { done: true }))
     }
@@ -288,16 +251,14 @@ impl UsersApi {
     #[oai(path = "/api/v1/users", method = "get")]
     async fn list(
         &self,
-        edict: Data<&Arc<Edict>>,
-        auth: BearerAuth,
+        caller: Caller<'_>,
         status: Query<Option<String>>,
         after: Query<Option<String>>,
         limit: Query<Option<u32>>,
         min_position: Query<Option<i64>>,
     ) -> ApiResult<Json<UserPage>> {
         let page = q::page(after.0, limit.0, min_position.0);
-        Ok(Json(UserPage::of(
-            edict.list_users(&auth.0, status.0, &page).await?,
-        )?))
+        let users = caller.edict.list_users(&caller.principal, status.0, &page);
+        Ok(Json(UserPage::of(users.await?)?))
     }
 }

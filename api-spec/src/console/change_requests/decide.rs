@@ -6,19 +6,13 @@
 
 use super::INBOX;
 use super::detail::{change_page, parse_id};
-use crate::console::layout::Layout;
-use crate::console::render::{Failure, describe, page, see_other};
-use crate::console::rules::context;
-use crate::console::session::Session;
+use crate::console::command::Posted;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use edict_application::Edict;
 use edict_application::error::AppError;
 use edict_domain::change_request::ExceptionKind;
 use edict_domain::value::Reason;
-use poem::web::{Data, Form, Path};
-use poem::{Request, Response, handler};
+use poem::{Response, handler};
 use serde::Deserialize;
-use std::sync::Arc;
 
 /// A decision's form: the version the page showed, and the fields of the decision that has them.
 #[derive(Debug, Default, Deserialize)]
@@ -82,17 +76,10 @@ fn reason(text: &str) -> Result<Reason, AppError> {
     Reason::parse(text).map_err(AppError::from)
 }
 
-async fn run(
-    edict: &Edict,
-    session: &Session,
-    request: &Request,
-    id: &str,
-    form: &DecisionForm,
-    verdict: Verdict,
-) -> Result<(), AppError> {
-    let change = parse_id(id)?;
-    let principal = &session.principal;
-    let context = context(request, form.version);
+async fn run(post: &Posted<'_, DecisionForm>, verdict: Verdict) -> Result<(), AppError> {
+    let change = parse_id(&post.id)?;
+    let (edict, principal, form) = (post.edict, post.by(), &post.form);
+    let context = post.context(form.version);
     match verdict {
         Verdict::Approve => edict.approve_change(principal, change, &context).await,
         Verdict::Reject => {
@@ -138,105 +125,48 @@ async fn run(
     .map(|_| ())
 }
 
-async fn decide(
-    edict: &Edict,
-    session: &Session,
-    request: &Request,
-    id: &str,
-    form: DecisionForm,
-    verdict: Verdict,
-) -> poem::Result<Response> {
-    match run(edict, session, request, id, &form, verdict).await {
-        Ok(()) => Ok(see_other(&format!("{INBOX}/{id}?done={}", verdict.done()))),
-        Err(error @ (AppError::Forbidden(_) | AppError::NotFound(_))) => {
-            Err(Failure::new(Layout::new(session, INBOX), error).into())
-        }
-        Err(error) => {
-            let (status, _, message) = describe(&error);
-            let view = change_page(edict, session, id, None, Some(message), &form.reason).await?;
-            Ok(page(view, status))
-        }
-    }
+async fn decide(post: Posted<'_, DecisionForm>, verdict: Verdict) -> poem::Result<Response> {
+    let outcome = run(&post, verdict).await;
+    let (edict, session, typed) = (post.edict, &post.session, &post.form.reason);
+    let again =
+        async |message| change_page(edict, session, &post.id, None, Some(message), typed).await;
+    post.answer(INBOX, outcome, verdict.done(), again).await
 }
 
 /// `POST /console/change-requests/{id}/approve`: the developer keeps the change.
 #[handler]
-pub async fn approve(
-    edict: Data<&Arc<Edict>>,
-    session: Session,
-    request: &Request,
-    Path(id): Path<String>,
-    Form(form): Form<DecisionForm>,
-) -> poem::Result<Response> {
-    decide(&edict, &session, request, &id, form, Verdict::Approve).await
+pub async fn approve(post: Posted<'_, DecisionForm>) -> poem::Result<Response> {
+    decide(post, Verdict::Approve).await
 }
 
 /// `POST /console/change-requests/{id}/reject`: the agent reverts the change.
 #[handler]
-pub async fn reject(
-    edict: Data<&Arc<Edict>>,
-    session: Session,
-    request: &Request,
-    Path(id): Path<String>,
-    Form(form): Form<DecisionForm>,
-) -> poem::Result<Response> {
-    decide(&edict, &session, request, &id, form, Verdict::Reject).await
+pub async fn reject(post: Posted<'_, DecisionForm>) -> poem::Result<Response> {
+    decide(post, Verdict::Reject).await
 }
 
 /// `POST /console/change-requests/{id}/withdraw`: its developer takes it back.
 #[handler]
-pub async fn withdraw(
-    edict: Data<&Arc<Edict>>,
-    session: Session,
-    request: &Request,
-    Path(id): Path<String>,
-    Form(form): Form<DecisionForm>,
-) -> poem::Result<Response> {
-    decide(&edict, &session, request, &id, form, Verdict::Withdraw).await
+pub async fn withdraw(post: Posted<'_, DecisionForm>) -> poem::Result<Response> {
+    decide(post, Verdict::Withdraw).await
 }
 
 /// `POST /console/change-requests/{id}/exception`: its developer asks to keep a reverted change.
 #[handler]
-pub async fn request_exception(
-    edict: Data<&Arc<Edict>>,
-    session: Session,
-    request: &Request,
-    Path(id): Path<String>,
-    Form(form): Form<DecisionForm>,
-) -> poem::Result<Response> {
-    decide(
-        &edict,
-        &session,
-        request,
-        &id,
-        form,
-        Verdict::RequestException,
-    )
-    .await
+pub async fn request_exception(post: Posted<'_, DecisionForm>) -> poem::Result<Response> {
+    decide(post, Verdict::RequestException).await
 }
 
 /// `POST /console/change-requests/{id}/exception/grant`.
 #[handler]
-pub async fn grant_exception(
-    edict: Data<&Arc<Edict>>,
-    session: Session,
-    request: &Request,
-    Path(id): Path<String>,
-    Form(form): Form<DecisionForm>,
-) -> poem::Result<Response> {
-    decide(&edict, &session, request, &id, form, Verdict::Grant).await
+pub async fn grant_exception(post: Posted<'_, DecisionForm>) -> poem::Result<Response> {
+    decide(post, Verdict::Grant).await
 }
 
 /// `POST /console/change-requests/{id}/exception/deny`.
 #[handler]
-pub async fn deny_exception(
-    edict: Data<&Arc<Edict>>,
-    session: Session,
-    request: &Request,
-    Path(id): Path<String>,
-    Form(form): Form<DecisionForm>,
-) -> poem::Result<Response> {
-    decide(&edict, &session, request, &id, form, Verdict::Deny).await
+pub async fn deny_exception(post: Posted<'_, DecisionForm>) -> poem::Result<Response> {
+    decide(post, Verdict::Deny).await
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! and the posts that save it.
 
 use super::review;
-use super::{LAYERS, context, editable, parse_id};
+use super::{LAYERS, editable, parse_id};
+use crate::console::command::context;
 use crate::console::layout::{Action, Layout, can};
 use crate::console::render::{Failure, describe, page, see_other};
 use crate::console::session::Session;

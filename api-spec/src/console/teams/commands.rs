@@ -4,20 +4,14 @@
 //! refusal (403) or a missing team (404) is a page of its own, any other refusal renders the team's
 //! page again with the reason.
 
-use super::{parse_enforcement, parse_id, team_page};
-use crate::console::layout::Layout;
-use crate::console::render::{Failure, describe, page, see_other};
-use crate::console::rules::context;
-use crate::console::session::Session;
-use edict_application::Edict;
+use super::{TEAMS, parse_enforcement, parse_id, team_page};
+use crate::console::command::Posted;
 use edict_application::error::AppError;
-use edict_application::service::Outcome;
+use edict_application::service::{Outcome, RequestContext};
 use edict_domain::team::{TeamName, TeamRole};
-use edict_domain::{RuleId, UserId};
-use poem::web::{Data, Form, Path};
-use poem::{Request, Response, handler};
+use edict_domain::{RuleId, TeamId, UserId};
+use poem::{Response, handler};
 use serde::Deserialize;
-use std::sync::Arc;
 
 /// What any of the forms may carry.
 #[derive(Debug, Default, Deserialize)]
@@ -62,206 +56,120 @@ fn role(raw: &str) -> Result<TeamRole, AppError> {
     Ok(TeamRole::parse(raw.trim())?)
 }
 
-/// Answers a command's outcome: back to the team's page saying `done`, or the refusal.
-async fn answer(
-    edict: &Edict,
-    session: &Session,
-    id: &str,
-    outcome: Result<Outcome, AppError>,
+/// Runs a command on the team the path names, with the version the page showed, and answers it: back
+/// to the team's page saying `done`, or the refusal.
+async fn run(
+    post: &Posted<'_, TeamForm>,
     done: &str,
+    command: impl AsyncFnOnce(TeamId, &RequestContext) -> Result<Outcome, AppError>,
 ) -> poem::Result<Response> {
-    match outcome {
-        Ok(_) => Ok(see_other(&format!("/console/teams/{id}?done={done}"))),
-        Err(error @ (AppError::Forbidden(_) | AppError::NotFound(_))) => {
-            Err(Failure::new(Layout::new(session, "/console/teams"), error).into())
-        }
-        Err(error) => {
-            let (status, _, message) = describe(&error);
-            let view = team_page(edict, session, id, None, Some(message)).await?;
-            Ok(page(view, status))
-        }
-    }
+    let ctx = post.context(post.form.version);
+    let outcome = async { command(parse_id(&post.id)?, &ctx).await }.await;
+    let again = async |message: String| {
+        team_page(post.edict, &post.session, &post.id, None, Some(message)).await
+    };
+    post.answer(TEAMS, outcome, done, again).await
 }
 
 /// `POST /console/teams/{id}/rename`: org_admins and the team's team_admins.
 #[handler]
-pub async fn rename(
-    edict: Data<&Arc<Edict>>,
-    session: Session,
-    request: &Request,
-    Path(id): Path<String>,
-    Form(form): Form<TeamForm>,
-) -> poem::Result<Response> {
-    let ctx = context(request, form.version);
-    let outcome = async {
-        let team = parse_id(&id)?;
-        let name = TeamName::parse(form.name.trim())?;
-        edict
-            .rename_team(&session.principal, team, name, &ctx)
-            .await
-    }
-    .await;
-    answer(&edict, &session, &id, outcome, "renamed").await
+pub async fn rename(post: Posted<'_, TeamForm>) -> poem::Result<Response> {
+    run(&post, "renamed", async |team, ctx| {
+        let name = TeamName::parse(post.form.name.trim())?;
+        post.edict.rename_team(post.by(), team, name, ctx).await
+    })
+    .await
 }
 
 /// `POST /console/teams/{id}/archive`: org_admins, after ticking the confirmation.
 #[handler]
-pub async fn archive(
-    edict: Data<&Arc<Edict>>,
-    session: Session,
-    request: &Request,
-    Path(id): Path<String>,
-    Form(form): Form<TeamForm>,
-) -> poem::Result<Response> {
-    let ctx = context(request, form.version);
-    let outcome = async {
-        let team = parse_id(&id)?;
-        if form.confirm != "yes" {
-            // The use case decides who may: a role that may not gets its 403 before this question.
-            if !session.principal.is_org_admin() {
-                return edict.archive_team(&session.principal, team, &ctx).await;
-            }
+pub async fn archive(post: Posted<'_, TeamForm>) -> poem::Result<Response> {
+    run(&post, "archived", async |team, ctx| {
+        // The use case decides who may: a role that may not gets its 403 before the confirmation.
+        if post.form.confirm != "yes" && post.by().is_org_admin() {
             return Err(AppError::Invalid {
                 field: "confirmation".into(),
                 message: "tick the box to confirm that the team is to be archived".into(),
             });
         }
-        edict.archive_team(&session.principal, team, &ctx).await
-    }
-    .await;
-    answer(&edict, &session, &id, outcome, "archived").await
+        post.edict.archive_team(post.by(), team, ctx).await
+    })
+    .await
 }
 
 /// `POST /console/teams/{id}/members`: adds a member with a role.
 #[handler]
-pub async fn add_member(
-    edict: Data<&Arc<Edict>>,
-    session: Session,
-    request: &Request,
-    Path(id): Path<String>,
-    Form(form): Form<TeamForm>,
-) -> poem::Result<Response> {
-    let ctx = context(request, form.version);
-    let outcome = async {
-        let team = parse_id(&id)?;
-        let user = user_id(&form.user_id)?;
-        let role = if form.role.is_empty() {
-            TeamRole::Member
-        } else {
-            role(&form.role)?
+pub async fn add_member(post: Posted<'_, TeamForm>) -> poem::Result<Response> {
+    run(&post, "added", async |team, ctx| {
+        let user = user_id(&post.form.user_id)?;
+        let role = match post.form.role.as_str() {
+            "" => TeamRole::Member,
+            raw => role(raw)?,
         };
-        edict
-            .add_member(&session.principal, team, user, role, &ctx)
+        post.edict
+            .add_member(post.by(), team, user, role, ctx)
             .await
-    }
-    .await;
-    answer(&edict, &session, &id, outcome, "added").await
+    })
+    .await
 }
 
 /// `POST /console/teams/{id}/members/{user}/role`.
 #[handler]
-pub async fn change_role(
-    edict: Data<&Arc<Edict>>,
-    session: Session,
-    request: &Request,
-    Path((id, user)): Path<(String, String)>,
-    Form(form): Form<TeamForm>,
-) -> poem::Result<Response> {
-    let ctx = context(request, form.version);
-    let outcome = async {
-        let team = parse_id(&id)?;
-        let user = user_id(&user)?;
-        let role = role(&form.role)?;
-        edict
-            .change_member_role(&session.principal, team, user, role, &ctx)
+pub async fn change_role(post: Posted<'_, TeamForm>) -> poem::Result<Response> {
+    run(&post, "role", async |team, ctx| {
+        let (user, role) = (user_id(post.segment("user"))?, role(&post.form.role)?);
+        post.edict
+            .change_member_role(post.by(), team, user, role, ctx)
             .await
-    }
-    .await;
-    answer(&edict, &session, &id, outcome, "role").await
+    })
+    .await
 }
 
 /// `POST /console/teams/{id}/members/{user}/remove`.
 #[handler]
-pub async fn remove_member(
-    edict: Data<&Arc<Edict>>,
-    session: Session,
-    request: &Request,
-    Path((id, user)): Path<(String, String)>,
-    Form(form): Form<TeamForm>,
-) -> poem::Result<Response> {
-    let ctx = context(request, form.version);
-    let outcome = async {
-        let team = parse_id(&id)?;
-        let user = user_id(&user)?;
-        edict
-            .remove_member(&session.principal, team, user, &ctx)
-            .await
-    }
-    .await;
-    answer(&edict, &session, &id, outcome, "removed").await
+pub async fn remove_member(post: Posted<'_, TeamForm>) -> poem::Result<Response> {
+    run(&post, "removed", async |team, ctx| {
+        let user = user_id(post.segment("user"))?;
+        post.edict.remove_member(post.by(), team, user, ctx).await
+    })
+    .await
 }
 
 /// `POST /console/teams/{id}/rules`: attaches an approved rule with an enforcement mode.
 #[handler]
-pub async fn attach(
-    edict: Data<&Arc<Edict>>,
-    session: Session,
-    request: &Request,
-    Path(id): Path<String>,
-    Form(form): Form<TeamForm>,
-) -> poem::Result<Response> {
-    let ctx = context(request, form.version);
-    let outcome = async {
-        let team = parse_id(&id)?;
+pub async fn attach(post: Posted<'_, TeamForm>) -> poem::Result<Response> {
+    let form = &post.form;
+    run(&post, "attached", async |team, ctx| {
         let rule = rule_id(&form.rule_id)?;
         let enforcement = parse_enforcement(&form.mode, &form.minutes)?;
-        edict
-            .attach_rule(&session.principal, team, rule, enforcement, &ctx)
+        post.edict
+            .attach_rule(post.by(), team, rule, enforcement, ctx)
             .await
-    }
-    .await;
-    answer(&edict, &session, &id, outcome, "attached").await
+    })
+    .await
 }
 
 /// `POST /console/teams/{id}/rules/{rule}/mode`: changes how the team enforces an attached rule.
 #[handler]
-pub async fn change_mode(
-    edict: Data<&Arc<Edict>>,
-    session: Session,
-    request: &Request,
-    Path((id, rule)): Path<(String, String)>,
-    Form(form): Form<TeamForm>,
-) -> poem::Result<Response> {
-    let ctx = context(request, form.version);
-    let outcome = async {
-        let team = parse_id(&id)?;
-        let rule = rule_id(&rule)?;
+pub async fn change_mode(post: Posted<'_, TeamForm>) -> poem::Result<Response> {
+    let form = &post.form;
+    run(&post, "mode", async |team, ctx| {
+        let rule = rule_id(post.segment("rule"))?;
         let enforcement = parse_enforcement(&form.mode, &form.minutes)?;
+        let edict = post.edict;
         edict
-            .change_enforcement(&session.principal, team, rule, enforcement, &ctx)
+            .change_enforcement(post.by(), team, rule, enforcement, ctx)
             .await
-    }
-    .await;
-    answer(&edict, &session, &id, outcome, "mode").await
+    })
+    .await
 }
 
 /// `POST /console/teams/{id}/rules/{rule}/detach`.
 #[handler]
-pub async fn detach(
-    edict: Data<&Arc<Edict>>,
-    session: Session,
-    request: &Request,
-    Path((id, rule)): Path<(String, String)>,
-    Form(form): Form<TeamForm>,
-) -> poem::Result<Response> {
-    let ctx = context(request, form.version);
-    let outcome = async {
-        let team = parse_id(&id)?;
-        let rule = rule_id(&rule)?;
-        edict
-            .detach_rule(&session.principal, team, rule, &ctx)
-            .await
-    }
-    .await;
-    answer(&edict, &session, &id, outcome, "detached").await
+pub async fn detach(post: Posted<'_, TeamForm>) -> poem::Result<Response> {
+    run(&post, "detached", async |team, ctx| {
+        let rule = rule_id(post.segment("rule"))?;
+        post.edict.detach_rule(post.by(), team, rule, ctx).await
+    })
+    .await
 }

@@ -21,6 +21,7 @@ mod rulesets;
 #[cfg(test)]
 mod tests;
 
+use super::text::string_type;
 use crate::server::problem::{ErrorResponse, Problem};
 use crate::server::queries::FreshnessDto;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -28,13 +29,9 @@ use edict_application::queries::{Fetched, Freshness, Listed};
 use poem::http::StatusCode;
 use poem_openapi::Object;
 use poem_openapi::payload::Json;
-use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
-use poem_openapi::types::{
-    ParseError, ParseFromJSON, ParseFromXML, ParseFromYAML, ParseResult, ToJSON, ToXML, ToYAML,
-    Type,
-};
+use poem_openapi::registry::MetaSchema;
+use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON};
 use serde_json::Value;
-use std::borrow::Cow;
 
 pub use catalog::{RuleEntry, RuleEntryFresh};
 pub use change_inbox::ChangeRequestEntry;
@@ -53,29 +50,11 @@ impl From<DateTime<Utc>> for Timestamp {
     }
 }
 
-impl Type for Timestamp {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = Self;
-    type RawElementValueType = Self;
-
-    fn name() -> Cow<'static, str> {
-        "string_date-time".into()
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        MetaSchemaRef::Inline(Box::new(MetaSchema::new_with_format("string", "date-time")))
-    }
-
-    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
-        Some(self)
-    }
-
-    fn raw_element_iter<'a>(
-        &'a self,
-    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
-        Box::new(self.as_raw_value().into_iter())
-    }
-}
+string_type!(
+    Timestamp,
+    "string_date-time",
+    MetaSchema::new_with_format("string", "date-time")
+);
 
 impl ParseFromJSON for Timestamp {
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
@@ -85,36 +64,6 @@ impl ParseFromJSON for Timestamp {
             }
             other => Err(ParseError::expected_type(other.unwrap_or_default())),
         }
-    }
-}
-
-impl ParseFromXML for Timestamp {
-    fn parse_from_xml(value: Option<Value>) -> ParseResult<Self> {
-        Self::parse_from_json(value)
-    }
-}
-
-impl ParseFromYAML for Timestamp {
-    fn parse_from_yaml(value: Option<Value>) -> ParseResult<Self> {
-        Self::parse_from_json(value)
-    }
-}
-
-impl ToJSON for Timestamp {
-    fn to_json(&self) -> Option<Value> {
-        Some(Value::String(self.0.clone()))
-    }
-}
-
-impl ToXML for Timestamp {
-    fn to_xml(&self) -> Option<Value> {
-        self.to_json()
-    }
-}
-
-impl ToYAML for Timestamp {
-    fn to_yaml(&self) -> Option<Value> {
-        self.to_json()
     }
 }
 

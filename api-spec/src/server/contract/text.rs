@@ -2,13 +2,9 @@
 //! also takes a number or a boolean and turns it into text (`{"name": true}` named a team `true`),
 //! which the spec does not allow: a client that sent the wrong type would never learn it.
 
-use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
-use poem_openapi::types::{
-    ParseError, ParseFromJSON, ParseFromXML, ParseFromYAML, ParseResult, ToJSON, ToXML, ToYAML,
-    Type,
-};
+use poem_openapi::registry::MetaSchema;
+use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult};
 use serde_json::Value;
-use std::borrow::Cow;
 use std::fmt;
 use std::ops::Deref;
 
@@ -60,30 +56,6 @@ impl From<Text> for String {
     }
 }
 
-impl Type for Text {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = Self;
-    type RawElementValueType = Self;
-
-    fn name() -> Cow<'static, str> {
-        "string".into()
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        MetaSchemaRef::Inline(Box::new(MetaSchema::new("string")))
-    }
-
-    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
-        Some(self)
-    }
-
-    fn raw_element_iter<'a>(
-        &'a self,
-    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
-        Box::new(self.as_raw_value().into_iter())
-    }
-}
-
 impl ParseFromJSON for Text {
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
         match value.unwrap_or_default() {
@@ -93,35 +65,73 @@ impl ParseFromJSON for Text {
     }
 }
 
-impl ParseFromXML for Text {
-    fn parse_from_xml(value: Option<Value>) -> ParseResult<Self> {
-        Self::parse_from_json(value)
-    }
-}
+/// The poem-openapi plumbing of a string newtype (`.0: String`) whose JSON form is its string:
+/// [`Type`] named `$name` with the schema `$schema`, [`ToJSON`], and XML and YAML read and written as
+/// JSON. The type's own [`ParseFromJSON`] says which strings it takes.
+macro_rules! string_type {
+    ($type:ty, $name:literal, $schema:expr) => {
+        impl ::poem_openapi::types::Type for $type {
+            const IS_REQUIRED: bool = true;
+            type RawValueType = Self;
+            type RawElementValueType = Self;
 
-impl ParseFromYAML for Text {
-    fn parse_from_yaml(value: Option<Value>) -> ParseResult<Self> {
-        Self::parse_from_json(value)
-    }
-}
+            fn name() -> ::std::borrow::Cow<'static, str> {
+                $name.into()
+            }
 
-impl ToJSON for Text {
-    fn to_json(&self) -> Option<Value> {
-        Some(Value::String(self.0.clone()))
-    }
-}
+            fn schema_ref() -> ::poem_openapi::registry::MetaSchemaRef {
+                ::poem_openapi::registry::MetaSchemaRef::Inline(Box::new($schema))
+            }
 
-impl ToXML for Text {
-    fn to_xml(&self) -> Option<Value> {
-        self.to_json()
-    }
-}
+            fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+                Some(self)
+            }
 
-impl ToYAML for Text {
-    fn to_yaml(&self) -> Option<Value> {
-        self.to_json()
-    }
+            fn raw_element_iter<'a>(
+                &'a self,
+            ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+                Box::new(self.as_raw_value().into_iter())
+            }
+        }
+
+        impl ::poem_openapi::types::ParseFromXML for $type {
+            fn parse_from_xml(
+                value: Option<::serde_json::Value>,
+            ) -> ::poem_openapi::types::ParseResult<Self> {
+                <Self as ::poem_openapi::types::ParseFromJSON>::parse_from_json(value)
+            }
+        }
+
+        impl ::poem_openapi::types::ParseFromYAML for $type {
+            fn parse_from_yaml(
+                value: Option<::serde_json::Value>,
+            ) -> ::poem_openapi::types::ParseResult<Self> {
+                <Self as ::poem_openapi::types::ParseFromJSON>::parse_from_json(value)
+            }
+        }
+
+        impl ::poem_openapi::types::ToJSON for $type {
+            fn to_json(&self) -> Option<::serde_json::Value> {
+                Some(::serde_json::Value::String(self.0.clone()))
+            }
+        }
+
+        impl ::poem_openapi::types::ToXML for $type {
+            fn to_xml(&self) -> Option<::serde_json::Value> {
+                ::poem_openapi::types::ToJSON::to_json(self)
+            }
+        }
+
+        impl ::poem_openapi::types::ToYAML for $type {
+            fn to_yaml(&self) -> Option<::serde_json::Value> {
+                ::poem_openapi::types::ToJSON::to_json(self)
+            }
+        }
+    };
 }
+pub(crate) use string_type;
+
+string_type!(Text, "string", MetaSchema::new("string"));
 
 #[cfg(test)]
 mod tests {
