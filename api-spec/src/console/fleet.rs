@@ -27,6 +27,11 @@ use poem::{Response, handler};
 use serde::Deserialize;
 use std::sync::Arc;
 
+/// Machines a list page shows (and reads per read of the fleet).
+const PAGE: usize = 200;
+/// Machines one filtered list page reads at most, looking for a page's worth of matches.
+const MAX_SCANNED: usize = 5_000;
+
 /// The statuses the list filters by.
 const STATUSES: [&str; 2] = ["enrolled", "revoked"];
 
@@ -137,57 +142,45 @@ pub async fn list(
     let status = STATUSES
         .contains(&filters.status.as_str())
         .then(|| filters.status.clone());
-    let page_request = PageRequest {
-        after: filters.after.clone().filter(|a| !a.is_empty()),
-        limit: Some(200),
-        min_position: None,
-    };
-    let listed = edict
-        .list_agents(&session.principal, status.clone(), &page_request)
-        .await
-        .map_err(|e| Failure::new(layout.clone(), e))?;
     let failing = filters.failing == "yes";
     let needle = filters.q.trim().to_lowercase();
+    let filtering = failing || !needle.is_empty();
     let mut people = People::new(&edict, &session.principal);
     let mut rows = Vec::new();
-    for doc in &listed.items {
-        let text = |key: &str| doc[key].as_str().unwrap_or_default().to_owned();
-        let failures = doc["integrity_failures"].as_u64().unwrap_or(0);
-        if failing && failures == 0 {
-            continue;
-        }
-        let owner = people.name_of(&text("user")).await;
-        let row = AgentRow {
-            id: text("id"),
-            machine_name: text("machine_name"),
-            machine_id: text("machine_id"),
-            enrolled: doc["enrolled_at"]
-                .as_str()
-                .and_then(|t| t.parse().ok())
-                .map(when)
-                .unwrap_or_default(),
-            status: if doc["revoked"].as_bool().unwrap_or(false) {
-                "revoked"
-            } else {
-                "enrolled"
-            },
-            integrity_failures: failures,
-            last_failure: doc["last_integrity_failure"]["reason"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            connection: Connection::of_doc(&doc["presence"]),
-            owner,
+    let mut scanned = 0;
+    let mut after = filters.after.clone().filter(|a| !a.is_empty());
+    // The filters run over the pages of the fleet until a page's worth matched (or the scan's
+    // budget is spent), so a machine past the first page is found; "Next page" goes on from there.
+    let (next, lag) = loop {
+        let page_request = PageRequest {
+            after: after.take(),
+            limit: Some(PAGE),
+            min_position: None,
         };
-        let matches = needle.is_empty()
-            || [&row.machine_name, &row.machine_id, &row.owner]
-                .iter()
-                .any(|t| t.to_lowercase().contains(&needle));
-        if matches {
-            rows.push(row);
+        let listed = edict
+            .list_agents(&session.principal, status.clone(), &page_request)
+            .await
+            .map_err(|e| Failure::new(layout.clone(), e))?;
+        scanned += listed.items.len();
+        for doc in &listed.items {
+            let row = agent_row(doc, &mut people).await;
+            let matches = (!failing || row.integrity_failures > 0)
+                && (needle.is_empty()
+                    || [&row.machine_name, &row.machine_id, &row.owner]
+                        .iter()
+                        .any(|t| t.to_lowercase().contains(&needle)));
+            if matches {
+                rows.push(row);
+            }
         }
-    }
-    let next = listed.next.map(|after| {
+        match listed.next {
+            Some(cursor) if filtering && rows.len() < PAGE && scanned < MAX_SCANNED => {
+                after = Some(cursor);
+            }
+            next => break (next, listed.freshness.lag),
+        }
+    };
+    let next = next.map(|after| {
         serde_urlencoded::to_string([
             ("status", status.as_deref().unwrap_or("")),
             ("q", filters.q.as_str()),
@@ -206,10 +199,37 @@ pub async fn list(
             failing,
             statuses: &STATUSES,
             next,
-            lag: listed.freshness.lag,
+            lag,
         },
         StatusCode::OK,
     ))
+}
+
+/// A fleet document as a row of the list.
+async fn agent_row(doc: &serde_json::Value, people: &mut People<'_>) -> AgentRow {
+    let text = |key: &str| doc[key].as_str().unwrap_or_default().to_owned();
+    AgentRow {
+        id: text("id"),
+        machine_name: text("machine_name"),
+        machine_id: text("machine_id"),
+        owner: people.name_of(&text("user")).await,
+        enrolled: doc["enrolled_at"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .map(when)
+            .unwrap_or_default(),
+        status: if doc["revoked"].as_bool().unwrap_or(false) {
+            "revoked"
+        } else {
+            "enrolled"
+        },
+        integrity_failures: doc["integrity_failures"].as_u64().unwrap_or(0),
+        last_failure: doc["last_integrity_failure"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        connection: Connection::of_doc(&doc["presence"]),
+    }
 }
 
 /// A team's rule set as the machine enforces it.

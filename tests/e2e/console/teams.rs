@@ -349,3 +349,35 @@ async fn fleet_shows_where_a_machine_is_connected_until_it_stops(store: Store) {
         "{listed}"
     );
 }
+
+/// The fleet's filters look past the first page of machines: a machine enrolled after 200 others is
+/// found by its name (the filter once ran over the first 200 only, and found nothing).
+#[tokio::test]
+async fn fleet_filters_find_a_machine_past_the_first_page() {
+    let app = TestApp::spawn(Store::Sqlite).await;
+    let admin = app.admin().await;
+    // Twenty machines per person at most: eleven people enroll 201 machines.
+    let mut owner = String::new();
+    for n in 0..201 {
+        if n % 20 == 0 {
+            owner = app.user(&admin, &format!("owner{n}"), &["member"]).await.1;
+        }
+        app.ok(
+            "/api/v1/agents",
+            &owner,
+            json!({"machine_id": format!("m-{n:03}"), "machine_name": format!("box {n}")}),
+        )
+        .await;
+    }
+    app.ok(
+        "/api/v1/agents",
+        &owner,
+        json!({"machine_id": "m-last", "machine_name": "needle"}),
+    )
+    .await;
+    let mut root = Browser::signed_in(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    root.wait_for("/console/fleet?status=enrolled&q=box+200", "m-200")
+        .await;
+    let found = root.wait_for("/console/fleet?q=needle", "m-last").await;
+    assert!(!found.contains("m-000"), "{found}");
+}
