@@ -85,13 +85,8 @@ async fn every_command_is_accepted_on_an_active_user() {
 
 #[tokio::test]
 async fn a_deactivated_user_accepts_nothing_but_reactivation() {
-    let given = vec![created(), deactivated()];
-    check_each(
-        given,
-        commands_on_an_active_user(),
-        Err(UserError::Deactivated),
-    )
-    .await;
+    let (given, commands) = (vec![created(), deactivated()], commands_on_an_active_user());
+    check_each(given, commands, Err(UserError::Deactivated)).await;
 }
 
 #[tokio::test]
