@@ -90,20 +90,23 @@ where
     }
 }
 
-/// Handles each of `commands` on `given`, expecting `then` from every one, and names the one that differs.
-pub(crate) async fn check_each<C: Of + Debug>(given: Events<C>, commands: Vec<C>, then: Then<C>)
-where
+/// Handles each of `commands` on each of `givens`, expecting `then` from every pair, and names the pair
+/// that differs.
+pub(crate) async fn check_every<C: Of + Clone + Debug>(
+    givens: Vec<Events<C>>,
+    commands: Vec<C>,
+    then: Then<C>,
+) where
     C::Aggregate: Aggregate<Command = C>,
     <C::Aggregate as Aggregate>::Event: PartialEq,
     <C::Aggregate as Aggregate>::Error: PartialEq + Clone,
 {
-    for command in commands {
-        let name = format!("{command:?}");
-        assert_eq!(
-            when(given.clone(), command).await.inspect_result(),
-            then.clone(),
-            "{name}"
-        );
+    for (given, command) in givens
+        .iter()
+        .flat_map(|g| commands.iter().map(move |c| (g, c)))
+    {
+        let result = when(given.clone(), command.clone()).await.inspect_result();
+        assert_eq!(result, then, "{command:?} given {given:?}");
     }
 }
 

@@ -135,25 +135,14 @@ fn attach(
 
 #[tokio::test]
 async fn creating_a_team_that_exists_fails_with_already_exists() {
-    for given in [vec![created()], vec![created(), archived()]] {
-        check(vec![(
-            "exists",
-            given,
-            create(1),
-            Err(TeamError::AlreadyExists),
-        )])
-        .await;
-    }
+    let givens = vec![vec![created()], vec![created(), archived()]];
+    check_every(givens, vec![create(1)], Err(TeamError::AlreadyExists)).await;
 }
 
 #[tokio::test]
 async fn every_other_command_on_a_missing_team_fails_with_not_found() {
-    check_each(
-        vec![],
-        commands_on_an_existing_team(),
-        Err(TeamError::NotFound),
-    )
-    .await;
+    let commands = commands_on_an_existing_team();
+    check_every(vec![vec![]], commands, Err(TeamError::NotFound)).await;
 }
 
 #[tokio::test]
@@ -170,7 +159,7 @@ async fn every_command_is_accepted_on_a_live_team() {
 async fn an_archived_team_accepts_no_further_command() {
     let given = vec![created(), bob_added(), rule_attached(), archived()];
     let commands = commands_on_an_existing_team();
-    check_each(given, commands, Err(TeamError::Archived)).await;
+    check_every(vec![given], commands, Err(TeamError::Archived)).await;
 }
 
 #[tokio::test]

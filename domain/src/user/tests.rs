@@ -75,7 +75,7 @@ async fn every_other_command_on_a_missing_user_fails_with_not_found() {
         by: ADMIN,
         at: at(9),
     });
-    check_each(vec![], commands, Err(UserError::NotFound)).await;
+    check_every(vec![vec![]], commands, Err(UserError::NotFound)).await;
 }
 
 #[tokio::test]
@@ -86,7 +86,7 @@ async fn every_command_is_accepted_on_an_active_user() {
 #[tokio::test]
 async fn a_deactivated_user_accepts_nothing_but_reactivation() {
     let (given, commands) = (vec![created(), deactivated()], commands_on_an_active_user());
-    check_each(given, commands, Err(UserError::Deactivated)).await;
+    check_every(vec![given], commands, Err(UserError::Deactivated)).await;
 }
 
 #[tokio::test]
