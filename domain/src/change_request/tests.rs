@@ -347,6 +347,29 @@ async fn nothing_can_be_denied_without_a_pending_exception_request() {
 // ---- state ----
 
 #[test]
+fn an_amendment_replaces_the_hash_and_diff() {
+    let change_request = state(vec![
+        opened(),
+        ChangeRequestEvent::ChangeRequestAmended {
+            change_request_id: CR,
+            agent: AGENT,
+            new_hash: hash('c'),
+            diff: Diff::parse("-old\n+newer\n").unwrap(),
+            report_id: report("r2"),
+            at: at(5),
+        },
+    ]);
+    assert_eq!(change_request.new_hash(), Some(&hash('c')));
+    assert_eq!(change_request.original_hash(), Some(&hash('a')));
+    assert_eq!(
+        change_request.diff().map(Diff::as_str),
+        Some("-old\n+newer\n")
+    );
+    assert_eq!(change_request.report_ids(), &[report("r1"), report("r2")]);
+    assert_eq!(change_request.status(), Some(ChangeRequestStatus::Pending));
+}
+
+#[test]
 fn a_time_limited_exception_is_active_until_it_expires() {
     let mut events = exception_pending();
     events.push(exception_granted(Some(at(100))));
