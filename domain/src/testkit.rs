@@ -7,6 +7,7 @@ use crate::{Agent, ChangeRequest, Rule, Team, User};
 use chrono::{DateTime, TimeDelta, Utc};
 pub(crate) use cqrs_es::Aggregate;
 use cqrs_es::test::{AggregateResultValidator, TestFramework};
+use std::fmt::Debug;
 
 /// 2026-01-02T03:04:05Z plus `minutes`.
 pub(crate) fn at(minutes: i64) -> DateTime<Utc> {
@@ -66,3 +67,65 @@ where
     }
     aggregate
 }
+
+type Events<C> = Vec<<<C as Of>::Aggregate as Aggregate>::Event>;
+
+/// What a case expects: `Ok` with the events the command records, or `Err` with its typed error.
+pub(crate) type Then<C> = Result<Events<C>, <<C as Of>::Aggregate as Aggregate>::Error>;
+
+/// Runs given/when/then cases `(name, given, command, then)` in order, naming the case that fails; see
+/// [`cases!`] for the table form.
+pub(crate) async fn check<C: Of>(cases: Vec<(&str, Events<C>, C, Then<C>)>)
+where
+    C::Aggregate: Aggregate<Command = C>,
+    <C::Aggregate as Aggregate>::Event: PartialEq,
+    <C::Aggregate as Aggregate>::Error: PartialEq,
+{
+    for (name, given, command, then) in cases {
+        assert_eq!(
+            when(given, command).await.inspect_result(),
+            then,
+            "case: {name}"
+        );
+    }
+}
+
+/// Handles each of `commands` on each of `givens`, expecting `then` from every pair, and names the pair
+/// that differs.
+pub(crate) async fn check_every<C: Of + Clone + Debug>(
+    givens: Vec<Events<C>>,
+    commands: Vec<C>,
+    then: Then<C>,
+) where
+    C::Aggregate: Aggregate<Command = C>,
+    <C::Aggregate as Aggregate>::Event: PartialEq,
+    <C::Aggregate as Aggregate>::Error: PartialEq + Clone,
+{
+    for (given, command) in givens
+        .iter()
+        .flat_map(|g| commands.iter().map(move |c| (g, c)))
+    {
+        let result = when(given.clone(), command.clone()).await.inspect_result();
+        assert_eq!(result, then, "{command:?} given {given:?}");
+    }
+}
+
+/// Handles each of `commands` on `given`, expecting each to be accepted.
+pub(crate) async fn accepts_each<C: Of + Debug + Clone>(given: Events<C>, commands: Vec<C>)
+where
+    C::Aggregate: Aggregate<Command = C>,
+{
+    for command in commands {
+        let result = when(given.clone(), command.clone()).await.inspect_result();
+        assert!(result.is_ok(), "{command:?} was refused: {result:?}");
+    }
+}
+
+/// A table of given/when/then cases, one a line, run by [`check`]:
+/// `"name": [given events] => command => Ok(vec![events]) or Err(error);`.
+macro_rules! cases {
+    ($($name:literal: $given:expr => $command:expr => $then:expr;)*) => {
+        $crate::testkit::check(vec![$(($name, $given.into(), $command, $then)),*]).await
+    };
+}
+pub(crate) use cases;

@@ -154,99 +154,197 @@ fn amend(by: AgentId, report_id: &str) -> ChangeRequestCommand {
     }
 }
 
-// ---- opening ----
-
-#[tokio::test]
-async fn an_agent_report_opens_a_pending_change_request() {
-    when(vec![], open_command(at(60)))
-        .await
-        .then_expect_events(vec![opened()]);
-}
-
-#[tokio::test]
-async fn opening_a_change_request_that_exists_fails_with_already_exists() {
-    when(vec![opened()], open_command(at(60)))
-        .await
-        .then_expect_error(ChangeRequestError::AlreadyExists);
-}
-
-#[tokio::test]
-async fn a_change_request_cannot_time_out_when_it_is_opened() {
-    when(vec![], open_command(at(0)))
-        .await
-        .then_expect_error(ChangeRequestError::TimeoutInPast);
-}
-
 #[tokio::test]
 async fn every_other_command_on_a_missing_change_request_fails_with_not_found() {
+    use ChangeRequestCommand::*;
     let commands = vec![
         amend(AGENT, "r2"),
-        ChangeRequestCommand::ApproveChange {
+        ApproveChange {
             by: ADMIN,
             at: at(1),
         },
-        ChangeRequestCommand::RejectChange {
+        RejectChange {
             by: ADMIN,
             reason: reason("no"),
             at: at(1),
         },
-        ChangeRequestCommand::AutoRevert { at: at(61) },
+        AutoRevert { at: at(61) },
         request_exception(DEV, ExceptionKind::Permanent, at(1)),
-        ChangeRequestCommand::GrantException {
+        GrantException {
             by: ADMIN,
             until: None,
             at: at(1),
         },
-        ChangeRequestCommand::DenyException {
+        DenyException {
             by: ADMIN,
             reason: reason("no"),
             at: at(1),
         },
-        ChangeRequestCommand::Withdraw { by: DEV, at: at(1) },
+        Withdraw { by: DEV, at: at(1) },
     ];
-    for command in commands {
-        when(vec![], command)
-            .await
-            .then_expect_error(ChangeRequestError::NotFound);
+    check_every(vec![vec![]], commands, Err(ChangeRequestError::NotFound)).await;
+}
+
+#[tokio::test]
+async fn each_command_records_its_events_or_fails() {
+    use {ChangeRequestCommand::*, ChangeRequestError as Error, ExceptionKind::*};
+    let amended = ChangeRequestEvent::ChangeRequestAmended {
+        change_request_id: CR,
+        agent: AGENT,
+        new_hash: hash('c'),
+        diff: Diff::parse("-old\n+newer\n").unwrap(),
+        report_id: report("r2"),
+        at: at(5),
+    };
+    let reverted_at_60 = ChangeRequestEvent::ChangeAutoReverted {
+        change_request_id: CR,
+        timeout_at: at(60),
+        at: at(60),
+    };
+    let [denied, granted_until_100] = [exception_denied(), exception_granted(Some(at(100)))]
+        .map(|event| [exception_pending(), vec![event]].concat());
+    let requested_at_100 = ChangeRequestEvent::ExceptionRequested {
+        change_request_id: CR,
+        exception_id: SECOND_EXCEPTION,
+        by: DEV,
+        justification: reason("needed for the release"),
+        kind: Permanent,
+        at: at(100),
+    };
+    let until_200 = TimeLimited { until: at(200) };
+    cases! {
+        // opening
+        "an agent report opens a pending change request": [] => open_command(at(60)) => Ok(vec![opened()]);
+        "opening a change request that exists fails with already exists":
+            [opened()] => open_command(at(60)) => Err(Error::AlreadyExists);
+        "a change request cannot time out when it is opened": [] => open_command(at(0)) => Err(Error::TimeoutInPast);
+        // amending
+        "the reporting agent can amend a pending change request": [opened()] => amend(AGENT, "r2") => Ok(vec![amended]);
+        "a report delivered twice changes nothing": [opened()] => amend(AGENT, "r1") => Ok(vec![]);
+        "another agent cannot amend the change request":
+            [opened()] => amend(OTHER_AGENT, "r2") => Err(Error::NotReportingAgent);
+        "a decided change request cannot be amended": [opened(), approved()] => amend(AGENT, "r2") => Err(Error::NotPending);
+        // approving and rejecting
+        "a team admin can approve a pending change":
+            [opened()] => ApproveChange { by: ADMIN, at: at(10) } => Ok(vec![approved()]);
+        "the developer cannot approve their own change":
+            [opened()] => ApproveChange { by: DEV, at: at(10) } => Err(Error::SelfDecision);
+        "a team admin can reject a pending change":
+            [opened()] => RejectChange { by: ADMIN, reason: reason("breaks the rule"), at: at(10) } => Ok(vec![rejected()]);
+        "the developer cannot reject their own change": [opened()]
+            => RejectChange { by: DEV, reason: reason("changed my mind"), at: at(10) } => Err(Error::SelfDecision);
+        "an approved change cannot be rejected": [opened(), approved()]
+            => RejectChange { by: ADMIN, reason: reason("too late"), at: at(20) } => Err(Error::NotPending);
+        // timing out
+        "a pending change is reverted once it times out": [opened()] => AutoRevert { at: at(60) } => Ok(vec![reverted_at_60]);
+        "a pending change is not reverted before it times out":
+            [opened()] => AutoRevert { at: at(59) } => Err(Error::NotTimedOut { timeout_at: at(60) });
+        "an approved change is never reverted by the timeout":
+            [opened(), approved()] => AutoRevert { at: at(61) } => Err(Error::NotPending);
+        // requesting exceptions
+        "the developer can request an exception for a rejected change": [opened(), rejected()]
+            => request_exception(DEV, until_200, at(70)) => Ok(vec![exception_requested(SECOND_EXCEPTION, until_200)]);
+        "the developer can request an exception for an auto reverted change": [opened(), auto_reverted()]
+            => request_exception(DEV, Permanent, at(70)) => Ok(vec![exception_requested(SECOND_EXCEPTION, Permanent)]);
+        "an exception can be requested again after a denial":
+            denied.clone() => request_exception(DEV, Permanent, at(70))
+            => Ok(vec![exception_requested(SECOND_EXCEPTION, Permanent)]);
+        "an exception can be requested again once the granted one expired":
+            granted_until_100.clone() => request_exception(DEV, Permanent, at(100)) => Ok(vec![requested_at_100]);
+        "no exception can be requested while the granted one holds":
+            granted_until_100 => request_exception(DEV, Permanent, at(99)) => Err(Error::ExceptionNotAllowed);
+        "only one exception request can be pending":
+            exception_pending() => request_exception(DEV, Permanent, at(75)) => Err(Error::ExceptionAlreadyRequested);
+        "only the developer who made the change can request an exception":
+            [opened(), rejected()] => request_exception(ADMIN, Permanent, at(70)) => Err(Error::NotRequester);
+        "a time limited exception must end after it is requested": [opened(), rejected()]
+            => request_exception(DEV, TimeLimited { until: at(70) }, at(70)) => Err(Error::ExpiryInPast);
+        // granting and denying exceptions
+        "a team admin can grant a time limited exception": exception_pending()
+            => GrantException { by: ADMIN, until: Some(at(100)), at: at(80) } => Ok(vec![exception_granted(Some(at(100)))]);
+        "a team admin can grant a permanent exception":
+            exception_pending() => GrantException { by: ADMIN, until: None, at: at(80) } => Ok(vec![exception_granted(None)]);
+        "an exception cannot be granted with an expiry in the past":
+            exception_pending() => GrantException { by: ADMIN, until: Some(at(80)), at: at(80) } => Err(Error::ExpiryInPast);
+        "the developer cannot grant their own exception":
+            exception_pending() => GrantException { by: DEV, until: None, at: at(80) } => Err(Error::SelfDecision);
+        "a team admin can deny an exception": exception_pending()
+            => DenyException { by: ADMIN, reason: reason("not justified"), at: at(80) } => Ok(vec![exception_denied()]);
+        "the developer cannot deny their own exception": exception_pending()
+            => DenyException { by: DEV, reason: reason("never mind"), at: at(80) } => Err(Error::SelfDecision);
+        // withdrawing
+        "the developer can withdraw a pending change request":
+            [opened()] => Withdraw { by: DEV, at: at(5) } => Ok(vec![withdrawn()]);
+        "only the developer can withdraw their change request":
+            [opened()] => Withdraw { by: ADMIN, at: at(5) } => Err(Error::NotRequester);
+        "a decided change request cannot be withdrawn":
+            [opened(), rejected()] => Withdraw { by: DEV, at: at(20) } => Err(Error::NotPending);
     }
 }
 
-// ---- amending ----
-
 #[tokio::test]
-async fn the_reporting_agent_can_amend_a_pending_change_request() {
-    when(vec![opened()], amend(AGENT, "r2"))
-        .await
-        .then_expect_events(vec![ChangeRequestEvent::ChangeRequestAmended {
-            change_request_id: CR,
-            agent: AGENT,
-            new_hash: hash('c'),
-            diff: Diff::parse("-old\n+newer\n").unwrap(),
-            report_id: report("r2"),
-            at: at(5),
-        }]);
+async fn a_decided_change_cannot_be_approved_again() {
+    let givens = [approved(), rejected(), auto_reverted(), withdrawn()]
+        .map(|decided| vec![opened(), decided]);
+    let command = ChangeRequestCommand::ApproveChange {
+        by: ADMIN,
+        at: at(90),
+    };
+    check_every(
+        givens.into(),
+        vec![command],
+        Err(ChangeRequestError::NotPending),
+    )
+    .await;
 }
 
 #[tokio::test]
-async fn a_report_delivered_twice_changes_nothing() {
-    when(vec![opened()], amend(AGENT, "r1"))
-        .await
-        .then_expect_events(vec![]);
+async fn no_exception_can_be_requested_for_a_pending_approved_or_withdrawn_change() {
+    let givens = vec![
+        vec![opened()],
+        vec![opened(), approved()],
+        vec![opened(), withdrawn()],
+    ];
+    let command = request_exception(DEV, ExceptionKind::Permanent, at(70));
+    let then = Err(ChangeRequestError::ExceptionNotAllowed);
+    check_every(givens, vec![command], then).await;
 }
 
 #[tokio::test]
-async fn another_agent_cannot_amend_the_change_request() {
-    when(vec![opened()], amend(OTHER_AGENT, "r2"))
-        .await
-        .then_expect_error(ChangeRequestError::NotReportingAgent);
+async fn nothing_can_be_granted_without_a_pending_exception_request() {
+    let granted = [exception_pending(), vec![exception_granted(None)]].concat();
+    let givens = vec![vec![opened()], vec![opened(), rejected()], granted];
+    let command = ChangeRequestCommand::GrantException {
+        by: ADMIN,
+        until: None,
+        at: at(90),
+    };
+    check_every(
+        givens,
+        vec![command],
+        Err(ChangeRequestError::NoPendingException),
+    )
+    .await;
 }
 
 #[tokio::test]
-async fn a_decided_change_request_cannot_be_amended() {
-    when(vec![opened(), approved()], amend(AGENT, "r2"))
-        .await
-        .then_expect_error(ChangeRequestError::NotPending);
+async fn nothing_can_be_denied_without_a_pending_exception_request() {
+    let denied = [exception_pending(), vec![exception_denied()]].concat();
+    let command = ChangeRequestCommand::DenyException {
+        by: ADMIN,
+        reason: reason("no"),
+        at: at(90),
+    };
+    let givens = vec![vec![opened(), auto_reverted()], denied];
+    check_every(
+        givens,
+        vec![command],
+        Err(ChangeRequestError::NoPendingException),
+    )
+    .await;
 }
+
+// ---- state ----
 
 #[test]
 fn an_amendment_replaces_the_hash_and_diff() {
@@ -270,409 +368,6 @@ fn an_amendment_replaces_the_hash_and_diff() {
     assert_eq!(change_request.report_ids(), &[report("r1"), report("r2")]);
     assert_eq!(change_request.status(), Some(ChangeRequestStatus::Pending));
 }
-
-// ---- approving and rejecting ----
-
-#[tokio::test]
-async fn a_team_admin_can_approve_a_pending_change() {
-    when(
-        vec![opened()],
-        ChangeRequestCommand::ApproveChange {
-            by: ADMIN,
-            at: at(10),
-        },
-    )
-    .await
-    .then_expect_events(vec![approved()]);
-}
-
-#[tokio::test]
-async fn the_developer_cannot_approve_their_own_change() {
-    when(
-        vec![opened()],
-        ChangeRequestCommand::ApproveChange {
-            by: DEV,
-            at: at(10),
-        },
-    )
-    .await
-    .then_expect_error(ChangeRequestError::SelfDecision);
-}
-
-#[tokio::test]
-async fn a_decided_change_cannot_be_approved_again() {
-    for decided in [approved(), rejected(), auto_reverted(), withdrawn()] {
-        when(
-            vec![opened(), decided],
-            ChangeRequestCommand::ApproveChange {
-                by: ADMIN,
-                at: at(90),
-            },
-        )
-        .await
-        .then_expect_error(ChangeRequestError::NotPending);
-    }
-}
-
-#[tokio::test]
-async fn a_team_admin_can_reject_a_pending_change() {
-    when(
-        vec![opened()],
-        ChangeRequestCommand::RejectChange {
-            by: ADMIN,
-            reason: reason("breaks the rule"),
-            at: at(10),
-        },
-    )
-    .await
-    .then_expect_events(vec![rejected()]);
-}
-
-#[tokio::test]
-async fn the_developer_cannot_reject_their_own_change() {
-    when(
-        vec![opened()],
-        ChangeRequestCommand::RejectChange {
-            by: DEV,
-            reason: reason("changed my mind"),
-            at: at(10),
-        },
-    )
-    .await
-    .then_expect_error(ChangeRequestError::SelfDecision);
-}
-
-#[tokio::test]
-async fn an_approved_change_cannot_be_rejected() {
-    when(
-        vec![opened(), approved()],
-        ChangeRequestCommand::RejectChange {
-            by: ADMIN,
-            reason: reason("too late"),
-            at: at(20),
-        },
-    )
-    .await
-    .then_expect_error(ChangeRequestError::NotPending);
-}
-
-// ---- timing out ----
-
-#[tokio::test]
-async fn a_pending_change_is_reverted_once_it_times_out() {
-    when(
-        vec![opened()],
-        ChangeRequestCommand::AutoRevert { at: at(60) },
-    )
-    .await
-    .then_expect_events(vec![ChangeRequestEvent::ChangeAutoReverted {
-        change_request_id: CR,
-        timeout_at: at(60),
-        at: at(60),
-    }]);
-}
-
-#[tokio::test]
-async fn a_pending_change_is_not_reverted_before_it_times_out() {
-    when(
-        vec![opened()],
-        ChangeRequestCommand::AutoRevert { at: at(59) },
-    )
-    .await
-    .then_expect_error(ChangeRequestError::NotTimedOut { timeout_at: at(60) });
-}
-
-#[tokio::test]
-async fn an_approved_change_is_never_reverted_by_the_timeout() {
-    when(
-        vec![opened(), approved()],
-        ChangeRequestCommand::AutoRevert { at: at(61) },
-    )
-    .await
-    .then_expect_error(ChangeRequestError::NotPending);
-}
-
-// ---- requesting exceptions ----
-
-#[tokio::test]
-async fn the_developer_can_request_an_exception_for_a_rejected_change() {
-    when(
-        vec![opened(), rejected()],
-        request_exception(DEV, ExceptionKind::TimeLimited { until: at(200) }, at(70)),
-    )
-    .await
-    .then_expect_events(vec![exception_requested(
-        SECOND_EXCEPTION,
-        ExceptionKind::TimeLimited { until: at(200) },
-    )]);
-}
-
-#[tokio::test]
-async fn the_developer_can_request_an_exception_for_an_auto_reverted_change() {
-    when(
-        vec![opened(), auto_reverted()],
-        request_exception(DEV, ExceptionKind::Permanent, at(70)),
-    )
-    .await
-    .then_expect_events(vec![exception_requested(
-        SECOND_EXCEPTION,
-        ExceptionKind::Permanent,
-    )]);
-}
-
-#[tokio::test]
-async fn an_exception_can_be_requested_again_after_a_denial() {
-    let mut given = exception_pending();
-    given.push(exception_denied());
-    when(
-        given,
-        request_exception(DEV, ExceptionKind::Permanent, at(70)),
-    )
-    .await
-    .then_expect_events(vec![exception_requested(
-        SECOND_EXCEPTION,
-        ExceptionKind::Permanent,
-    )]);
-}
-
-#[tokio::test]
-async fn an_exception_can_be_requested_again_once_the_granted_one_expired() {
-    let mut given = exception_pending();
-    given.push(exception_granted(Some(at(100))));
-    when(
-        given,
-        request_exception(DEV, ExceptionKind::Permanent, at(100)),
-    )
-    .await
-    .then_expect_events(vec![ChangeRequestEvent::ExceptionRequested {
-        change_request_id: CR,
-        exception_id: SECOND_EXCEPTION,
-        by: DEV,
-        justification: reason("needed for the release"),
-        kind: ExceptionKind::Permanent,
-        at: at(100),
-    }]);
-}
-
-#[tokio::test]
-async fn no_exception_can_be_requested_while_the_granted_one_holds() {
-    let mut given = exception_pending();
-    given.push(exception_granted(Some(at(100))));
-    when(
-        given,
-        request_exception(DEV, ExceptionKind::Permanent, at(99)),
-    )
-    .await
-    .then_expect_error(ChangeRequestError::ExceptionNotAllowed);
-}
-
-#[tokio::test]
-async fn no_exception_can_be_requested_for_a_pending_approved_or_withdrawn_change() {
-    for given in [
-        vec![opened()],
-        vec![opened(), approved()],
-        vec![opened(), withdrawn()],
-    ] {
-        when(
-            given,
-            request_exception(DEV, ExceptionKind::Permanent, at(70)),
-        )
-        .await
-        .then_expect_error(ChangeRequestError::ExceptionNotAllowed);
-    }
-}
-
-#[tokio::test]
-async fn only_one_exception_request_can_be_pending() {
-    when(
-        exception_pending(),
-        request_exception(DEV, ExceptionKind::Permanent, at(75)),
-    )
-    .await
-    .then_expect_error(ChangeRequestError::ExceptionAlreadyRequested);
-}
-
-#[tokio::test]
-async fn only_the_developer_who_made_the_change_can_request_an_exception() {
-    when(
-        vec![opened(), rejected()],
-        request_exception(ADMIN, ExceptionKind::Permanent, at(70)),
-    )
-    .await
-    .then_expect_error(ChangeRequestError::NotRequester);
-}
-
-#[tokio::test]
-async fn a_time_limited_exception_must_end_after_it_is_requested() {
-    when(
-        vec![opened(), rejected()],
-        request_exception(DEV, ExceptionKind::TimeLimited { until: at(70) }, at(70)),
-    )
-    .await
-    .then_expect_error(ChangeRequestError::ExpiryInPast);
-}
-
-// ---- granting and denying exceptions ----
-
-#[tokio::test]
-async fn a_team_admin_can_grant_a_time_limited_exception() {
-    when(
-        exception_pending(),
-        ChangeRequestCommand::GrantException {
-            by: ADMIN,
-            until: Some(at(100)),
-            at: at(80),
-        },
-    )
-    .await
-    .then_expect_events(vec![exception_granted(Some(at(100)))]);
-}
-
-#[tokio::test]
-async fn a_team_admin_can_grant_a_permanent_exception() {
-    when(
-        exception_pending(),
-        ChangeRequestCommand::GrantException {
-            by: ADMIN,
-            until: None,
-            at: at(80),
-        },
-    )
-    .await
-    .then_expect_events(vec![exception_granted(None)]);
-}
-
-#[tokio::test]
-async fn an_exception_cannot_be_granted_with_an_expiry_in_the_past() {
-    when(
-        exception_pending(),
-        ChangeRequestCommand::GrantException {
-            by: ADMIN,
-            until: Some(at(80)),
-            at: at(80),
-        },
-    )
-    .await
-    .then_expect_error(ChangeRequestError::ExpiryInPast);
-}
-
-#[tokio::test]
-async fn the_developer_cannot_grant_their_own_exception() {
-    when(
-        exception_pending(),
-        ChangeRequestCommand::GrantException {
-            by: DEV,
-            until: None,
-            at: at(80),
-        },
-    )
-    .await
-    .then_expect_error(ChangeRequestError::SelfDecision);
-}
-
-#[tokio::test]
-async fn nothing_can_be_granted_without_a_pending_exception_request() {
-    let mut granted = exception_pending();
-    granted.push(exception_granted(None));
-    for given in [vec![opened()], vec![opened(), rejected()], granted] {
-        when(
-            given,
-            ChangeRequestCommand::GrantException {
-                by: ADMIN,
-                until: None,
-                at: at(90),
-            },
-        )
-        .await
-        .then_expect_error(ChangeRequestError::NoPendingException);
-    }
-}
-
-#[tokio::test]
-async fn a_team_admin_can_deny_an_exception() {
-    when(
-        exception_pending(),
-        ChangeRequestCommand::DenyException {
-            by: ADMIN,
-            reason: reason("not justified"),
-            at: at(80),
-        },
-    )
-    .await
-    .then_expect_events(vec![exception_denied()]);
-}
-
-#[tokio::test]
-async fn the_developer_cannot_deny_their_own_exception() {
-    when(
-        exception_pending(),
-        ChangeRequestCommand::DenyException {
-            by: DEV,
-            reason: reason("never mind"),
-            at: at(80),
-        },
-    )
-    .await
-    .then_expect_error(ChangeRequestError::SelfDecision);
-}
-
-#[tokio::test]
-async fn nothing_can_be_denied_without_a_pending_exception_request() {
-    let mut denied = exception_pending();
-    denied.push(exception_denied());
-    for given in [vec![opened(), auto_reverted()], denied] {
-        when(
-            given,
-            ChangeRequestCommand::DenyException {
-                by: ADMIN,
-                reason: reason("no"),
-                at: at(90),
-            },
-        )
-        .await
-        .then_expect_error(ChangeRequestError::NoPendingException);
-    }
-}
-
-// ---- withdrawing ----
-
-#[tokio::test]
-async fn the_developer_can_withdraw_a_pending_change_request() {
-    when(
-        vec![opened()],
-        ChangeRequestCommand::Withdraw { by: DEV, at: at(5) },
-    )
-    .await
-    .then_expect_events(vec![withdrawn()]);
-}
-
-#[tokio::test]
-async fn only_the_developer_can_withdraw_their_change_request() {
-    when(
-        vec![opened()],
-        ChangeRequestCommand::Withdraw {
-            by: ADMIN,
-            at: at(5),
-        },
-    )
-    .await
-    .then_expect_error(ChangeRequestError::NotRequester);
-}
-
-#[tokio::test]
-async fn a_decided_change_request_cannot_be_withdrawn() {
-    when(
-        vec![opened(), rejected()],
-        ChangeRequestCommand::Withdraw {
-            by: DEV,
-            at: at(20),
-        },
-    )
-    .await
-    .then_expect_error(ChangeRequestError::NotPending);
-}
-
-// ---- state ----
 
 #[test]
 fn a_time_limited_exception_is_active_until_it_expires() {

@@ -171,151 +171,6 @@ fn commands_on_an_existing_rule() -> Vec<RuleCommand> {
     ]
 }
 
-// ---- drafting ----
-
-#[tokio::test]
-async fn drafting_a_team_rule_creates_revision_one_as_a_draft() {
-    when(
-        vec![],
-        RuleCommand::DraftRule {
-            rule_id: RULE,
-            spec: spec(Layer::Team),
-            by: ALICE,
-            at: at(0),
-        },
-    )
-    .await
-    .then_expect_events(vec![drafted(Layer::Team)]);
-}
-
-#[tokio::test]
-async fn drafting_an_organization_rule_also_sets_block_enforcement() {
-    when(
-        vec![],
-        RuleCommand::DraftRule {
-            rule_id: RULE,
-            spec: spec(Layer::Organization),
-            by: ALICE,
-            at: at(0),
-        },
-    )
-    .await
-    .then_expect_events(vec![
-        drafted(Layer::Organization),
-        RuleEvent::OrganizationEnforcementSet {
-            rule_id: RULE,
-            enforcement: Enforcement::BLOCK,
-            by: ALICE,
-            at: at(0),
-        },
-    ]);
-}
-
-#[tokio::test]
-async fn drafting_a_project_rule_with_triggers_is_accepted() {
-    let spec = with_triggers(spec(Layer::Project));
-    when(
-        vec![],
-        RuleCommand::DraftRule {
-            rule_id: RULE,
-            spec: spec.clone(),
-            by: ALICE,
-            at: at(0),
-        },
-    )
-    .await
-    .then_expect_events(vec![RuleEvent::RuleDrafted {
-        rule_id: RULE,
-        revision: 1,
-        spec,
-        by: ALICE,
-        at: at(0),
-    }]);
-}
-
-#[tokio::test]
-async fn drafting_a_team_or_organization_rule_with_triggers_is_rejected() {
-    for layer in [Layer::Team, Layer::Organization] {
-        when(
-            vec![],
-            RuleCommand::DraftRule {
-                rule_id: RULE,
-                spec: with_triggers(spec(layer)),
-                by: ALICE,
-                at: at(0),
-            },
-        )
-        .await
-        .then_expect_error(RuleError::TriggersOnlyForProjectLayer);
-    }
-}
-
-#[tokio::test]
-async fn drafting_a_rule_that_exists_fails_with_already_exists() {
-    when(
-        vec![drafted(Layer::Team)],
-        RuleCommand::DraftRule {
-            rule_id: RULE,
-            spec: spec(Layer::Team),
-            by: ALICE,
-            at: at(1),
-        },
-    )
-    .await
-    .then_expect_error(RuleError::AlreadyExists);
-}
-
-#[tokio::test]
-async fn every_other_command_on_a_missing_rule_fails_with_not_found() {
-    for command in commands_on_an_existing_rule() {
-        when(vec![], command)
-            .await
-            .then_expect_error(RuleError::NotFound);
-    }
-}
-
-// ---- editing ----
-
-#[tokio::test]
-async fn a_draft_can_be_edited() {
-    when(
-        vec![drafted(Layer::Team)],
-        RuleCommand::EditDraft {
-            spec: edited_spec(Layer::Team),
-            by: BOB,
-            at: at(1),
-        },
-    )
-    .await
-    .then_expect_events(vec![RuleEvent::RuleDraftEdited {
-        rule_id: RULE,
-        revision: 1,
-        spec: edited_spec(Layer::Team),
-        by: BOB,
-        at: at(1),
-    }]);
-}
-
-#[tokio::test]
-async fn a_rejected_revision_can_be_edited() {
-    when(
-        rejected_team_rule(),
-        RuleCommand::EditDraft {
-            spec: edited_spec(Layer::Team),
-            by: ALICE,
-            at: at(4),
-        },
-    )
-    .await
-    .then_expect_events(vec![RuleEvent::RuleDraftEdited {
-        rule_id: RULE,
-        revision: 1,
-        spec: edited_spec(Layer::Team),
-        by: ALICE,
-        at: at(4),
-    }]);
-}
-
 #[test]
 fn editing_a_rejected_revision_returns_it_to_draft() {
     let mut events = rejected_team_rule();
@@ -335,308 +190,6 @@ fn editing_a_rejected_revision_returns_it_to_draft() {
     );
 }
 
-#[tokio::test]
-async fn a_pending_revision_cannot_be_edited() {
-    when(
-        pending_team_rule(),
-        RuleCommand::EditDraft {
-            spec: edited_spec(Layer::Team),
-            by: ALICE,
-            at: at(2),
-        },
-    )
-    .await
-    .then_expect_error(RuleError::NotEditable);
-}
-
-#[tokio::test]
-async fn an_approved_revision_cannot_be_edited() {
-    when(
-        approved_team_rule(),
-        RuleCommand::EditDraft {
-            spec: edited_spec(Layer::Team),
-            by: ALICE,
-            at: at(3),
-        },
-    )
-    .await
-    .then_expect_error(RuleError::NotEditable);
-}
-
-#[tokio::test]
-async fn an_edit_cannot_change_the_layer() {
-    when(
-        vec![drafted(Layer::Team)],
-        RuleCommand::EditDraft {
-            spec: spec(Layer::Organization),
-            by: ALICE,
-            at: at(1),
-        },
-    )
-    .await
-    .then_expect_error(RuleError::LayerChanged {
-        from: Layer::Team,
-        to: Layer::Organization,
-    });
-}
-
-#[tokio::test]
-async fn an_edit_cannot_add_triggers_to_a_team_rule() {
-    when(
-        vec![drafted(Layer::Team)],
-        RuleCommand::EditDraft {
-            spec: with_triggers(spec(Layer::Team)),
-            by: ALICE,
-            at: at(1),
-        },
-    )
-    .await
-    .then_expect_error(RuleError::TriggersOnlyForProjectLayer);
-}
-
-// ---- submitting ----
-
-#[tokio::test]
-async fn a_draft_can_be_submitted() {
-    when(
-        vec![drafted(Layer::Team)],
-        RuleCommand::SubmitRule {
-            by: ALICE,
-            at: at(1),
-        },
-    )
-    .await
-    .then_expect_events(vec![submitted(1)]);
-}
-
-#[tokio::test]
-async fn a_rejected_revision_can_be_submitted_again() {
-    when(
-        rejected_team_rule(),
-        RuleCommand::SubmitRule {
-            by: ALICE,
-            at: at(1),
-        },
-    )
-    .await
-    .then_expect_events(vec![submitted(1)]);
-}
-
-#[tokio::test]
-async fn a_pending_revision_cannot_be_submitted_again() {
-    when(
-        pending_team_rule(),
-        RuleCommand::SubmitRule {
-            by: ALICE,
-            at: at(1),
-        },
-    )
-    .await
-    .then_expect_error(RuleError::NotSubmittable);
-}
-
-#[tokio::test]
-async fn an_approved_rule_without_an_open_revision_has_nothing_to_submit() {
-    when(
-        approved_team_rule(),
-        RuleCommand::SubmitRule {
-            by: ALICE,
-            at: at(3),
-        },
-    )
-    .await
-    .then_expect_error(RuleError::NotSubmittable);
-}
-
-// ---- approving ----
-
-#[tokio::test]
-async fn an_approval_that_reaches_the_quorum_brings_the_revision_into_force() {
-    when(
-        pending_team_rule(),
-        RuleCommand::ApproveRule {
-            approver: BOB,
-            quorum: quorum(1),
-            at: at(2),
-        },
-    )
-    .await
-    .then_expect_events(vec![
-        approval(1, BOB, 1, 1),
-        revision_approved(1, spec(Layer::Team), vec![BOB]),
-    ]);
-}
-
-#[tokio::test]
-async fn an_approval_below_the_quorum_is_only_recorded() {
-    let quorum_two = ApprovalQuorum::default().for_layer(Layer::Organization);
-    when(
-        vec![drafted(Layer::Organization), submitted(1)],
-        RuleCommand::ApproveRule {
-            approver: BOB,
-            quorum: quorum_two,
-            at: at(2),
-        },
-    )
-    .await
-    .then_expect_events(vec![approval(1, BOB, 1, 2)]);
-}
-
-#[tokio::test]
-async fn the_second_approval_of_an_organization_rule_brings_it_into_force() {
-    when(
-        vec![
-            drafted(Layer::Organization),
-            submitted(1),
-            approval(1, BOB, 1, 2),
-        ],
-        RuleCommand::ApproveRule {
-            approver: CAROL,
-            quorum: quorum(2),
-            at: at(2),
-        },
-    )
-    .await
-    .then_expect_events(vec![
-        approval(1, CAROL, 2, 2),
-        revision_approved(1, spec(Layer::Organization), vec![BOB, CAROL]),
-    ]);
-}
-
-#[tokio::test]
-async fn the_author_cannot_approve_their_own_revision() {
-    when(
-        pending_team_rule(),
-        RuleCommand::ApproveRule {
-            approver: ALICE,
-            quorum: quorum(1),
-            at: at(2),
-        },
-    )
-    .await
-    .then_expect_error(RuleError::SelfApproval);
-}
-
-#[tokio::test]
-async fn an_editor_cannot_approve_the_revision_they_edited() {
-    when(
-        vec![
-            drafted(Layer::Team),
-            RuleEvent::RuleDraftEdited {
-                rule_id: RULE,
-                revision: 1,
-                spec: edited_spec(Layer::Team),
-                by: BOB,
-                at: at(1),
-            },
-            submitted(1),
-        ],
-        RuleCommand::ApproveRule {
-            approver: BOB,
-            quorum: quorum(1),
-            at: at(2),
-        },
-    )
-    .await
-    .then_expect_error(RuleError::SelfApproval);
-}
-
-#[tokio::test]
-async fn a_reviewer_cannot_approve_the_same_revision_twice() {
-    when(
-        vec![
-            drafted(Layer::Organization),
-            submitted(1),
-            approval(1, BOB, 1, 2),
-        ],
-        RuleCommand::ApproveRule {
-            approver: BOB,
-            quorum: quorum(2),
-            at: at(3),
-        },
-    )
-    .await
-    .then_expect_error(RuleError::AlreadyApprovedBy { approver: BOB });
-}
-
-#[tokio::test]
-async fn a_draft_cannot_be_approved() {
-    when(
-        vec![drafted(Layer::Team)],
-        RuleCommand::ApproveRule {
-            approver: BOB,
-            quorum: quorum(1),
-            at: at(1),
-        },
-    )
-    .await
-    .then_expect_error(RuleError::NotPending);
-}
-
-#[tokio::test]
-async fn approvals_given_before_a_rejection_do_not_count_after_resubmission() {
-    when(
-        vec![
-            drafted(Layer::Organization),
-            submitted(1),
-            approval(1, BOB, 1, 2),
-            rejected(1, CAROL),
-            submitted(1),
-        ],
-        RuleCommand::ApproveRule {
-            approver: BOB,
-            quorum: quorum(2),
-            at: at(2),
-        },
-    )
-    .await
-    .then_expect_events(vec![approval(1, BOB, 1, 2)]);
-}
-
-// ---- rejecting ----
-
-#[tokio::test]
-async fn a_pending_revision_can_be_rejected_with_a_reason() {
-    when(
-        pending_team_rule(),
-        RuleCommand::RejectRule {
-            reviewer: BOB,
-            reason: reason("too vague"),
-            at: at(3),
-        },
-    )
-    .await
-    .then_expect_events(vec![rejected(1, BOB)]);
-}
-
-#[tokio::test]
-async fn the_author_may_reject_their_own_pending_revision_to_withdraw_it() {
-    when(
-        pending_team_rule(),
-        RuleCommand::RejectRule {
-            reviewer: ALICE,
-            reason: reason("too vague"),
-            at: at(3),
-        },
-    )
-    .await
-    .then_expect_events(vec![rejected(1, ALICE)]);
-}
-
-#[tokio::test]
-async fn a_draft_cannot_be_rejected() {
-    when(
-        vec![drafted(Layer::Team)],
-        RuleCommand::RejectRule {
-            reviewer: BOB,
-            reason: reason("too vague"),
-            at: at(3),
-        },
-    )
-    .await
-    .then_expect_error(RuleError::NotPending);
-}
-
 #[test]
 fn a_rejection_without_a_reason_cannot_even_be_expressed() {
     // RejectRule takes a Reason, and a blank reason does not parse.
@@ -644,107 +197,6 @@ fn a_rejection_without_a_reason_cannot_even_be_expressed() {
         Reason::parse("  "),
         Err(crate::ValueError::Empty { field: "reason" })
     );
-}
-
-// ---- revising ----
-
-#[tokio::test]
-async fn revising_an_approved_rule_opens_the_next_revision_as_a_draft() {
-    when(
-        approved_team_rule(),
-        RuleCommand::ReviseRule {
-            spec: edited_spec(Layer::Team),
-            by: ALICE,
-            at: at(4),
-        },
-    )
-    .await
-    .then_expect_events(vec![revision_opened(2, edited_spec(Layer::Team))]);
-}
-
-#[tokio::test]
-async fn revising_a_rule_that_was_never_approved_fails_with_revision_already_open() {
-    when(
-        vec![drafted(Layer::Team)],
-        RuleCommand::ReviseRule {
-            spec: edited_spec(Layer::Team),
-            by: ALICE,
-            at: at(4),
-        },
-    )
-    .await
-    .then_expect_error(RuleError::RevisionAlreadyOpen);
-}
-
-#[tokio::test]
-async fn revising_while_the_next_revision_is_open_fails_with_revision_already_open() {
-    let mut given = approved_team_rule();
-    given.push(revision_opened(2, edited_spec(Layer::Team)));
-    when(
-        given,
-        RuleCommand::ReviseRule {
-            spec: edited_spec(Layer::Team),
-            by: ALICE,
-            at: at(5),
-        },
-    )
-    .await
-    .then_expect_error(RuleError::RevisionAlreadyOpen);
-}
-
-#[tokio::test]
-async fn a_revision_cannot_change_the_layer() {
-    when(
-        approved_team_rule(),
-        RuleCommand::ReviseRule {
-            spec: edited_spec(Layer::Project),
-            by: ALICE,
-            at: at(4),
-        },
-    )
-    .await
-    .then_expect_error(RuleError::LayerChanged {
-        from: Layer::Team,
-        to: Layer::Project,
-    });
-}
-
-#[tokio::test]
-async fn a_revision_of_an_organization_rule_cannot_add_triggers() {
-    when(
-        vec![
-            drafted(Layer::Organization),
-            submitted(1),
-            approval(1, BOB, 1, 1),
-            revision_approved(1, spec(Layer::Organization), vec![BOB]),
-        ],
-        RuleCommand::ReviseRule {
-            spec: with_triggers(spec(Layer::Organization)),
-            by: ALICE,
-            at: at(4),
-        },
-    )
-    .await
-    .then_expect_error(RuleError::TriggersOnlyForProjectLayer);
-}
-
-#[tokio::test]
-async fn the_next_revision_goes_through_review_like_the_first() {
-    let mut given = approved_team_rule();
-    given.extend([revision_opened(2, edited_spec(Layer::Team)), submitted(2)]);
-    when(
-        given,
-        RuleCommand::ApproveRule {
-            approver: CAROL,
-            quorum: quorum(1),
-            at: at(2),
-        },
-    )
-    .await
-    .then_expect_events(vec![
-        approval(2, CAROL, 1, 1),
-        revision_approved(2, edited_spec(Layer::Team), vec![CAROL]),
-    ]);
 }
 
 #[test]
@@ -772,42 +224,6 @@ fn the_approved_revision_stays_in_force_until_its_successor_is_approved() {
     assert!(rule.working().is_none());
 }
 
-// ---- organization enforcement ----
-
-#[tokio::test]
-async fn an_organization_rule_can_be_set_to_temporary_enforcement() {
-    let temporary = Enforcement::temporary(3600).unwrap();
-    when(
-        vec![drafted(Layer::Organization)],
-        RuleCommand::SetOrganizationEnforcement {
-            enforcement: temporary,
-            by: BOB,
-            at: at(1),
-        },
-    )
-    .await
-    .then_expect_events(vec![RuleEvent::OrganizationEnforcementSet {
-        rule_id: RULE,
-        enforcement: temporary,
-        by: BOB,
-        at: at(1),
-    }]);
-}
-
-#[tokio::test]
-async fn a_team_rule_has_no_organization_enforcement() {
-    when(
-        approved_team_rule(),
-        RuleCommand::SetOrganizationEnforcement {
-            enforcement: Enforcement::WARNING,
-            by: BOB,
-            at: at(3),
-        },
-    )
-    .await
-    .then_expect_error(RuleError::NotOrganizationLayer);
-}
-
 #[test]
 fn an_organization_rule_is_enforced_by_block_from_its_draft_on() {
     let rule = state(vec![
@@ -825,41 +241,6 @@ fn an_organization_rule_is_enforced_by_block_from_its_draft_on() {
         None
     );
 }
-
-// ---- archiving ----
-
-#[tokio::test]
-async fn a_rule_can_be_archived_in_any_state() {
-    for given in [
-        vec![drafted(Layer::Team)],
-        pending_team_rule(),
-        rejected_team_rule(),
-        approved_team_rule(),
-    ] {
-        when(
-            given,
-            RuleCommand::ArchiveRule {
-                by: ALICE,
-                at: at(9),
-            },
-        )
-        .await
-        .then_expect_events(vec![archived()]);
-    }
-}
-
-#[tokio::test]
-async fn an_archived_rule_accepts_no_further_command() {
-    let mut given = approved_team_rule();
-    given.push(archived());
-    for command in commands_on_an_existing_rule() {
-        when(given.clone(), command)
-            .await
-            .then_expect_error(RuleError::Archived);
-    }
-}
-
-// ---- state ----
 
 #[test]
 fn status_and_version_follow_the_lifecycle() {
@@ -937,4 +318,211 @@ fn rule_state_round_trips_through_json() {
     assert!(json.contains(r#""state":"rejected""#), "{json}");
     let back: Rule = serde_json::from_str(&json).unwrap();
     assert_eq!(back, rule);
+}
+
+fn draft(layer_spec: RuleSpec, minute: i64) -> RuleCommand {
+    RuleCommand::DraftRule {
+        rule_id: RULE,
+        spec: layer_spec,
+        by: ALICE,
+        at: at(minute),
+    }
+}
+
+fn edit(spec: RuleSpec, by: UserId, minute: i64) -> RuleCommand {
+    RuleCommand::EditDraft {
+        spec,
+        by,
+        at: at(minute),
+    }
+}
+
+fn draft_edited(spec: RuleSpec, by: UserId, minute: i64) -> RuleEvent {
+    RuleEvent::RuleDraftEdited {
+        rule_id: RULE,
+        revision: 1,
+        spec,
+        by,
+        at: at(minute),
+    }
+}
+
+fn approve(approver: UserId, quorum: NonZeroU32, minute: i64) -> RuleCommand {
+    RuleCommand::ApproveRule {
+        approver,
+        quorum,
+        at: at(minute),
+    }
+}
+
+#[tokio::test]
+async fn drafting_a_team_or_organization_rule_with_triggers_is_rejected() {
+    let commands =
+        [Layer::Team, Layer::Organization].map(|layer| draft(with_triggers(spec(layer)), 0));
+    check_every(
+        vec![vec![]],
+        commands.into(),
+        Err(RuleError::TriggersOnlyForProjectLayer),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn every_other_command_on_a_missing_rule_fails_with_not_found() {
+    let commands = commands_on_an_existing_rule();
+    check_every(vec![vec![]], commands, Err(RuleError::NotFound)).await;
+}
+
+#[tokio::test]
+async fn a_rule_can_be_archived_in_any_state() {
+    let givens = vec![
+        vec![drafted(Layer::Team)],
+        pending_team_rule(),
+        rejected_team_rule(),
+        approved_team_rule(),
+    ];
+    let command = RuleCommand::ArchiveRule {
+        by: ALICE,
+        at: at(9),
+    };
+    check_every(givens, vec![command], Ok(vec![archived()])).await;
+}
+
+#[tokio::test]
+async fn an_archived_rule_accepts_no_further_command() {
+    let given = [approved_team_rule(), vec![archived()]].concat();
+    check_every(
+        vec![given],
+        commands_on_an_existing_rule(),
+        Err(RuleError::Archived),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn each_command_records_its_events_or_fails() {
+    use {Layer::*, RuleCommand::*, RuleError as Error};
+    let (team, org) = (drafted(Team), drafted(Organization));
+    let project_with_triggers = with_triggers(spec(Project));
+    let block_from_the_draft_on = RuleEvent::OrganizationEnforcementSet {
+        rule_id: RULE,
+        enforcement: Enforcement::BLOCK,
+        by: ALICE,
+        at: at(0),
+    };
+    let project_drafted = RuleEvent::RuleDrafted {
+        rule_id: RULE,
+        revision: 1,
+        spec: project_with_triggers.clone(),
+        by: ALICE,
+        at: at(0),
+    };
+    let edited_by_bob = [
+        team.clone(),
+        draft_edited(edited_spec(Team), BOB, 1),
+        submitted(1),
+    ];
+    let org_approval_pending = [org.clone(), submitted(1), approval(1, BOB, 1, 2)];
+    let org_approved = [
+        org.clone(),
+        submitted(1),
+        approval(1, BOB, 1, 1),
+        revision_approved(1, spec(Organization), vec![BOB]),
+    ];
+    let resubmitted = [
+        org.clone(),
+        submitted(1),
+        approval(1, BOB, 1, 2),
+        rejected(1, CAROL),
+        submitted(1),
+    ];
+    let revision_two_open = [
+        approved_team_rule(),
+        vec![revision_opened(2, edited_spec(Team))],
+    ]
+    .concat();
+    let revision_two_pending = [revision_two_open.clone(), vec![submitted(2)]].concat();
+    let quorum_two = ApprovalQuorum::default().for_layer(Organization);
+    let temporary = Enforcement::temporary(3600).unwrap();
+    let reject = |reviewer| RejectRule {
+        reviewer,
+        reason: reason("too vague"),
+        at: at(3),
+    };
+    let revise = |spec, minute| ReviseRule {
+        spec,
+        by: ALICE,
+        at: at(minute),
+    };
+    let submit = |minute| SubmitRule {
+        by: ALICE,
+        at: at(minute),
+    };
+    cases! {
+        // drafting
+        "drafting a team rule creates revision one as a draft": [] => draft(spec(Team), 0) => Ok(vec![team.clone()]);
+        "drafting an organization rule also sets block enforcement":
+            [] => draft(spec(Organization), 0) => Ok(vec![org.clone(), block_from_the_draft_on]);
+        "drafting a project rule with triggers is accepted":
+            [] => draft(project_with_triggers, 0) => Ok(vec![project_drafted]);
+        "drafting a rule that exists fails with already exists": [team.clone()] => draft(spec(Team), 1) => Err(Error::AlreadyExists);
+        // editing
+        "a draft can be edited":
+            [team.clone()] => edit(edited_spec(Team), BOB, 1) => Ok(vec![draft_edited(edited_spec(Team), BOB, 1)]);
+        "a rejected revision can be edited":
+            rejected_team_rule() => edit(edited_spec(Team), ALICE, 4) => Ok(vec![draft_edited(edited_spec(Team), ALICE, 4)]);
+        "a pending revision cannot be edited": pending_team_rule() => edit(edited_spec(Team), ALICE, 2) => Err(Error::NotEditable);
+        "an approved revision cannot be edited":
+            approved_team_rule() => edit(edited_spec(Team), ALICE, 3) => Err(Error::NotEditable);
+        "an edit cannot change the layer": [team.clone()] => edit(spec(Organization), ALICE, 1)
+            => Err(Error::LayerChanged { from: Team, to: Organization });
+        "an edit cannot add triggers to a team rule":
+            [team.clone()] => edit(with_triggers(spec(Team)), ALICE, 1) => Err(Error::TriggersOnlyForProjectLayer);
+        // submitting
+        "a draft can be submitted": [team.clone()] => submit(1) => Ok(vec![submitted(1)]);
+        "a rejected revision can be submitted again": rejected_team_rule() => submit(1) => Ok(vec![submitted(1)]);
+        "a pending revision cannot be submitted again": pending_team_rule() => submit(1) => Err(Error::NotSubmittable);
+        "an approved rule without an open revision has nothing to submit":
+            approved_team_rule() => submit(3) => Err(Error::NotSubmittable);
+        // approving
+        "an approval that reaches the quorum brings the revision into force": pending_team_rule() => approve(BOB, quorum(1), 2)
+            => Ok(vec![approval(1, BOB, 1, 1), revision_approved(1, spec(Team), vec![BOB])]);
+        "an approval below the quorum is only recorded":
+            [org.clone(), submitted(1)] => approve(BOB, quorum_two, 2) => Ok(vec![approval(1, BOB, 1, 2)]);
+        "the second approval of an organization rule brings it into force": org_approval_pending.clone()
+            => approve(CAROL, quorum(2), 2)
+            => Ok(vec![approval(1, CAROL, 2, 2), revision_approved(1, spec(Organization), vec![BOB, CAROL])]);
+        "the author cannot approve their own revision": pending_team_rule() => approve(ALICE, quorum(1), 2) => Err(Error::SelfApproval);
+        "an editor cannot approve the revision they edited": edited_by_bob => approve(BOB, quorum(1), 2) => Err(Error::SelfApproval);
+        "a reviewer cannot approve the same revision twice": org_approval_pending
+            => approve(BOB, quorum(2), 3) => Err(Error::AlreadyApprovedBy { approver: BOB });
+        "a draft cannot be approved": [team.clone()] => approve(BOB, quorum(1), 1) => Err(Error::NotPending);
+        "approvals given before a rejection do not count after resubmission":
+            resubmitted => approve(BOB, quorum(2), 2) => Ok(vec![approval(1, BOB, 1, 2)]);
+        // rejecting
+        "a pending revision can be rejected with a reason": pending_team_rule() => reject(BOB) => Ok(vec![rejected(1, BOB)]);
+        "the author may reject their own pending revision to withdraw it":
+            pending_team_rule() => reject(ALICE) => Ok(vec![rejected(1, ALICE)]);
+        "a draft cannot be rejected": [team.clone()] => reject(BOB) => Err(Error::NotPending);
+        // revising
+        "revising an approved rule opens the next revision as a draft":
+            approved_team_rule() => revise(edited_spec(Team), 4) => Ok(vec![revision_opened(2, edited_spec(Team))]);
+        "revising a rule that was never approved fails with revision already open":
+            [team.clone()] => revise(edited_spec(Team), 4) => Err(Error::RevisionAlreadyOpen);
+        "revising while the next revision is open fails with revision already open":
+            revision_two_open => revise(edited_spec(Team), 5) => Err(Error::RevisionAlreadyOpen);
+        "a revision cannot change the layer": approved_team_rule() => revise(edited_spec(Project), 4)
+            => Err(Error::LayerChanged { from: Team, to: Project });
+        "a revision of an organization rule cannot add triggers":
+            org_approved => revise(with_triggers(spec(Organization)), 4) => Err(Error::TriggersOnlyForProjectLayer);
+        "the next revision goes through review like the first": revision_two_pending => approve(CAROL, quorum(1), 2)
+            => Ok(vec![approval(2, CAROL, 1, 1), revision_approved(2, edited_spec(Team), vec![CAROL])]);
+        // organization enforcement
+        "an organization rule can be set to temporary enforcement":
+            [org] => SetOrganizationEnforcement { enforcement: temporary, by: BOB, at: at(1) }
+            => Ok(vec![RuleEvent::OrganizationEnforcementSet { rule_id: RULE, enforcement: temporary, by: BOB, at: at(1) }]);
+        "a team rule has no organization enforcement": approved_team_rule()
+            => SetOrganizationEnforcement { enforcement: Enforcement::WARNING, by: BOB, at: at(3) }
+            => Err(Error::NotOrganizationLayer);
+    }
 }

@@ -106,350 +106,107 @@ fn commands_on_an_existing_team() -> Vec<TeamCommand> {
     ]
 }
 
-#[tokio::test]
-async fn a_team_can_be_created() {
-    when(
-        vec![],
-        TeamCommand::CreateTeam {
-            team_id: TEAM,
-            name: name("Platform"),
-            by: ADMIN,
-            at: at(0),
-        },
-    )
-    .await
-    .then_expect_events(vec![created()]);
+fn create(minute: i64) -> TeamCommand {
+    TeamCommand::CreateTeam {
+        team_id: TEAM,
+        name: name("Platform"),
+        by: ADMIN,
+        at: at(minute),
+    }
+}
+
+/// `rule_id` attached to the team with `layer`, `revision` and `enforcement` at minute `minute`.
+fn attach(
+    rule_id: RuleId,
+    layer: Layer,
+    revision: u32,
+    enforcement: Enforcement,
+    minute: i64,
+) -> TeamCommand {
+    TeamCommand::AttachRule {
+        rule_id,
+        rule_layer: layer,
+        rule_revision: revision,
+        enforcement,
+        by: ADMIN,
+        at: at(minute),
+    }
 }
 
 #[tokio::test]
 async fn creating_a_team_that_exists_fails_with_already_exists() {
-    for given in [vec![created()], vec![created(), archived()]] {
-        when(
-            given,
-            TeamCommand::CreateTeam {
-                team_id: TEAM,
-                name: name("Platform"),
-                by: ADMIN,
-                at: at(1),
-            },
-        )
-        .await
-        .then_expect_error(TeamError::AlreadyExists);
-    }
+    let givens = vec![vec![created()], vec![created(), archived()]];
+    check_every(givens, vec![create(1)], Err(TeamError::AlreadyExists)).await;
 }
 
 #[tokio::test]
 async fn every_other_command_on_a_missing_team_fails_with_not_found() {
-    for command in commands_on_an_existing_team() {
-        when(vec![], command)
-            .await
-            .then_expect_error(TeamError::NotFound);
-    }
+    let commands = commands_on_an_existing_team();
+    check_every(vec![vec![]], commands, Err(TeamError::NotFound)).await;
 }
 
 #[tokio::test]
 async fn every_command_is_accepted_on_a_live_team() {
     // The counterpart of the archived test below: the same commands succeed before archiving.
-    for command in commands_on_an_existing_team() {
-        let result = when(
-            vec![created(), bob_added(), rule_attached()],
-            command.clone(),
-        )
-        .await
-        .inspect_result();
-        assert!(result.is_ok(), "{command:?} was refused: {result:?}");
-    }
+    accepts_each(
+        vec![created(), bob_added(), rule_attached()],
+        commands_on_an_existing_team(),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn an_archived_team_accepts_no_further_command() {
-    for command in commands_on_an_existing_team() {
-        when(
-            vec![created(), bob_added(), rule_attached(), archived()],
-            command,
-        )
-        .await
-        .then_expect_error(TeamError::Archived);
+    let given = vec![created(), bob_added(), rule_attached(), archived()];
+    let commands = commands_on_an_existing_team();
+    check_every(vec![given], commands, Err(TeamError::Archived)).await;
+}
+
+#[tokio::test]
+async fn each_command_records_its_events_or_fails() {
+    use {Enforcement as E, Layer::*, TeamCommand::*, TeamEvent::*, TeamRole::*};
+    let temporary = E::temporary(86_400).unwrap();
+    let other_rule = RuleId(Uuid::from_u128(0x99));
+    cases! {
+        "a team can be created": [] => create(0) => Ok(vec![created()]);
+        "a team can be renamed": [created()] => RenameTeam { name: name("Core"), by: ADMIN, at: at(1) }
+            => Ok(vec![TeamRenamed { team_id: TEAM, name: name("Core"), by: ADMIN, at: at(1) }]);
+        "a user can be added as a member":
+            [created()] => AddMember { user: BOB, role: Member, by: ADMIN, at: at(1) } => Ok(vec![bob_added()]);
+        "a member cannot be added twice": [created(), bob_added()]
+            => AddMember { user: BOB, role: TeamAdmin, by: ADMIN, at: at(2) }
+            => Err(TeamError::AlreadyMember { user: BOB });
+        "a members role can be changed": [created(), bob_added()]
+            => ChangeMemberRole { user: BOB, role: TeamAdmin, by: ADMIN, at: at(2) }
+            => Ok(vec![MemberRoleChanged { team_id: TEAM, user: BOB, role: TeamAdmin, by: ADMIN, at: at(2) }]);
+        "the role of a non member cannot be changed":
+            [created()] => ChangeMemberRole { user: CAROL, role: TeamAdmin, by: ADMIN, at: at(2) }
+            => Err(TeamError::NotAMember { user: CAROL });
+        "a member can be removed": [created(), bob_added()] => RemoveMember { user: BOB, by: ADMIN, at: at(2) }
+            => Ok(vec![MemberRemoved { team_id: TEAM, user: BOB, by: ADMIN, at: at(2) }]);
+        "a non member cannot be removed": [created(), bob_added()]
+            => RemoveMember { user: CAROL, by: ADMIN, at: at(2) } => Err(TeamError::NotAMember { user: CAROL });
+        "a team rule can be attached": [created()] => attach(RULE, Team, 1, E::BLOCK, 2) => Ok(vec![rule_attached()]);
+        "a project rule can be attached with temporary enforcement":
+            [created()] => attach(RULE, Project, 4, temporary, 2)
+            => Ok(vec![RuleAttached { team_id: TEAM, rule_id: RULE, rule_layer: Project, rule_revision: 4,
+                enforcement: temporary, by: ADMIN, at: at(2) }]);
+        "an organization rule cannot be attached": [created()] => attach(RULE, Organization, 1, E::BLOCK, 2)
+            => Err(TeamError::OrganizationRulesApplyToAllTeams);
+        "a rule cannot be attached twice": [created(), rule_attached()] => attach(RULE, Team, 2, E::WARNING, 3)
+            => Err(TeamError::AlreadyAttached { rule_id: RULE });
+        "the enforcement of an attached rule can be changed": [created(), rule_attached()]
+            => ChangeEnforcement { rule_id: RULE, enforcement: E::WARNING, by: ADMIN, at: at(3) }
+            => Ok(vec![EnforcementChanged { team_id: TEAM, rule_id: RULE, enforcement: E::WARNING, by: ADMIN, at: at(3) }]);
+        "the enforcement of a rule that is not attached cannot be changed": [created()]
+            => ChangeEnforcement { rule_id: RULE, enforcement: E::WARNING, by: ADMIN, at: at(3) }
+            => Err(TeamError::NotAttached { rule_id: RULE });
+        "an attached rule can be detached": [created(), rule_attached()] => DetachRule { rule_id: RULE, by: ADMIN, at: at(3) }
+            => Ok(vec![RuleDetached { team_id: TEAM, rule_id: RULE, by: ADMIN, at: at(3) }]);
+        "a rule that is not attached cannot be detached": [created(), rule_attached()]
+            => DetachRule { rule_id: other_rule, by: ADMIN, at: at(3) } => Err(TeamError::NotAttached { rule_id: other_rule });
+        "a team can be archived": [created()] => ArchiveTeam { by: ADMIN, at: at(9) } => Ok(vec![archived()]);
     }
-}
-
-#[tokio::test]
-async fn a_team_can_be_renamed() {
-    when(
-        vec![created()],
-        TeamCommand::RenameTeam {
-            name: name("Core"),
-            by: ADMIN,
-            at: at(1),
-        },
-    )
-    .await
-    .then_expect_events(vec![TeamEvent::TeamRenamed {
-        team_id: TEAM,
-        name: name("Core"),
-        by: ADMIN,
-        at: at(1),
-    }]);
-}
-
-#[tokio::test]
-async fn a_user_can_be_added_as_a_member() {
-    when(
-        vec![created()],
-        TeamCommand::AddMember {
-            user: BOB,
-            role: TeamRole::Member,
-            by: ADMIN,
-            at: at(1),
-        },
-    )
-    .await
-    .then_expect_events(vec![bob_added()]);
-}
-
-#[tokio::test]
-async fn a_member_cannot_be_added_twice() {
-    when(
-        vec![created(), bob_added()],
-        TeamCommand::AddMember {
-            user: BOB,
-            role: TeamRole::TeamAdmin,
-            by: ADMIN,
-            at: at(2),
-        },
-    )
-    .await
-    .then_expect_error(TeamError::AlreadyMember { user: BOB });
-}
-
-#[tokio::test]
-async fn a_members_role_can_be_changed() {
-    when(
-        vec![created(), bob_added()],
-        TeamCommand::ChangeMemberRole {
-            user: BOB,
-            role: TeamRole::TeamAdmin,
-            by: ADMIN,
-            at: at(2),
-        },
-    )
-    .await
-    .then_expect_events(vec![TeamEvent::MemberRoleChanged {
-        team_id: TEAM,
-        user: BOB,
-        role: TeamRole::TeamAdmin,
-        by: ADMIN,
-        at: at(2),
-    }]);
-}
-
-#[tokio::test]
-async fn the_role_of_a_non_member_cannot_be_changed() {
-    when(
-        vec![created()],
-        TeamCommand::ChangeMemberRole {
-            user: CAROL,
-            role: TeamRole::TeamAdmin,
-            by: ADMIN,
-            at: at(2),
-        },
-    )
-    .await
-    .then_expect_error(TeamError::NotAMember { user: CAROL });
-}
-
-#[tokio::test]
-async fn a_member_can_be_removed() {
-    when(
-        vec![created(), bob_added()],
-        TeamCommand::RemoveMember {
-            user: BOB,
-            by: ADMIN,
-            at: at(2),
-        },
-    )
-    .await
-    .then_expect_events(vec![TeamEvent::MemberRemoved {
-        team_id: TEAM,
-        user: BOB,
-        by: ADMIN,
-        at: at(2),
-    }]);
-}
-
-#[tokio::test]
-async fn a_non_member_cannot_be_removed() {
-    when(
-        vec![created(), bob_added()],
-        TeamCommand::RemoveMember {
-            user: CAROL,
-            by: ADMIN,
-            at: at(2),
-        },
-    )
-    .await
-    .then_expect_error(TeamError::NotAMember { user: CAROL });
-}
-
-#[tokio::test]
-async fn a_team_rule_can_be_attached() {
-    when(
-        vec![created()],
-        TeamCommand::AttachRule {
-            rule_id: RULE,
-            rule_layer: Layer::Team,
-            rule_revision: 1,
-            enforcement: Enforcement::BLOCK,
-            by: ADMIN,
-            at: at(2),
-        },
-    )
-    .await
-    .then_expect_events(vec![rule_attached()]);
-}
-
-#[tokio::test]
-async fn a_project_rule_can_be_attached_with_temporary_enforcement() {
-    let temporary = Enforcement::temporary(86_400).unwrap();
-    when(
-        vec![created()],
-        TeamCommand::AttachRule {
-            rule_id: RULE,
-            rule_layer: Layer::Project,
-            rule_revision: 4,
-            enforcement: temporary,
-            by: ADMIN,
-            at: at(2),
-        },
-    )
-    .await
-    .then_expect_events(vec![TeamEvent::RuleAttached {
-        team_id: TEAM,
-        rule_id: RULE,
-        rule_layer: Layer::Project,
-        rule_revision: 4,
-        enforcement: temporary,
-        by: ADMIN,
-        at: at(2),
-    }]);
-}
-
-#[tokio::test]
-async fn an_organization_rule_cannot_be_attached() {
-    when(
-        vec![created()],
-        TeamCommand::AttachRule {
-            rule_id: RULE,
-            rule_layer: Layer::Organization,
-            rule_revision: 1,
-            enforcement: Enforcement::BLOCK,
-            by: ADMIN,
-            at: at(2),
-        },
-    )
-    .await
-    .then_expect_error(TeamError::OrganizationRulesApplyToAllTeams);
-}
-
-#[tokio::test]
-async fn a_rule_cannot_be_attached_twice() {
-    when(
-        vec![created(), rule_attached()],
-        TeamCommand::AttachRule {
-            rule_id: RULE,
-            rule_layer: Layer::Team,
-            rule_revision: 2,
-            enforcement: Enforcement::WARNING,
-            by: ADMIN,
-            at: at(3),
-        },
-    )
-    .await
-    .then_expect_error(TeamError::AlreadyAttached { rule_id: RULE });
-}
-
-#[tokio::test]
-async fn the_enforcement_of_an_attached_rule_can_be_changed() {
-    when(
-        vec![created(), rule_attached()],
-        TeamCommand::ChangeEnforcement {
-            rule_id: RULE,
-            enforcement: Enforcement::WARNING,
-            by: ADMIN,
-            at: at(3),
-        },
-    )
-    .await
-    .then_expect_events(vec![TeamEvent::EnforcementChanged {
-        team_id: TEAM,
-        rule_id: RULE,
-        enforcement: Enforcement::WARNING,
-        by: ADMIN,
-        at: at(3),
-    }]);
-}
-
-#[tokio::test]
-async fn the_enforcement_of_a_rule_that_is_not_attached_cannot_be_changed() {
-    when(
-        vec![created()],
-        TeamCommand::ChangeEnforcement {
-            rule_id: RULE,
-            enforcement: Enforcement::WARNING,
-            by: ADMIN,
-            at: at(3),
-        },
-    )
-    .await
-    .then_expect_error(TeamError::NotAttached { rule_id: RULE });
-}
-
-#[tokio::test]
-async fn an_attached_rule_can_be_detached() {
-    when(
-        vec![created(), rule_attached()],
-        TeamCommand::DetachRule {
-            rule_id: RULE,
-            by: ADMIN,
-            at: at(3),
-        },
-    )
-    .await
-    .then_expect_events(vec![TeamEvent::RuleDetached {
-        team_id: TEAM,
-        rule_id: RULE,
-        by: ADMIN,
-        at: at(3),
-    }]);
-}
-
-#[tokio::test]
-async fn a_rule_that_is_not_attached_cannot_be_detached() {
-    when(
-        vec![created(), rule_attached()],
-        TeamCommand::DetachRule {
-            rule_id: RuleId(Uuid::from_u128(0x99)),
-            by: ADMIN,
-            at: at(3),
-        },
-    )
-    .await
-    .then_expect_error(TeamError::NotAttached {
-        rule_id: RuleId(Uuid::from_u128(0x99)),
-    });
-}
-
-#[tokio::test]
-async fn a_team_can_be_archived() {
-    when(
-        vec![created()],
-        TeamCommand::ArchiveTeam {
-            by: ADMIN,
-            at: at(9),
-        },
-    )
-    .await
-    .then_expect_events(vec![archived()]);
 }
 
 #[test]

@@ -34,19 +34,32 @@ fn deactivated() -> UserEvent {
     }
 }
 
+fn create(roles: BTreeSet<GlobalRole>, by: Option<UserId>, minute: i64) -> UserCommand {
+    UserCommand::CreateUser {
+        user_id: BOB,
+        email: email(),
+        name: name(),
+        roles,
+        by,
+        at: at(minute),
+    }
+}
+
+fn grant(role: GlobalRole, minute: i64) -> UserCommand {
+    let (by, at) = (ADMIN, at(minute));
+    UserCommand::GrantRole { role, by, at }
+}
+
+fn revoke(role: GlobalRole, minute: i64) -> UserCommand {
+    let (by, at) = (ADMIN, at(minute));
+    UserCommand::RevokeRole { role, by, at }
+}
+
 /// Every command that needs an existing, active user; each would succeed on `[created]`.
 fn commands_on_an_active_user() -> Vec<UserCommand> {
     vec![
-        UserCommand::GrantRole {
-            role: GlobalRole::Auditor,
-            by: ADMIN,
-            at: at(9),
-        },
-        UserCommand::RevokeRole {
-            role: GlobalRole::Member,
-            by: ADMIN,
-            at: at(9),
-        },
+        grant(GlobalRole::Auditor, 9),
+        revoke(GlobalRole::Member, 9),
         UserCommand::ChangePassword { by: BOB, at: at(9) },
         UserCommand::DeactivateUser {
             by: ADMIN,
@@ -56,197 +69,50 @@ fn commands_on_an_active_user() -> Vec<UserCommand> {
 }
 
 #[tokio::test]
-async fn a_user_can_be_created() {
-    when(
-        vec![],
-        UserCommand::CreateUser {
-            user_id: BOB,
-            email: email(),
-            name: name(),
-            roles: [GlobalRole::Member].into(),
-            by: Some(ADMIN),
-            at: at(0),
-        },
-    )
-    .await
-    .then_expect_events(vec![created()]);
-}
-
-#[tokio::test]
-async fn creating_a_user_that_exists_fails_with_already_exists() {
-    when(
-        vec![created()],
-        UserCommand::CreateUser {
-            user_id: BOB,
-            email: email(),
-            name: name(),
-            roles: BTreeSet::new(),
-            by: None,
-            at: at(1),
-        },
-    )
-    .await
-    .then_expect_error(UserError::AlreadyExists);
-}
-
-#[tokio::test]
 async fn every_other_command_on_a_missing_user_fails_with_not_found() {
     let mut commands = commands_on_an_active_user();
     commands.push(UserCommand::ReactivateUser {
         by: ADMIN,
         at: at(9),
     });
-    for command in commands {
-        when(vec![], command)
-            .await
-            .then_expect_error(UserError::NotFound);
-    }
+    check_every(vec![vec![]], commands, Err(UserError::NotFound)).await;
 }
 
 #[tokio::test]
 async fn every_command_is_accepted_on_an_active_user() {
-    for command in commands_on_an_active_user() {
-        let result = when(vec![created()], command.clone())
-            .await
-            .inspect_result();
-        assert!(result.is_ok(), "{command:?} was refused: {result:?}");
-    }
+    accepts_each(vec![created()], commands_on_an_active_user()).await;
 }
 
 #[tokio::test]
 async fn a_deactivated_user_accepts_nothing_but_reactivation() {
-    for command in commands_on_an_active_user() {
-        when(vec![created(), deactivated()], command)
-            .await
-            .then_expect_error(UserError::Deactivated);
+    let (given, commands) = (vec![created(), deactivated()], commands_on_an_active_user());
+    check_every(vec![given], commands, Err(UserError::Deactivated)).await;
+}
+
+#[tokio::test]
+async fn each_command_records_its_events_or_fails() {
+    use {GlobalRole::Member, GlobalRole::OrgAdmin, UserCommand::*, UserEvent::*};
+    cases! {
+        "a user can be created": [] => create([Member].into(), Some(ADMIN), 0) => Ok(vec![created()]);
+        "creating a user that exists fails with already exists":
+            [created()] => create(BTreeSet::new(), None, 1) => Err(UserError::AlreadyExists);
+        "a role can be granted": [created()] => grant(OrgAdmin, 1)
+            => Ok(vec![RoleGranted { user_id: BOB, role: OrgAdmin, by: ADMIN, at: at(1) }]);
+        "a role the user has cannot be granted again": [created()] => grant(Member, 1)
+            => Err(UserError::RoleAlreadyGranted { role: Member });
+        "a role can be revoked": [created()] => revoke(Member, 1)
+            => Ok(vec![RoleRevoked { user_id: BOB, role: Member, by: ADMIN, at: at(1) }]);
+        "a role the user lacks cannot be revoked": [created()] => revoke(OrgAdmin, 1)
+            => Err(UserError::RoleNotGranted { role: OrgAdmin });
+        "a password change is recorded without the password": [created()] => ChangePassword { by: BOB, at: at(2) }
+            => Ok(vec![PasswordChanged { user_id: BOB, by: BOB, at: at(2) }]);
+        "an active user can be deactivated":
+            [created()] => DeactivateUser { by: ADMIN, at: at(5) } => Ok(vec![deactivated()]);
+        "a deactivated user can be reactivated": [created(), deactivated()] => ReactivateUser { by: ADMIN, at: at(6) }
+            => Ok(vec![UserReactivated { user_id: BOB, by: ADMIN, at: at(6) }]);
+        "an active user cannot be reactivated":
+            [created()] => ReactivateUser { by: ADMIN, at: at(6) } => Err(UserError::NotDeactivated);
     }
-}
-
-#[tokio::test]
-async fn a_role_can_be_granted() {
-    when(
-        vec![created()],
-        UserCommand::GrantRole {
-            role: GlobalRole::OrgAdmin,
-            by: ADMIN,
-            at: at(1),
-        },
-    )
-    .await
-    .then_expect_events(vec![UserEvent::RoleGranted {
-        user_id: BOB,
-        role: GlobalRole::OrgAdmin,
-        by: ADMIN,
-        at: at(1),
-    }]);
-}
-
-#[tokio::test]
-async fn a_role_the_user_has_cannot_be_granted_again() {
-    when(
-        vec![created()],
-        UserCommand::GrantRole {
-            role: GlobalRole::Member,
-            by: ADMIN,
-            at: at(1),
-        },
-    )
-    .await
-    .then_expect_error(UserError::RoleAlreadyGranted {
-        role: GlobalRole::Member,
-    });
-}
-
-#[tokio::test]
-async fn a_role_can_be_revoked() {
-    when(
-        vec![created()],
-        UserCommand::RevokeRole {
-            role: GlobalRole::Member,
-            by: ADMIN,
-            at: at(1),
-        },
-    )
-    .await
-    .then_expect_events(vec![UserEvent::RoleRevoked {
-        user_id: BOB,
-        role: GlobalRole::Member,
-        by: ADMIN,
-        at: at(1),
-    }]);
-}
-
-#[tokio::test]
-async fn a_role_the_user_lacks_cannot_be_revoked() {
-    when(
-        vec![created()],
-        UserCommand::RevokeRole {
-            role: GlobalRole::OrgAdmin,
-            by: ADMIN,
-            at: at(1),
-        },
-    )
-    .await
-    .then_expect_error(UserError::RoleNotGranted {
-        role: GlobalRole::OrgAdmin,
-    });
-}
-
-#[tokio::test]
-async fn a_password_change_is_recorded_without_the_password() {
-    when(
-        vec![created()],
-        UserCommand::ChangePassword { by: BOB, at: at(2) },
-    )
-    .await
-    .then_expect_events(vec![UserEvent::PasswordChanged {
-        user_id: BOB,
-        by: BOB,
-        at: at(2),
-    }]);
-}
-
-#[tokio::test]
-async fn an_active_user_can_be_deactivated() {
-    when(
-        vec![created()],
-        UserCommand::DeactivateUser {
-            by: ADMIN,
-            at: at(5),
-        },
-    )
-    .await
-    .then_expect_events(vec![deactivated()]);
-}
-
-#[tokio::test]
-async fn a_deactivated_user_can_be_reactivated() {
-    when(
-        vec![created(), deactivated()],
-        UserCommand::ReactivateUser {
-            by: ADMIN,
-            at: at(6),
-        },
-    )
-    .await
-    .then_expect_events(vec![UserEvent::UserReactivated {
-        user_id: BOB,
-        by: ADMIN,
-        at: at(6),
-    }]);
-}
-
-#[tokio::test]
-async fn an_active_user_cannot_be_reactivated() {
-    when(
-        vec![created()],
-        UserCommand::ReactivateUser {
-            by: ADMIN,
-            at: at(6),
-        },
-    )
-    .await
-    .then_expect_error(UserError::NotDeactivated);
 }
 
 #[test]
