@@ -762,7 +762,15 @@ async fn a_machines_enforced_revision_travels_in_time(store: Store) {
     let first = approved_rule(&app, &admin, &second, "first rule").await;
     attach(&app, &admin, &team, &first).await;
     let (agent, mut daemon, _dir) = running_agent(&app, &admin, &dev_id).await;
-    let live = get(&app, &format!("/api/v1/teams/{team}/ruleset"), &auditor).await;
+    // The rule set is a read model: on PostgreSQL it is projected after the attach answers.
+    let live = crate::harness::eventually(Duration::from_secs(20), || async {
+        let (status, body) = app
+            .get(&format!("/api/v1/teams/{team}/ruleset"), &auditor)
+            .await;
+        (status == StatusCode::OK).then_some(body)
+    })
+    .await
+    .expect("the team's rule set is projected");
     let then_revision = live["revision"].as_u64().unwrap();
     let then = applied(&app, &auditor, &agent, &team, then_revision).await;
     assert_eq!(then["hash"], live["hash"]);
