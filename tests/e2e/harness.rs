@@ -584,9 +584,14 @@ pub fn temporary(secs: u64) -> Value {
     json!({"mode": "temporary", "temporary_timeout_secs": secs})
 }
 
+/// The enforcement `{"mode": mode}` (`block`, `warning`).
+pub fn mode(mode: &str) -> Value {
+    json!({"mode": mode})
+}
+
 /// Attaches `rule` to `team`, blocking.
 pub async fn attach(app: &TestApp, admin: &str, team: &str, rule: &str) {
-    attach_with(app, admin, team, rule, json!({"mode": "block"})).await;
+    attach_with(app, admin, team, rule, mode("block")).await;
 }
 
 /// A new team named `name` with `member` (a user id) as its member; answers the team's id.
@@ -842,6 +847,25 @@ impl Machine {
         self.home().join(".claude").join("CLAUDE.md")
     }
 
+    /// The team file's text (empty while there is none).
+    pub fn team_text(&self) -> String {
+        std::fs::read_to_string(self.team_file()).unwrap_or_default()
+    }
+
+    /// Writes `text` over the team file, as a user editing it would.
+    pub fn write_team(&self, text: impl AsRef<[u8]>) {
+        std::fs::write(self.team_file(), text).unwrap();
+    }
+
+    /// The team file's text once `pred` holds of it, within `secs` seconds.
+    pub async fn team_file_when(&self, secs: u64, pred: impl Fn(&str) -> bool) -> Option<String> {
+        eventually(Duration::from_secs(secs), || async {
+            let text = self.team_text();
+            pred(&text).then_some(text)
+        })
+        .await
+    }
+
     /// `edict-agent` with this machine's directories.
     pub fn command(&self) -> Command {
         let mut command = Command::new(agent_binary());
@@ -879,18 +903,24 @@ impl Machine {
 
     /// Starts `edict-agent run`.
     pub fn run(&mut self) {
-        self.daemon = Some(self.command().arg("run").spawn().unwrap());
+        self.run_with(&[]);
+    }
+
+    /// Starts `edict-agent run` with `args`.
+    pub fn run_with(&mut self, args: &[&str]) {
+        self.daemon = Some(self.command().arg("run").args(args).spawn().unwrap());
+    }
+
+    /// Runs `edict-agent` with `args` to its end, capturing its stdout.
+    pub async fn output(&self, args: &[&str]) -> std::process::Output {
+        let mut command = self.command();
+        command.args(args).stdout(Stdio::piped());
+        command.output().await.unwrap()
     }
 
     /// `edict-agent status --output json`.
     pub async fn status(&self) -> Value {
-        let output = self
-            .command()
-            .args(["status", "--output", "json"])
-            .stdout(Stdio::piped())
-            .output()
-            .await
-            .unwrap();
+        let output = self.output(&["status", "--output", "json"]).await;
         assert!(output.status.success(), "edict-agent status");
         serde_json::from_slice(&output.stdout).unwrap()
     }
