@@ -5,7 +5,6 @@ use crate::harness::{
     Layout, Machine, Store, TestApp, approve, approved_rule, attach, attach_with, eventually, mode,
     rule_spec, team_with_member, temporary, two_gateways,
 };
-use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::process::Stdio;
 use std::time::Duration;
@@ -46,10 +45,9 @@ impl Machine {
                             .unwrap()
                             .ends_with("/device")
                     );
-                    let (status, request) = app
-                        .get(&format!("/api/v1/device/requests/{code}"), approver)
+                    let request = app
+                        .fetch(&format!("/api/v1/device/requests/{code}"), approver)
                         .await;
-                    assert_eq!(status, StatusCode::OK, "{request}");
                     assert_eq!(request["status"], "pending");
                     assert!(!request["machine_id"].as_str().unwrap().is_empty());
                     app.ok(
@@ -77,8 +75,7 @@ struct Staff {
 
 impl Staff {
     async fn of(app: &TestApp) -> Staff {
-        let admin = app.admin().await;
-        let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+        let (admin, second) = app.admins().await;
         let (dev_id, dev) = app.user(&admin, "dev", &["member"]).await;
         Staff {
             admin,
@@ -152,8 +149,7 @@ async fn decide(app: &TestApp, admin: &str, cr: &str, decision: &str, body: Valu
 /// Sets the enforcement mode of `rule` on `team` to `mode`.
 async fn set_mode(app: &TestApp, admin: &str, team: &str, rule: &str, mode: &str) {
     let path = format!("/api/v1/teams/{team}/rules/{rule}");
-    let body = Some(json!({"mode": mode}));
-    let (status, body) = app.call(Method::PATCH, &path, Some(admin), body).await;
+    let (status, body) = app.patch(&path, admin, json!({"mode": mode})).await;
     assert!(status.is_success(), "{status} {body}");
 }
 
@@ -219,10 +215,9 @@ async fn block_rules_reach_the_machine_and_edits_are_reverted_even_offline() {
         converged.is_some(),
         "the agent's applied revision is recorded"
     );
-    let (status, enforced) = app
-        .get(&format!("/api/v1/agents/{agent_id}/enforced"), dev)
+    let enforced = app
+        .fetch(&format!("/api/v1/agents/{agent_id}/enforced"), dev)
         .await;
-    assert_eq!(status, StatusCode::OK);
     assert_eq!(enforced[0]["current"], true, "{enforced}");
 
     // 2 + 5. Editing the managed section: restored, user text kept, reported to the server.
@@ -422,10 +417,7 @@ async fn converged(app: &TestApp, admin: &str, team: &str, agents: &[String]) ->
 #[tokio::test]
 async fn agents_fail_over_between_gateways_and_survive_kill_9() {
     let (gateways, urls) = two_gateways();
-    let layout = Layout {
-        roles: Some("api,relay,projector".into()),
-        ..Layout::distributed()
-    };
+    let layout = Layout::distributed_with("api,relay,projector");
     let mut app = TestApp::spawn_with_env(
         Store::Postgres,
         layout,

@@ -391,8 +391,7 @@ async fn auditors_change_nothing() {
 #[tokio::test]
 async fn agent_tokens_only_do_what_agents_do() {
     let app = TestApp::spawn(Store::Postgres).await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (admin, second) = app.admins().await;
     let (dev_id, dev) = app.user(&admin, "dev", &["member"]).await;
     let team = app
         .ok("/api/v1/teams", &admin, json!({"name": "Platform"}))

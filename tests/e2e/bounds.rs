@@ -377,10 +377,9 @@ async fn min_position_below_zero_or_past_the_head_is_a_400_at_once() {
     // A position the log has is waited for, as before.
     let team = app.ok("/api/v1/teams", &admin, json!({"name": "T"})).await;
     let position = team["position"].as_i64().expect("position");
-    let (status, _) = app
-        .get(&format!("/api/v1/teams?min_position={position}"), &admin)
+    let _ = app
+        .fetch(&format!("/api/v1/teams?min_position={position}"), &admin)
         .await;
-    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -444,10 +443,9 @@ async fn a_user_owns_at_most_the_configured_number_of_agents() {
     }
     // The cap reads the agent fleet: wait until it shows both.
     let last = agents[1]["position"].as_i64().unwrap();
-    let (status, _) = app
-        .get(&format!("/api/v1/agents?min_position={last}"), &dev)
+    let _ = app
+        .fetch(&format!("/api/v1/agents?min_position={last}"), &dev)
         .await;
-    assert_eq!(status, StatusCode::OK);
     let (status, problem) = enroll(dev.clone(), "m-3").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     assert_eq!(problem["rule"], "agent_limit");

@@ -135,8 +135,7 @@ async fn a_rule_whose_kv_put_was_denied_reaches_the_agent_once_allowed_without_r
         roles: None,
     };
     let app = TestApp::spawn_with(Store::Postgres, layout).await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (admin, second) = app.admins().await;
     let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
     let team = team_with_member(&app, &admin, "delivery", &dev_id).await;
     let first = approved_rule(&app, &admin, &second, "rule one").await;

@@ -51,6 +51,14 @@ impl Layout {
             roles: None,
         }
     }
+
+    /// [`Layout::distributed`] with only `roles` in the main process.
+    pub fn distributed_with(roles: &str) -> Self {
+        Layout {
+            roles: Some(roles.into()),
+            ..Layout::distributed()
+        }
+    }
 }
 
 /// A running `edict serve`.
@@ -353,6 +361,14 @@ impl TestApp {
         self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await
     }
 
+    /// The first admin's access token and a second org_admin's (approvals need someone other than the
+    /// author).
+    pub async fn admins(&self) -> (String, String) {
+        let admin = self.admin().await;
+        let (_, second) = self.user(&admin, "second", &["org_admin"]).await;
+        (admin, second)
+    }
+
     /// Creates a user with `roles`; answers their (id, email, password).
     pub async fn account(
         &self,
@@ -458,6 +474,18 @@ impl TestApp {
     pub async fn patch(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
         self.call(Method::PATCH, path, Some(token), Some(body))
             .await
+    }
+
+    /// GET with `token`, asserting 200 OK; answers the JSON body.
+    pub async fn fetch(&self, path: &str, token: &str) -> Value {
+        let (status, body) = self.get(path, token).await;
+        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+        body
+    }
+
+    /// DELETE with `token`; answers status and JSON body, whatever the status.
+    pub async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, Some(token), None).await
     }
 
     /// GET with `token`; answers status and JSON body, whatever the status.

@@ -100,8 +100,7 @@ async fn counters_move_for_a_command_a_push_and_an_ack_and_the_dashboards_name_r
         vec![("EDICT_METRICS_SAMPLE_MS".into(), "200".into())],
     )
     .await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (admin, second) = app.admins().await;
     let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
     let before = scrape(&app, &app.base).await;
     let drafted = [

@@ -83,8 +83,7 @@ impl SignedOrg {
         let mut vars = vec![("EDICT_RULESET_SIGNING_KEY".to_owned(), hex::encode(SEED))];
         vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let app = TestApp::spawn_with_env(Store::Postgres, Layout::distributed(), vars).await;
-        let admin = app.admin().await;
-        let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+        let (admin, second) = app.admins().await;
         let (dev_id, dev) = app.user(&admin, "dev", &["member"]).await;
         let team = team_with_member(&app, &admin, "a", &dev_id).await;
         SignedOrg {
@@ -177,8 +176,7 @@ async fn rule_sets_written_into_the_bucket_never_reach_a_file_and_each_is_report
     .await;
     let org_key = ed25519_dalek::SigningKey::from_bytes(&SEED);
     let fingerprint = key_id_of(&org_key.verifying_key());
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (admin, second) = app.admins().await;
     let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
     let team = app.team(&admin, "a").await;
     let other = app.team(&admin, "b").await;

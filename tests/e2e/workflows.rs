@@ -132,8 +132,7 @@ async fn organization_rules_need_two_approvals_and_revisions_keep_the_approved_o
 
 async fn teams_attach_approved_rules_with_a_mode(store: Store) {
     let app = TestApp::spawn(store).await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (admin, second) = app.admins().await;
     let (lead_id, lead) = app.user(&admin, "lead", &["member"]).await;
 
     let team = app.team(&admin, "Payments").await;
@@ -247,8 +246,7 @@ async fn teams_attach_approved_rules_with_a_mode(store: Store) {
 
 async fn change_requests_flow_from_report_to_exception(store: Store) {
     let app = TestApp::spawn(store).await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (admin, second) = app.admins().await;
     let (lead_id, lead) = app.user(&admin, "lead", &["member"]).await;
     let (dev_id, dev) = app.user(&admin, "dev", &["member"]).await;
     let team = app.team(&admin, "Search").await;

@@ -33,8 +33,7 @@ async fn audited() -> TestApp {
 #[tokio::test]
 async fn an_auditor_reads_the_log_the_past_and_the_chain_and_changes_nothing() {
     let app = audited().await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (admin, second) = app.admins().await;
     let team = app.team(&admin, "Ops <script>alert(1)</script>").await;
     let rule = approved_rule(&app, &admin, &second, "audited").await;
     attach(&app, &admin, &team, &rule).await;

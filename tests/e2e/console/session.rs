@@ -98,8 +98,7 @@ async fn console_sign_in_sets_a_strict_http_only_cookie_and_sign_out_ends_the_se
 
     // The session is the API's: its access token works there until sign-out.
     let access = browser.access_token().expect("access token in the cookie");
-    let (status, me) = app.get("/api/v1/users/me", &access).await;
-    assert_eq!(status, StatusCode::OK, "{me}");
+    let me = app.fetch("/api/v1/users/me", &access).await;
     assert_eq!(me["email"], ADMIN_EMAIL);
 
     // Signing out without the form's token is refused and keeps the session.
