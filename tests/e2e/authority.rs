@@ -253,12 +253,7 @@ async fn a_team_admin_cannot_make_team_admins_nor_demote_one_an_org_admin_appoin
     )
     .await;
     let (status, body) = app
-        .call(
-            Method::DELETE,
-            &format!("{members}/{}", t.outsider_id),
-            Some(&t.lead),
-            None,
-        )
+        .delete(&format!("{members}/{}", t.outsider_id), &t.lead)
         .await;
     assert!(status.is_success(), "{body}");
     // The org_admin appoints.

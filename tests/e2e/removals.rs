@@ -10,7 +10,7 @@ use crate::proxy::{Acceptor, forward};
 use crate::signing::{SEED, SignedOrg, approved_rule, attach, read, wait_for_file};
 use edict_api::ruleset::{RemovalStatement, key_id_of};
 use futures::{SinkExt, StreamExt};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -137,12 +137,7 @@ async fn connected(org: &SignedOrg) -> (RemovalProxy, Machine, String) {
 
 async fn remove_member(app: &TestApp, admin: &str, team: &str, user: &str) {
     let (status, body) = app
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/teams/{team}/members/{user}"),
-            Some(admin),
-            None,
-        )
+        .delete(&format!("/api/v1/teams/{team}/members/{user}"), admin)
         .await;
     assert!(status.is_success(), "remove member: {status} {body}");
 }
