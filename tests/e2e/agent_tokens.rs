@@ -13,15 +13,12 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// A server whose agent tokens live `ttl` seconds and keep working `grace` seconds after a renewal.
 async fn spawn(store: Store, ttl: u64, grace: u64) -> TestApp {
-    TestApp::spawn_with_env(
+    TestApp::spawn_with_vars(
         store,
         Layout::default(),
-        vec![
-            ("EDICT_AGENT_TOKEN_TTL_SECS".into(), ttl.to_string()),
-            (
-                "EDICT_AGENT_TOKEN_RENEWAL_GRACE_SECS".into(),
-                grace.to_string(),
-            ),
+        &[
+            ("EDICT_AGENT_TOKEN_TTL_SECS", &ttl.to_string()),
+            ("EDICT_AGENT_TOKEN_RENEWAL_GRACE_SECS", &grace.to_string()),
         ],
     )
     .await

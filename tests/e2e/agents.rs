@@ -418,10 +418,10 @@ async fn converged(app: &TestApp, admin: &str, team: &str, agents: &[String]) ->
 async fn agents_fail_over_between_gateways_and_survive_kill_9() {
     let (gateways, urls) = two_gateways();
     let layout = Layout::distributed_with("api,relay,projector");
-    let mut app = TestApp::spawn_with_env(
+    let mut app = TestApp::spawn_with_vars(
         Store::Postgres,
         layout,
-        vec![("EDICT_GATEWAY_PUBLIC_URLS".into(), urls)],
+        &[("EDICT_GATEWAY_PUBLIC_URLS", &urls)],
     )
     .await;
     let mut gateway = [

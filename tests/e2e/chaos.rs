@@ -784,10 +784,10 @@ async fn chaos(seed: u64, logs: PathBuf) {
         roles: Some("api".into()),
         ..Layout::distributed()
     };
-    let app = TestApp::spawn_with_env(
+    let app = TestApp::spawn_with_vars(
         Store::Postgres,
         layout,
-        vec![("EDICT_GATEWAY_PUBLIC_URLS".into(), urls)],
+        &[("EDICT_GATEWAY_PUBLIC_URLS", &urls)],
     )
     .await;
     let mut deployment = Deployment {

@@ -160,6 +160,17 @@ impl TestApp {
         Self::spawn_with_env(store, layout, Vec::new()).await
     }
 
+    /// [`TestApp::spawn`] with more environment, as `(name, value)` pairs.
+    pub async fn spawn_setting(store: Store, vars: &[(&str, &str)]) -> TestApp {
+        Self::spawn_with_vars(store, Layout::default(), vars).await
+    }
+
+    /// [`TestApp::spawn_with_env`] with the environment as `(name, value)` pairs.
+    pub async fn spawn_with_vars(store: Store, layout: Layout, vars: &[(&str, &str)]) -> TestApp {
+        let env = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        Self::spawn_with_env(store, layout, env.collect()).await
+    }
+
     /// Starts a server on a fresh store with `layout` and more environment (for every process).
     pub async fn spawn_with_env(
         store: Store,

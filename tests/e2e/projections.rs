@@ -638,10 +638,10 @@ async fn projection_status(app: &TestApp, admin: &str, name: &str) -> Option<Val
 /// restarting, with why.
 #[tokio::test]
 async fn a_stopped_projection_comes_back_after_a_rebuild() {
-    let app = TestApp::spawn_with_env(
+    let app = TestApp::spawn_with_vars(
         Store::Postgres,
         Layout::distributed(),
-        vec![("EDICT_SUPERVISOR_MAX_BACKOFF_MS".into(), "500".into())],
+        &[("EDICT_SUPERVISOR_MAX_BACKOFF_MS", "500")],
     )
     .await;
     let admin = app.admin().await;

@@ -153,12 +153,9 @@ async fn token_responses_are_never_kept_by_the_idempotency_layer(store: Store) {
 }
 
 async fn an_access_token_stops_working_when_its_session_ends(store: Store) {
-    let app = TestApp::spawn_with_env(
-        store,
-        Layout::default(),
-        vec![("EDICT_SESSION_TTL_SECS".into(), "4".into())],
-    )
-    .await;
+    let app =
+        TestApp::spawn_with_vars(store, Layout::default(), &[("EDICT_SESSION_TTL_SECS", "4")])
+            .await;
     let started = Instant::now();
     let (status, tokens) = app.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     assert_eq!(status, StatusCode::OK, "{tokens}");

@@ -168,10 +168,10 @@ pub(crate) fn forged(doc: &RuleSetDoc, revision: u64) -> RuleSetDoc {
 #[tokio::test]
 async fn rule_sets_written_into_the_bucket_never_reach_a_file_and_each_is_reported() {
     let seed_hex = hex::encode(SEED);
-    let app = TestApp::spawn_with_env(
+    let app = TestApp::spawn_with_vars(
         Store::Postgres,
         Layout::distributed(),
-        vec![("EDICT_RULESET_SIGNING_KEY".into(), seed_hex)],
+        &[("EDICT_RULESET_SIGNING_KEY", &seed_hex)],
     )
     .await;
     let org_key = ed25519_dalek::SigningKey::from_bytes(&SEED);

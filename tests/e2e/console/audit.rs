@@ -6,7 +6,7 @@
 
 use super::Browser;
 use crate::harness::{
-    ADMIN_EMAIL, ADMIN_PASSWORD, Layout, Store, TestApp, approved_rule, attach, eventually,
+    ADMIN_EMAIL, ADMIN_PASSWORD, Store, TestApp, approved_rule, attach, eventually,
 };
 use ed25519_dalek::SigningKey;
 use reqwest::StatusCode;
@@ -18,13 +18,12 @@ const SEED: [u8; 32] = [9; 32];
 
 /// A deployment whose chain writer (in the main process) signs a checkpoint every two events.
 async fn audited() -> TestApp {
-    TestApp::spawn_with_env(
+    TestApp::spawn_setting(
         Store::Sqlite,
-        Layout::default(),
-        vec![
-            ("EDICT_AUDIT_SIGNING_KEY".into(), hex::encode(SEED)),
-            ("EDICT_AUDIT_CHECKPOINT_EVERY".into(), "2".into()),
-            ("EDICT_AUDIT_CHECKPOINT_SECS".into(), "1".into()),
+        &[
+            ("EDICT_AUDIT_SIGNING_KEY", &hex::encode(SEED)),
+            ("EDICT_AUDIT_CHECKPOINT_EVERY", "2"),
+            ("EDICT_AUDIT_CHECKPOINT_SECS", "1"),
         ],
     )
     .await
