@@ -81,14 +81,17 @@ async fn token_responses_are_never_kept_by_the_idempotency_layer(store: Store) {
 
     // An enrollment token, an agent token, an agent token traded for the enrollment token.
     let me = app.get("/api/v1/users/me", &admin).await.1;
-    let (status, headers, created) = post_once(
-        &app,
-        "/api/v1/enrollment-tokens",
-        Some(&admin),
-        "enroll-token-1",
-        json!({"user_id": me["id"], "uses": 2}),
-    )
-    .await;
+    let enroll_once = || {
+        let body = json!({"user_id": me["id"], "uses": 2});
+        post_once(
+            &app,
+            "/api/v1/enrollment-tokens",
+            Some(&admin),
+            "enroll-token-1",
+            body,
+        )
+    };
+    let (status, headers, created) = enroll_once().await;
     assert_eq!(status, StatusCode::OK, "{created}");
     cache_controls.push(headers.get("cache-control").cloned());
     let enrollment_token = created["token"].as_str().unwrap().to_owned();
@@ -131,14 +134,7 @@ async fn token_responses_are_never_kept_by_the_idempotency_layer(store: Store) {
     }
 
     // A retry is not run again (no second token) and does not get the secret: it is told why.
-    let (status, _, replay) = post_once(
-        &app,
-        "/api/v1/enrollment-tokens",
-        Some(&admin),
-        "enroll-token-1",
-        json!({"user_id": me["id"], "uses": 2}),
-    )
-    .await;
+    let (status, _, replay) = enroll_once().await;
     assert_eq!(status, StatusCode::CONFLICT, "{replay}");
     assert_eq!(
         replay["type"],
