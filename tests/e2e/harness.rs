@@ -905,6 +905,11 @@ impl Machine {
         .await
     }
 
+    /// The team file's text once it contains `needle`, within 20 s.
+    pub async fn team_file_with(&self, needle: &str) -> Option<String> {
+        self.team_file_when(20, |text| text.contains(needle)).await
+    }
+
     /// `edict-agent` with this machine's directories.
     pub fn command(&self) -> Command {
         let mut command = Command::new(agent_binary());

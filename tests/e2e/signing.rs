@@ -101,14 +101,6 @@ pub(crate) fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-pub(crate) async fn wait_for_file(path: &Path, needle: &str) -> Option<String> {
-    eventually(Duration::from_secs(20), || async {
-        let text = read(path);
-        text.contains(needle).then_some(text)
-    })
-    .await
-}
-
 /// The rule set stored under `team` in the bucket, read the way any NATS client could, once it has at
 /// least `revision`.
 pub(crate) async fn kv_get(app: &TestApp, team: &str, revision: u64) -> RuleSetDoc {
@@ -222,9 +214,7 @@ async fn rule_sets_written_into_the_bucket_never_reach_a_file_and_each_is_report
 
     machine.run();
     assert!(
-        wait_for_file(&machine.team_file(), "Always rule one.")
-            .await
-            .is_some(),
+        machine.team_file_with("Always rule one.").await.is_some(),
         "the signed rule set reaches the machine"
     );
     let first = kv_get(&app, &team, 1).await;
@@ -237,9 +227,7 @@ async fn rule_sets_written_into_the_bucket_never_reach_a_file_and_each_is_report
     let two = approved_rule(&app, &admin, &second, "rule two").await;
     attach(&app, &admin, &team, &two).await;
     assert!(
-        wait_for_file(&machine.team_file(), "Always rule two.")
-            .await
-            .is_some(),
+        machine.team_file_with("Always rule two.").await.is_some(),
         "the second revision reaches the machine"
     );
     let current = kv_get(&app, &team, first.revision + 1).await;
@@ -279,7 +267,7 @@ async fn rule_sets_written_into_the_bucket_never_reach_a_file_and_each_is_report
     );
 
     // Nothing of it reached the file: it still holds the last good revision.
-    let text = read(&machine.team_file());
+    let text = machine.team_text();
     assert!(
         text.contains("Always rule one.")
             && text.contains("Always rule two.")
