@@ -834,26 +834,36 @@ impl PrivateNats {
     /// accepts connections.
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "nats-server already runs");
-        let child = Command::new("/usr/sbin/nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
-            .arg("-sd")
-            .arg(self.store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn /usr/sbin/nats-server");
-        self.child = Some(child);
-        let port = self.port;
-        let up = eventually(Duration::from_secs(15), || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await;
-        assert!(up.is_some(), "nats-server listens on {port}");
+        let port = self.port.to_string();
+        let args = ["-js", "-a", "127.0.0.1", "-p", &port, "-sd"];
+        let store = self.store.path().as_os_str();
+        let args = args.iter().map(std::ffi::OsStr::new).chain([store]);
+        self.child = Some(nats_server(args, self.port).await);
     }
+}
+
+/// `/usr/sbin/nats-server ARGS`, once it accepts connections on `port` (within 15 s).
+pub async fn nats_server<I, S>(args: I, port: u16) -> Child
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let child = Command::new("/usr/sbin/nats-server")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn /usr/sbin/nats-server");
+    let up = eventually(Duration::from_secs(15), || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
+    assert!(up.is_some(), "nats-server listens on {port}");
+    child
 }
 
 /// One machine of the end-to-end tests: a temporary HOME, organization file and data directory for a real
