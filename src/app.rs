@@ -111,15 +111,7 @@ impl ProjectionControl for Projections {
             .rebuild(&|_| {})
             .await
             .map_err(|e| ReadModelError::Unavailable(e.to_string()))?;
-        Ok(RebuildSummary {
-            name: name.to_owned(),
-            generation: report.generation,
-            events: report.events,
-            docs: report.docs,
-            seconds: report.elapsed.as_secs_f64(),
-            events_per_sec: report.events_per_sec,
-            content_hash: report.content_hash,
-        })
+        Ok(summary(name, report))
     }
 
     async fn document_as_of(
@@ -183,13 +175,7 @@ pub async fn build(settings: &Settings, nats: Option<&Nats>) -> Result<Built> {
         &settings.database_url,
     )
     .with_context(|| format!("cannot secure {}", settings.data_dir.display()))?;
-    let database = Database::connect(&settings.database_url)
-        .await
-        .context("cannot open the event store")?;
-    database
-        .migrate()
-        .await
-        .context("cannot migrate the event store")?;
+    let database = crate::open_database(&settings.database_url).await?;
     let auth_store = AuthStore::new(database.clone());
     let secret = match &settings.jwt_secret {
         Some(secret) => secret.expose().clone().into_bytes(),
@@ -350,4 +336,20 @@ pub async fn build(settings: &Settings, nats: Option<&Nats>) -> Result<Built> {
         roles,
         key_ring,
     })
+}
+
+/// What the rebuild of projection `name` did, as its `report` says.
+pub(crate) fn summary(
+    name: &str,
+    report: edict_infrastructure::projection::RebuildReport,
+) -> RebuildSummary {
+    RebuildSummary {
+        name: name.to_owned(),
+        generation: report.generation,
+        events: report.events,
+        docs: report.docs,
+        seconds: report.elapsed.as_secs_f64(),
+        events_per_sec: report.events_per_sec,
+        content_hash: report.content_hash,
+    }
 }

@@ -49,18 +49,7 @@ pub struct StoreArgs {
 /// # Errors
 /// When it cannot be opened or migrated.
 pub async fn open_store(args: &StoreArgs) -> Result<Database> {
-    let url = args
-        .database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("edict.db").display()));
-    let database = Database::connect(&url)
-        .await
-        .context("cannot open the event store")?;
-    database
-        .migrate()
-        .await
-        .context("cannot migrate the event store")?;
-    Ok(database)
+    crate::open_store_at(&args.data_dir, args.database_url.as_deref()).await
 }
 
 /// `edict audit …`.

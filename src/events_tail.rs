@@ -155,17 +155,7 @@ fn print(event: &RecordedEvent, format: OutputFormat) -> Result<bool> {
 }
 
 async fn follow_store(args: &TailArgs) -> Result<()> {
-    let url = args
-        .database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("edict.db").display()));
-    let database = Database::connect(&url)
-        .await
-        .context("cannot open the event store")?;
-    database
-        .migrate()
-        .await
-        .context("cannot migrate the event store")?;
+    let database = crate::open_store_at(&args.data_dir, args.database_url.as_deref()).await?;
     let filter = args.filter();
     let mut after = match args.from {
         Some(0) => Checkpoint::START,

@@ -72,6 +72,37 @@ pub fn default_data_dir() -> PathBuf {
     PathBuf::from(".edict")
 }
 
+/// Opens the event store at `database_url` (or the embedded one under `data_dir`) and migrates it.
+///
+/// # Errors
+/// When it cannot be opened or migrated.
+pub(crate) async fn open_store_at(
+    data_dir: &std::path::Path,
+    database_url: Option<&str>,
+) -> Result<edict_infrastructure::store::Database> {
+    let url = database_url.map_or_else(
+        || format!("sqlite://{}", data_dir.join("edict.db").display()),
+        str::to_owned,
+    );
+    open_database(&url).await
+}
+
+/// Opens the event store at `url` and migrates it.
+///
+/// # Errors
+/// When it cannot be opened or migrated.
+pub(crate) async fn open_database(url: &str) -> Result<edict_infrastructure::store::Database> {
+    use anyhow::Context;
+    let database = edict_infrastructure::store::Database::connect(url)
+        .await
+        .context("cannot open the event store")?;
+    database
+        .migrate()
+        .await
+        .context("cannot migrate the event store")?;
+    Ok(database)
+}
+
 /// Parses a listen address.
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     s.parse().map_err(|e| {

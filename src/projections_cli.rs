@@ -61,18 +61,7 @@ fn describe(name: &str) -> &'static str {
 }
 
 async fn open(store: &StoreArgs) -> Result<Database> {
-    let url = store
-        .database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", store.data_dir.join("edict.db").display()));
-    let database = Database::connect(&url)
-        .await
-        .context("cannot open the event store")?;
-    database
-        .migrate()
-        .await
-        .context("cannot migrate the event store")?;
-    Ok(database)
+    crate::open_store_at(&store.data_dir, store.database_url.as_deref()).await
 }
 
 fn runners(database: &Database) -> Vec<ProjectionRunner> {
@@ -86,17 +75,6 @@ fn runners(database: &Database) -> Vec<ProjectionRunner> {
 struct Listed {
     name: &'static str,
     serves: &'static str,
-}
-
-#[derive(Serialize)]
-struct Rebuilt {
-    name: String,
-    generation: i64,
-    events: u64,
-    docs: u64,
-    seconds: f64,
-    events_per_sec: f64,
-    content_hash: String,
 }
 
 /// Runs a projections command.
@@ -194,15 +172,7 @@ pub async fn run(command: ProjectionsCommand) -> Result<()> {
                     .await
                     .with_context(|| format!("cannot rebuild {}", runner.name()))?;
                 bar.finish_and_clear();
-                let rebuilt = Rebuilt {
-                    name: runner.name().to_owned(),
-                    generation: report.generation,
-                    events: report.events,
-                    docs: report.docs,
-                    seconds: report.elapsed.as_secs_f64(),
-                    events_per_sec: report.events_per_sec,
-                    content_hash: report.content_hash,
-                };
+                let rebuilt = crate::app::summary(runner.name(), report);
                 if store.output == OutputFormat::Text {
                     output::line(&format!(
                         "{:<14} generation {} from {} events, {} documents, in {:.2} s ({:.0} events/s), hash {}",

@@ -65,14 +65,7 @@ pub async fn login(args: LoginArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot reach {}", args.server))?;
     let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        return Err(CliError::Api {
-            status: status.as_u16(),
-            problem: body,
-        }
-        .into());
-    }
+    let body = CliError::check(status, response.json().await.unwrap_or(Value::Null))?;
     let mut credentials = Credentials {
         server: args.server.trim_end_matches('/').to_owned(),
         email: args.email.clone(),

@@ -188,13 +188,7 @@ impl Api {
         } else {
             Value::String(text)
         };
-        if !status.is_success() {
-            return Err(CliError::Api {
-                status: status.as_u16(),
-                problem: body,
-            }
-            .into());
-        }
+        let body = CliError::check(status, body)?;
         if request.is_command()
             && let Some(position) = body.get("position").and_then(Value::as_i64)
             && let Auth::Stored(store, credentials) = &mut self.auth
@@ -263,14 +257,7 @@ impl Api {
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::BAD_REQUEST {
             return Err(CliError::SessionExpired.into());
         }
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            return Err(CliError::Api {
-                status: status.as_u16(),
-                problem: body,
-            }
-            .into());
-        }
+        let body = CliError::check(status, response.json().await.unwrap_or(Value::Null))?;
         apply_tokens(credentials, &body)?;
         store.save(credentials)
     }

@@ -27,6 +27,22 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// `body` when `status` is a success; the problem the API answered otherwise.
+    ///
+    /// # Errors
+    /// [`CliError::Api`] when `status` is not a success.
+    pub fn check(status: StatusCode, body: Value) -> anyhow::Result<Value> {
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(CliError::Api {
+                status: status.as_u16(),
+                problem: body,
+            }
+            .into())
+        }
+    }
+
     /// The process's exit status for this failure (see [`super::EXIT_CODES`]).
     pub fn exit_code(&self) -> u8 {
         match self {

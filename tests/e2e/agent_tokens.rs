@@ -13,15 +13,12 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// A server whose agent tokens live `ttl` seconds and keep working `grace` seconds after a renewal.
 async fn spawn(store: Store, ttl: u64, grace: u64) -> TestApp {
-    TestApp::spawn_with_env(
+    TestApp::spawn_with_vars(
         store,
         Layout::default(),
-        vec![
-            ("EDICT_AGENT_TOKEN_TTL_SECS".into(), ttl.to_string()),
-            (
-                "EDICT_AGENT_TOKEN_RENEWAL_GRACE_SECS".into(),
-                grace.to_string(),
-            ),
+        &[
+            ("EDICT_AGENT_TOKEN_TTL_SECS", &ttl.to_string()),
+            ("EDICT_AGENT_TOKEN_RENEWAL_GRACE_SECS", &grace.to_string()),
         ],
     )
     .await
@@ -240,8 +237,7 @@ async fn team_file_contains(machine: &Machine, text: &str, timeout: Duration) ->
 async fn a_running_agent_renews_its_token_and_keeps_receiving_rule_sets() {
     // Tokens live 8 s: the agent renews every 4 s; a renewed token works 2 s more.
     let app = spawn(Store::Sqlite, 8, 2).await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (admin, second) = app.admins().await;
     let (dev_id, dev) = app.user(&admin, "dev", &["member"]).await;
     let team = team_with_member(&app, &admin, "renewers", &dev_id).await;
     attach_rule(&app, &admin, &second, &team, "renew one").await;

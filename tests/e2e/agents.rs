@@ -2,16 +2,22 @@
 //! processes, with a temporary HOME and organization file; `edict-agent doctor` checks such a machine.
 
 use crate::harness::{
-    Layout, Machine, Store, TestApp, approve, approved_rule, attach, attach_with, eventually,
+    Layout, Machine, Store, TestApp, approve, approved_rule, attach, attach_with, eventually, mode,
     rule_spec, team_with_member, temporary, two_gateways,
 };
-use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 impl Machine {
+    /// The team file once it reads `Always {rule}.`, within 20 s; panics with `what` otherwise.
+    async fn holding(&self, rule: &str, what: &str) -> String {
+        let line = format!("Always {rule}.");
+        self.team_file_when(20, |t| t.contains(&line))
+            .await
+            .expect(what)
+    }
+
     /// `edict-agent login` by device code: reads the code it prints, lets `approver` check what asks
     /// and approve it with explicit consent; answers the agent id once the login finished.
     async fn enroll_by_device(&self, app: &TestApp, approver: &str) -> String {
@@ -39,10 +45,9 @@ impl Machine {
                             .unwrap()
                             .ends_with("/device")
                     );
-                    let (status, request) = app
-                        .get(&format!("/api/v1/device/requests/{code}"), approver)
+                    let request = app
+                        .fetch(&format!("/api/v1/device/requests/{code}"), approver)
                         .await;
-                    assert_eq!(status, StatusCode::OK, "{request}");
                     assert_eq!(request["status"], "pending");
                     assert!(!request["machine_id"].as_str().unwrap().is_empty());
                     app.ok(
@@ -60,49 +65,91 @@ impl Machine {
     }
 }
 
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
+/// The people of these tests: the admin, a second org_admin who approves rules, and a developer.
+struct Staff {
+    admin: String,
+    second: String,
+    dev_id: String,
+    dev: String,
 }
 
-async fn wait_for_file(
-    path: &Path,
-    timeout: Duration,
-    pred: impl Fn(&str) -> bool,
-) -> Option<String> {
-    eventually(timeout, || async {
-        let text = read(path);
-        pred(&text).then_some(text)
+impl Staff {
+    async fn of(app: &TestApp) -> Staff {
+        let (admin, second) = app.admins().await;
+        let (dev_id, dev) = app.user(&admin, "dev", &["member"]).await;
+        Staff {
+            admin,
+            second,
+            dev_id,
+            dev,
+        }
+    }
+
+    /// An approved rule `Always {name}.` attached with `enforcement` to a new team whose member is
+    /// the developer; answers (team, rule).
+    async fn team_with_rule(
+        &self,
+        app: &TestApp,
+        name: &str,
+        enforcement: Value,
+    ) -> (String, String) {
+        let team =
+            team_with_member(app, &self.admin, &format!("team of {name}"), &self.dev_id).await;
+        let rule = approved_rule(app, &self.admin, &self.second, name).await;
+        attach_with(app, &self.admin, &team, &rule, enforcement).await;
+        (team, rule)
+    }
+
+    /// [`Staff::team_with_rule`], once the rule is in `machine`'s team file: (team, rule, its text).
+    async fn enforced(
+        &self,
+        app: &TestApp,
+        machine: &Machine,
+        name: &str,
+        enforcement: Value,
+    ) -> (String, String, String) {
+        let (team, rule) = self.team_with_rule(app, name, enforcement).await;
+        let written = machine
+            .holding(name, "the rule reaches the team file")
+            .await;
+        (team, rule, written)
+    }
+
+    /// A machine of the developer enrolled with an enrollment token noted `note`, not running yet,
+    /// and its agent id.
+    async fn machine(&self, app: &TestApp, note: &str) -> (Machine, String) {
+        let body = json!({"user_id": self.dev_id, "note": note});
+        Machine::enrolled(app, &self.admin, body).await
+    }
+}
+
+/// The one pending change request of `team` once the agent opened it, within `secs` seconds.
+async fn opened_change_request(app: &TestApp, admin: &str, team: &str, secs: u64) -> Value {
+    let path = format!("/api/v1/change-requests?team={team}&status=pending");
+    eventually(Duration::from_secs(secs), || async {
+        let (_, page) = app.get(&path, admin).await;
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        (items.len() == 1).then(|| items[0].clone())
     })
     .await
+    .expect("the change opens a change request")
 }
 
-/// An approved team rule attached to a new team whose member is `dev`; answers (team, rule).
-async fn team_with_rule(
-    app: &TestApp,
-    admin: &str,
-    second: &str,
-    dev_id: &str,
-    name: &str,
-    enforcement: Value,
-) -> (String, String) {
-    let team = team_with_member(app, admin, &format!("team of {name}"), dev_id).await;
-    let rule = approved_rule(app, admin, second, name).await;
-    attach_with(app, admin, &team, &rule, enforcement).await;
-    (team, rule)
+/// The `id` of `item`.
+fn id(item: &Value) -> String {
+    item["id"].as_str().unwrap_or_default().to_owned()
 }
 
-/// The pending change requests of `team`.
-async fn pending_change_requests(app: &TestApp, admin: &str, team: &str) -> Vec<Value> {
-    let path = format!("/api/v1/change-requests?team={team}&status=pending");
-    let (_, page) = app.get(&path, admin).await;
-    page["items"].as_array().cloned().unwrap_or_default()
+/// `admin` decides the change request `cr` (`approve`, `reject`) with `body`.
+async fn decide(app: &TestApp, admin: &str, cr: &str, decision: &str, body: Value) {
+    let path = format!("/api/v1/change-requests/{cr}/{decision}");
+    app.ok(&path, admin, body).await;
 }
 
 /// Sets the enforcement mode of `rule` on `team` to `mode`.
 async fn set_mode(app: &TestApp, admin: &str, team: &str, rule: &str, mode: &str) {
     let path = format!("/api/v1/teams/{team}/rules/{rule}");
-    let body = Some(json!({"mode": mode}));
-    let (status, body) = app.call(Method::PATCH, &path, Some(admin), body).await;
+    let (status, body) = app.patch(&path, admin, json!({"mode": mode})).await;
     assert!(status.is_success(), "{status} {body}");
 }
 
@@ -117,40 +164,33 @@ fn tamper(text: &str, body: &str) -> String {
 #[tokio::test]
 async fn block_rules_reach_the_machine_and_edits_are_reverted_even_offline() {
     let mut app = TestApp::spawn(Store::Sqlite).await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
-    let (dev_id, dev) = app.user(&admin, "dev", &["member"]).await;
-    let (_, _other_dev) = app.user(&admin, "other", &["member"]).await;
+    let staff = Staff::of(&app).await;
+    let Staff {
+        admin, second, dev, ..
+    } = &staff;
+    let (_, _other_dev) = app.user(admin, "other", &["member"]).await;
     // The developer enrolls the machine by device code, approving it themselves.
     let mut machine = Machine::new();
-    let agent_id = machine.enroll_by_device(&app, &dev).await;
+    let agent_id = machine.enroll_by_device(&app, dev).await;
     machine.run();
 
     // The user's own text is there before Edict writes anything.
-    std::fs::write(machine.team_file(), "# My notes\nkeep me\n").unwrap();
+    machine.write_team("# My notes\nkeep me\n");
 
     // 1. A block rule attached to the developer's team reaches the file within 2 s (plus propagation).
-    let (team, _) = team_with_rule(
-        &app,
-        &admin,
-        &second,
-        &dev_id,
-        "run the tests",
-        json!({"mode": "block"}),
-    )
-    .await;
+    let (team, _) = staff
+        .team_with_rule(&app, "run the tests", mode("block"))
+        .await;
     // A rule of a team the developer is not in never arrives.
-    let other_team = app.team(&admin, "not yours").await;
+    let other_team = app.team(admin, "not yours").await;
     let mut secret = rule_spec("secret rule", "team");
     secret["content"] = json!("Team B only.");
-    let secret = approve(&app, &admin, &second, secret).await;
-    attach(&app, &admin, &other_team, &secret).await;
+    let secret = approve(&app, admin, second, secret).await;
+    attach(&app, admin, &other_team, &secret).await;
 
-    let written = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
-        t.contains("Always run the tests.")
-    })
-    .await;
-    let written = written.expect("the managed section reaches the team file");
+    let written = machine
+        .holding("run the tests", "the managed section reaches the team file")
+        .await;
     assert!(
         written.contains("# My notes\nkeep me\n"),
         "user text kept: {written}"
@@ -160,20 +200,14 @@ async fn block_rules_reach_the_machine_and_edits_are_reverted_even_offline() {
         "another team's rules never arrive"
     );
     // `sync` makes the running agent reconnect and reconcile, and waits until it is connected again.
-    let sync = machine
-        .command()
-        .args(["sync", "--output", "json"])
-        .stdout(Stdio::piped())
-        .output()
-        .await
-        .unwrap();
+    let sync = machine.output(&["sync", "--output", "json"]).await;
     assert!(sync.status.success(), "edict-agent sync");
     let synced: Value = serde_json::from_slice(&sync.stdout).unwrap();
     assert_eq!(synced["connected"], true, "{synced}");
 
     // Convergence: the server knows which revision this machine enforces.
     let converged = eventually(Duration::from_secs(10), || async {
-        let view = app.convergence(&admin, &team).await;
+        let view = app.convergence(admin, &team).await;
         (view["converged"] == 1).then_some(view)
     })
     .await;
@@ -181,30 +215,22 @@ async fn block_rules_reach_the_machine_and_edits_are_reverted_even_offline() {
         converged.is_some(),
         "the agent's applied revision is recorded"
     );
-    let (status, enforced) = app
-        .get(&format!("/api/v1/agents/{agent_id}/enforced"), &dev)
+    let enforced = app
+        .fetch(&format!("/api/v1/agents/{agent_id}/enforced"), dev)
         .await;
-    assert_eq!(status, StatusCode::OK);
     assert_eq!(enforced[0]["current"], true, "{enforced}");
 
     // 2 + 5. Editing the managed section: restored, user text kept, reported to the server.
-    let version_before = agent_version(&app, &admin, &agent_id).await;
-    std::fs::write(machine.team_file(), tamper(&written, "I know better.")).unwrap();
-    let restored = wait_for_file(&machine.team_file(), Duration::from_secs(5), |t| {
-        t == written
-    })
-    .await;
+    let version_before = agent_version(&app, admin, &agent_id).await;
+    machine.write_team(tamper(&written, "I know better."));
+    let restored = machine.team_file_when(5, |t| t == written).await;
     assert!(
         restored.is_some(),
         "the block section is restored exactly: {}",
-        read(&machine.team_file())
+        machine.team_text()
     );
-    let reported = eventually(Duration::from_secs(10), || async {
-        (agent_version(&app, &admin, &agent_id).await > version_before).then_some(())
-    })
-    .await;
     assert!(
-        reported.is_some(),
+        version_passes(&app, admin, &agent_id, version_before, 10).await,
         "the revert is recorded as an event of the agent"
     );
 
@@ -212,19 +238,12 @@ async fn block_rules_reach_the_machine_and_edits_are_reverted_even_offline() {
     let status = app.stop().await;
     assert!(status.success());
     let version_offline = agent_version_from_store(&app, &agent_id).await;
-    std::fs::write(machine.team_file(), tamper(&written, "offline edit")).unwrap();
-    let restored = wait_for_file(&machine.team_file(), Duration::from_secs(5), |t| {
-        t == written
-    })
-    .await;
+    machine.write_team(tamper(&written, "offline edit"));
+    let restored = machine.team_file_when(5, |t| t == written).await;
     assert!(restored.is_some(), "reverted offline from the snapshot");
     app.start().await;
-    let delivered = eventually(Duration::from_secs(30), || async {
-        (agent_version_from_store(&app, &agent_id).await == version_offline + 1).then_some(())
-    })
-    .await;
     assert!(
-        delivered.is_some(),
+        stored_version(&app, &agent_id, 30, |v| v == version_offline + 1).await,
         "the queued report is delivered once after reconnecting"
     );
     // Exactly once: a later report must land right after it. The agent sends its outbox in order,
@@ -237,7 +256,7 @@ async fn block_rules_reach_the_machine_and_edits_are_reverted_even_offline() {
         drained.is_some(),
         "the agent's outbox drains once acknowledged"
     );
-    std::fs::write(machine.team_file(), tamper(&written, "online edit")).unwrap();
+    machine.write_team(tamper(&written, "online edit"));
     let second = eventually(Duration::from_secs(15), || async {
         let version = agent_version_from_store(&app, &agent_id).await;
         (version >= version_offline + 2 && machine.status().await["pending_reports"] == 0)
@@ -255,6 +274,24 @@ async fn block_rules_reach_the_machine_and_edits_are_reverted_even_offline() {
 async fn agent_version(app: &TestApp, admin: &str, agent: &str) -> u64 {
     let (_, view) = app.get(&format!("/api/v1/agents/{agent}"), admin).await;
     view["version"].as_u64().unwrap_or_default()
+}
+
+/// Whether the agent's version, as the API shows it, passes `before` within `secs` seconds.
+async fn version_passes(app: &TestApp, admin: &str, agent: &str, before: u64, secs: u64) -> bool {
+    eventually(Duration::from_secs(secs), || async {
+        (agent_version(app, admin, agent).await > before).then_some(())
+    })
+    .await
+    .is_some()
+}
+
+/// Whether the agent's version in the store satisfies `pred` within `secs` seconds.
+async fn stored_version(app: &TestApp, agent: &str, secs: u64, pred: impl Fn(u64) -> bool) -> bool {
+    eventually(Duration::from_secs(secs), || async {
+        pred(agent_version_from_store(app, agent).await).then_some(())
+    })
+    .await
+    .is_some()
 }
 
 /// The agent's version straight from its events (works while no server runs).
@@ -276,120 +313,71 @@ async fn agent_version_from_store(app: &TestApp, agent: &str) -> u64 {
 #[tokio::test]
 async fn warning_edits_are_kept_and_temporary_ones_are_decided() {
     let app = TestApp::spawn(Store::Postgres).await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
-    let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
+    let staff = Staff::of(&app).await;
+    let admin = &staff.admin;
     // An unattended install: an org_admin's enrollment token for the developer.
-    let body = json!({"user_id": dev_id, "note": "laptop image"});
-    let (mut machine, agent_id) = Machine::enrolled(&app, &admin, body).await;
+    let (mut machine, agent_id) = staff.machine(&app, "laptop image").await;
     machine.run();
 
     // 4. Warning: the edit is kept (and reported).
-    let (_, _) = team_with_rule(
-        &app,
-        &admin,
-        &second,
-        &dev_id,
-        "write docs",
-        json!({"mode": "warning"}),
-    )
-    .await;
-    let written = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
-        t.contains("Always write docs.")
-    })
-    .await;
-    let written = written.expect("warning section written");
+    let (_, _, written) = staff
+        .enforced(&app, &machine, "write docs", mode("warning"))
+        .await;
     let edited = tamper(&written, "docs are optional");
-    let version_before = agent_version(&app, &admin, &agent_id).await;
-    std::fs::write(machine.team_file(), &edited).unwrap();
+    let version_before = agent_version(&app, admin, &agent_id).await;
+    machine.write_team(&edited);
     // The agent handled the edit once its warning report is recorded as an event of the agent.
-    let reported = eventually(Duration::from_secs(15), || async {
-        (agent_version(&app, &admin, &agent_id).await > version_before).then_some(())
-    })
-    .await;
     assert!(
-        reported.is_some(),
+        version_passes(&app, admin, &agent_id, version_before, 15).await,
         "the warning-mode edit is reported to the server"
     );
-    assert_eq!(
-        read(&machine.team_file()),
-        edited,
-        "a warning-mode edit is kept"
-    );
+    assert_eq!(machine.team_text(), edited, "a warning-mode edit is kept");
 
     // 3. Temporary: an edit opens a change request; rejected → reverted; approved → kept.
-    let (team, _) = team_with_rule(
-        &app,
-        &admin,
-        &second,
-        &dev_id,
-        "review diffs",
-        temporary(3600),
-    )
-    .await;
-    let written = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
-        t.contains("Always review diffs.")
-    })
-    .await;
-    let written = written.expect("temporary section written");
-    let pending = |nth: usize| {
-        let app = &app;
-        let admin = &admin;
-        let team = team.clone();
-        async move {
-            eventually(Duration::from_secs(15), || async {
-                let items = pending_change_requests(app, admin, &team).await;
-                (items.len() == nth).then(|| items[0]["id"].as_str().unwrap_or_default().to_owned())
-            })
-            .await
-            .expect("the change opens a change request")
-        }
-    };
+    let (team, _, written) = staff
+        .enforced(&app, &machine, "review diffs", temporary(3600))
+        .await;
+    let pending = || async { id(&opened_change_request(&app, admin, &team, 15).await) };
     let edited = tamper(&written, "review diffs, sometimes");
-    std::fs::write(machine.team_file(), &edited).unwrap();
-    let cr = pending(1).await;
+    machine.write_team(&edited);
+    let cr = pending().await;
     assert_eq!(
-        read(&machine.team_file()),
+        machine.team_text(),
         edited,
         "a temporary change stands while undecided"
     );
-    app.ok(
-        &format!("/api/v1/change-requests/{cr}/reject"),
-        &admin,
+    decide(
+        &app,
+        admin,
+        &cr,
+        "reject",
         json!({"reason": "keep reviewing"}),
     )
     .await;
-    let reverted = wait_for_file(&machine.team_file(), Duration::from_secs(15), |t| {
-        !t.contains("sometimes") && t.contains("Always review diffs.")
-    })
-    .await;
+    let reverted = machine
+        .team_file_when(15, |t| {
+            !t.contains("sometimes") && t.contains("Always review diffs.")
+        })
+        .await;
     assert!(
         reverted.is_some(),
         "a rejected change is reverted: {}",
-        read(&machine.team_file())
+        machine.team_text()
     );
     // The developer appeals from the machine: an exception is requested on that change request.
     let appeal = machine
-        .command()
-        .args(["appeal", &cr, "--reason", "we review in pairs instead"])
-        .output()
-        .await
-        .unwrap();
+        .output(&["appeal", &cr, "--reason", "we review in pairs instead"])
+        .await;
     assert!(appeal.status.success(), "edict-agent appeal");
     let (_, change) = app
-        .get(&format!("/api/v1/change-requests/{cr}"), &admin)
+        .get(&format!("/api/v1/change-requests/{cr}"), admin)
         .await;
     assert_eq!(change["status"], "exception_requested", "{change}");
 
-    let edited = tamper(&read(&machine.team_file()), "review diffs after lunch");
-    std::fs::write(machine.team_file(), &edited).unwrap();
-    let cr = pending(1).await;
-    app.ok(
-        &format!("/api/v1/change-requests/{cr}/approve"),
-        &admin,
-        json!({}),
-    )
-    .await;
+    let edited = tamper(&machine.team_text(), "review diffs after lunch");
+    machine.write_team(&edited);
+    let cr = pending().await;
+    decide(&app, admin, &cr, "approve", json!({})).await;
     // The agent applied the approval once it records the keep decision.
     let kept = eventually(Duration::from_secs(15), || async {
         let status = machine.status().await;
@@ -401,7 +389,7 @@ async fn warning_edits_are_kept_and_temporary_ones_are_decided() {
     .await;
     assert!(kept.is_some(), "the agent applies the approval");
     assert!(
-        read(&machine.team_file()).contains("after lunch"),
+        machine.team_text().contains("after lunch"),
         "an approved change is kept"
     );
     machine.stop().await;
@@ -429,25 +417,26 @@ async fn converged(app: &TestApp, admin: &str, team: &str, agents: &[String]) ->
 #[tokio::test]
 async fn agents_fail_over_between_gateways_and_survive_kill_9() {
     let (gateways, urls) = two_gateways();
-    let layout = Layout {
-        roles: Some("api,relay,projector".into()),
-        ..Layout::distributed()
-    };
-    let mut app = TestApp::spawn_with_env(
+    let layout = Layout::distributed_with("api,relay,projector");
+    let mut app = TestApp::spawn_with_vars(
         Store::Postgres,
         layout,
-        vec![("EDICT_GATEWAY_PUBLIC_URLS".into(), urls)],
+        &[("EDICT_GATEWAY_PUBLIC_URLS", &urls)],
     )
     .await;
     let mut gateway = [
         app.spawn_extra_with("gateway", &[("EDICT_GATEWAY_LISTEN", &gateways[0])]),
         app.spawn_extra_with("gateway", &[("EDICT_GATEWAY_LISTEN", &gateways[1])]),
     ];
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
-    let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
+    let staff = Staff::of(&app).await;
+    let Staff {
+        admin,
+        second,
+        dev_id,
+        ..
+    } = &staff;
     let token = app
-        .enrollment_token(&admin, json!({"user_id": dev_id, "uses": 3}))
+        .enrollment_token(admin, json!({"user_id": dev_id, "uses": 3}))
         .await;
     let mut machines = Vec::new();
     let mut agents = Vec::new();
@@ -457,17 +446,11 @@ async fn agents_fail_over_between_gateways_and_survive_kill_9() {
         machine.run();
         machines.push(machine);
     }
-    let (team, first_rule) = team_with_rule(
-        &app,
-        &admin,
-        &second,
-        &dev_id,
-        "pin dependencies",
-        json!({"mode": "block"}),
-    )
-    .await;
+    let (team, first_rule) = staff
+        .team_with_rule(&app, "pin dependencies", mode("block"))
+        .await;
     let first = eventually(Duration::from_secs(30), || {
-        converged(&app, &admin, &team, &agents)
+        converged(&app, admin, &team, &agents)
     })
     .await;
     assert!(first.is_some(), "every agent enforces the first revision");
@@ -479,12 +462,12 @@ async fn agents_fail_over_between_gateways_and_survive_kill_9() {
     for (round, dead) in [0, 1].into_iter().enumerate() {
         app.kill_extra(gateway[dead]).await;
         let rule = format!("round {round} rule");
-        let rule_id = approved_rule(&app, &admin, &second, &rule).await;
+        let rule_id = approved_rule(&app, admin, second, &rule).await;
         expected.push(rule);
-        attach(&app, &admin, &team, &rule_id).await;
+        attach(&app, admin, &team, &rule_id).await;
         let before = latest;
         latest = eventually(Duration::from_secs(30), || async {
-            converged(&app, &admin, &team, &agents)
+            converged(&app, admin, &team, &agents)
                 .await
                 .filter(|revision| Some(*revision) > before)
         })
@@ -494,7 +477,7 @@ async fn agents_fail_over_between_gateways_and_survive_kill_9() {
             "round {round}: every agent converged on the surviving gateway"
         );
         for machine in &machines {
-            let text = read(&machine.team_file());
+            let text = machine.team_text();
             for rule in &expected {
                 assert!(text.contains(&format!("Always {rule}.")), "{text}");
             }
@@ -507,7 +490,7 @@ async fn agents_fail_over_between_gateways_and_survive_kill_9() {
     // snapshot and the agent ends on the latest revision.
     for (round, delay_ms) in [0_u64, 30, 90, 200].into_iter().enumerate() {
         let mode = if round % 2 == 0 { "warning" } else { "block" };
-        set_mode(&app, &admin, &team, &first_rule, mode).await;
+        set_mode(&app, admin, &team, &first_rule, mode).await;
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         machines[0].stop().await;
         let status = machines[0].status().await;
@@ -520,14 +503,14 @@ async fn agents_fail_over_between_gateways_and_survive_kill_9() {
     // Four enforcement changes: four revisions past the last one seen.
     let target = latest.map(|revision| revision + 4);
     let latest = eventually(Duration::from_secs(30), || async {
-        converged(&app, &admin, &team, &agents)
+        converged(&app, admin, &team, &agents)
             .await
             .filter(|revision| Some(*revision) >= target)
     })
     .await;
     let status = machines[0].status().await;
     if latest.is_none() {
-        let convergence = app.convergence(&admin, &team).await;
+        let convergence = app.convergence(admin, &team).await;
         panic!("not every agent ends on revision {target:?}: {convergence}\nagent 0: {status}");
     }
     let held = status["rulesets"]
@@ -545,27 +528,17 @@ async fn agents_fail_over_between_gateways_and_survive_kill_9() {
 
 /// `edict-agent changes`: one line per change the agent keeps.
 async fn kept_changes(machine: &Machine) -> String {
-    let output = machine
-        .command()
-        .arg("changes")
-        .stdout(Stdio::piped())
-        .output()
-        .await
-        .unwrap();
+    let output = machine.output(&["changes"]).await;
     assert!(output.status.success(), "edict-agent changes");
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Two org_admins (the admin and `second`), a developer, and the developer's machine enrolled with a
-/// token and running: answers `(admin, second, developer id, machine)`.
-async fn running_developer_machine(app: &TestApp) -> (String, String, String, Machine) {
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
-    let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
-    let body = json!({"user_id": dev_id, "note": "laptop"});
-    let (mut machine, _) = Machine::enrolled(app, &admin, body).await;
+/// The staff, and the developer's machine enrolled with a token and running.
+async fn running_developer_machine(app: &TestApp) -> (Staff, Machine) {
+    let staff = Staff::of(app).await;
+    let (mut machine, _) = staff.machine(app, "laptop").await;
     machine.run();
-    (admin, second, dev_id, machine)
+    (staff, machine)
 }
 
 /// Issue 14, item 3: change request 1 rejected (reverted), a later edit of the same rule (change
@@ -574,70 +547,45 @@ async fn running_developer_machine(app: &TestApp) -> (String, String, String, Ma
 #[tokio::test]
 async fn a_replayed_rejection_never_reverts_a_later_approved_change() {
     let app = TestApp::spawn(Store::Sqlite).await;
-    let (admin, second, dev_id, mut machine) = running_developer_machine(&app).await;
-    let (team, rule) = team_with_rule(
-        &app,
-        &admin,
-        &second,
-        &dev_id,
-        "keep changelogs",
-        temporary(3600),
-    )
-    .await;
-    let written = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
-        t.contains("Always keep changelogs.")
-    })
-    .await
-    .expect("temporary section written");
+    let (staff, mut machine) = running_developer_machine(&app).await;
+    let admin = &staff.admin;
+    let (team, rule, written) = staff
+        .enforced(&app, &machine, "keep changelogs", temporary(3600))
+        .await;
     assert!(
         written.contains(&format!("<!-- edict:rule id={rule} revision=1 -->")),
         "{written}"
     );
     let pending = || async {
-        eventually(Duration::from_secs(20), || async {
-            let items = pending_change_requests(&app, &admin, &team).await;
-            (items.len() == 1).then(|| {
-                assert_eq!(items[0]["rule"], json!(rule), "{}", items[0]);
-                items[0]["id"].as_str().unwrap_or_default().to_owned()
-            })
-        })
-        .await
-        .expect("the change opens a change request")
+        let opened = opened_change_request(&app, admin, &team, 20).await;
+        assert_eq!(opened["rule"], json!(rule), "{opened}");
+        id(&opened)
     };
 
     // Change request 1: rejected, so reverted.
-    std::fs::write(
-        machine.team_file(),
-        written.replace("Always keep changelogs.", "Changelogs are optional."),
-    )
-    .unwrap();
+    machine.write_team(written.replace("Always keep changelogs.", "Changelogs are optional."));
     let first = pending().await;
-    app.ok(
-        &format!("/api/v1/change-requests/{first}/reject"),
-        &admin,
+    decide(
+        &app,
+        admin,
+        &first,
+        "reject",
         json!({"reason": "we ship changelogs"}),
     )
     .await;
-    wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
-        t.contains("Always keep changelogs.")
-    })
-    .await
-    .expect("the rejected change is reverted");
+    machine
+        .holding("keep changelogs", "the rejected change is reverted")
+        .await;
 
     // Change request 2: a later edit of the same rule, approved and kept.
-    std::fs::write(
-        machine.team_file(),
-        read(&machine.team_file()).replace("Always keep changelogs.", "Keep changelogs weekly."),
-    )
-    .unwrap();
+    machine.write_team(
+        machine
+            .team_text()
+            .replace("Always keep changelogs.", "Keep changelogs weekly."),
+    );
     let approved = pending().await;
     assert_ne!(approved, first);
-    app.ok(
-        &format!("/api/v1/change-requests/{approved}/approve"),
-        &admin,
-        json!({}),
-    )
-    .await;
+    decide(&app, admin, &approved, "approve", json!({})).await;
     let kept = eventually(Duration::from_secs(20), || async {
         let changes = kept_changes(&machine).await;
         (changes.contains("Kept") && changes.contains(&approved)).then_some(changes)
@@ -647,15 +595,10 @@ async fn a_replayed_rejection_never_reverts_a_later_approved_change() {
 
     // A reconnect: every decided change request is sent again. The agent must see the old rejection
     // (it records `decision_ignored`) and leave the approved text alone.
-    let sync = machine
-        .command()
-        .args(["sync", "--timeout-secs", "20"])
-        .output()
-        .await
-        .unwrap();
+    let sync = machine.output(&["sync", "--timeout-secs", "20"]).await;
     assert!(sync.status.success(), "edict-agent sync");
     let outcome = eventually(Duration::from_secs(20), || async {
-        let text = read(&machine.team_file());
+        let text = machine.team_text();
         if !text.contains("Keep changelogs weekly.") {
             return Some(Err(text));
         }
@@ -672,7 +615,7 @@ async fn a_replayed_rejection_never_reverts_a_later_approved_change() {
         Some(Err(text)) => panic!("the replayed rejection reverted the approved change:\n{text}"),
         None => panic!("the agent never saw the replayed rejection"),
     }
-    assert!(read(&machine.team_file()).contains("Keep changelogs weekly."));
+    assert!(machine.team_text().contains("Keep changelogs weekly."));
     machine.stop().await;
 }
 
@@ -681,57 +624,29 @@ async fn a_replayed_rejection_never_reverts_a_later_approved_change() {
 #[tokio::test]
 async fn a_temporary_change_times_out_offline_and_is_reported_when_back() {
     let mut app = TestApp::spawn(Store::Sqlite).await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
-    let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
-    let body = json!({"user_id": dev_id, "note": "laptop"});
-    let (mut machine, agent_id) = Machine::enrolled(&app, &admin, body).await;
-    machine.daemon = Some(
-        machine
-            .command()
-            .args(["run", "--audit-interval-secs", "1"])
-            .spawn()
-            .unwrap(),
-    );
-    let (team, _) =
-        team_with_rule(&app, &admin, &second, &dev_id, "tag releases", temporary(8)).await;
-    let written = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
-        t.contains("Always tag releases.")
-    })
-    .await
-    .expect("temporary section written");
-    std::fs::write(
-        machine.team_file(),
-        written.replace("Always tag releases.", "Tag releases if you remember."),
-    )
-    .unwrap();
-    let opened = eventually(Duration::from_secs(20), || async {
-        let items = pending_change_requests(&app, &admin, &team).await;
-        (items.len() == 1).then_some(())
-    })
-    .await;
-    assert!(opened.is_some(), "the change opens a change request");
+    let staff = Staff::of(&app).await;
+    let admin = &staff.admin;
+    let (mut machine, agent_id) = staff.machine(&app, "laptop").await;
+    machine.run_with(&["--audit-interval-secs", "1"]);
+    let (team, _, written) = staff
+        .enforced(&app, &machine, "tag releases", temporary(8))
+        .await;
+    machine.write_team(written.replace("Always tag releases.", "Tag releases if you remember."));
+    opened_change_request(&app, admin, &team, 20).await;
 
     // Server down before the timeout: no decision can come; the agent reverts on its own.
     let status = app.stop().await;
     assert!(status.success());
     let version_offline = agent_version_from_store(&app, &agent_id).await;
-    let reverted = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
-        *t == written
-    })
-    .await;
+    let reverted = machine.team_file_when(20, |t| *t == written).await;
     assert!(
         reverted.is_some(),
         "not reverted offline after its timeout: {}",
-        read(&machine.team_file())
+        machine.team_text()
     );
     app.start().await;
-    let reported = eventually(Duration::from_secs(30), || async {
-        (agent_version_from_store(&app, &agent_id).await > version_offline).then_some(())
-    })
-    .await;
     assert!(
-        reported.is_some(),
+        stored_version(&app, &agent_id, 30, |v| v > version_offline).await,
         "the revert is reported once the agent is back"
     );
     machine.stop().await;
@@ -742,30 +657,22 @@ async fn a_temporary_change_times_out_offline_and_is_reported_when_back() {
 #[tokio::test]
 async fn each_rule_of_a_section_is_enforced_by_its_own_mode() {
     let app = TestApp::spawn(Store::Sqlite).await;
-    let (admin, second, dev_id, mut machine) = running_developer_machine(&app).await;
-    let (team, _) = team_with_rule(
-        &app,
-        &admin,
-        &second,
-        &dev_id,
-        "sign commits",
-        json!({"mode": "block"}),
-    )
-    .await;
-    let docs = approved_rule(&app, &admin, &second, "write docs").await;
-    attach_with(&app, &admin, &team, &docs, json!({"mode": "warning"})).await;
-    let written = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
-        t.contains("Always sign commits.") && t.contains("Always write docs.")
-    })
-    .await
-    .expect("both rules written");
+    let (staff, mut machine) = running_developer_machine(&app).await;
+    let admin = &staff.admin;
+    let (team, _) = staff
+        .team_with_rule(&app, "sign commits", mode("block"))
+        .await;
+    let docs = approved_rule(&app, admin, &staff.second, "write docs").await;
+    attach_with(&app, admin, &team, &docs, mode("warning")).await;
+    let written = machine
+        .team_file_when(20, |t| {
+            t.contains("Always sign commits.") && t.contains("Always write docs.")
+        })
+        .await
+        .expect("both rules written");
 
     // The warning rule's text edited: kept and reported, although a block rule shares the section.
-    std::fs::write(
-        machine.team_file(),
-        written.replace("Always write docs.", "Docs are optional."),
-    )
-    .unwrap();
+    machine.write_team(written.replace("Always write docs.", "Docs are optional."));
     let reported = eventually(Duration::from_secs(20), || async {
         let status = machine.status().await;
         let actions = status["recent_actions"]
@@ -785,47 +692,40 @@ async fn each_rule_of_a_section_is_enforced_by_its_own_mode() {
         "{reported:?}"
     );
     assert!(
-        read(&machine.team_file()).contains("Docs are optional."),
+        machine.team_text().contains("Docs are optional."),
         "a warning rule's edit is kept: {}",
-        read(&machine.team_file())
+        machine.team_text()
     );
 
     // The block rule's text edited: that text only is restored.
-    std::fs::write(
-        machine.team_file(),
-        read(&machine.team_file()).replace("Always sign commits.", "Sign if you like."),
-    )
-    .unwrap();
-    let restored = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
-        t.contains("Always sign commits.")
-    })
-    .await
-    .expect("the block rule's text is restored");
+    machine.write_team(
+        machine
+            .team_text()
+            .replace("Always sign commits.", "Sign if you like."),
+    );
+    let restored = machine
+        .holding("sign commits", "the block rule's text is restored")
+        .await;
     assert!(restored.contains("Docs are optional."), "{restored}");
 
     // Raised to block: the standing edit of the warning rule is reverted at once.
-    set_mode(&app, &admin, &team, &docs, "block").await;
-    let reverted = wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
-        t.contains("Always write docs.") && t.contains("Always sign commits.")
-    })
-    .await;
+    set_mode(&app, admin, &team, &docs, "block").await;
+    let reverted = machine
+        .team_file_when(20, |t| {
+            t.contains("Always write docs.") && t.contains("Always sign commits.")
+        })
+        .await;
     assert!(
         reverted.is_some(),
         "raising the rule to block reverts its edit: {}",
-        read(&machine.team_file())
+        machine.team_text()
     );
     machine.stop().await;
 }
 
 /// `edict-agent doctor --output json`: its exit success and its checks by name.
 async fn doctor(machine: &Machine) -> (bool, Vec<Value>) {
-    let output = machine
-        .command()
-        .args(["doctor", "--output", "json"])
-        .stdout(Stdio::piped())
-        .output()
-        .await
-        .unwrap();
+    let output = machine.output(&["doctor", "--output", "json"]).await;
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["ok"], output.status.success(), "{report}");
     (
@@ -846,26 +746,15 @@ async fn doctor_passes_a_healthy_machine_and_fails_a_group_writable_file_and_an_
 {
     use std::os::unix::fs::PermissionsExt;
     let mut app = TestApp::spawn(Store::Sqlite).await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
-    let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
-    let body = json!({"user_id": dev_id, "note": "doctor"});
-    let (mut machine, _) = Machine::enrolled(&app, &admin, body).await;
-    team_with_rule(
-        &app,
-        &admin,
-        &second,
-        &dev_id,
-        "check the machine",
-        json!({"mode": "block"}),
-    )
-    .await;
+    let staff = Staff::of(&app).await;
+    let (mut machine, _) = staff.machine(&app, "doctor").await;
+    staff
+        .team_with_rule(&app, "check the machine", mode("block"))
+        .await;
     machine.run();
-    wait_for_file(&machine.team_file(), Duration::from_secs(20), |t| {
-        t.contains("Always check the machine.")
-    })
-    .await
-    .expect("the team file is written");
+    machine
+        .holding("check the machine", "the team file is written")
+        .await;
 
     // Healthy, while the daemon holds the snapshot: every check passes.
     let (ok, checks) = doctor(&machine).await;

@@ -351,8 +351,7 @@ async fn a_second_start_on_the_same_data_loses_nothing(store: Store) {
     assert!(status.success(), "SIGTERM ends edict cleanly, got {status}");
     app.start().await;
     let admin = app.admin().await;
-    let (status, rule) = app.get(&format!("/api/v1/rules/{id}"), &admin).await;
-    assert_eq!(status, StatusCode::OK);
+    let rule = app.fetch(&format!("/api/v1/rules/{id}"), &admin).await;
     assert_eq!(rule["working"]["spec"]["name"], "durable");
 }
 

@@ -22,6 +22,11 @@ struct Audited {
 
 impl Audited {
     async fn start(store: Store) -> Audited {
+        Audited::start_with(store, "4", "1").await
+    }
+
+    /// [`Audited::start`] with a checkpoint due every `every` events or `secs` seconds.
+    async fn start_with(store: Store, every: &str, secs: &str) -> Audited {
         let app = TestApp::spawn_with(
             store,
             Layout {
@@ -33,12 +38,21 @@ impl Audited {
         let writer = app
             .command(Some("audit"), 0)
             .env("EDICT_AUDIT_SIGNING_KEY", SEED)
-            .env("EDICT_AUDIT_CHECKPOINT_EVERY", "4")
-            .env("EDICT_AUDIT_CHECKPOINT_SECS", "1")
+            .env("EDICT_AUDIT_CHECKPOINT_EVERY", every)
+            .env("EDICT_AUDIT_CHECKPOINT_SECS", secs)
             .spawn()
             .expect("spawn the audit role");
         let admin = app.admin().await;
         Audited { app, writer, admin }
+    }
+
+    /// A deployment as [`Audited::start`] makes, its history chained and checkpointed and the writer
+    /// stopped: answers it and the export.
+    async fn settled_history(store: Store) -> (Audited, Vec<Value>) {
+        let mut audited = Audited::start(store).await;
+        audited.history().await;
+        let export = audited.settled().await;
+        (audited, export)
     }
 
     /// Makes some history: teams and a rule.
@@ -110,8 +124,17 @@ impl Audited {
 
     /// `edict audit verify ARGS --output json` on this deployment's store: (success, report, stderr).
     async fn verify(&self, args: &[&str]) -> (bool, Value, String) {
-        let output = Command::new(env!("CARGO_BIN_EXE_edict"))
-            .args(["audit", "verify", "--output", "json"])
+        outcome(
+            &self
+                .run_verify(&[&["--output", "json"], args].concat())
+                .await,
+        )
+    }
+
+    /// `edict audit verify ARGS` on this deployment's store.
+    async fn run_verify(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_edict"))
+            .args(["audit", "verify"])
             .args(args)
             .env("EDICT_DATABASE_URL", &self.app.database_url)
             .env("EDICT_AUDIT_SIGNING_KEY", SEED)
@@ -119,13 +142,15 @@ impl Audited {
             .stdin(Stdio::null())
             .output()
             .await
-            .expect("run edict audit verify");
-        let report = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
-        (
-            output.status.success(),
-            report,
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+            .expect("run edict audit verify")
+    }
+
+    /// `verify` with no arguments, failing on a break of `kind`: answers the report and stderr.
+    async fn broken(&self, kind: &str) -> (Value, String) {
+        let (ok, report, stderr) = self.verify(&[]).await;
+        assert!(!ok, "{report}");
+        assert_eq!(report["broken"]["kind"], kind, "{report}");
+        (report, stderr)
     }
 
     async fn sql(&self, statement: &str) {
@@ -134,6 +159,15 @@ impl Audited {
         assert!(done.rows_affected() >= 1, "{statement} changed nothing");
         pool.close().await;
     }
+}
+
+/// An `edict audit verify --output json`'s (success, report, stderr).
+fn outcome(output: &std::process::Output) -> (bool, Value, String) {
+    (
+        output.status.success(),
+        serde_json::from_slice(&output.stdout).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// The position of the first event of `event_type` in an export.
@@ -146,9 +180,7 @@ fn position_of(export: &[Value], event_type: &str) -> i64 {
 }
 
 async fn a_clean_history_verifies(store: Store) {
-    let mut audited = Audited::start(store).await;
-    audited.history().await;
-    let export = audited.settled().await;
+    let (audited, export) = Audited::settled_history(store).await;
 
     let (ok, report, stderr) = audited.verify(&[]).await;
     assert!(ok, "{report} {stderr}");
@@ -179,9 +211,7 @@ on_both_stores!(a_clean_history_verifies);
 
 #[tokio::test]
 async fn an_edited_payload_is_named() {
-    let mut audited = Audited::start(Store::Postgres).await;
-    audited.history().await;
-    let export = audited.settled().await;
+    let (audited, export) = Audited::settled_history(Store::Postgres).await;
     let position = position_of(&export, "TeamCreated");
     audited
         .sql(&format!(
@@ -190,9 +220,7 @@ async fn an_edited_payload_is_named() {
         ))
         .await;
 
-    let (ok, report, stderr) = audited.verify(&[]).await;
-    assert!(!ok, "{report}");
-    assert_eq!(report["broken"]["kind"], "content_changed", "{report}");
+    let (report, stderr) = audited.broken("content_changed").await;
     assert_eq!(report["broken"]["global_position"], position);
     assert!(
         stderr.contains(&format!("event at position {position} (Team "))
@@ -203,19 +231,12 @@ async fn an_edited_payload_is_named() {
 
 #[tokio::test]
 async fn a_deleted_event_is_named() {
-    let mut audited = Audited::start(Store::Postgres).await;
-    audited.history().await;
-    let export = audited.settled().await;
+    let (audited, export) = Audited::settled_history(Store::Postgres).await;
     let position = position_of(&export, "RuleSubmitted");
-    audited
-        .sql(&format!(
-            "DELETE FROM events WHERE global_position = {position}"
-        ))
-        .await;
+    let delete = format!("DELETE FROM events WHERE global_position = {position}");
+    audited.sql(&delete).await;
 
-    let (ok, report, stderr) = audited.verify(&[]).await;
-    assert!(!ok, "{report}");
-    assert_eq!(report["broken"]["kind"], "missing_event", "{report}");
+    let (_, stderr) = audited.broken("missing_event").await;
     assert!(
         stderr.contains(&format!(
             "event at position {position} is missing: the chain recorded it"
@@ -226,9 +247,7 @@ async fn a_deleted_event_is_named() {
 
 #[tokio::test]
 async fn a_tampered_checkpoint_signature_is_named() {
-    let mut audited = Audited::start(Store::Postgres).await;
-    audited.history().await;
-    audited.settled().await;
+    let (audited, _) = Audited::settled_history(Store::Postgres).await;
     audited
         .sql(
             "UPDATE audit_checkpoints \
@@ -237,9 +256,7 @@ async fn a_tampered_checkpoint_signature_is_named() {
         )
         .await;
 
-    let (ok, report, stderr) = audited.verify(&[]).await;
-    assert!(!ok, "{report}");
-    assert_eq!(report["broken"]["kind"], "invalid_signature", "{report}");
+    let (report, stderr) = audited.broken("invalid_signature").await;
     assert_eq!(report["broken"]["checkpoint"], 2);
     assert!(
         stderr.contains("checkpoint 2 has an invalid signature"),
@@ -249,9 +266,7 @@ async fn a_tampered_checkpoint_signature_is_named() {
 
 #[tokio::test]
 async fn a_truncated_tail_is_caught_by_its_checkpoint() {
-    let mut audited = Audited::start(Store::Postgres).await;
-    audited.history().await;
-    let export = audited.settled().await;
+    let (audited, export) = Audited::settled_history(Store::Postgres).await;
     let last = export.last().unwrap();
     // Remove the last event and its chain row together: the chain is consistent, the checkpoint is not.
     audited
@@ -267,17 +282,13 @@ async fn a_truncated_tail_is_caught_by_its_checkpoint() {
         ))
         .await;
 
-    let (ok, report, stderr) = audited.verify(&[]).await;
-    assert!(!ok, "{report}");
-    assert_eq!(report["broken"]["kind"], "truncated_chain", "{report}");
+    let (_, stderr) = audited.broken("truncated_chain").await;
     assert!(stderr.contains("its tail was removed"), "{stderr}");
 }
 
 #[tokio::test]
 async fn an_export_verifies_offline_and_names_an_edited_line() {
-    let mut audited = Audited::start(Store::Postgres).await;
-    audited.history().await;
-    audited.settled().await;
+    let (audited, _) = Audited::settled_history(Store::Postgres).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("export.ndjson");
     let exported = Command::new(env!("CARGO_BIN_EXE_edict"))
@@ -302,11 +313,7 @@ async fn an_export_verifies_offline_and_names_an_edited_line() {
                 .output()
                 .await
                 .unwrap();
-            (
-                output.status.success(),
-                serde_json::from_slice::<Value>(&output.stdout).unwrap_or(Value::Null),
-                String::from_utf8_lossy(&output.stderr).into_owned(),
-            )
+            outcome(&output)
         }
     };
     let (ok, report, stderr) = offline(file.clone()).await;
@@ -378,16 +385,7 @@ impl Audited {
 
     /// `edict audit verify ARGS` in text mode: (success, stdout, stderr).
     async fn verify_text(&self, args: &[&str]) -> (bool, String, String) {
-        let output = Command::new(env!("CARGO_BIN_EXE_edict"))
-            .args(["audit", "verify"])
-            .args(args)
-            .env("EDICT_DATABASE_URL", &self.app.database_url)
-            .env("EDICT_AUDIT_SIGNING_KEY", SEED)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .expect("run edict audit verify");
+        let output = self.run_verify(args).await;
         (
             output.status.success(),
             String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -398,10 +396,8 @@ impl Audited {
 
 #[tokio::test]
 async fn events_a_killed_writer_left_unchained_are_reported_and_fail_strict() {
-    let mut audited = Audited::start(Store::Postgres).await;
-    audited.history().await;
     // Everything so far chained and signed, then the writer is killed (SIGKILL).
-    let chained = audited.settled().await;
+    let (audited, chained) = Audited::settled_history(Store::Postgres).await;
     let export = audited
         .teams_in_log(&["Late one", "Late two", "Late three"])
         .await;
@@ -432,24 +428,8 @@ async fn events_a_killed_writer_left_unchained_are_reported_and_fail_strict() {
 
 #[tokio::test]
 async fn a_writer_stopped_with_sigterm_chains_and_signs_the_tail_before_it_exits() {
-    let app = TestApp::spawn_with(
-        Store::Postgres,
-        Layout {
-            roles: Some("api,projector,gateway".into()),
-            ..Layout::default()
-        },
-    )
-    .await;
     // No checkpoint falls due while the test runs: only a drain on shutdown signs one.
-    let writer = app
-        .command(Some("audit"), 0)
-        .env("EDICT_AUDIT_SIGNING_KEY", SEED)
-        .env("EDICT_AUDIT_CHECKPOINT_EVERY", "100000")
-        .env("EDICT_AUDIT_CHECKPOINT_SECS", "3600")
-        .spawn()
-        .expect("spawn the audit role");
-    let admin = app.admin().await;
-    let mut audited = Audited { app, writer, admin };
+    let mut audited = Audited::start_with(Store::Postgres, "100000", "3600").await;
     audited.history().await;
     eventually(Duration::from_secs(30), || async {
         let export = audited.export().await;

@@ -113,10 +113,10 @@ async fn a_sock_puppet_admins_approval_does_not_count(store: Store) {
 async fn the_bootstrap_admins_count_at_once(store: Store) {
     // With one approval per organization rule, the second admin a fresh installation creates counts
     // at once (the first writes, the second approves), and the third does not.
-    let app = TestApp::spawn_with_env(
+    let app = TestApp::spawn_with_vars(
         store,
         Default::default(),
-        vec![("EDICT_QUORUM_ORGANIZATION".into(), "1".into())],
+        &[("EDICT_QUORUM_ORGANIZATION", "1")],
     )
     .await;
     let first = app.admin().await;
@@ -141,12 +141,8 @@ on_both_stores!(
 
 #[tokio::test]
 async fn the_probation_is_configurable_and_zero_turns_it_off() {
-    let app = TestApp::spawn_with_env(
-        Store::Postgres,
-        Default::default(),
-        vec![("EDICT_QUORUM_PROBATION_SECS".into(), "0".into())],
-    )
-    .await;
+    let app =
+        TestApp::spawn_setting(Store::Postgres, &[("EDICT_QUORUM_PROBATION_SECS", "0")]).await;
     let first = app.admin().await;
     let (_, second) = app.user(&first, "second", &["org_admin"]).await;
     let (_, _third) = app.user(&first, "third", &["org_admin"]).await;
@@ -253,12 +249,7 @@ async fn a_team_admin_cannot_make_team_admins_nor_demote_one_an_org_admin_appoin
     )
     .await;
     let (status, body) = app
-        .call(
-            Method::DELETE,
-            &format!("{members}/{}", t.outsider_id),
-            Some(&t.lead),
-            None,
-        )
+        .delete(&format!("{members}/{}", t.outsider_id), &t.lead)
         .await;
     assert!(status.is_success(), "{body}");
     // The org_admin appoints.
@@ -391,8 +382,7 @@ async fn auditors_change_nothing() {
 #[tokio::test]
 async fn agent_tokens_only_do_what_agents_do() {
     let app = TestApp::spawn(Store::Postgres).await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (admin, second) = app.admins().await;
     let (dev_id, dev) = app.user(&admin, "dev", &["member"]).await;
     let team = app
         .ok("/api/v1/teams", &admin, json!({"name": "Platform"}))

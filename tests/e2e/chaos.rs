@@ -784,10 +784,10 @@ async fn chaos(seed: u64, logs: PathBuf) {
         roles: Some("api".into()),
         ..Layout::distributed()
     };
-    let app = TestApp::spawn_with_env(
+    let app = TestApp::spawn_with_vars(
         Store::Postgres,
         layout,
-        vec![("EDICT_GATEWAY_PUBLIC_URLS".into(), urls)],
+        &[("EDICT_GATEWAY_PUBLIC_URLS", &urls)],
     )
     .await;
     let mut deployment = Deployment {
@@ -806,8 +806,7 @@ async fn chaos(seed: u64, logs: PathBuf) {
         deployment.start(role);
     }
     let app = &deployment.app;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (admin, second) = app.admins().await;
 
     // The organization: 3 teams, 6 users (2 per team), a first rule attached to each team.
     let mut model = Model {

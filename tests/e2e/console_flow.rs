@@ -409,8 +409,7 @@ async fn assert_no_write_control(browser: &Browser) {
 #[tokio::test]
 async fn console_roles_an_auditor_sees_no_write_control_and_a_member_only_their_teams() {
     let app = TestApp::spawn(Store::Sqlite).await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (admin, second) = app.admins().await;
     let auditor = person(&app, &admin, "Auditor", &["auditor"]).await;
     let member = person(&app, &admin, "Member", &["member"]).await;
     let other = person(&app, &admin, "Other", &["member"]).await;

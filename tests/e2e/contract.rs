@@ -54,40 +54,38 @@ async fn tagged(app: &TestApp, token: &str, path: &str, version: u64) {
     assert_eq!(response.status(), StatusCode::OK, "a stale If-None-Match");
 }
 
-#[tokio::test]
-async fn single_resources_carry_their_version_as_etag() {
+/// A server on SQLite, the admin's token, and what creating a team "Core" answered (`id`,
+/// `position`).
+async fn with_core_team() -> (TestApp, String, Value) {
     let app = TestApp::spawn(Store::Sqlite).await;
     let admin = app.admin().await;
-
     let team = app
         .ok("/api/v1/teams", &admin, json!({"name": "Core"}))
         .await;
+    (app, admin, team)
+}
+
+#[tokio::test]
+async fn single_resources_carry_their_version_as_etag() {
+    let (app, admin, team) = with_core_team().await;
     let team_id = team["id"].as_str().unwrap();
     tagged(&app, &admin, &format!("/api/v1/teams/{team_id}"), 1).await;
 
     // The ETag is what If-Match takes: a write with it succeeds, a second one with the same is a 409.
-    let (status, renamed) = {
-        let response = app
-            .send(
-                Method::PUT,
-                &format!("/api/v1/teams/{team_id}"),
-                Some(&admin),
-                Some(json!({"name": "Core platform"})),
-                &[("if-match", "\"1\"")],
-            )
-            .await;
-        (response.status(), response.json::<Value>().await.unwrap())
+    let rename = |name: &str| {
+        let (path, body) = (format!("/api/v1/teams/{team_id}"), json!({"name": name}));
+        let (app, admin) = (&app, &admin);
+        async move {
+            let headers = [("if-match", "\"1\"")];
+            app.send(Method::PUT, &path, Some(admin), Some(body), &headers)
+                .await
+        }
     };
+    let response = rename("Core platform").await;
+    let status = response.status();
+    let renamed = response.json::<Value>().await.unwrap();
     assert_eq!(status, StatusCode::OK, "{renamed}");
-    let response = app
-        .send(
-            Method::PUT,
-            &format!("/api/v1/teams/{team_id}"),
-            Some(&admin),
-            Some(json!({"name": "Core again"})),
-            &[("if-match", "\"1\"")],
-        )
-        .await;
+    let response = rename("Core again").await;
     assert_eq!(response.status(), StatusCode::CONFLICT);
     tagged(&app, &admin, &format!("/api/v1/teams/{team_id}"), 2).await;
 
@@ -110,8 +108,7 @@ async fn single_resources_carry_their_version_as_etag() {
     // The rule set's ETag is its revision (a new team's rule set is at revision 1).
     let position = team["position"].as_i64().unwrap();
     let path = format!("/api/v1/teams/{team_id}/ruleset?min_position={position}");
-    let (status, ruleset) = app.get(&path, &admin).await;
-    assert_eq!(status, StatusCode::OK, "{ruleset}");
+    let ruleset = app.fetch(&path, &admin).await;
     tagged(&app, &admin, &path, ruleset["revision"].as_u64().unwrap()).await;
 }
 
@@ -160,20 +157,15 @@ async fn a_bad_event_log_cursor_is_a_400() {
 
 #[tokio::test]
 async fn min_position_zero_is_answered_at_once() {
-    let app = TestApp::spawn(Store::Sqlite).await;
-    let admin = app.admin().await;
-    let team = app
-        .ok("/api/v1/teams", &admin, json!({"name": "Core"}))
-        .await;
+    let (app, admin, team) = with_core_team().await;
     let team_id = team["id"].as_str().unwrap();
     let position = team["position"].as_i64().unwrap();
-    let (status, _) = app
-        .get(
+    let _ = app
+        .fetch(
             &format!("/api/v1/teams/{team_id}/ruleset?min_position={position}"),
             &admin,
         )
         .await;
-    assert_eq!(status, StatusCode::OK);
     for path in [
         "/api/v1/rules?min_position=0".to_owned(),
         "/api/v1/teams?min_position=0".to_owned(),
@@ -206,7 +198,6 @@ async fn a_number_or_boolean_is_not_taken_for_a_string() {
         .post("/api/v1/agents", &admin, json!({"machine_id": true}))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
-    let (status, page) = app.get("/api/v1/teams?min_position=0", &admin).await;
-    assert_eq!(status, StatusCode::OK);
+    let page = app.fetch("/api/v1/teams?min_position=0", &admin).await;
     assert_eq!(page["items"], json!([]), "nothing was created");
 }

@@ -9,11 +9,8 @@ use crate::harness::{
 };
 use serde_json::json;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
-
-impl Machine {}
 
 async fn wait_for_file(path: &Path, timeout: Duration, needle: &str) -> Option<String> {
     eventually(timeout, || async {
@@ -40,22 +37,8 @@ impl GuardedNats {
         let port = crate::harness::free_port();
         let config = dir.path().join("nats.conf");
         std::fs::write(&config, Self::config(dir.path(), port, &guarded, false)).unwrap();
-        let child = Command::new("/usr/sbin/nats-server")
-            .arg("-c")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start nats-server");
-        let up = eventually(Duration::from_secs(10), || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(drop)
-        })
-        .await;
-        assert!(up.is_some(), "private nats-server did not start");
+        let args = [std::ffi::OsStr::new("-c"), config.as_os_str()];
+        let child = crate::harness::nats_server(args, port).await;
         GuardedNats {
             dir,
             port,
@@ -135,8 +118,7 @@ async fn a_rule_whose_kv_put_was_denied_reaches_the_agent_once_allowed_without_r
         roles: None,
     };
     let app = TestApp::spawn_with(Store::Postgres, layout).await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (admin, second) = app.admins().await;
     let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
     let team = team_with_member(&app, &admin, "delivery", &dev_id).await;
     let first = approved_rule(&app, &admin, &second, "rule one").await;

@@ -54,8 +54,7 @@ async fn device_codes_need_explicit_consent_and_are_collected_once(store: Store)
     let path = format!("/api/v1/device/requests/{}", user_code.to_lowercase());
     let (status, _) = app.call(Method::GET, &path, None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, request) = app.get(&path, &dev).await;
-    assert_eq!(status, StatusCode::OK, "{request}");
+    let request = app.fetch(&path, &dev).await;
     assert_eq!(request["machine_name"], "Build box");
     assert_eq!(request["status"], "pending");
 
@@ -92,8 +91,7 @@ async fn device_codes_need_explicit_consent_and_are_collected_once(store: Store)
             .unwrap()
             .starts_with("ws://")
     );
-    let (status, agent) = app.get(&format!("/api/v1/agents/{agent_id}"), &dev).await;
-    assert_eq!(status, StatusCode::OK);
+    let agent = app.fetch(&format!("/api/v1/agents/{agent_id}"), &dev).await;
     assert_eq!(agent["user_id"], dev_id.as_str());
     assert_eq!(agent["machine_id"], "box-1");
     tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
@@ -166,8 +164,7 @@ async fn enrollment_tokens_have_uses_and_can_be_revoked(store: Store) {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
 
     // Listed without its secret; a revoked one enrolls nothing more.
-    let (status, listed) = app.get("/api/v1/enrollment-tokens", &admin).await;
-    assert_eq!(status, StatusCode::OK);
+    let listed = app.fetch("/api/v1/enrollment-tokens", &admin).await;
     assert_eq!(listed[0]["uses_left"], 0);
     assert!(listed[0].get("token").is_none(), "{listed}");
     let second = app

@@ -51,6 +51,14 @@ impl Layout {
             roles: None,
         }
     }
+
+    /// [`Layout::distributed`] with only `roles` in the main process.
+    pub fn distributed_with(roles: &str) -> Self {
+        Layout {
+            roles: Some(roles.into()),
+            ..Layout::distributed()
+        }
+    }
 }
 
 /// A running `edict serve`.
@@ -150,6 +158,17 @@ impl TestApp {
     /// Starts a server on a fresh store with `layout`.
     pub async fn spawn_with(store: Store, layout: Layout) -> TestApp {
         Self::spawn_with_env(store, layout, Vec::new()).await
+    }
+
+    /// [`TestApp::spawn`] with more environment, as `(name, value)` pairs.
+    pub async fn spawn_setting(store: Store, vars: &[(&str, &str)]) -> TestApp {
+        Self::spawn_with_vars(store, Layout::default(), vars).await
+    }
+
+    /// [`TestApp::spawn_with_env`] with the environment as `(name, value)` pairs.
+    pub async fn spawn_with_vars(store: Store, layout: Layout, vars: &[(&str, &str)]) -> TestApp {
+        let env = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        Self::spawn_with_env(store, layout, env.collect()).await
     }
 
     /// Starts a server on a fresh store with `layout` and more environment (for every process).
@@ -353,6 +372,14 @@ impl TestApp {
         self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await
     }
 
+    /// The first admin's access token and a second org_admin's (approvals need someone other than the
+    /// author).
+    pub async fn admins(&self) -> (String, String) {
+        let admin = self.admin().await;
+        let (_, second) = self.user(&admin, "second", &["org_admin"]).await;
+        (admin, second)
+    }
+
     /// Creates a user with `roles`; answers their (id, email, password).
     pub async fn account(
         &self,
@@ -458,6 +485,18 @@ impl TestApp {
     pub async fn patch(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
         self.call(Method::PATCH, path, Some(token), Some(body))
             .await
+    }
+
+    /// GET with `token`, asserting 200 OK; answers the JSON body.
+    pub async fn fetch(&self, path: &str, token: &str) -> Value {
+        let (status, body) = self.get(path, token).await;
+        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+        body
+    }
+
+    /// DELETE with `token`; answers status and JSON body, whatever the status.
+    pub async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, Some(token), None).await
     }
 
     /// GET with `token`; answers status and JSON body, whatever the status.
@@ -584,9 +623,14 @@ pub fn temporary(secs: u64) -> Value {
     json!({"mode": "temporary", "temporary_timeout_secs": secs})
 }
 
+/// The enforcement `{"mode": mode}` (`block`, `warning`).
+pub fn mode(mode: &str) -> Value {
+    json!({"mode": mode})
+}
+
 /// Attaches `rule` to `team`, blocking.
 pub async fn attach(app: &TestApp, admin: &str, team: &str, rule: &str) {
-    attach_with(app, admin, team, rule, json!({"mode": "block"})).await;
+    attach_with(app, admin, team, rule, mode("block")).await;
 }
 
 /// A new team named `name` with `member` (a user id) as its member; answers the team's id.
@@ -790,26 +834,36 @@ impl PrivateNats {
     /// accepts connections.
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "nats-server already runs");
-        let child = Command::new("/usr/sbin/nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
-            .arg("-sd")
-            .arg(self.store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn /usr/sbin/nats-server");
-        self.child = Some(child);
-        let port = self.port;
-        let up = eventually(Duration::from_secs(15), || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await;
-        assert!(up.is_some(), "nats-server listens on {port}");
+        let port = self.port.to_string();
+        let args = ["-js", "-a", "127.0.0.1", "-p", &port, "-sd"];
+        let store = self.store.path().as_os_str();
+        let args = args.iter().map(std::ffi::OsStr::new).chain([store]);
+        self.child = Some(nats_server(args, self.port).await);
     }
+}
+
+/// `/usr/sbin/nats-server ARGS`, once it accepts connections on `port` (within 15 s).
+pub async fn nats_server<I, S>(args: I, port: u16) -> Child
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let child = Command::new("/usr/sbin/nats-server")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn /usr/sbin/nats-server");
+    let up = eventually(Duration::from_secs(15), || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
+    assert!(up.is_some(), "nats-server listens on {port}");
+    child
 }
 
 /// One machine of the end-to-end tests: a temporary HOME, organization file and data directory for a real
@@ -840,6 +894,30 @@ impl Machine {
     /// The team layer's file, `~/.claude/CLAUDE.md`.
     pub fn team_file(&self) -> std::path::PathBuf {
         self.home().join(".claude").join("CLAUDE.md")
+    }
+
+    /// The team file's text (empty while there is none).
+    pub fn team_text(&self) -> String {
+        std::fs::read_to_string(self.team_file()).unwrap_or_default()
+    }
+
+    /// Writes `text` over the team file, as a user editing it would.
+    pub fn write_team(&self, text: impl AsRef<[u8]>) {
+        std::fs::write(self.team_file(), text).unwrap();
+    }
+
+    /// The team file's text once `pred` holds of it, within `secs` seconds.
+    pub async fn team_file_when(&self, secs: u64, pred: impl Fn(&str) -> bool) -> Option<String> {
+        eventually(Duration::from_secs(secs), || async {
+            let text = self.team_text();
+            pred(&text).then_some(text)
+        })
+        .await
+    }
+
+    /// The team file's text once it contains `needle`, within 20 s.
+    pub async fn team_file_with(&self, needle: &str) -> Option<String> {
+        self.team_file_when(20, |text| text.contains(needle)).await
     }
 
     /// `edict-agent` with this machine's directories.
@@ -879,18 +957,24 @@ impl Machine {
 
     /// Starts `edict-agent run`.
     pub fn run(&mut self) {
-        self.daemon = Some(self.command().arg("run").spawn().unwrap());
+        self.run_with(&[]);
+    }
+
+    /// Starts `edict-agent run` with `args`.
+    pub fn run_with(&mut self, args: &[&str]) {
+        self.daemon = Some(self.command().arg("run").args(args).spawn().unwrap());
+    }
+
+    /// Runs `edict-agent` with `args` to its end, capturing its stdout.
+    pub async fn output(&self, args: &[&str]) -> std::process::Output {
+        let mut command = self.command();
+        command.args(args).stdout(Stdio::piped());
+        command.output().await.unwrap()
     }
 
     /// `edict-agent status --output json`.
     pub async fn status(&self) -> Value {
-        let output = self
-            .command()
-            .args(["status", "--output", "json"])
-            .stdout(Stdio::piped())
-            .output()
-            .await
-            .unwrap();
+        let output = self.output(&["status", "--output", "json"]).await;
         assert!(output.status.success(), "edict-agent status");
         serde_json::from_slice(&output.stdout).unwrap()
     }

@@ -86,10 +86,9 @@ fn database_name(app: &TestApp) -> String {
 
 #[tokio::test]
 async fn an_unreachable_store_makes_the_process_unready_and_names_the_store() {
-    let app = TestApp::spawn_with_env(
+    let app = TestApp::spawn_setting(
         Store::Postgres,
-        Layout::default(),
-        vec![("EDICT_SUPERVISOR_MAX_BACKOFF_MS".into(), "1000".into())],
+        &[("EDICT_SUPERVISOR_MAX_BACKOFF_MS", "1000")],
     )
     .await;
     ready_becomes(&app, 200, |_| true).await;
@@ -129,10 +128,10 @@ async fn a_stopped_nats_server_makes_the_process_unready_and_names_nats() {
     let mut nats = PrivateNats::start().await;
     let mut layout = Layout::distributed();
     layout.nats_url = Some(nats.url());
-    let app = TestApp::spawn_with_env(
+    let app = TestApp::spawn_with_vars(
         Store::Postgres,
         layout,
-        vec![("EDICT_SUPERVISOR_MAX_BACKOFF_MS".into(), "1000".into())],
+        &[("EDICT_SUPERVISOR_MAX_BACKOFF_MS", "1000")],
     )
     .await;
     ready_becomes(&app, 200, |_| true).await;

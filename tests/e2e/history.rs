@@ -411,8 +411,7 @@ async fn live_ruleset(app: &TestApp, team: &str, token: &str, position: i64) -> 
 
 async fn time_travel_answers_the_rule_set_in_force_then(store: Store) {
     let app = TestApp::spawn(store).await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (admin, second) = app.admins().await;
     let (member_id, member) = app.user(&admin, "member", &["member"]).await;
     let (_, auditor) = app.user(&admin, "auditor", &["auditor"]).await;
     let team = team_with_member(&app, &admin, "Platform", &member_id).await;
@@ -752,8 +751,7 @@ async fn applied(app: &TestApp, token: &str, agent: &str, team: &str, revision: 
 
 async fn a_machines_enforced_revision_travels_in_time(store: Store) {
     let app = TestApp::spawn(store).await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (admin, second) = app.admins().await;
     let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
     let (_, auditor) = app.user(&admin, "auditor", &["auditor"]).await;
     let team = team_with_member(&app, &admin, "Platform", &dev_id).await;

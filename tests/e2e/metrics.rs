@@ -94,14 +94,13 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn counters_move_for_a_command_a_push_and_an_ack_and_the_dashboards_name_real_metrics() {
-    let app = TestApp::spawn_with_env(
+    let app = TestApp::spawn_with_vars(
         Store::Postgres,
         Layout::distributed(),
-        vec![("EDICT_METRICS_SAMPLE_MS".into(), "200".into())],
+        &[("EDICT_METRICS_SAMPLE_MS", "200")],
     )
     .await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (admin, second) = app.admins().await;
     let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
     let before = scrape(&app, &app.base).await;
     let drafted = [

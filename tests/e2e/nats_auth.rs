@@ -8,7 +8,7 @@ use edict_infrastructure::nats::{self, NatsAuth, NatsSettings, NatsTls};
 use edict_infrastructure::settings::Secret;
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 const PASSWORD: &str = "e2e-pw-4b7f1a2e-never-logged";
 
@@ -47,22 +47,9 @@ impl SecureNats {
             path("server-key.pem"),
         );
         std::fs::write(path("nats.conf"), config).unwrap();
-        let child = Command::new("/usr/sbin/nats-server")
-            .arg("-c")
-            .arg(path("nats.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn /usr/sbin/nats-server");
-        let up = eventually(Duration::from_secs(15), || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(drop)
-        })
-        .await;
-        assert!(up.is_some(), "nats-server listens on {port}");
+        let config = path("nats.conf");
+        let child =
+            crate::harness::nats_server([std::ffi::OsStr::new("-c"), config.as_ref()], port).await;
         SecureNats {
             port,
             dir,

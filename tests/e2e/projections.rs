@@ -41,10 +41,9 @@ pub async fn caught_up(app: &TestApp, admin: &str) {
 pub async fn live_equals_rebuild(app: &TestApp, admin: &str) {
     caught_up(app, admin).await;
     for name in PROJECTIONS {
-        let (status, live) = app
-            .get(&format!("/api/v1/admin/projections/{name}/hash"), admin)
+        let live = app
+            .fetch(&format!("/api/v1/admin/projections/{name}/hash"), admin)
             .await;
-        assert_eq!(status, StatusCode::OK, "{live}");
         let (status, rebuilt) = app
             .call(
                 Method::POST,
@@ -145,8 +144,7 @@ fn enforcement(mode: u8) -> Value {
 impl World {
     /// Two more org_admins (approvals need someone other than the author).
     pub async fn new(app: &TestApp) -> World {
-        let admin = app.admin().await;
-        let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+        let (admin, second) = app.admins().await;
         let (_, third) = app.user(&admin, "third", &["org_admin"]).await;
         World {
             admin,
@@ -162,116 +160,94 @@ impl World {
         status.is_success().then_some(body)
     }
 
+    /// POSTs `body` with `token` to `/api/v1/{kind}/{id}/{action}`, `id` the `i`th of what the
+    /// workload has of `kind` (nothing when it has none).
+    async fn on(
+        &self,
+        app: &TestApp,
+        token: &str,
+        (kind, i, action): (&str, u8, &str),
+        body: Value,
+    ) {
+        let items = match kind {
+            "rules" => &self.rules,
+            "teams" => &self.teams,
+            "users" => &self.users,
+            _ => &self.changes,
+        };
+        if let Some(id) = pick(items, i) {
+            let path = format!("/api/v1/{kind}/{id}/{action}");
+            self.post(app, token, &path, body).await;
+        }
+    }
+
+    /// [`World::on`] as the admin, with an empty body.
+    async fn act(&self, app: &TestApp, kind: &str, i: u8, action: &str) {
+        self.on(app, &self.admin, (kind, i, action), json!({}))
+            .await;
+    }
+
+    /// POSTs `body` with `token` to `path`; answers the `id` of what it created, if it did.
+    async fn create(&self, app: &TestApp, token: &str, path: &str, body: Value) -> Option<String> {
+        let created = self.post(app, token, path, body).await?;
+        Some(created["id"].as_str().unwrap().to_owned())
+    }
+
     /// Runs one command (many random ones are refused with a 4xx, which is fine: they change nothing).
     async fn run(&mut self, app: &TestApp, op: &Op) {
         let admin = self.admin.clone();
+        let no = || json!({"reason": "no"});
         match op.clone() {
             Op::DraftRule(layer) => {
                 let layer = ["organization", "team", "project"][usize::from(layer) % 3];
-                let name = format!("rule {}", self.rules.len());
-                if let Some(body) = self
-                    .post(app, &admin, "/api/v1/rules", rule_spec(&name, layer))
-                    .await
-                {
-                    self.rules.push(body["id"].as_str().unwrap().to_owned());
-                }
+                let spec = rule_spec(&format!("rule {}", self.rules.len()), layer);
+                let rule = self.create(app, &admin, "/api/v1/rules", spec).await;
+                self.rules.extend(rule);
             }
-            Op::Submit(i) => {
-                if let Some(r) = pick(&self.rules, i) {
-                    self.post(app, &admin, &format!("/api/v1/rules/{r}/submit"), json!({}))
+            Op::Submit(i) => self.act(app, "rules", i, "submit").await,
+            Op::Approve(i) => {
+                for approver in [&self.second, &self.third] {
+                    self.on(app, approver, ("rules", i, "approve"), json!({}))
                         .await;
                 }
             }
-            Op::Approve(i) => {
-                if let Some(r) = pick(&self.rules, i) {
-                    self.post(
-                        app,
-                        &self.second,
-                        &format!("/api/v1/rules/{r}/approve"),
-                        json!({}),
-                    )
-                    .await;
-                    self.post(
-                        app,
-                        &self.third,
-                        &format!("/api/v1/rules/{r}/approve"),
-                        json!({}),
-                    )
-                    .await;
-                }
-            }
             Op::Reject(i) => {
-                if let Some(r) = pick(&self.rules, i) {
-                    self.post(
-                        app,
-                        &self.second,
-                        &format!("/api/v1/rules/{r}/reject"),
-                        json!({"reason": "no"}),
-                    )
-                    .await;
-                }
+                let second = &self.second;
+                self.on(app, second, ("rules", i, "reject"), no()).await;
             }
             Op::Revise(i) => {
                 if let Some(r) = pick(&self.rules, i) {
                     let (_, rule) = app.get(&format!("/api/v1/rules/{r}"), &admin).await;
                     if let Some(layer) = rule["layer"].as_str() {
                         let spec = rule_spec(&format!("revised {r}"), layer);
-                        self.post(app, &admin, &format!("/api/v1/rules/{r}/revisions"), spec)
-                            .await;
+                        self.on(app, &admin, ("rules", i, "revisions"), spec).await;
                     }
                 }
             }
-            Op::Archive(i) => {
-                if let Some(r) = pick(&self.rules, i) {
-                    self.post(
-                        app,
-                        &admin,
-                        &format!("/api/v1/rules/{r}/archive"),
-                        json!({}),
-                    )
-                    .await;
-                }
-            }
+            Op::Archive(i) => self.act(app, "rules", i, "archive").await,
             Op::OrgEnforcement(i, mode) => {
                 if let Some(r) = pick(&self.rules, i) {
-                    app.put(
-                        &format!("/api/v1/rules/{r}/enforcement"),
-                        &admin,
-                        enforcement(mode),
-                    )
-                    .await;
+                    let path = format!("/api/v1/rules/{r}/enforcement");
+                    app.put(&path, &admin, enforcement(mode)).await;
                 }
             }
             Op::CreateTeam => {
                 let name = format!("team {}", self.teams.len());
-                if let Some(body) = self
-                    .post(app, &admin, "/api/v1/teams", json!({"name": name}))
-                    .await
-                {
-                    self.teams.push(body["id"].as_str().unwrap().to_owned());
-                }
+                let team = self.create(app, &admin, "/api/v1/teams", json!({"name": name}));
+                self.teams.extend(team.await);
             }
             Op::AddMember(t, u, lead) => {
                 if let (Some(t), Some(u)) = (pick(&self.teams, t), pick(&self.users, u)) {
                     let role = if lead { "team_admin" } else { "member" };
-                    self.post(
-                        app,
-                        &admin,
-                        &format!("/api/v1/teams/{t}/members"),
-                        json!({"user_id": u, "role": role}),
-                    )
-                    .await;
+                    let body = json!({"user_id": u, "role": role});
+                    let path = format!("/api/v1/teams/{t}/members");
+                    self.post(app, &admin, &path, body).await;
                 }
             }
             Op::RemoveMember(t, u) => {
                 if let (Some(t), Some(u)) = (pick(&self.teams, t), pick(&self.users, u)) {
-                    app.call(
-                        Method::DELETE,
-                        &format!("/api/v1/teams/{t}/members/{u}"),
-                        Some(&admin),
-                        None,
-                    )
-                    .await;
+                    app.delete(&format!("/api/v1/teams/{t}/members/{u}"), &admin)
+                        .await;
                 }
             }
             Op::Attach(t, r, mode) => {
@@ -283,68 +259,27 @@ impl World {
             }
             Op::ChangeEnforcement(t, r, mode) => {
                 if let (Some(t), Some(r)) = (pick(&self.teams, t), pick(&self.rules, r)) {
-                    app.patch(
-                        &format!("/api/v1/teams/{t}/rules/{r}"),
-                        &admin,
-                        enforcement(mode),
-                    )
-                    .await;
+                    let path = format!("/api/v1/teams/{t}/rules/{r}");
+                    app.patch(&path, &admin, enforcement(mode)).await;
                 }
             }
             Op::Detach(t, r) => {
                 if let (Some(t), Some(r)) = (pick(&self.teams, t), pick(&self.rules, r)) {
-                    app.call(
-                        Method::DELETE,
-                        &format!("/api/v1/teams/{t}/rules/{r}"),
-                        Some(&admin),
-                        None,
-                    )
-                    .await;
+                    app.delete(&format!("/api/v1/teams/{t}/rules/{r}"), &admin)
+                        .await;
                 }
             }
-            Op::ArchiveTeam(t) => {
-                if let Some(t) = pick(&self.teams, t) {
-                    self.post(
-                        app,
-                        &admin,
-                        &format!("/api/v1/teams/{t}/archive"),
-                        json!({}),
-                    )
-                    .await;
-                }
-            }
+            Op::ArchiveTeam(t) => self.act(app, "teams", t, "archive").await,
             Op::CreateUser => {
                 let n = self.users.len();
                 let body = json!({
                     "email": format!("user{n}-{}@example.com", &uuid::Uuid::new_v4().simple().to_string()[..6]),
                     "name": format!("User {n}"), "password": "user-password-123", "roles": ["member"],
                 });
-                if let Some(body) = self.post(app, &admin, "/api/v1/users", body).await {
-                    self.users.push(body["id"].as_str().unwrap().to_owned());
-                }
+                let user = self.create(app, &admin, "/api/v1/users", body).await;
+                self.users.extend(user);
             }
-            Op::Deactivate(u) => {
-                if let Some(u) = pick(&self.users, u) {
-                    self.post(
-                        app,
-                        &admin,
-                        &format!("/api/v1/users/{u}/deactivate"),
-                        json!({}),
-                    )
-                    .await;
-                }
-            }
-            Op::Reactivate(u) => {
-                if let Some(u) = pick(&self.users, u) {
-                    self.post(
-                        app,
-                        &admin,
-                        &format!("/api/v1/users/{u}/reactivate"),
-                        json!({}),
-                    )
-                    .await;
-                }
-            }
+            Op::Deactivate(u) => self.act(app, "users", u, "deactivate").await,
             Op::Enroll(u) => {
                 if let Some(u) = pick(&self.users, u) {
                     let n = self.agents.len();
@@ -360,15 +295,11 @@ impl World {
             }
             Op::Revoke(a) => {
                 if let Some((a, _)) = pick(&self.agents, a) {
-                    self.post(
-                        app,
-                        &admin,
-                        &format!("/api/v1/agents/{a}/revoke"),
-                        json!({}),
-                    )
-                    .await;
+                    let path = format!("/api/v1/agents/{a}/revoke");
+                    self.post(app, &admin, &path, json!({})).await;
                 }
             }
+            Op::Reactivate(u) => self.act(app, "users", u, "reactivate").await,
             Op::Report(a, t, r) => {
                 if let (Some((_, token)), Some(t), Some(r)) = (
                     pick(&self.agents, a),
@@ -381,34 +312,19 @@ impl World {
                         "original_hash": "a".repeat(64), "new_hash": "b".repeat(64), "diff": "-a\n+b\n",
                         "report_id": format!("report-{}", self.reports),
                     });
-                    if let Some(body) = self
-                        .post(app, &token, "/api/v1/change-requests", body)
-                        .await
-                    {
-                        self.changes.push(body["id"].as_str().unwrap().to_owned());
-                    }
+                    let path = "/api/v1/change-requests";
+                    let change = self.create(app, &token, path, body).await;
+                    self.changes.extend(change);
                 }
             }
             Op::Decide(c, approve) => {
-                if let Some(c) = pick(&self.changes, c) {
-                    if approve {
-                        self.post(
-                            app,
-                            &admin,
-                            &format!("/api/v1/change-requests/{c}/approve"),
-                            json!({}),
-                        )
-                        .await;
-                    } else {
-                        self.post(
-                            app,
-                            &admin,
-                            &format!("/api/v1/change-requests/{c}/reject"),
-                            json!({"reason": "no"}),
-                        )
-                        .await;
-                    }
-                }
+                let (action, body) = if approve {
+                    ("approve", json!({}))
+                } else {
+                    ("reject", no())
+                };
+                self.on(app, &admin, ("change-requests", c, action), body)
+                    .await;
             }
         }
     }
@@ -430,6 +346,23 @@ impl World {
         for op in &ops {
             self.run(app, op).await;
         }
+    }
+
+    /// [`World::steady`] for each of `rounds`.
+    async fn steady_rounds(&mut self, app: &TestApp, rounds: std::ops::Range<usize>) {
+        for round in rounds {
+            self.steady(app, round).await;
+        }
+    }
+
+    /// Once live read models equal a rebuild, how many items the admin's `list` has
+    /// (`/api/v1/{list}?limit=200`).
+    async fn settled_count(&self, app: &TestApp, list: &str) -> usize {
+        live_equals_rebuild(app, &self.admin).await;
+        let (_, page) = app
+            .get(&format!("/api/v1/{list}?limit=200"), &self.admin)
+            .await;
+        page["items"].as_array().unwrap().len()
     }
 }
 
@@ -467,29 +400,26 @@ fn random_commands_live_read_models_equal_a_rebuild_embedded() {
     random_sequences_keep_live_equal_to_rebuild(Store::Sqlite, Layout::default());
 }
 
+/// A distributed app with `roles` in its main process and `extra` in a process of its own (answered
+/// by its index), and a workload on it.
+async fn split(roles: &str, extra: &str) -> (TestApp, usize, World) {
+    let layout = Layout::distributed_with(roles);
+    let mut app = TestApp::spawn_with(Store::Postgres, layout).await;
+    let process = app.spawn_extra(extra);
+    let world = World::new(&app).await;
+    (app, process, world)
+}
+
 #[tokio::test]
 async fn killing_the_projector_loses_and_duplicates_nothing() {
-    let mut layout = Layout::distributed();
-    layout.roles = Some("api,relay".into());
-    let mut app = TestApp::spawn_with(Store::Postgres, layout).await;
-    let projector = app.spawn_extra("projector");
-    let mut world = World::new(&app).await;
-    for round in 0..4 {
-        world.steady(&app, round).await;
-    }
+    let (mut app, projector, mut world) = split("api,relay", "projector").await;
+    world.steady_rounds(&app, 0..4).await;
     app.kill_extra(projector).await;
-    for round in 4..8 {
-        world.steady(&app, round).await;
-    }
+    world.steady_rounds(&app, 4..8).await;
     app.spawn_extra("projector");
-    for round in 8..10 {
-        world.steady(&app, round).await;
-    }
-    let admin = world.admin.clone();
-    live_equals_rebuild(&app, &admin).await;
-    let (_, rules) = app.get("/api/v1/rules?limit=200", &admin).await;
+    world.steady_rounds(&app, 8..10).await;
     assert_eq!(
-        rules["items"].as_array().unwrap().len(),
+        world.settled_count(&app, "rules").await,
         world.rules.len(),
         "every rule is in the catalog once"
     );
@@ -497,26 +427,15 @@ async fn killing_the_projector_loses_and_duplicates_nothing() {
 
 #[tokio::test]
 async fn killing_the_relay_hands_over_to_the_standby() {
-    let mut layout = Layout::distributed();
-    layout.roles = Some("api,projector".into());
-    let mut app = TestApp::spawn_with(Store::Postgres, layout).await;
-    let leader = app.spawn_extra("relay");
-    let mut world = World::new(&app).await;
+    let (mut app, leader, mut world) = split("api,projector", "relay").await;
     world.steady(&app, 0).await;
     caught_up(&app, &world.admin.clone()).await;
     let _standby = app.spawn_extra("relay");
-    for round in 1..4 {
-        world.steady(&app, round).await;
-    }
+    world.steady_rounds(&app, 1..4).await;
     app.kill_extra(leader).await;
-    for round in 4..8 {
-        world.steady(&app, round).await;
-    }
-    let admin = world.admin.clone();
-    live_equals_rebuild(&app, &admin).await;
-    let (_, users) = app.get("/api/v1/users?limit=200", &admin).await;
+    world.steady_rounds(&app, 4..8).await;
     assert_eq!(
-        users["items"].as_array().unwrap().len(),
+        world.settled_count(&app, "users").await,
         world.users.len() + 3
     );
 }
@@ -528,23 +447,17 @@ async fn restarting_nats_mid_stream_converges() {
     layout.nats_url = Some(nats.url());
     let app = TestApp::spawn_with(Store::Postgres, layout).await;
     let mut world = World::new(&app).await;
-    for round in 0..3 {
-        world.steady(&app, round).await;
-    }
+    world.steady_rounds(&app, 0..3).await;
     nats.kill().await;
     nats.restart().await;
-    for round in 3..6 {
-        world.steady(&app, round).await;
-    }
-    let admin = world.admin.clone();
-    live_equals_rebuild(&app, &admin).await;
+    world.steady_rounds(&app, 3..6).await;
+    live_equals_rebuild(&app, &world.admin).await;
 }
 
 #[tokio::test]
 async fn queries_filter_page_and_read_their_own_writes() {
     let app = TestApp::spawn_with(Store::Postgres, Layout::distributed()).await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (admin, second) = app.admins().await;
     let mut ids = Vec::new();
     for (i, layer) in ["team", "project", "team", "organization", "team"]
         .iter()
@@ -563,35 +476,27 @@ async fn queries_filter_page_and_read_their_own_writes() {
     }
     // Read your own write: wait for the last command's position.
     let position = ids.last().unwrap().1;
-    let (status, page) = app
-        .get(
+    let page = app
+        .fetch(
             &format!("/api/v1/rules?limit=2&min_position={position}"),
             &admin,
         )
         .await;
-    assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page["freshness"]["position"].as_i64().unwrap() >= position);
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
-    let mut seen: Vec<String> = Vec::new();
+    let ids_of = |page: &Value| -> Vec<String> {
+        let items = page["items"].as_array().unwrap().iter();
+        items
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut seen = ids_of(&page);
     let mut next = page["next"].as_str().map(str::to_owned);
-    seen.extend(
-        page["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["id"].as_str().unwrap().to_owned()),
-    );
     while let Some(cursor) = next {
         let (_, page) = app
             .get(&format!("/api/v1/rules?limit=2&after={cursor}"), &admin)
             .await;
-        seen.extend(
-            page["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r["id"].as_str().unwrap().to_owned()),
-        );
+        seen.extend(ids_of(&page));
         next = page["next"].as_str().map(str::to_owned);
     }
     let expected: Vec<String> = ids.iter().map(|(id, _)| id.clone()).collect();
@@ -632,13 +537,8 @@ async fn queries_filter_page_and_read_their_own_writes() {
         )
         .await;
     let position = attached["position"].as_i64().unwrap();
-    let (status, ruleset) = app
-        .get(
-            &format!("/api/v1/teams/{team}/ruleset?min_position={position}"),
-            &admin,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{ruleset}");
+    let path = format!("/api/v1/teams/{team}/ruleset?min_position={position}");
+    let ruleset = app.fetch(&path, &admin).await;
     assert!(ruleset["revision"].as_u64().unwrap() >= 1);
     assert_eq!(ruleset["hash"].as_str().unwrap().len(), 64);
     assert_eq!(
@@ -683,8 +583,7 @@ async fn queries_filter_page_and_read_their_own_writes() {
 #[tokio::test]
 async fn temporary_changes_past_their_timeout_are_auto_reverted() {
     let app = TestApp::spawn(Store::Sqlite).await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (admin, second) = app.admins().await;
     let (dev_id, dev) = app.user(&admin, "dev", &["member"]).await;
     let team = team_with_member(&app, &admin, "T", &dev_id).await;
     let rule = approve(&app, &admin, &second, rule_spec("short fuse", "team")).await;
@@ -739,10 +638,10 @@ async fn projection_status(app: &TestApp, admin: &str, name: &str) -> Option<Val
 /// restarting, with why.
 #[tokio::test]
 async fn a_stopped_projection_comes_back_after_a_rebuild() {
-    let app = TestApp::spawn_with_env(
+    let app = TestApp::spawn_with_vars(
         Store::Postgres,
         Layout::distributed(),
-        vec![("EDICT_SUPERVISOR_MAX_BACKOFF_MS".into(), "500".into())],
+        &[("EDICT_SUPERVISOR_MAX_BACKOFF_MS", "500")],
     )
     .await;
     let admin = app.admin().await;

@@ -7,10 +7,10 @@
 
 use crate::harness::{Machine, TestApp, eventually, logged_in, relay_ends};
 use crate::proxy::{Acceptor, forward};
-use crate::signing::{SEED, SignedOrg, approved_rule, attach, read, wait_for_file};
+use crate::signing::{SEED, SignedOrg, approved_rule, attach, read};
 use edict_api::ruleset::{RemovalStatement, key_id_of};
 use futures::{SinkExt, StreamExt};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -126,9 +126,7 @@ async fn connected(org: &SignedOrg) -> (RemovalProxy, Machine, String) {
     let agent_id = logged_in(login).await;
     machine.run();
     assert!(
-        wait_for_file(&machine.team_file(), "Always rule one.")
-            .await
-            .is_some(),
+        machine.team_file_with("Always rule one.").await.is_some(),
         "the rule reaches the machine through the proxy; status: {}",
         machine.status().await
     );
@@ -137,12 +135,7 @@ async fn connected(org: &SignedOrg) -> (RemovalProxy, Machine, String) {
 
 async fn remove_member(app: &TestApp, admin: &str, team: &str, user: &str) {
     let (status, body) = app
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/teams/{team}/members/{user}"),
-            Some(admin),
-            None,
-        )
+        .delete(&format!("/api/v1/teams/{team}/members/{user}"), admin)
         .await;
     assert!(status.is_success(), "remove member: {status} {body}");
 }
@@ -231,7 +224,7 @@ async fn a_forged_removal_is_refused_and_the_team_stays_enforced() {
     );
     assert!(holds(&machine, &org.team).await, "{status}");
     assert!(
-        read(&machine.team_file()).contains("Always rule one."),
+        machine.team_text().contains("Always rule one."),
         "the team's rules stay in the file"
     );
 
@@ -267,9 +260,7 @@ async fn an_old_removal_replayed_after_the_user_rejoined_is_refused() {
         )
         .await;
     assert!(
-        wait_for_file(&machine.team_file(), "Always rule one.")
-            .await
-            .is_some(),
+        machine.team_file_with("Always rule one.").await.is_some(),
         "the rules come back after the rejoin; status: {}",
         machine.status().await
     );
@@ -279,7 +270,7 @@ async fn an_old_removal_replayed_after_the_user_rejoined_is_refused() {
     let reported = machine.wait_for_failures(1).await;
     assert_eq!(reported, vec!["replayed"]);
     assert!(holds(&machine, &org.team).await);
-    assert!(read(&machine.team_file()).contains("Always rule one."));
+    assert!(machine.team_text().contains("Always rule one."));
     let agent = fleet_shows(&org.app, &org.admin, &agent_id, 1).await;
     assert_eq!(agent["last_integrity_failure"]["reason"], json!("replayed"));
     machine.stop().await;

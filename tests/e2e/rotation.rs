@@ -5,9 +5,7 @@
 //! integrity failure; and a rule set signed by the retired key is refused afterwards.
 
 use crate::harness::{Machine, TestApp, assert_ran, eventually};
-use crate::signing::{
-    SEED, SignedOrg, approved_rule, attach, forged, kv_get, kv_put, read, wait_for_file,
-};
+use crate::signing::{SEED, SignedOrg, approved_rule, attach, forged, kv_get, kv_put};
 use edict_api::ruleset::{key_id_of, sign};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -73,9 +71,7 @@ async fn a_key_rotation_reaches_online_offline_and_new_agents_and_retires_the_ol
     offline.run();
     for machine in [&online, &offline] {
         assert!(
-            wait_for_file(&machine.team_file(), "Always rule one.")
-                .await
-                .is_some(),
+            machine.team_file_with("Always rule one.").await.is_some(),
             "the first rule set reaches both machines"
         );
     }
@@ -162,7 +158,7 @@ async fn a_key_rotation_reaches_online_offline_and_new_agents_and_retires_the_ol
     })
     .await
     .expect("the restarted agent reconnects");
-    assert!(read(&online.team_file()).contains("Always rule one."));
+    assert!(online.team_text().contains("Always rule one."));
 
     // A machine that logs in now pins the new key only and gets the re-signed rule set.
     let mut newcomer = Machine::new();
@@ -171,9 +167,7 @@ async fn a_key_rotation_reaches_online_offline_and_new_agents_and_retires_the_ol
     assert_eq!(answer["org_keys"][0]["key_id"], json!(new_id), "{answer}");
     newcomer.run();
     assert!(
-        wait_for_file(&newcomer.team_file(), "Always rule one.")
-            .await
-            .is_some(),
+        newcomer.team_file_with("Always rule one.").await.is_some(),
         "the re-signed rule set reaches a machine that only trusts the new key"
     );
 
@@ -182,9 +176,7 @@ async fn a_key_rotation_reaches_online_offline_and_new_agents_and_retires_the_ol
     attach(&app, &admin, &team, &two).await;
     for machine in [&online, &newcomer] {
         assert!(
-            wait_for_file(&machine.team_file(), "Always rule two.")
-                .await
-                .is_some(),
+            machine.team_file_with("Always rule two.").await.is_some(),
             "the revision signed by the new key reaches the machine"
         );
     }
@@ -193,9 +185,7 @@ async fn a_key_rotation_reaches_online_offline_and_new_agents_and_retires_the_ol
     // holds (each signed by a key it trusts by then) and takes the new revision.
     offline.run();
     assert!(
-        wait_for_file(&offline.team_file(), "Always rule two.")
-            .await
-            .is_some(),
+        offline.team_file_with("Always rule two.").await.is_some(),
         "the agent offline throughout the rotation gets the revision signed by the new key"
     );
     let status = wait_for_key_set(&offline, 4).await;
@@ -213,5 +203,5 @@ async fn a_key_rotation_reaches_online_offline_and_new_agents_and_retires_the_ol
     kv_put(&app, &team, &stale).await;
     let reported = online.wait_for_failures(1).await;
     assert_eq!(reported, vec!["unknown_key"]);
-    assert!(read(&online.team_file()).contains("Always rule two."));
+    assert!(online.team_text().contains("Always rule two."));
 }

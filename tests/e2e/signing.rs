@@ -83,8 +83,7 @@ impl SignedOrg {
         let mut vars = vec![("EDICT_RULESET_SIGNING_KEY".to_owned(), hex::encode(SEED))];
         vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let app = TestApp::spawn_with_env(Store::Postgres, Layout::distributed(), vars).await;
-        let admin = app.admin().await;
-        let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+        let (admin, second) = app.admins().await;
         let (dev_id, dev) = app.user(&admin, "dev", &["member"]).await;
         let team = team_with_member(&app, &admin, "a", &dev_id).await;
         SignedOrg {
@@ -100,14 +99,6 @@ impl SignedOrg {
 
 pub(crate) fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
-}
-
-pub(crate) async fn wait_for_file(path: &Path, needle: &str) -> Option<String> {
-    eventually(Duration::from_secs(20), || async {
-        let text = read(path);
-        text.contains(needle).then_some(text)
-    })
-    .await
 }
 
 /// The rule set stored under `team` in the bucket, read the way any NATS client could, once it has at
@@ -169,16 +160,15 @@ pub(crate) fn forged(doc: &RuleSetDoc, revision: u64) -> RuleSetDoc {
 #[tokio::test]
 async fn rule_sets_written_into_the_bucket_never_reach_a_file_and_each_is_reported() {
     let seed_hex = hex::encode(SEED);
-    let app = TestApp::spawn_with_env(
+    let app = TestApp::spawn_with_vars(
         Store::Postgres,
         Layout::distributed(),
-        vec![("EDICT_RULESET_SIGNING_KEY".into(), seed_hex)],
+        &[("EDICT_RULESET_SIGNING_KEY", &seed_hex)],
     )
     .await;
     let org_key = ed25519_dalek::SigningKey::from_bytes(&SEED);
     let fingerprint = key_id_of(&org_key.verifying_key());
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (admin, second) = app.admins().await;
     let (dev_id, _) = app.user(&admin, "dev", &["member"]).await;
     let team = app.team(&admin, "a").await;
     let other = app.team(&admin, "b").await;
@@ -224,9 +214,7 @@ async fn rule_sets_written_into_the_bucket_never_reach_a_file_and_each_is_report
 
     machine.run();
     assert!(
-        wait_for_file(&machine.team_file(), "Always rule one.")
-            .await
-            .is_some(),
+        machine.team_file_with("Always rule one.").await.is_some(),
         "the signed rule set reaches the machine"
     );
     let first = kv_get(&app, &team, 1).await;
@@ -239,9 +227,7 @@ async fn rule_sets_written_into_the_bucket_never_reach_a_file_and_each_is_report
     let two = approved_rule(&app, &admin, &second, "rule two").await;
     attach(&app, &admin, &team, &two).await;
     assert!(
-        wait_for_file(&machine.team_file(), "Always rule two.")
-            .await
-            .is_some(),
+        machine.team_file_with("Always rule two.").await.is_some(),
         "the second revision reaches the machine"
     );
     let current = kv_get(&app, &team, first.revision + 1).await;
@@ -281,7 +267,7 @@ async fn rule_sets_written_into_the_bucket_never_reach_a_file_and_each_is_report
     );
 
     // Nothing of it reached the file: it still holds the last good revision.
-    let text = read(&machine.team_file());
+    let text = machine.team_text();
     assert!(
         text.contains("Always rule one.")
             && text.contains("Always rule two.")

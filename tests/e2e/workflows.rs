@@ -3,14 +3,8 @@
 
 use crate::harness::{Store, TestApp, approve, attach_with, rule_spec, temporary};
 use crate::on_both_stores;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-async fn get(app: &TestApp, token: &str, path: &str) -> Value {
-    let (status, body) = app.get(path, token).await;
-    assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
-    body
-}
 
 async fn refused(app: &TestApp, token: &str, path: &str, body: Value, rule: &str) {
     let (status, problem) = app.post(path, token, body).await;
@@ -36,11 +30,9 @@ async fn organization_rules_need_two_approvals_and_revisions_keep_the_approved_o
         )
         .await;
     let id = rule["id"].as_str().unwrap();
-    let path = |action: &str| format!("/api/v1/rules/{id}/{action}");
-    assert_eq!(
-        get(&app, &author, &format!("/api/v1/rules/{id}")).await["status"],
-        "draft"
-    );
+    let rule_path = format!("/api/v1/rules/{id}");
+    let path = |action: &str| format!("{rule_path}/{action}");
+    assert_eq!(app.fetch(&rule_path, &author).await["status"], "draft");
 
     refused(&app, &second, &path("approve"), json!({}), "not_pending").await;
     app.ok(&path("submit"), &author, json!({})).await;
@@ -54,12 +46,12 @@ async fn organization_rules_need_two_approvals_and_revisions_keep_the_approved_o
         "already_approved_by",
     )
     .await;
-    let rule = get(&app, &author, &format!("/api/v1/rules/{id}")).await;
+    let rule = app.fetch(&rule_path, &author).await;
     assert_eq!(rule["status"], "pending", "one approval of two: {rule}");
     assert_eq!(rule["working"]["approvals"].as_array().unwrap().len(), 1);
 
     app.ok(&path("approve"), &third, json!({})).await;
-    let rule = get(&app, &author, &format!("/api/v1/rules/{id}")).await;
+    let rule = app.fetch(&rule_path, &author).await;
     assert_eq!(rule["status"], "approved", "{rule}");
     assert_eq!(rule["approved"]["number"], 1);
     assert_eq!(
@@ -83,7 +75,7 @@ async fn organization_rules_need_two_approvals_and_revisions_keep_the_approved_o
         rule_spec("no secrets, ever", "organization"),
     )
     .await;
-    let rule = get(&app, &author, &format!("/api/v1/rules/{id}")).await;
+    let rule = app.fetch(&rule_path, &author).await;
     assert_eq!(rule["approved"]["number"], 1);
     assert_eq!(rule["approved"]["spec"]["name"], "no secrets in prompts");
     assert_eq!(rule["working"]["number"], 2);
@@ -106,7 +98,7 @@ async fn organization_rules_need_two_approvals_and_revisions_keep_the_approved_o
     assert_eq!(problem["field"], "reason");
     app.ok(&path("reject"), &second, json!({"reason": "too vague"}))
         .await;
-    let rule = get(&app, &author, &format!("/api/v1/rules/{id}")).await;
+    let rule = app.fetch(&rule_path, &author).await;
     assert_eq!(rule["working"]["state"], "rejected");
     assert_eq!(rule["working"]["rejection_reason"], "too vague");
     let (status, _) = app
@@ -124,16 +116,12 @@ async fn organization_rules_need_two_approvals_and_revisions_keep_the_approved_o
     assert_eq!(status, StatusCode::OK);
     app.ok(&path("archive"), &author, json!({})).await;
     refused(&app, &author, &path("submit"), json!({}), "archived").await;
-    assert_eq!(
-        get(&app, &author, &format!("/api/v1/rules/{id}")).await["status"],
-        "archived"
-    );
+    assert_eq!(app.fetch(&rule_path, &author).await["status"], "archived");
 }
 
 async fn teams_attach_approved_rules_with_a_mode(store: Store) {
     let app = TestApp::spawn(store).await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (admin, second) = app.admins().await;
     let (lead_id, lead) = app.user(&admin, "lead", &["member"]).await;
 
     let team = app.team(&admin, "Payments").await;
@@ -159,18 +147,8 @@ async fn teams_attach_approved_rules_with_a_mode(store: Store) {
     )
     .await;
 
-    let rule = app
-        .ok(
-            "/api/v1/rules",
-            &admin,
-            rule_spec("review before merge", "team"),
-        )
-        .await;
-    let rule = rule["id"].as_str().unwrap().to_owned();
-    app.ok(&format!("/api/v1/rules/{rule}/submit"), &admin, json!({}))
-        .await;
-    app.ok(&format!("/api/v1/rules/{rule}/approve"), &second, json!({}))
-        .await;
+    let spec = rule_spec("review before merge", "team");
+    let rule = approve(&app, &admin, &second, spec).await;
 
     let (status, problem) = app
         .post(
@@ -190,22 +168,11 @@ async fn teams_attach_approved_rules_with_a_mode(store: Store) {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let view = get(&app, &lead, &format!("/api/v1/teams/{team}")).await;
+    let view = app.fetch(&format!("/api/v1/teams/{team}"), &lead).await;
     assert_eq!(view["rules"][0]["enforcement"]["mode"], "warning", "{view}");
     assert_eq!(view["rules"][0]["rule_revision"], 1);
 
-    let org = app
-        .ok(
-            "/api/v1/rules",
-            &admin,
-            rule_spec("org wide", "organization"),
-        )
-        .await;
-    let org = org["id"].as_str().unwrap().to_owned();
-    app.ok(&format!("/api/v1/rules/{org}/submit"), &admin, json!({}))
-        .await;
-    app.ok(&format!("/api/v1/rules/{org}/approve"), &second, json!({}))
-        .await;
+    let org = approve(&app, &admin, &second, rule_spec("org wide", "organization")).await;
     let (_, third) = app.user(&admin, "third", &["org_admin"]).await;
     app.ok(&format!("/api/v1/rules/{org}/approve"), &third, json!({}))
         .await;
@@ -218,37 +185,23 @@ async fn teams_attach_approved_rules_with_a_mode(store: Store) {
     )
     .await;
 
-    let (status, _) = app
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/teams/{team}/rules/{rule}"),
-            Some(&lead),
-            None,
-        )
-        .await;
+    let attached = format!("/api/v1/teams/{team}/rules/{rule}");
+    let (status, _) = app.delete(&attached, &lead).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, problem) = app
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/teams/{team}/rules/{rule}"),
-            Some(&lead),
-            None,
-        )
-        .await;
+    let (status, problem) = app.delete(&attached, &lead).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(problem["rule"], "not_attached");
     app.ok(&format!("/api/v1/teams/{team}/archive"), &admin, json!({}))
         .await;
     assert_eq!(
-        get(&app, &admin, &format!("/api/v1/teams/{team}")).await["archived"],
+        app.fetch(&format!("/api/v1/teams/{team}"), &admin).await["archived"],
         true
     );
 }
 
 async fn change_requests_flow_from_report_to_exception(store: Store) {
     let app = TestApp::spawn(store).await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (admin, second) = app.admins().await;
     let (lead_id, lead) = app.user(&admin, "lead", &["member"]).await;
     let (dev_id, dev) = app.user(&admin, "dev", &["member"]).await;
     let team = app.team(&admin, "Search").await;
@@ -271,6 +224,8 @@ async fn change_requests_flow_from_report_to_exception(store: Store) {
         .ok("/api/v1/change-requests", &agent, report("report-1", 'b'))
         .await;
     let cr = opened["id"].as_str().unwrap().to_owned();
+    let cr_path = format!("/api/v1/change-requests/{cr}");
+    let change = |action: &str| format!("{cr_path}/{action}");
     let again = app
         .ok("/api/v1/change-requests", &agent, report("report-1", 'b'))
         .await;
@@ -278,14 +233,14 @@ async fn change_requests_flow_from_report_to_exception(store: Store) {
         again["id"], opened["id"],
         "a report delivered twice opens one change request"
     );
-    let view = get(&app, &dev, &format!("/api/v1/change-requests/{cr}")).await;
+    let view = app.fetch(&cr_path, &dev).await;
     assert_eq!(view["status"], "pending", "{view}");
     assert_eq!(view["team_id"], team.as_str());
     assert!(view["timeout_at"].is_string());
 
     let amended = app
         .ok(
-            &format!("/api/v1/change-requests/{cr}/amend"),
+            &change("amend"),
             &agent,
             json!({"new_hash": "c".repeat(64), "diff": "-old\n+newer\n", "report_id": "report-2"}),
         )
@@ -294,28 +249,17 @@ async fn change_requests_flow_from_report_to_exception(store: Store) {
     refused(
         &app,
         &lead,
-        &format!("/api/v1/change-requests/{cr}/reject"),
+        &change("reject"),
         json!({"reason": ""}),
         "invalid_value",
     )
     .await;
-    app.ok(
-        &format!("/api/v1/change-requests/{cr}/reject"),
-        &lead,
-        json!({"reason": "keep the rule"}),
-    )
-    .await;
-    refused(
-        &app,
-        &lead,
-        &format!("/api/v1/change-requests/{cr}/approve"),
-        json!({}),
-        "not_pending",
-    )
-    .await;
+    app.ok(&change("reject"), &lead, json!({"reason": "keep the rule"}))
+        .await;
+    refused(&app, &lead, &change("approve"), json!({}), "not_pending").await;
 
     app.ok(
-        &format!("/api/v1/change-requests/{cr}/exception"),
+        &change("exception"),
         &dev,
         json!({"justification": "the release needs it", "kind": "time_limited", "until": "2099-01-01T00:00:00Z"}),
     )
@@ -323,48 +267,32 @@ async fn change_requests_flow_from_report_to_exception(store: Store) {
     refused(
         &app,
         &dev,
-        &format!("/api/v1/change-requests/{cr}/exception"),
+        &change("exception"),
         json!({"justification": "again", "kind": "permanent"}),
         "exception_already_requested",
     )
     .await;
     app.ok(
-        &format!("/api/v1/change-requests/{cr}/exception/grant"),
+        &change("exception/grant"),
         &lead,
         json!({"until": "2099-01-01T00:00:00Z"}),
     )
     .await;
-    let view = get(&app, &admin, &format!("/api/v1/change-requests/{cr}")).await;
+    let view = app.fetch(&cr_path, &admin).await;
     assert_eq!(view["status"], "exception_granted", "{view}");
 
-    let second_report = app
-        .ok("/api/v1/change-requests", &agent, report("report-3", 'd'))
-        .await;
-    let other = second_report["id"].as_str().unwrap();
-    app.ok(
-        &format!("/api/v1/change-requests/{other}/approve"),
-        &lead,
-        json!({}),
-    )
-    .await;
-    assert_eq!(
-        get(&app, &lead, &format!("/api/v1/change-requests/{other}")).await["status"],
-        "approved"
-    );
-    let third_report = app
-        .ok("/api/v1/change-requests", &agent, report("report-4", 'e'))
-        .await;
-    let third = third_report["id"].as_str().unwrap();
-    app.ok(
-        &format!("/api/v1/change-requests/{third}/withdraw"),
-        &dev,
-        json!({}),
-    )
-    .await;
-    assert_eq!(
-        get(&app, &dev, &format!("/api/v1/change-requests/{third}")).await["status"],
-        "withdrawn"
-    );
+    // Two more reports: one the lead approves, one its developer withdraws.
+    let decisions = [
+        ("report-3", 'd', &lead, "approve", "approved"),
+        ("report-4", 'e', &dev, "withdraw", "withdrawn"),
+    ];
+    for (report_id, hash, token, action, status) in decisions {
+        let report = report(report_id, hash);
+        let opened = app.created("/api/v1/change-requests", &agent, report).await;
+        let path = format!("/api/v1/change-requests/{opened}");
+        app.ok(&format!("{path}/{action}"), token, json!({})).await;
+        assert_eq!(app.fetch(&path, token).await["status"], status);
+    }
 }
 
 async fn agents_are_enrolled_and_revoked(store: Store) {
@@ -374,7 +302,7 @@ async fn agents_are_enrolled_and_revoked(store: Store) {
     let enrolled = app.enroll_agent(&dev, "m-1", "Laptop").await;
     let id = enrolled["id"].as_str().unwrap().to_owned();
     let token = enrolled["token"].as_str().unwrap().to_owned();
-    let view = get(&app, &dev, &format!("/api/v1/agents/{id}")).await;
+    let view = app.fetch(&format!("/api/v1/agents/{id}"), &dev).await;
     assert_eq!(view["user_id"], dev_id.as_str());
     assert_eq!(view["revoked"], false);
     // The agent token authenticates the agent (it may not read user endpoints).
@@ -393,7 +321,7 @@ async fn agents_are_enrolled_and_revoked(store: Store) {
         "a revoked agent token is refused at once"
     );
     assert_eq!(
-        get(&app, &admin, &format!("/api/v1/agents/{id}")).await["revoked"],
+        app.fetch(&format!("/api/v1/agents/{id}"), &admin).await["revoked"],
         true
     );
 }

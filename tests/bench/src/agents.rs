@@ -12,7 +12,9 @@
 pub(super) mod revert;
 mod sim;
 
-use super::{ScratchPostgres, login, wait_live};
+use super::{
+    ADMIN_EMAIL, ADMIN_PASSWORD, ScratchPostgres, emit, login, post_json, short_id, wait_live,
+};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use edict::output::{self, OutputFormat};
@@ -29,7 +31,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
-use uuid::Uuid;
 
 /// The propagation goal at 10,000 agents, p99 in milliseconds.
 const GOAL_PROPAGATION_P99_MS: f64 = 100.0;
@@ -39,9 +40,6 @@ const GOAL_BYTES_PER_CONNECTION: f64 = 10_000.0;
 const GOAL_STORM: Duration = Duration::from_secs(30);
 /// How long one command may take to reach every agent before it counts as not converged.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(20);
-/// The admin of the scratch deployment.
-const ADMIN_EMAIL: &str = "bench-admin@example.com";
-const ADMIN_PASSWORD: &str = "bench-password-1";
 
 /// Options of `edict-bench agents`.
 #[derive(Debug, Args)]
@@ -282,17 +280,8 @@ pub async fn agents(args: AgentsArgs) -> Result<()> {
         bail!("--count must be at least 1 and at least --teams (≥ 1)");
     }
     raise_fd_limit(args.count);
-    let (database, url) =
-        edict_test_kit::create_isolated_postgres(&args.scratch.postgres_url, "edict_bench_ag")
-            .await
-            .context("cannot create a scratch PostgreSQL database")?;
-    database.close().await;
-    let id: String = Uuid::new_v4()
-        .simple()
-        .to_string()
-        .chars()
-        .take(8)
-        .collect();
+    let url = args.scratch.create("edict_bench_ag").await?;
+    let id = short_id();
     let prefix = format!("benchag{id}_");
     let dir = std::env::temp_dir().join(format!("edict-bench-agents-{id}"));
     let result = async {
@@ -304,18 +293,9 @@ pub async fn agents(args: AgentsArgs) -> Result<()> {
     }
     .await;
     cleanup_nats(&args.nats_url, &prefix).await;
-    if let Err(error) =
-        edict_test_kit::drop_isolated_postgres(&args.scratch.postgres_url, &url).await
-    {
-        tracing::warn!(%error, "cannot drop the scratch database");
-    }
+    args.scratch.drop(&url).await;
     let _ = std::fs::remove_dir_all(&dir);
-    let report = result?;
-    match args.output {
-        OutputFormat::Json => output::json(&report)?,
-        OutputFormat::Text => print(&report),
-    }
-    Ok(())
+    emit(args.output, &result?, print)
 }
 
 /// Raises the soft limit of open files to the hard limit (children inherit it): each agent is a
@@ -615,19 +595,7 @@ struct Setup {
 
 impl Setup {
     async fn post(&self, token: &str, path: &str, body: &Value) -> Result<Value> {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("{path}: {status} {body}");
-        }
-        Ok(body)
+        post_json(&self.client, &self.base, token, path, body).await
     }
 
     async fn create(base: String, args: &AgentsArgs) -> Result<Setup> {

@@ -109,20 +109,13 @@ pub async fn verify(args: VerifyArgs) -> Result<()> {
     for store in &args.stores {
         let report = match store.as_str() {
             "postgres" => {
-                let (database, url) = edict_test_kit::create_isolated_postgres(
-                    &args.scratch.postgres_url,
-                    "edict_bench_audit",
-                )
-                .await
-                .context("cannot create a scratch PostgreSQL database")?;
+                let (database, url) = args.scratch.open("edict_bench_audit").await?;
                 let report = measure("postgres", &database, args.events).await;
                 database.close().await;
                 if args.keep {
                     tracing::info!(%url, "kept the scratch database");
-                } else if let Err(error) =
-                    edict_test_kit::drop_isolated_postgres(&args.scratch.postgres_url, &url).await
-                {
-                    tracing::warn!(%error, "cannot drop the scratch database");
+                } else {
+                    args.scratch.drop(&url).await;
                 }
                 report?
             }

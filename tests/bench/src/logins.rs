@@ -17,16 +17,16 @@
 //! the lanes of `edict_infrastructure::auth::password`) is the expensive part; a bad sign-in over its address's limit is refused before
 //! hashing.
 
+use crate::{ADMIN_EMAIL, ADMIN_PASSWORD, bench_settings, serve_until_stopped};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use edict::app;
 use edict::output::{self, OutputFormat};
 use edict_api::server::rate_limit::{RateLimitSettings, RateLimits};
-use edict_infrastructure::settings::{BootstrapAdmin, Secret, Settings};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::json;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -92,37 +92,20 @@ struct Server {
     dir: std::path::PathBuf,
 }
 
-const ADMIN_EMAIL: &str = "bench-admin@example.com";
-const ADMIN_PASSWORD: &str = "bench-password-1";
 const USER_PASSWORD: &str = "good-password-123";
 
 async fn start(limits: RateLimitSettings) -> Result<Server> {
-    let listen: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let dir = std::env::temp_dir().join(format!("edict-bench-logins-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir)?;
-    let mut settings = Settings::embedded(dir.clone(), listen);
-    settings.admin = Some(BootstrapAdmin {
-        email: ADMIN_EMAIL.into(),
-        password: Secret::new(ADMIN_PASSWORD.into()),
-    });
+    let settings = bench_settings(dir.clone())?;
+    let listen = settings.listen;
     let built = app::build(&settings, None).await?;
     let endpoint = edict_api::server::app_with_limits(
         built.edict.clone(),
         edict_api::server::GatewayUrls::default(),
         Arc::new(RateLimits::new(&limits)),
     );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        poem::Server::new(poem::listener::TcpListener::bind(listen))
-            .run_with_graceful_shutdown(
-                endpoint,
-                async {
-                    let _ = stopped.await;
-                },
-                Some(Duration::from_secs(5)),
-            )
-            .await
-    });
+    let (stop, task) = serve_until_stopped(listen, endpoint);
     Ok(Server {
         base: format!("http://{listen}"),
         stop,
@@ -379,38 +362,22 @@ pub async fn logins(args: LoginsArgs) -> Result<()> {
     let server = start(limits.clone()).await?;
     create_users(&server.base, KNOWN.prefix, users).await?;
     create_users(&server.base, NEWCOMERS.prefix, users).await?;
+    let on = |base: &str, name: &'static str, cohort, attack| {
+        let (base, args) = (base.to_owned(), &args);
+        async move { phase(name, &base, args, users, cohort, attack).await }
+    };
     tracing::info!("baseline: first sign-ins only");
-    phases.push(phase("baseline", &server.base, &args, users, KNOWN, false).await?);
+    phases.push(on(&server.base, "baseline", KNOWN, false).await?);
     tracing::info!(
         rate = args.attack_rate,
         "attack: known clients sign in again among bad sign-ins"
     );
-    phases.push(
-        phase(
-            "attack, known clients",
-            &server.base,
-            &args,
-            users,
-            KNOWN,
-            true,
-        )
-        .await?,
-    );
+    phases.push(on(&server.base, "attack, known clients", KNOWN, true).await?);
     tracing::info!(
         rate = args.attack_rate,
         "attack: first sign-ins among bad sign-ins"
     );
-    phases.push(
-        phase(
-            "attack, first sign-ins",
-            &server.base,
-            &args,
-            users,
-            NEWCOMERS,
-            true,
-        )
-        .await?,
-    );
+    phases.push(on(&server.base, "attack, first sign-ins", NEWCOMERS, true).await?);
     server.shut().await;
 
     if args.compare_unlimited {
@@ -422,17 +389,7 @@ pub async fn logins(args: LoginsArgs) -> Result<()> {
         tracing::info!("attack again, sign-in limits off");
         let server = start(unlimited).await?;
         create_users(&server.base, NEWCOMERS.prefix, users).await?;
-        phases.push(
-            phase(
-                "attack, first, no limits",
-                &server.base,
-                &args,
-                users,
-                NEWCOMERS,
-                true,
-            )
-            .await?,
-        );
+        phases.push(on(&server.base, "attack, first, no limits", NEWCOMERS, true).await?);
         server.shut().await;
     }
 

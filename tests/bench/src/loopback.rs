@@ -85,11 +85,7 @@ pub async fn loopback(args: LoopbackArgs) -> Result<()> {
     let report = tokio::task::spawn_blocking(move || measure(&args).map(|r| (r, args.output)))
         .await
         .context("the loopback bench panicked")??;
-    match report.1 {
-        OutputFormat::Json => output::json(&report.0)?,
-        OutputFormat::Text => print(&report.0),
-    }
-    Ok(())
+    crate::emit(report.1, &report.0, print)
 }
 
 fn measure(args: &LoopbackArgs) -> Result<LoopbackReport> {

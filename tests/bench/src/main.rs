@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use edict::app;
 use edict::output::{self, OutputFormat};
 use edict_infrastructure::settings::{BootstrapAdmin, Secret, Settings};
+use edict_infrastructure::store::Database;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -104,6 +105,104 @@ pub struct ScratchPostgres {
     pub postgres_url: String,
 }
 
+impl ScratchPostgres {
+    /// Creates a scratch database named after `name`: answers it (open and migrated) and its URL.
+    pub async fn open(&self, name: &str) -> Result<(Database, String)> {
+        edict_test_kit::create_isolated_postgres(&self.postgres_url, name)
+            .await
+            .context("cannot create a scratch PostgreSQL database")
+    }
+
+    /// Creates a scratch database named after `name` (closed again); answers its URL.
+    pub async fn create(&self, name: &str) -> Result<String> {
+        let (database, url) = self.open(name).await?;
+        database.close().await;
+        Ok(url)
+    }
+
+    /// Drops the scratch database at `url` (best effort: a warning when it cannot).
+    pub async fn drop(&self, url: &str) {
+        if let Err(error) = edict_test_kit::drop_isolated_postgres(&self.postgres_url, url).await {
+            tracing::warn!(%error, "cannot drop the scratch database");
+        }
+    }
+}
+
+/// The first admin of every Edict a bench starts.
+const ADMIN_EMAIL: &str = "bench-admin@example.com";
+const ADMIN_PASSWORD: &str = "bench-password-1";
+
+/// Settings of an Edict on a free loopback port with its data under `data_dir` and the bench's first
+/// admin.
+fn bench_settings(data_dir: std::path::PathBuf) -> Result<Settings> {
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let mut settings = Settings::embedded(data_dir, listen);
+    settings.admin = Some(BootstrapAdmin {
+        email: ADMIN_EMAIL.into(),
+        password: Secret::new(ADMIN_PASSWORD.into()),
+    });
+    Ok(settings)
+}
+
+/// Serves `endpoint` on `listen` until the sender answered is used or dropped (then 5 s to drain).
+fn serve_until_stopped(
+    listen: SocketAddr,
+    endpoint: impl poem::Endpoint + 'static,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        poem::Server::new(poem::listener::TcpListener::bind(listen))
+            .run_with_graceful_shutdown(
+                endpoint,
+                async {
+                    let _ = stopped.await;
+                },
+                Some(Duration::from_secs(5)),
+            )
+            .await
+    });
+    (stop, task)
+}
+
+/// Eight hex digits naming what one run creates.
+fn short_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
+}
+
+/// Prints `report` as JSON, or as text with `print`.
+fn emit<T: Serialize>(format: OutputFormat, report: &T, print: impl FnOnce(&T)) -> Result<()> {
+    match format {
+        OutputFormat::Json => output::json(report)?,
+        OutputFormat::Text => print(report),
+    }
+    Ok(())
+}
+
+/// POSTs `body` to `{base}{path}` with `token`; answers the JSON body, or fails naming the status.
+async fn post_json(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    path: &str,
+    body: &Value,
+) -> Result<Value> {
+    let response = client
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await?;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("{path}: {status} {body}");
+    }
+    Ok(body)
+}
+
 /// Options of `edict-bench commands`.
 #[derive(Debug, Args)]
 pub struct CommandsArgs {
@@ -182,19 +281,9 @@ async fn commands(args: CommandsArgs) -> Result<()> {
     for store in &args.stores {
         let report = match store.as_str() {
             "postgres" => {
-                let (database, url) = edict_test_kit::create_isolated_postgres(
-                    &args.scratch.postgres_url,
-                    "edict_bench",
-                )
-                .await
-                .context("cannot create a scratch PostgreSQL database")?;
-                database.close().await;
+                let url = args.scratch.create("edict_bench").await?;
                 let report = bench_store("postgres", url.clone(), &args).await;
-                if let Err(error) =
-                    edict_test_kit::drop_isolated_postgres(&args.scratch.postgres_url, &url).await
-                {
-                    tracing::warn!(%error, "cannot drop the scratch database");
-                }
+                args.scratch.drop(&url).await;
                 report?
             }
             "sqlite" => {
@@ -268,39 +357,16 @@ fn print_store(report: &StoreReport) {
 }
 
 async fn bench_store(kind: &str, url: String, args: &CommandsArgs) -> Result<StoreReport> {
-    let listen: SocketAddr = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-        probe.local_addr()?
-    };
-    let mut settings = Settings::embedded(std::env::temp_dir(), listen);
+    let mut settings = bench_settings(std::env::temp_dir())?;
     settings.database_url = url.clone();
-    settings.admin = Some(BootstrapAdmin {
-        email: "bench-admin@example.com".into(),
-        password: Secret::new("bench-password-1".into()),
-    });
+    let listen = settings.listen;
     let built = app::build(&settings, None).await?;
     let endpoint = edict_api::server::app(
         built.edict.clone(),
         edict_api::server::GatewayUrls::default(),
     );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        poem::Server::new(poem::listener::TcpListener::bind(listen))
-            .run_with_graceful_shutdown(
-                endpoint,
-                async {
-                    let _ = stopped.await;
-                },
-                Some(Duration::from_secs(5)),
-            )
-            .await
-    });
-    let base = format!("http://{listen}");
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.clients * 2)
-        .build()?;
-    wait_live(&client, &base).await?;
-    let fleet = Fleet::enroll(&client, &base).await?;
+    let (stop, server) = serve_until_stopped(listen, endpoint);
+    let fleet = Fleet::ready(listen, args.clients).await?;
     let duration = Duration::from_secs(args.seconds);
     tracing::info!(store = kind, "measuring the HTTP API, saturated");
     let saturated = drive(&fleet, args.clients, duration, None).await?;
@@ -351,8 +417,19 @@ struct Fleet {
 }
 
 impl Fleet {
+    /// Waits until the API on `listen` is ready and signs the fleet in, with connections for
+    /// `clients` concurrent clients.
+    async fn ready(listen: SocketAddr, clients: usize) -> Result<Self> {
+        let base = format!("http://{listen}");
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(clients * 2)
+            .build()?;
+        wait_live(&client, &base).await?;
+        Fleet::enroll(&client, &base).await
+    }
+
     async fn enroll(client: &reqwest::Client, base: &str) -> Result<Self> {
-        let author = login(client, base, "bench-admin@example.com", "bench-password-1").await?;
+        let author = login(client, base, ADMIN_EMAIL, ADMIN_PASSWORD).await?;
         let response = client
             .post(format!("{base}/api/v1/users"))
             .bearer_auth(&author)
@@ -384,19 +461,7 @@ impl Fleet {
 
     /// One command; returns whether it succeeded.
     async fn post(&self, token: &str, path: &str, body: &Value) -> Result<Value> {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("{path}: {status} {body}");
-        }
-        Ok(body)
+        post_json(&self.client, &self.base, token, path, body).await
     }
 }
 

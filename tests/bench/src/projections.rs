@@ -7,7 +7,7 @@
 //!   `edict serve` runs it on PostgreSQL and NATS (API, relay, the five projectors) under a fixed offered
 //!   load.
 
-use super::{Fleet, ScratchPostgres, Step, step, wait_live};
+use super::{Fleet, ScratchPostgres, Step, bench_settings, emit, short_id, step};
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, TimeDelta, Utc};
 use clap::Args;
@@ -23,7 +23,6 @@ use edict_domain::team::{TeamCommand, TeamName, TeamRole};
 use edict_domain::{Enforcement, Layer, Reason, Rule, RuleId, Team, TeamId, UserId};
 use edict_infrastructure::nats::{self, Nats, NatsRelay, NatsSettings, RelaySettings};
 use edict_infrastructure::projection::{ProjectionRunner, RebuildPhase, RebuildProgress};
-use edict_infrastructure::settings::{BootstrapAdmin, Secret, Settings};
 use edict_infrastructure::store::Database;
 use edict_test_kit::seed::{SeedEvent, seed_events};
 use hdrhistogram::Histogram;
@@ -151,10 +150,7 @@ pub async fn rebuild(args: RebuildArgs) -> Result<()> {
     database.close().await;
     scratch.remove().await;
     let report = result?;
-    match args.output {
-        OutputFormat::Json => output::json(&report)?,
-        OutputFormat::Text => print_rebuild(&report),
-    }
+    emit(args.output, &report, print_rebuild)?;
     if !report.hashes_match {
         bail!("the rebuilt read model differs from the live one");
     }
@@ -1275,17 +1271,8 @@ struct LagReport {
 /// 6. Prints p50 / p99 / max per projection; stops the roles, drops the database and deletes the
 ///    prefix's NATS streams (best effort).
 pub async fn lag(args: LagArgs) -> Result<()> {
-    let (database, url) =
-        edict_test_kit::create_isolated_postgres(&args.scratch.postgres_url, "edict_bench_lag")
-            .await
-            .context("cannot create a scratch PostgreSQL database")?;
-    database.close().await;
-    let id: String = Uuid::new_v4()
-        .simple()
-        .to_string()
-        .chars()
-        .take(8)
-        .collect();
+    let url = args.scratch.create("edict_bench_lag").await?;
+    let id = short_id();
     let prefix = format!("bench{id}_");
     let result = async {
         let settings =
@@ -1304,17 +1291,8 @@ pub async fn lag(args: LagArgs) -> Result<()> {
         result
     }
     .await;
-    if let Err(error) =
-        edict_test_kit::drop_isolated_postgres(&args.scratch.postgres_url, &url).await
-    {
-        tracing::warn!(%error, "cannot drop the scratch database");
-    }
-    let report = result?;
-    match args.output {
-        OutputFormat::Json => output::json(&report)?,
-        OutputFormat::Text => print_lag(&report),
-    }
-    Ok(())
+    args.scratch.drop(&url).await;
+    emit(args.output, &result?, print_lag)
 }
 
 /// Deletes the events stream and the rule set bucket of the prefix (their consumers go with them).
@@ -1412,16 +1390,9 @@ impl Roles {
 }
 
 async fn measure_lag(url: &str, nats: &Nats, args: &LagArgs) -> Result<LagReport> {
-    let listen: SocketAddr = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-        probe.local_addr()?
-    };
-    let mut settings = Settings::embedded(std::env::temp_dir(), listen);
+    let mut settings = bench_settings(std::env::temp_dir())?;
     settings.database_url = url.to_owned();
-    settings.admin = Some(BootstrapAdmin {
-        email: "bench-admin@example.com".into(),
-        password: Secret::new("bench-password-1".into()),
-    });
+    let listen = settings.listen;
     let built = app::build(&settings, Some(nats)).await?;
     let roles = Roles::start(&built, nats, listen)?;
     let result = drive_and_sample(url, listen, args).await;
@@ -1447,12 +1418,7 @@ struct Sample {
 }
 
 async fn drive_and_sample(url: &str, listen: SocketAddr, args: &LagArgs) -> Result<LagReport> {
-    let base = format!("http://{listen}");
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.clients * 2)
-        .build()?;
-    wait_live(&client, &base).await?;
-    let fleet = Fleet::enroll(&client, &base).await?;
+    let fleet = Fleet::ready(listen, args.clients).await?;
     let mut db = PgConnection::connect(url)
         .await
         .context("cannot connect to the scratch database")?;

@@ -6,7 +6,7 @@
 
 use super::Browser;
 use crate::harness::{
-    ADMIN_EMAIL, ADMIN_PASSWORD, Layout, Store, TestApp, approved_rule, attach, eventually,
+    ADMIN_EMAIL, ADMIN_PASSWORD, Store, TestApp, approved_rule, attach, eventually,
 };
 use ed25519_dalek::SigningKey;
 use reqwest::StatusCode;
@@ -18,13 +18,12 @@ const SEED: [u8; 32] = [9; 32];
 
 /// A deployment whose chain writer (in the main process) signs a checkpoint every two events.
 async fn audited() -> TestApp {
-    TestApp::spawn_with_env(
+    TestApp::spawn_setting(
         Store::Sqlite,
-        Layout::default(),
-        vec![
-            ("EDICT_AUDIT_SIGNING_KEY".into(), hex::encode(SEED)),
-            ("EDICT_AUDIT_CHECKPOINT_EVERY".into(), "2".into()),
-            ("EDICT_AUDIT_CHECKPOINT_SECS".into(), "1".into()),
+        &[
+            ("EDICT_AUDIT_SIGNING_KEY", &hex::encode(SEED)),
+            ("EDICT_AUDIT_CHECKPOINT_EVERY", "2"),
+            ("EDICT_AUDIT_CHECKPOINT_SECS", "1"),
         ],
     )
     .await
@@ -33,8 +32,7 @@ async fn audited() -> TestApp {
 #[tokio::test]
 async fn an_auditor_reads_the_log_the_past_and_the_chain_and_changes_nothing() {
     let app = audited().await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (admin, second) = app.admins().await;
     let team = app.team(&admin, "Ops <script>alert(1)</script>").await;
     let rule = approved_rule(&app, &admin, &second, "audited").await;
     attach(&app, &admin, &team, &rule).await;

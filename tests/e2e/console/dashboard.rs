@@ -9,8 +9,7 @@ use reqwest::StatusCode;
 #[tokio::test]
 async fn console_dashboard_shows_convergence_to_members_and_operations_to_admins_only() {
     let app = TestApp::spawn(Store::Sqlite).await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (admin, second) = app.admins().await;
     let (member_id, email, password) = app.account(&admin, "dev", &["member"]).await;
     let team = team_with_member(&app, &admin, "Platform <core>", &member_id).await;
     let rule = approved_rule(&app, &admin, &second, "lint").await;

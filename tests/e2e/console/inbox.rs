@@ -23,8 +23,7 @@ async fn change_status(app: &TestApp, admin: &str, change: &str) -> Value {
 #[tokio::test]
 async fn console_inbox_decides_change_requests_and_streams_changes() {
     let app = TestApp::spawn(Store::Sqlite).await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (admin, second) = app.admins().await;
     let (lead_id, lead_email, lead_password) = app.account(&admin, "lead", &["member"]).await;
     let (dev_id, dev_email, dev_password) = app.account(&admin, "dev", &["member"]).await;
     let (_, auditor_email, auditor_password) = app.account(&admin, "auditor", &["auditor"]).await;

@@ -98,8 +98,7 @@ async fn console_sign_in_sets_a_strict_http_only_cookie_and_sign_out_ends_the_se
 
     // The session is the API's: its access token works there until sign-out.
     let access = browser.access_token().expect("access token in the cookie");
-    let (status, me) = app.get("/api/v1/users/me", &access).await;
-    assert_eq!(status, StatusCode::OK, "{me}");
+    let me = app.fetch("/api/v1/users/me", &access).await;
     assert_eq!(me["email"], ADMIN_EMAIL);
 
     // Signing out without the form's token is refused and keeps the session.
@@ -258,12 +257,11 @@ async fn console_posts_without_the_csrf_token_are_refused_and_change_nothing() {
 #[tokio::test]
 async fn console_renews_an_expired_access_token_and_marks_cookies_secure_behind_https() {
     // TLS ends at a proxy in front (the public URL is https): cookies must be Secure.
-    let app = TestApp::spawn_with_env(
+    let app = TestApp::spawn_setting(
         Store::Sqlite,
-        Default::default(),
-        vec![
-            ("EDICT_ACCESS_TTL_SECS".into(), "1".into()),
-            ("EDICT_PUBLIC_URL".into(), "https://edict.example".into()),
+        &[
+            ("EDICT_ACCESS_TTL_SECS", "1"),
+            ("EDICT_PUBLIC_URL", "https://edict.example"),
         ],
     )
     .await;

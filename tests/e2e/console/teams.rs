@@ -19,8 +19,7 @@ on_both_stores!(
 
 async fn teams_pages_follow_the_roles(store: Store) {
     let app = TestApp::spawn(store).await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (admin, second) = app.admins().await;
     let (dev_id, _, mut dev) = signed_in_person(&app, &admin, "dev", &["member"]).await;
     let (other_id, _, _) = signed_in_person(&app, &admin, "other", &["member"]).await;
     let (lead_id, _, mut lead) = signed_in_person(&app, &admin, "lead", &["member"]).await;
@@ -263,8 +262,7 @@ async fn fleet_pages_follow_the_roles(store: Store) {
 #[tokio::test]
 async fn a_machine_page_shows_the_revision_it_enforces() {
     let app = TestApp::spawn(Store::Sqlite).await;
-    let admin = app.admin().await;
-    let (_, second) = app.user(&admin, "second", &["org_admin"]).await;
+    let (admin, second) = app.admins().await;
     let (dev_id, _, mut dev) = signed_in_person(&app, &admin, "dev", &["member"]).await;
     let team = team_with_member(&app, &admin, "Enforcers", &dev_id).await;
     let rule = approved_rule(&app, &admin, &second, "sign-commits").await;

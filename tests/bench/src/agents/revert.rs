@@ -16,7 +16,7 @@
 //!    CPU time (`/proc/<pid>/stat`) over `--idle-seconds`.
 
 use super::{ServeChild, cpu_time, free_port, rss_kib};
-use crate::{login, wait_live};
+use crate::{ADMIN_EMAIL, ADMIN_PASSWORD, login, wait_live};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use edict::output::{self, OutputFormat};
@@ -76,12 +76,7 @@ pub async fn agent_revert(args: AgentRevertArgs) -> Result<()> {
     std::fs::create_dir_all(&dir).context("cannot create the bench directory")?;
     let result = run(&args, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
-    let report = result?;
-    match args.output {
-        OutputFormat::Json => output::json(&report)?,
-        OutputFormat::Text => print(&report),
-    }
-    Ok(())
+    crate::emit(args.output, &result?, print)
 }
 
 async fn run(args: &AgentRevertArgs, dir: &Path) -> Result<RevertReport> {
@@ -92,14 +87,8 @@ async fn run(args: &AgentRevertArgs, dir: &Path) -> Result<RevertReport> {
             "EDICT_DATA_DIR".to_owned(),
             dir.join("server").display().to_string(),
         ),
-        (
-            "EDICT_ADMIN_EMAIL".to_owned(),
-            "bench-admin@example.com".to_owned(),
-        ),
-        (
-            "EDICT_ADMIN_PASSWORD".to_owned(),
-            "bench-password-1".to_owned(),
-        ),
+        ("EDICT_ADMIN_EMAIL".to_owned(), ADMIN_EMAIL.to_owned()),
+        ("EDICT_ADMIN_PASSWORD".to_owned(), ADMIN_PASSWORD.to_owned()),
         ("RUST_LOG".to_owned(), "warn".to_owned()),
     ];
     let mut server = ServeChild::spawn(
@@ -133,20 +122,9 @@ async fn run(args: &AgentRevertArgs, dir: &Path) -> Result<RevertReport> {
 /// an enrollment token and the API's URL, or (a server without enrollment tokens) an agent token and
 /// the gateway's URL.
 async fn setup(client: &reqwest::Client, base: &str, gateway: &str) -> Result<(String, String)> {
-    let admin = login(client, base, "bench-admin@example.com", "bench-password-1").await?;
+    let admin = login(client, base, ADMIN_EMAIL, ADMIN_PASSWORD).await?;
     let post = |token: String, path: String, body: Value| async move {
-        let response = client
-            .post(format!("{base}{path}"))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("{path}: {status} {body}");
-        }
-        Ok::<Value, anyhow::Error>(body)
+        crate::post_json(client, base, &token, &path, &body).await
     };
     let id = |v: &Value| v["id"].as_str().map(str::to_owned).context("no id");
     post(
