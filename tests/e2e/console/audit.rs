@@ -108,7 +108,10 @@ async fn an_auditor_reads_the_log_the_past_and_the_chain_and_changes_nothing() {
     assert!(history.body.contains("&#60;script&#62;") && !history.body.contains("<script>"));
 
     // Time travel: now, the rule set holds the rule; before the team existed, it had none.
-    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string();
+    // The form takes whole seconds: the next one, so that what committed in this second counts.
+    let now = (chrono::Utc::now() + chrono::Duration::seconds(1))
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
     let past = auditor
         .get(&format!("/console/audit/time-travel?at={now}&team={team}"))
         .await;
