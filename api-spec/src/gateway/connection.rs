@@ -772,7 +772,7 @@ impl Session {
         self.last_seen = Instant::now();
         if self
             .presence_kept
-            .is_some_and(|kept| kept.elapsed() >= PRESENCE_EVERY)
+            .is_some_and(|kept| self.last_seen.duration_since(kept) >= PRESENCE_EVERY)
         {
             self.keep_presence(None);
         }

@@ -77,7 +77,7 @@ pub(crate) struct Recorder {
     /// The latest unwritten state of each agent's connection.
     presence: Arc<Mutex<Presence>>,
     wake: Arc<Notify>,
-    /// `applied` kept so far (tells the task whether more came while it waited).
+    /// `applied` and presence kept so far (tells the task whether more came while it waited).
     kept: Arc<AtomicU64>,
 }
 

@@ -315,15 +315,7 @@ async fn fleet_shows_where_a_machine_is_connected_until_it_stops(store: Store) {
     );
     // The list is a read model: it shows the machine once the enrollment is projected.
     dev.wait_for("/console/fleet", "status-online").await;
-    let (status, listed) = app
-        .call(
-            reqwest::Method::GET,
-            "/api/v1/agents",
-            Some(&dev_token),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{listed}");
+    let listed = app.fetch("/api/v1/agents", &dev_token).await;
     let presence = &listed["items"][0]["presence"];
     assert_eq!(presence["gateway"], gateway.as_str(), "{listed}");
     assert!(presence["last_seen_at"].is_string(), "{listed}");
@@ -334,14 +326,7 @@ async fn fleet_shows_where_a_machine_is_connected_until_it_stops(store: Store) {
         .wait_for(&format!("/console/fleet/{agent}"), "status-offline")
         .await;
     assert!(page.contains("last seen"), "{page}");
-    let (_, listed) = app
-        .call(
-            reqwest::Method::GET,
-            "/api/v1/agents",
-            Some(&dev_token),
-            None,
-        )
-        .await;
+    let listed = app.fetch("/api/v1/agents", &dev_token).await;
     assert!(
         listed["items"][0]["presence"]["disconnected_at"].is_string(),
         "{listed}"
